@@ -1,0 +1,25 @@
+import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
+import type { ConsentResponse } from "../shared/consent/consentFlow";
+import { browserFlow } from "./runtime";
+
+function toHttp(response: ConsentResponse): HttpResponseInit {
+  if (response.kind === "redirect") {
+    return { status: 302, headers: { Location: response.location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer" } };
+  }
+  return { status: response.page.status, headers: response.page.headers, body: response.page.body };
+}
+
+export async function consentStart(request: HttpRequest, context: InvocationContext) {
+  return browserFlow(context, async ({ consent }, log) =>
+    toHttp(await consent.start(request.params["tenantId"] ?? "", request.query.get("exp"), request.query.get("sig"), log)),
+  );
+}
+
+export async function consentCallback(request: HttpRequest, context: InvocationContext) {
+  return browserFlow(context, async ({ consent }, log) => toHttp(await consent.callback(request.query, log)));
+}
+
+// Anonymous: the customer's admin has no function key. The guid constraint keeps the start
+// route from ever shadowing consent/callback.
+app.http("consentStart", { route: "consent/{tenantId:guid}", methods: ["GET"], authLevel: "anonymous", handler: consentStart });
+app.http("consentCallback", { route: "consent/callback", methods: ["GET"], authLevel: "anonymous", handler: consentCallback });

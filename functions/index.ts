@@ -1,0 +1,3 @@
+// The app's entry point (package.json "main"): importing a module registers its functions.
+import "./tenantsApi";
+import "./consent";

@@ -1,0 +1,38 @@
+import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import { badRequest } from "../shared/errors";
+import { json, operatorApi } from "./runtime";
+
+const MAX_BODY_BYTES = 16 * 1024;
+
+async function readJson(request: HttpRequest): Promise<unknown> {
+  const text = await request.text();
+  if (Buffer.byteLength(text) > MAX_BODY_BYTES) throw badRequest("body_too_large", "The body must be at most 16 KiB.");
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw badRequest("invalid_json", "The body must be JSON, e.g. {\"tenantId\":\"<guid>\",\"displayName\":\"Contoso\"}.");
+  }
+}
+
+export async function registerTenant(request: HttpRequest, context: InvocationContext) {
+  return operatorApi(context, async ({ tenantAdmin }, log) => json(201, await tenantAdmin.register(await readJson(request), log)));
+}
+
+export async function listTenants(_request: HttpRequest, context: InvocationContext) {
+  return operatorApi(context, async ({ tenantAdmin }) => json(200, { tenants: await tenantAdmin.list() }));
+}
+
+export async function getTenant(request: HttpRequest, context: InvocationContext) {
+  return operatorApi(context, async ({ tenantAdmin }) => json(200, await tenantAdmin.get(request.params["tenantId"] ?? "")));
+}
+
+export async function offboardTenant(request: HttpRequest, context: InvocationContext) {
+  return operatorApi(context, async ({ tenantAdmin }, log) =>
+    json(200, await tenantAdmin.offboard(request.params["tenantId"] ?? "", log)),
+  );
+}
+
+app.http("registerTenant", { route: "tenants", methods: ["POST"], authLevel: "function", handler: registerTenant });
+app.http("listTenants", { route: "tenants", methods: ["GET"], authLevel: "function", handler: listTenants });
+app.http("getTenant", { route: "tenants/{tenantId}", methods: ["GET"], authLevel: "function", handler: getTenant });
+app.http("offboardTenant", { route: "tenants/{tenantId}", methods: ["DELETE"], authLevel: "function", handler: offboardTenant });

@@ -1,0 +1,190 @@
+// Flex Consumption (FC1) plan + Linux function app (Node 20) running as a user-assigned identity,
+// and the complete app-settings set. Bicep owns the app settings: every deployment replaces them,
+// so every setting the app reads in Azure is declared here (test/infra/appSettings.test.ts checks
+// this list against APP_SETTING_NAMES in shared/config.ts).
+
+@description('Function app name (globally unique host name label).')
+param name string
+
+@description('Flex Consumption plan name.')
+param planName string
+
+@description('Azure region.')
+param location string
+
+@description('Tags applied to the plan and the app.')
+param tags object = {}
+
+@description('Resource id of the user-assigned managed identity.')
+param identityId string
+
+@description('Client id of the user-assigned managed identity.')
+param identityClientId string
+
+@description('Storage account for AzureWebJobsStorage and the deployment package.')
+param storageAccountName string
+
+@description('Blob endpoint of that account, with trailing slash.')
+param storageBlobEndpoint string
+
+@description('Blob container holding the deployment package.')
+param deploymentContainerName string
+
+@description('Application Insights connection string.')
+param appInsightsConnectionString string
+
+@description('Key Vault name (for the MSSP_CLIENT_SECRET reference).')
+param keyVaultName string
+
+@description('Key Vault URI (KEY_VAULT_URL).')
+param keyVaultUri string
+
+@description('Flex instance memory in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int
+
+@description('Flex maximum instance count.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int
+
+// ---- values of the app's own settings (defaults live in main.bicep) ----
+param clientId string
+param msspTenantId string
+param entraAuthorityHost string
+param defenderApiBaseUrl string
+param consentLinkTtlHours int
+param pullSchedule string
+param alertsContainer string
+param pullOverlapMinutes int
+param pullSettleSeconds int
+param pullFirstRunLookbackHours int
+param pullPageSize int
+param pullExpandEvidence bool
+param refreshTokenPersistAgeHours int
+param defenderRequestTimeoutSeconds int
+param pullMaxRunSeconds int
+param partnerCompany string
+param partnerProduct string
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientAffinityEnabled: false
+    // Key Vault references (MSSP_CLIENT_SECRET) resolve with this identity, not a system-assigned one.
+    keyVaultReferenceIdentity: identityId
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageBlobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'node'
+        version: '20'
+      }
+    }
+  }
+}
+
+// No FTP and no basic-auth (publishing profile) access to the SCM site; deploy with Entra ID.
+resource publishingPolicies 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = [
+  for policyName in [
+    'ftp'
+    'scm'
+  ]: {
+    parent: site
+    name: policyName
+    properties: {
+      allow: false
+    }
+  }
+]
+
+// A separate config resource (not siteConfig.appSettings) so MSSP_PUBLIC_BASE_URL can use the
+// site's real default host name without a self-reference cycle.
+// Flex deprecations: no FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION /
+// WEBSITE_RUN_FROM_PACKAGE / WEBSITE_CONTENT* / WEBSITE_NODE_DEFAULT_VERSION here.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'appsettings'
+  properties: {
+    // Functions host storage, identity-based (no connection string, no key).
+    AzureWebJobsStorage__accountName: storageAccountName
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identityClientId
+    // DefaultAzureCredential (Key Vault, Tables, Queues, Blobs in app code) picks the user-assigned identity.
+    AZURE_CLIENT_ID: identityClientId
+    // Platform: Application Insights with Entra ID (local auth is disabled on the component).
+    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
+    // The multi-tenant Entra app registration (infra/register-app.sh).
+    MSSP_CLIENT_ID: clientId
+    MSSP_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=mssp-client-secret)'
+    MSSP_TENANT_ID: msspTenantId
+    MSSP_PUBLIC_BASE_URL: 'https://${site.properties.defaultHostName}'
+    KEY_VAULT_URL: keyVaultUri
+    ENTRA_AUTHORITY_HOST: entraAuthorityHost
+    DEFENDER_API_BASE_URL: defenderApiBaseUrl
+    CONSENT_LINK_TTL_HOURS: string(consentLinkTtlHours)
+    // Pull tunables (ranges and meaning: shared/config.ts).
+    PULL_SCHEDULE: pullSchedule
+    ALERTS_CONTAINER: alertsContainer
+    PULL_OVERLAP_MINUTES: string(pullOverlapMinutes)
+    PULL_SETTLE_SECONDS: string(pullSettleSeconds)
+    PULL_FIRST_RUN_LOOKBACK_HOURS: string(pullFirstRunLookbackHours)
+    PULL_PAGE_SIZE: string(pullPageSize)
+    PULL_EXPAND_EVIDENCE: pullExpandEvidence ? 'true' : 'false'
+    REFRESH_TOKEN_PERSIST_AGE_HOURS: string(refreshTokenPersistAgeHours)
+    DEFENDER_REQUEST_TIMEOUT_SECONDS: string(defenderRequestTimeoutSeconds)
+    PULL_MAX_RUN_SECONDS: string(pullMaxRunSeconds)
+    MDE_PARTNER_COMPANY: partnerCompany
+    MDE_PARTNER_PRODUCT: partnerProduct
+  }
+}
+
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName

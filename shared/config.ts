@@ -1,0 +1,282 @@
+import { readFileSync } from "node:fs";
+
+/**
+ * Every app setting the app reads, validated once. `loadConfig` reports all
+ * missing or invalid settings together, so an operator fixes them in one pass
+ * instead of redeploying once per typo.
+ */
+
+export type StorageConnection =
+  | { kind: "connectionString"; connectionString: string }
+  | {
+      kind: "identity";
+      blobServiceUri: string;
+      queueServiceUri: string;
+      tableServiceUri: string;
+      /** Client id of a user-assigned managed identity; absent for system-assigned. */
+      managedIdentityClientId?: string;
+    };
+
+export interface LocalDevSettings {
+  /** PEM of an extra CA to trust (the test fakes' self-signed certificate). */
+  caCertPem?: string;
+  /** Static bearer token for a local Key Vault stand-in instead of DefaultAzureCredential. */
+  vaultAccessToken?: string;
+}
+
+export interface AppConfig {
+  clientId: string;
+  clientSecret: string;
+  msspTenantId: string;
+  publicBaseUrl: string;
+  redirectUri: string;
+  keyVaultUrl: string;
+  storage: StorageConnection;
+  entraAuthorityHost: string;
+  defenderApiBaseUrl: string;
+  consentLinkTtlHours: number;
+  pull: PullSettings;
+  /** Client id of the user-assigned managed identity (AZURE_CLIENT_ID); absent means system-assigned or developer login. */
+  managedIdentityClientId?: string;
+  localDev: LocalDevSettings;
+}
+
+export interface PullSettings {
+  schedule: string;
+  alertsContainer: string;
+  overlapMinutes: number;
+  settleSeconds: number;
+  firstRunLookbackHours: number;
+  pageSize: number;
+  expandEvidence: boolean;
+  refreshTokenPersistAgeHours: number;
+  requestTimeoutSeconds: number;
+  maxRunSeconds: number;
+  partnerCompany: string;
+  partnerProduct: string;
+}
+
+/**
+ * Names of every app setting `loadConfig` understands; infra drift tests compare against this.
+ * `AzureWebJobsStorage` and the `AzureWebJobsStorage__*` identity-based names are alternatives:
+ * a connection string locally, a managed identity in Azure.
+ */
+export const APP_SETTING_NAMES = [
+  "MSSP_CLIENT_ID",
+  "MSSP_CLIENT_SECRET",
+  "MSSP_TENANT_ID",
+  "MSSP_PUBLIC_BASE_URL",
+  "KEY_VAULT_URL",
+  "AzureWebJobsStorage",
+  "AzureWebJobsStorage__accountName",
+  "AzureWebJobsStorage__blobServiceUri",
+  "AzureWebJobsStorage__queueServiceUri",
+  "AzureWebJobsStorage__tableServiceUri",
+  "AzureWebJobsStorage__credential",
+  "AzureWebJobsStorage__clientId",
+  "AZURE_CLIENT_ID",
+  "ENTRA_AUTHORITY_HOST",
+  "DEFENDER_API_BASE_URL",
+  "CONSENT_LINK_TTL_HOURS",
+  "PULL_SCHEDULE",
+  "ALERTS_CONTAINER",
+  "PULL_OVERLAP_MINUTES",
+  "PULL_SETTLE_SECONDS",
+  "PULL_FIRST_RUN_LOOKBACK_HOURS",
+  "PULL_PAGE_SIZE",
+  "PULL_EXPAND_EVIDENCE",
+  "REFRESH_TOKEN_PERSIST_AGE_HOURS",
+  "DEFENDER_REQUEST_TIMEOUT_SECONDS",
+  "PULL_MAX_RUN_SECONDS",
+  "MDE_PARTNER_COMPANY",
+  "MDE_PARTNER_PRODUCT",
+] as const;
+
+/** Settings that only make sense on a developer machine or in the test suite; refused in Azure. */
+export const LOCAL_DEV_SETTING_NAMES = ["LOCAL_DEV_CA_CERT_FILE", "LOCAL_DEV_VAULT_TOKEN"] as const;
+
+export const DEFAULT_PULL_SCHEDULE = "0 */5 * * * *";
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`Invalid app settings:\n- ${problems.join("\n- ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+class SettingsReader {
+  readonly problems: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  raw(name: string): string | undefined {
+    const value = this.env[name]?.trim();
+    return value ? value : undefined;
+  }
+
+  required(name: string, describe = "is required"): string {
+    const value = this.raw(name);
+    if (value === undefined) this.problems.push(`${name} ${describe}`);
+    return value ?? "";
+  }
+
+  guid(name: string): string {
+    const value = this.required(name, "is required (a GUID)");
+    if (value && !GUID.test(value)) this.problems.push(`${name} must be a GUID`);
+    return value.toLowerCase();
+  }
+
+  /** An absolute https origin-or-base URL, returned without a trailing slash. */
+  httpsUrl(name: string, fallback?: string, options: { allowLoopbackHttp?: boolean } = {}): string {
+    const value = this.raw(name) ?? fallback;
+    if (value === undefined) {
+      this.problems.push(`${name} is required (an https URL)`);
+      return "";
+    }
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      this.problems.push(`${name} must be an absolute URL`);
+      return "";
+    }
+    const loopback = url.hostname === "localhost" || url.hostname === "127.0.0.1";
+    if (url.protocol !== "https:" && !(options.allowLoopbackHttp && loopback && url.protocol === "http:")) {
+      this.problems.push(`${name} must use https`);
+    }
+    if (url.search || url.hash || url.username || url.password) {
+      this.problems.push(`${name} must not carry a query, fragment or credentials`);
+    }
+    return url.toString().replace(/\/+$/, "");
+  }
+
+  integer(name: string, fallback: number, min: number, max: number): number {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    const parsed = Number(value);
+    if (!Number.isInteger(parsed) || parsed < min || parsed > max) {
+      this.problems.push(`${name} must be a whole number from ${min} to ${max}`);
+      return fallback;
+    }
+    return parsed;
+  }
+
+  boolean(name: string, fallback: boolean): boolean {
+    const value = this.raw(name)?.toLowerCase();
+    if (value === undefined) return fallback;
+    if (value === "true" || value === "1") return true;
+    if (value === "false" || value === "0") return false;
+    this.problems.push(`${name} must be true or false`);
+    return fallback;
+  }
+
+  pattern(name: string, fallback: string, re: RegExp, describe: string): string {
+    const value = this.raw(name) ?? fallback;
+    if (!re.test(value)) this.problems.push(`${name} ${describe}`);
+    return value;
+  }
+}
+
+function readStorage(reader: SettingsReader): StorageConnection {
+  const connectionString = reader.raw("AzureWebJobsStorage");
+  if (connectionString) return { kind: "connectionString", connectionString };
+  const accountName = reader.raw("AzureWebJobsStorage__accountName");
+  const service = (kind: "blob" | "queue" | "table"): string | undefined => {
+    const explicit = reader.raw(`AzureWebJobsStorage__${kind}ServiceUri`);
+    if (explicit) return explicit.replace(/\/+$/, "");
+    return accountName ? `https://${accountName}.${kind}.core.windows.net` : undefined;
+  };
+  const blobServiceUri = service("blob");
+  const queueServiceUri = service("queue");
+  const tableServiceUri = service("table");
+  if (!blobServiceUri || !queueServiceUri || !tableServiceUri) {
+    reader.problems.push(
+      "AzureWebJobsStorage is required: a connection string (UseDevelopmentStorage=true locally) or the identity-based " +
+        "AzureWebJobsStorage__accountName (or __blobServiceUri, __queueServiceUri and __tableServiceUri)",
+    );
+    return { kind: "connectionString", connectionString: "" };
+  }
+  const credential = reader.raw("AzureWebJobsStorage__credential");
+  if (credential !== undefined && credential !== "managedidentity") {
+    reader.problems.push("AzureWebJobsStorage__credential must be managedidentity when set");
+  }
+  const managedIdentityClientId = reader.raw("AzureWebJobsStorage__clientId") ?? reader.raw("AZURE_CLIENT_ID");
+  return {
+    kind: "identity",
+    blobServiceUri,
+    queueServiceUri,
+    tableServiceUri,
+    ...(managedIdentityClientId ? { managedIdentityClientId } : {}),
+  };
+}
+
+function readLocalDev(reader: SettingsReader, env: Env): LocalDevSettings {
+  const caFile = reader.raw("LOCAL_DEV_CA_CERT_FILE");
+  const vaultAccessToken = reader.raw("LOCAL_DEV_VAULT_TOKEN");
+  const runningInAzure = Boolean(env["WEBSITE_INSTANCE_ID"] ?? env["WEBSITE_SITE_NAME"]);
+  if (runningInAzure && (caFile || vaultAccessToken)) {
+    reader.problems.push("LOCAL_DEV_* settings are for local development only and must not be set in Azure");
+    return {};
+  }
+  const settings: LocalDevSettings = {};
+  if (caFile) {
+    try {
+      settings.caCertPem = readFileSync(caFile, "utf8");
+    } catch {
+      reader.problems.push("LOCAL_DEV_CA_CERT_FILE names a file that cannot be read");
+    }
+  }
+  if (vaultAccessToken) settings.vaultAccessToken = vaultAccessToken;
+  return settings;
+}
+
+export function loadConfig(env: Env = process.env): AppConfig {
+  const reader = new SettingsReader(env);
+  const publicBaseUrl = reader.httpsUrl("MSSP_PUBLIC_BASE_URL", undefined, { allowLoopbackHttp: true });
+  const config: AppConfig = {
+    clientId: reader.guid("MSSP_CLIENT_ID"),
+    clientSecret: reader.required("MSSP_CLIENT_SECRET"),
+    msspTenantId: reader.guid("MSSP_TENANT_ID"),
+    publicBaseUrl,
+    redirectUri: `${publicBaseUrl}/api/consent/callback`,
+    keyVaultUrl: reader.httpsUrl("KEY_VAULT_URL", undefined, { allowLoopbackHttp: true }),
+    storage: readStorage(reader),
+    entraAuthorityHost: reader.httpsUrl("ENTRA_AUTHORITY_HOST", "https://login.microsoftonline.com"),
+    defenderApiBaseUrl: reader.httpsUrl("DEFENDER_API_BASE_URL", "https://api.security.microsoft.com"),
+    consentLinkTtlHours: reader.integer("CONSENT_LINK_TTL_HOURS", 168, 1, 24 * 30),
+    pull: {
+      schedule: reader.raw("PULL_SCHEDULE") ?? DEFAULT_PULL_SCHEDULE,
+      alertsContainer: reader.pattern(
+        "ALERTS_CONTAINER",
+        "alerts",
+        /^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/,
+        "must be a valid blob container name (3-63 lowercase letters, digits and single hyphens)",
+      ),
+      overlapMinutes: reader.integer("PULL_OVERLAP_MINUTES", 10, 0, 24 * 60),
+      settleSeconds: reader.integer("PULL_SETTLE_SECONDS", 60, 0, 3600),
+      firstRunLookbackHours: reader.integer("PULL_FIRST_RUN_LOOKBACK_HOURS", 24, 1, 24 * 180),
+      pageSize: reader.integer("PULL_PAGE_SIZE", 1000, 1, 10000),
+      expandEvidence: reader.boolean("PULL_EXPAND_EVIDENCE", false),
+      refreshTokenPersistAgeHours: reader.integer("REFRESH_TOKEN_PERSIST_AGE_HOURS", 24, 0, 24 * 30),
+      requestTimeoutSeconds: reader.integer("DEFENDER_REQUEST_TIMEOUT_SECONDS", 60, 1, 600),
+      maxRunSeconds: reader.integer("PULL_MAX_RUN_SECONDS", 480, 10, 3600),
+      partnerCompany: reader.pattern("MDE_PARTNER_COMPANY", "MSSP", /^[A-Za-z0-9]{1,64}$/, "must be 1-64 letters or digits"),
+      partnerProduct: reader.pattern(
+        "MDE_PARTNER_PRODUCT",
+        "DefenderConnector",
+        /^[A-Za-z0-9]{1,64}$/,
+        "must be 1-64 letters or digits",
+      ),
+    },
+    ...(reader.raw("AZURE_CLIENT_ID") ? { managedIdentityClientId: reader.raw("AZURE_CLIENT_ID") } : {}),
+    localDev: readLocalDev(reader, env),
+  };
+  if (!/^[0-9*,/ -]+$/.test(config.pull.schedule) || config.pull.schedule.split(/\s+/).length !== 6) {
+    reader.problems.push("PULL_SCHEDULE must be a six-field NCRONTAB expression such as 0 */5 * * * *");
+  }
+  if (reader.problems.length > 0) throw new ConfigError(reader.problems);
+  return config;
+}

@@ -1,0 +1,84 @@
+import { rootCertificates } from "node:tls";
+import { Agent, fetch } from "undici";
+
+export interface HttpRequest {
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+  headers?: Record<string, string>;
+  body?: string;
+  /** Abort the request (and fail with HttpTimeoutError) after this many milliseconds. */
+  timeoutMs?: number;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** The one outbound HTTP seam of the app: Entra token calls, JWKS and the Defender API. */
+export interface HttpClient {
+  send(url: string, request: HttpRequest): Promise<HttpResponse>;
+}
+
+export class HttpTimeoutError extends Error {
+  constructor(readonly host: string, readonly timeoutMs: number) {
+    super(`request to ${host} timed out after ${timeoutMs} ms`);
+    this.name = "HttpTimeoutError";
+  }
+}
+
+/** Transport failure (DNS, TLS, reset). The message names the host only, never the URL's query. */
+export class HttpNetworkError extends Error {
+  constructor(readonly host: string, readonly reason: string) {
+    super(`request to ${host} failed: ${reason}`);
+    this.name = "HttpNetworkError";
+  }
+}
+
+export interface HttpClientOptions {
+  /** Extra CA certificate (PEM) to trust besides the public roots; local development only. */
+  extraCaPem?: string;
+  defaultTimeoutMs?: number;
+  userAgent?: string;
+}
+
+export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
+  const dispatcher = new Agent({
+    keepAliveTimeout: 30_000,
+    connections: 128,
+    ...(options.extraCaPem ? { connect: { ca: [...rootCertificates, options.extraCaPem] } } : {}),
+  });
+  const defaultTimeoutMs = options.defaultTimeoutMs ?? 30_000;
+  return {
+    async send(url, request) {
+      const timeoutMs = request.timeoutMs ?? defaultTimeoutMs;
+      const host = new URL(url).host;
+      const headers: Record<string, string> = { ...request.headers };
+      if (options.userAgent && !Object.keys(headers).some((h) => h.toLowerCase() === "user-agent")) {
+        headers["User-Agent"] = options.userAgent;
+      }
+      const signal = AbortSignal.timeout(timeoutMs);
+      try {
+        const response = await fetch(url, {
+          method: request.method,
+          headers,
+          ...(request.body === undefined ? {} : { body: request.body }),
+          dispatcher,
+          signal,
+          redirect: "manual",
+        });
+        const body = await response.text();
+        const responseHeaders: Record<string, string> = {};
+        response.headers.forEach((value, key) => {
+          responseHeaders[key] = value;
+        });
+        return { status: response.status, headers: responseHeaders, body };
+      } catch (error) {
+        if (signal.aborted) throw new HttpTimeoutError(host, timeoutMs);
+        const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
+        const reason = cause instanceof Error ? ((cause as NodeJS.ErrnoException).code ?? cause.name) : "unknown";
+        throw new HttpNetworkError(host, reason);
+      }
+    },
+  };
+}

@@ -1,0 +1,131 @@
+import { ConfidentialClientApplication, LogLevel, type Configuration } from "@azure/msal-node";
+import type { Clock } from "../clock";
+import type { HttpClient } from "../http/httpClient";
+import { IdTokenValidator, type VerifiedIdentity } from "./idTokenValidator";
+import { createMsalNetworkClient } from "./msalNetworkClient";
+
+/** Delegated permission of the WindowsDefenderATP API that lets the app list alerts. */
+export const DEFENDER_ALERT_SCOPE = "https://api.securitycenter.microsoft.com/Alert.Read";
+
+const MICROSOFT_AUTHORITY_HOSTS = new Set([
+  "login.microsoftonline.com",
+  "login.microsoftonline.us",
+  "login.partner.microsoftonline.cn",
+]);
+
+export interface EntraClientOptions {
+  clientId: string;
+  clientSecret: string;
+  authorityHost: string;
+  redirectUri: string;
+  http: HttpClient;
+  clock: Clock;
+}
+
+export interface RedeemedConsent {
+  identity: VerifiedIdentity;
+  refreshToken: string;
+}
+
+export interface RefreshedTokens {
+  accessToken: string;
+  /** When the access token expires, on the injected clock. */
+  accessTokenExpiresAt: number;
+  refreshToken: string;
+}
+
+/** The refresh token MSAL put in its cache: MSAL never returns it in the result itself. */
+function refreshTokenFrom(app: ConfidentialClientApplication): string | undefined {
+  const cache = JSON.parse(app.getTokenCache().serialize()) as { RefreshToken?: Record<string, { secret?: string }> };
+  const entries = Object.values(cache.RefreshToken ?? {});
+  return entries.find((entry) => typeof entry.secret === "string" && entry.secret.length > 0)?.secret;
+}
+
+/**
+ * The app's conversation with Entra ID, through MSAL. Every operation builds its own MSAL
+ * instance with an empty in-memory cache, so one customer's tokens can never be served for
+ * another's request.
+ */
+export class EntraClient {
+  private readonly idTokens: IdTokenValidator;
+  private readonly networkClient;
+  private readonly knownAuthorities: string[];
+
+  constructor(private readonly options: EntraClientOptions) {
+    this.idTokens = new IdTokenValidator(options.http, options.authorityHost, options.clientId, options.clock);
+    this.networkClient = createMsalNetworkClient(options.http);
+    const host = new URL(options.authorityHost).host;
+    // A non-Microsoft host (sovereign proxy, local fake) must be declared or MSAL asks
+    // login.microsoftonline.com to vouch for it.
+    this.knownAuthorities = MICROSOFT_AUTHORITY_HOSTS.has(host) ? [] : [host];
+  }
+
+  private app(tenantId: string): ConfidentialClientApplication {
+    const config: Configuration = {
+      auth: {
+        clientId: this.options.clientId,
+        clientSecret: this.options.clientSecret,
+        authority: `${this.options.authorityHost}/${tenantId}`,
+        knownAuthorities: this.knownAuthorities,
+      },
+      system: {
+        networkClient: this.networkClient,
+        // MSAL's own log lines can quote request parameters; the app logs outcomes itself.
+        loggerOptions: { logLevel: LogLevel.Error, piiLoggingEnabled: false, loggerCallback: () => undefined },
+      },
+    };
+    return new ConfidentialClientApplication(config);
+  }
+
+  /** The authorize URL for one consent attempt: PKCE S256, state and nonce, admin consent prompt. */
+  async authorizeUrl(input: { tenantId: string; state: string; codeChallenge: string; nonce: string }): Promise<string> {
+    return this.app(input.tenantId).getAuthCodeUrl({
+      scopes: [DEFENDER_ALERT_SCOPE],
+      redirectUri: this.options.redirectUri,
+      state: input.state,
+      nonce: input.nonce,
+      codeChallenge: input.codeChallenge,
+      codeChallengeMethod: "S256",
+      prompt: "consent",
+      responseMode: "query",
+    });
+  }
+
+  /** Redeems an authorization code and proves whose it is before handing back the refresh token. */
+  async redeemCode(input: { tenantId: string; code: string; codeVerifier: string; nonce: string }): Promise<RedeemedConsent> {
+    const app = this.app(input.tenantId);
+    const result = await app.acquireTokenByCode({
+      code: input.code,
+      scopes: [DEFENDER_ALERT_SCOPE],
+      redirectUri: this.options.redirectUri,
+      codeVerifier: input.codeVerifier,
+      nonce: input.nonce,
+    });
+    if (!result.idToken) throw new Error("token response carried no id token");
+    const identity = await this.idTokens.validate(result.idToken, { tenantId: input.tenantId, nonce: input.nonce });
+    const refreshToken = refreshTokenFrom(app);
+    if (!refreshToken) throw new Error("token response carried no refresh token (was offline_access granted?)");
+    return { identity, refreshToken };
+  }
+
+  /** Redeems a refresh token for a Defender access token and the rotated refresh token. */
+  async refresh(input: { tenantId: string; refreshToken: string }): Promise<RefreshedTokens> {
+    const app = this.app(input.tenantId);
+    const requestedAt = this.options.clock();
+    const wallClockAtRequest = Date.now();
+    // forceCache: without it MSAL drops the rotated refresh token when no account is cached.
+    const result = await app.acquireTokenByRefreshToken({
+      refreshToken: input.refreshToken,
+      scopes: [DEFENDER_ALERT_SCOPE],
+      forceCache: true,
+    });
+    if (!result?.accessToken || !result.expiresOn) throw new Error("token response carried no access token");
+    // MSAL computes expiry on the wall clock; carry the lifetime over to the injected clock.
+    const lifetimeMs = result.expiresOn.getTime() - wallClockAtRequest;
+    return {
+      accessToken: result.accessToken,
+      accessTokenExpiresAt: requestedAt + lifetimeMs,
+      refreshToken: refreshTokenFrom(app) ?? input.refreshToken,
+    };
+  }
+}

@@ -1,0 +1,142 @@
+import type { AppConfig } from "../config";
+import type { Clock } from "../clock";
+import { buildConsentUrl } from "../consent/consentLink";
+import type { SigningKeyProvider } from "../consent/signingKey";
+import { badRequest, conflict, notFound } from "../errors";
+import type { Logger } from "../logging";
+import type { TenantTokenStore } from "../secrets/tenantTokens";
+import {
+  DEFENDER_REGIONS,
+  TenantAlreadyExistsError,
+  type DefenderRegion,
+  type TenantRecord,
+  type TenantRegistry,
+} from "../state/tenantRegistry";
+import { isGuid } from "../validation";
+
+export const MAX_DISPLAY_NAME_LENGTH = 128;
+
+/** What the operator API shows of a tenant: status and health, never a secret. */
+export interface TenantView extends TenantRecord {
+  consentUrl?: string;
+  consentUrlExpiresAt?: string;
+}
+
+/** Optional per-tenant extras (pull health) merged into the view by whoever knows them. */
+export type TenantViewDecorator = (tenants: TenantRecord[]) => Promise<Map<string, Record<string, unknown>>>;
+
+export interface TenantAdminDeps {
+  config: Pick<AppConfig, "publicBaseUrl" | "consentLinkTtlHours">;
+  tenants: TenantRegistry;
+  tokens: TenantTokenStore;
+  signingKey: SigningKeyProvider;
+  clock: Clock;
+  health?: TenantViewDecorator;
+}
+
+export interface RegistrationInput {
+  tenantId: string;
+  displayName: string;
+  defenderRegion?: DefenderRegion;
+}
+
+/** Checks an operator's registration body; every problem is named in one 400. */
+export function parseRegistration(body: unknown): RegistrationInput {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw badRequest("invalid_body", "The body must be a JSON object with tenantId and displayName.");
+  }
+  const input = body as Record<string, unknown>;
+  const problems: string[] = [];
+  const known = new Set(["tenantId", "displayName", "defenderRegion"]);
+  for (const key of Object.keys(input)) if (!known.has(key)) problems.push(`unknown field "${key.slice(0, 40)}"`);
+  if (!isGuid(input["tenantId"])) problems.push("tenantId must be the customer's Microsoft Entra tenant id (a GUID)");
+  const displayName = typeof input["displayName"] === "string" ? input["displayName"].trim() : undefined;
+  if (displayName === undefined || displayName.length === 0) {
+    problems.push("displayName is required");
+  } else if (displayName.length > MAX_DISPLAY_NAME_LENGTH) {
+    problems.push(`displayName must be at most ${MAX_DISPLAY_NAME_LENGTH} characters`);
+  } else if (/[\u0000-\u001f\u007f-\u009f]/.test(displayName)) {
+    problems.push("displayName must not contain control characters");
+  }
+  const region = input["defenderRegion"];
+  if (region !== undefined && !(DEFENDER_REGIONS as readonly unknown[]).includes(region)) {
+    problems.push(`defenderRegion must be one of ${DEFENDER_REGIONS.join(", ")}`);
+  }
+  if (problems.length > 0) throw badRequest("invalid_tenant", `Invalid tenant registration: ${problems.join("; ")}.`);
+  return {
+    tenantId: (input["tenantId"] as string).toLowerCase(),
+    displayName: displayName as string,
+    ...(region !== undefined ? { defenderRegion: region as DefenderRegion } : {}),
+  };
+}
+
+function requireGuid(tenantId: string): string {
+  if (!isGuid(tenantId)) throw badRequest("invalid_tenant_id", "The tenant id in the path must be a GUID.");
+  return tenantId.toLowerCase();
+}
+
+/** The operator's view of the tenant registry: register, list, inspect, offboard. */
+export class TenantAdmin {
+  constructor(private readonly deps: TenantAdminDeps) {}
+
+  async register(body: unknown, log: Logger): Promise<TenantView> {
+    const input = parseRegistration(body);
+    let record: TenantRecord;
+    try {
+      record = await this.deps.tenants.create(input);
+    } catch (error) {
+      if (error instanceof TenantAlreadyExistsError) {
+        throw conflict("tenant_exists", "This tenant is already registered. Offboard it first to register it again.");
+      }
+      throw error;
+    }
+    log.info("tenant registered", { tenantId: record.tenantId });
+    return this.withConsentUrl(record);
+  }
+
+  async list(): Promise<TenantView[]> {
+    const records = await this.deps.tenants.list();
+    records.sort((a, b) => a.displayName.localeCompare(b.displayName) || a.tenantId.localeCompare(b.tenantId));
+    return this.decorate(records);
+  }
+
+  async get(tenantIdParam: string): Promise<TenantView> {
+    const tenantId = requireGuid(tenantIdParam);
+    const record = await this.deps.tenants.get(tenantId);
+    if (!record) throw notFound("tenant_not_found", "No tenant with this id is registered.");
+    const [view] = await this.decorate([record]);
+    return record.status === "offboarded" ? (view as TenantView) : { ...(view as TenantView), ...(await this.consentUrlFor(tenantId)) };
+  }
+
+  /** Deletes the tenant's tokens from Key Vault first, then marks it offboarded: its links stop working. */
+  async offboard(tenantIdParam: string, log: Logger): Promise<TenantView> {
+    const tenantId = requireGuid(tenantIdParam);
+    const existing = await this.deps.tenants.get(tenantId);
+    if (!existing) throw notFound("tenant_not_found", "No tenant with this id is registered.");
+    await this.deps.tokens.remove(tenantId);
+    const record = await this.deps.tenants.update(tenantId, (current) =>
+      current.status === "offboarded" ? undefined : { status: "offboarded" },
+    );
+    log.info("tenant offboarded", { tenantId });
+    return record;
+  }
+
+  private async withConsentUrl(record: TenantRecord): Promise<TenantView> {
+    return { ...record, ...(await this.consentUrlFor(record.tenantId)) };
+  }
+
+  private async consentUrlFor(tenantId: string): Promise<Pick<TenantView, "consentUrl" | "consentUrlExpiresAt">> {
+    const key = await this.deps.signingKey.get();
+    const expiresAt = this.deps.clock() + this.deps.config.consentLinkTtlHours * 3600_000;
+    return {
+      consentUrl: buildConsentUrl(this.deps.config.publicBaseUrl, key, { tenantId, expiresAt }),
+      consentUrlExpiresAt: new Date(Math.floor(expiresAt / 1000) * 1000).toISOString(),
+    };
+  }
+
+  private async decorate(records: TenantRecord[]): Promise<TenantView[]> {
+    if (!this.deps.health || records.length === 0) return records;
+    const extras = await this.deps.health(records);
+    return records.map((record) => ({ ...record, ...(extras.get(record.tenantId) ?? {}) }));
+  }
+}

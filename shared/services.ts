@@ -1,0 +1,90 @@
+import { DefaultAzureCredential, type TokenCredential } from "@azure/identity";
+import { systemClock, type Clock } from "./clock";
+import { loadConfig, type AppConfig } from "./config";
+import { ConsentFlow } from "./consent/consentFlow";
+import { ConsentSessionStore } from "./consent/consentSessions";
+import { SigningKeyProvider } from "./consent/signingKey";
+import { createHttpClient, type HttpClient } from "./http/httpClient";
+import { EntraClient } from "./identity/entraClient";
+import { TenantAdmin } from "./operator/tenantAdmin";
+import { createKeyVaultSecretStore, type SecretStore } from "./secrets/secretStore";
+import { TenantTokenStore } from "./secrets/tenantTokens";
+import { createTableFactory, type TableFactory } from "./state/tables";
+import { TenantRegistry } from "./state/tenantRegistry";
+
+/** Everything a function needs, wired once per process from the app settings. */
+export interface Services {
+  config: AppConfig;
+  clock: Clock;
+  http: HttpClient;
+  secrets: SecretStore;
+  tables: TableFactory;
+  tenants: TenantRegistry;
+  tokens: TenantTokenStore;
+  signingKey: SigningKeyProvider;
+  entra: EntraClient;
+  consent: ConsentFlow;
+  tenantAdmin: TenantAdmin;
+}
+
+/** A credential that presents a fixed token: only for a local Key Vault stand-in. */
+function staticCredential(token: string): TokenCredential {
+  return { getToken: async () => ({ token, expiresOnTimestamp: Date.now() + 3600_000 }) };
+}
+
+export function createServices(config: AppConfig, clock: Clock = systemClock): Services {
+  let azureCredential: TokenCredential | undefined;
+  // Built on first use: DefaultAzureCredential probes its sources lazily, and local runs
+  // against Azurite never need it.
+  const credential = (): TokenCredential =>
+    (azureCredential ??= new DefaultAzureCredential(
+      config.managedIdentityClientId ? { managedIdentityClientId: config.managedIdentityClientId } : {},
+    ));
+  const vaultCredential: TokenCredential = config.localDev.vaultAccessToken
+    ? staticCredential(config.localDev.vaultAccessToken)
+    : {
+        getToken: (scopes, options) => credential().getToken(scopes, options),
+      };
+  const http = createHttpClient({
+    ...(config.localDev.caCertPem ? { extraCaPem: config.localDev.caCertPem } : {}),
+  });
+  const secrets = createKeyVaultSecretStore({
+    vaultUrl: config.keyVaultUrl,
+    credential: vaultCredential,
+    ...(config.localDev.caCertPem ? { localDevCaPem: config.localDev.caCertPem } : {}),
+  });
+  const tables = createTableFactory(config.storage, credential);
+  const tenants = new TenantRegistry(tables, clock);
+  const tokens = new TenantTokenStore(secrets);
+  const signingKey = new SigningKeyProvider(secrets, clock);
+  const entra = new EntraClient({
+    clientId: config.clientId,
+    clientSecret: config.clientSecret,
+    authorityHost: config.entraAuthorityHost,
+    redirectUri: config.redirectUri,
+    http,
+    clock,
+  });
+  const sessions = new ConsentSessionStore(tables, clock);
+  return {
+    config,
+    clock,
+    http,
+    secrets,
+    tables,
+    tenants,
+    tokens,
+    signingKey,
+    entra,
+    consent: new ConsentFlow({ config, tenants, sessions, signingKey, entra, tokens, clock }),
+    tenantAdmin: new TenantAdmin({ config, tenants, tokens, signingKey, clock }),
+  };
+}
+
+let processServices: Services | undefined;
+
+/** The process-wide services, built from process.env on first call. Throws ConfigError if settings are invalid. */
+export function getServices(): Services {
+  processServices ??= createServices(loadConfig(process.env));
+  return processServices;
+}

@@ -1,0 +1,193 @@
+import { odata, type TableEntityResult } from "@azure/data-tables";
+import { TABLES } from "../storage/names";
+import type { Clock } from "../clock";
+import { isConcurrencyConflict, type TableFactory } from "./tables";
+
+export const TENANT_STATUSES = ["pending_consent", "connected", "reconsent_required", "offboarded"] as const;
+export type TenantStatus = (typeof TENANT_STATUSES)[number];
+
+export const DEFENDER_REGIONS = ["us", "eu", "uk", "au", "swa"] as const;
+export type DefenderRegion = (typeof DEFENDER_REGIONS)[number];
+
+/** One customer tenant. Holds no secret: tokens live in Key Vault only. */
+export interface TenantRecord {
+  tenantId: string;
+  displayName: string;
+  status: TenantStatus;
+  defenderRegion?: DefenderRegion;
+  consentedBy?: string;
+  consentedAt?: string;
+  lastErrorCode?: string;
+  lastErrorMessage?: string;
+  lastErrorAt?: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export type TenantChanges = Partial<Omit<TenantRecord, "tenantId" | "createdAt" | "updatedAt">>;
+
+interface TenantEntity {
+  partitionKey: string;
+  rowKey: string;
+  displayName: string;
+  status: string;
+  defenderRegion?: string;
+  consentedBy?: string;
+  consentedAt?: string;
+  lastErrorCode?: string;
+  lastErrorMessage?: string;
+  lastErrorAt?: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+const PARTITION = "tenant";
+const OPTIONAL_FIELDS = [
+  "defenderRegion",
+  "consentedBy",
+  "consentedAt",
+  "lastErrorCode",
+  "lastErrorMessage",
+  "lastErrorAt",
+] as const;
+
+export class TenantAlreadyExistsError extends Error {
+  constructor() {
+    super("tenant already registered");
+    this.name = "TenantAlreadyExistsError";
+  }
+}
+
+export class TenantNotFoundError extends Error {
+  constructor() {
+    super("tenant not registered");
+    this.name = "TenantNotFoundError";
+  }
+}
+
+function toRecord(entity: TableEntityResult<TenantEntity>): TenantRecord {
+  const record: TenantRecord = {
+    tenantId: entity.rowKey ?? "",
+    displayName: entity.displayName,
+    status: (TENANT_STATUSES as readonly string[]).includes(entity.status) ? (entity.status as TenantStatus) : "pending_consent",
+    createdAt: entity.createdAt,
+    updatedAt: entity.updatedAt,
+  };
+  for (const field of OPTIONAL_FIELDS) {
+    const value = entity[field];
+    // An empty string is how a cleared field is stored (Merge cannot remove a property).
+    if (typeof value === "string" && value !== "") (record as unknown as Record<string, string>)[field] = value;
+  }
+  return record;
+}
+
+function toEntity(record: TenantRecord): TenantEntity {
+  const entity: TenantEntity = {
+    partitionKey: PARTITION,
+    rowKey: record.tenantId,
+    displayName: record.displayName,
+    status: record.status,
+    createdAt: record.createdAt,
+    updatedAt: record.updatedAt,
+  };
+  for (const field of OPTIONAL_FIELDS) entity[field] = record[field] ?? "";
+  return entity;
+}
+
+/** The tenant table. Every change is a read-modify-write guarded by the entity's ETag. */
+export class TenantRegistry {
+  constructor(
+    private readonly tables: TableFactory,
+    private readonly clock: Clock,
+  ) {}
+
+  private table() {
+    return this.tables.open(TABLES.tenants);
+  }
+
+  private async read(tenantId: string): Promise<{ record: TenantRecord; etag: string } | undefined> {
+    const table = await this.table();
+    try {
+      const entity = await table.getEntity<TenantEntity>(PARTITION, tenantId);
+      return { record: toRecord(entity), etag: entity.etag };
+    } catch (error) {
+      if ((error as { statusCode?: unknown }).statusCode === 404) return undefined;
+      throw error;
+    }
+  }
+
+  async get(tenantId: string): Promise<TenantRecord | undefined> {
+    return (await this.read(tenantId))?.record;
+  }
+
+  async list(status?: TenantStatus): Promise<TenantRecord[]> {
+    const table = await this.table();
+    const filter = status
+      ? odata`PartitionKey eq ${PARTITION} and status eq ${status}`
+      : odata`PartitionKey eq ${PARTITION}`;
+    const records: TenantRecord[] = [];
+    for await (const entity of table.listEntities<TenantEntity>({ queryOptions: { filter } })) {
+      records.push(toRecord(entity));
+    }
+    return records;
+  }
+
+  /**
+   * Registers a tenant. An offboarded tenant may be registered again; any other existing
+   * tenant is a conflict.
+   */
+  async create(input: { tenantId: string; displayName: string; defenderRegion?: DefenderRegion }): Promise<TenantRecord> {
+    const now = new Date(this.clock()).toISOString();
+    const record: TenantRecord = {
+      tenantId: input.tenantId,
+      displayName: input.displayName,
+      status: "pending_consent",
+      ...(input.defenderRegion ? { defenderRegion: input.defenderRegion } : {}),
+      createdAt: now,
+      updatedAt: now,
+    };
+    const table = await this.table();
+    try {
+      await table.createEntity(toEntity(record));
+      return record;
+    } catch (error) {
+      if ((error as { statusCode?: unknown }).statusCode !== 409) throw error;
+    }
+    const existing = await this.read(input.tenantId);
+    if (!existing || existing.record.status !== "offboarded") throw new TenantAlreadyExistsError();
+    try {
+      await table.updateEntity(toEntity(record), "Replace", { etag: existing.etag });
+    } catch (error) {
+      if (isConcurrencyConflict(error)) throw new TenantAlreadyExistsError();
+      throw error;
+    }
+    return record;
+  }
+
+  /**
+   * Applies `change` to the current record and writes it back only if nobody wrote in between;
+   * on a lost race it re-reads and re-applies, so a decision is always made on fresh state.
+   * `change` returns undefined to leave the record as it is.
+   */
+  async update(tenantId: string, change: (current: TenantRecord) => TenantChanges | undefined): Promise<TenantRecord> {
+    const table = await this.table();
+    for (let attempt = 0; ; attempt++) {
+      const current = await this.read(tenantId);
+      if (!current) throw new TenantNotFoundError();
+      const changes = change(current.record);
+      if (!changes) return current.record;
+      const next: TenantRecord = {
+        ...current.record,
+        ...changes,
+        tenantId,
+        updatedAt: new Date(this.clock()).toISOString(),
+      };
+      try {
+        await table.updateEntity(toEntity(next), "Replace", { etag: current.etag });
+        return next;
+      } catch (error) {
+        if (!isConcurrencyConflict(error) || attempt >= 4) throw error;
+      }
+    }
+  }
+}

@@ -1,0 +1,17 @@
+/**
+ * Every Storage resource name the app uses. Infra tests read this file to prove
+ * that Bicep creates each one, so add new names here rather than inline.
+ */
+export const TABLES = {
+  tenants: "MsspTenants",
+  consentSessions: "MsspConsentSessions",
+  pullState: "MsspPullState",
+} as const;
+
+export const QUEUES = {
+  tenantPulls: "tenant-pulls",
+  tenantPullsPoison: "tenant-pulls-poison",
+} as const;
+
+/** The alerts container name is an app setting (ALERTS_CONTAINER); this is its default. */
+export const DEFAULT_ALERTS_CONTAINER = "alerts";
