@@ -189,17 +189,30 @@ function hexDigest(algorithm: "sha1" | "sha256", input: string): string {
   return createHash(algorithm).update(input).digest("hex");
 }
 
-// Machine, detector and file hashes come from small pools; caching them keeps
-// bulk seeding at one hash per alert.
-const digestCache = new Map<string, string>();
-function pooledDigest(algorithm: "sha1" | "sha256", input: string): string {
-  const key = `${algorithm}:${input}`;
-  let value = digestCache.get(key);
-  if (value === undefined) {
-    value = hexDigest(algorithm, input);
-    digestCache.set(key, value);
+interface TemplateDigests {
+  fileSha1: string;
+  fileSha256: string;
+  detectorId: string;
+}
+// Hashes that depend only on the template or machine are computed once, so
+// bulk seeding costs one hash (the seed) per alert.
+const templateDigests = new Map<AlertTemplate, TemplateDigests>();
+function digestsOf(template: AlertTemplate): TemplateDigests {
+  let digests = templateDigests.get(template);
+  if (digests === undefined) {
+    const fileKey = `${template.filePath}\\${template.fileName}`;
+    digests = {
+      fileSha1: hexDigest("sha1", fileKey),
+      fileSha256: hexDigest("sha256", fileKey),
+      detectorId: guidFrom(hexDigest("sha1", template.title)),
+    };
+    templateDigests.set(template, digests);
   }
-  return value;
+  return digests;
+}
+const machineIds: string[] = [];
+function machineIdOf(n: number): string {
+  return (machineIds[n] ??= hexDigest("sha1", `machine-${n}`));
 }
 
 /** A stable 31-bit number from a string, used to choose template values. */
@@ -213,9 +226,27 @@ function seedOf(input: string): number {
  * so consumers are exercised on sub-millisecond precision.
  */
 export function toMdeTimestamp(ms: number, subMs = ""): string {
-  const iso = new Date(ms).toISOString(); // yyyy-mm-ddThh:mm:ss.sssZ
-  const fraction = (iso.slice(20, 23) + subMs.slice(0, 4)).replace(/0+$/, "");
-  return `${iso.slice(0, 19)}${fraction === "" ? "" : `.${fraction}`}Z`;
+  const day = Math.floor(ms / 86_400_000);
+  if (day !== cachedDay) {
+    // Bulk seeding formats ~10 timestamps per alert; Date#toISOString per call dominated the cost.
+    cachedDay = day;
+    cachedDayPrefix = new Date(day * 86_400_000).toISOString().slice(0, 11);
+  }
+  const inDay = ms - day * 86_400_000;
+  const whole = Math.floor(inDay);
+  const hh = Math.floor(whole / 3_600_000);
+  const mm = Math.floor(whole / 60_000) % 60;
+  const ss = Math.floor(whole / 1000) % 60;
+  let fraction = String(whole % 1000).padStart(3, "0") + subMs.slice(0, 4);
+  let end = fraction.length;
+  while (end > 0 && fraction.charCodeAt(end - 1) === 48) end--;
+  fraction = fraction.slice(0, end);
+  return `${cachedDayPrefix}${pad2(hh)}:${pad2(mm)}:${pad2(ss)}${fraction === "" ? "" : `.${fraction}`}Z`;
+}
+let cachedDay = Number.NaN;
+let cachedDayPrefix = "";
+function pad2(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
 }
 
 function guidFrom(hex: string): string {
@@ -250,13 +281,13 @@ function makeEvidence(seed: number, template: AlertTemplate, user: string, creat
     userPrincipalName: null,
     detectionStatus: null,
   };
-  const fileKey = `${template.filePath}\\${template.fileName}`;
+  const { fileSha1, fileSha256 } = digestsOf(template);
   return [
     {
       ...empty,
       entityType: "File",
-      sha1: pooledDigest("sha1", fileKey),
-      sha256: pooledDigest("sha256", fileKey),
+      sha1: fileSha1,
+      sha256: fileSha256,
       fileName: template.fileName,
       filePath: template.filePath,
       detectionStatus: template.detectionSource === "WindowsDefenderAv" ? "Detected" : null,
@@ -264,8 +295,8 @@ function makeEvidence(seed: number, template: AlertTemplate, user: string, creat
     {
       ...empty,
       entityType: "Process",
-      sha1: pooledDigest("sha1", fileKey),
-      sha256: pooledDigest("sha256", fileKey),
+      sha1: fileSha1,
+      sha256: fileSha256,
       fileName: template.fileName,
       filePath: template.filePath,
       processId: 1000 + (seed % 60000),
@@ -297,7 +328,7 @@ export function makeAlert(overrides: Partial<MdeAlert> & { id: string; lastUpdat
   const status = pick(STATUSES, seed >>> 5);
   const updatedMs = parseMs(overrides.lastUpdateTime);
   const createdMs = updatedMs - 60_000 - (seed % 3_600_000);
-  const machineHex = pooledDigest("sha1", `machine-${seed % 97}`);
+  const machineHex = machineIdOf(seed % 97);
   const resolved = status === "Resolved";
   const alert: MdeAlert = {
     id: overrides.id,
@@ -310,7 +341,7 @@ export function makeAlert(overrides: Partial<MdeAlert> & { id: string; lastUpdat
     determination: resolved ? (template.threatFamilyName === null ? "SecurityTesting" : "Malware") : null,
     investigationState: pick(INVESTIGATION_STATES, seed >>> 7),
     detectionSource: template.detectionSource,
-    detectorId: guidFrom(pooledDigest("sha1", template.title)),
+    detectorId: digestsOf(template).detectorId,
     category: template.category,
     threatFamilyName: template.threatFamilyName,
     threatName: template.threatFamilyName === null ? null : `Trojan:Win32/${template.threatFamilyName}.A`,
@@ -333,7 +364,7 @@ export function makeAlert(overrides: Partial<MdeAlert> & { id: string; lastUpdat
         : [],
     evidence: makeEvidence(seed, template, user, createdMs),
   };
-  return { ...alert, ...overrides };
+  return Object.assign(alert, overrides);
 }
 
 export interface GenerateAlertsOptions {

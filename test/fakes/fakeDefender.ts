@@ -471,12 +471,14 @@ export class FakeDefender {
 
   private write(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
     if (res.destroyed || res.writableEnded) return;
+    // Encoded once: a 10,000-alert page is ~11 MB, and byteLength + end(string) would scan it twice.
+    const bytes = Buffer.from(body, "utf8");
     res.writeHead(status, {
       "Content-Type": "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8",
-      "Content-Length": Buffer.byteLength(body),
+      "Content-Length": bytes.length,
       ...headers,
     });
-    res.end(body);
+    res.end(bytes);
   }
 
   /** Cross-process control for benchmarks, which run the fake in another process. */

@@ -235,8 +235,7 @@ export class FakeKeyVault extends FakeHttpsServer {
 
   private route(req: FakeRequest, res: ServerResponse): void {
     // Segments are percent-decoded individually so an encoded '/' cannot change the route shape.
-    const raw = req.url.pathname.split("/").slice(1);
-    const segments = raw.map((s) => decodeURIComponent(s));
+    const segments = req.url.pathname.split("/").slice(1).map(decodeSegment);
     const [collection, name, third] = segments;
     const m = req.method;
 
@@ -495,6 +494,15 @@ function parseTags(raw: Record<string, unknown>): Record<string, string> {
     tags[k] = v;
   }
   return tags;
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    // Malformed escapes stay as typed and then fail the name check, as a 400 rather than a crash.
+    return segment;
+  }
 }
 
 function checkName(name: string): void {

@@ -162,3 +162,12 @@ export async function runAzuriteCli(options: StartAzuriteOptions = {}): Promise<
   process.once("SIGTERM", shutdown);
   return azurite;
 }
+
+// `node azurite.js` (after compilation) runs it directly; the typeof guards keep
+// this inert when vitest evaluates the file as ESM.
+if (typeof require === "function" && typeof module === "object" && require.main === module) {
+  runAzuriteCli().catch((err: unknown) => {
+    process.stderr.write(`${String(err)}\n`);
+    process.exit(1);
+  });
+}

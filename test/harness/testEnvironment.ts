@@ -1,0 +1,136 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { Agent, fetch } from "undici";
+import { inject } from "vitest";
+import { FakeDefender } from "../fakes/fakeDefender";
+import { FakeEntra } from "../fakes/fakeEntra";
+import { FakeKeyVault } from "../fakes/fakeKeyVault";
+import { createTestCertificate } from "../fakes/tls";
+import { loadApp, type HttpResult, type RegisteredApp } from "./functionsHost";
+
+/** The app's public origin in tests: never contacted, only used to build links. */
+export const PUBLIC_BASE_URL = "https://connector.example.test";
+
+export interface TestEnvironment {
+  app: RegisteredApp;
+  entra: FakeEntra;
+  vault: FakeKeyVault;
+  defender: FakeDefender;
+  env: Record<string, string>;
+  clientId: string;
+  clientSecret: string;
+  msspTenantId: string;
+  vaultToken: string;
+  certPem: string;
+  /** Fetch that trusts the fakes' CA and does not follow redirects (a browser's first hop). */
+  browserGet(url: string): Promise<{ status: number; location: string | null; body: string }>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the three protocol fakes over HTTPS on loopback, points the app's settings at them and
+ * at the suite's Azurite, and loads the real app entry point. One per test file (each file runs
+ * in its own process, so the app reads these settings fresh).
+ */
+export async function startTestEnvironment(extraEnv: Record<string, string> = {}): Promise<TestEnvironment> {
+  const tls = await createTestCertificate();
+  const clientId = randomUUID();
+  const clientSecret = `secret-${randomBytes(18).toString("base64url")}`;
+  const msspTenantId = randomUUID();
+  const vaultToken = `vault-${randomBytes(18).toString("base64url")}`;
+  const entra = new FakeEntra({
+    certPem: tls.certPem,
+    keyPem: tls.keyPem,
+    clients: [{ clientId, clientSecret, redirectUris: [`${PUBLIC_BASE_URL}/api/consent/callback`] }],
+  });
+  const vault = new FakeKeyVault({ certPem: tls.certPem, keyPem: tls.keyPem, acceptedToken: vaultToken, tenantId: msspTenantId });
+  const defender = new FakeDefender({
+    certPem: tls.certPem,
+    keyPem: tls.keyPem,
+    verifyAccessToken: (token) => entra.verifyAccessToken(token),
+  });
+  await Promise.all([entra.start(), vault.start(), defender.start()]);
+  const env: Record<string, string> = {
+    MSSP_CLIENT_ID: clientId,
+    MSSP_CLIENT_SECRET: clientSecret,
+    MSSP_TENANT_ID: msspTenantId,
+    MSSP_PUBLIC_BASE_URL: PUBLIC_BASE_URL,
+    KEY_VAULT_URL: vault.url,
+    AzureWebJobsStorage: inject("storageConnectionString"),
+    ENTRA_AUTHORITY_HOST: entra.url,
+    DEFENDER_API_BASE_URL: defender.url,
+    ALERTS_CONTAINER: `alerts-${randomBytes(6).toString("hex")}`,
+    MDE_PARTNER_COMPANY: "TestMssp",
+    MDE_PARTNER_PRODUCT: "Connector",
+    LOCAL_DEV_CA_CERT_FILE: tls.certFile,
+    LOCAL_DEV_VAULT_TOKEN: vaultToken,
+    ...extraEnv,
+  };
+  Object.assign(process.env, env);
+  const app = loadApp();
+  const agent = new Agent({ connect: { ca: tls.certPem } });
+  return {
+    app,
+    entra,
+    vault,
+    defender,
+    env,
+    clientId,
+    clientSecret,
+    msspTenantId,
+    vaultToken,
+    certPem: tls.certPem,
+    async browserGet(url) {
+      const response = await fetch(url, { dispatcher: agent, redirect: "manual" });
+      return { status: response.status, location: response.headers.get("location"), body: await response.text() };
+    },
+    async stop() {
+      await Promise.all([entra.stop(), vault.stop(), defender.stop()]);
+      await agent.close();
+    },
+  };
+}
+
+export async function registerTenant(
+  env: TestEnvironment,
+  tenantId: string = randomUUID(),
+  displayName = "Contoso Ltd",
+): Promise<{ tenantId: string; consentUrl: string; result: HttpResult }> {
+  const result = await env.app.http("registerTenant", {
+    method: "POST",
+    url: "/api/tenants",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ tenantId, displayName }),
+  });
+  const body = result.status === 201 ? result.json<{ consentUrl: string }>() : { consentUrl: "" };
+  return { tenantId, consentUrl: body.consentUrl, result };
+}
+
+/** Invokes the consent-start handler for a consent URL, as the host would route it. */
+export function openConsentLink(env: TestEnvironment, consentUrl: string): Promise<HttpResult> {
+  const url = new URL(consentUrl);
+  const tenantId = url.pathname.split("/").pop() ?? "";
+  return env.app.http("consentStart", { method: "GET", url: url.toString(), params: { tenantId } });
+}
+
+/**
+ * Walks a consent link end to end like the admin's browser: the app redirects to the fake
+ * Entra ID, which redirects back to the callback, which the app handles.
+ * Returns the callback URL too, so tests can replay it.
+ */
+export async function completeConsent(
+  env: TestEnvironment,
+  consentUrl: string,
+): Promise<{ start: HttpResult; callbackUrl: string; callback: HttpResult }> {
+  const start = await openConsentLink(env, consentUrl);
+  if (start.status !== 302 || !start.location) throw new Error(`consent start answered ${start.status}: ${start.body.slice(0, 200)}`);
+  const authorize = await env.browserGet(start.location);
+  if (authorize.status !== 302 || !authorize.location) throw new Error(`authorize answered ${authorize.status}`);
+  const callbackUrl = authorize.location;
+  const callback = await env.app.http("consentCallback", { method: "GET", url: callbackUrl, params: {} });
+  return { start, callbackUrl, callback };
+}
+
+/** Every secret value a log line or response must never contain. */
+export function secretsOf(env: TestEnvironment): string[] {
+  return [env.clientSecret, env.vaultToken, ...env.entra.issuedSecrets(), ...env.vault.allValues()].filter((s) => s.length >= 8);
+}

@@ -1,0 +1,16 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    globalSetup: ["test/harness/globalSetup.ts"],
+    // Child processes, one per test file (isolate): the app is loaded with a
+    // native require and patches Module._load, so its module state must not
+    // leak from one file into the next.
+    pool: "forks",
+    isolate: true,
+    fileParallelism: true,
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+  },
+});
