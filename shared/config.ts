@@ -262,7 +262,8 @@ export function loadConfig(env: Env = process.env): AppConfig {
       expandEvidence: reader.boolean("PULL_EXPAND_EVIDENCE", false),
       refreshTokenPersistAgeHours: reader.integer("REFRESH_TOKEN_PERSIST_AGE_HOURS", 24, 0, 24 * 30),
       requestTimeoutSeconds: reader.integer("DEFENDER_REQUEST_TIMEOUT_SECONDS", 60, 1, 600),
-      maxRunSeconds: reader.integer("PULL_MAX_RUN_SECONDS", 480, 10, 3600),
+      // Below host.json functionTimeout (10 min) so a pull stops on its own, checkpoint saved, before the host kills it.
+      maxRunSeconds: reader.integer("PULL_MAX_RUN_SECONDS", 480, 10, 570),
       partnerCompany: reader.pattern("MDE_PARTNER_COMPANY", "MSSP", /^[A-Za-z0-9]{1,64}$/, "must be 1-64 letters or digits"),
       partnerProduct: reader.pattern(
         "MDE_PARTNER_PRODUCT",

@@ -30,8 +30,8 @@ param storageBlobEndpoint string
 @description('Blob container holding the deployment package.')
 param deploymentContainerName string
 
-@description('Application Insights connection string.')
-param appInsightsConnectionString string
+@description('Application Insights component (its connection string is read here, not passed around).')
+param appInsightsName string
 
 @description('Key Vault name (for the MSSP_CLIENT_SECRET reference).')
 param keyVaultName string
@@ -70,6 +70,10 @@ param defenderRequestTimeoutSeconds int
 param pullMaxRunSeconds int
 param partnerCompany string
 param partnerProduct string
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -159,7 +163,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // DefaultAzureCredential (Key Vault, Tables, Queues, Blobs in app code) picks the user-assigned identity.
     AZURE_CLIENT_ID: identityClientId
     // Platform: Application Insights with Entra ID (local auth is disabled on the component).
-    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
     // The multi-tenant Entra app registration (infra/register-app.sh).
     MSSP_CLIENT_ID: clientId

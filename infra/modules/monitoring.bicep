@@ -49,6 +49,4 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 
 output appInsightsName string = appInsights.name
 output appInsightsId string = appInsights.id
-@description('Not a secret: with DisableLocalAuth the instrumentation key alone cannot ingest.')
-output connectionString string = appInsights.properties.ConnectionString
 output logAnalyticsName string = workspace.name

@@ -1,0 +1,279 @@
+/**
+ * Drift between the app settings Bicep deploys and the settings the config module reads
+ * (APP_SETTING_NAMES in shared/config.ts), in both directions.
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { APP_SETTING_NAMES, LOCAL_DEV_SETTING_NAMES, loadConfig } from "../../shared/config";
+import {
+  INFRA_DIR,
+  type ObjectEntry,
+  type ScannedBicep,
+  listBicepFiles,
+  listInfraFiles,
+  literal,
+  matchingClose,
+  modules,
+  objectEntries,
+  params,
+  readBicep,
+  resourceBody,
+} from "./bicepText";
+
+/**
+ * Settings Bicep sets that the config module does not read: platform settings consumed by the
+ * Functions host / Application Insights agent, not by app code.
+ */
+const PLATFORM_SETTINGS = ["APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] as const;
+
+/**
+ * Settings the config module reads that Bicep deliberately does NOT set. Keep this minimal: a
+ * deployment replaces all app settings, so anything missing here can't be tuned durably in Azure.
+ */
+const CONFIG_SETTINGS_NOT_IN_BICEP: Record<string, string> = {
+  // Connection-string form of the host storage: local development (Azurite) only. In Azure the
+  // app is keyless (allowSharedKeyAccess: false), so a connection string could not work anyway.
+  AzureWebJobsStorage: "connection-string form; local development only",
+  // Alternatives to AzureWebJobsStorage__accountName, which Bicep sets; explicit endpoints are only
+  // needed for non-default storage endpoints (custom domains, private DNS setups).
+  AzureWebJobsStorage__blobServiceUri: "alternative to AzureWebJobsStorage__accountName",
+  AzureWebJobsStorage__queueServiceUri: "alternative to AzureWebJobsStorage__accountName",
+  AzureWebJobsStorage__tableServiceUri: "alternative to AzureWebJobsStorage__accountName",
+};
+
+/** Settings Flex Consumption rejects or ignores ("Flex Consumption plan deprecations"). */
+const FLEX_DEPRECATED = [
+  "FUNCTIONS_WORKER_RUNTIME",
+  "FUNCTIONS_EXTENSION_VERSION",
+  "WEBSITE_NODE_DEFAULT_VERSION",
+  "WEBSITE_RUN_FROM_PACKAGE",
+  "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+  "WEBSITE_CONTENTSHARE",
+  "WEBSITE_CONTENTOVERVNET",
+  "WEBSITE_TIME_ZONE",
+  "SCM_DO_BUILD_DURING_DEPLOYMENT",
+];
+
+interface Setting extends ObjectEntry {
+  readonly file: string;
+}
+
+/**
+ * Extracts every app setting declared in infra/*.bicep. Two shapes are recognised:
+ *  1. a `Microsoft.Web/sites/config` resource named 'appsettings': each top-level key of its
+ *     `properties` object is a setting (`KEY: value`);
+ *  2. a `siteConfig.appSettings` array of `{ name: 'KEY', value: ... }` objects.
+ * Shape 1 is what infra uses; shape 2 is recognised so that a later switch can't bypass the test.
+ */
+function extractAppSettings(): Setting[] {
+  const settings: Setting[] = [];
+  for (const file of listBicepFiles()) {
+    const scanned = readBicep(file);
+    // shape 1
+    for (const match of scanned.code.matchAll(/^[ \t]*resource[ \t]+([A-Za-z_][A-Za-z0-9_]*)[ \t]+'Microsoft\.Web\/sites\/config@/gm)) {
+      const { body } = resourceBody(scanned, match[1] as string);
+      if (literal(body.find((entry) => entry.key === "name")?.value) !== "appsettings") continue;
+      const properties = body.find((entry) => entry.key === "properties");
+      if (!properties || scanned.masked[properties.valueIndex] !== "{") {
+        throw new Error(`${file}: appsettings resource ${match[1]} has no literal properties object`);
+      }
+      settings.push(...objectEntries(scanned, properties.valueIndex).map((entry) => ({ ...entry, file })));
+    }
+    // shape 2
+    for (const match of scanned.masked.matchAll(/\bappSettings[ \t]*:[ \t]*\[/g)) {
+      const open = (match.index ?? 0) + match[0].length - 1;
+      const body = scanned.code.slice(open, matchingClose(scanned.masked, open));
+      for (const nameMatch of body.matchAll(/\bname[ \t]*:[ \t]*'([^']+)'/g)) {
+        settings.push({ key: nameMatch[1] as string, value: "", valueIndex: open, file });
+      }
+    }
+  }
+  return settings;
+}
+
+const settings = extractAppSettings();
+const settingNames = settings.map((setting) => setting.key);
+const byName = new Map(settings.map((setting) => [setting.key, setting]));
+const configNames: readonly string[] = APP_SETTING_NAMES;
+
+describe("infra app settings vs shared/config.ts", () => {
+  it("finds the app settings block", () => {
+    expect(settings.length).toBeGreaterThan(10);
+    expect(new Set(settingNames).size, "a setting is declared twice").toBe(settingNames.length);
+  });
+
+  it("sets nothing the config module does not read (except platform settings)", () => {
+    const allowed = new Set<string>([...configNames, ...PLATFORM_SETTINGS]);
+    expect(settingNames.filter((name) => !allowed.has(name))).toEqual([]);
+  });
+
+  it("sets every setting the config module reads, except the listed alternatives", () => {
+    const missing = configNames.filter((name) => !byName.has(name) && !(name in CONFIG_SETTINGS_NOT_IN_BICEP));
+    expect(missing).toEqual([]);
+  });
+
+  it("keeps the not-in-Bicep list honest (read by config, really absent from Bicep)", () => {
+    for (const name of Object.keys(CONFIG_SETTINGS_NOT_IN_BICEP)) {
+      expect(configNames, `${name} is not read by shared/config.ts any more`).toContain(name);
+      expect(byName.has(name), `${name} is listed as absent but Bicep sets it`).toBe(false);
+    }
+  });
+
+  it("sets both platform settings for Application Insights with Entra ID auth", () => {
+    for (const name of PLATFORM_SETTINGS) expect(byName.has(name), name).toBe(true);
+    expect(byName.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING")?.value).toBe(
+      "'Authorization=AAD;ClientId=${identityClientId}'",
+    );
+  });
+
+  it("never sets a LOCAL_DEV_* setting anywhere in infra/", () => {
+    expect(settingNames.filter((name) => name.startsWith("LOCAL_DEV_"))).toEqual([]);
+    for (const file of listInfraFiles()) {
+      const text = readFileSync(path.join(INFRA_DIR, file), "utf8");
+      expect(text, file).not.toMatch(/LOCAL_DEV_/);
+      for (const name of LOCAL_DEV_SETTING_NAMES) expect(text, file).not.toContain(name);
+    }
+  });
+
+  it("uses no Flex-deprecated setting", () => {
+    expect(settingNames.filter((name) => FLEX_DEPRECATED.includes(name))).toEqual([]);
+    for (const file of listBicepFiles()) {
+      for (const name of FLEX_DEPRECATED) expect(readBicep(file).code, `${file}: ${name}`).not.toContain(name);
+    }
+  });
+
+  it("takes MSSP_CLIENT_SECRET from a Key Vault reference, never a literal", () => {
+    const secret = byName.get("MSSP_CLIENT_SECRET");
+    expect(secret?.value).toMatch(/^'@Microsoft\.KeyVault\(VaultName=\$\{keyVaultName\};SecretName=mssp-client-secret\)'$/);
+  });
+
+  it("uses the identity-based host storage connection with the user-assigned identity", () => {
+    expect(byName.get("AzureWebJobsStorage__credential")?.value).toBe("'managedidentity'");
+    expect(byName.get("AzureWebJobsStorage__clientId")?.value).toBe("identityClientId");
+    expect(byName.get("AZURE_CLIENT_ID")?.value).toBe("identityClientId");
+    expect(byName.get("AzureWebJobsStorage__accountName")?.value).toBe("storageAccountName");
+  });
+
+  it("derives MSSP_PUBLIC_BASE_URL from the site's default host name over https", () => {
+    expect(byName.get("MSSP_PUBLIC_BASE_URL")?.value).toBe("'https://${site.properties.defaultHostName}'");
+  });
+});
+
+// ---- defaults and ranges: what Bicep deploys by default must equal the code defaults ----------
+
+const main = readBicep("main.bicep");
+const functionAppModule = modules(main).find((mod) => mod.path === "modules/functionapp.bicep");
+const mainParams = params(main);
+
+/** The main.bicep parameter feeding a setting whose module value is `p`, `string(p)` or `p ? 'true' : 'false'`. */
+function mainParamFor(settingValue: string): string | undefined {
+  const match = /^(?:string\(([A-Za-z_]\w*)\)|([A-Za-z_]\w*)|([A-Za-z_]\w*) \? 'true' : 'false')$/.exec(settingValue);
+  const moduleParam = match ? (match[1] ?? match[2] ?? match[3]) : undefined;
+  const passed = functionAppModule?.params.find((entry) => entry.key === moduleParam)?.value;
+  return passed && /^[A-Za-z_]\w*$/.test(passed) && mainParams.some((p) => p.name === passed) ? passed : undefined;
+}
+
+/** A literal default as the string the app would see in its environment. */
+function defaultAsSetting(scanned: ScannedBicep, paramName: string): string {
+  const decl = params(scanned).find((p) => p.name === paramName);
+  const value = decl?.defaultValue;
+  if (value === undefined) throw new Error(`main.bicep param ${paramName} has no default`);
+  const text = literal(value) ?? (/^(-?\d+|true|false)$/.test(value) ? value : undefined);
+  if (text === undefined) throw new Error(`main.bicep param ${paramName} default is not a literal: ${value}`);
+  return text;
+}
+
+/** Tunables: settings with a code default that Bicep exposes as main.bicep parameters. */
+const TUNABLES = [
+  "CONSENT_LINK_TTL_HOURS",
+  "PULL_SCHEDULE",
+  "ALERTS_CONTAINER",
+  "PULL_OVERLAP_MINUTES",
+  "PULL_SETTLE_SECONDS",
+  "PULL_FIRST_RUN_LOOKBACK_HOURS",
+  "PULL_PAGE_SIZE",
+  "PULL_EXPAND_EVIDENCE",
+  "REFRESH_TOKEN_PERSIST_AGE_HOURS",
+  "DEFENDER_REQUEST_TIMEOUT_SECONDS",
+  "PULL_MAX_RUN_SECONDS",
+  "MDE_PARTNER_COMPANY",
+  "MDE_PARTNER_PRODUCT",
+];
+
+const REQUIRED_ENV = {
+  MSSP_CLIENT_ID: "00000000-0000-4000-8000-000000000001",
+  MSSP_CLIENT_SECRET: "not-a-real-secret",
+  MSSP_TENANT_ID: "00000000-0000-4000-8000-000000000002",
+  MSSP_PUBLIC_BASE_URL: "https://mssp-func-abc.azurewebsites.net",
+  KEY_VAULT_URL: "https://kv-mssp-abc.vault.azure.net/",
+  AzureWebJobsStorage__accountName: "stmsspabc",
+  AzureWebJobsStorage__credential: "managedidentity",
+  AzureWebJobsStorage__clientId: "00000000-0000-4000-8000-000000000003",
+  AZURE_CLIENT_ID: "00000000-0000-4000-8000-000000000003",
+};
+
+describe("infra defaults vs code defaults", () => {
+  it("feeds every tunable from a main.bicep parameter", () => {
+    expect(functionAppModule).toBeDefined();
+    for (const name of TUNABLES) {
+      const setting = byName.get(name);
+      expect(setting, name).toBeDefined();
+      expect(mainParamFor(setting?.value ?? ""), `${name} = ${setting?.value}`).toBeDefined();
+    }
+  });
+
+  it("deploys by default exactly what the code uses when a tunable is unset", () => {
+    const bicepDefaults: Record<string, string> = {};
+    for (const name of TUNABLES) {
+      bicepDefaults[name] = defaultAsSetting(main, mainParamFor(byName.get(name)?.value ?? "") as string);
+    }
+    const withBicepDefaults = loadConfig({ ...REQUIRED_ENV, ...bicepDefaults });
+    const withCodeDefaults = loadConfig(REQUIRED_ENV);
+    expect(withBicepDefaults.pull).toEqual(withCodeDefaults.pull);
+    expect(withBicepDefaults.consentLinkTtlHours).toBe(withCodeDefaults.consentLinkTtlHours);
+  });
+
+  it("only allows integer values (@minValue/@maxValue) that the config module accepts", () => {
+    for (const name of TUNABLES) {
+      const paramName = mainParamFor(byName.get(name)?.value ?? "") as string;
+      const decl = mainParams.find((p) => p.name === paramName);
+      if (decl?.type !== "int") continue;
+      const min = decl.decorators.find((d) => d.name === "minValue")?.args;
+      const max = decl.decorators.find((d) => d.name === "maxValue")?.args;
+      expect(min, `${paramName} needs @minValue`).toMatch(/^\d+$/);
+      expect(max, `${paramName} needs @maxValue`).toMatch(/^\d+$/);
+      for (const bound of [min, max]) {
+        expect(() => loadConfig({ ...REQUIRED_ENV, [name]: bound as string }), `${name}=${bound}`).not.toThrow();
+      }
+    }
+  });
+
+  it("maps every allowed Defender region to a base URL the config module accepts, '' to the code default", () => {
+    const region = mainParams.find((p) => p.name === "defenderRegion");
+    const allowed = region?.decorators.find((d) => d.name === "allowed")?.args ?? "";
+    const regions = [...allowed.matchAll(/'([^']*)'/g)].map((m) => m[1] as string);
+    expect(regions.sort()).toEqual(["", "au", "eu", "swa", "uk", "us"]);
+    expect(literal(region?.defaultValue)).toBe("");
+    const expression = /^var defenderApiBaseUrl = (.*)$/m.exec(main.code)?.[1]?.trim();
+    expect(expression).toBe(
+      "empty(defenderRegion) ? 'https://api.security.microsoft.com' : 'https://${defenderRegion}.api.security.microsoft.com'",
+    );
+    expect(functionAppModule?.params.find((entry) => entry.key === "defenderApiBaseUrl")?.value).toBe("defenderApiBaseUrl");
+    const codeDefault = loadConfig(REQUIRED_ENV).defenderApiBaseUrl;
+    expect(codeDefault).toBe("https://api.security.microsoft.com");
+    for (const r of regions.filter(Boolean)) {
+      const url = `https://${r}.api.security.microsoft.com`;
+      expect(loadConfig({ ...REQUIRED_ENV, DEFENDER_API_BASE_URL: url }).defenderApiBaseUrl).toBe(url);
+    }
+  });
+
+  it("takes ENTRA_AUTHORITY_HOST from the cloud environment, which the config module accepts", () => {
+    expect(functionAppModule?.params.find((entry) => entry.key === "entraAuthorityHost")?.value).toBe("entraAuthorityHost");
+    expect(main.code).toMatch(/^var entraAuthorityHost = environment\(\)\.authentication\.loginEndpoint$/m);
+    // public cloud value of environment().authentication.loginEndpoint (with its trailing slash)
+    expect(loadConfig({ ...REQUIRED_ENV, ENTRA_AUTHORITY_HOST: "https://login.microsoftonline.com/" }).entraAuthorityHost).toBe(
+      loadConfig(REQUIRED_ENV).entraAuthorityHost,
+    );
+  });
+});

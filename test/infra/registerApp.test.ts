@@ -1,0 +1,218 @@
+/**
+ * infra/register-app.sh: syntax, argument handling, dry run, and a full run against a fake `az`
+ * that proves the client secret reaches Key Vault intact and is never printed or put on a
+ * command line.
+ */
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { INFRA_DIR, readBicep } from "./bicepText";
+
+const SCRIPT = path.join(INFRA_DIR, "register-app.sh");
+const source = readFileSync(SCRIPT, "utf8");
+const workDir = mkdtempSync(path.join(tmpdir(), "register-app-test-"));
+afterAll(() => rmSync(workDir, { recursive: true, force: true }));
+
+const TENANT = "72f988bf-0000-4000-8000-00000000000a";
+const APP_ID = "11111111-2222-4333-8444-555555555555";
+const SCOPE_ID = "99999999-8888-4777-8666-555555555555";
+const CALLBACK = "https://mssp-func-abc.azurewebsites.net/api/consent/callback";
+const SECRET = "fake-secret_value~with.chars-0123"; // deliberately not in the real Entra secret format
+
+/**
+ * A fake `az` on PATH. It appends each invocation's arguments (one line, NUL-free) to $FAKE_AZ_LOG,
+ * answers the lookups register-app.sh makes, and stores stdin of `keyvault secret set` in
+ * $FAKE_AZ_VAULT. FAKE_AZ_EXISTING=1 simulates a second run (app, redirect URI and permission exist).
+ */
+const FAKE_AZ = `#!/usr/bin/env bash
+printf '%s\\n' "$*" >>"$FAKE_AZ_LOG"
+args="$*"
+case "$args" in
+  "account show"*) echo "${TENANT}" ;;
+  "deployment group show"*CONSENT_CALLBACK_URL*) echo "${CALLBACK}" ;;
+  "deployment group show"*FUNCTION_APP_NAME*) echo "mssp-func-abc" ;;
+  "deployment group show"*KEY_VAULT_NAME*) echo "kv-mssp-abc" ;;
+  "deployment group show"*MSSP_TENANT_ID*) echo "${TENANT}" ;;
+  "ad app list"*) if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then echo "${APP_ID}"; fi ;;
+  "ad app create"*) echo "${APP_ID}" ;;
+  "ad app show"*web.redirectUris*)
+    if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then printf '%s\\n' "http://localhost:7071/api/consent/callback" "${CALLBACK}"; fi ;;
+  "ad app show"*requiredResourceAccess*) if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then echo "${SCOPE_ID}"; fi ;;
+  "ad app show"*) echo "${APP_ID}" ;;
+  "ad sp list"*) if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then echo "sp-object-id"; fi ;;
+  "ad sp show"*) echo "${SCOPE_ID}" ;;
+  "ad app credential reset"*) echo "${SECRET}" ;;
+  "keyvault secret set"*) cat >"$FAKE_AZ_VAULT" ;;
+  *) ;;
+esac
+exit 0
+`;
+
+/** A fake `az` that must never be called. */
+const FORBIDDEN_AZ = `#!/usr/bin/env bash
+printf '%s\\n' "$*" >>"$FAKE_AZ_LOG"
+exit 99
+`;
+
+function fakeAzDir(name: string, script: string): string {
+  const dir = path.join(workDir, name);
+  spawnSync("mkdir", ["-p", dir]);
+  const az = path.join(dir, "az");
+  writeFileSync(az, script);
+  chmodSync(az, 0o755);
+  return dir;
+}
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+  azCalls: string[];
+  vault: string | undefined;
+}
+
+let runCounter = 0;
+function run(args: string[], options: { az?: string; env?: Record<string, string> } = {}): Run {
+  runCounter += 1;
+  const log = path.join(workDir, `az-${runCounter}.log`);
+  const vault = path.join(workDir, `vault-${runCounter}.txt`);
+  const dir = fakeAzDir(`bin-${runCounter}`, options.az ?? FORBIDDEN_AZ);
+  const result = spawnSync("bash", [SCRIPT, ...args], {
+    encoding: "utf8",
+    timeout: 30_000,
+    env: { ...process.env, PATH: `${dir}${path.delimiter}${process.env["PATH"] ?? ""}`, FAKE_AZ_LOG: log, FAKE_AZ_VAULT: vault, ...options.env },
+  });
+  return {
+    status: result.status,
+    stdout: result.stdout,
+    stderr: result.stderr,
+    azCalls: existsSync(log) ? readFileSync(log, "utf8").split("\n").filter(Boolean) : [],
+    vault: existsSync(vault) ? readFileSync(vault, "utf8") : undefined,
+  };
+}
+
+describe("register-app.sh hygiene", () => {
+  it("passes bash -n", () => {
+    const result = spawnSync("bash", ["-n", SCRIPT], { encoding: "utf8" });
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+  });
+
+  it("runs with set -euo pipefail and never enables tracing", () => {
+    expect(source).toMatch(/^set -euo pipefail$/m);
+    expect(source).not.toMatch(/set\s+-[a-z]*x/);
+    expect(source).not.toMatch(/set\s+-o\s+xtrace/);
+    expect(source.split("\n")[0]).toBe("#!/usr/bin/env bash");
+  });
+
+  it("never passes the secret as an argument or echoes it", () => {
+    expect(source).not.toMatch(/secret set[^\n]*--value/);
+    expect(source).toMatch(/--file \/dev\/stdin/);
+    expect(source).toMatch(/credential reset[\s\S]*--query password --output tsv/);
+  });
+
+  it("stores the secret under the name the Bicep Key Vault reference uses", () => {
+    const name = /^readonly SECRET_NAME='([^']+)'/m.exec(source)?.[1];
+    expect(name).toBe("mssp-client-secret");
+    expect(readBicep("modules/functionapp.bicep").code).toContain(`SecretName=${name})'`);
+  });
+
+  it("reads only deployment outputs that main.bicep declares", () => {
+    const declared = new Set([...readBicep("main.bicep").code.matchAll(/^output (\w+) /gm)].map((m) => m[1]));
+    const used = [
+      ...[...source.matchAll(/deployment_output (\w+)/g)].map((m) => m[1]),
+      ...[...source.matchAll(/properties\.outputs\.([A-Z_]+)\./g)].map((m) => m[1]),
+    ];
+    expect(used.length).toBeGreaterThan(3);
+    for (const name of used) expect(declared.has(name), name).toBe(true);
+  });
+});
+
+describe("register-app.sh arguments (no az call)", () => {
+  it("--help explains every step and exits 0", () => {
+    const result = run(["--help"]);
+    expect(result.status).toBe(0);
+    for (const text of ["AzureADMultipleOrgs", "CONSENT_CALLBACK_URL", "Alert.Read", "mssp-client-secret", "MSSP_CLIENT_ID", "--dry-run"]) {
+      expect(result.stdout).toContain(text);
+    }
+    expect(result.azCalls).toEqual([]);
+  });
+
+  it("refuses to run without arguments (exit 2, clear message)", () => {
+    const result = run([]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/missing required argument --resource-group/);
+    expect(result.azCalls).toEqual([]);
+  });
+
+  it("rejects unknown arguments, options without values and a malformed --app-id (exit 2)", () => {
+    for (const args of [["--bogus"], ["-g"], ["-g", "--dry-run"], ["-g", "rg", "--app-id", "nope"], ["-g", "rg", "--secret-years", "0"]]) {
+      const result = run(args);
+      expect(result.status, args.join(" ")).toBe(2);
+      expect(result.azCalls).toEqual([]);
+    }
+  });
+
+  it("--dry-run prints the az commands and calls none", () => {
+    const result = run(["-g", "rg-mssp", "--dry-run"]);
+    expect(result.status).toBe(0);
+    expect(result.azCalls).toEqual([]);
+    const out = result.stdout;
+    expect(out).toContain("+ az deployment group show --resource-group rg-mssp --name main --query properties.outputs.CONSENT_CALLBACK_URL.value");
+    expect(out).toMatch(/\+ az ad app create --display-name 'MSSP Defender Connector' --sign-in-audience AzureADMultipleOrgs --web-redirect-uris/);
+    expect(out).toContain(`+ az ad sp show --id fc780465-2017-40d4-a0c5-307022471b92 --query "oauth2PermissionScopes[?value=='Alert.Read'].id | [0]"`);
+    expect(out).toMatch(/\+ az ad app permission add --id '<APP_ID>' --api fc780465-2017-40d4-a0c5-307022471b92 --api-permissions '<ALERT_READ_SCOPE_ID>=Scope'/);
+    expect(out).toMatch(/\+ az ad app credential reset [^\n]*--append[^\n]*--query password --output tsv\n {2}\| tr -d '\\r\\n' \|\n\+ az keyvault secret set [^\n]*--name mssp-client-secret --file \/dev\/stdin/);
+    expect(out).toContain("+ az functionapp config appsettings set --resource-group rg-mssp --name '<FUNCTION_APP_NAME>' --settings 'MSSP_CLIENT_ID=<APP_ID>'");
+  });
+});
+
+describe("register-app.sh against a fake az", () => {
+  it("first run: creates the registration, stores the secret without printing it, sets MSSP_CLIENT_ID", () => {
+    const result = run(["-g", "rg-mssp"], { az: FAKE_AZ });
+    expect(result.stderr).not.toContain(SECRET);
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.vault).toBe(SECRET); // intact, without the newline -o tsv adds
+    expect(result.stdout).not.toContain(SECRET);
+    expect(result.stderr).not.toContain(SECRET);
+    expect(result.azCalls.join("\n")).not.toContain(SECRET);
+    const calls = result.azCalls;
+    expect(calls).toContain(
+      `ad app create --display-name MSSP Defender Connector --sign-in-audience AzureADMultipleOrgs --web-redirect-uris ${CALLBACK} --query appId --output tsv`,
+    );
+    expect(calls).toContain(`ad sp create --id ${APP_ID} --output none`);
+    expect(calls).toContain(`ad app permission add --id ${APP_ID} --api fc780465-2017-40d4-a0c5-307022471b92 --api-permissions ${SCOPE_ID}=Scope --output none`);
+    expect(calls.some((c) => c.startsWith(`ad app credential reset --id ${APP_ID} --append `))).toBe(true);
+    expect(calls).toContain("keyvault secret set --vault-name kv-mssp-abc --name mssp-client-secret --file /dev/stdin --content-type text/plain --output none");
+    expect(calls.at(-1)).toBe(`functionapp config appsettings set --resource-group rg-mssp --name mssp-func-abc --settings MSSP_CLIENT_ID=${APP_ID} --output none`);
+    // the secret is stored before the app setting change restarts the app (which re-reads the reference)
+    const secretSet = calls.findIndex((c) => c.startsWith("keyvault secret set"));
+    const settingSet = calls.findIndex((c) => c.startsWith("functionapp config appsettings set"));
+    expect(secretSet).toBeLessThan(settingSet);
+    expect(result.stdout).toContain(`-p clientId=${APP_ID}`);
+  });
+
+  it("second run: updates in place, keeps other redirect URIs, does not re-add the permission", () => {
+    const result = run(["-g", "rg-mssp", "--skip-secret"], { az: FAKE_AZ, env: { FAKE_AZ_EXISTING: "1" } });
+    expect(result.status, result.stderr).toBe(0);
+    const calls = result.azCalls;
+    expect(calls.some((c) => c.startsWith("ad app create"))).toBe(false);
+    expect(calls).toContain(
+      `ad app update --id ${APP_ID} --sign-in-audience AzureADMultipleOrgs --web-redirect-uris http://localhost:7071/api/consent/callback ${CALLBACK}`,
+    );
+    expect(calls.some((c) => c.startsWith("ad app permission add"))).toBe(false);
+    expect(calls.some((c) => c.startsWith("ad sp create"))).toBe(false);
+    expect(calls.some((c) => c.startsWith("ad app credential reset"))).toBe(false);
+    expect(result.vault).toBeUndefined();
+  });
+
+  it("refuses to continue when az is signed in to another tenant than MSSP_TENANT_ID", () => {
+    const otherTenant = FAKE_AZ.replace(`"account show"*) echo "${TENANT}"`, `"account show"*) echo "00000000-0000-4000-8000-0000000000ff"`);
+    const result = run(["-g", "rg-mssp"], { az: otherTenant });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/az login --tenant/);
+    expect(result.azCalls.some((c) => c.startsWith("ad app"))).toBe(false);
+  });
+});

@@ -1,0 +1,136 @@
+/**
+ * Role assignments: every role-definition GUID in infra/ is a documented built-in role, each role
+ * in the role table is the one its name says, and the app identity gets exactly the intended set.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import {
+  INFRA_DIR,
+  REPO_ROOT,
+  arrayObjects,
+  listBicepFiles,
+  literal,
+  modules,
+  readBicep,
+  varValueIndex,
+} from "./bicepText";
+
+/** The reference lives beside the checkout: <repo>/../shared/reference/protocol.md. */
+const REFERENCE = path.resolve(REPO_ROOT, "..", "shared", "reference", "protocol.md");
+const GUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi;
+const WINDOWS_DEFENDER_ATP_APP_ID = "fc780465-2017-40d4-a0c5-307022471b92";
+
+interface RoleFixture {
+  source: string;
+  note: string;
+  roles: Record<string, string>;
+}
+const fixture = JSON.parse(readFileSync(path.join(__dirname, "builtInRoles.json"), "utf8")) as RoleFixture;
+const roles = fixture.roles;
+const roleIds = new Set(Object.values(roles));
+
+/** Rows `| role | \`guid\` | source |` of the "Built-in role definition IDs" table in protocol.md. */
+function referenceRoles(markdown: string): Record<string, string> {
+  const section = markdown.split(/^### Built-in role definition IDs$/m)[1]?.split(/^#{2,3} /m)[0] ?? "";
+  const table: Record<string, string> = {};
+  for (const match of section.matchAll(/^\|\s*([^|`]+?)\s*\|\s*`([0-9a-f-]{36})`\s*\|/gm)) {
+    table[match[1] as string] = match[2] as string;
+  }
+  return table;
+}
+
+interface RoleRow {
+  role: string;
+  roleId: string;
+  scope: string;
+  principal: string;
+}
+
+function roleTable(name: string): RoleRow[] {
+  const main = readBicep("main.bicep");
+  return arrayObjects(main, varValueIndex(main, name)).map((entries) => {
+    const get = (key: string): string => literal(entries.find((entry) => entry.key === key)?.value) ?? "";
+    return { role: get("role"), roleId: get("roleId"), scope: get("scope"), principal: get("principal") };
+  });
+}
+
+describe("built-in role fixture", () => {
+  it("cites its source and holds well-formed ids", () => {
+    expect(fixture.source).toBe("https://learn.microsoft.com/azure/role-based-access-control/built-in-roles");
+    for (const [name, id] of Object.entries(roles)) expect(id, name).toMatch(/^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$/);
+  });
+
+  it.runIf(existsSync(REFERENCE))("matches the table in shared/reference/protocol.md §8", () => {
+    const reference = referenceRoles(readFileSync(REFERENCE, "utf8"));
+    expect(Object.keys(reference).length).toBeGreaterThan(0);
+    expect(roles).toEqual(reference);
+  });
+});
+
+describe("role assignments in infra/", () => {
+  it("uses only documented role ids in Bicep", () => {
+    for (const file of listBicepFiles()) {
+      for (const guid of readBicep(file).code.match(GUID) ?? []) {
+        expect(roleIds.has(guid.toLowerCase()), `${file}: ${guid} is not in builtInRoles.json`).toBe(true);
+      }
+    }
+  });
+
+  it("uses no GUID in register-app.sh but the WindowsDefenderATP application id", () => {
+    const script = readFileSync(path.join(INFRA_DIR, "register-app.sh"), "utf8");
+    expect(new Set((script.match(GUID) ?? []).map((g) => g.toLowerCase()))).toEqual(new Set([WINDOWS_DEFENDER_ATP_APP_ID]));
+  });
+
+  it("names each role id correctly in the role table", () => {
+    for (const row of [...roleTable("appRoleTable"), ...roleTable("deployerRoleTable")]) {
+      expect(roles[row.role], `unknown role name '${row.role}'`).toBeDefined();
+      expect(row.roleId, row.role).toBe(roles[row.role]);
+    }
+  });
+
+  it("grants the app identity exactly the intended roles on the intended resources", () => {
+    const app = roleTable("appRoleTable").map((row) => `${row.principal}: ${row.role} @ ${row.scope}`);
+    expect(app.sort()).toEqual(
+      [
+        "app: Key Vault Secrets Officer @ keyVault", // writes refresh tokens + signing key, reads the client secret
+        "app: Monitoring Metrics Publisher @ appInsights",
+        "app: Storage Blob Data Owner @ storage",
+        "app: Storage Queue Data Contributor @ storage",
+        "app: Storage Table Data Contributor @ storage",
+      ].sort(),
+    );
+  });
+
+  it("grants the optional deployer only Key Vault Secrets Officer, and only when deployerPrincipalId is set", () => {
+    expect(roleTable("deployerRoleTable").map((row) => `${row.principal}: ${row.role} @ ${row.scope}`)).toEqual([
+      "deployer: Key Vault Secrets Officer @ keyVault",
+    ]);
+    const main = readBicep("main.bicep");
+    expect(main.code).toMatch(
+      /^var roleTable = concat\(appRoleTable, empty\(deployerPrincipalId\) \? \[\] : deployerRoleTable\)$/m,
+    );
+  });
+
+  it("creates role assignments in ONE loop over the role table", () => {
+    const main = readBicep("main.bicep");
+    const roleModules = modules(main).filter((mod) => mod.path === "modules/roleAssignment.bicep");
+    expect(roleModules).toHaveLength(1);
+    expect(main.code).toMatch(/^module roleAssignments 'modules\/roleAssignment\.bicep' = \[\s*for \(row, i\) in roleTable:/m);
+    const passed = Object.fromEntries(roleModules[0]?.params.map((entry) => [entry.key, entry.value]) ?? []);
+    expect(passed["principalType"]).toBe("row.principal == 'app' ? 'ServicePrincipal' : deployerPrincipalType");
+    // No role assignment is declared anywhere but in the roleAssignment module.
+    for (const file of listBicepFiles()) {
+      const count = (readBicep(file).code.match(/'Microsoft\.Authorization\/roleAssignments@/g) ?? []).length;
+      if (file === "modules/roleAssignment.bicep") expect(count).toBe(3); // one per scope kind
+      else expect(count, file).toBe(0);
+    }
+  });
+
+  it("names assignments guid(scope, principal, role) and uses subscription-level role definition ids", () => {
+    const module = readBicep("modules/roleAssignment.bicep");
+    expect(module.code).toMatch(/^var assignmentName = guid\(scopeResourceId, principalId, roleDefinitionId\)$/m);
+    expect(module.code).toContain("roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleDefinitionId)");
+    expect((module.code.match(/^\s*name: assignmentName$/gm) ?? []).length).toBe(3);
+  });
+});
