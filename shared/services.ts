@@ -11,6 +11,19 @@ import { createKeyVaultSecretStore, type SecretStore } from "./secrets/secretSto
 import { TenantTokenStore } from "./secrets/tenantTokens";
 import { createTableFactory, type TableFactory } from "./state/tables";
 import { TenantRegistry } from "./state/tenantRegistry";
+import { QUEUES } from "./storage/names";
+import { openQueue } from "./state/queues";
+import type { QueueClient } from "@azure/storage-queue";
+import { DefenderClient } from "./defender/defenderClient";
+import { RateBudget } from "./defender/rateBudget";
+import { AccessTokenSource } from "./pull/accessTokens";
+import { pullHealthDecorator } from "./pull/health";
+import { PullStateStore } from "./pull/pullState";
+import { TenantPull } from "./pull/tenantPull";
+import { BlobAlertSink } from "./sinks/blobAlertSink";
+import type { AlertSink } from "./sinks/alertSink";
+import { openContainer } from "./sinks/containers";
+import { APP_VERSION } from "./version";
 
 /** Everything a function needs, wired once per process from the app settings. */
 export interface Services {
@@ -25,14 +38,30 @@ export interface Services {
   entra: EntraClient;
   consent: ConsentFlow;
   tenantAdmin: TenantAdmin;
+  pullState: PullStateStore;
+  accessTokens: AccessTokenSource;
+  tenantPull: TenantPull;
+  /** The queue the scheduler fills, created on first use. */
+  pullQueue: () => Promise<QueueClient>;
 }
+
+/** Replaceable parts: the benchmark and tests swap the clock, sleep or sink, never a protocol client. */
+export interface ServiceOverrides {
+  clock?: Clock;
+  sleep?: (ms: number) => Promise<void>;
+  sink?: AlertSink;
+}
+
+const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** A credential that presents a fixed token: only for a local Key Vault stand-in. */
 function staticCredential(token: string): TokenCredential {
   return { getToken: async () => ({ token, expiresOnTimestamp: Date.now() + 3600_000 }) };
 }
 
-export function createServices(config: AppConfig, clock: Clock = systemClock): Services {
+export function createServices(config: AppConfig, overrides: ServiceOverrides = {}): Services {
+  const clock = overrides.clock ?? systemClock;
+  const sleep = overrides.sleep ?? realSleep;
   let azureCredential: TokenCredential | undefined;
   // Built on first use: DefaultAzureCredential probes its sources lazily, and local runs
   // against Azurite never need it.
@@ -66,6 +95,47 @@ export function createServices(config: AppConfig, clock: Clock = systemClock): S
     clock,
   });
   const sessions = new ConsentSessionStore(tables, clock);
+  const pullState = new PullStateStore(tables, clock);
+  const accessTokens = new AccessTokenSource({
+    tokens,
+    entra,
+    clock,
+    sleep,
+    refreshTokenPersistAgeMs: config.pull.refreshTokenPersistAgeHours * 3600_000,
+  });
+  const budget = new RateBudget({ clock });
+  const defender = new DefenderClient({
+    http,
+    userAgent: `MdePartner-${config.pull.partnerCompany}-${config.pull.partnerProduct}/${APP_VERSION}`,
+    requestTimeoutMs: config.pull.requestTimeoutSeconds * 1000,
+    budget,
+    clock,
+    sleep,
+  });
+  const sink = overrides.sink ?? new BlobAlertSink(openContainer(config.storage, config.pull.alertsContainer, credential));
+  const tenantPull = new TenantPull({
+    settings: config.pull,
+    defenderApiBaseUrl: config.defenderApiBaseUrl,
+    tenants,
+    pullState,
+    tokens: accessTokens,
+    defender,
+    budget,
+    sink,
+    clock,
+  });
+  let queue: Promise<QueueClient> | undefined;
+  const pullQueue = () => {
+    queue ??= (async () => {
+      const client = openQueue(config.storage, QUEUES.tenantPulls, credential);
+      await client.createIfNotExists();
+      return client;
+    })();
+    queue.catch(() => {
+      queue = undefined;
+    });
+    return queue;
+  };
   return {
     config,
     clock,
@@ -77,7 +147,11 @@ export function createServices(config: AppConfig, clock: Clock = systemClock): S
     signingKey,
     entra,
     consent: new ConsentFlow({ config, tenants, sessions, signingKey, entra, tokens, clock }),
-    tenantAdmin: new TenantAdmin({ config, tenants, tokens, signingKey, clock }),
+    tenantAdmin: new TenantAdmin({ config, tenants, tokens, signingKey, clock, health: pullHealthDecorator(pullState, clock) }),
+    pullState,
+    accessTokens,
+    tenantPull,
+    pullQueue,
   };
 }
 

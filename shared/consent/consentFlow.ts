@@ -190,6 +190,11 @@ export class ConsentFlow {
     return page(400, "Consent could not be completed", `Microsoft Entra ID refused the sign-in (${errorCode}). Nothing was saved. Open the consent link again.`);
   }
 
+  /** Housekeeping for the scheduler: sign-in attempts older than a day are deleted. */
+  async purgeExpiredSessions(): Promise<number> {
+    return this.deps.sessions.purgeExpired();
+  }
+
   private async recordError(tenantId: string, code: string, message: string): Promise<void> {
     const at = new Date(this.deps.clock()).toISOString();
     await this.deps.tenants.update(tenantId, () => ({ lastErrorCode: code, lastErrorMessage: message, lastErrorAt: at }));

@@ -37,7 +37,9 @@ interface MsalLikeError {
 export function classifyTokenFailure(error: unknown): TokenFailure {
   const e = (typeof error === "object" && error !== null ? error : {}) as MsalLikeError;
   const code = typeof e.errorCode === "string" && e.errorCode ? e.errorCode : "unknown_error";
-  const errorNo = typeof e.errorNo === "string" && /^\d+$/.test(e.errorNo) ? e.errorNo : undefined;
+  // Typed as a string, but MSAL copies error_codes[0] through as the JSON number it is.
+  const rawNo = typeof e.errorNo === "number" || typeof e.errorNo === "string" ? String(e.errorNo) : "";
+  const errorNo = /^\d+$/.test(rawNo) ? rawNo : undefined;
   const aadsts = errorNo ? { aadsts: `AADSTS${errorNo}` } : {};
   const status = typeof e.status === "number" ? e.status : undefined;
   // 700016 is "application not found in the directory": in a customer tenant that means the

@@ -1,0 +1,321 @@
+import type { Clock } from "../clock";
+import { HttpNetworkError, HttpTimeoutError, type HttpClient, type HttpResponse } from "../http/httpClient";
+import type { RateBudget } from "./rateBudget";
+import type { AlertPage, AlertWindowQuery, DefenderAlert } from "./types";
+
+export type DefenderErrorCode =
+  | "unauthorized"
+  | "forbidden"
+  | "throttled"
+  | "server_error"
+  | "bad_request"
+  | "not_found"
+  | "timeout"
+  | "network"
+  | "budget_exhausted"
+  | "deadline"
+  | "invalid_response";
+
+const RETRYABLE_BY_DEFAULT: ReadonlySet<DefenderErrorCode> = new Set<DefenderErrorCode>([
+  "throttled",
+  "server_error",
+  "timeout",
+  "network",
+  "budget_exhausted",
+  "deadline",
+]);
+
+/**
+ * A failed Defender API call. The message is written here and may name the host, the path,
+ * the HTTP status and the API's error code (e.g. "InvalidInput"); it never carries the token,
+ * the request's query string or the response body.
+ */
+export class DefenderApiError extends Error {
+  readonly code: DefenderErrorCode;
+  readonly status?: number;
+  /** The service's `error.code` (e.g. "InvalidInput"), when it sent a well-formed one. */
+  readonly apiCode?: string;
+  /** True when a later run (or a later retry) may succeed without anyone changing anything. */
+  readonly retryable: boolean;
+
+  constructor(code: DefenderErrorCode, message: string, options: { status?: number; apiCode?: string; retryable?: boolean } = {}) {
+    super(message);
+    this.name = "DefenderApiError";
+    this.code = code;
+    if (options.status !== undefined) this.status = options.status;
+    if (options.apiCode !== undefined) this.apiCode = options.apiCode;
+    this.retryable = options.retryable ?? RETRYABLE_BY_DEFAULT.has(code);
+  }
+}
+
+export interface DefenderClientOptions {
+  http: HttpClient;
+  /** The partner User-Agent Microsoft asks MSSP integrations to send: `MdePartner-{Company}-{Product}/{Version}`. */
+  userAgent: string;
+  requestTimeoutMs: number;
+  budget: RateBudget;
+  clock: Clock;
+  sleep: (ms: number) => Promise<void>;
+  /** Transient failures (429, 5xx, timeouts, network) tolerated per page before giving up. */
+  maxAttempts?: number;
+  /** Longest Retry-After honoured as given; longer requests are shortened to this. */
+  maxRetryAfterMs?: number;
+  /** Source of backoff jitter in [0, 1); injected for deterministic tests. */
+  random?: () => number;
+}
+
+const DEFAULT_RETRY_AFTER_MS = 10_000;
+const BACKOFF_BASE_MS = 1_000;
+const BACKOFF_CAP_MS = 30_000;
+/** The service's error codes are short identifiers; anything else in that field is not repeated. */
+const SAFE_API_CODE = /^[A-Za-z][A-Za-z0-9_.]{0,63}$/;
+
+/**
+ * Reads the Defender for Endpoint alerts API (`GET /api/alerts`) one closed `lastUpdateTime`
+ * window at a time, page by page, with the partner User-Agent, a per-tenant call budget and
+ * retries that honour Retry-After.
+ */
+export class DefenderClient {
+  private readonly maxAttempts: number;
+  private readonly maxRetryAfterMs: number;
+  private readonly random: () => number;
+
+  constructor(private readonly options: DefenderClientOptions) {
+    this.maxAttempts = options.maxAttempts ?? 5;
+    this.maxRetryAfterMs = options.maxRetryAfterMs ?? 120_000;
+    this.random = options.random ?? Math.random;
+    if (!Number.isInteger(this.maxAttempts) || this.maxAttempts < 1) throw new RangeError("DefenderClient: maxAttempts must be a positive integer");
+    if (!Number.isInteger(options.requestTimeoutMs) || options.requestTimeoutMs < 1) {
+      throw new RangeError("DefenderClient: requestTimeoutMs must be a positive integer");
+    }
+  }
+
+  /**
+   * The window's pages in order, each yielded as soon as it is parsed and never kept: the
+   * caller stores a page durably before asking for the next, so a backlog of any size streams.
+   *
+   * Paging follows `@odata.nextLink` when the service sends one (same origin only: the bearer
+   * token is never sent elsewhere); otherwise a full page means another at `$skip + pageSize`
+   * and a short page ends the window.
+   */
+  async *pages(query: AlertWindowQuery): AsyncGenerator<AlertPage, void, undefined> {
+    if (!Number.isInteger(query.pageSize) || query.pageSize < 1 || query.pageSize > 10_000) {
+      throw new RangeError("DefenderClient: pageSize must be an integer between 1 and 10000");
+    }
+    if (!Number.isInteger(query.startSkip) || query.startSkip < 0) throw new RangeError("DefenderClient: startSkip must be a non-negative integer");
+    const base = query.baseUrl.replace(/\/+$/, "");
+    const origin = new URL(base).origin;
+    let skip = query.startSkip;
+    let url = alertsUrl(base, query, skip);
+    for (;;) {
+      if (this.options.clock() > query.deadline) {
+        throw new DefenderApiError("deadline", "The run's deadline passed before the next page of alerts was read");
+      }
+      const response = await this.fetch(url, query);
+      const { alerts, nextLink } = parsePage(response, url);
+      let nextSkip: number | undefined;
+      let nextUrl: string | undefined;
+      if (nextLink !== undefined) {
+        const next = resolveNextLink(nextLink, url, origin);
+        const linkSkip = next.searchParams.get("$skip");
+        if (linkSkip !== null) {
+          if (!/^\d{1,9}$/.test(linkSkip) || Number(linkSkip) <= skip) {
+            throw invalid(url, "@odata.nextLink does not advance $skip");
+          }
+          nextSkip = Number(linkSkip);
+        } else {
+          nextSkip = skip + alerts.length;
+        }
+        nextUrl = next.toString();
+        if (nextUrl === url) throw invalid(url, "@odata.nextLink points at the page just read");
+      } else if (alerts.length >= query.pageSize) {
+        nextSkip = skip + alerts.length;
+        nextUrl = alertsUrl(base, query, nextSkip);
+      }
+      yield { alerts, skip, nextSkip };
+      if (nextSkip === undefined || nextUrl === undefined) return;
+      skip = nextSkip;
+      url = nextUrl;
+    }
+  }
+
+  /** One page request with budget, token refresh on 401 and retries; resolves only with a 2xx. */
+  private async fetch(url: string, query: AlertWindowQuery): Promise<HttpResponse> {
+    const { http, budget, clock, userAgent, requestTimeoutMs } = this.options;
+    const where = describeUrl(url);
+    let failures = 0;
+    let refreshed = false;
+    let freshToken: string | undefined;
+    for (;;) {
+      const token = freshToken ?? (await query.accessToken(false));
+      freshToken = undefined;
+      await budget.acquire(query.tenantId, query.deadline);
+      let response: HttpResponse;
+      try {
+        response = await http.send(url, {
+          method: "GET",
+          headers: { Authorization: `Bearer ${token}`, Accept: "application/json", "User-Agent": userAgent },
+          timeoutMs: requestTimeoutMs,
+        });
+      } catch (error) {
+        let failure: DefenderApiError;
+        if (error instanceof HttpTimeoutError) {
+          failure = new DefenderApiError("timeout", `${where} timed out after ${error.timeoutMs} ms`);
+        } else if (error instanceof HttpNetworkError) {
+          failure = new DefenderApiError("network", `${where} failed: ${error.reason}`);
+        } else {
+          throw error;
+        }
+        await this.backoff(++failures, failure, query.deadline);
+        continue;
+      }
+
+      const { status } = response;
+      if (status >= 200 && status < 300) return response;
+      // A service that echoed the bearer token into its error code must not get it into a log.
+      const rawCode = errorCodeOf(response);
+      const apiCode = rawCode !== undefined && !token.includes(rawCode) ? rawCode : undefined;
+      const label = `${where} returned HTTP ${status}${apiCode ? ` (${apiCode})` : ""}`;
+      const details = { status, ...(apiCode ? { apiCode } : {}) };
+
+      if (status === 401) {
+        if (refreshed) {
+          throw new DefenderApiError("unauthorized", `${label} again with a freshly issued access token`, details);
+        }
+        refreshed = true;
+        freshToken = await query.accessToken(true);
+        continue;
+      }
+      if (status === 403) {
+        throw new DefenderApiError(
+          "forbidden",
+          `${label}: the customer has not authorized the application in the Defender portal, or the consenting user lacks the View Data role`,
+          details,
+        );
+      }
+      if (status === 429) {
+        failures++;
+        const wait = Math.min(retryAfterMs(header(response, "retry-after"), clock()) ?? DEFAULT_RETRY_AFTER_MS, this.maxRetryAfterMs);
+        if (failures >= this.maxAttempts) {
+          throw new DefenderApiError("throttled", `${label}; still throttled after ${failures} attempts`, details);
+        }
+        if (clock() + wait > query.deadline) {
+          throw new DefenderApiError("throttled", `${label}; the requested ${Math.ceil(wait / 1000)} s wait would pass the run's deadline`, details);
+        }
+        await this.options.sleep(wait);
+        continue;
+      }
+      if (status >= 500 || status === 408) {
+        const code = status === 408 ? "timeout" : "server_error";
+        await this.backoff(++failures, new DefenderApiError(code, label, details), query.deadline);
+        continue;
+      }
+      if (status === 404) throw new DefenderApiError("not_found", label, details);
+      if (status >= 400) throw new DefenderApiError("bad_request", label, details);
+      // 1xx/3xx: redirects are not followed (a token must not travel to another host).
+      throw new DefenderApiError("invalid_response", `${label}, which the client does not follow`, { ...details, retryable: false });
+    }
+  }
+
+  /** Sleeps before retry `failures + 1`, or throws `failure` when attempts or time have run out. */
+  private async backoff(failures: number, failure: DefenderApiError, deadline: number): Promise<void> {
+    if (failures >= this.maxAttempts) {
+      throw new DefenderApiError(failure.code, `${failure.message} (gave up after ${failures} attempts)`, {
+        ...(failure.status !== undefined ? { status: failure.status } : {}),
+        ...(failure.apiCode !== undefined ? { apiCode: failure.apiCode } : {}),
+        retryable: true,
+      });
+    }
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (failures - 1));
+    // "Equal jitter": at least half the exponential step, so retries never bunch up at zero.
+    const delay = Math.round(ceiling / 2 + this.random() * (ceiling / 2));
+    if (this.options.clock() + delay > deadline) throw failure;
+    await this.options.sleep(delay);
+  }
+}
+
+function alertsUrl(base: string, query: AlertWindowQuery, skip: number): string {
+  const params = new URLSearchParams();
+  params.set("$filter", `lastUpdateTime ge ${query.from} and lastUpdateTime lt ${query.to}`);
+  params.set("$top", String(query.pageSize));
+  params.set("$skip", String(skip));
+  if (query.expandEvidence) params.set("$expand", "evidence");
+  // URLSearchParams escapes "$" in names; OData documents them literally, and both decode alike.
+  return `${base}/api/alerts?${params.toString().replace(/(^|&)%24/g, "$1$")}`;
+}
+
+/** "GET host/path" — never the query, which may carry a skip token or filter values. */
+function describeUrl(url: string): string {
+  const parsed = new URL(url);
+  return `Defender API GET ${parsed.host}${parsed.pathname}`;
+}
+
+function invalid(url: string, reason: string): DefenderApiError {
+  return new DefenderApiError("invalid_response", `${describeUrl(url)}: ${reason}`, { retryable: false });
+}
+
+function resolveNextLink(link: string, current: string, origin: string): URL {
+  let next: URL;
+  try {
+    next = new URL(link, current);
+  } catch {
+    throw invalid(current, "@odata.nextLink is not a URL");
+  }
+  if (next.origin !== origin) {
+    // The bearer token goes with every request; never to a host the tenant's base URL does not name.
+    throw invalid(current, `@odata.nextLink points at another origin (${next.protocol}//${next.host}); refusing to follow it`);
+  }
+  return next;
+}
+
+function parsePage(response: HttpResponse, url: string): { alerts: DefenderAlert[]; nextLink: string | undefined } {
+  let body: unknown;
+  try {
+    body = JSON.parse(response.body);
+  } catch {
+    throw invalid(url, `HTTP ${response.status} response is not JSON`);
+  }
+  if (typeof body !== "object" || body === null || !Array.isArray((body as { value?: unknown }).value)) {
+    throw invalid(url, "response has no \"value\" array");
+  }
+  const record = body as { value: unknown[]; "@odata.nextLink"?: unknown };
+  const alerts = record.value;
+  for (let i = 0; i < alerts.length; i++) {
+    const alert = alerts[i];
+    if (typeof alert !== "object" || alert === null || Array.isArray(alert)) throw invalid(url, `alert #${i} is not an object`);
+    const { id, lastUpdateTime } = alert as { id?: unknown; lastUpdateTime?: unknown };
+    if (typeof id !== "string" || id === "") throw invalid(url, `alert #${i} has no string id`);
+    if (typeof lastUpdateTime !== "string" || lastUpdateTime === "") throw invalid(url, `alert #${i} has no string lastUpdateTime`);
+  }
+  const link = record["@odata.nextLink"];
+  if (link !== undefined && link !== null && typeof link !== "string") throw invalid(url, "@odata.nextLink is not a string");
+  return { alerts: alerts as DefenderAlert[], nextLink: typeof link === "string" && link !== "" ? link : undefined };
+}
+
+function header(response: HttpResponse, name: string): string | undefined {
+  const direct = response.headers[name];
+  if (direct !== undefined) return direct;
+  for (const [key, value] of Object.entries(response.headers)) if (key.toLowerCase() === name) return value;
+  return undefined;
+}
+
+/** Retry-After as delay-seconds or an HTTP date, in ms from now; undefined when absent or unreadable. */
+export function retryAfterMs(value: string | undefined, now: number): number | undefined {
+  if (value === undefined) return undefined;
+  const trimmed = value.trim();
+  if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.ceil(Number(trimmed) * 1000);
+  if (!/[a-z]/i.test(trimmed)) return undefined;
+  const at = Date.parse(trimmed);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** The service's `error.code`, only when it is a plain identifier. */
+function errorCodeOf(response: HttpResponse): string | undefined {
+  try {
+    const parsed = JSON.parse(response.body) as { error?: { code?: unknown } } | null;
+    const code = parsed?.error?.code;
+    return typeof code === "string" && SAFE_API_CODE.test(code) ? code : undefined;
+  } catch {
+    return undefined;
+  }
+}

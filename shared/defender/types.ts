@@ -1,0 +1,33 @@
+/** An alert exactly as the Defender API returned it; only the fields the pipeline relies on are typed. */
+export interface DefenderAlert {
+  id: string;
+  lastUpdateTime: string;
+  [field: string]: unknown;
+}
+
+/** One page of alerts inside a closed `lastUpdateTime` window. */
+export interface AlertPage {
+  alerts: DefenderAlert[];
+  /** The `$skip` this page was read at (for deterministic sink names and resume). */
+  skip: number;
+  /** The `$skip` of the next page, or undefined when the window is exhausted. */
+  nextSkip: number | undefined;
+}
+
+export interface AlertWindowQuery {
+  tenantId: string;
+  /** Inclusive lower bound (ISO-8601 UTC). */
+  from: string;
+  /** Exclusive upper bound (ISO-8601 UTC). */
+  to: string;
+  /** Resume inside the window at this `$skip`. */
+  startSkip: number;
+  pageSize: number;
+  expandEvidence: boolean;
+  /** Base URL for this tenant (regional). */
+  baseUrl: string;
+  /** Returns a valid access token; called again with `forceRefresh` after a 401. */
+  accessToken: (forceRefresh: boolean) => Promise<string>;
+  /** Stop paging (throw DefenderApiError code "deadline") once this epoch-ms passes. */
+  deadline: number;
+}

@@ -1,0 +1,113 @@
+import type { Clock } from "../clock";
+import type { EntraClient } from "../identity/entraClient";
+import { classifyTokenFailure, type TokenFailure } from "../identity/tokenErrors";
+import type { TenantTokenBundle, TenantTokenStore } from "../secrets/tenantTokens";
+import type { PullState } from "./pullState";
+import { decryptToken, encryptToken } from "./tokenCipher";
+
+/** Refresh this long before expiry so a token never dies in the middle of a page. */
+const EXPIRY_SKEW_MS = 2 * 60_000;
+
+export class TokenUnavailableError extends Error {
+  constructor(readonly failure: TokenFailure) {
+    super(`access token unavailable: ${failure.aadsts ?? failure.error} (${failure.category})`);
+    this.name = "TokenUnavailableError";
+  }
+}
+
+export interface AccessTokenSourceDeps {
+  tokens: TenantTokenStore;
+  entra: EntraClient;
+  clock: Clock;
+  sleep: (ms: number) => Promise<void>;
+  /** Persist a rotated refresh token only when the stored one is at least this old. */
+  refreshTokenPersistAgeMs: number;
+  /** Transient token-endpoint failures are retried this many times with backoff. */
+  transientRetries?: number;
+}
+
+/** Counts for the benchmark and health: how often each tier answered. */
+export interface TokenStats {
+  memoryHits: number;
+  vaultReads: number;
+  vaultWrites: number;
+  tokenRequests: number;
+}
+
+/**
+ * Access tokens for the Defender API, from the cheapest place that has a valid one:
+ * process memory, then the encrypted copy beside the checkpoint (one Key Vault read for its
+ * key), then Entra ID with the tenant's refresh token. Entra rotates the refresh token on every
+ * use; the newest is written back only when the stored one is older than the persist age, which
+ * bounds Key Vault writes while a daily write keeps every tenant far inside the 90-day limit.
+ */
+export class AccessTokenSource {
+  private readonly memory = new Map<string, { token: string; expiresAt: number }>();
+  readonly stats: TokenStats = { memoryHits: 0, vaultReads: 0, vaultWrites: 0, tokenRequests: 0 };
+
+  constructor(private readonly deps: AccessTokenSourceDeps) {}
+
+  /** A token getter bound to one pull; `state` receives the refreshed cache for the caller to save. */
+  forPull(tenantId: string, state: PullState): (forceRefresh: boolean) => Promise<string> {
+    let bundle: TenantTokenBundle | undefined;
+    const loadBundle = async (): Promise<TenantTokenBundle> => {
+      if (!bundle) {
+        this.stats.vaultReads++;
+        bundle = await this.deps.tokens.read(tenantId);
+        if (!bundle) throw new TokenUnavailableError({ category: "reconsent", error: "no_refresh_token" });
+        state.refreshTokenObtainedAt = bundle.refreshTokenObtainedAt;
+      }
+      return bundle;
+    };
+
+    return async (forceRefresh) => {
+      const now = this.deps.clock();
+      if (!forceRefresh) {
+        const cached = this.memory.get(tenantId);
+        if (cached && cached.expiresAt - EXPIRY_SKEW_MS > now) {
+          this.stats.memoryHits++;
+          return cached.token;
+        }
+      }
+      const current = await loadBundle();
+      if (!forceRefresh && state.accessTokenCipher && (state.accessTokenExpiresAt ?? 0) - EXPIRY_SKEW_MS > now) {
+        const token = decryptToken(current.accessTokenKey, tenantId, state.accessTokenCipher);
+        if (token) {
+          this.memory.set(tenantId, { token, expiresAt: state.accessTokenExpiresAt ?? 0 });
+          return token;
+        }
+      }
+      const refreshed = await this.refreshWithRetry(tenantId, current.refreshToken);
+      state.accessTokenCipher = encryptToken(current.accessTokenKey, tenantId, refreshed.accessToken);
+      state.accessTokenExpiresAt = refreshed.accessTokenExpiresAt;
+      this.memory.set(tenantId, { token: refreshed.accessToken, expiresAt: refreshed.accessTokenExpiresAt });
+      if (now - current.refreshTokenObtainedAt >= this.deps.refreshTokenPersistAgeMs) {
+        const next: TenantTokenBundle = { ...current, refreshToken: refreshed.refreshToken, refreshTokenObtainedAt: now };
+        this.stats.vaultWrites++;
+        await this.deps.tokens.write(tenantId, next);
+        bundle = next;
+        state.refreshTokenObtainedAt = now;
+      }
+      return refreshed.accessToken;
+    };
+  }
+
+  /** Forget a tenant's in-memory token (after a 401 or an offboarding). */
+  forget(tenantId: string): void {
+    this.memory.delete(tenantId);
+  }
+
+  private async refreshWithRetry(tenantId: string, refreshToken: string) {
+    const retries = this.deps.transientRetries ?? 3;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.stats.tokenRequests++;
+        return await this.deps.entra.refresh({ tenantId, refreshToken });
+      } catch (error) {
+        const failure = classifyTokenFailure(error);
+        if (failure.category !== "transient" || attempt >= retries) throw new TokenUnavailableError(failure);
+        await this.deps.sleep(Math.min(30_000, 1_000 * 2 ** attempt) * (0.5 + Math.random() / 2));
+      }
+    }
+  }
+}

@@ -1,0 +1,92 @@
+import type { ContainerClient } from "@azure/storage-blob";
+import { statusOf } from "../errors";
+import type { AlertBatchKey, AlertEnvelope, AlertSink } from "./alertSink";
+
+/** A sink write that failed. The message carries the HTTP status only, never a URL, key or body. */
+export class SinkError extends Error {
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = "SinkError";
+  }
+}
+
+const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?Z$/;
+/** Tenant ids are GUIDs; anything that could escape its folder ("/", "..") is refused. */
+const SAFE_TENANT = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
+
+/**
+ * Fixed-width, separator-free UTC form of a window bound (`20250102T030405.1234567Z` →
+ * `20250102T0304051234567Z`): always 7 fractional digits so names sort by time and bounds that
+ * differ below a millisecond never share a name.
+ */
+function compact(bound: string, which: string): { compact: string; datePath: string } {
+  let match = TIMESTAMP.exec(bound);
+  if (match === null) {
+    // Not the canonical Z form (e.g. an offset): normalise through Date, keeping ms precision.
+    const ms = Date.parse(bound);
+    if (Number.isNaN(ms)) throw new SinkError(`The batch's ${which} is not an ISO-8601 timestamp`);
+    match = TIMESTAMP.exec(new Date(ms).toISOString());
+    if (match === null) throw new SinkError(`The batch's ${which} is out of range`);
+  }
+  const [, y, mo, d, h, mi, s, frac] = match as unknown as [string, string, string, string, string, string, string, string | undefined];
+  return { compact: `${y}${mo}${d}T${h}${mi}${s}${(frac ?? "").padEnd(7, "0")}Z`, datePath: `${y}/${mo}/${d}` };
+}
+
+/**
+ * Writes each page of alerts as one NDJSON block blob:
+ * `{tenantId}/{yyyy}/{MM}/{dd}/{from}_{to}_{skip:9}.ndjson` (date of the window's end, UTC).
+ * The name depends only on the batch key, and uploads overwrite, so a retried page replaces
+ * its earlier copy instead of duplicating it.
+ */
+export class BlobAlertSink implements AlertSink {
+  private ready: Promise<void> | undefined;
+
+  constructor(private readonly container: ContainerClient) {}
+
+  static blobNameFor(key: AlertBatchKey): string {
+    if (!SAFE_TENANT.test(key.tenantId)) throw new SinkError("The batch's tenant id is not a valid tenant id");
+    if (!Number.isSafeInteger(key.skip) || key.skip < 0 || key.skip > 999_999_999) {
+      throw new SinkError("The batch's skip must be an integer between 0 and 999999999");
+    }
+    const from = compact(key.windowFrom, "window start");
+    const to = compact(key.windowTo, "window end");
+    return `${key.tenantId}/${to.datePath}/${from.compact}_${to.compact}_${String(key.skip).padStart(9, "0")}.ndjson`;
+  }
+
+  async write(key: AlertBatchKey, alerts: readonly AlertEnvelope[]): Promise<void> {
+    if (alerts.length === 0) return;
+    const name = BlobAlertSink.blobNameFor(key);
+    let lines = "";
+    for (const envelope of alerts) lines += `${JSON.stringify(envelope)}\n`;
+    const body = Buffer.from(lines, "utf8");
+    lines = "";
+    await this.ensureContainer();
+    try {
+      await this.container.getBlockBlobClient(name).upload(body, body.length, {
+        blobHTTPHeaders: { blobContentType: "application/x-ndjson" },
+      });
+    } catch (error) {
+      throw storageFailure("Uploading the alert batch failed", error);
+    }
+  }
+
+  /** Creates the container on first use; a failure is not cached, so the next write tries again. */
+  private ensureContainer(): Promise<void> {
+    this.ready ??= this.container.createIfNotExists().then(
+      () => undefined,
+      (error: unknown) => {
+        this.ready = undefined;
+        throw storageFailure("Creating the alerts container failed", error);
+      },
+    );
+    return this.ready;
+  }
+}
+
+function storageFailure(what: string, error: unknown): SinkError {
+  const status = statusOf(error);
+  return new SinkError(status === undefined ? `${what} (no HTTP response)` : `${what} (HTTP ${status})`, status);
+}

@@ -1,0 +1,60 @@
+import { randomUUID } from "node:crypto";
+import { BlobServiceClient } from "@azure/storage-blob";
+import { inject } from "vitest";
+import { loadConfig } from "../../shared/config";
+import type { LogFields, Logger } from "../../shared/logging";
+import { createServices, type ServiceOverrides, type Services } from "../../shared/services";
+import type { AlertEnvelope } from "../../shared/sinks/alertSink";
+import { completeConsent, registerTenant, type TestEnvironment } from "./testEnvironment";
+
+export interface CapturedLogger extends Logger {
+  lines: string[];
+}
+
+export function capturingLogger(): CapturedLogger {
+  const lines: string[] = [];
+  const push = (level: string) => (message: string, fields?: LogFields) => {
+    lines.push(`${level} ${message} ${fields ? JSON.stringify(fields) : ""}`);
+  };
+  return { lines, info: push("info"), warn: push("warn"), error: push("error") };
+}
+
+/** Services built from the same settings the app uses, with a movable clock and instant sleeps. */
+export function pipelineServices(env: TestEnvironment, overrides: ServiceOverrides = {}): Services & { sleeps: number[] } {
+  const sleeps: number[] = [];
+  const services = createServices(loadConfig({ ...process.env, ...env.env }), {
+    sleep: async (ms) => {
+      sleeps.push(ms);
+    },
+    ...overrides,
+  });
+  return Object.assign(services, { sleeps });
+}
+
+/** Registers and consents a tenant through the app's own handlers. */
+export async function connectedTenant(env: TestEnvironment, displayName = "Contoso"): Promise<string> {
+  const { tenantId, consentUrl } = await registerTenant(env, randomUUID(), displayName);
+  const { callback } = await completeConsent(env, consentUrl);
+  if (callback.status !== 200) throw new Error(`consent failed: ${callback.status}`);
+  return tenantId;
+}
+
+/** Every envelope the blob sink holds for a tenant, in blob-name order. */
+export async function deliveredEnvelopes(env: TestEnvironment, tenantId: string): Promise<AlertEnvelope[]> {
+  const container = BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(
+    env.env["ALERTS_CONTAINER"] ?? "alerts",
+  );
+  if (!(await container.exists())) return [];
+  const envelopes: AlertEnvelope[] = [];
+  for await (const blob of container.listBlobsFlat({ prefix: `${tenantId}/` })) {
+    const text = (await container.getBlobClient(blob.name).downloadToBuffer()).toString("utf8");
+    for (const line of text.split("\n")) if (line) envelopes.push(JSON.parse(line) as AlertEnvelope);
+  }
+  return envelopes;
+}
+
+export function deliveredIds(envelopes: AlertEnvelope[]): string[] {
+  return envelopes.map((e) => `${e.alert.id}@${e.alert.lastUpdateTime}`);
+}
+
+export const minutesAgo = (minutes: number): Date => new Date(Date.now() - minutes * 60_000);
