@@ -31,30 +31,35 @@ function logFailure(context: InvocationContext, error: unknown): void {
   }
 }
 
-/** Runs an operator API handler: AppErrors become their 4xx/5xx JSON, anything else an opaque 500. */
-export async function operatorApi(
+type Handler = (services: Services, log: Logger) => Promise<HttpResponseInit>;
+
+/** Runs a handler with the process services; `onFailure` turns an escaped error into a response. */
+async function guarded(
   context: InvocationContext,
-  run: (services: Services, log: Logger) => Promise<HttpResponseInit>,
+  run: Handler,
+  onFailure: (error: unknown) => HttpResponseInit,
 ): Promise<HttpResponseInit> {
   try {
     return await run(getServices(), loggerFor(context));
   } catch (error) {
+    return onFailure(error);
+  }
+}
+
+/** Runs an operator API handler: AppErrors become their 4xx/5xx JSON, anything else an opaque 500. */
+export function operatorApi(context: InvocationContext, run: Handler): Promise<HttpResponseInit> {
+  return guarded(context, run, (error) => {
     if (error instanceof AppError) return json(error.status, { error: { code: error.code, message: error.message } });
     logFailure(context, error);
     return json(500, {
       error: { code: "internal_error", message: `The request failed. Invocation id: ${context.invocationId}.` },
     });
-  }
+  });
 }
 
 /** Runs a browser-facing handler: failures end on an error page, never a stack trace. */
-export async function browserFlow(
-  context: InvocationContext,
-  run: (services: Services, log: Logger) => Promise<HttpResponseInit>,
-): Promise<HttpResponseInit> {
-  try {
-    return await run(getServices(), loggerFor(context));
-  } catch (error) {
+export function browserFlow(context: InvocationContext, run: Handler): Promise<HttpResponseInit> {
+  return guarded(context, run, (error) => {
     logFailure(context, error);
     const page = renderPage(503, {
       title: "Something went wrong",
@@ -65,5 +70,5 @@ export async function browserFlow(
       details: [["Reference", context.invocationId]],
     });
     return { status: page.status, headers: page.headers, body: page.body };
-  }
+  });
 }

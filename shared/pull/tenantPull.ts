@@ -6,7 +6,7 @@ import type { RateBudget } from "../defender/rateBudget";
 import { defenderBaseUrl } from "../defender/regions";
 import { describeError } from "../errors";
 import type { Logger } from "../logging";
-import type { AlertEnvelope, AlertSink } from "../sinks/alertSink";
+import { SinkError, type AlertEnvelope, type AlertSink } from "../sinks/alertSink";
 import type { TenantRecord, TenantRegistry } from "../state/tenantRegistry";
 import { TokenUnavailableError, type AccessTokenSource } from "./accessTokens";
 import { LeaseLostError, type PullLease, type PullStateStore } from "./pullState";
@@ -178,6 +178,9 @@ export class TenantPull {
         error.code === "forbidden"
           ? "The Defender API refused access: the customer must authorize the MSSP application in the Defender portal"
           : `The Defender API call failed (${error.code})`;
+    } else if (error instanceof SinkError) {
+      code = "sink_failed";
+      message = "Writing alerts to the sink failed; the checkpoint did not move and the next cycle retries";
     } else {
       code = "pull_failed";
       message = "The pull failed unexpectedly; see the function logs";

@@ -25,3 +25,14 @@ export interface AlertBatchKey {
 export interface AlertSink {
   write(key: AlertBatchKey, alerts: readonly AlertEnvelope[]): Promise<void>;
 }
+
+/** A sink failure, described by status only (storage SDK errors echo request details). */
+export class SinkError extends Error {
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = "SinkError";
+  }
+}

@@ -1,17 +1,8 @@
 import type { ContainerClient } from "@azure/storage-blob";
 import { statusOf } from "../errors";
-import type { AlertBatchKey, AlertEnvelope, AlertSink } from "./alertSink";
+import { SinkError, type AlertBatchKey, type AlertEnvelope, type AlertSink } from "./alertSink";
 
-/** A sink write that failed. The message carries the HTTP status only, never a URL, key or body. */
-export class SinkError extends Error {
-  constructor(
-    message: string,
-    readonly status?: number,
-  ) {
-    super(message);
-    this.name = "SinkError";
-  }
-}
+export { SinkError };
 
 const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?Z$/;
 /** Tenant ids are GUIDs; anything that could escape its folder ("/", "..") is refused. */

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inject } from "vitest";
 import { tenantTokenSecretName } from "../../shared/secrets/tenantTokens";
 import { QUEUES } from "../../shared/storage/names";
-import type { AlertBatchKey, AlertEnvelope, AlertSink } from "../../shared/sinks/alertSink";
+import { SinkError, type AlertBatchKey, type AlertEnvelope, type AlertSink } from "../../shared/sinks/alertSink";
 import { BlobAlertSink } from "../../shared/sinks/blobAlertSink";
 import { openContainer } from "../../shared/sinks/containers";
 import { loadConfig } from "../../shared/config";
@@ -116,12 +116,12 @@ describe("alert pull", () => {
     let writes = 0;
     const flaky: AlertSink = {
       async write(key: AlertBatchKey, batch: readonly AlertEnvelope[]) {
-        if (++writes === 2) throw Object.assign(new Error("storage unavailable"), { name: "SinkError" });
+        if (++writes === 2) throw new SinkError("Uploading alerts failed (HTTP 503)", 503);
         await blob.write(key, batch);
       },
     };
     const failed = await pull(tenantId, pipelineServices(env, { sink: flaky }));
-    expect(failed.outcome).toBe("failed");
+    expect(failed).toMatchObject({ outcome: "failed", code: "sink_failed", category: "transient" });
     expect(await pull(tenantId)).toMatchObject({ outcome: "pulled" });
     const ids = deliveredIds(await deliveredEnvelopes(env, tenantId));
     expect(ids.length).toBe(140);
