@@ -1,6 +1,6 @@
 // MSSP Defender connector: Azure Functions (Flex Consumption) + Storage + Key Vault + Application
 // Insights, all keyless (managed identity / Entra ID everywhere). Deploy into an existing resource
-// group; see docs/deploy.md for the full order (deployment, app registration, publish).
+// group; see README.md (Deploy) for the full order (deployment, app registration, publish).
 targetScope = 'resourceGroup'
 
 // ---------------------------------------------------------------------------------------------
@@ -329,7 +329,7 @@ module functionApp 'modules/functionapp.bicep' = {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Outputs (UPPER_SNAKE; read by infra/register-app.sh and docs/deploy.md)
+// Outputs (UPPER_SNAKE; read by infra/register-app.sh and README.md (Deploy))
 // ---------------------------------------------------------------------------------------------
 
 output FUNCTION_APP_NAME string = functionApp.outputs.name

@@ -1,7 +1,7 @@
 /**
  * Structural sanity of infra/ without a Bicep compiler: modules resolve, module params and
  * outputs line up, brackets balance, API versions are the documented ones (and match the table in
- * docs/deploy.md), outputs are what the deployment docs and scripts use.
+ * README.md), outputs are what the deployment docs and scripts use.
  */
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
@@ -153,7 +153,7 @@ describe("infra structure", () => {
     for (const name of ["FUNCTION_APP_NAME", "FUNCTION_APP_HOST_NAME", "CONSENT_CALLBACK_URL", "KEY_VAULT_NAME", "MSSP_TENANT_ID"]) {
       expect(names).toContain(name);
     }
-    const docs = readFileSync(path.join(REPO_ROOT, "docs", "deploy.md"), "utf8");
+    const docs = readFileSync(path.join(REPO_ROOT, "README.md"), "utf8");
     for (const match of docs.matchAll(/properties\.outputs\.([A-Z_]+)\.value/g)) expect(names).toContain(match[1]);
   });
 
@@ -201,8 +201,8 @@ describe("resource API versions", () => {
     }
   });
 
-  it("matches the table in docs/deploy.md", () => {
-    const docs = readFileSync(path.join(REPO_ROOT, "docs", "deploy.md"), "utf8");
+  it("matches the table in README.md", () => {
+    const docs = readFileSync(path.join(REPO_ROOT, "README.md"), "utf8");
     const section = docs.split(/^### Resource API versions$/m)[1]?.split(/^### /m)[0] ?? "";
     const documented = new Map(
       [...section.matchAll(/^\|\s*`([^`]+)`\s*\|\s*`([^`]+)`\s*\|$/gm)].map((m) => [m[1] as string, m[2] as string]),
@@ -211,8 +211,8 @@ describe("resource API versions", () => {
     expect(Object.fromEntries(documented)).toEqual(Object.fromEntries(actual));
   });
 
-  it("docs/deploy.md keeps the cost-shape placeholder", () => {
-    const docs = readFileSync(path.join(REPO_ROOT, "docs", "deploy.md"), "utf8");
+  it("README.md keeps the cost-shape placeholder", () => {
+    const docs = readFileSync(path.join(REPO_ROOT, "README.md"), "utf8");
     expect(docs).toMatch(/^### Cost shape$/m);
     expect(docs).toContain("<!-- COST_SHAPE -->");
   });

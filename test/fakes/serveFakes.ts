@@ -1,0 +1,86 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { FakeDefender } from "./fakeDefender";
+import { FakeEntra } from "./fakeEntra";
+import { FakeKeyVault } from "./fakeKeyVault";
+import { createTestCertificate } from "./tls";
+
+/**
+ * Runs the three HTTPS fakes (Entra ID, Key Vault, Defender) in their own process, for the
+ * benchmark: `node dist-bench/test/fakes/serveFakes.js --latency-ms 100`.
+ * Prints one JSON line with everything a client needs, then serves until SIGINT/SIGTERM or
+ * until its stdin closes (the parent went away). The fakes are driven through their
+ * /_fake/ control routes.
+ */
+
+export const PUBLIC_BASE_URL = "https://connector.example.test";
+
+function numberArg(argv: readonly string[], name: string, fallback: number): number {
+  const at = argv.indexOf(name);
+  const raw = at >= 0 ? argv[at + 1] : argv.find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a non-negative number`);
+  return value;
+}
+
+export async function serveFakes(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+  const latencyMs = numberArg(argv, "--latency-ms", 100);
+  const tls = await createTestCertificate();
+  const clientId = randomUUID();
+  const clientSecret = `secret-${randomBytes(18).toString("base64url")}`;
+  const msspTenantId = randomUUID();
+  const vaultToken = `vault-${randomBytes(18).toString("base64url")}`;
+  const entra = new FakeEntra({
+    certPem: tls.certPem,
+    keyPem: tls.keyPem,
+    clients: [{ clientId, clientSecret, redirectUris: [`${PUBLIC_BASE_URL}/api/consent/callback`] }],
+  });
+  const vault = new FakeKeyVault({ certPem: tls.certPem, keyPem: tls.keyPem, acceptedToken: vaultToken, tenantId: msspTenantId });
+  const defender = new FakeDefender({
+    certPem: tls.certPem,
+    keyPem: tls.keyPem,
+    verifyAccessToken: (token) => entra.verifyAccessToken(token),
+    latencyMs,
+  });
+  await Promise.all([entra.start(), vault.start(), defender.start()]);
+
+  let stopping = false;
+  const stop = (code: number): void => {
+    if (stopping) return;
+    stopping = true;
+    const force = setTimeout(() => process.exit(code), 3_000);
+    force.unref();
+    void Promise.allSettled([entra.stop(), vault.stop(), defender.stop()]).then(() => process.exit(code));
+  };
+  process.once("SIGINT", () => stop(0));
+  process.once("SIGTERM", () => stop(0));
+  // The parent holds our stdin; when it dies (even by SIGKILL) the pipe closes and we follow.
+  if (!process.stdin.isTTY) {
+    process.stdin.on("end", () => stop(0));
+    process.stdin.on("error", () => stop(0));
+    process.stdin.resume();
+  }
+
+  process.stdout.write(
+    `${JSON.stringify({
+      entraUrl: entra.url,
+      vaultUrl: vault.url,
+      defenderUrl: defender.url,
+      certFile: tls.certFile,
+      clientId,
+      clientSecret,
+      msspTenantId,
+      vaultToken,
+      latencyMs,
+      publicBaseUrl: PUBLIC_BASE_URL,
+      pid: process.pid,
+    })}\n`,
+  );
+}
+
+if (require.main === module) {
+  serveFakes().catch((err: unknown) => {
+    process.stderr.write(`serveFakes: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+}
