@@ -245,6 +245,17 @@ describe("scheduling and tenant isolation", () => {
     const view = (await env.app.http("getTenant", { method: "GET", url: `/api/tenants/${tenantId}`, params: { tenantId } })).json<Record<string, unknown>>();
     expect(view["status"]).toBe("connected");
   });
+  it("records a poisoned pull message on that tenant's health only", async () => {
+    const poisoned = await connectedTenant(env, "Poisoned");
+    const other = await connectedTenant(env, "Other");
+    await env.app.queue("pullTenantPoisoned", { tenantId: poisoned, enqueuedAt: new Date().toISOString() });
+    const list = (await env.app.http("listTenants", { method: "GET", url: "/api/tenants" })).json<{
+      tenants: Array<{ tenantId: string; status: string; health: Record<string, unknown> }>;
+    }>().tenants;
+    expect(list.find((t) => t.tenantId === poisoned)?.health).toMatchObject({ lastPullErrorCode: "pull_poisoned", consecutiveFailures: 1 });
+    expect(list.find((t) => t.tenantId === other)?.health).toMatchObject({ lastPullErrorCode: null, consecutiveFailures: 0 });
+    expect(list.find((t) => t.tenantId === poisoned)?.status).toBe("connected");
+  });
 });
 
 describe("refresh-token rotation", () => {
