@@ -103,6 +103,7 @@ export class DefenderClient {
       throw new RangeError("DefenderClient: pageSize must be an integer between 1 and 10000");
     }
     if (!Number.isInteger(query.startSkip) || query.startSkip < 0) throw new RangeError("DefenderClient: startSkip must be a non-negative integer");
+    if (!Number.isInteger(query.pageOverlap) || query.pageOverlap < 0) throw new RangeError("DefenderClient: pageOverlap must be a non-negative integer");
     const base = query.baseUrl.replace(/\/+$/, "");
     const origin = new URL(base).origin;
     let skip = query.startSkip;
@@ -129,7 +130,7 @@ export class DefenderClient {
         nextUrl = next.toString();
         if (nextUrl === url) throw invalid(url, "@odata.nextLink points at the page just read");
       } else if (alerts.length >= query.pageSize) {
-        nextSkip = skip + alerts.length;
+        nextSkip = skip + alerts.length - Math.min(query.pageOverlap, alerts.length - 1);
         nextUrl = alertsUrl(base, query, nextSkip);
       }
       yield { alerts, skip, nextSkip };

@@ -23,6 +23,13 @@ export interface AlertWindowQuery {
   /** Resume inside the window at this `$skip`. */
   startSkip: number;
   pageSize: number;
+  /**
+   * Without a nextLink, each next page starts this many positions before the end of the last
+   * one. The API promises no order; if an alert leaves the window while it is paged (updated in
+   * place), later alerts move up and one would fall between two pages. The overlap catches such
+   * shifts; the repeated alerts are deduplicated by the caller.
+   */
+  pageOverlap: number;
   expandEvidence: boolean;
   /** Base URL for this tenant (regional). */
   baseUrl: string;

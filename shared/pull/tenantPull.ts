@@ -104,14 +104,20 @@ export class TenantPull {
     // set; the rest of this window's versions only need remembering until the window ends.
     const keepFrom = Math.floor((Date.parse(window.to) - overlapMs) / 1000);
     const seenThisRun = new Set<string>();
+    // The last page's versions are persisted too, so a resumed run can re-read that page
+    // (the API's order may have shifted while no one was reading) without re-delivering it.
+    let lastPage: Array<[string, number]> = [];
+    const pageOverlap = Math.max(1, Math.ceil(settings.pageSize / 50));
+    const startSkip = window.skip > 0 ? Math.max(0, window.skip - settings.pageSize) : 0;
     const pulledAt = new Date(deps.clock()).toISOString();
     try {
       for await (const page of deps.defender.pages({
         tenantId: tenant.tenantId,
         from: window.from,
         to: window.to,
-        startSkip: window.skip,
+        startSkip,
         pageSize: settings.pageSize,
+        pageOverlap,
         expandEvidence: settings.expandEvidence,
         baseUrl: defenderBaseUrl(deps.defenderApiBaseUrl, tenant.defenderRegion),
         accessToken: async (force) => {
@@ -121,8 +127,10 @@ export class TenantPull {
         deadline,
       })) {
         const fresh: AlertEnvelope[] = [];
+        const versions: Array<[string, number]> = [];
         for (const alert of page.alerts) {
           const hash = versionHash(alert);
+          versions.push([hash, updatedAtSeconds(alert)]);
           if (state.delivered.has(hash) || seenThisRun.has(hash)) continue;
           seenThisRun.add(hash);
           fresh.push({ tenantId: tenant.tenantId, tenantName: tenant.displayName, source: "mde", pulledAt, alert });
@@ -131,10 +139,9 @@ export class TenantPull {
           await deps.sink.write({ tenantId: tenant.tenantId, windowFrom: window.from, windowTo: window.to, skip: page.skip }, fresh);
         }
         // Acknowledge only now that the sink holds the page durably.
-        for (const envelope of fresh) {
-          const at = updatedAtSeconds(envelope.alert);
-          if (at >= keepFrom) state.delivered.set(versionHash(envelope.alert), at);
-        }
+        for (const [hash, at] of lastPage) if (at < keepFrom) state.delivered.delete(hash);
+        for (const [hash, at] of versions) state.delivered.set(hash, at);
+        lastPage = versions;
         delivered += fresh.length;
         state.window = { from: window.from, to: window.to, skip: page.nextSkip ?? page.skip + page.alerts.length };
         state.apiCalls = deps.budget.snapshot(tenant.tenantId);
@@ -142,7 +149,7 @@ export class TenantPull {
       }
     } catch (error) {
       if (error instanceof DefenderApiError && (error.code === "deadline" || error.code === "budget_exhausted")) {
-        // Out of time or budget: the checkpoint is saved per page, so the next run resumes here.
+        // Out of time or budget: the position is saved per page, so the next run resumes here.
         return { alerts: delivered, complete: false };
       }
       throw error;

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { ContainerClient } from "@azure/storage-blob";
 import { statusOf } from "../errors";
 import { SinkError, type AlertBatchKey, type AlertEnvelope, type AlertSink } from "./alertSink";
@@ -26,30 +27,40 @@ function compact(bound: string, which: string): { compact: string; datePath: str
   return { compact: `${y}${mo}${d}T${h}${mi}${s}${(frac ?? "").padEnd(7, "0")}Z`, datePath: `${y}/${mo}/${d}` };
 }
 
+/** 12 hex digits over the batch's alert versions: the same batch always gets the same name. */
+function contentTag(alerts: readonly AlertEnvelope[]): string {
+  const hash = createHash("sha256");
+  for (const envelope of alerts) hash.update(`${envelope.alert.id}\n${envelope.alert.lastUpdateTime}\n`);
+  return hash.digest("hex").slice(0, 12);
+}
+
 /**
  * Writes each page of alerts as one NDJSON block blob:
- * `{tenantId}/{yyyy}/{MM}/{dd}/{from}_{to}_{skip:9}.ndjson` (date of the window's end, UTC).
- * The name depends only on the batch key, and uploads overwrite, so a retried page replaces
- * its earlier copy instead of duplicating it.
+ * `{tenantId}/{yyyy}/{MM}/{dd}/{from}_{to}_{skip:9}_{content}.ndjson` (date of the window's end,
+ * UTC). The name is deterministic in the batch key and the alert versions it holds, and uploads
+ * overwrite: a retried page replaces its earlier copy instead of duplicating it, while a page
+ * whose content changed between attempts (the API's order shifted) gets a name of its own, so an
+ * overwrite can never erase an alert that was already stored.
  */
 export class BlobAlertSink implements AlertSink {
   private ready: Promise<void> | undefined;
 
   constructor(private readonly container: ContainerClient) {}
 
-  static blobNameFor(key: AlertBatchKey): string {
+  static blobNameFor(key: AlertBatchKey, alerts: readonly AlertEnvelope[]): string {
     if (!SAFE_TENANT.test(key.tenantId)) throw new SinkError("The batch's tenant id is not a valid tenant id");
     if (!Number.isSafeInteger(key.skip) || key.skip < 0 || key.skip > 999_999_999) {
       throw new SinkError("The batch's skip must be an integer between 0 and 999999999");
     }
     const from = compact(key.windowFrom, "window start");
     const to = compact(key.windowTo, "window end");
-    return `${key.tenantId}/${to.datePath}/${from.compact}_${to.compact}_${String(key.skip).padStart(9, "0")}.ndjson`;
+    const skip = String(key.skip).padStart(9, "0");
+    return `${key.tenantId}/${to.datePath}/${from.compact}_${to.compact}_${skip}_${contentTag(alerts)}.ndjson`;
   }
 
   async write(key: AlertBatchKey, alerts: readonly AlertEnvelope[]): Promise<void> {
     if (alerts.length === 0) return;
-    const name = BlobAlertSink.blobNameFor(key);
+    const name = BlobAlertSink.blobNameFor(key, alerts);
     let lines = "";
     for (const envelope of alerts) lines += `${JSON.stringify(envelope)}\n`;
     const body = Buffer.from(lines, "utf8");

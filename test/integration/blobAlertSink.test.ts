@@ -32,38 +32,41 @@ async function readLines(container: ContainerClient, name: string): Promise<stri
   return (await container.getBlobClient(name).downloadToBuffer()).toString("utf8").split("\n");
 }
 
+const BATCH = envelopes(3);
 const KEY: AlertBatchKey = { tenantId: TENANT, windowFrom: "2025-03-04T05:06:07.089Z", windowTo: "2025-03-05T00:10:00.000Z", skip: 150 };
 
 describe("BlobAlertSink", () => {
-  it("names blobs deterministically by tenant, window end date, window and skip", () => {
-    expect(BlobAlertSink.blobNameFor(KEY)).toBe(
-      `${TENANT}/2025/03/05/20250304T0506070890000Z_20250305T0010000000000Z_000000150.ndjson`,
+  it("names blobs deterministically by tenant, window end date, window, skip and content", () => {
+    expect(BlobAlertSink.blobNameFor(KEY, BATCH)).toMatch(
+      new RegExp(`^${TENANT}/2025/03/05/20250304T0506070890000Z_20250305T0010000000000Z_000000150_[0-9a-f]{12}\\.ndjson$`),
     );
+    expect(BlobAlertSink.blobNameFor(KEY, envelopes(3))).toBe(BlobAlertSink.blobNameFor(KEY, BATCH));
+    expect(BlobAlertSink.blobNameFor(KEY, envelopes(2))).not.toBe(BlobAlertSink.blobNameFor(KEY, BATCH));
     // Bounds that differ below a millisecond still get distinct names.
-    const a = BlobAlertSink.blobNameFor({ ...KEY, windowFrom: "2025-03-04T05:06:07.0891Z" });
-    expect(a).not.toBe(BlobAlertSink.blobNameFor(KEY));
+    const a = BlobAlertSink.blobNameFor({ ...KEY, windowFrom: "2025-03-04T05:06:07.0891Z" }, BATCH);
+    expect(a).not.toBe(BlobAlertSink.blobNameFor(KEY, BATCH));
     // Names sort by window, then by skip.
     const names = [
-      BlobAlertSink.blobNameFor({ ...KEY, skip: 1000 }),
-      BlobAlertSink.blobNameFor({ ...KEY, skip: 50 }),
-      BlobAlertSink.blobNameFor({ ...KEY, windowFrom: "2025-03-03T23:00:00Z", windowTo: "2025-03-04T23:59:59.999Z", skip: 9 }),
+      BlobAlertSink.blobNameFor({ ...KEY, skip: 1000 }, BATCH),
+      BlobAlertSink.blobNameFor({ ...KEY, skip: 50 }, BATCH),
+      BlobAlertSink.blobNameFor({ ...KEY, windowFrom: "2025-03-03T23:00:00Z", windowTo: "2025-03-04T23:59:59.999Z", skip: 9 }, BATCH),
     ];
     expect([...names].sort()).toEqual([names[2], names[1], names[0]]);
-    expect(() => BlobAlertSink.blobNameFor({ ...KEY, tenantId: "../other" })).toThrow(SinkError);
-    expect(() => BlobAlertSink.blobNameFor({ ...KEY, windowTo: "later" })).toThrow(SinkError);
-    expect(() => BlobAlertSink.blobNameFor({ ...KEY, skip: -1 })).toThrow(SinkError);
+    expect(() => BlobAlertSink.blobNameFor({ ...KEY, tenantId: "../other" }, BATCH)).toThrow(SinkError);
+    expect(() => BlobAlertSink.blobNameFor({ ...KEY, windowTo: "later" }, BATCH)).toThrow(SinkError);
+    expect(() => BlobAlertSink.blobNameFor({ ...KEY, skip: -1 }, BATCH)).toThrow(SinkError);
   });
 
   it("writes one NDJSON line per envelope, creating the container on first use", async () => {
     const container = freshContainer();
     const sink = new BlobAlertSink(container);
-    const batch = envelopes(3);
+    const batch = BATCH;
     await sink.write(KEY, batch);
 
-    expect(await blobNames(container)).toEqual([BlobAlertSink.blobNameFor(KEY)]);
-    const blob = container.getBlobClient(BlobAlertSink.blobNameFor(KEY));
+    expect(await blobNames(container)).toEqual([BlobAlertSink.blobNameFor(KEY, BATCH)]);
+    const blob = container.getBlobClient(BlobAlertSink.blobNameFor(KEY, BATCH));
     expect((await blob.getProperties()).contentType).toBe("application/x-ndjson");
-    const lines = await readLines(container, BlobAlertSink.blobNameFor(KEY));
+    const lines = await readLines(container, BlobAlertSink.blobNameFor(KEY, BATCH));
     // Every line ends in "\n": three records and the empty rest after the last newline.
     expect(lines).toHaveLength(4);
     expect(lines[3]).toBe("");
@@ -74,19 +77,32 @@ describe("BlobAlertSink", () => {
     expect(parsed[0]?.alert.lastUpdateTime).toBe("2025-03-04T23:50:00.1234567Z");
   });
 
-  it("replaces the blob when the same key is written again (a retried page)", async () => {
+  it("replaces the blob when the same page is written again (a retried page)", async () => {
     const container = freshContainer();
     const sink = new BlobAlertSink(container);
-    await sink.write(KEY, envelopes(5, "first"));
-    await sink.write(KEY, envelopes(2, "retry"));
+    const page = envelopes(5, "page");
+    await sink.write(KEY, page);
+    await sink.write(KEY, page.map((e) => ({ ...e, pulledAt: "2025-03-05T00:20:00.000Z" })));
     const names = await blobNames(container);
-    expect(names).toEqual([BlobAlertSink.blobNameFor(KEY)]);
-    const ids = (await readLines(container, names[0] as string)).filter(Boolean).map((l) => (JSON.parse(l) as AlertEnvelope).alert.id);
-    expect(ids).toEqual(["da-retry-0", "da-retry-1"]);
+    expect(names).toEqual([BlobAlertSink.blobNameFor(KEY, page)]);
+    const lines = (await readLines(container, names[0] as string)).filter(Boolean).map((l) => JSON.parse(l) as AlertEnvelope);
+    expect(lines.map((e) => e.pulledAt)).toEqual(Array(5).fill("2025-03-05T00:20:00.000Z"));
 
     // Another page of the same window lands next to it.
     await sink.write({ ...KEY, skip: 200 }, envelopes(1, "next"));
     expect((await blobNames(container)).length).toBe(2);
+  });
+
+  it("never erases stored alerts when a retried page holds different alerts", async () => {
+    const container = freshContainer();
+    const sink = new BlobAlertSink(container);
+    await sink.write(KEY, envelopes(5, "first"));
+    await sink.write(KEY, envelopes(2, "shifted"));
+    const ids: string[] = [];
+    for (const name of await blobNames(container)) {
+      for (const line of (await readLines(container, name)).filter(Boolean)) ids.push((JSON.parse(line) as AlertEnvelope).alert.id);
+    }
+    expect(ids.sort()).toEqual(["da-first-0", "da-first-1", "da-first-2", "da-first-3", "da-first-4", "da-shifted-0", "da-shifted-1"]);
   });
 
   it("does nothing for an empty batch, not even create the container", async () => {

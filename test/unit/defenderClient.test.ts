@@ -104,6 +104,7 @@ function rig(options: { requestTimeoutMs?: number; maxAttempts?: number; perMinu
       to: TO,
       startSkip: 0,
       pageSize: 50,
+      pageOverlap: 0,
       expandEvidence: false,
       baseUrl: options.baseUrl ?? fake.url,
       accessToken: async (force) => {
@@ -195,6 +196,21 @@ describe("DefenderClient paging", () => {
     expect(r.acquires).toBe(5);
     expect(r.sleeps).toEqual([]);
     expect(r.budget.snapshot(tenantId)).toHaveLength(5);
+  });
+
+  it("overlaps consecutive pages so an alert that moves up one place is not skipped", async () => {
+    const { tenantId, ids } = seeded(120);
+    const r = rig();
+    const pages: Array<{ skip: number; ids: string[] }> = [];
+    for await (const page of r.client.pages(r.query(tenantId, { pageOverlap: 2 }))) {
+      pages.push({ skip: page.skip, ids: page.alerts.map((a) => a.id) });
+      // An analyst resolves the first alert while the window is being read: everything after it moves up.
+      if (pages.length === 1) fake.updateAlert(tenantId, ids[0] as string, { lastUpdateTime: "2099-01-01T00:00:00Z" });
+    }
+    expect(pages.map((p) => p.skip)).toEqual([0, 48, 96]);
+    const seen = new Set(pages.flatMap((p) => p.ids));
+    // ids[50] moved to position 49: without the overlap it would fall between the pages.
+    for (const id of ids) expect(seen.has(id), id).toBe(true);
   });
 
   it("ends on an empty page when the window is an exact multiple of the page size", async () => {

@@ -1,0 +1,682 @@
+#!/usr/bin/env node
+// `npm run bench`: the pull pipeline against the HTTPS fakes and Azurite, each in its own process.
+// Not a test: it prints figures and PASS/FAIL per target and always exits 0 unless it crashes.
+//
+//   node --expose-gc scripts/bench.mjs [--tenants 1000] [--latency-ms 100] [--alerts-per-tenant 20]
+//     [--baseline-tenants 100] [--backlog 100000] [--backlog-page-size 10000] [--warm-cycles 12]
+//     [--concurrency <host.json batchSize+newBatchThreshold>] [--setup-concurrency 32]
+//     [--skip-baseline] [--skip-warm] [--skip-backlog] [--cpu-prof-dir DIR]
+//   --cpu-prof-dir DIR writes CPU profiles of the cold cycle (this process), the fakes and the backlog child.
+// Needs `npm run build` (dist/) and `tsc -p test/fakes/tsconfig.bench.json` (dist-bench/).
+import { fork, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { Agent, fetch } from "undici";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const require = createRequire(import.meta.url);
+const SELF = fileURLToPath(import.meta.url);
+
+// ---- options -----------------------------------------------------------------------------------
+
+function parseArgs(argv) {
+  const opts = {
+    tenants: 1000,
+    latencyMs: 100,
+    alertsPerTenant: 20,
+    baselineTenants: 100,
+    backlog: 100_000,
+    backlogPageSize: 10_000,
+    warmCycles: 12,
+    concurrency: undefined,
+    setupConcurrency: 32,
+    skipBaseline: false,
+    skipWarm: false,
+    skipBacklog: false,
+    scenario: "main",
+    cpuProfDir: undefined,
+  };
+  const numeric = {
+    "--tenants": "tenants",
+    "--latency-ms": "latencyMs",
+    "--alerts-per-tenant": "alertsPerTenant",
+    "--baseline-tenants": "baselineTenants",
+    "--backlog": "backlog",
+    "--backlog-page-size": "backlogPageSize",
+    "--warm-cycles": "warmCycles",
+    "--concurrency": "concurrency",
+    "--setup-concurrency": "setupConcurrency",
+  };
+  const flags = { "--skip-baseline": "skipBaseline", "--skip-warm": "skipWarm", "--skip-backlog": "skipBacklog" };
+  for (let i = 0; i < argv.length; i++) {
+    let [name, value] = argv[i].split("=", 2);
+    if (flags[name]) {
+      opts[flags[name]] = true;
+    } else if (numeric[name] || name === "--scenario" || name === "--cpu-prof-dir") {
+      if (value === undefined) value = argv[++i];
+      if (name === "--scenario") opts.scenario = value;
+      else if (name === "--cpu-prof-dir") opts.cpuProfDir = value;
+      else {
+        const n = Number(value);
+        if (!Number.isInteger(n) || n < 0) usage(`${name} needs a non-negative integer`);
+        opts[numeric[name]] = n;
+      }
+    } else if (name === "--help" || name === "-h") {
+      usage();
+    } else {
+      usage(`unknown option ${name}`);
+    }
+  }
+  if (opts.tenants < 1) usage("--tenants must be at least 1");
+  if (opts.backlogPageSize < 1 || opts.backlogPageSize > 10_000) usage("--backlog-page-size must be 1..10000");
+  return opts;
+}
+
+function usage(problem) {
+  const text = readFileSync(SELF, "utf8").split("\n").slice(1, 10).map((l) => l.replace(/^\/\/ ?/, "")).join("\n");
+  console.error(`${problem ? `${problem}\n\n` : ""}${text}`);
+  process.exit(problem ? 2 : 0);
+}
+
+function hostConcurrency() {
+  const host = JSON.parse(readFileSync(join(root, "host.json"), "utf8"));
+  const q = host?.extensions?.queues ?? {};
+  // Functions host defaults when unset: batchSize 16, newBatchThreshold batchSize / 2.
+  const batchSize = q.batchSize ?? 16;
+  const newBatchThreshold = q.newBatchThreshold ?? Math.floor(batchSize / 2);
+  return { batchSize, newBatchThreshold, concurrency: batchSize + newBatchThreshold };
+}
+
+// ---- app code (CommonJS from dist/) ------------------------------------------------------------
+
+function loadApp() {
+  const need = (p) => {
+    const file = join(root, p);
+    if (!existsSync(file)) throw new Error(`${p} is missing: run \`npm run build && tsc -p test/fakes/tsconfig.bench.json\` first`);
+    return require(file);
+  };
+  return {
+    ...need("dist/shared/services.js"),
+    ...need("dist/shared/config.js"),
+    ...need("dist/shared/logging.js"),
+    azurite: need("dist-bench/test/harness/azurite.js"),
+  };
+}
+
+// ---- child processes ---------------------------------------------------------------------------
+
+const children = new Set();
+let cleanedUp = false;
+function killChildren() {
+  if (cleanedUp) return;
+  cleanedUp = true;
+  for (const kill of children) {
+    try {
+      kill();
+    } catch {
+      // already gone
+    }
+  }
+}
+process.on("exit", killChildren);
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: stopping the fakes and Azurite`);
+    killChildren();
+    process.exit(130);
+  });
+}
+
+const profArgs = (dir) => (dir ? ["--cpu-prof", "--cpu-prof-dir", dir] : []);
+
+async function startFakes(latencyMs, cpuProfDir) {
+  const script = join(root, "dist-bench/test/fakes/serveFakes.js");
+  // stdin stays a pipe: if this process dies, even by SIGKILL, the fakes see EOF and exit.
+  const child = spawn(process.execPath, [...profArgs(cpuProfDir), script, "--latency-ms", String(latencyMs)], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  children.add(() => child.kill("SIGKILL"));
+  const info = await new Promise((resolve, reject) => {
+    let buffered = "";
+    const timer = setTimeout(() => reject(new Error("the fakes did not start within 30 s")), 30_000);
+    child.stdout.setEncoding("utf8").on("data", (chunk) => {
+      buffered += chunk;
+      const nl = buffered.indexOf("\n");
+      if (nl >= 0) {
+        clearTimeout(timer);
+        try {
+          resolve(JSON.parse(buffered.slice(0, nl)));
+        } catch (err) {
+          reject(err);
+        }
+      }
+    });
+    child.once("exit", (code) => reject(new Error(`the fakes exited during startup (code ${code})`)));
+  });
+  children.add(() => rmSync(dirname(info.certFile), { recursive: true, force: true }));
+  /** Graceful stop (lets a --cpu-prof profile be written): EOF on stdin, then wait for the exit. */
+  info.stop = () =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      const timer = setTimeout(resolve, 5_000);
+      child.once("exit", () => (clearTimeout(timer), resolve()));
+      child.stdin.end();
+    });
+  return info;
+}
+
+async function startAzurite(azuriteModule) {
+  // In-memory blobs: room for the cycles plus the 100k-alert backlog.
+  const azurite = await azuriteModule.startAzurite({ extentMemoryLimitMb: 4096, startupTimeoutMs: 60_000 });
+  children.add(() => process.kill(azurite.pid, "SIGKILL"));
+  // Azurite's stdin is not ours to watch, so a tiny watchdog kills it if this process is SIGKILLed.
+  const watchdog = spawn(
+    process.execPath,
+    ["-e", `process.stdin.on("end",()=>{try{process.kill(${azurite.pid},"SIGKILL")}catch{}process.exit(0)});process.stdin.resume()`],
+    { stdio: ["pipe", "ignore", "ignore"] },
+  );
+  children.add(() => watchdog.kill("SIGKILL"));
+  return azurite;
+}
+
+// ---- helpers -----------------------------------------------------------------------------------
+
+const MIN = 60_000;
+const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d }) : "n/a");
+const mb = (bytes) => `${fmt(bytes / 1024 / 1024)} MB`;
+const secs = (ms) => `${fmt(ms / 1000, 2)} s`;
+
+async function pool(items, concurrency, work) {
+  const results = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    for (;;) {
+      const i = next++;
+      if (i >= items.length) return;
+      try {
+        results[i] = await work(items[i], i);
+      } catch (error) {
+        results[i] = { outcome: "threw", error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, worker));
+  return results;
+}
+
+function rssSampler() {
+  let peak = process.memoryUsage().rss;
+  const timer = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 50);
+  return {
+    stop() {
+      clearInterval(timer);
+      return Math.max(peak, process.memoryUsage().rss);
+    },
+  };
+}
+
+const gc = () => globalThis.gc?.();
+
+/** CPU time (user + system, ms) of another process from /proc; undefined where there is no /proc. */
+const CLK_TCK = 100;
+function procCpuMs(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
+}
+const watchedPids = {};
+function cpuSnapshot() {
+  const u = process.cpuUsage();
+  const snap = { bench: (u.user + u.system) / 1000 };
+  for (const [name, pid] of Object.entries(watchedPids)) snap[name] = procCpuMs(pid);
+  return snap;
+}
+function cpuDelta(before, after) {
+  const out = {};
+  for (const k of Object.keys(after)) out[k] = after[k] === undefined || before[k] === undefined ? undefined : after[k] - before[k];
+  return out;
+}
+
+// A shared, controllable clock for the app: real time plus an offset the warm cycles move.
+let clockOffsetMs = 0;
+const clock = () => Date.now() + clockOffsetMs;
+
+function makeEnv(fakes, connectionString, extra = {}) {
+  return {
+    MSSP_CLIENT_ID: fakes.clientId,
+    MSSP_CLIENT_SECRET: fakes.clientSecret,
+    MSSP_TENANT_ID: fakes.msspTenantId,
+    MSSP_PUBLIC_BASE_URL: fakes.publicBaseUrl,
+    KEY_VAULT_URL: fakes.vaultUrl,
+    AzureWebJobsStorage: connectionString,
+    ENTRA_AUTHORITY_HOST: fakes.entraUrl,
+    DEFENDER_API_BASE_URL: fakes.defenderUrl,
+    ALERTS_CONTAINER: "bench-alerts",
+    MDE_PARTNER_COMPANY: "BenchMssp",
+    MDE_PARTNER_PRODUCT: "Connector",
+    LOCAL_DEV_CA_CERT_FILE: fakes.certFile,
+    LOCAL_DEV_VAULT_TOKEN: fakes.vaultToken,
+    PULL_SETTLE_SECONDS: "60",
+    PULL_PAGE_SIZE: "1000",
+    ...extra,
+  };
+}
+
+class Control {
+  constructor(fakes) {
+    this.fakes = fakes;
+    this.agent = new Agent({ connect: { ca: readFileSync(fakes.certFile, "utf8") }, connections: 64 });
+  }
+  async call(base, path, body) {
+    const response = await fetch(`${base}${path}`, {
+      method: body === undefined ? "GET" : "POST",
+      dispatcher: this.agent,
+      ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${path} answered ${response.status}: ${text.slice(0, 200)}`);
+    return text ? JSON.parse(text) : undefined;
+  }
+  seed(tenantId, count, startMs, spacingMs) {
+    return this.call(this.fakes.defenderUrl, "/_fake/seed", { tenantId, count, start: new Date(startMs).toISOString(), spacingMs });
+  }
+  async resetStats() {
+    await Promise.all([this.fakes.entraUrl, this.fakes.vaultUrl, this.fakes.defenderUrl].map((u) => this.call(u, "/_fake/reset-stats", {})));
+  }
+  async stats() {
+    const [entra, vault, defender] = await Promise.all(
+      [this.fakes.entraUrl, this.fakes.vaultUrl, this.fakes.defenderUrl].map((u) => this.call(u, "/_fake/stats")),
+    );
+    return { entra, vault, defender };
+  }
+  /** The admin's browser at the fake Entra authorize endpoint: one hop, no redirect following. */
+  async authorize(url) {
+    const response = await fetch(url, { dispatcher: this.agent, redirect: "manual" });
+    await response.text();
+    return { status: response.status, location: response.headers.get("location") };
+  }
+  close() {
+    return this.agent.close();
+  }
+}
+
+/** Registers a tenant and walks its consent link through the real flow, like the admin's browser. */
+async function onboard(services, control, log, tenantId, displayName) {
+  const view = await services.tenantAdmin.register({ tenantId, displayName }, log);
+  const link = new URL(view.consentUrl);
+  const start = await services.consent.start(tenantId, link.searchParams.get("exp"), link.searchParams.get("sig"), log);
+  if (start.kind !== "redirect") throw new Error(`consent start for ${tenantId} answered a page (${start.page.status})`);
+  const authorize = await control.authorize(start.location);
+  if (authorize.status !== 302 || !authorize.location) throw new Error(`authorize for ${tenantId} answered ${authorize.status}`);
+  const done = await services.consent.callback(new URL(authorize.location).searchParams, log);
+  if (done.kind !== "page" || done.page.status !== 200) throw new Error(`consent callback for ${tenantId} answered ${done.page?.status}`);
+}
+
+function summarise(outcomes) {
+  let pulled = 0;
+  let alerts = 0;
+  let incomplete = 0;
+  const other = {};
+  for (const o of outcomes) {
+    if (o?.outcome === "pulled") {
+      pulled++;
+      alerts += o.alerts;
+      if (!o.complete) incomplete++;
+    } else {
+      const key = o?.outcome === "failed" ? `failed:${o.code}` : o?.outcome === "threw" ? `threw:${o.error?.message ?? o.error}` : String(o?.outcome);
+      other[key] = (other[key] ?? 0) + 1;
+    }
+  }
+  return { pulled, alerts, incomplete, other };
+}
+
+/** CPU profile of this process between start() and stop(file), through the inspector. */
+async function profiler(dir) {
+  if (!dir) return { stop: async () => undefined };
+  const { Session } = await import("node:inspector/promises");
+  const { mkdirSync, writeFileSync } = await import("node:fs");
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.setSamplingInterval", { interval: 200 });
+  await session.post("Profiler.start");
+  return {
+    async stop(name) {
+      const { profile } = await session.post("Profiler.stop");
+      session.disconnect();
+      mkdirSync(dir, { recursive: true });
+      const file = join(dir, name);
+      writeFileSync(file, JSON.stringify(profile));
+      return file;
+    },
+  };
+}
+
+/** One cycle over `tenants` at `concurrency`, with the fakes' operation counts. */
+async function runCycle({ services, control, log, tenants, concurrency, profileDir, profileName }) {
+  const statsBefore = { ...services.accessTokens.stats };
+  await control.resetStats();
+  gc();
+  const sampler = rssSampler();
+  const prof = await profiler(profileDir);
+  const cpuBefore = cpuSnapshot();
+  const t0 = performance.now();
+  const outcomes = await pool(tenants, concurrency, (tenantId) => services.tenantPull.run(tenantId, log));
+  const wallMs = performance.now() - t0;
+  const cpu = cpuDelta(cpuBefore, cpuSnapshot());
+  const profileFile = await prof.stop(profileName ?? "bench-cycle.cpuprofile");
+  const peakRss = sampler.stop();
+  const fake = await control.stats();
+  const s = services.accessTokens.stats;
+  return {
+    wallMs,
+    peakRss,
+    cpu,
+    profileFile,
+    ...summarise(outcomes),
+    tenants: tenants.length,
+    kvGet: fake.vault.get,
+    kvSet: fake.vault.set + fake.vault.update,
+    tokenCalls: fake.entra.tokenRequests.refresh_token + fake.entra.tokenRequests.authorization_code,
+    defenderRequests: fake.defender.requests,
+    app: {
+      memoryHits: s.memoryHits - statsBefore.memoryHits,
+      vaultReads: s.vaultReads - statsBefore.vaultReads,
+      vaultWrites: s.vaultWrites - statsBefore.vaultWrites,
+      tokenRequests: s.tokenRequests - statsBefore.tokenRequests,
+    },
+  };
+}
+
+function cpuLine(cpu, tenants) {
+  return Object.entries(cpu)
+    .filter(([, ms]) => ms !== undefined)
+    .map(([name, ms]) => `${name} ${secs(ms)} (${fmt(ms / tenants, 1)} ms/tenant)`)
+    .join(", ");
+}
+
+const fails = [];
+function check(label, ok, detail) {
+  const line = `${ok ? "PASS" : "FAIL"}  ${label}: ${detail}`;
+  if (!ok) fails.push(line);
+  return line;
+}
+
+// ---- backlog scenario (runs in a forked child so its RSS is its own) ---------------------------
+
+async function backlogScenario(opts) {
+  const shared = JSON.parse(process.env.BENCH_SHARED ?? "{}");
+  const app = loadApp();
+  const log = app.silentLogger;
+  const env = makeEnv(shared.fakes, shared.connectionString, {
+    ALERTS_CONTAINER: "bench-backlog",
+    PULL_PAGE_SIZE: String(opts.backlogPageSize),
+  });
+  const services = app.createServices(app.loadConfig(env), { clock });
+  const control = new Control(shared.fakes);
+  const tenantId = randomUUID();
+  await onboard(services, control, log, tenantId, "Backlog Ltd");
+  // The whole backlog inside the first window (the last 3 hours, newest ~13 min ago).
+  const spacingMs = Math.max(1, Math.floor((170 * MIN) / Math.max(1, opts.backlog)));
+  const seedStart = Date.now() - 3 * 60 * MIN;
+  let remaining = opts.backlog;
+  for (let at = seedStart; remaining > 0; ) {
+    const count = Math.min(remaining, 50_000);
+    await control.seed(tenantId, count, at, spacingMs);
+    at += count * spacingMs;
+    remaining -= count;
+  }
+  await control.resetStats();
+  gc();
+  const rssBefore = process.memoryUsage().rss;
+  const sampler = rssSampler();
+  const t0 = performance.now();
+  const outcome = await services.tenantPull.run(tenantId, log);
+  const wallMs = performance.now() - t0;
+  const peakRss = sampler.stop();
+  const fake = await control.stats();
+  await control.close();
+  return {
+    outcome,
+    wallMs,
+    rssBefore,
+    peakRss,
+    maxRss: process.resourceUsage().maxRSS * 1024,
+    defenderRequests: fake.defender.requests,
+    pageSize: opts.backlogPageSize,
+  };
+}
+
+function runBacklogChild(opts, shared) {
+  return new Promise((resolve, reject) => {
+    const args = ["--scenario", "backlog", "--backlog", String(opts.backlog), "--backlog-page-size", String(opts.backlogPageSize)];
+    const child = fork(SELF, args, {
+      env: { ...process.env, BENCH_SHARED: JSON.stringify(shared) },
+      execArgv: ["--expose-gc", ...profArgs(opts.cpuProfDir)],
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    const kill = () => child.kill("SIGKILL");
+    children.add(kill);
+    let result;
+    child.on("message", (m) => {
+      result = m;
+    });
+    child.once("error", reject);
+    child.once("exit", (code) => {
+      children.delete(kill);
+      if (result?.error) reject(new Error(`backlog child: ${result.error}`));
+      else if (result) resolve(result.value);
+      else reject(new Error(`backlog child exited with code ${code} and no result`));
+    });
+  });
+}
+
+// ---- main ----------------------------------------------------------------------------------------
+
+async function main(opts) {
+  const started = performance.now();
+  const host = hostConcurrency();
+  const concurrency = opts.concurrency || host.concurrency;
+  const app = loadApp();
+  const log = app.silentLogger;
+  const say = (line) => console.log(line);
+
+  say(`bench: ${opts.tenants} tenants × ${opts.alertsPerTenant} alerts, Defender latency ${opts.latencyMs} ms, concurrency ${concurrency} ` +
+    `(host.json batchSize ${host.batchSize} + newBatchThreshold ${host.newBatchThreshold}), Node ${process.version}, ${(await import("node:os")).cpus().length} CPUs`);
+
+  const [fakes, azurite] = await Promise.all([startFakes(opts.latencyMs, opts.cpuProfDir), startAzurite(app.azurite)]);
+  watchedPids.fakes = fakes.pid;
+  watchedPids.azurite = azurite.pid;
+  const env = makeEnv(fakes, azurite.connectionString);
+  const config = app.loadConfig(env);
+  const control = new Control(fakes);
+
+  // Setup (not timed in the figures): register and consent every tenant, seed its alerts.
+  const baselineCount = opts.skipBaseline ? 0 : Math.min(opts.tenants, opts.baselineTenants);
+  const tenants = Array.from({ length: opts.tenants }, () => randomUUID());
+  const baselineTenants = Array.from({ length: baselineCount }, () => randomUUID());
+  const setupServices = app.createServices(config, { clock });
+  let t = performance.now();
+  await pool([...tenants, ...baselineTenants], opts.setupConcurrency, (id, i) => onboard(setupServices, control, log, id, `Customer ${i}`).then(() => ({ outcome: "ok" })))
+    .then((results) => {
+      const bad = results.filter((r) => r.outcome !== "ok");
+      if (bad.length) throw new Error(`${bad.length} consents failed, first: ${bad[0].error?.stack ?? bad[0].error}`);
+    });
+  const seedStart = Date.now() - 2 * 60 * MIN;
+  const seedSpacing = Math.max(1, Math.floor((90 * MIN) / Math.max(1, opts.alertsPerTenant)));
+  if (opts.alertsPerTenant > 0) {
+    await pool([...tenants, ...baselineTenants], opts.setupConcurrency, (id) => control.seed(id, opts.alertsPerTenant, seedStart, seedSpacing));
+  }
+  say(`setup: ${tenants.length + baselineTenants.length} tenants registered and consented, ${opts.alertsPerTenant} alerts each, in ${secs(performance.now() - t)}`);
+
+  // Cycle 1, cold: a fresh services instance, nothing cached anywhere.
+  const coldServices = app.createServices(config, { clock });
+  const cold = await runCycle({
+    services: coldServices, control, log, tenants, concurrency, profileDir: opts.cpuProfDir, profileName: "bench-cold-cycle.cpuprofile",
+  });
+  const coldExpected = tenants.length * opts.alertsPerTenant;
+  const coldOk = cold.pulled === tenants.length && cold.alerts === coldExpected;
+
+  // Baseline: the same cold cycle at concurrency 1, on a sample of separate fresh tenants.
+  let baseline;
+  if (baselineCount > 0) {
+    baseline = await runCycle({ services: app.createServices(config, { clock }), control, log, tenants: baselineTenants, concurrency: 1 });
+    baseline.ok = baseline.pulled === baselineCount && baseline.alerts === baselineCount * opts.alertsPerTenant;
+  }
+
+  // Steady state: warm cycles, each 5 minutes later on the app's clock, with 1–2 new alerts per tenant.
+  const warmModes = [];
+  if (!opts.skipWarm && opts.warmCycles > 0) {
+    for (const mode of ["warm process", "fresh process"]) {
+      const cycles = [];
+      for (let c = 0; c < opts.warmCycles; c++) {
+        clockOffsetMs += 5 * MIN;
+        // Newer than every earlier window's end, older than this cycle's: exactly this window.
+        const newest = clock() - config.pull.settleSeconds * 1000 - 4 * MIN;
+        let expected = 0;
+        await pool(tenants, opts.setupConcurrency, (id, i) => {
+          const n = 1 + ((i + c) % 2);
+          expected += n;
+          return control.seed(id, n, newest, 30_000);
+        });
+        const services = mode === "warm process" ? coldServices : app.createServices(config, { clock });
+        const r = await runCycle({ services, control, log, tenants, concurrency });
+        r.expected = expected;
+        cycles.push(r);
+      }
+      const sum = (k) => cycles.reduce((a, r) => a + r[k], 0);
+      const tenantCycles = tenants.length * cycles.length;
+      warmModes.push({
+        mode,
+        cycles: cycles.length,
+        ok: cycles.every((r) => r.pulled === tenants.length && r.alerts === r.expected),
+        problems: cycles.flatMap((r, i) => (r.pulled === tenants.length && r.alerts === r.expected ? [] : [`cycle ${i + 2}: pulled ${r.pulled}/${tenants.length}, alerts ${r.alerts}/${r.expected} ${JSON.stringify(r.other)}`])),
+        kvGet: sum("kvGet") / tenantCycles,
+        kvSet: sum("kvSet") / tenantCycles,
+        tokenCalls: sum("tokenCalls") / tenantCycles,
+        meanWallMs: sum("wallMs") / cycles.length,
+        maxWallMs: Math.max(...cycles.map((r) => r.wallMs)),
+        alerts: sum("alerts"),
+        perCycleTokenCalls: cycles.map((r) => r.tokenCalls),
+      });
+    }
+  }
+
+  // Backlog: one tenant, 100k alerts, in a child process of its own.
+  let backlog;
+  if (!opts.skipBacklog && opts.backlog > 0) {
+    gc();
+    backlog = await runBacklogChild(opts, { fakes, connectionString: azurite.connectionString });
+  }
+  await control.close();
+  await Promise.all([fakes.stop(), azurite.stop()]);
+
+  // ---- report ----
+  const n = tenants.length;
+  const coldTps = n / (cold.wallMs / 1000);
+  say("");
+  say("── cycle 1 (cold: empty caches, every tenant needs Key Vault + token endpoint) ──────────────");
+  say(`  wall time          ${secs(cold.wallMs)}   (${n} tenants, concurrency ${concurrency})`);
+  say(`  throughput         ${fmt(coldTps, 1)} tenants/s   ${fmt(cold.alerts / (cold.wallMs / 1000))} alerts/s`);
+  say(`  alerts delivered   ${fmt(cold.alerts)} / ${fmt(coldExpected)}   outcomes: ${cold.pulled} pulled${cold.incomplete ? `, ${cold.incomplete} incomplete` : ""}${Object.keys(cold.other).length ? `, ${JSON.stringify(cold.other)}` : ""}`);
+  say(`  peak RSS (bench)   ${mb(cold.peakRss)} sampled every 50 ms; process maxRSS ${mb(process.resourceUsage().maxRSS * 1024)} (includes setup)`);
+  say(`  CPU time           ${cpuLine(cold.cpu, n)}`);
+  if (cold.profileFile) say(`  CPU profile        ${cold.profileFile}`);
+  say(`  per tenant         Key Vault reads ${fmt(cold.kvGet / n, 2)}, writes ${fmt(cold.kvSet / n, 2)}, token endpoint calls ${fmt(cold.tokenCalls / n, 2)}, Defender requests ${fmt(cold.defenderRequests / n, 2)}`);
+  if (!coldOk) say(`  !!!!! FAIL correctness: expected ${n} pulled and ${coldExpected} alerts, got ${cold.pulled} pulled and ${cold.alerts} alerts ${JSON.stringify(cold.other)}`);
+  let ratio;
+  if (baseline) {
+    const baseTps = baseline.tenants / (baseline.wallMs / 1000);
+    ratio = coldTps / baseTps;
+    say("── baseline: the same cold cycle at concurrency 1 ──────────────────────────────────────────");
+    say(`  measured on a sample of ${baseline.tenants} separate fresh tenants (not all ${n}); ${n} tenants extrapolated by rate`);
+    say(`  wall time          ${secs(baseline.wallMs)} for ${baseline.tenants} → ≈ ${secs((n / baseTps) * 1000)} for ${n}   (${fmt(baseTps, 2)} tenants/s, ${fmt(baseline.wallMs / baseline.tenants)} ms/tenant)`);
+    say(`  speed-up           ${fmt(ratio, 1)}× (concurrency ${concurrency} vs 1, tenants/s)`);
+    if (!baseline.ok) say(`  !!!!! FAIL correctness: baseline pulled ${baseline.pulled}/${baseline.tenants}, alerts ${baseline.alerts} ${JSON.stringify(baseline.other)}`);
+  }
+  if (warmModes.length) {
+    say(`── steady state: ${opts.warmCycles} warm cycles per mode, clock +5 min per cycle, 1–2 new alerts per tenant ──`);
+    say("  mode            KV reads/t/c  KV writes/t/c  token calls/t/c  mean wall   max wall   alerts  ok");
+    for (const w of warmModes) {
+      say(`  ${w.mode.padEnd(15)} ${fmt(w.kvGet, 3).padStart(12)}  ${fmt(w.kvSet, 3).padStart(13)}  ${fmt(w.tokenCalls, 3).padStart(15)}  ${secs(w.meanWallMs).padStart(9)}  ${secs(w.maxWallMs).padStart(9)}  ${fmt(w.alerts).padStart(7)}  ${w.ok ? "yes" : "NO"}`);
+    }
+    say(`  (token calls per cycle: ${warmModes.map((w) => `${w.mode}: [${w.perCycleTokenCalls.join(",")}]`).join("; ")})`);
+    say("  warm process = one long-lived services instance; fresh process = createServices() per cycle (no in-memory cache)");
+    for (const w of warmModes) for (const p of w.problems) say(`  !!!!! FAIL correctness (${w.mode}) ${p}`);
+  }
+  if (backlog) {
+    const o = backlog.outcome;
+    const alertsPerSec = (o.alerts ?? 0) / (backlog.wallMs / 1000);
+    say(`── backlog: 1 tenant, ${fmt(opts.backlog)} alerts in its first window, page size ${fmt(backlog.pageSize)} (PULL_PAGE_SIZE, the API max) ──`);
+    say(`  wall time          ${secs(backlog.wallMs)}   ${fmt(alertsPerSec)} alerts/s   ${backlog.defenderRequests} Defender requests`);
+    say(`  peak RSS (child)   ${mb(backlog.peakRss)} sampled during the pull (${mb(backlog.rssBefore)} before it); process maxRSS ${mb(backlog.maxRss)}`);
+    say(`  outcome            ${JSON.stringify(o)}`);
+    backlog.ok = o.outcome === "pulled" && o.complete && o.alerts === opts.backlog;
+    backlog.alertsPerSec = alertsPerSec;
+    if (!backlog.ok) say(`  !!!!! FAIL correctness: expected a complete pull of ${opts.backlog} alerts`);
+  }
+
+  say("── targets ──────────────────────────────────────────────────────────────────────────────────");
+  const lines = [];
+  const headline = n === 1000 && opts.alertsPerTenant === 20 && opts.latencyMs === 100;
+  lines.push(check(`cycle of ${n} tenants × ${opts.alertsPerTenant} alerts at ${opts.latencyMs} ms${headline ? "" : " (non-default size)"} < 20 s`, cold.wallMs < 20_000, secs(cold.wallMs)));
+  lines.push(check("cycle correctness (all pulled, all alerts delivered)", coldOk, `${cold.pulled}/${n} pulled, ${fmt(cold.alerts)}/${fmt(coldExpected)} alerts`));
+  if (baseline) lines.push(check("≥ 10× the concurrency-1 baseline (sampled)", ratio >= 10 && baseline.ok, `${fmt(ratio, 1)}×`));
+  if (backlog) {
+    lines.push(check(`backlog ≥ 20,000 alerts/s`, backlog.ok && backlog.alertsPerSec >= 20_000, `${fmt(backlog.alertsPerSec)} alerts/s`));
+    lines.push(check(`backlog peak RSS < 300 MB`, backlog.maxRss < 300 * 1024 * 1024, `maxRSS ${mb(backlog.maxRss)}`));
+  }
+  for (const w of warmModes) {
+    lines.push(check(`steady state (${w.mode}) KV reads ≤ 1 per tenant per cycle`, w.kvGet <= 1, fmt(w.kvGet, 3)));
+    lines.push(check(`steady state (${w.mode}) KV writes ≤ 0.1 per tenant per cycle`, w.kvSet <= 0.1, fmt(w.kvSet, 3)));
+    lines.push(check(`steady state (${w.mode}) token calls ≤ 0.1 per tenant per cycle`, w.tokenCalls <= 0.1, fmt(w.tokenCalls, 3)));
+    lines.push(check(`steady state (${w.mode}) correctness`, w.ok, w.ok ? "all pulled, all new alerts delivered" : `${w.problems.length} bad cycles`));
+  }
+  for (const l of lines) say(`  ${l}`);
+  say("");
+  if (fails.length) {
+    say(`!!!!! ${fails.length} TARGET(S) MISSED !!!!!`);
+    for (const f of fails) say(`!!!!! ${f}`);
+  } else {
+    say("All targets met.");
+  }
+  say(`bench finished in ${secs(performance.now() - started)}`);
+}
+
+const opts = parseArgs(process.argv.slice(2));
+if (opts.scenario === "backlog") {
+  backlogScenario(opts).then(
+    (value) => {
+      process.send?.({ value });
+      process.exit(0);
+    },
+    (error) => {
+      process.send?.({ error: error?.stack ?? String(error) });
+      process.exit(1);
+    },
+  );
+} else if (opts.scenario === "main") {
+  main(opts).then(
+    () => {
+      killChildren();
+      process.exit(0);
+    },
+    (error) => {
+      console.error(`bench crashed: ${error?.stack ?? error}`);
+      killChildren();
+      process.exit(1);
+    },
+  );
+} else {
+  usage(`unknown --scenario ${opts.scenario}`);
+}
