@@ -275,8 +275,9 @@ export function loadConfig(env: Env = process.env): AppConfig {
     ...(reader.raw("AZURE_CLIENT_ID") ? { managedIdentityClientId: reader.raw("AZURE_CLIENT_ID") } : {}),
     localDev: readLocalDev(reader, env),
   };
-  if (!/^[0-9*,/ -]+$/.test(config.pull.schedule) || config.pull.schedule.split(/\s+/).length !== 6) {
-    reader.problems.push("PULL_SCHEDULE must be a six-field NCRONTAB expression such as 0 */5 * * * *");
+  const fields = config.pull.schedule.split(/\s+/);
+  if (!/^[0-9A-Za-z*,/ -]+$/.test(config.pull.schedule) || fields.length < 5 || fields.length > 6) {
+    reader.problems.push("PULL_SCHEDULE must be an NCRONTAB expression such as 0 */5 * * * *");
   }
   if (reader.problems.length > 0) throw new ConfigError(reader.problems);
   return config;

@@ -50,16 +50,20 @@ export class ConsentFlow {
     if (!isGuid(tenantId)) return page(400, "This consent link is not valid", ASK_FOR_NEW_LINK);
     const tenant = tenantId.toLowerCase();
     const key = await this.deps.signingKey.get();
-    const verdict = verifyConsentLink(key, tenant, exp, sig, this.deps.clock());
+    const record = await this.deps.tenants.get(tenant);
+    // An unknown tenant gets the same answer as a bad signature, so links cannot probe which
+    // customers are registered.
+    const verdict = record
+      ? verifyConsentLink(key, { tenantId: tenant, registeredAt: record.createdAt }, exp, sig, this.deps.clock())
+      : "bad_signature";
     if (verdict !== "valid") {
       log.warn("consent link refused", { tenantId: tenant, reason: verdict });
       return verdict === "expired"
         ? page(410, "This consent link has expired", ASK_FOR_NEW_LINK)
         : page(400, "This consent link is not valid", ASK_FOR_NEW_LINK);
     }
-    const record = await this.deps.tenants.get(tenant);
     if (!record || record.status === "offboarded") {
-      log.warn("consent link for a tenant that is not registered", { tenantId: tenant });
+      log.warn("consent link for an offboarded tenant", { tenantId: tenant });
       return page(410, "This consent link is no longer active", ASK_FOR_NEW_LINK);
     }
     const session = await this.deps.sessions.begin(key, tenant);
@@ -131,14 +135,27 @@ export class ConsentFlow {
     }
 
     const nowIso = new Date(this.deps.clock()).toISOString();
-    await this.deps.tenants.update(tenantId, () => ({
+    let offboardedMeanwhile = false;
+    await this.deps.tenants.update(tenantId, (current) => {
+      // The operator may have offboarded the tenant while the admin was signing in.
+      if (current.status === "offboarded") {
+        offboardedMeanwhile = true;
+        return undefined;
+      }
+      return {
       status: "connected",
       consentedBy: redeemed.identity.username || redeemed.identity.objectId,
       consentedAt: nowIso,
       lastErrorCode: undefined,
       lastErrorMessage: undefined,
       lastErrorAt: undefined,
-    }));
+      };
+    });
+    if (offboardedMeanwhile) {
+      await this.deps.tokens.remove(tenantId);
+      log.warn("consent completed for a tenant offboarded meanwhile; token removed", { tenantId });
+      return page(410, "This consent link is no longer active", ASK_FOR_NEW_LINK);
+    }
     log.info("tenant connected", { tenantId });
     return {
       kind: "page",

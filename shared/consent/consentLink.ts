@@ -1,11 +1,15 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 
 /**
- * Consent links are `/api/consent/{tenantId}?exp=…&sig=…`: an HMAC over the tenant and expiry,
- * so they cannot be guessed or re-pointed at another tenant, and stop working on their own.
+ * Consent links are `/api/consent/{tenantId}?exp=…&sig=…`: an HMAC over the tenant, its
+ * registration time and the expiry, so they cannot be guessed or re-pointed at another tenant,
+ * stop working on their own, and die with the registration they were issued for (a tenant that
+ * is offboarded and registered again does not revive its old links).
  */
 export interface ConsentLinkParts {
   tenantId: string;
+  /** The tenant record's createdAt. */
+  registeredAt: string;
   expiresAt: number;
 }
 
@@ -14,7 +18,9 @@ const EXPIRY = /^[0-9]{1,12}$/;
 
 function sign(key: Buffer, parts: ConsentLinkParts): string {
   const expSeconds = Math.floor(parts.expiresAt / 1000);
-  return createHmac("sha256", key).update(`consent-link:v1:${parts.tenantId.toLowerCase()}:${expSeconds}`).digest("base64url");
+  return createHmac("sha256", key)
+    .update(`consent-link:v2:${parts.tenantId.toLowerCase()}:${parts.registeredAt}:${expSeconds}`)
+    .digest("base64url");
 }
 
 export function buildConsentUrl(publicBaseUrl: string, key: Buffer, parts: ConsentLinkParts): string {
@@ -28,13 +34,13 @@ export type ConsentLinkVerdict = "valid" | "malformed" | "bad_signature" | "expi
 
 export function verifyConsentLink(
   key: Buffer,
-  tenantId: string,
+  registration: { tenantId: string; registeredAt: string },
   exp: string | null,
   sig: string | null,
   now: number,
 ): ConsentLinkVerdict {
   if (!exp || !sig || !EXPIRY.test(exp) || !SIGNATURE.test(sig)) return "malformed";
-  const expected = Buffer.from(sign(key, { tenantId, expiresAt: Number(exp) * 1000 }));
+  const expected = Buffer.from(sign(key, { ...registration, expiresAt: Number(exp) * 1000 }));
   const given = Buffer.from(sig);
   if (expected.length !== given.length || !timingSafeEqual(expected, given)) return "bad_signature";
   // Checked after the signature so an attacker learns nothing from the expiry answer.

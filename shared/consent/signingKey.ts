@@ -28,7 +28,8 @@ export class SigningKeyProvider {
   }
 
   private async load(): Promise<Buffer> {
-    let value = (await this.secrets.get(SIGNING_KEY_SECRET_NAME))?.value;
+    // Always the oldest enabled version: every instance, racing or late, lands on the same key.
+    let value = await this.secrets.getOldest(SIGNING_KEY_SECRET_NAME);
     if (value === undefined) {
       await this.secrets.set(SIGNING_KEY_SECRET_NAME, randomBytes(32).toString("base64"), {
         contentType: "application/vnd.mssp.hmac-key",

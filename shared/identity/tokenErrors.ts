@@ -15,7 +15,11 @@ export interface TokenFailure {
   aadsts?: string;
 }
 
-const APP_CREDENTIAL_CODES = new Set(["7000215", "7000222", "700027", "50012", "7000112", "700016"]);
+const APP_CREDENTIAL_CODES = new Set(["7000215", "7000222", "700027", "50012"]);
+// The customer disabled or removed our enterprise app: theirs to fix, by consenting again.
+const CUSTOMER_APP_CODES = new Set(["700016", "7000112"]);
+// MSAL's own checks of a response (nonce, state, missing tokens): retrying the same answer cannot help.
+const CLIENT_VALIDATION_ERRORS = new Set(["nonce_mismatch", "state_mismatch", "token_parsing_error", "no_tokens_found"]);
 const TRANSIENT_CODES = new Set(["50033", "90006", "90033", "90090", "50087", "90024", "90055", "50196"]);
 const RECONSENT_ERRORS = new Set([
   "invalid_grant",
@@ -44,7 +48,8 @@ export function classifyTokenFailure(error: unknown): TokenFailure {
   const status = typeof e.status === "number" ? e.status : undefined;
   // 700016 is "application not found in the directory": in a customer tenant that means the
   // service principal is gone (consent revoked), which is the customer's to fix, not ours.
-  if (errorNo === "700016") return { category: "reconsent", error: code, ...aadsts };
+  if (errorNo && CUSTOMER_APP_CODES.has(errorNo)) return { category: "reconsent", error: code, ...aadsts };
+  if (CLIENT_VALIDATION_ERRORS.has(code)) return { category: "reconsent", error: code, ...aadsts };
   if (code === "invalid_client" || code === "unauthorized_client" || (errorNo && APP_CREDENTIAL_CODES.has(errorNo))) {
     return { category: "app_credential", error: code, ...aadsts };
   }

@@ -105,7 +105,7 @@ export class TenantAdmin {
     const record = await this.deps.tenants.get(tenantId);
     if (!record) throw notFound("tenant_not_found", "No tenant with this id is registered.");
     const [view] = await this.decorate([record]);
-    return record.status === "offboarded" ? (view as TenantView) : { ...(view as TenantView), ...(await this.consentUrlFor(tenantId)) };
+    return record.status === "offboarded" ? (view as TenantView) : { ...(view as TenantView), ...(await this.consentUrlFor(record)) };
   }
 
   /** Deletes the tenant's tokens from Key Vault first, then marks it offboarded: its links stop working. */
@@ -122,14 +122,18 @@ export class TenantAdmin {
   }
 
   private async withConsentUrl(record: TenantRecord): Promise<TenantView> {
-    return { ...record, ...(await this.consentUrlFor(record.tenantId)) };
+    return { ...record, ...(await this.consentUrlFor(record)) };
   }
 
-  private async consentUrlFor(tenantId: string): Promise<Pick<TenantView, "consentUrl" | "consentUrlExpiresAt">> {
+  private async consentUrlFor(record: TenantRecord): Promise<Pick<TenantView, "consentUrl" | "consentUrlExpiresAt">> {
     const key = await this.deps.signingKey.get();
     const expiresAt = this.deps.clock() + this.deps.config.consentLinkTtlHours * 3600_000;
     return {
-      consentUrl: buildConsentUrl(this.deps.config.publicBaseUrl, key, { tenantId, expiresAt }),
+      consentUrl: buildConsentUrl(this.deps.config.publicBaseUrl, key, {
+        tenantId: record.tenantId,
+        registeredAt: record.createdAt,
+        expiresAt,
+      }),
       consentUrlExpiresAt: new Date(Math.floor(expiresAt / 1000) * 1000).toISOString(),
     };
   }

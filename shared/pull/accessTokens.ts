@@ -31,6 +31,7 @@ export interface TokenStats {
   memoryHits: number;
   vaultReads: number;
   vaultWrites: number;
+  vaultWriteFailures: number;
   tokenRequests: number;
 }
 
@@ -43,7 +44,7 @@ export interface TokenStats {
  */
 export class AccessTokenSource {
   private readonly memory = new Map<string, { token: string; expiresAt: number }>();
-  readonly stats: TokenStats = { memoryHits: 0, vaultReads: 0, vaultWrites: 0, tokenRequests: 0 };
+  readonly stats: TokenStats = { memoryHits: 0, vaultReads: 0, vaultWrites: 0, vaultWriteFailures: 0, tokenRequests: 0 };
 
   constructor(private readonly deps: AccessTokenSourceDeps) {}
 
@@ -82,14 +83,37 @@ export class AccessTokenSource {
       state.accessTokenExpiresAt = refreshed.accessTokenExpiresAt;
       this.memory.set(tenantId, { token: refreshed.accessToken, expiresAt: refreshed.accessTokenExpiresAt });
       if (now - current.refreshTokenObtainedAt >= this.deps.refreshTokenPersistAgeMs) {
-        const next: TenantTokenBundle = { ...current, refreshToken: refreshed.refreshToken, refreshTokenObtainedAt: now };
-        this.stats.vaultWrites++;
-        await this.deps.tokens.write(tenantId, next);
-        bundle = next;
-        state.refreshTokenObtainedAt = now;
+        bundle = await this.persistRotated(tenantId, current, refreshed.refreshToken, now, state);
       }
       return refreshed.accessToken;
     };
+  }
+
+  /**
+   * Writes the rotated refresh token back, unless a consent stored a newer bundle meanwhile.
+   * Best effort: the stored token stays valid, so a failed write is retried by a later pull
+   * rather than failing this one.
+   */
+  private async persistRotated(
+    tenantId: string,
+    current: TenantTokenBundle,
+    refreshToken: string,
+    now: number,
+    state: PullState,
+  ): Promise<TenantTokenBundle> {
+    try {
+      this.stats.vaultReads++;
+      const stored = await this.deps.tokens.read(tenantId);
+      if (stored && stored.refreshTokenObtainedAt > current.refreshTokenObtainedAt) return stored;
+      const next: TenantTokenBundle = { ...current, refreshToken, refreshTokenObtainedAt: now };
+      this.stats.vaultWrites++;
+      await this.deps.tokens.write(tenantId, next);
+      state.refreshTokenObtainedAt = now;
+      return next;
+    } catch {
+      this.stats.vaultWriteFailures++;
+      return current;
+    }
   }
 
   /** Forget a tenant's in-memory token (after a 401 or an offboarding). */

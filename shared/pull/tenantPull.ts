@@ -6,6 +6,7 @@ import type { RateBudget } from "../defender/rateBudget";
 import { defenderBaseUrl } from "../defender/regions";
 import { describeError } from "../errors";
 import type { Logger } from "../logging";
+import { SecretStoreError } from "../secrets/secretStore";
 import { SinkError, type AlertEnvelope, type AlertSink } from "../sinks/alertSink";
 import type { TenantRecord, TenantRegistry } from "../state/tenantRegistry";
 import { TokenUnavailableError, type AccessTokenSource } from "./accessTokens";
@@ -185,6 +186,9 @@ export class TenantPull {
         error.code === "forbidden"
           ? "The Defender API refused access: the customer must authorize the MSSP application in the Defender portal"
           : `The Defender API call failed (${error.code})`;
+    } else if (error instanceof SecretStoreError) {
+      code = "secret_store_unavailable";
+      message = "Key Vault could not be reached for the tenant's token; the next cycle retries";
     } else if (error instanceof SinkError) {
       code = "sink_failed";
       message = "Writing alerts to the sink failed; the checkpoint did not move and the next cycle retries";
@@ -210,8 +214,9 @@ export class TenantPull {
     }
     if (category === "reconsent") {
       const at = new Date(deps.clock()).toISOString();
+      // Only if no new consent landed while this pull ran with the old token.
       await deps.tenants.update(tenantId, (current) =>
-        current.status === "connected"
+        current.status === "connected" && current.consentedAt === tenant.consentedAt
           ? { status: "reconsent_required", lastErrorCode: code, lastErrorMessage: message, lastErrorAt: at }
           : undefined,
       );

@@ -255,11 +255,17 @@ describe("consent links", () => {
 
     const bare = track(await openConsentLink(env, `${PUBLIC_BASE_URL}/api/consent/${other}`));
     expect(bare.status).toBe(400);
+
+    // A link for a tenant nobody registered looks exactly like a bad one: no probing for customers.
+    const unknown = track(await openConsentLink(env, consentUrl.replace(/consent\/[0-9a-f-]{36}/, `consent/${randomUUID()}`)));
+    expect(unknown.status).toBe(400);
+    expect(unknown.body).toBe(bad.body);
   });
 
   it("refuses an expired link", async () => {
     const { tenantId } = await registerTenant(env);
-    const expired = buildConsentUrl(PUBLIC_BASE_URL, await signingKey(), { tenantId, expiresAt: Date.now() - 60_000 });
+    const registeredAt = String((await tenantView(tenantId)).body["createdAt"]);
+    const expired = buildConsentUrl(PUBLIC_BASE_URL, await signingKey(), { tenantId, registeredAt, expiresAt: Date.now() - 60_000 });
     const result = track(await openConsentLink(env, expired));
     expect(result.status).toBe(410);
     expect(result.location).toBeNull();
@@ -334,12 +340,16 @@ describe("offboarding", () => {
     expect(link.location).toBeNull();
   });
 
-  it("can register and connect an offboarded tenant again", async () => {
+  it("can register and connect an offboarded tenant again, without reviving its old links", async () => {
     const { tenantId, consentUrl } = await registerTenant(env);
     await completeConsent(env, consentUrl);
     await env.app.http("offboardTenant", { method: "DELETE", url: `/api/tenants/${tenantId}`, params: { tenantId } });
+    await new Promise((resolve) => setTimeout(resolve, 5));
     const again = await registerTenant(env, tenantId, "Contoso again");
     expect(again.result.status).toBe(201);
+    const oldLink = track(await openConsentLink(env, consentUrl));
+    expect(oldLink.status).toBe(400);
+    expect(oldLink.location).toBeNull();
     const { callback } = await completeConsent(env, again.consentUrl);
     expect(callback.status).toBe(200);
     expect(storedRefreshToken(tenantId)).toBeDefined();

@@ -13,6 +13,8 @@ describe("classifyTokenFailure", () => {
     [serverError("interaction_required", 50076, "InteractionRequiredAuthError"), "reconsent", "AADSTS50076"],
     [serverError("interaction_required", 53003, "InteractionRequiredAuthError"), "reconsent", "AADSTS53003"],
     [serverError("unauthorized_client", 700016), "reconsent", "AADSTS700016"],
+    [serverError("unauthorized_client", 7000112), "reconsent", "AADSTS7000112"],
+    [{ name: "ClientAuthError", errorCode: "nonce_mismatch" }, "reconsent", undefined],
     [serverError("invalid_client", 7000215), "app_credential", "AADSTS7000215"],
     [serverError("invalid_client", 7000222), "app_credential", "AADSTS7000222"],
     [serverError("invalid_client"), "app_credential", undefined],
