@@ -8,6 +8,8 @@ export interface PullHealth {
   lastSuccessfulPullAt: string | null;
   alertsInLastPull: number | null;
   checkpoint: string | null;
+  /** A window is partly read (a backlog larger than one run, or a run cut short); the next run resumes it. */
+  catchingUp: boolean;
   refreshTokenAgeHours: number | null;
   consecutiveFailures: number;
   lastPullErrorCode: string | null;
@@ -25,6 +27,7 @@ export function pullHealthDecorator(store: PullStateStore, clock: Clock) {
         lastSuccessfulPullAt: state?.lastSuccessAt ?? null,
         alertsInLastPull: state?.lastAlertCount ?? null,
         checkpoint: state?.watermark ?? null,
+        catchingUp: state?.window !== undefined,
         refreshTokenAgeHours: state?.refreshTokenObtainedAt
           ? Math.round(((clock() - state.refreshTokenObtainedAt) / 3600_000) * 10) / 10
           : null,

@@ -205,7 +205,7 @@ describe("scheduling and tenant isolation", () => {
     }>().tenants;
     const healthyView = list.find((t) => t.tenantId === healthy);
     const brokenView = list.find((t) => t.tenantId === broken);
-    expect(healthyView?.health).toMatchObject({ alertsInLastPull: 5, consecutiveFailures: 0, lastPullErrorCode: null });
+    expect(healthyView?.health).toMatchObject({ alertsInLastPull: 5, consecutiveFailures: 0, lastPullErrorCode: null, catchingUp: false });
     expect(typeof healthyView?.health["checkpoint"]).toBe("string");
     expect(typeof healthyView?.health["lastSuccessfulPullAt"]).toBe("string");
     expect(Number(healthyView?.health["refreshTokenAgeHours"])).toBeLessThan(1);
