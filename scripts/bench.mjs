@@ -3,7 +3,7 @@
 // Not a test: it prints figures and PASS/FAIL per target and always exits 0 unless it crashes.
 //
 //   node --expose-gc scripts/bench.mjs [--tenants 1000] [--latency-ms 100] [--alerts-per-tenant 20]
-//     [--baseline-tenants 100] [--backlog 100000] [--backlog-page-size 10000] [--warm-cycles 12]
+//     [--baseline-tenants 100] [--steady-tenants 200] [--warm-cycles 12] [--backlog 100000] [--backlog-page-size 10000]
 //     [--concurrency <host.json batchSize+newBatchThreshold>] [--setup-concurrency 32]
 //     [--skip-baseline] [--skip-warm] [--skip-backlog] [--cpu-prof-dir DIR]
 //   --cpu-prof-dir DIR writes CPU profiles of the cold cycle (this process), the fakes and the backlog child.
@@ -29,6 +29,7 @@ function parseArgs(argv) {
     latencyMs: 100,
     alertsPerTenant: 20,
     baselineTenants: 100,
+    steadyTenants: 200,
     backlog: 100_000,
     backlogPageSize: 10_000,
     warmCycles: 12,
@@ -45,6 +46,7 @@ function parseArgs(argv) {
     "--latency-ms": "latencyMs",
     "--alerts-per-tenant": "alertsPerTenant",
     "--baseline-tenants": "baselineTenants",
+    "--steady-tenants": "steadyTenants",
     "--backlog": "backlog",
     "--backlog-page-size": "backlogPageSize",
     "--warm-cycles": "warmCycles",
@@ -103,6 +105,8 @@ function loadApp() {
     ...need("dist/shared/services.js"),
     ...need("dist/shared/config.js"),
     ...need("dist/shared/logging.js"),
+    ...need("dist/shared/sinks/blobAlertSink.js"),
+    ...need("dist/shared/sinks/containers.js"),
     azurite: need("dist-bench/test/harness/azurite.js"),
   };
 }
@@ -422,7 +426,26 @@ async function backlogScenario(opts) {
     ALERTS_CONTAINER: "bench-backlog",
     PULL_PAGE_SIZE: String(opts.backlogPageSize),
   });
-  const services = app.createServices(app.loadConfig(env), { clock });
+  const config = app.loadConfig(env);
+  // The same blob sink createServices builds, wrapped only to time its writes.
+  const blobSink = new app.BlobAlertSink(app.openContainer(config.storage, config.pull.alertsContainer, () => {
+    throw new Error("no Azure credential in the benchmark");
+  }));
+  const sinkStats = { writes: 0, ms: 0, alerts: 0 };
+  const sink = {
+    async write(key, alerts) {
+      const t = performance.now();
+      try {
+        return await blobSink.write(key, alerts);
+      } finally {
+        sinkStats.writes++;
+        sinkStats.alerts += alerts.length;
+        sinkStats.ms += performance.now() - t;
+      }
+    },
+  };
+  const services = app.createServices(config, { clock, sink });
+  Object.assign(watchedPids, shared.pids);
   const control = new Control(shared.fakes);
   const tenantId = randomUUID();
   await onboard(services, control, log, tenantId, "Backlog Ltd");
@@ -440,9 +463,11 @@ async function backlogScenario(opts) {
   gc();
   const rssBefore = process.memoryUsage().rss;
   const sampler = rssSampler();
+  const cpuBefore = cpuSnapshot();
   const t0 = performance.now();
   const outcome = await services.tenantPull.run(tenantId, log);
   const wallMs = performance.now() - t0;
+  const cpu = cpuDelta(cpuBefore, cpuSnapshot());
   const peakRss = sampler.stop();
   const fake = await control.stats();
   await control.close();
@@ -454,6 +479,8 @@ async function backlogScenario(opts) {
     maxRss: process.resourceUsage().maxRSS * 1024,
     defenderRequests: fake.defender.requests,
     pageSize: opts.backlogPageSize,
+    cpu,
+    sink: sinkStats,
   };
 }
 
@@ -535,6 +562,8 @@ async function main(opts) {
   }
 
   // Steady state: warm cycles, each 5 minutes later on the app's clock, with 1–2 new alerts per tenant.
+  // Run on a sample of the tenants (the per-tenant counts do not depend on N) to keep the bench short.
+  const steadyTenants = tenants.slice(0, Math.max(1, Math.min(tenants.length, opts.steadyTenants)));
   const warmModes = [];
   if (!opts.skipWarm && opts.warmCycles > 0) {
     for (const mode of ["warm process", "fresh process"]) {
@@ -544,23 +573,23 @@ async function main(opts) {
         // Newer than every earlier window's end, older than this cycle's: exactly this window.
         const newest = clock() - config.pull.settleSeconds * 1000 - 4 * MIN;
         let expected = 0;
-        await pool(tenants, opts.setupConcurrency, (id, i) => {
+        await pool(steadyTenants, opts.setupConcurrency, (id, i) => {
           const n = 1 + ((i + c) % 2);
           expected += n;
           return control.seed(id, n, newest, 30_000);
         });
         const services = mode === "warm process" ? coldServices : app.createServices(config, { clock });
-        const r = await runCycle({ services, control, log, tenants, concurrency });
+        const r = await runCycle({ services, control, log, tenants: steadyTenants, concurrency });
         r.expected = expected;
         cycles.push(r);
       }
       const sum = (k) => cycles.reduce((a, r) => a + r[k], 0);
-      const tenantCycles = tenants.length * cycles.length;
+      const tenantCycles = steadyTenants.length * cycles.length;
       warmModes.push({
         mode,
         cycles: cycles.length,
-        ok: cycles.every((r) => r.pulled === tenants.length && r.alerts === r.expected),
-        problems: cycles.flatMap((r, i) => (r.pulled === tenants.length && r.alerts === r.expected ? [] : [`cycle ${i + 2}: pulled ${r.pulled}/${tenants.length}, alerts ${r.alerts}/${r.expected} ${JSON.stringify(r.other)}`])),
+        ok: cycles.every((r) => r.pulled === steadyTenants.length && r.alerts === r.expected),
+        problems: cycles.flatMap((r, i) => (r.pulled === steadyTenants.length && r.alerts === r.expected ? [] : [`cycle ${i + 2}: pulled ${r.pulled}/${steadyTenants.length}, alerts ${r.alerts}/${r.expected} ${JSON.stringify(r.other)}`])),
         kvGet: sum("kvGet") / tenantCycles,
         kvSet: sum("kvSet") / tenantCycles,
         tokenCalls: sum("tokenCalls") / tenantCycles,
@@ -568,6 +597,8 @@ async function main(opts) {
         maxWallMs: Math.max(...cycles.map((r) => r.wallMs)),
         alerts: sum("alerts"),
         perCycleTokenCalls: cycles.map((r) => r.tokenCalls),
+        perCycleWall: cycles.map((r) => r.wallMs),
+        cpu: Object.fromEntries(Object.keys(cycles[0].cpu).map((k) => [k, cycles.reduce((a, r) => a + (r.cpu[k] ?? NaN), 0)])),
       });
     }
   }
@@ -576,7 +607,7 @@ async function main(opts) {
   let backlog;
   if (!opts.skipBacklog && opts.backlog > 0) {
     gc();
-    backlog = await runBacklogChild(opts, { fakes, connectionString: azurite.connectionString });
+    backlog = await runBacklogChild(opts, { fakes, connectionString: azurite.connectionString, pids: watchedPids });
   }
   await control.close();
   await Promise.all([fakes.stop(), azurite.stop()]);
@@ -605,21 +636,29 @@ async function main(opts) {
     if (!baseline.ok) say(`  !!!!! FAIL correctness: baseline pulled ${baseline.pulled}/${baseline.tenants}, alerts ${baseline.alerts} ${JSON.stringify(baseline.other)}`);
   }
   if (warmModes.length) {
+    const m = steadyTenants.length;
     say(`── steady state: ${opts.warmCycles} warm cycles per mode, clock +5 min per cycle, 1–2 new alerts per tenant ──`);
+    say(`  measured on ${m === n ? `all ${n} tenants` : `a sample of ${m} of the ${n} tenants (--steady-tenants); wall times are for ${m}, ≈ for ${n} by rate`}`);
     say("  mode            KV reads/t/c  KV writes/t/c  token calls/t/c  mean wall   max wall   alerts  ok");
     for (const w of warmModes) {
       say(`  ${w.mode.padEnd(15)} ${fmt(w.kvGet, 3).padStart(12)}  ${fmt(w.kvSet, 3).padStart(13)}  ${fmt(w.tokenCalls, 3).padStart(15)}  ${secs(w.meanWallMs).padStart(9)}  ${secs(w.maxWallMs).padStart(9)}  ${fmt(w.alerts).padStart(7)}  ${w.ok ? "yes" : "NO"}`);
     }
-    say(`  (token calls per cycle: ${warmModes.map((w) => `${w.mode}: [${w.perCycleTokenCalls.join(",")}]`).join("; ")})`);
+    for (const w of warmModes) {
+      if (m !== n) say(`  ${w.mode}: ≈ ${secs((w.meanWallMs * n) / m)} per cycle for all ${n} tenants at the sample's rate`);
+      say(`  ${w.mode}: wall per cycle [${w.perCycleWall.map((ms) => fmt(ms / 1000, 1)).join(", ")}] s; token calls per cycle [${w.perCycleTokenCalls.join(",")}]`);
+      say(`  ${" ".repeat(w.mode.length)}  CPU ${cpuLine(w.cpu, m * w.cycles)}`);
+    }
     say("  warm process = one long-lived services instance; fresh process = createServices() per cycle (no in-memory cache)");
     for (const w of warmModes) for (const p of w.problems) say(`  !!!!! FAIL correctness (${w.mode}) ${p}`);
   }
   if (backlog) {
     const o = backlog.outcome;
     const alertsPerSec = (o.alerts ?? 0) / (backlog.wallMs / 1000);
-    say(`── backlog: 1 tenant, ${fmt(opts.backlog)} alerts in its first window, page size ${fmt(backlog.pageSize)} (PULL_PAGE_SIZE, the API max) ──`);
+    say(`── backlog: 1 tenant, ${fmt(opts.backlog)} alerts in its first window, page size ${fmt(backlog.pageSize)} (PULL_PAGE_SIZE${backlog.pageSize === 10_000 ? ", the API max" : ""}) ──`);
     say(`  wall time          ${secs(backlog.wallMs)}   ${fmt(alertsPerSec)} alerts/s   ${backlog.defenderRequests} Defender requests`);
     say(`  peak RSS (child)   ${mb(backlog.peakRss)} sampled during the pull (${mb(backlog.rssBefore)} before it); process maxRSS ${mb(backlog.maxRss)}`);
+    say(`  time split         ${secs(backlog.sink.ms)} in ${backlog.sink.writes} blob sink writes (${fmt(backlog.sink.ms / Math.max(1, backlog.sink.writes))} ms each), ${secs(backlog.wallMs - backlog.sink.ms)} reading pages from Defender (${opts.latencyMs} ms latency each) and the rest`);
+    say(`  CPU time           ${cpuLine(backlog.cpu, 1).replace(/ \([^)]*\)/g, "")}`);
     say(`  outcome            ${JSON.stringify(o)}`);
     backlog.ok = o.outcome === "pulled" && o.complete && o.alerts === opts.backlog;
     backlog.alertsPerSec = alertsPerSec;
