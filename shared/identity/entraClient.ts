@@ -50,6 +50,7 @@ export class EntraClient {
   private readonly idTokens: IdTokenValidator;
   private readonly networkClient;
   private readonly knownAuthorities: string[];
+  private readonly customHost: boolean;
 
   constructor(private readonly options: EntraClientOptions) {
     this.idTokens = new IdTokenValidator(options.http, options.authorityHost, options.clientId, options.clock);
@@ -57,7 +58,25 @@ export class EntraClient {
     const host = new URL(options.authorityHost).host;
     // A non-Microsoft host (sovereign proxy, local fake) must be declared or MSAL asks
     // login.microsoftonline.com to vouch for it.
-    this.knownAuthorities = MICROSOFT_AUTHORITY_HOSTS.has(host) ? [] : [host];
+    this.customHost = !MICROSOFT_AUTHORITY_HOSTS.has(host);
+    this.knownAuthorities = this.customHost ? [host] : [];
+  }
+
+  /**
+   * For Microsoft hosts MSAL uses built-in endpoint metadata. Any other host (a sovereign proxy,
+   * the local fake) serves the same Entra layout, so the metadata is given the same way instead
+   * of MSAL fetching the OpenID configuration before every token request.
+   */
+  private authorityMetadata(tenantId: string): string | undefined {
+    if (!this.customHost) return undefined;
+    const base = `${this.options.authorityHost}/${tenantId}`;
+    return JSON.stringify({
+      token_endpoint: `${base}/oauth2/v2.0/token`,
+      authorization_endpoint: `${base}/oauth2/v2.0/authorize`,
+      end_session_endpoint: `${base}/oauth2/v2.0/logout`,
+      issuer: `${base}/v2.0`,
+      jwks_uri: `${base}/discovery/v2.0/keys`,
+    });
   }
 
   private app(tenantId: string): ConfidentialClientApplication {
@@ -67,6 +86,7 @@ export class EntraClient {
         clientSecret: this.options.clientSecret,
         authority: `${this.options.authorityHost}/${tenantId}`,
         knownAuthorities: this.knownAuthorities,
+        ...(this.customHost ? { authorityMetadata: this.authorityMetadata(tenantId) } : {}),
       },
       system: {
         networkClient: this.networkClient,

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Clock } from "../clock";
 import type { PullSettings } from "../config";
 import { DefenderApiError, type DefenderClient } from "../defender/defenderClient";
+import type { AlertPage } from "../defender/types";
 import type { RateBudget } from "../defender/rateBudget";
 import { defenderBaseUrl } from "../defender/regions";
 import { describeError } from "../errors";
@@ -111,8 +112,8 @@ export class TenantPull {
     const pageOverlap = Math.max(1, Math.ceil(settings.pageSize / 50));
     const startSkip = window.skip > 0 ? Math.max(0, window.skip - settings.pageSize) : 0;
     const pulledAt = new Date(deps.clock()).toISOString();
-    try {
-      for await (const page of deps.defender.pages({
+    const pages = deps.defender
+      .pages({
         tenantId: tenant.tenantId,
         from: window.from,
         to: window.to,
@@ -126,7 +127,23 @@ export class TenantPull {
           return accessToken(force);
         },
         deadline,
-      })) {
+      })
+      [Symbol.asyncIterator]();
+    const ahead = (): Promise<IteratorResult<AlertPage, void>> => {
+      const next = pages.next();
+      // Marked handled here; the failure surfaces when the loop awaits it.
+      next.catch(() => undefined);
+      return next;
+    };
+    try {
+      let pending = ahead();
+      for (;;) {
+        const result = await pending;
+        if (result.done) break;
+        const page = result.value;
+        // The next page is read while this one goes to the sink: the two overlap, and no more
+        // than two pages are ever in memory.
+        if (page.nextSkip !== undefined) pending = ahead();
         const fresh: AlertEnvelope[] = [];
         const versions: Array<[string, number]> = [];
         for (const alert of page.alerts) {
@@ -144,8 +161,10 @@ export class TenantPull {
         for (const [hash, at] of versions) state.delivered.set(hash, at);
         lastPage = versions;
         delivered += fresh.length;
-        state.window = { from: window.from, to: window.to, skip: page.nextSkip ?? page.skip + page.alerts.length };
         state.apiCalls = deps.budget.snapshot(tenant.tenantId);
+        if (page.nextSkip === undefined) break;
+        state.window = { from: window.from, to: window.to, skip: page.nextSkip };
+        // The last page's progress is saved by the checkpoint write that ends the run.
         await lease.save();
       }
     } catch (error) {

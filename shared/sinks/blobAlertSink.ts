@@ -61,10 +61,11 @@ export class BlobAlertSink implements AlertSink {
   async write(key: AlertBatchKey, alerts: readonly AlertEnvelope[]): Promise<void> {
     if (alerts.length === 0) return;
     const name = BlobAlertSink.blobNameFor(key, alerts);
-    let lines = "";
-    for (const envelope of alerts) lines += `${JSON.stringify(envelope)}\n`;
-    const body = Buffer.from(lines, "utf8");
-    lines = "";
+    const lines: string[] = new Array<string>(alerts.length + 1);
+    for (let i = 0; i < alerts.length; i++) lines[i] = JSON.stringify(alerts[i]);
+    lines[alerts.length] = "";
+    const body = Buffer.from(lines.join("\n"), "utf8");
+    lines.length = 0;
     await this.ensureContainer();
     try {
       await this.container.getBlockBlobClient(name).upload(body, body.length, {
