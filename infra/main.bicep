@@ -73,7 +73,7 @@ param pullFirstRunLookbackHours int = 24
 @description('Alerts requested per page ($top).')
 @minValue(1)
 @maxValue(10000)
-param pullPageSize int = 1000
+param pullPageSize int = 2500
 
 @description('Request alert evidence ($expand=evidence); larger responses.')
 param pullExpandEvidence bool = false

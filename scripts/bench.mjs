@@ -3,7 +3,7 @@
 // Not a test: it prints figures and PASS/FAIL per target and always exits 0 unless it crashes.
 //
 //   node --expose-gc scripts/bench.mjs [--tenants 1000] [--latency-ms 100] [--alerts-per-tenant 20]
-//     [--baseline-tenants 100] [--steady-tenants 200] [--warm-cycles 12] [--backlog 100000] [--backlog-page-size 10000]
+//     [--baseline-tenants 100] [--steady-tenants 200] [--warm-cycles 12] [--backlog 100000] [--backlog-page-size <app default>]
 //     [--concurrency <host.json batchSize+newBatchThreshold>] [--setup-concurrency 32]
 //     [--skip-baseline] [--skip-warm] [--skip-backlog] [--cpu-prof-dir DIR]
 //   --cpu-prof-dir DIR writes CPU profiles of the cold cycle (this process), the fakes and the backlog child.
@@ -31,7 +31,7 @@ function parseArgs(argv) {
     baselineTenants: 100,
     steadyTenants: 200,
     backlog: 100_000,
-    backlogPageSize: 10_000,
+    backlogPageSize: undefined, // the app's PULL_PAGE_SIZE default unless given
     warmCycles: 12,
     concurrency: undefined,
     setupConcurrency: 32,
@@ -74,7 +74,7 @@ function parseArgs(argv) {
     }
   }
   if (opts.tenants < 1) usage("--tenants must be at least 1");
-  if (opts.backlogPageSize < 1 || opts.backlogPageSize > 10_000) usage("--backlog-page-size must be 1..10000");
+  if (opts.backlogPageSize !== undefined && (opts.backlogPageSize < 1 || opts.backlogPageSize > 10_000)) usage("--backlog-page-size must be 1..10000");
   return opts;
 }
 
@@ -271,7 +271,6 @@ function makeEnv(fakes, connectionString, extra = {}) {
     LOCAL_DEV_CA_CERT_FILE: fakes.certFile,
     LOCAL_DEV_VAULT_TOKEN: fakes.vaultToken,
     PULL_SETTLE_SECONDS: "60",
-    PULL_PAGE_SIZE: "1000",
     ...extra,
   };
 }
@@ -424,7 +423,7 @@ async function backlogScenario(opts) {
   const log = app.silentLogger;
   const env = makeEnv(shared.fakes, shared.connectionString, {
     ALERTS_CONTAINER: "bench-backlog",
-    PULL_PAGE_SIZE: String(opts.backlogPageSize),
+    ...(opts.backlogPageSize === undefined ? {} : { PULL_PAGE_SIZE: String(opts.backlogPageSize) }),
   });
   const config = app.loadConfig(env);
   // The same blob sink createServices builds, wrapped only to time its writes.
@@ -478,7 +477,7 @@ async function backlogScenario(opts) {
     peakRss,
     maxRss: process.resourceUsage().maxRSS * 1024,
     defenderRequests: fake.defender.requests,
-    pageSize: opts.backlogPageSize,
+    pageSize: config.pull.pageSize,
     cpu,
     sink: sinkStats,
   };
@@ -486,7 +485,8 @@ async function backlogScenario(opts) {
 
 function runBacklogChild(opts, shared) {
   return new Promise((resolve, reject) => {
-    const args = ["--scenario", "backlog", "--backlog", String(opts.backlog), "--backlog-page-size", String(opts.backlogPageSize)];
+    const args = ["--scenario", "backlog", "--backlog", String(opts.backlog)];
+    if (opts.backlogPageSize !== undefined) args.push("--backlog-page-size", String(opts.backlogPageSize));
     const child = fork(SELF, args, {
       env: { ...process.env, BENCH_SHARED: JSON.stringify(shared) },
       execArgv: ["--expose-gc", ...profArgs(opts.cpuProfDir)],
@@ -654,7 +654,7 @@ async function main(opts) {
   if (backlog) {
     const o = backlog.outcome;
     const alertsPerSec = (o.alerts ?? 0) / (backlog.wallMs / 1000);
-    say(`── backlog: 1 tenant, ${fmt(opts.backlog)} alerts in its first window, page size ${fmt(backlog.pageSize)} (PULL_PAGE_SIZE${backlog.pageSize === 10_000 ? ", the API max" : ""}) ──`);
+    say(`── backlog: 1 tenant, ${fmt(opts.backlog)} alerts in its first window, page size ${fmt(backlog.pageSize)} (PULL_PAGE_SIZE${opts.backlogPageSize === undefined ? ", the app default" : ""}) ──`);
     say(`  wall time          ${secs(backlog.wallMs)}   ${fmt(alertsPerSec)} alerts/s   ${backlog.defenderRequests} Defender requests`);
     say(`  peak RSS (child)   ${mb(backlog.peakRss)} sampled during the pull (${mb(backlog.rssBefore)} before it); process maxRSS ${mb(backlog.maxRss)}`);
     say(`  time split         ${secs(backlog.sink.ms)} in ${backlog.sink.writes} blob sink writes (${fmt(backlog.sink.ms / Math.max(1, backlog.sink.writes))} ms each), ${secs(backlog.wallMs - backlog.sink.ms)} reading pages from Defender (${opts.latencyMs} ms latency each) and the rest`);

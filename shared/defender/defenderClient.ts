@@ -1,7 +1,8 @@
 import type { Clock } from "../clock";
 import { HttpNetworkError, HttpTimeoutError, type HttpClient, type HttpResponse } from "../http/httpClient";
 import type { RateBudget } from "./rateBudget";
-import type { AlertPage, AlertWindowQuery, DefenderAlert } from "./types";
+import type { AlertPage, AlertWindowQuery } from "./types";
+import { PageFormatError, scanPage, type ScannedPage } from "./pageScanner";
 
 export type DefenderErrorCode =
   | "unauthorized"
@@ -106,16 +107,27 @@ export class DefenderClient {
     if (!Number.isInteger(query.pageOverlap) || query.pageOverlap < 0) throw new RangeError("DefenderClient: pageOverlap must be a non-negative integer");
     const base = query.baseUrl.replace(/\/+$/, "");
     const origin = new URL(base).origin;
-    let skip = query.startSkip;
-    let url = alertsUrl(base, query, skip);
+    const readAhead = Math.max(1, Math.min(4, query.readAhead ?? 1));
+    const step = query.pageSize - Math.min(query.pageOverlap, query.pageSize - 1);
+    // Requests in flight, in $skip order. Without a nextLink the next positions are known in
+    // advance, so up to `readAhead` pages are requested at once to hide the API's latency; a
+    // short page ends the window and whatever was read past it is dropped.
+    let queue: InFlightPage[] = [];
+    const request = (skip: number, url: string): InFlightPage => {
+      const page = this.fetch(url, query).then((response) => parsePage(response, url));
+      page.catch(() => undefined);
+      return { skip, url, page };
+    };
+    queue.push(request(query.startSkip, alertsUrl(base, query, query.startSkip)));
     for (;;) {
+      const current = queue.shift();
+      if (!current) return;
       if (this.options.clock() > query.deadline) {
         throw new DefenderApiError("deadline", "The run's deadline passed before the next page of alerts was read");
       }
-      const response = await this.fetch(url, query);
-      const { alerts, nextLink } = parsePage(response, url);
+      const { skip, url } = current;
+      const { alerts, nextLink } = await current.page;
       let nextSkip: number | undefined;
-      let nextUrl: string | undefined;
       if (nextLink !== undefined) {
         const next = resolveNextLink(nextLink, url, origin);
         const linkSkip = next.searchParams.get("$skip");
@@ -127,16 +139,22 @@ export class DefenderClient {
         } else {
           nextSkip = skip + alerts.length;
         }
-        nextUrl = next.toString();
+        const nextUrl = next.toString();
         if (nextUrl === url) throw invalid(url, "@odata.nextLink points at the page just read");
+        // The service drives paging: follow its link, one page at a time.
+        queue = [request(nextSkip, nextUrl)];
       } else if (alerts.length >= query.pageSize) {
         nextSkip = skip + alerts.length - Math.min(query.pageOverlap, alerts.length - 1);
-        nextUrl = alertsUrl(base, query, nextSkip);
+        if (queue[0]?.skip !== nextSkip) queue = [request(nextSkip, alertsUrl(base, query, nextSkip))];
+        while (queue.length < readAhead) {
+          const last = (queue[queue.length - 1] as InFlightPage).skip + step;
+          queue.push(request(last, alertsUrl(base, query, last)));
+        }
+      } else {
+        queue = [];
       }
       yield { alerts, skip, nextSkip };
-      if (nextSkip === undefined || nextUrl === undefined) return;
-      skip = nextSkip;
-      url = nextUrl;
+      if (nextSkip === undefined) return;
     }
   }
 
@@ -235,6 +253,12 @@ export class DefenderClient {
   }
 }
 
+interface InFlightPage {
+  skip: number;
+  url: string;
+  page: Promise<ScannedPage>;
+}
+
 function alertsUrl(base: string, query: AlertWindowQuery, skip: number): string {
   const params = new URLSearchParams();
   params.set("$filter", `lastUpdateTime ge ${query.from} and lastUpdateTime lt ${query.to}`);
@@ -269,28 +293,15 @@ function resolveNextLink(link: string, current: string, origin: string): URL {
   return next;
 }
 
-function parsePage(response: HttpResponse, url: string): { alerts: DefenderAlert[]; nextLink: string | undefined } {
-  let body: unknown;
+function parsePage(response: HttpResponse, url: string): ScannedPage {
   try {
-    body = JSON.parse(response.body);
-  } catch {
-    throw invalid(url, `HTTP ${response.status} response is not JSON`);
+    return scanPage(response.body);
+  } catch (error) {
+    if (error instanceof PageFormatError || error instanceof SyntaxError) {
+      throw invalid(url, error instanceof PageFormatError ? error.message : `HTTP ${response.status} response is not JSON`);
+    }
+    throw error;
   }
-  if (typeof body !== "object" || body === null || !Array.isArray((body as { value?: unknown }).value)) {
-    throw invalid(url, "response has no \"value\" array");
-  }
-  const record = body as { value: unknown[]; "@odata.nextLink"?: unknown };
-  const alerts = record.value;
-  for (let i = 0; i < alerts.length; i++) {
-    const alert = alerts[i];
-    if (typeof alert !== "object" || alert === null || Array.isArray(alert)) throw invalid(url, `alert #${i} is not an object`);
-    const { id, lastUpdateTime } = alert as { id?: unknown; lastUpdateTime?: unknown };
-    if (typeof id !== "string" || id === "") throw invalid(url, `alert #${i} has no string id`);
-    if (typeof lastUpdateTime !== "string" || lastUpdateTime === "") throw invalid(url, `alert #${i} has no string lastUpdateTime`);
-  }
-  const link = record["@odata.nextLink"];
-  if (link !== undefined && link !== null && typeof link !== "string") throw invalid(url, "@odata.nextLink is not a string");
-  return { alerts: alerts as DefenderAlert[], nextLink: typeof link === "string" && link !== "" ? link : undefined };
 }
 
 function header(response: HttpResponse, name: string): string | undefined {

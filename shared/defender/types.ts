@@ -1,9 +1,10 @@
-/** An alert exactly as the Defender API returned it; only the fields the pipeline relies on are typed. */
-export interface DefenderAlert {
-  id: string;
-  lastUpdateTime: string;
-  [field: string]: unknown;
-}
+import type { ScannedAlert } from "./pageScanner";
+
+/**
+ * An alert as the Defender API returned it: its raw JSON, kept byte for byte (timestamps keep
+ * their 7 fractional digits), plus the two fields the pipeline decides on.
+ */
+export type DefenderAlert = ScannedAlert;
 
 /** One page of alerts inside a closed `lastUpdateTime` window. */
 export interface AlertPage {
@@ -30,6 +31,8 @@ export interface AlertWindowQuery {
    * shifts; the repeated alerts are deduplicated by the caller.
    */
   pageOverlap: number;
+  /** How many pages may be requested at once when their positions are known (default 1). */
+  readAhead?: number;
   expandEvidence: boolean;
   /** Base URL for this tenant (regional). */
   baseUrl: string;

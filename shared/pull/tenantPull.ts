@@ -120,6 +120,9 @@ export class TenantPull {
         startSkip,
         pageSize: settings.pageSize,
         pageOverlap,
+        // Three pages requested at once hide the API's latency on a backlog; more would only
+        // hold more pages in memory.
+        readAhead: 3,
         expandEvidence: settings.expandEvidence,
         baseUrl: defenderBaseUrl(deps.defenderApiBaseUrl, tenant.defenderRegion),
         accessToken: async (force) => {

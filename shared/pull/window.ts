@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { DefenderAlert } from "../defender/types";
 
 /** The closed `lastUpdateTime` window the next pull reads, or undefined when there is nothing to read yet. */
@@ -12,12 +12,13 @@ export function nextWindow(
 }
 
 /** An alert version is (id, lastUpdateTime): a new lastUpdateTime for a known id is news. */
-export function versionHash(alert: DefenderAlert): string {
-  return createHash("sha256").update(`${alert.id}\n${alert.lastUpdateTime}`).digest("base64url").slice(0, 16);
+export function versionHash(alert: Pick<DefenderAlert, "id" | "lastUpdateTime">): string {
+  // One-shot hashing: a hash object per alert was a visible cost on 100,000-alert backlogs.
+  return hash("sha256", `${alert.id}\n${alert.lastUpdateTime}`, "base64url").slice(0, 16);
 }
 
 /** lastUpdateTime in epoch seconds; precise enough to decide when a version leaves the overlap. */
-export function updatedAtSeconds(alert: DefenderAlert): number {
+export function updatedAtSeconds(alert: Pick<DefenderAlert, "lastUpdateTime">): number {
   const ms = Date.parse(alert.lastUpdateTime);
   return Number.isFinite(ms) ? Math.floor(ms / 1000) : 0;
 }

@@ -27,6 +27,11 @@ function compact(bound: string, which: string): { compact: string; datePath: str
   return { compact: `${y}${mo}${d}T${h}${mi}${s}${(frac ?? "").padEnd(7, "0")}Z`, datePath: `${y}/${mo}/${d}` };
 }
 
+/** One NDJSON line: the envelope's fields, then the alert's JSON exactly as the API sent it. */
+function envelopeLine(envelope: AlertEnvelope): string {
+  return `{"tenantId":${JSON.stringify(envelope.tenantId)},"tenantName":${JSON.stringify(envelope.tenantName)},"source":"mde","pulledAt":${JSON.stringify(envelope.pulledAt)},"alert":${envelope.alert.json}}`;
+}
+
 /** 12 hex digits over the batch's alert versions: the same batch always gets the same name. */
 function contentTag(alerts: readonly AlertEnvelope[]): string {
   const hash = createHash("sha256");
@@ -61,10 +66,20 @@ export class BlobAlertSink implements AlertSink {
   async write(key: AlertBatchKey, alerts: readonly AlertEnvelope[]): Promise<void> {
     if (alerts.length === 0) return;
     const name = BlobAlertSink.blobNameFor(key, alerts);
-    const lines: string[] = new Array<string>(alerts.length + 1);
-    for (let i = 0; i < alerts.length; i++) lines[i] = JSON.stringify(alerts[i]);
-    lines[alerts.length] = "";
-    const body = Buffer.from(lines.join("\n"), "utf8");
+    // Serialised straight into one buffer of the exact size: no joined string beside it.
+    const lines: string[] = new Array<string>(alerts.length);
+    let size = 0;
+    for (let i = 0; i < alerts.length; i++) {
+      const line = envelopeLine(alerts[i] as AlertEnvelope);
+      lines[i] = line;
+      size += Buffer.byteLength(line, "utf8") + 1;
+    }
+    const body = Buffer.allocUnsafe(size);
+    let offset = 0;
+    for (let i = 0; i < lines.length; i++) {
+      offset += body.write(lines[i] as string, offset, "utf8");
+      body[offset++] = 0x0a;
+    }
     lines.length = 0;
     await this.ensureContainer();
     try {

@@ -4,7 +4,14 @@ import { inject } from "vitest";
 import { loadConfig } from "../../shared/config";
 import type { LogFields, Logger } from "../../shared/logging";
 import { createServices, type ServiceOverrides, type Services } from "../../shared/services";
-import type { AlertEnvelope } from "../../shared/sinks/alertSink";
+/** One NDJSON line as the blob sink stores it: the envelope with the alert object as the API sent it. */
+export interface StoredEnvelope {
+  tenantId: string;
+  tenantName: string;
+  source: string;
+  pulledAt: string;
+  alert: { id: string; lastUpdateTime: string; [field: string]: unknown };
+}
 import { completeConsent, registerTenant, type TestEnvironment } from "./testEnvironment";
 
 export interface CapturedLogger extends Logger {
@@ -40,20 +47,20 @@ export async function connectedTenant(env: TestEnvironment, displayName = "Conto
 }
 
 /** Every envelope the blob sink holds for a tenant, in blob-name order. */
-export async function deliveredEnvelopes(env: TestEnvironment, tenantId: string): Promise<AlertEnvelope[]> {
+export async function deliveredEnvelopes(env: TestEnvironment, tenantId: string): Promise<StoredEnvelope[]> {
   const container = BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(
     env.env["ALERTS_CONTAINER"] ?? "alerts",
   );
   if (!(await container.exists())) return [];
-  const envelopes: AlertEnvelope[] = [];
+  const envelopes: StoredEnvelope[] = [];
   for await (const blob of container.listBlobsFlat({ prefix: `${tenantId}/` })) {
     const text = (await container.getBlobClient(blob.name).downloadToBuffer()).toString("utf8");
-    for (const line of text.split("\n")) if (line) envelopes.push(JSON.parse(line) as AlertEnvelope);
+    for (const line of text.split("\n")) if (line) envelopes.push(JSON.parse(line) as StoredEnvelope);
   }
   return envelopes;
 }
 
-export function deliveredIds(envelopes: AlertEnvelope[]): string[] {
+export function deliveredIds(envelopes: StoredEnvelope[]): string[] {
   return envelopes.map((e) => `${e.alert.id}@${e.alert.lastUpdateTime}`);
 }
 

@@ -12,13 +12,26 @@ function freshContainer(): ContainerClient {
   return BlobServiceClient.fromConnectionString(conn).getContainerClient(`sink-${randomUUID().slice(0, 13)}`);
 }
 
+/** An alert as the Defender client hands it over: the fields it decides on plus the raw JSON. */
+function raw(alert: { id: string; lastUpdateTime: string }): AlertEnvelope["alert"] {
+  return { id: alert.id, lastUpdateTime: alert.lastUpdateTime, json: JSON.stringify(alert) };
+}
+
+interface StoredLine {
+  tenantId: string;
+  tenantName: string;
+  source: string;
+  pulledAt: string;
+  alert: { id: string; lastUpdateTime: string };
+}
+
 function envelopes(count: number, tag = "v1"): AlertEnvelope[] {
   return Array.from({ length: count }, (_, i) => ({
     tenantId: TENANT,
     tenantName: "Contoso \"East\"\nLtd",
     source: "mde",
     pulledAt: "2025-03-05T00:15:00.000Z",
-    alert: { ...makeAlert({ id: `da-${tag}-${i}`, lastUpdateTime: `2025-03-04T23:5${i % 10}:00.1234567Z` }) },
+    alert: raw(makeAlert({ id: `da-${tag}-${i}`, lastUpdateTime: `2025-03-04T23:5${i % 10}:00.1234567Z` })),
   }));
 }
 
@@ -70,8 +83,8 @@ describe("BlobAlertSink", () => {
     // Every line ends in "\n": three records and the empty rest after the last newline.
     expect(lines).toHaveLength(4);
     expect(lines[3]).toBe("");
-    const parsed = lines.slice(0, 3).map((line) => JSON.parse(line) as AlertEnvelope);
-    expect(parsed).toEqual(batch);
+    const parsed = lines.slice(0, 3).map((line) => JSON.parse(line) as StoredLine);
+    expect(parsed).toEqual(batch.map((e) => ({ ...e, alert: JSON.parse(e.alert.json) as unknown })));
     expect(Object.keys(parsed[0] ?? {})).toEqual(["tenantId", "tenantName", "source", "pulledAt", "alert"]);
     // Sub-millisecond timestamps survive untouched.
     expect(parsed[0]?.alert.lastUpdateTime).toBe("2025-03-04T23:50:00.1234567Z");
@@ -85,7 +98,7 @@ describe("BlobAlertSink", () => {
     await sink.write(KEY, page.map((e) => ({ ...e, pulledAt: "2025-03-05T00:20:00.000Z" })));
     const names = await blobNames(container);
     expect(names).toEqual([BlobAlertSink.blobNameFor(KEY, page)]);
-    const lines = (await readLines(container, names[0] as string)).filter(Boolean).map((l) => JSON.parse(l) as AlertEnvelope);
+    const lines = (await readLines(container, names[0] as string)).filter(Boolean).map((l) => JSON.parse(l) as StoredLine);
     expect(lines.map((e) => e.pulledAt)).toEqual(Array(5).fill("2025-03-05T00:20:00.000Z"));
 
     // Another page of the same window lands next to it.
@@ -100,7 +113,7 @@ describe("BlobAlertSink", () => {
     await sink.write(KEY, envelopes(2, "shifted"));
     const ids: string[] = [];
     for (const name of await blobNames(container)) {
-      for (const line of (await readLines(container, name)).filter(Boolean)) ids.push((JSON.parse(line) as AlertEnvelope).alert.id);
+      for (const line of (await readLines(container, name)).filter(Boolean)) ids.push((JSON.parse(line) as StoredLine).alert.id);
     }
     expect(ids.sort()).toEqual(["da-first-0", "da-first-1", "da-first-2", "da-first-3", "da-first-4", "da-shifted-0", "da-shifted-1"]);
   });

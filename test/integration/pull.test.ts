@@ -57,7 +57,9 @@ describe("alert pull", () => {
     // 173 alerts at $top=50: four pages read with $skip inside one closed window, each page
     // starting one place early so an order shift between pages cannot drop an alert.
     const skips = env.defender.requests(tenantId).map((r) => r.query.get("$skip"));
-    expect(skips).toEqual(["0", "49", "98", "147"]);
+    expect(skips.slice(0, 4)).toEqual(["0", "49", "98", "147"]);
+    // Read-ahead may already have asked for up to two positions past the end of the window.
+    expect(skips.length).toBeLessThanOrEqual(6);
     const filter = env.defender.requests(tenantId)[0]?.query.get("$filter") ?? "";
     expect(filter).toMatch(/^lastUpdateTime ge \S+Z and lastUpdateTime lt \S+Z$/);
     // A second cycle finds nothing new and delivers nothing again.
