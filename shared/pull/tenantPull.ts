@@ -20,6 +20,9 @@ export type PullOutcome =
   | { outcome: "busy" }
   | { outcome: "failed"; code: string; category: "reconsent" | "app_credential" | "transient" | "lease_lost" };
 
+/** How stale the registry view a pull starts from may be; see TenantRegistry.getRecent. */
+const TENANT_SNAPSHOT_MAX_AGE_MS = 60_000;
+
 export interface TenantPullDeps {
   settings: Pick<
     PullSettings,
@@ -45,7 +48,7 @@ export class TenantPull {
 
   async run(tenantId: string, log: Logger, owner: string = randomUUID()): Promise<PullOutcome> {
     const { deps } = this;
-    const tenant = await deps.tenants.get(tenantId);
+    const tenant = await deps.tenants.getRecent(tenantId, TENANT_SNAPSHOT_MAX_AGE_MS);
     if (!tenant) return { outcome: "skipped", reason: "not_registered" };
     if (tenant.status !== "connected") return { outcome: "skipped", reason: "not_connected" };
 

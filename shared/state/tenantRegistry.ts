@@ -96,10 +96,32 @@ function toEntity(record: TenantRecord): TenantEntity {
 
 /** The tenant table. Every change is a read-modify-write guarded by the entity's ETag. */
 export class TenantRegistry {
+  private snapshot: { at: number; records: Map<string, TenantRecord> } | undefined;
+  private loading: Promise<Map<string, TenantRecord>> | undefined;
+
   constructor(
     private readonly tables: TableFactory,
     private readonly clock: Clock,
   ) {}
+
+  /**
+   * A tenant as of at most `maxAgeMs` ago, for the pull's hot path: one query of the whole
+   * registry per interval instead of a point read per pull. A stale answer is harmless there
+   * (a pull of a tenant offboarded seconds ago finds no token and changes nothing); a tenant
+   * missing from the snapshot is read directly.
+   */
+  async getRecent(tenantId: string, maxAgeMs: number): Promise<TenantRecord | undefined> {
+    const now = this.clock();
+    if (!this.snapshot || now - this.snapshot.at > maxAgeMs) {
+      this.loading ??= this.list()
+        .then((records) => new Map(records.map((record) => [record.tenantId, record])))
+        .finally(() => {
+          this.loading = undefined;
+        });
+      this.snapshot = { at: now, records: await this.loading };
+    }
+    return this.snapshot.records.get(tenantId) ?? (await this.get(tenantId));
+  }
 
   private table() {
     return this.tables.open(TABLES.tenants);
