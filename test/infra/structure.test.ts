@@ -211,9 +211,13 @@ describe("resource API versions", () => {
     expect(Object.fromEntries(documented)).toEqual(Object.fromEntries(actual));
   });
 
-  it("README.md keeps the cost-shape placeholder", () => {
+  it("README.md shows the cost shape per tenant per month", () => {
     const docs = readFileSync(path.join(REPO_ROOT, "README.md"), "utf8");
-    expect(docs).toMatch(/^### Cost shape$/m);
-    expect(docs).toContain("<!-- COST_SHAPE -->");
+    const section = docs.split(/^### Cost shape$/m)[1]?.split(/^##+ /m)[0] ?? "";
+    for (const item of ["Function executions", "Table transactions", "Queue transactions", "Key Vault operations"]) {
+      expect(section).toContain(item);
+    }
+    expect(section).toContain("8,640");
+    expect(section).not.toContain("TODO");
   });
 });
