@@ -63,6 +63,14 @@ describe("function registrations", () => {
     expect(summary["consentStart"]).toEqual({ type: "httpTrigger", route: "consent/{tenantId:guid}", methods: ["GET"], authLevel: "anonymous" });
     expect(summary["consentCallback"]).toEqual({ type: "httpTrigger", route: "consent/callback", methods: ["GET"], authLevel: "anonymous" });
   });
+
+  it("registers the pull timer and the queue functions on the queues the scheduler fills", () => {
+    const trigger = (name: string) => env.app.functions.get(name)?.trigger;
+    expect(trigger("schedulePulls")).toMatchObject({ type: "timerTrigger", schedule: "0 */5 * * * *", runOnStartup: false });
+    expect(trigger("pullTenant")).toMatchObject({ type: "queueTrigger", queueName: "tenant-pulls", connection: "AzureWebJobsStorage" });
+    expect(trigger("pullTenantPoisoned")).toMatchObject({ type: "queueTrigger", queueName: "tenant-pulls-poison", connection: "AzureWebJobsStorage" });
+    expect(env.app.functions.size).toBe(9);
+  });
 });
 
 describe("consent happy path", () => {
