@@ -69,7 +69,16 @@ const stop = () => {
 };
 process.on("SIGINT", stop);
 process.on("SIGTERM", stop);
+host.on("error", (error) => {
+  console.error(`Could not run the Functions host (${error.message}).`);
+});
 host.on("exit", (code) => {
   azurite?.kill("SIGTERM");
+  if (code) {
+    console.error(
+      `The Functions host exited with code ${code}. It needs Azure Functions Core Tools v4: install \`func\`, ` +
+        "or let npx download it (needs internet access). See README, Local development.",
+    );
+  }
   process.exit(code ?? 0);
 });
