@@ -1,8 +1,4 @@
-import { randomBytes, randomUUID } from "node:crypto";
-import { FakeDefender } from "./fakeDefender";
-import { FakeEntra } from "./fakeEntra";
-import { FakeKeyVault } from "./fakeKeyVault";
-import { createTestCertificate } from "./tls";
+import { PUBLIC_BASE_URL, startFakeStack } from "./fakeStack";
 
 /**
  * Runs the three HTTPS fakes (Entra ID, Key Vault, Defender) in their own process, for the
@@ -12,7 +8,7 @@ import { createTestCertificate } from "./tls";
  * /_fake/ control routes.
  */
 
-export const PUBLIC_BASE_URL = "https://connector.example.test";
+export { PUBLIC_BASE_URL };
 
 function numberArg(argv: readonly string[], name: string, fallback: number): number {
   const at = argv.indexOf(name);
@@ -25,24 +21,8 @@ function numberArg(argv: readonly string[], name: string, fallback: number): num
 
 export async function serveFakes(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
   const latencyMs = numberArg(argv, "--latency-ms", 100);
-  const tls = await createTestCertificate();
-  const clientId = randomUUID();
-  const clientSecret = `secret-${randomBytes(18).toString("base64url")}`;
-  const msspTenantId = randomUUID();
-  const vaultToken = `vault-${randomBytes(18).toString("base64url")}`;
-  const entra = new FakeEntra({
-    certPem: tls.certPem,
-    keyPem: tls.keyPem,
-    clients: [{ clientId, clientSecret, redirectUris: [`${PUBLIC_BASE_URL}/api/consent/callback`] }],
-  });
-  const vault = new FakeKeyVault({ certPem: tls.certPem, keyPem: tls.keyPem, acceptedToken: vaultToken, tenantId: msspTenantId });
-  const defender = new FakeDefender({
-    certPem: tls.certPem,
-    keyPem: tls.keyPem,
-    verifyAccessToken: (token) => entra.verifyAccessToken(token),
-    latencyMs,
-  });
-  await Promise.all([entra.start(), vault.start(), defender.start()]);
+  const stack = await startFakeStack({ defenderLatencyMs: latencyMs });
+  const { entra, vault, defender, clientId, clientSecret, msspTenantId, vaultToken } = stack;
 
   let stopping = false;
   const stop = (code: number): void => {
@@ -50,7 +30,7 @@ export async function serveFakes(argv: readonly string[] = process.argv.slice(2)
     stopping = true;
     const force = setTimeout(() => process.exit(code), 3_000);
     force.unref();
-    void Promise.allSettled([entra.stop(), vault.stop(), defender.stop()]).then(() => process.exit(code));
+    void stack.stop().then(() => process.exit(code));
   };
   process.once("SIGINT", () => stop(0));
   process.once("SIGTERM", () => stop(0));
@@ -66,7 +46,7 @@ export async function serveFakes(argv: readonly string[] = process.argv.slice(2)
       entraUrl: entra.url,
       vaultUrl: vault.url,
       defenderUrl: defender.url,
-      certFile: tls.certFile,
+      certFile: stack.certFile,
       clientId,
       clientSecret,
       msspTenantId,

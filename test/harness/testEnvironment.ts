@@ -1,14 +1,13 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { Agent, fetch } from "undici";
 import { inject } from "vitest";
-import { FakeDefender } from "../fakes/fakeDefender";
-import { FakeEntra } from "../fakes/fakeEntra";
-import { FakeKeyVault } from "../fakes/fakeKeyVault";
-import { createTestCertificate } from "../fakes/tls";
+import type { FakeDefender } from "../fakes/fakeDefender";
+import type { FakeEntra } from "../fakes/fakeEntra";
+import type { FakeKeyVault } from "../fakes/fakeKeyVault";
+import { PUBLIC_BASE_URL, startFakeStack } from "../fakes/fakeStack";
 import { loadApp, type HttpResult, type RegisteredApp } from "./functionsHost";
 
-/** The app's public origin in tests: never contacted, only used to build links. */
-export const PUBLIC_BASE_URL = "https://connector.example.test";
+export { PUBLIC_BASE_URL };
 
 export interface TestEnvironment {
   app: RegisteredApp;
@@ -32,23 +31,8 @@ export interface TestEnvironment {
  * in its own process, so the app reads these settings fresh).
  */
 export async function startTestEnvironment(extraEnv: Record<string, string> = {}): Promise<TestEnvironment> {
-  const tls = await createTestCertificate();
-  const clientId = randomUUID();
-  const clientSecret = `secret-${randomBytes(18).toString("base64url")}`;
-  const msspTenantId = randomUUID();
-  const vaultToken = `vault-${randomBytes(18).toString("base64url")}`;
-  const entra = new FakeEntra({
-    certPem: tls.certPem,
-    keyPem: tls.keyPem,
-    clients: [{ clientId, clientSecret, redirectUris: [`${PUBLIC_BASE_URL}/api/consent/callback`] }],
-  });
-  const vault = new FakeKeyVault({ certPem: tls.certPem, keyPem: tls.keyPem, acceptedToken: vaultToken, tenantId: msspTenantId });
-  const defender = new FakeDefender({
-    certPem: tls.certPem,
-    keyPem: tls.keyPem,
-    verifyAccessToken: (token) => entra.verifyAccessToken(token),
-  });
-  await Promise.all([entra.start(), vault.start(), defender.start()]);
+  const stack = await startFakeStack();
+  const { entra, vault, defender, clientId, clientSecret, msspTenantId, vaultToken } = stack;
   const env: Record<string, string> = {
     MSSP_CLIENT_ID: clientId,
     MSSP_CLIENT_SECRET: clientSecret,
@@ -61,13 +45,13 @@ export async function startTestEnvironment(extraEnv: Record<string, string> = {}
     ALERTS_CONTAINER: `alerts-${randomBytes(6).toString("hex")}`,
     MDE_PARTNER_COMPANY: "TestMssp",
     MDE_PARTNER_PRODUCT: "Connector",
-    LOCAL_DEV_CA_CERT_FILE: tls.certFile,
+    LOCAL_DEV_CA_CERT_FILE: stack.certFile,
     LOCAL_DEV_VAULT_TOKEN: vaultToken,
     ...extraEnv,
   };
   Object.assign(process.env, env);
   const app = loadApp();
-  const agent = new Agent({ connect: { ca: tls.certPem } });
+  const agent = new Agent({ connect: { ca: stack.certPem } });
   return {
     app,
     entra,
@@ -78,13 +62,13 @@ export async function startTestEnvironment(extraEnv: Record<string, string> = {}
     clientSecret,
     msspTenantId,
     vaultToken,
-    certPem: tls.certPem,
+    certPem: stack.certPem,
     async browserGet(url) {
       const response = await fetch(url, { dispatcher: agent, redirect: "manual" });
       return { status: response.status, location: response.headers.get("location"), body: await response.text() };
     },
     async stop() {
-      await Promise.all([entra.stop(), vault.stop(), defender.stop()]);
+      await stack.stop();
       await agent.close();
     },
   };
