@@ -64,8 +64,8 @@ export function browserFlow(context: InvocationContext, run: Handler): Promise<H
     const page = renderPage(503, {
       title: "Something went wrong",
       paragraphs: [
-        "The consent service could not complete this step. Nothing was saved.",
-        "Please try again in a few minutes. If it keeps failing, give your security provider this reference:",
+        "The consent service could not complete this step, so the consent may not have taken effect.",
+        "Please open your consent link again in a few minutes. If it keeps failing, give your security provider this reference:",
       ],
       details: [["Reference", context.invocationId]],
     });
