@@ -81,6 +81,8 @@ export class TenantAdmin {
 
   async register(body: unknown, log: Logger): Promise<TenantView> {
     const input = parseRegistration(body);
+    // The link key first: if Key Vault is unreachable the registration fails before writing anything.
+    const key = await this.deps.signingKey.get();
     let record: TenantRecord;
     try {
       record = await this.deps.tenants.create(input);
@@ -91,7 +93,7 @@ export class TenantAdmin {
       throw error;
     }
     log.info("tenant registered", { tenantId: record.tenantId });
-    return this.withConsentUrl(record);
+    return { ...record, ...this.consentUrlFor(record, key) };
   }
 
   async list(): Promise<TenantView[]> {
@@ -105,7 +107,8 @@ export class TenantAdmin {
     const record = await this.deps.tenants.get(tenantId);
     if (!record) throw notFound("tenant_not_found", "No tenant with this id is registered.");
     const [view] = await this.decorate([record]);
-    return record.status === "offboarded" ? (view as TenantView) : { ...(view as TenantView), ...(await this.consentUrlFor(record)) };
+    if (record.status === "offboarded") return view as TenantView;
+    return { ...(view as TenantView), ...this.consentUrlFor(record, await this.deps.signingKey.get()) };
   }
 
   /** Deletes the tenant's tokens from Key Vault first, then marks it offboarded: its links stop working. */
@@ -121,12 +124,7 @@ export class TenantAdmin {
     return record;
   }
 
-  private async withConsentUrl(record: TenantRecord): Promise<TenantView> {
-    return { ...record, ...(await this.consentUrlFor(record)) };
-  }
-
-  private async consentUrlFor(record: TenantRecord): Promise<Pick<TenantView, "consentUrl" | "consentUrlExpiresAt">> {
-    const key = await this.deps.signingKey.get();
+  private consentUrlFor(record: TenantRecord, key: Buffer): Pick<TenantView, "consentUrl" | "consentUrlExpiresAt"> {
     const expiresAt = this.deps.clock() + this.deps.config.consentLinkTtlHours * 3600_000;
     return {
       consentUrl: buildConsentUrl(this.deps.config.publicBaseUrl, key, {
