@@ -126,14 +126,17 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
   });
   let queue: Promise<QueueClient> | undefined;
   const pullQueue = () => {
-    queue ??= (async () => {
-      const client = openQueue(config.storage, QUEUES.tenantPulls, credential);
-      await client.createIfNotExists();
-      return client;
-    })();
-    queue.catch(() => {
-      queue = undefined;
-    });
+    if (!queue) {
+      queue = (async () => {
+        const client = openQueue(config.storage, QUEUES.tenantPulls, credential);
+        await client.createIfNotExists();
+        return client;
+      })();
+      // A failed create must not stick for the rest of the process.
+      queue.catch(() => {
+        queue = undefined;
+      });
+    }
     return queue;
   };
   return {
