@@ -1,5 +1,6 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { badRequest } from "../shared/errors";
+import { badRequest, notFound } from "../shared/errors";
+import { isGuid } from "../shared/validation";
 import { json, operatorApi } from "./runtime";
 
 const MAX_BODY_BYTES = 16 * 1024;
@@ -32,7 +33,32 @@ export async function offboardTenant(request: HttpRequest, context: InvocationCo
   );
 }
 
+function tenantIdParam(request: HttpRequest): string {
+  const tenantId = request.params["tenantId"] ?? "";
+  if (!isGuid(tenantId)) throw badRequest("invalid_tenant_id", "The tenant id in the path must be a GUID.");
+  return tenantId.toLowerCase();
+}
+
+export async function listDeadLetters(request: HttpRequest, context: InvocationContext) {
+  return operatorApi(context, async ({ tenants, deadLetters }) => {
+    const tenantId = tenantIdParam(request);
+    if (!(await tenants.get(tenantId))) throw notFound("tenant_not_found", "No tenant with this id is registered.");
+    return json(200, { deadLetters: await deadLetters.list(tenantId) });
+  });
+}
+
+export async function redriveDeadLetters(request: HttpRequest, context: InvocationContext) {
+  return operatorApi(context, async ({ redrive }, log) => json(200, await redrive.redrive(tenantIdParam(request), log)));
+}
+
 app.http("registerTenant", { route: "tenants", methods: ["POST"], authLevel: "function", handler: registerTenant });
 app.http("listTenants", { route: "tenants", methods: ["GET"], authLevel: "function", handler: listTenants });
 app.http("getTenant", { route: "tenants/{tenantId}", methods: ["GET"], authLevel: "function", handler: getTenant });
 app.http("offboardTenant", { route: "tenants/{tenantId}", methods: ["DELETE"], authLevel: "function", handler: offboardTenant });
+app.http("listDeadLetters", { route: "tenants/{tenantId}/dead-letters", methods: ["GET"], authLevel: "function", handler: listDeadLetters });
+app.http("redriveDeadLetters", {
+  route: "tenants/{tenantId}/dead-letters/redrive",
+  methods: ["POST"],
+  authLevel: "function",
+  handler: redriveDeadLetters,
+});

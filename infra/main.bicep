@@ -83,14 +83,14 @@ param pullExpandEvidence bool = false
 @maxValue(720)
 param refreshTokenPersistAgeHours int = 24
 
-@description('Timeout of a single Defender API request, in seconds.')
+@description('Timeout of a single Defender API request, in seconds (with pullMaxRunSeconds and a 60 s margin, at most host.json functionTimeout of 600 s).')
 @minValue(1)
-@maxValue(600)
+@maxValue(60)
 param defenderRequestTimeoutSeconds int = 60
 
-@description('Time budget of one tenant pull, in seconds; must stay below host.json functionTimeout (10 minutes).')
+@description('Time budget of one tenant pull, in seconds; with the request timeout and a 60 s margin it stays within host.json functionTimeout (10 minutes).')
 @minValue(10)
-@maxValue(570)
+@maxValue(480)
 param pullMaxRunSeconds int = 480
 
 @description('Memory per Flex Consumption instance, in MB.')
@@ -148,6 +148,12 @@ var appInsightsName = '${namePrefix}-appi-${resourceToken}'
 var storageAccountName = take(toLower('st${replace(namePrefix, '-', '')}${resourceToken}'), 24)
 var keyVaultName = take('kv-${namePrefix}-${resourceToken}', 24)
 var deploymentContainerName = 'app-package'
+// The app's own containers besides the alerts (shared/storage/names.ts CONTAINERS): data the
+// pipeline could not accept, and dedupe sets too large for a table row.
+var appContainerNames = [
+  'alerts-dead-letters'
+  'pull-state'
+]
 
 // Storage names the app uses; must match shared/storage/names.ts (checked by test/infra).
 var queueNames = [
@@ -235,10 +241,10 @@ module storage 'modules/storage.bicep' = {
     name: storageAccountName
     location: location
     tags: allTags
-    containerNames: [
+    containerNames: concat([
       deploymentContainerName
       alertsContainer
-    ]
+    ], appContainerNames)
     queueNames: queueNames
     tableNames: tableNames
   }

@@ -97,6 +97,11 @@ export const LOCAL_DEV_SETTING_NAMES = ["LOCAL_DEV_CA_CERT_FILE", "LOCAL_DEV_VAU
 
 export const DEFAULT_PULL_SCHEDULE = "0 */5 * * * *";
 
+/** host.json `functionTimeout` (a test keeps the two equal): the host kills any run longer. */
+export const FUNCTION_TIMEOUT_SECONDS = 600;
+/** Room after a pull's deadline for the page in flight, its sink write and the closing save. */
+const PULL_SHUTDOWN_MARGIN_SECONDS = 60;
+
 export class ConfigError extends Error {
   constructor(readonly problems: readonly string[]) {
     super(`Invalid app settings:\n- ${problems.join("\n- ")}`);
@@ -263,9 +268,10 @@ export function loadConfig(env: Env = process.env): AppConfig {
       pageSize: reader.integer("PULL_PAGE_SIZE", 2500, 1, 10000),
       expandEvidence: reader.boolean("PULL_EXPAND_EVIDENCE", false),
       refreshTokenPersistAgeHours: reader.integer("REFRESH_TOKEN_PERSIST_AGE_HOURS", 24, 0, 24 * 30),
-      requestTimeoutSeconds: reader.integer("DEFENDER_REQUEST_TIMEOUT_SECONDS", 60, 1, 600),
-      // Below host.json functionTimeout (10 min) so a pull stops on its own, checkpoint saved, before the host kills it.
-      maxRunSeconds: reader.integer("PULL_MAX_RUN_SECONDS", 480, 10, 570),
+      requestTimeoutSeconds: reader.integer("DEFENDER_REQUEST_TIMEOUT_SECONDS", 60, 1, 60),
+      // With the request timeout and a margin, inside host.json functionTimeout (10 min): a pull
+      // stops on its own, checkpoint saved, before the host kills it (checked again below).
+      maxRunSeconds: reader.integer("PULL_MAX_RUN_SECONDS", 480, 10, 480),
       partnerCompany: reader.pattern("MDE_PARTNER_COMPANY", "MSSP", /^[A-Za-z0-9]{1,64}$/, "must be 1-64 letters or digits"),
       partnerProduct: reader.pattern(
         "MDE_PARTNER_PRODUCT",
@@ -277,6 +283,12 @@ export function loadConfig(env: Env = process.env): AppConfig {
     ...(reader.raw("AZURE_CLIENT_ID") ? { managedIdentityClientId: reader.raw("AZURE_CLIENT_ID") } : {}),
     localDev: readLocalDev(reader, env),
   };
+  if (config.pull.maxRunSeconds + config.pull.requestTimeoutSeconds + PULL_SHUTDOWN_MARGIN_SECONDS > FUNCTION_TIMEOUT_SECONDS) {
+    reader.problems.push(
+      `PULL_MAX_RUN_SECONDS (${config.pull.maxRunSeconds}) plus DEFENDER_REQUEST_TIMEOUT_SECONDS (${config.pull.requestTimeoutSeconds}) ` +
+        `must leave ${PULL_SHUTDOWN_MARGIN_SECONDS} s of the host's ${FUNCTION_TIMEOUT_SECONDS} s function timeout, or the host kills pulls mid-page`,
+    );
+  }
   const fields = config.pull.schedule.split(/\s+/);
   if (!/^[0-9A-Za-z*,/ -]+$/.test(config.pull.schedule) || fields.length < 5 || fields.length > 6) {
     reader.problems.push("PULL_SCHEDULE must be an NCRONTAB expression such as 0 */5 * * * *");

@@ -46,6 +46,8 @@ const SAFE_MESSAGE_ERRORS = new Set([
   "IdTokenRejectedError",
   "DefenderApiError",
   "SinkError",
+  "InvalidPageError",
+  "DeadLetterError",
 ]);
 
 /** A one-line description of an error that is safe to log: the message only for our own classes. */

@@ -11,7 +11,10 @@ import { createKeyVaultSecretStore, type SecretStore } from "./secrets/secretSto
 import { TenantTokenStore } from "./secrets/tenantTokens";
 import { createTableFactory, type TableFactory } from "./state/tables";
 import { TenantRegistry } from "./state/tenantRegistry";
-import { QUEUES } from "./storage/names";
+import { CONTAINERS, QUEUES } from "./storage/names";
+import { blobDedupeSpill } from "./pull/dedupeSpill";
+import { DeadLetterRedrive } from "./pull/redrive";
+import { BlobDeadLetterStore, type DeadLetterStore } from "./sinks/deadLetters";
 import { openQueue } from "./state/queues";
 import type { QueueClient } from "@azure/storage-queue";
 import { DefenderClient } from "./defender/defenderClient";
@@ -41,6 +44,8 @@ export interface Services {
   pullState: PullStateStore;
   accessTokens: AccessTokenSource;
   tenantPull: TenantPull;
+  deadLetters: DeadLetterStore;
+  redrive: DeadLetterRedrive;
   /** The queue the scheduler fills, created on first use. */
   pullQueue: () => Promise<QueueClient>;
 }
@@ -50,6 +55,8 @@ export interface ServiceOverrides {
   clock?: Clock;
   sleep?: (ms: number) => Promise<void>;
   sink?: AlertSink;
+  /** How long a Key Vault, Table or Blob call may take before it is abandoned (default 30 s). */
+  storageTimeoutMs?: number;
 }
 
 const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -61,6 +68,7 @@ function staticCredential(token: string): TokenCredential {
 
 export function createServices(config: AppConfig, overrides: ServiceOverrides = {}): Services {
   const clock = overrides.clock ?? systemClock;
+  const storageTimeoutMs = overrides.storageTimeoutMs ?? 30_000;
   const sleep = overrides.sleep ?? realSleep;
   let azureCredential: TokenCredential | undefined;
   // Built on first use: DefaultAzureCredential probes its sources lazily, and local runs
@@ -81,6 +89,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     vaultUrl: config.keyVaultUrl,
     credential: vaultCredential,
     ...(config.localDev.caCertPem ? { localDevCaPem: config.localDev.caCertPem } : {}),
+    timeoutMs: storageTimeoutMs,
   });
   const tables = createTableFactory(config.storage, credential);
   const tenants = new TenantRegistry(tables, clock);
@@ -95,7 +104,13 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     clock,
   });
   const sessions = new ConsentSessionStore(tables, clock);
-  const pullState = new PullStateStore(tables, clock);
+  const pullState = new PullStateStore({
+    tables,
+    clock,
+    spill: blobDedupeSpill(openContainer(config.storage, CONTAINERS.pullState, credential)),
+    timeoutMs: storageTimeoutMs,
+  });
+  const deadLetters = new BlobDeadLetterStore(openContainer(config.storage, CONTAINERS.deadLetters, credential), storageTimeoutMs);
   const accessTokens = new AccessTokenSource({
     tokens,
     entra,
@@ -103,7 +118,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     sleep,
     refreshTokenPersistAgeMs: config.pull.refreshTokenPersistAgeHours * 3600_000,
   });
-  const budget = new RateBudget({ clock });
+  const budget = new RateBudget({ clock, sleep });
   const defender = new DefenderClient({
     http,
     userAgent: `MdePartner-${config.pull.partnerCompany}-${config.pull.partnerProduct}/${APP_VERSION}`,
@@ -122,6 +137,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     defender,
     budget,
     sink,
+    deadLetters,
     clock,
   });
   let queue: Promise<QueueClient> | undefined;
@@ -150,10 +166,23 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     signingKey,
     entra,
     consent: new ConsentFlow({ config, tenants, sessions, signingKey, entra, tokens, clock }),
-    tenantAdmin: new TenantAdmin({ config, tenants, tokens, signingKey, clock, health: pullHealthDecorator(pullState, clock) }),
+    tenantAdmin: new TenantAdmin({
+      config,
+      tenants,
+      tokens,
+      signingKey,
+      clock,
+      health: pullHealthDecorator(pullState, clock),
+      resetPullState: async (tenantId) => {
+        accessTokens.forget(tenantId);
+        await pullState.reset(tenantId);
+      },
+    }),
     pullState,
     accessTokens,
     tenantPull,
+    deadLetters,
+    redrive: new DeadLetterRedrive({ tenants, pullState, deadLetters, sink, clock }),
     pullQueue,
   };
 }

@@ -5,7 +5,7 @@ import type { EntraClient } from "../identity/entraClient";
 import { IdTokenRejectedError } from "../identity/idTokenValidator";
 import { classifyTokenFailure } from "../identity/tokenErrors";
 import type { Logger } from "../logging";
-import { newAccessTokenKey, type TenantTokenStore } from "../secrets/tenantTokens";
+import { newAccessTokenKey, newGeneration, type TenantTokenStore } from "../secrets/tenantTokens";
 import type { TenantRegistry } from "../state/tenantRegistry";
 import { isGuid } from "../validation";
 import { verifyConsentLink } from "./consentLink";
@@ -125,6 +125,7 @@ export class ConsentFlow {
         refreshToken: redeemed.refreshToken,
         refreshTokenObtainedAt: this.deps.clock(),
         accessTokenKey: newAccessTokenKey(),
+        generation: newGeneration(this.deps.clock()),
       });
     } catch (failure) {
       log.error("could not store the refresh token", { tenantId, error: errorKind(failure) });

@@ -1,8 +1,8 @@
 import type { Clock } from "../clock";
 import { HttpNetworkError, HttpTimeoutError, type HttpClient, type HttpResponse } from "../http/httpClient";
 import type { RateBudget } from "./rateBudget";
-import type { AlertPage, AlertWindowQuery } from "./types";
-import { PageFormatError, scanPage, type ScannedPage } from "./pageScanner";
+import type { FetchedPage, PageQuery } from "./types";
+import { PageFormatError, scanPage } from "./pageScanner";
 
 export type DefenderErrorCode =
   | "unauthorized"
@@ -49,6 +49,20 @@ export class DefenderApiError extends Error {
   }
 }
 
+/**
+ * A page that never arrived as valid JSON. Carries the raw body for the dead-letter store only:
+ * the message never quotes it.
+ */
+export class InvalidPageError extends DefenderApiError {
+  constructor(
+    message: string,
+    readonly raw: string,
+  ) {
+    super("invalid_response", message, { retryable: false });
+    this.name = "InvalidPageError";
+  }
+}
+
 export interface DefenderClientOptions {
   http: HttpClient;
   /** The partner User-Agent Microsoft asks MSSP integrations to send: `MdePartner-{Company}-{Product}/{Version}`. */
@@ -66,6 +80,8 @@ export interface DefenderClientOptions {
 }
 
 const DEFAULT_RETRY_AFTER_MS = 10_000;
+/** Reads of a page whose body does not parse before it is given up as invalid. */
+const INVALID_PAGE_ATTEMPTS = 3;
 const BACKOFF_BASE_MS = 1_000;
 const BACKOFF_CAP_MS = 30_000;
 /** The service's error codes are short identifiers; anything else in that field is not repeated. */
@@ -92,74 +108,42 @@ export class DefenderClient {
   }
 
   /**
-   * The window's pages in order, each yielded as soon as it is parsed and never kept: the
-   * caller stores a page durably before asking for the next, so a backlog of any size streams.
-   *
-   * Paging follows `@odata.nextLink` when the service sends one (same origin only: the bearer
-   * token is never sent elsewhere); otherwise a full page means another at `$skip + pageSize`
-   * and a short page ends the window.
+   * One page of alerts whose version time lies in `[from, to)`: a single `GET /api/alerts` with
+   * `$filter`, `$top` and `$skip`, retried through throttling, server errors, timeouts and an
+   * unreadable body. The caller decides what a full page means (see the pull's sub-window
+   * planner); this client never follows `@odata.nextLink`, so a link that loops or points at
+   * another host can neither stall a pull nor carry the bearer token away.
    */
-  async *pages(query: AlertWindowQuery): AsyncGenerator<AlertPage, void, undefined> {
-    if (!Number.isInteger(query.pageSize) || query.pageSize < 1 || query.pageSize > 10_000) {
-      throw new RangeError("DefenderClient: pageSize must be an integer between 1 and 10000");
+  async fetchPage(query: PageQuery): Promise<FetchedPage> {
+    if (!Number.isInteger(query.top) || query.top < 1 || query.top > 10_000) {
+      throw new RangeError("DefenderClient: top must be an integer between 1 and 10000");
     }
-    if (!Number.isInteger(query.startSkip) || query.startSkip < 0) throw new RangeError("DefenderClient: startSkip must be a non-negative integer");
-    if (!Number.isInteger(query.pageOverlap) || query.pageOverlap < 0) throw new RangeError("DefenderClient: pageOverlap must be a non-negative integer");
-    const base = query.baseUrl.replace(/\/+$/, "");
-    const origin = new URL(base).origin;
-    const readAhead = Math.max(1, Math.min(4, query.readAhead ?? 1));
-    const step = query.pageSize - Math.min(query.pageOverlap, query.pageSize - 1);
-    // Requests in flight, in $skip order. Without a nextLink the next positions are known in
-    // advance, so up to `readAhead` pages are requested at once to hide the API's latency; a
-    // short page ends the window and whatever was read past it is dropped.
-    let queue: InFlightPage[] = [];
-    const request = (skip: number, url: string): InFlightPage => {
-      const page = this.fetch(url, query).then((response) => parsePage(response, url));
-      page.catch(() => undefined);
-      return { skip, url, page };
-    };
-    queue.push(request(query.startSkip, alertsUrl(base, query, query.startSkip)));
-    for (;;) {
-      const current = queue.shift();
-      if (!current) return;
+    if (!Number.isInteger(query.skip) || query.skip < 0) throw new RangeError("DefenderClient: skip must be a non-negative integer");
+    const url = alertsUrl(query.baseUrl.replace(/\/+$/, ""), query);
+    let lastRaw = "";
+    for (let attempt = 1; ; attempt++) {
       if (this.options.clock() > query.deadline) {
         throw new DefenderApiError("deadline", "The run's deadline passed before the next page of alerts was read");
       }
-      const { skip, url } = current;
-      const { alerts, nextLink } = await current.page;
-      let nextSkip: number | undefined;
-      if (nextLink !== undefined) {
-        const next = resolveNextLink(nextLink, url, origin);
-        const linkSkip = next.searchParams.get("$skip");
-        if (linkSkip !== null) {
-          if (!/^\d{1,9}$/.test(linkSkip) || Number(linkSkip) <= skip) {
-            throw invalid(url, "@odata.nextLink does not advance $skip");
-          }
-          nextSkip = Number(linkSkip);
-        } else {
-          nextSkip = skip + alerts.length;
+      const response = await this.fetch(url, query);
+      try {
+        const page = scanPage(response.body);
+        const apiDate = httpDate(header(response, "date"));
+        return { ...page, ...(apiDate !== undefined ? { apiDate } : {}) };
+      } catch (error) {
+        if (!(error instanceof PageFormatError)) throw error;
+        lastRaw = response.body;
+        // A body cut short in transit reads fine the next time; one that never parses is
+        // handed to the caller whole, to be dead-lettered rather than to stop the tenant.
+        if (attempt >= INVALID_PAGE_ATTEMPTS) {
+          throw new InvalidPageError(`${describeUrl(url)} answered a page that is not valid JSON (${error.message}) ${attempt} times`, lastRaw);
         }
-        const nextUrl = next.toString();
-        if (nextUrl === url) throw invalid(url, "@odata.nextLink points at the page just read");
-        // The service drives paging: follow its link, one page at a time.
-        queue = [request(nextSkip, nextUrl)];
-      } else if (alerts.length >= query.pageSize) {
-        nextSkip = skip + alerts.length - Math.min(query.pageOverlap, alerts.length - 1);
-        if (queue[0]?.skip !== nextSkip) queue = [request(nextSkip, alertsUrl(base, query, nextSkip))];
-        while (queue.length < readAhead) {
-          const last = (queue[queue.length - 1] as InFlightPage).skip + step;
-          queue.push(request(last, alertsUrl(base, query, last)));
-        }
-      } else {
-        queue = [];
       }
-      yield { alerts, skip, nextSkip };
-      if (nextSkip === undefined) return;
     }
   }
 
   /** One page request with budget, token refresh on 401 and retries; resolves only with a 2xx. */
-  private async fetch(url: string, query: AlertWindowQuery): Promise<HttpResponse> {
+  private async fetch(url: string, query: PageQuery): Promise<HttpResponse> {
     const { http, budget, clock, userAgent, requestTimeoutMs } = this.options;
     const where = describeUrl(url);
     let failures = 0;
@@ -253,17 +237,11 @@ export class DefenderClient {
   }
 }
 
-interface InFlightPage {
-  skip: number;
-  url: string;
-  page: Promise<ScannedPage>;
-}
-
-function alertsUrl(base: string, query: AlertWindowQuery, skip: number): string {
+function alertsUrl(base: string, query: PageQuery): string {
   const params = new URLSearchParams();
   params.set("$filter", `lastUpdateTime ge ${query.from} and lastUpdateTime lt ${query.to}`);
-  params.set("$top", String(query.pageSize));
-  params.set("$skip", String(skip));
+  params.set("$top", String(query.top));
+  params.set("$skip", String(query.skip));
   if (query.expandEvidence) params.set("$expand", "evidence");
   // URLSearchParams escapes "$" in names; OData documents them literally, and both decode alike.
   return `${base}/api/alerts?${params.toString().replace(/(^|&)%24/g, "$1$")}`;
@@ -275,40 +253,18 @@ function describeUrl(url: string): string {
   return `Defender API GET ${parsed.host}${parsed.pathname}`;
 }
 
-function invalid(url: string, reason: string): DefenderApiError {
-  return new DefenderApiError("invalid_response", `${describeUrl(url)}: ${reason}`, { retryable: false });
-}
-
-function resolveNextLink(link: string, current: string, origin: string): URL {
-  let next: URL;
-  try {
-    next = new URL(link, current);
-  } catch {
-    throw invalid(current, "@odata.nextLink is not a URL");
-  }
-  if (next.origin !== origin) {
-    // The bearer token goes with every request; never to a host the tenant's base URL does not name.
-    throw invalid(current, `@odata.nextLink points at another origin (${next.protocol}//${next.host}); refusing to follow it`);
-  }
-  return next;
-}
-
-function parsePage(response: HttpResponse, url: string): ScannedPage {
-  try {
-    return scanPage(response.body);
-  } catch (error) {
-    if (error instanceof PageFormatError || error instanceof SyntaxError) {
-      throw invalid(url, error instanceof PageFormatError ? error.message : `HTTP ${response.status} response is not JSON`);
-    }
-    throw error;
-  }
-}
-
 function header(response: HttpResponse, name: string): string | undefined {
   const direct = response.headers[name];
   if (direct !== undefined) return direct;
   for (const [key, value] of Object.entries(response.headers)) if (key.toLowerCase() === name) return value;
   return undefined;
+}
+
+/** An HTTP `Date` header in epoch ms, or undefined when absent or unreadable. */
+export function httpDate(value: string | undefined): number | undefined {
+  if (value === undefined || !/[a-z]/i.test(value)) return undefined;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : at;
 }
 
 /** Retry-After as delay-seconds or an HTTP date, in ms from now; undefined when absent or unreadable. */

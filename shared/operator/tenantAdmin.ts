@@ -32,6 +32,8 @@ export interface TenantAdminDeps {
   signingKey: SigningKeyProvider;
   clock: Clock;
   health?: TenantViewDecorator;
+  /** Forgets the tenant's pull state (checkpoint, dedupe set, cached tokens). */
+  resetPullState?: (tenantId: string) => Promise<void>;
 }
 
 export interface RegistrationInput {
@@ -86,6 +88,8 @@ export class TenantAdmin {
     let record: TenantRecord;
     try {
       record = await this.deps.tenants.create(input);
+      // A tenant registered again starts from the first-run look-back, not a months-old checkpoint.
+      await this.deps.resetPullState?.(record.tenantId);
     } catch (error) {
       if (error instanceof TenantAlreadyExistsError) {
         throw conflict("tenant_exists", "This tenant is already registered. Offboard it first to register it again.");
@@ -120,6 +124,9 @@ export class TenantAdmin {
     const record = await this.deps.tenants.update(tenantId, (current) =>
       current.status === "offboarded" ? undefined : { status: "offboarded" },
     );
+    // After the status: a pull that started before it stops at its next page, and its next save
+    // finds no state to write to.
+    await this.deps.resetPullState?.(tenantId);
     log.info("tenant offboarded", { tenantId });
     return record;
   }

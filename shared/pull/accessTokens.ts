@@ -49,7 +49,7 @@ export class AccessTokenSource {
   constructor(private readonly deps: AccessTokenSourceDeps) {}
 
   /** A token getter bound to one pull; `state` receives the refreshed cache for the caller to save. */
-  forPull(tenantId: string, state: PullState): (forceRefresh: boolean) => Promise<string> {
+  forPull(tenantId: string, state: PullState, deadline = Number.POSITIVE_INFINITY): (forceRefresh: boolean) => Promise<string> {
     let bundle: TenantTokenBundle | undefined;
     const loadBundle = async (): Promise<TenantTokenBundle> => {
       if (!bundle) {
@@ -78,7 +78,7 @@ export class AccessTokenSource {
           return token;
         }
       }
-      const refreshed = await this.refreshWithRetry(tenantId, current.refreshToken);
+      const refreshed = await this.refreshWithRetry(tenantId, current.refreshToken, deadline);
       state.accessTokenCipher = encryptToken(current.accessTokenKey, tenantId, refreshed.accessToken);
       state.accessTokenExpiresAt = refreshed.accessTokenExpiresAt;
       this.memory.set(tenantId, { token: refreshed.accessToken, expiresAt: refreshed.accessTokenExpiresAt });
@@ -90,9 +90,9 @@ export class AccessTokenSource {
   }
 
   /**
-   * Writes the rotated refresh token back, unless a consent stored a newer bundle meanwhile.
-   * Best effort: the stored token stays valid, so a failed write is retried by a later pull
-   * rather than failing this one.
+   * Writes the rotated refresh token back, unless a consent stored a newer bundle meanwhile
+   * (see TenantTokenStore.writeRotation). Best effort: the stored token stays valid, so a failed
+   * write is retried by a later pull rather than failing this one.
    */
   private async persistRotated(
     tenantId: string,
@@ -103,13 +103,11 @@ export class AccessTokenSource {
   ): Promise<TenantTokenBundle> {
     try {
       this.stats.vaultReads++;
-      const stored = await this.deps.tokens.read(tenantId);
-      if (stored && stored.refreshTokenObtainedAt > current.refreshTokenObtainedAt) return stored;
-      const next: TenantTokenBundle = { ...current, refreshToken, refreshTokenObtainedAt: now };
       this.stats.vaultWrites++;
-      await this.deps.tokens.write(tenantId, next);
-      state.refreshTokenObtainedAt = now;
-      return next;
+      const next: TenantTokenBundle = { ...current, refreshToken, refreshTokenObtainedAt: now };
+      const result = await this.deps.tokens.writeRotation(tenantId, next);
+      state.refreshTokenObtainedAt = result.refreshTokenObtainedAt;
+      return result;
     } catch {
       this.stats.vaultWriteFailures++;
       return current;
@@ -121,7 +119,8 @@ export class AccessTokenSource {
     this.memory.delete(tenantId);
   }
 
-  private async refreshWithRetry(tenantId: string, refreshToken: string) {
+  /** Transient token-endpoint failures are retried with backoff, never past the pull's deadline. */
+  private async refreshWithRetry(tenantId: string, refreshToken: string, deadline: number) {
     const retries = this.deps.transientRetries ?? 3;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -129,8 +128,11 @@ export class AccessTokenSource {
         return await this.deps.entra.refresh({ tenantId, refreshToken });
       } catch (error) {
         const failure = classifyTokenFailure(error);
-        if (failure.category !== "transient" || attempt >= retries) throw new TokenUnavailableError(failure);
-        await this.deps.sleep(Math.min(30_000, 1_000 * 2 ** attempt) * (0.5 + Math.random() / 2));
+        const delay = Math.min(30_000, 1_000 * 2 ** attempt) * (0.5 + Math.random() / 2);
+        if (failure.category !== "transient" || attempt >= retries || this.deps.clock() + delay > deadline) {
+          throw new TokenUnavailableError(failure);
+        }
+        await this.deps.sleep(delay);
       }
     }
   }

@@ -1,6 +1,16 @@
 import type { Clock } from "../clock";
 import type { TenantRecord } from "../state/tenantRegistry";
-import type { PullStateStore } from "./pullState";
+import type { PullIncidents, PullState, PullStateStore } from "./pullState";
+
+/** Host and API clocks further apart than this are shown as a warning. */
+const CLOCK_SKEW_WARNING_SECONDS = 60;
+
+/** Something an operator should look at although pulls succeed; `code` is stable for alert rules. */
+export interface PullWarning {
+  code: "clock_skew" | "dead_letters" | "lease_lost" | "lease_release_failed" | "unstable_order" | string;
+  message: string;
+  at: string | null;
+}
 
 /** What `GET /api/tenants` shows about a tenant's pulls: no token, no dedupe internals. */
 export interface PullHealth {
@@ -10,33 +20,84 @@ export interface PullHealth {
   checkpoint: string | null;
   /** A window is partly read (a backlog larger than one run, or a run cut short); the next run resumes it. */
   catchingUp: boolean;
+  /** How far into that window the pull has read (everything before it is delivered). */
+  catchingUpPosition: string | null;
   refreshTokenAgeHours: number | null;
   consecutiveFailures: number;
   lastPullErrorCode: string | null;
   lastPullErrorMessage: string | null;
+  /** The Defender API's clock minus this app's, in seconds, as last measured. */
+  clockSkewSeconds: number | null;
+  /** Alerts or pages the pipeline could not accept, kept in the dead-letter container. */
+  deadLetters: number;
+  lastDeadLetterReason: string | null;
+  warnings: PullWarning[];
+}
+
+function warningsOf(state: PullState & { incidents?: PullIncidents }): PullWarning[] {
+  const warnings: PullWarning[] = [];
+  if (state.clockSkewMs !== undefined && Math.abs(state.clockSkewMs) / 1000 > CLOCK_SKEW_WARNING_SECONDS) {
+    const seconds = Math.round(state.clockSkewMs / 1000);
+    warnings.push({
+      code: "clock_skew",
+      message: `This host's clock is ${Math.abs(seconds)} s ${seconds < 0 ? "ahead of" : "behind"} the Defender API's; windows end by the API's clock`,
+      at: state.lastRunAt ?? null,
+    });
+  }
+  if (state.deadLetters > 0) {
+    warnings.push({
+      code: "dead_letters",
+      message: `${state.deadLetters} item(s) the pipeline could not accept are in the dead-letter container (last: ${state.lastDeadLetterReason ?? "unknown"}); list them with GET /api/tenants/{tenantId}/dead-letters`,
+      at: state.lastDeadLetterAt ?? null,
+    });
+  }
+  const incidents = state.incidents;
+  if (incidents && incidents.leaseLost > 0) {
+    warnings.push({
+      code: "lease_lost",
+      message: `A pull lost its lease to another pull of this tenant ${incidents.leaseLost} time(s); the other pull carried on`,
+      at: incidents.lastLeaseLostAt ?? null,
+    });
+  }
+  if (incidents && incidents.releaseFailed > 0) {
+    warnings.push({
+      code: "lease_release_failed",
+      message: `A pull could not release its lease ${incidents.releaseFailed} time(s); the tenant waited for the lease to lapse`,
+      at: incidents.lastReleaseFailedAt ?? null,
+    });
+  }
+  if (state.lastWarningCode) {
+    warnings.push({ code: state.lastWarningCode, message: state.lastWarningMessage ?? "", at: state.lastWarningAt ?? null });
+  }
+  return warnings;
+}
+
+export function pullHealthOf(state: (PullState & { incidents?: PullIncidents }) | undefined, clock: Clock): PullHealth {
+  return {
+    lastPullAt: state?.lastRunAt ?? null,
+    lastSuccessfulPullAt: state?.lastSuccessAt ?? null,
+    alertsInLastPull: state?.lastAlertCount ?? null,
+    checkpoint: state?.watermark ?? null,
+    catchingUp: state?.window !== undefined,
+    catchingUpPosition: state?.window?.position ?? null,
+    refreshTokenAgeHours: state?.refreshTokenObtainedAt
+      ? Math.round(((clock() - state.refreshTokenObtainedAt) / 3600_000) * 10) / 10
+      : null,
+    consecutiveFailures: state?.consecutiveFailures ?? 0,
+    lastPullErrorCode: state?.lastErrorCode ?? null,
+    lastPullErrorMessage: state?.lastErrorMessage ?? null,
+    clockSkewSeconds: state?.clockSkewMs === undefined ? null : Math.round(state.clockSkewMs / 1000),
+    deadLetters: state?.deadLetters ?? 0,
+    lastDeadLetterReason: state?.lastDeadLetterReason ?? null,
+    warnings: state ? warningsOf(state) : [],
+  };
 }
 
 export function pullHealthDecorator(store: PullStateStore, clock: Clock) {
   return async (tenants: TenantRecord[]): Promise<Map<string, Record<string, unknown>>> => {
     const states = await store.readAll();
     const views = new Map<string, Record<string, unknown>>();
-    for (const tenant of tenants) {
-      const state = states.get(tenant.tenantId);
-      const health: PullHealth = {
-        lastPullAt: state?.lastRunAt ?? null,
-        lastSuccessfulPullAt: state?.lastSuccessAt ?? null,
-        alertsInLastPull: state?.lastAlertCount ?? null,
-        checkpoint: state?.watermark ?? null,
-        catchingUp: state?.window !== undefined,
-        refreshTokenAgeHours: state?.refreshTokenObtainedAt
-          ? Math.round(((clock() - state.refreshTokenObtainedAt) / 3600_000) * 10) / 10
-          : null,
-        consecutiveFailures: state?.consecutiveFailures ?? 0,
-        lastPullErrorCode: state?.lastErrorCode ?? null,
-        lastPullErrorMessage: state?.lastErrorMessage ?? null,
-      };
-      views.set(tenant.tenantId, { health });
-    }
+    for (const tenant of tenants) views.set(tenant.tenantId, { health: pullHealthOf(states.get(tenant.tenantId), clock) });
     return views;
   };
 }

@@ -1,7 +1,24 @@
-import { odata } from "@azure/data-tables";
+import { randomUUID } from "node:crypto";
+import { odata, type TableClient } from "@azure/data-tables";
 import { TABLES } from "../storage/names";
 import type { Clock } from "../clock";
+import { statusOf } from "../errors";
 import { isConcurrencyConflict, type TableFactory } from "../state/tables";
+import { decodeDelivered, encodeDelivered, type DeliveredVersions } from "./deliveredVersions";
+
+export type { DeliveredVersions } from "./deliveredVersions";
+
+/** A window being read sub-window by sub-window; see SubWindowPlanner. */
+export interface WindowProgress {
+  from: string;
+  to: string;
+  /** Everything in [from, position) has been delivered and acknowledged. */
+  position: string;
+  /** End of the sub-window read next: a resume re-reads exactly [position, nextEnd). */
+  nextEnd: string;
+  /** Alerts per millisecond seen so far in this window (sizes the next sub-windows). */
+  density?: number;
+}
 
 /**
  * Per-tenant pull state in Table Storage: checkpoint, the in-progress window, the versions
@@ -11,9 +28,8 @@ import { isConcurrencyConflict, type TableFactory } from "../state/tables";
 export interface PullState {
   /** Every alert with lastUpdateTime below this was delivered (the end of the last finished window). */
   watermark?: string;
-  /** A window being paged through; resumed at windowSkip after a crash or deadline. */
-  window?: { from: string; to: string; skip: number };
-  /** Hashes of alert versions delivered with lastUpdateTime ≥ watermark − overlap. */
+  window?: WindowProgress;
+  /** Versions delivered that a later read may serve again (inside the overlap or ahead of the position). */
   delivered: DeliveredVersions;
   accessTokenCipher?: string;
   accessTokenExpiresAt?: number;
@@ -25,106 +41,100 @@ export interface PullState {
   consecutiveFailures: number;
   lastErrorCode?: string;
   lastErrorMessage?: string;
+  /** The API's clock minus ours, as last measured from its `Date` header (ms). */
+  clockSkewMs?: number;
+  deadLetters: number;
+  lastDeadLetterReason?: string;
+  lastDeadLetterAt?: string;
+  /** The latest condition worth an operator's attention that did not fail the pull. */
+  lastWarningCode?: string;
+  lastWarningMessage?: string;
+  lastWarningAt?: string;
 }
 
-/** Version hash → the version's lastUpdateTime in epoch seconds (kept for pruning). */
-export type DeliveredVersions = Map<string, number>;
-
-interface PullStateEntity {
-  partitionKey: string;
-  rowKey: string;
-  watermark?: string;
-  windowFrom?: string;
-  windowTo?: string;
-  windowSkip?: number;
-  delivered?: string;
-  accessTokenCipher?: string;
-  accessTokenExpiresAt?: number;
-  refreshTokenObtainedAt?: number;
-  apiCalls?: string;
-  lastRunAt?: string;
-  lastSuccessAt?: string;
-  lastAlertCount?: number;
-  consecutiveFailures?: number;
-  lastErrorCode?: string;
-  lastErrorMessage?: string;
-  leaseOwner?: string;
-  leaseUntil?: number;
+/** Events recorded outside a held lease, kept apart so recording them never breaks a lease. */
+export interface PullIncidents {
+  leaseLost: number;
+  lastLeaseLostAt?: string;
+  releaseFailed: number;
+  lastReleaseFailedAt?: string;
 }
+
+/** Where a dedupe set too large for the entity goes (a blob in Azure). */
+export interface DedupeSpillStore {
+  write(tenantId: string, name: string, body: string, timeoutMs: number): Promise<void>;
+  read(name: string, timeoutMs: number): Promise<string | undefined>;
+  remove(name: string): Promise<void>;
+  removeAll(tenantId: string): Promise<void>;
+}
+
+type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
 
 const PARTITION = "pull";
-// A Table string property holds 32K UTF-16 characters; each delivered entry is ~24 of them.
-const MAX_DELIVERED_CHARS = 30_000;
-// 15 properties × 60 KB stays under the 1 MiB entity limit with room for the rest.
-const EXTRA_DELIVERED_PROPERTIES = 14;
+const INCIDENT_PARTITION = "incident";
 
-function encodeDelivered(delivered: DeliveredVersions): Record<string, string> {
-  const chunks: string[] = [];
-  let current = "";
-  // Newest first: if a burst ever exceeds what one entity holds, the oldest versions are the
-  // ones dropped, which can only cause a re-delivery, never a loss.
-  const newestFirst = [...delivered].sort((a, b) => b[1] - a[1]);
-  for (const [hash, at] of newestFirst) {
-    const entry = `${hash}:${at.toString(36)};`;
-    if (current.length + entry.length > MAX_DELIVERED_CHARS) {
-      chunks.push(current);
-      current = "";
-    }
-    current += entry;
-  }
-  if (current) chunks.push(current);
-  chunks.length = Math.min(chunks.length, EXTRA_DELIVERED_PROPERTIES + 1);
-  const properties: Record<string, string> = { delivered: chunks[0] ?? "" };
-  for (let i = 1; i <= EXTRA_DELIVERED_PROPERTIES; i++) properties[`delivered${i}`] = chunks[i] ?? "";
-  return properties;
+const str = (value: unknown): string | undefined => (typeof value === "string" && value !== "" ? value : undefined);
+const num = (value: unknown): number | undefined => (typeof value === "number" && Number.isFinite(value) ? value : undefined);
+
+function windowOf(entity: Entity): WindowProgress | undefined {
+  const from = str(entity["windowFrom"]);
+  const to = str(entity["windowTo"]);
+  if (!from || !to) return undefined;
+  // A window saved by the $skip-paging version of this app has no position: read it again
+  // from its start; the persisted versions keep that from delivering anything twice.
+  const position = str(entity["windowPosition"]) ?? from;
+  const window: WindowProgress = { from, to, position, nextEnd: str(entity["windowNextEnd"]) ?? to };
+  const density = num(entity["windowDensity"]);
+  if (density !== undefined && density > 0) window.density = density;
+  return window;
 }
 
-function decodeDelivered(entity: Record<string, unknown>): DeliveredVersions {
-  const delivered: DeliveredVersions = new Map();
-  for (let i = 0; i <= EXTRA_DELIVERED_PROPERTIES; i++) {
-    const chunk = entity[i === 0 ? "delivered" : `delivered${i}`];
-    if (typeof chunk !== "string" || !chunk) continue;
-    for (const entry of chunk.split(";")) {
-      const sep = entry.indexOf(":");
-      if (sep > 0) delivered.set(entry.slice(0, sep), parseInt(entry.slice(sep + 1), 36));
-    }
-  }
-  return delivered;
-}
-
-function fromEntity(entity: PullStateEntity & Record<string, unknown>): PullState {
+function fromEntity(entity: Entity, delivered: DeliveredVersions): PullState {
   const state: PullState = {
-    delivered: decodeDelivered(entity),
-    apiCalls: entity.apiCalls ? entity.apiCalls.split(",").map(Number).filter(Number.isFinite) : [],
-    consecutiveFailures: entity.consecutiveFailures ?? 0,
+    delivered,
+    apiCalls: str(entity["apiCalls"])?.split(",").map(Number).filter(Number.isFinite) ?? [],
+    consecutiveFailures: num(entity["consecutiveFailures"]) ?? 0,
+    deadLetters: num(entity["deadLetters"]) ?? 0,
   };
-  const set = <K extends keyof PullState>(key: K, value: PullState[K] | "" | undefined) => {
-    if (value !== undefined && value !== "") state[key] = value as PullState[K];
-  };
-  set("watermark", entity.watermark);
-  if (entity.windowFrom && entity.windowTo) {
-    state.window = { from: entity.windowFrom, to: entity.windowTo, skip: entity.windowSkip ?? 0 };
+  const window = windowOf(entity);
+  if (window) state.window = window;
+  for (const key of [
+    "watermark",
+    "accessTokenCipher",
+    "lastRunAt",
+    "lastSuccessAt",
+    "lastErrorCode",
+    "lastErrorMessage",
+    "lastDeadLetterReason",
+    "lastDeadLetterAt",
+    "lastWarningCode",
+    "lastWarningMessage",
+    "lastWarningAt",
+  ] as const) {
+    const value = str(entity[key]);
+    if (value !== undefined) state[key] = value;
   }
-  set("accessTokenCipher", entity.accessTokenCipher);
-  if (entity.accessTokenExpiresAt) state.accessTokenExpiresAt = entity.accessTokenExpiresAt;
-  if (entity.refreshTokenObtainedAt) state.refreshTokenObtainedAt = entity.refreshTokenObtainedAt;
-  set("lastRunAt", entity.lastRunAt);
-  set("lastSuccessAt", entity.lastSuccessAt);
-  if (typeof entity.lastAlertCount === "number") state.lastAlertCount = entity.lastAlertCount;
-  set("lastErrorCode", entity.lastErrorCode);
-  set("lastErrorMessage", entity.lastErrorMessage);
+  for (const key of ["accessTokenExpiresAt", "refreshTokenObtainedAt"] as const) {
+    const value = num(entity[key]);
+    if (value) state[key] = value;
+  }
+  const count = num(entity["lastAlertCount"]);
+  if (count !== undefined) state.lastAlertCount = count;
+  const skew = Number(str(entity["clockSkewMs"]) ?? Number.NaN);
+  if (Number.isFinite(skew)) state.clockSkewMs = skew;
   return state;
 }
 
-function toEntity(tenantId: string, state: PullState, lease: { owner: string; until: number }): PullStateEntity & Record<string, unknown> {
+function toEntity(tenantId: string, state: PullState, lease: { owner: string; until: number }, extra: Record<string, unknown>): Entity {
   return {
     partitionKey: PARTITION,
     rowKey: tenantId,
     watermark: state.watermark ?? "",
     windowFrom: state.window?.from ?? "",
     windowTo: state.window?.to ?? "",
-    windowSkip: state.window?.skip ?? 0,
-    ...encodeDelivered(state.delivered),
+    windowPosition: state.window?.position ?? "",
+    windowNextEnd: state.window?.nextEnd ?? "",
+    windowDensity: state.window?.density ?? 0,
     accessTokenCipher: state.accessTokenCipher ?? "",
     accessTokenExpiresAt: state.accessTokenExpiresAt ?? 0,
     refreshTokenObtainedAt: state.refreshTokenObtainedAt ?? 0,
@@ -135,133 +145,314 @@ function toEntity(tenantId: string, state: PullState, lease: { owner: string; un
     consecutiveFailures: state.consecutiveFailures,
     lastErrorCode: state.lastErrorCode ?? "",
     lastErrorMessage: state.lastErrorMessage ?? "",
+    clockSkewMs: state.clockSkewMs === undefined ? "" : String(state.clockSkewMs),
+    deadLetters: state.deadLetters,
+    lastDeadLetterReason: state.lastDeadLetterReason ?? "",
+    lastDeadLetterAt: state.lastDeadLetterAt ?? "",
+    lastWarningCode: state.lastWarningCode ?? "",
+    lastWarningMessage: state.lastWarningMessage ?? "",
+    lastWarningAt: state.lastWarningAt ?? "",
     leaseOwner: lease.owner,
     leaseUntil: lease.until,
+    ...extra,
   };
 }
 
-/** Thrown when another writer changed the entity: this pull has lost its lease and must stop. */
+/** Thrown when another writer changed (or offboarding removed) the entity: this pull must stop. */
 export class LeaseLostError extends Error {
-  constructor() {
-    super("pull lease lost to another instance");
+  constructor(readonly reason: "taken" | "reset" = "taken") {
+    super(reason === "reset" ? "the tenant's pull state was reset" : "pull lease lost to another instance");
     this.name = "LeaseLostError";
   }
 }
 
 /**
  * A held pull lease. Every save is conditioned on the ETag of the previous one, so two pulls of
- * one tenant can never both write: the second to arrive fails and stops.
+ * one tenant can never both write: the second to arrive fails and stops. The lease is short and
+ * every save renews it, so a pull that dies blocks its tenant only briefly.
  */
 export class PullLease {
+  private released = false;
+  /** The dedupe set changed since it was last written (a spilled set is rewritten only then). */
+  private deliveredChanged = false;
+
   constructor(
     private readonly store: PullStateStore,
     readonly tenantId: string,
     readonly owner: string,
     private etag: string,
     private until: number,
+    private readonly leaseMs: number,
+    private spill: string | undefined,
     public state: PullState,
   ) {}
 
-  async save(extendUntil?: number): Promise<void> {
-    if (extendUntil !== undefined) this.until = extendUntil;
-    this.etag = await this.store.write(this.tenantId, this.state, { owner: this.owner, until: this.until }, this.etag);
+  /** Epoch ms at which the lease lapses unless renewed. */
+  get expiresAt(): number {
+    return this.until;
+  }
+
+  /** Call after adding to or pruning `state.delivered`. */
+  markDeliveredChanged(): void {
+    this.deliveredChanged = true;
+  }
+
+  async save(): Promise<void> {
+    this.until = this.store.now() + this.leaseMs;
+    await this.persist({ owner: this.owner, until: this.until });
   }
 
   async release(): Promise<void> {
-    this.until = 0;
-    this.etag = await this.store.write(this.tenantId, this.state, { owner: "", until: 0 }, this.etag);
+    if (this.released) return;
+    await this.persist({ owner: "", until: 0 });
+    this.released = true;
+  }
+
+  private async persist(lease: { owner: string; until: number }): Promise<void> {
+    const reuse = this.deliveredChanged ? undefined : this.spill;
+    const written = await this.store.write(this.tenantId, this.state, lease, this.etag, this.spill, reuse);
+    this.etag = written.etag;
+    this.spill = written.spill;
+    this.deliveredChanged = false;
   }
 }
 
-export class PullStateStore {
-  constructor(
-    private readonly tables: TableFactory,
-    private readonly clock: Clock,
-  ) {}
+export interface PullStateStoreOptions {
+  tables: TableFactory;
+  clock: Clock;
+  spill: DedupeSpillStore;
+  /** Every Table call is abandoned after this long, so a storage stall cannot outlive a pull. */
+  timeoutMs?: number;
+}
 
-  private table() {
+export class PullStateStore {
+  private readonly tables: TableFactory;
+  private readonly clock: Clock;
+  private readonly spill: DedupeSpillStore;
+  private readonly timeoutMs: number;
+
+  constructor(options: PullStateStoreOptions) {
+    this.tables = options.tables;
+    this.clock = options.clock;
+    this.spill = options.spill;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+  }
+
+  now(): number {
+    return this.clock();
+  }
+
+  private table(): Promise<TableClient> {
     return this.tables.open(TABLES.pullState);
   }
 
-  /** Takes the tenant's lease, or returns undefined if another pull holds an unexpired one. */
-  async acquire(tenantId: string, owner: string, until: number): Promise<PullLease | undefined> {
+  private signal(): { abortSignal: AbortSignal } {
+    return { abortSignal: AbortSignal.timeout(this.timeoutMs) };
+  }
+
+  private async readEntity(partition: string, tenantId: string): Promise<(Entity & { etag: string }) | undefined> {
     const table = await this.table();
-    let entity: (PullStateEntity & Record<string, unknown> & { etag: string }) | undefined;
     try {
-      entity = await table.getEntity<PullStateEntity & Record<string, unknown>>(PARTITION, tenantId);
+      return await table.getEntity<Entity>(partition, tenantId, this.signal());
     } catch (error) {
-      if ((error as { statusCode?: unknown }).statusCode !== 404) throw error;
-    }
-    const state: PullState = entity ? fromEntity(entity) : { delivered: new Map(), apiCalls: [], consecutiveFailures: 0 };
-    if (entity && entity.leaseOwner && (entity.leaseUntil ?? 0) > this.clock() && entity.leaseOwner !== owner) return undefined;
-    try {
-      let etag: string;
-      if (entity) {
-        etag = (await table.updateEntity(toEntity(tenantId, state, { owner, until }), "Replace", { etag: entity.etag })).etag ?? "";
-      } else {
-        etag = (await table.createEntity(toEntity(tenantId, state, { owner, until }))).etag ?? "";
-      }
-      return new PullLease(this, tenantId, owner, etag, until, state);
-    } catch (error) {
-      const status = (error as { statusCode?: unknown }).statusCode;
-      if (isConcurrencyConflict(error) || status === 409) return undefined;
+      if (statusOf(error) === 404) return undefined;
       throw error;
     }
   }
 
-  /** @internal used by PullLease */
-  async write(tenantId: string, state: PullState, lease: { owner: string; until: number }, etag: string): Promise<string> {
+  /** Takes the tenant's lease for `leaseMs`, or returns undefined if another pull holds an unexpired one. */
+  async acquire(tenantId: string, owner: string, leaseMs: number): Promise<PullLease | undefined> {
+    const entity = await this.readEntity(PARTITION, tenantId);
+    if (entity && str(entity["leaseOwner"]) && (num(entity["leaseUntil"]) ?? 0) > this.clock() && entity["leaseOwner"] !== owner) {
+      return undefined;
+    }
+    const spill = entity ? str(entity["deliveredBlob"]) : undefined;
+    let delivered: DeliveredVersions;
+    if (spill) {
+      const body = await this.spill.read(spill, this.timeoutMs);
+      // A spilled set that is gone can only mean re-delivery of the overlap, never a loss.
+      delivered = decodeDelivered({ delivered: body ?? "" });
+    } else {
+      delivered = entity ? decodeDelivered(entity) : new Map();
+    }
+    const state = entity ? fromEntity(entity, delivered) : emptyState();
+    const until = this.clock() + leaseMs;
     const table = await this.table();
+    const writeId = randomUUID();
     try {
-      const result = await table.updateEntity(toEntity(tenantId, state, lease), "Replace", { etag });
-      return result.etag ?? "";
+      let etag: string;
+      const row = toEntity(tenantId, state, { owner, until }, { writeId, deliveredBlob: spill ?? "", ...encodeDelivered(spill ? new Map() : delivered) });
+      if (entity) {
+        etag = (await table.updateEntity(row, "Replace", { etag: entity.etag, ...this.signal() })).etag ?? "";
+      } else {
+        etag = (await table.createEntity(row, this.signal())).etag ?? "";
+      }
+      return new PullLease(this, tenantId, owner, etag, until, leaseMs, spill, state);
     } catch (error) {
-      if (isConcurrencyConflict(error)) throw new LeaseLostError();
+      if (isConcurrencyConflict(error) || statusOf(error) === 409) return undefined;
       throw error;
+    }
+  }
+
+  /**
+   * @internal used by PullLease. A dedupe set too large for the entity is written to a new blob
+   * first and the entity then points at it, so the two change together under the entity's ETag.
+   */
+  async write(
+    tenantId: string,
+    state: PullState,
+    lease: { owner: string; until: number },
+    etag: string,
+    previousSpill: string | undefined,
+    unchangedSpill?: string,
+  ): Promise<{ etag: string; spill: string | undefined }> {
+    const table = await this.table();
+    const writeId = randomUUID();
+    let inline = unchangedSpill ? encodeDelivered(new Map()) : encodeDelivered(state.delivered);
+    let spill: string | undefined = unchangedSpill;
+    if (inline === undefined) {
+      spill = `${tenantId}/${writeId}.versions`;
+      await this.spill.write(tenantId, spill, encodeDelivered(state.delivered, { unbounded: true })?.delivered ?? "", this.timeoutMs);
+      inline = encodeDelivered(new Map());
+    }
+    const row = toEntity(tenantId, state, lease, { writeId, deliveredBlob: spill ?? "", ...inline });
+    let newEtag: string;
+    try {
+      newEtag = (await table.updateEntity(row, "Replace", { etag, ...this.signal() })).etag ?? "";
+    } catch (error) {
+      const mine = isConcurrencyConflict(error) ? await this.committedByUs(tenantId, writeId) : undefined;
+      if (mine === undefined) {
+        if (spill && spill !== unchangedSpill) void this.spill.remove(spill).catch(() => undefined);
+        if (isConcurrencyConflict(error)) throw new LeaseLostError("taken");
+        if (statusOf(error) === 404) throw new LeaseLostError("reset");
+        throw error;
+      }
+      newEtag = mine;
+    }
+    if (previousSpill && previousSpill !== spill) void this.spill.remove(previousSpill).catch(() => undefined);
+    return { etag: newEtag, spill };
+  }
+
+  /**
+   * A conditional write whose response was lost is retried by the SDK and then fails with 412
+   * against its own success. The write id tells the two apart: if the stored row carries ours,
+   * the write committed and its ETag is the one to continue with.
+   */
+  private async committedByUs(tenantId: string, writeId: string): Promise<string | undefined> {
+    try {
+      const entity = await this.readEntity(PARTITION, tenantId);
+      return entity && entity["writeId"] === writeId ? entity.etag : undefined;
+    } catch {
+      return undefined;
     }
   }
 
   /** Health for the operator API: everything except secrets and the dedupe set. */
-  async readAll(): Promise<Map<string, PullState>> {
+  async readAll(): Promise<Map<string, PullState & { incidents?: PullIncidents }>> {
     const table = await this.table();
-    const states = new Map<string, PullState>();
-    for await (const entity of table.listEntities<PullStateEntity & Record<string, unknown>>({
-      queryOptions: { filter: odata`PartitionKey eq ${PARTITION}` },
-    })) {
-      if (entity.rowKey) states.set(entity.rowKey, fromEntity(entity));
+    const states = new Map<string, PullState & { incidents?: PullIncidents }>();
+    for await (const entity of table.listEntities<Entity>({ queryOptions: { filter: odata`PartitionKey eq ${PARTITION}` } })) {
+      if (entity.rowKey) states.set(entity.rowKey, fromEntity(entity, new Map()));
+    }
+    for await (const entity of table.listEntities<Entity>({ queryOptions: { filter: odata`PartitionKey eq ${INCIDENT_PARTITION}` } })) {
+      const state = entity.rowKey ? states.get(entity.rowKey) : undefined;
+      if (state) state.incidents = incidentsOf(entity);
     }
     return states;
+  }
+
+  /** The tenant's pull state as stored (tests and diagnostics), without taking the lease. */
+  async read(tenantId: string): Promise<(PullState & { leaseOwner?: string; leaseUntil?: number }) | undefined> {
+    const entity = await this.readEntity(PARTITION, tenantId);
+    if (!entity) return undefined;
+    const spill = str(entity["deliveredBlob"]);
+    const delivered = spill ? decodeDelivered({ delivered: (await this.spill.read(spill, this.timeoutMs)) ?? "" }) : decodeDelivered(entity);
+    const owner = str(entity["leaseOwner"]);
+    return { ...fromEntity(entity, delivered), ...(owner ? { leaseOwner: owner, leaseUntil: num(entity["leaseUntil"]) ?? 0 } : {}) };
+  }
+
+  /**
+   * Forgets everything about the tenant's pulls: checkpoint, dedupe set, cached access token,
+   * health. Offboarding and re-registration start from here, and a pull still running loses its
+   * lease at its next save.
+   */
+  async reset(tenantId: string): Promise<void> {
+    const table = await this.table();
+    for (const partition of [PARTITION, INCIDENT_PARTITION]) {
+      try {
+        await table.deleteEntity(partition, tenantId, this.signal());
+      } catch (error) {
+        if (statusOf(error) !== 404) throw error;
+      }
+    }
+    await this.spill.removeAll(tenantId);
   }
 
   /** Records a failure that happened outside a held lease (e.g. a poison message). */
   async recordFailure(tenantId: string, code: string, message: string): Promise<void> {
     const table = await this.table();
     for (let attempt = 0; attempt < 5; attempt++) {
+      const entity = await this.readEntity(PARTITION, tenantId);
       try {
-        const entity = await table.getEntity<PullStateEntity & Record<string, unknown>>(PARTITION, tenantId);
+        if (!entity) {
+          await table.createEntity(
+            { partitionKey: PARTITION, rowKey: tenantId, lastErrorCode: code, lastErrorMessage: message, consecutiveFailures: 1 },
+            this.signal(),
+          );
+          return;
+        }
         await table.updateEntity(
           {
             partitionKey: PARTITION,
             rowKey: tenantId,
             lastErrorCode: code,
             lastErrorMessage: message,
-            consecutiveFailures: (entity.consecutiveFailures ?? 0) + 1,
+            consecutiveFailures: (num(entity["consecutiveFailures"]) ?? 0) + 1,
             lastRunAt: new Date(this.clock()).toISOString(),
           },
           "Merge",
-          { etag: entity.etag },
+          { etag: entity.etag, ...this.signal() },
         );
         return;
       } catch (error) {
-        const status = (error as { statusCode?: unknown }).statusCode;
-        if (status === 404) {
-          await table
-            .createEntity({ partitionKey: PARTITION, rowKey: tenantId, lastErrorCode: code, lastErrorMessage: message, consecutiveFailures: 1 })
-            .catch(() => undefined);
-          return;
-        }
-        if (!isConcurrencyConflict(error)) throw error;
+        if (!isConcurrencyConflict(error) && statusOf(error) !== 409) throw error;
       }
     }
   }
+
+  /**
+   * Counts a lost lease or a failed release in a row of its own: the pull entity belongs to
+   * whoever holds the lease now, and writing to it would take their lease away.
+   */
+  async recordIncident(tenantId: string, kind: "lease_lost" | "release_failed"): Promise<void> {
+    const table = await this.table();
+    const at = new Date(this.clock()).toISOString();
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const entity = await this.readEntity(INCIDENT_PARTITION, tenantId);
+      const incidents = entity ? incidentsOf(entity) : { leaseLost: 0, releaseFailed: 0 };
+      if (kind === "lease_lost") Object.assign(incidents, { leaseLost: incidents.leaseLost + 1, lastLeaseLostAt: at });
+      else Object.assign(incidents, { releaseFailed: incidents.releaseFailed + 1, lastReleaseFailedAt: at });
+      const row = { partitionKey: INCIDENT_PARTITION, rowKey: tenantId, ...incidents };
+      try {
+        if (entity) await table.updateEntity(row, "Replace", { etag: entity.etag, ...this.signal() });
+        else await table.createEntity(row, this.signal());
+        return;
+      } catch (error) {
+        if (!isConcurrencyConflict(error) && statusOf(error) !== 409) throw error;
+      }
+    }
+  }
+}
+
+function incidentsOf(entity: Entity): PullIncidents {
+  const incidents: PullIncidents = { leaseLost: num(entity["leaseLost"]) ?? 0, releaseFailed: num(entity["releaseFailed"]) ?? 0 };
+  const lost = str(entity["lastLeaseLostAt"]);
+  if (lost) incidents.lastLeaseLostAt = lost;
+  const failed = str(entity["lastReleaseFailedAt"]);
+  if (failed) incidents.lastReleaseFailedAt = failed;
+  return incidents;
+}
+
+export function emptyState(): PullState {
+  return { delivered: new Map(), apiCalls: [], consecutiveFailures: 0, deadLetters: 0 };
 }

@@ -1,18 +1,20 @@
 import { randomUUID } from "node:crypto";
 import type { Clock } from "../clock";
 import type { PullSettings } from "../config";
-import { DefenderApiError, type DefenderClient } from "../defender/defenderClient";
-import type { AlertPage } from "../defender/types";
+import { DefenderApiError, InvalidPageError, type DefenderClient } from "../defender/defenderClient";
 import type { RateBudget } from "../defender/rateBudget";
 import { defenderBaseUrl } from "../defender/regions";
+import type { FetchedPage } from "../defender/types";
 import { describeError } from "../errors";
 import type { Logger } from "../logging";
 import { SecretStoreError } from "../secrets/secretStore";
 import { SinkError, type AlertEnvelope, type AlertSink } from "../sinks/alertSink";
+import { DeadLetterError, type DeadLetterReason, type DeadLetterStore } from "../sinks/deadLetters";
 import type { TenantRecord, TenantRegistry } from "../state/tenantRegistry";
 import { TokenUnavailableError, type AccessTokenSource } from "./accessTokens";
-import { LeaseLostError, type PullLease, type PullStateStore } from "./pullState";
-import { nextWindow, updatedAtSeconds, versionHash } from "./window";
+import { LeaseLostError, type PullLease, type PullState, type PullStateStore } from "./pullState";
+import { SubWindowPlanner, type SubWindow } from "./subWindows";
+import { isoMs, nextWindow, versionHash } from "./window";
 
 export type PullOutcome =
   | { outcome: "pulled"; alerts: number; complete: boolean }
@@ -20,13 +22,20 @@ export type PullOutcome =
   | { outcome: "busy" }
   | { outcome: "failed"; code: string; category: "reconsent" | "app_credential" | "transient" | "lease_lost" };
 
-/** How stale the registry view a pull starts from may be; see TenantRegistry.getRecent. */
-const TENANT_SNAPSHOT_MAX_AGE_MS = 60_000;
+/** Pages requested ahead of the one being delivered: hides the API's latency on a backlog. */
+const READ_AHEAD = 3;
+/** Passes over a single millisecond that holds more than a page, until two agree. */
+const INSTANT_PASSES = 3;
+/** Pages read inside one millisecond per pass before giving up on it (10,000 alerts at 1 ms is already absurd). */
+const MAX_INSTANT_PAGES = 200;
+/** Host and API clocks further apart than this are reported in health. */
+const CLOCK_SKEW_WARNING_MS = 60_000;
+const MIN_LEASE_MS = 180_000;
 
 export interface TenantPullDeps {
   settings: Pick<
     PullSettings,
-    "overlapMinutes" | "settleSeconds" | "firstRunLookbackHours" | "pageSize" | "expandEvidence" | "maxRunSeconds"
+    "overlapMinutes" | "settleSeconds" | "firstRunLookbackHours" | "pageSize" | "expandEvidence" | "maxRunSeconds" | "requestTimeoutSeconds"
   >;
   defenderApiBaseUrl: string;
   tenants: TenantRegistry;
@@ -35,27 +44,38 @@ export interface TenantPullDeps {
   defender: DefenderClient;
   budget: RateBudget;
   sink: AlertSink;
+  deadLetters: DeadLetterStore;
   clock: Clock;
 }
 
+/** The tenant was offboarded (or lost its consent) while its pull ran: stop without writing. */
+class TenantNoLongerConnected extends Error {
+  constructor() {
+    super("tenant is no longer connected");
+    this.name = "TenantNoLongerConnected";
+  }
+}
+
 /**
- * Pulls one tenant: takes its lease, reads the closed window after its checkpoint page by
- * page, hands each page's new alert versions to the sink, and only then advances the
- * checkpoint. A crash, timeout or lost lease therefore resumes where the last page ended.
+ * Pulls one tenant: takes its lease, reads the closed window after its checkpoint in
+ * time-bounded sub-windows, hands each page's new alert versions to the sink, and only then
+ * records the page as read. A crash, timeout or lost lease resumes at exactly the page that was
+ * in flight.
  */
 export class TenantPull {
   constructor(private readonly deps: TenantPullDeps) {}
 
   async run(tenantId: string, log: Logger, owner: string = randomUUID()): Promise<PullOutcome> {
     const { deps } = this;
-    const tenant = await deps.tenants.getRecent(tenantId, TENANT_SNAPSHOT_MAX_AGE_MS);
+    // A point read, not a cached list: an offboarding must stop the very next pull.
+    const tenant = await deps.tenants.get(tenantId);
     if (!tenant) return { outcome: "skipped", reason: "not_registered" };
     if (tenant.status !== "connected") return { outcome: "skipped", reason: "not_connected" };
 
     const started = deps.clock();
     const deadline = started + deps.settings.maxRunSeconds * 1000;
-    // The lease outlives the deadline a little so a pull finishing its last page keeps it.
-    const lease = await deps.pullState.acquire(tenantId, owner, deadline + 60_000);
+    const leaseMs = Math.max(MIN_LEASE_MS, 2 * deps.settings.requestTimeoutSeconds * 1000 + 60_000);
+    const lease = await deps.pullState.acquire(tenantId, owner, leaseMs);
     if (!lease) {
       log.info("pull skipped: another pull of this tenant holds the lease", { tenantId });
       return { outcome: "busy" };
@@ -63,7 +83,7 @@ export class TenantPull {
     deps.budget.restore(tenantId, lease.state.apiCalls);
     lease.state.lastRunAt = new Date(started).toISOString();
     try {
-      const result = await this.pullWindow(tenant, lease, deadline);
+      const result = await new WindowRead(deps, tenant, lease, deadline, log).run();
       Object.assign(lease.state, {
         lastSuccessAt: new Date(deps.clock()).toISOString(),
         lastAlertCount: result.alerts,
@@ -72,155 +92,39 @@ export class TenantPull {
         lastErrorMessage: undefined,
       });
       lease.state.apiCalls = deps.budget.snapshot(tenantId);
-      await lease.release();
-      log.info("pull finished", { tenantId, alerts: result.alerts, complete: result.complete });
+      await this.release(lease, log);
+      log.info("pull finished", { tenantId, alerts: result.alerts, complete: result.complete, deadLetters: result.deadLetters });
       return { outcome: "pulled", ...result };
     } catch (error) {
+      if (error instanceof TenantNoLongerConnected) {
+        log.info("pull stopped: the tenant is no longer connected", { tenantId });
+        deps.tokens.forget(tenantId);
+        return { outcome: "skipped", reason: "not_connected" };
+      }
       return this.failed(tenant, lease, error, log);
     }
   }
 
-  private async pullWindow(tenant: TenantRecord, lease: PullLease, deadline: number): Promise<{ alerts: number; complete: boolean }> {
-    const { deps } = this;
-    const { settings } = deps;
-    const state = lease.state;
-    const overlapMs = settings.overlapMinutes * 60_000;
-    const window =
-      state.window ??
-      (() => {
-        const next = nextWindow({
-          watermark: state.watermark,
-          now: deps.clock(),
-          overlapMs,
-          settleMs: settings.settleSeconds * 1000,
-          firstRunLookbackMs: settings.firstRunLookbackHours * 3600_000,
-        });
-        return next && { ...next, skip: 0 };
-      })();
-    const accessToken = deps.tokens.forPull(tenant.tenantId, state);
-    if (!window) {
-      // Nothing to read yet; still exercise the refresh token so it never idles out.
-      await accessToken(false);
-      return { alerts: 0, complete: true };
-    }
-
-    let delivered = 0;
-    // Versions that a later window will re-read (inside its overlap) are kept in the persisted
-    // set; the rest of this window's versions only need remembering until the window ends.
-    const keepFrom = Math.floor((Date.parse(window.to) - overlapMs) / 1000);
-    const seenThisRun = new Set<string>();
-    // The last page's versions are persisted too, so a resumed run can re-read that page
-    // (the API's order may have shifted while no one was reading) without re-delivering it.
-    let lastPage: Array<[string, number]> = [];
-    const pageOverlap = Math.max(1, Math.ceil(settings.pageSize / 50));
-    const startSkip = window.skip > 0 ? Math.max(0, window.skip - settings.pageSize) : 0;
-    const pulledAt = new Date(deps.clock()).toISOString();
-    const pages = deps.defender
-      .pages({
-        tenantId: tenant.tenantId,
-        from: window.from,
-        to: window.to,
-        startSkip,
-        pageSize: settings.pageSize,
-        pageOverlap,
-        // Three pages requested at once hide the API's latency on a backlog; more would only
-        // hold more pages in memory.
-        readAhead: 3,
-        expandEvidence: settings.expandEvidence,
-        baseUrl: defenderBaseUrl(deps.defenderApiBaseUrl, tenant.defenderRegion),
-        accessToken: async (force) => {
-          if (force) deps.tokens.forget(tenant.tenantId);
-          return accessToken(force);
-        },
-        deadline,
-      })
-      [Symbol.asyncIterator]();
-    const ahead = (): Promise<IteratorResult<AlertPage, void>> => {
-      const next = pages.next();
-      // Marked handled here; the failure surfaces when the loop awaits it.
-      next.catch(() => undefined);
-      return next;
-    };
+  private async release(lease: PullLease, log: Logger): Promise<void> {
     try {
-      let pending = ahead();
-      for (;;) {
-        const result = await pending;
-        if (result.done) break;
-        const page = result.value;
-        // The next page is read while this one goes to the sink: the two overlap, and no more
-        // than two pages are ever in memory.
-        if (page.nextSkip !== undefined) pending = ahead();
-        const fresh: AlertEnvelope[] = [];
-        const versions: Array<[string, number]> = [];
-        for (const alert of page.alerts) {
-          const hash = versionHash(alert);
-          versions.push([hash, updatedAtSeconds(alert)]);
-          if (state.delivered.has(hash) || seenThisRun.has(hash)) continue;
-          seenThisRun.add(hash);
-          fresh.push({ tenantId: tenant.tenantId, tenantName: tenant.displayName, source: "mde", pulledAt, alert });
-        }
-        if (fresh.length > 0) {
-          await deps.sink.write({ tenantId: tenant.tenantId, windowFrom: window.from, windowTo: window.to, skip: page.skip }, fresh);
-        }
-        // Acknowledge only now that the sink holds the page durably.
-        for (const [hash, at] of lastPage) if (at < keepFrom) state.delivered.delete(hash);
-        for (const [hash, at] of versions) state.delivered.set(hash, at);
-        lastPage = versions;
-        delivered += fresh.length;
-        state.apiCalls = deps.budget.snapshot(tenant.tenantId);
-        if (page.nextSkip === undefined) break;
-        state.window = { from: window.from, to: window.to, skip: page.nextSkip };
-        // The last page's progress is saved by the checkpoint write that ends the run.
-        await lease.save();
-      }
+      await lease.release();
     } catch (error) {
-      if (error instanceof DefenderApiError && (error.code === "deadline" || error.code === "budget_exhausted")) {
-        // Out of time or budget: the position is saved per page, so the next run resumes here.
-        return { alerts: delivered, complete: false };
-      }
-      throw error;
+      if (error instanceof LeaseLostError) throw error;
+      // The lease lapses on its own shortly; say so where the operator looks.
+      log.warn("could not release the pull lease", { tenantId: lease.tenantId, detail: describeError(error) });
+      await this.deps.pullState.recordIncident(lease.tenantId, "release_failed").catch(() => undefined);
     }
-    state.watermark = window.to;
-    state.window = undefined;
-    for (const [hash, at] of state.delivered) if (at < keepFrom) state.delivered.delete(hash);
-    return { alerts: delivered, complete: true };
   }
 
   private async failed(tenant: TenantRecord, lease: PullLease, error: unknown, log: Logger): Promise<PullOutcome> {
     const { deps } = this;
     const tenantId = tenant.tenantId;
     if (error instanceof LeaseLostError) {
-      log.warn("pull stopped: lease lost to another pull", { tenantId });
+      log.warn("pull stopped: lease lost to another pull", { tenantId, reason: error.reason });
+      if (error.reason === "taken") await deps.pullState.recordIncident(tenantId, "lease_lost").catch(() => undefined);
       return { outcome: "failed", code: "lease_lost", category: "lease_lost" };
     }
-    let category: "reconsent" | "app_credential" | "transient" = "transient";
-    let code = "pull_failed";
-    let message = "The pull failed; it will be retried on the next cycle";
-    if (error instanceof TokenUnavailableError) {
-      category = error.failure.category;
-      code = error.failure.aadsts ?? error.failure.error;
-      message =
-        category === "reconsent"
-          ? "Entra ID refused the refresh token; the customer must consent again"
-          : category === "app_credential"
-            ? "Entra ID rejected the MSSP application's own credential"
-            : "Entra ID was unavailable";
-    } else if (error instanceof DefenderApiError) {
-      code = `defender_${error.code}`;
-      message =
-        error.code === "forbidden"
-          ? "The Defender API refused access: the customer must authorize the MSSP application in the Defender portal"
-          : `The Defender API call failed (${error.code})`;
-    } else if (error instanceof SecretStoreError) {
-      code = "secret_store_unavailable";
-      message = "Key Vault could not be reached for the tenant's token; the next cycle retries";
-    } else if (error instanceof SinkError) {
-      code = "sink_failed";
-      message = "Writing alerts to the sink failed; the checkpoint did not move and the next cycle retries";
-    } else {
-      code = "pull_failed";
-      message = "The pull failed unexpectedly; see the function logs";
-    }
+    const { code, message, category } = classifyFailure(error);
     if (category === "app_credential") {
       log.error("MSSP application credential rejected by Entra ID: every tenant is affected; rotate MSSP_CLIENT_SECRET", { tenantId, error: code });
     } else {
@@ -233,7 +137,7 @@ export class TenantPull {
     });
     lease.state.apiCalls = deps.budget.snapshot(tenantId);
     try {
-      await lease.release();
+      await this.release(lease, log);
     } catch (saveError) {
       log.warn("could not record the pull failure", { tenantId, detail: describeError(saveError) });
     }
@@ -248,4 +152,377 @@ export class TenantPull {
     }
     return { outcome: "failed", code, category };
   }
+}
+
+function classifyFailure(error: unknown): { code: string; message: string; category: "reconsent" | "app_credential" | "transient" } {
+  if (error instanceof TokenUnavailableError) {
+    const category = error.failure.category;
+    return {
+      category,
+      code: error.failure.aadsts ?? error.failure.error,
+      message:
+        category === "reconsent"
+          ? "Entra ID refused the refresh token; the customer must consent again"
+          : category === "app_credential"
+            ? "Entra ID rejected the MSSP application's own credential"
+            : "Entra ID was unavailable",
+    };
+  }
+  if (error instanceof DefenderApiError) {
+    return {
+      category: "transient",
+      code: `defender_${error.code}`,
+      message:
+        error.code === "forbidden"
+          ? "The Defender API refused access: the customer must authorize the MSSP application in the Defender portal"
+          : `The Defender API call failed (${error.code})`,
+    };
+  }
+  if (error instanceof SecretStoreError) {
+    return error.timedOut
+      ? { category: "transient", code: "secret_store_timeout", message: "Key Vault did not answer in time for the tenant's token; the next cycle retries" }
+      : { category: "transient", code: "secret_store_unavailable", message: "Key Vault could not be reached for the tenant's token; the next cycle retries" };
+  }
+  if (error instanceof SinkError) {
+    return { category: "transient", code: "sink_failed", message: "Writing alerts to the sink failed; the checkpoint did not move and the next cycle retries" };
+  }
+  if (error instanceof DeadLetterError) {
+    return { category: "transient", code: "dead_letter_failed", message: "Storing data the pipeline could not accept failed; the checkpoint did not move" };
+  }
+  if (isAbort(error)) {
+    return { category: "transient", code: "storage_timeout", message: "Table or Blob Storage did not answer in time; the next cycle retries" };
+  }
+  return { category: "transient", code: "pull_failed", message: "The pull failed unexpectedly; see the function logs" };
+}
+
+function isAbort(error: unknown): boolean {
+  return error instanceof Error && (error.name === "AbortError" || error.name === "TimeoutError");
+}
+
+/** One run over the tenant's current window: the state machine of a single pull. */
+class WindowRead {
+  private readonly state: PullState;
+  private readonly overlapMs: number;
+  private readonly top: number;
+  private readonly inFlight = new Map<string, Promise<FetchedPage>>();
+  private readonly accessToken: (force: boolean) => Promise<string>;
+  private readonly pulledAt: string;
+  private planner!: SubWindowPlanner;
+  private windowFrom = 0;
+  /** The window is in Table Storage already (resumed, or saved before its first sink write). */
+  private windowSaved: boolean;
+  /** The first page written after a resume may have been written before: the sink is told. */
+  private resumedWrite: boolean;
+  private delivered = 0;
+  private deadLettered = 0;
+  /** The last prune limit (s): pruning again at or below it finds nothing. */
+  private pruned = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    private readonly deps: TenantPullDeps,
+    private readonly tenant: TenantRecord,
+    private readonly lease: PullLease,
+    private readonly deadline: number,
+    private readonly log: Logger,
+  ) {
+    this.state = lease.state;
+    this.overlapMs = deps.settings.overlapMinutes * 60_000;
+    this.top = deps.settings.pageSize;
+    this.windowSaved = this.state.window !== undefined;
+    this.resumedWrite = this.windowSaved;
+    this.pulledAt = new Date(deps.clock()).toISOString();
+    const tokens = deps.tokens.forPull(tenant.tenantId, this.state, deadline);
+    this.accessToken = async (force) => {
+      if (force) deps.tokens.forget(tenant.tenantId);
+      return tokens(force);
+    };
+  }
+
+  async run(): Promise<{ alerts: number; complete: boolean; deadLetters: number }> {
+    const { deps, state } = this;
+    const resumed = state.window;
+    if (resumed) {
+      this.windowFrom = Date.parse(resumed.from);
+      this.planner = new SubWindowPlanner(
+        { from: this.windowFrom, to: Date.parse(resumed.to) },
+        { position: Date.parse(resumed.position), nextEnd: Date.parse(resumed.nextEnd), ...(resumed.density ? { density: resumed.density } : {}) },
+        this.top,
+      );
+    } else {
+      const window = nextWindow({
+        watermark: state.watermark,
+        now: deps.clock(),
+        skewMs: state.clockSkewMs,
+        overlapMs: this.overlapMs,
+        settleMs: deps.settings.settleSeconds * 1000,
+        firstRunLookbackMs: deps.settings.firstRunLookbackHours * 3600_000,
+      });
+      if (!window) {
+        // Nothing to read yet; still exercise the refresh token so it never idles out.
+        await this.accessToken(false);
+        return { alerts: 0, complete: true, deadLetters: 0 };
+      }
+      this.windowFrom = window.from;
+      this.planner = new SubWindowPlanner(window, { position: window.from, nextEnd: window.to }, this.top);
+    }
+
+    try {
+      let checkedClock = resumed !== undefined;
+      for (let head = this.planner.head(); head; head = this.planner.head()) {
+        const requested = { ...head };
+        this.prefetch();
+        let page: FetchedPage;
+        try {
+          page = await this.take(requested, 0);
+        } catch (error) {
+          if (!(error instanceof InvalidPageError)) throw error;
+          await this.ensureConnected();
+          // Narrow a page that never parses down to its millisecond before giving it up.
+          if (!this.planner.split()) {
+            await this.deadLetterPage(requested, 0, error.raw);
+            this.planner.complete(0);
+          }
+          await this.acknowledge();
+          continue;
+        }
+        if (!checkedClock) {
+          checkedClock = true;
+          this.settleClock(page);
+        }
+        await this.ensureConnected();
+        await this.deliver(requested, 0, page);
+        const returned = page.alerts.length + page.rejected.length;
+        // A page is the whole sub-window only when it came back short and the service says no more.
+        const full = returned >= this.top || page.nextLink !== undefined;
+        if (this.planner.finished) {
+          // The service's clock ended the window before this sub-window: nothing left to read.
+        } else if (!full) {
+          this.planner.complete(returned, page.alerts.map((alert) => alert.updatedAtMs));
+        } else if (!this.planner.split(page.alerts.map((alert) => alert.updatedAtMs))) {
+          await this.readInstant(this.planner.head() ?? requested);
+          this.planner.complete(undefined);
+        }
+        await this.acknowledge();
+      }
+    } catch (error) {
+      if (error instanceof DefenderApiError && (error.code === "deadline" || error.code === "budget_exhausted")) {
+        // Out of time or budget: the position is saved per page, so the next run resumes here.
+        return { alerts: this.delivered, complete: false, deadLetters: this.deadLettered };
+      }
+      throw error;
+    } finally {
+      for (const pending of this.inFlight.values()) pending.catch(() => undefined);
+      this.inFlight.clear();
+    }
+    state.watermark = isoMs(this.planner.to);
+    state.window = undefined;
+    this.prune(this.planner.to - this.overlapMs);
+    return { alerts: this.delivered, complete: true, deadLetters: this.deadLettered };
+  }
+
+  /** Requests the next few planned sub-windows so the API's latency overlaps the sink's. */
+  private prefetch(): void {
+    for (const sub of this.planner.upcoming(READ_AHEAD)) this.request(sub, 0);
+  }
+
+  private key(sub: SubWindow, skip: number): string {
+    return `${sub.from}:${sub.to}:${skip}`;
+  }
+
+  private request(sub: SubWindow, skip: number): Promise<FetchedPage> {
+    const key = this.key(sub, skip);
+    let pending = this.inFlight.get(key);
+    if (!pending) {
+      pending = this.deps.defender.fetchPage({
+        tenantId: this.tenant.tenantId,
+        baseUrl: defenderBaseUrl(this.deps.defenderApiBaseUrl, this.tenant.defenderRegion),
+        from: isoMs(sub.from),
+        to: isoMs(sub.to),
+        top: this.top,
+        skip,
+        expandEvidence: this.deps.settings.expandEvidence,
+        accessToken: this.accessToken,
+        deadline: this.deadline,
+      });
+      // Marked handled here; the failure surfaces when the page is taken.
+      pending.catch(() => undefined);
+      this.inFlight.set(key, pending);
+    }
+    return pending;
+  }
+
+  private take(sub: SubWindow, skip: number): Promise<FetchedPage> {
+    const pending = this.request(sub, skip);
+    this.inFlight.delete(this.key(sub, skip));
+    return pending;
+  }
+
+  /**
+   * Ends a new window by the service's clock: the first answer's `Date` header caps `to`, and
+   * the difference is kept so the next window starts right. Alerts already read past the new end
+   * stay delivered and remembered, so the next window does not repeat them.
+   */
+  private settleClock(page: FetchedPage): void {
+    if (page.apiDate === undefined) return;
+    // Date has whole seconds, so this errs towards the service being behind: the safe side.
+    const skew = page.apiDate - this.deps.clock();
+    this.state.clockSkewMs = skew;
+    if (Math.abs(skew) > CLOCK_SKEW_WARNING_MS) {
+      this.log.warn("host clock and Defender API clock differ", { tenantId: this.tenant.tenantId, skewSeconds: Math.round(skew / 1000) });
+    }
+    const apiTo = page.apiDate - this.deps.settings.settleSeconds * 1000;
+    if (apiTo < this.planner.to) this.planner.clip(apiTo);
+  }
+
+  private async ensureConnected(): Promise<void> {
+    const current = await this.deps.tenants.get(this.tenant.tenantId);
+    if (!current || current.status !== "connected") throw new TenantNoLongerConnected();
+  }
+
+  /**
+   * Hands the page's new versions to the sink and its unacceptable elements to the dead-letter
+   * store; only when both hold them are the versions remembered as delivered.
+   */
+  private async deliver(requested: SubWindow, skip: number, page: FetchedPage): Promise<void> {
+    const { tenant } = this;
+    // Named as a resume would read it again: a page cut by the service's clock ends at the cut.
+    const sub = { from: requested.from, to: Math.min(requested.to, this.planner.to) };
+    const fresh: AlertEnvelope[] = [];
+    const versions: Array<[string, number]> = [];
+    const inPage = new Set<string>();
+    for (const alert of page.alerts) {
+      const hash = versionHash(alert);
+      if (this.state.delivered.has(hash) || inPage.has(hash)) continue;
+      inPage.add(hash);
+      versions.push([hash, Math.floor(alert.updatedAtMs / 1000)]);
+      fresh.push({ tenantId: tenant.tenantId, tenantName: tenant.displayName, source: "mde", pulledAt: this.pulledAt, alert });
+    }
+    if (fresh.length > 0) {
+      await this.saveWindowOnce();
+      await this.renewIfDue();
+      await this.deps.sink.write(
+        { tenantId: tenant.tenantId, pageFrom: isoMs(sub.from), pageTo: isoMs(sub.to), skip, ...(this.resumedWrite ? { resumed: true } : {}) },
+        fresh,
+      );
+      this.resumedWrite = false;
+    }
+    for (const rejected of page.rejected) await this.deadLetter(rejected.reason, sub, skip, rejected.raw);
+    for (const [hash, at] of versions) this.state.delivered.set(hash, at);
+    if (versions.length > 0) this.lease.markDeliveredChanged();
+    this.delivered += fresh.length;
+  }
+
+  /**
+   * One millisecond holds more than a page: page through it with `$skip`, to an empty page (a
+   * short page is not trusted to be the end), and read it again until two passes agree, so an
+   * order that shifted under the first pass cannot hide an alert.
+   */
+  private async readInstant(sub: SubWindow): Promise<void> {
+    let previous: Set<string> | undefined;
+    for (let pass = 0; pass < INSTANT_PASSES; pass++) {
+      const seen = new Set<string>();
+      let skip = 0;
+      for (let n = 0; n < MAX_INSTANT_PAGES; n++) {
+        let page: FetchedPage;
+        try {
+          page = await this.take(sub, skip);
+        } catch (error) {
+          if (!(error instanceof InvalidPageError)) throw error;
+          await this.deadLetterPage(sub, skip, error.raw);
+          skip += this.top;
+          continue;
+        }
+        await this.ensureConnected();
+        const returned = page.alerts.length + page.rejected.length;
+        if (returned === 0) break;
+        await this.deliver(sub, skip, page);
+        for (const alert of page.alerts) seen.add(versionHash(alert));
+        skip += returned;
+        await this.acknowledge();
+      }
+      if (previous && sameSet(previous, seen)) return;
+      previous = seen;
+    }
+    this.warn("unstable_order", "The Defender API's order inside one millisecond kept changing between reads; every version read was delivered");
+  }
+
+  private async deadLetterPage(sub: SubWindow, skip: number, raw: string): Promise<void> {
+    await this.deadLetter("invalid_page", sub, skip, raw);
+  }
+
+  private async deadLetter(reason: DeadLetterReason, sub: SubWindow, skip: number, raw: string): Promise<void> {
+    const at = new Date(this.deps.clock()).toISOString();
+    const stored = await this.deps.deadLetters.write({
+      tenantId: this.tenant.tenantId,
+      source: "mde",
+      reason,
+      window: { from: isoMs(this.windowFrom), to: isoMs(this.planner.to) },
+      page: { from: isoMs(sub.from), to: isoMs(sub.to), skip },
+      raw,
+      at,
+    });
+    if (!stored) return;
+    this.deadLettered++;
+    this.state.deadLetters++;
+    this.state.lastDeadLetterReason = reason;
+    this.state.lastDeadLetterAt = at;
+    this.log.warn("data the pipeline cannot accept was dead-lettered", { tenantId: this.tenant.tenantId, reason });
+  }
+
+  private warn(code: string, message: string): void {
+    Object.assign(this.state, { lastWarningCode: code, lastWarningMessage: message, lastWarningAt: new Date(this.deps.clock()).toISOString() });
+    this.log.warn(message, { tenantId: this.tenant.tenantId, warning: code });
+  }
+
+  /** Before the window's first sink write, so a crash after it resumes this window, not a new one. */
+  private async saveWindowOnce(): Promise<void> {
+    if (this.windowSaved) return;
+    this.recordProgress();
+    await this.lease.save();
+    this.windowSaved = true;
+  }
+
+  private async renewIfDue(): Promise<void> {
+    if (this.lease.expiresAt - this.deps.clock() < MIN_LEASE_MS / 2) await this.lease.save();
+  }
+
+  private recordProgress(): void {
+    const { planner } = this;
+    this.state.window = {
+      from: isoMs(this.windowFrom),
+      to: isoMs(planner.to),
+      position: isoMs(planner.position),
+      nextEnd: isoMs(planner.nextEnd()),
+      ...(planner.density !== undefined ? { density: planner.density } : {}),
+    };
+  }
+
+  /** The page is durable in the sink: record it as read, forget what no later read can serve again, renew the lease. */
+  private async acknowledge(): Promise<void> {
+    this.prune(Math.min(this.planner.position, this.planner.to - this.overlapMs));
+    if (this.planner.finished) {
+      // The run's closing save records the finished window.
+      return;
+    }
+    this.recordProgress();
+    this.state.apiCalls = this.deps.budget.snapshot(this.tenant.tenantId);
+    await this.lease.save();
+    this.windowSaved = true;
+  }
+
+  /** Drops remembered versions older than `before` (ms); a second's margin for the rounding. */
+  private prune(before: number): void {
+    const limit = Math.floor(before / 1000) - 1;
+    if (limit <= this.pruned) return;
+    this.pruned = limit;
+    const size = this.state.delivered.size;
+    for (const [hash, at] of this.state.delivered) if (at < limit) this.state.delivered.delete(hash);
+    if (this.state.delivered.size !== size) this.lease.markDeliveredChanged();
+  }
+}
+
+function sameSet(a: Set<string>, b: Set<string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const value of a) if (!b.has(value)) return false;
+  return true;
 }

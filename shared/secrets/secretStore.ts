@@ -23,6 +23,16 @@ export interface SecretStore {
   delete(name: string): Promise<void>;
   /** Value of the oldest enabled version: lets racing writers of a generated secret agree on one. */
   getOldest(name: string): Promise<string | undefined>;
+  /** Every enabled version's id, creation time and tags (never a value), oldest first. */
+  versions(name: string): Promise<SecretVersionInfo[]>;
+  /** One version's value, or undefined when it is gone or disabled. */
+  getVersion(name: string, version: string): Promise<string | undefined>;
+}
+
+export interface SecretVersionInfo {
+  version: string;
+  createdOn: number;
+  tags: Readonly<Record<string, string>>;
 }
 
 /** A Key Vault failure, described by status and service error code only. */
@@ -30,11 +40,18 @@ export class SecretStoreError extends Error {
   constructor(
     readonly operation: string,
     readonly status: number | undefined,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; timedOut?: boolean },
   ) {
-    super(`Key Vault ${operation} failed${status ? ` with HTTP ${status}` : " (no response)"}`, options);
+    super(
+      `Key Vault ${operation} failed${status ? ` with HTTP ${status}` : options?.timedOut ? " (no answer in time)" : " (no response)"}`,
+      options?.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = "SecretStoreError";
+    this.timedOut = options?.timedOut === true;
   }
+
+  /** The vault did not answer within the client's timeout (a stall, not a refusal). */
+  readonly timedOut: boolean;
 }
 
 export interface KeyVaultSecretStoreOptions {
@@ -42,6 +59,8 @@ export interface KeyVaultSecretStoreOptions {
   credential: TokenCredential;
   /** Local development only: trust this CA and skip the *.vault.azure.net challenge-resource check. */
   localDevCaPem?: string;
+  /** Each operation, retries included, is abandoned after this long (default 30 s). */
+  timeoutMs?: number;
 }
 
 export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): SecretStore {
@@ -52,12 +71,16 @@ export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): 
       : {}),
   });
 
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const bounded = () => ({ abortSignal: AbortSignal.timeout(timeoutMs) });
+  // Drop the SDK's message: a RestError can echo the request body, which is the secret.
+  const failure = (operation: string, error: unknown): SecretStoreError =>
+    new SecretStoreError(operation, statusOf(error), { timedOut: isAbort(error) });
   const guarded = async <T>(operation: string, run: () => Promise<T>): Promise<T> => {
     try {
       return await run();
     } catch (error) {
-      // Drop the SDK's message: a RestError can echo the request body, which is the secret.
-      throw new SecretStoreError(operation, statusOf(error));
+      throw failure(operation, error);
     }
   };
 
@@ -66,26 +89,25 @@ export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): 
   return {
     async get(name) {
       try {
-        const secret = await client.getSecret(name);
+        const secret = await client.getSecret(name, bounded());
         if (secret.value === undefined) return undefined;
         return { value: secret.value, updatedOn: secret.properties.updatedOn, tags: secret.properties.tags ?? {} };
       } catch (error) {
-        const status = statusOf(error);
-        // 404: never written or deleted; 403 on a disabled secret: treat as absent, not as an outage.
-        if (status === 404) return undefined;
-        throw new SecretStoreError("get", status);
+        // 404: never written or deleted.
+        if (statusOf(error) === 404) return undefined;
+        throw failure("get", error);
       }
     },
 
     async set(name, value, writeOptions) {
-      const write = () => client.setSecret(name, value, { contentType: writeOptions.contentType, tags: writeOptions.tags });
+      const write = () => client.setSecret(name, value, { contentType: writeOptions.contentType, tags: writeOptions.tags, ...bounded() });
       try {
         await write();
       } catch (error) {
-        if (!isDeletedButRecoverable(error)) throw new SecretStoreError("set", statusOf(error));
+        if (!isDeletedButRecoverable(error)) throw failure("set", error);
         await guarded("recover", async () => {
-          const poller = await client.beginRecoverDeletedSecret(name, { intervalInMs: 500 });
-          await poller.pollUntilDone();
+          const poller = await client.beginRecoverDeletedSecret(name, { intervalInMs: 500, ...bounded() });
+          await poller.pollUntilDone(bounded());
         });
         await guarded("set", write);
       }
@@ -93,25 +115,51 @@ export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): 
 
     async delete(name) {
       try {
-        await client.beginDeleteSecret(name);
+        await client.beginDeleteSecret(name, bounded());
       } catch (error) {
         if (statusOf(error) === 404) return;
-        throw new SecretStoreError("delete", statusOf(error));
+        throw failure("delete", error);
       }
     },
 
     async getOldest(name) {
       return guarded("get", async () => {
-        let oldest: { version: string; createdOn: number } | undefined;
-        for await (const properties of client.listPropertiesOfSecretVersions(name)) {
-          if (properties.enabled === false || !properties.version) continue;
-          const createdOn = properties.createdOn?.getTime() ?? Number.MAX_SAFE_INTEGER;
-          if (!oldest || createdOn < oldest.createdOn) oldest = { version: properties.version, createdOn };
-        }
+        const oldest = (await listVersions(name))[0];
         if (!oldest) return undefined;
-        const secret = await client.getSecret(name, { version: oldest.version });
+        const secret = await client.getSecret(name, { version: oldest.version, ...bounded() });
         return secret.value;
       });
     },
+
+    async versions(name) {
+      return guarded("list", () => listVersions(name));
+    },
+
+    async getVersion(name, version) {
+      try {
+        return (await client.getSecret(name, { version, ...bounded() })).value;
+      } catch (error) {
+        if (statusOf(error) === 404) return undefined;
+        throw failure("get", error);
+      }
+    },
   };
+
+  async function listVersions(name: string): Promise<SecretVersionInfo[]> {
+    const found: SecretVersionInfo[] = [];
+    try {
+      for await (const properties of client.listPropertiesOfSecretVersions(name, bounded())) {
+        if (properties.enabled === false || !properties.version) continue;
+        found.push({ version: properties.version, createdOn: properties.createdOn?.getTime() ?? Number.MAX_SAFE_INTEGER, tags: properties.tags ?? {} });
+      }
+    } catch (error) {
+      if (statusOf(error) === 404) return [];
+      throw error;
+    }
+    return found.sort((a, b) => a.createdOn - b.createdOn);
+  }
+}
+
+function isAbort(error: unknown): boolean {
+  return error instanceof Error && (error.name === "AbortError" || error.name === "TimeoutError");
 }

@@ -13,6 +13,24 @@ export interface TenantTokenBundle {
   refreshTokenObtainedAt: number;
   /** base64 AES-256 key for the access-token cache. */
   accessTokenKey: string;
+  /**
+   * Which consent this token descends from: `{epoch ms}-{random}`, new at every consent and
+   * carried over by every rotation. A newer consent always wins over a rotation of an older one.
+   */
+  generation: string;
+}
+
+/** A fresh consent generation; generations compare by their leading time. */
+export function newGeneration(now: number): string {
+  return `${now}-${randomBytes(6).toString("hex")}`;
+}
+
+/** Bundles written before generations existed count as the oldest. */
+const LEGACY_GENERATION = "0-legacy";
+
+export function generationTime(generation: string): number {
+  const at = Number(generation.split("-", 1)[0]);
+  return Number.isFinite(at) ? at : 0;
 }
 
 export const TENANT_TOKEN_CONTENT_TYPE = "application/vnd.mssp.tenant-token+json";
@@ -40,6 +58,7 @@ export class TenantTokenStore {
           refreshToken: parsed.refreshToken,
           refreshTokenObtainedAt: parsed.refreshTokenObtainedAt,
           accessTokenKey: parsed.accessTokenKey,
+          generation: typeof parsed.generation === "string" && parsed.generation ? parsed.generation : LEGACY_GENERATION,
         };
       }
     } catch {
@@ -55,8 +74,40 @@ export class TenantTokenStore {
         tenantId: tenantId.toLowerCase(),
         kind: "defender-delegated-refresh-token",
         obtainedAt: new Date(bundle.refreshTokenObtainedAt).toISOString(),
+        generation: bundle.generation,
       },
     });
+  }
+
+  /**
+   * Writes a rotated refresh token unless a newer consent is stored, and makes sure a consent
+   * that lands between the check and the write still wins: Key Vault has no conditional write,
+   * so after writing, the version history is read and a newer consent's bundle is put back on
+   * top. Returns the bundle that is current afterwards.
+   */
+  async writeRotation(tenantId: string, next: TenantTokenBundle): Promise<TenantTokenBundle> {
+    const name = tenantTokenSecretName(tenantId);
+    const stored = await this.read(tenantId);
+    if (stored && generationTime(stored.generation) > generationTime(next.generation)) return stored;
+    await this.write(tenantId, next);
+    const versions = await this.secrets.versions(name);
+    const newest = versions.reduce<(typeof versions)[number] | undefined>((best, version) => {
+      const generation = version.tags["generation"] ?? LEGACY_GENERATION;
+      if (generationTime(generation) <= generationTime(next.generation)) return best;
+      return !best || generationTime(generation) >= generationTime(best.tags["generation"] ?? LEGACY_GENERATION) ? version : best;
+    }, undefined);
+    if (!newest) return next;
+    const current = await this.read(tenantId);
+    const newestGeneration = newest.tags["generation"] ?? LEGACY_GENERATION;
+    // The newer consent is on top already (it landed after our write): nothing to repair.
+    if (current && generationTime(current.generation) >= generationTime(newestGeneration)) return current;
+    const consent = await this.secrets.getVersion(name, newest.version);
+    if (consent === undefined) return current ?? next;
+    await this.secrets.set(name, consent, {
+      contentType: TENANT_TOKEN_CONTENT_TYPE,
+      tags: { ...newest.tags },
+    });
+    return (await this.read(tenantId)) ?? next;
   }
 
   async remove(tenantId: string): Promise<void> {

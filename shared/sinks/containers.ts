@@ -7,3 +7,21 @@ export function openContainer(storage: StorageConnection, name: string, credenti
   if (storage.kind === "identity") return new ContainerClient(`${storage.blobServiceUri}/${name}`, credential());
   return BlobServiceClient.fromConnectionString(storage.connectionString).getContainerClient(name);
 }
+
+/**
+ * Creates the container on first use and remembers success; a failure is not cached, so the
+ * next call tries again.
+ */
+export function containerCreator(container: ContainerClient, onFailure: (error: unknown) => Error): () => Promise<void> {
+  let ready: Promise<void> | undefined;
+  return () => {
+    ready ??= container.createIfNotExists().then(
+      () => undefined,
+      (error: unknown) => {
+        ready = undefined;
+        throw onFailure(error);
+      },
+    );
+    return ready;
+  };
+}

@@ -15,3 +15,9 @@ export const QUEUES = {
 
 /** The alerts container name is an app setting (ALERTS_CONTAINER); this is its default. */
 export const DEFAULT_ALERTS_CONTAINER = "alerts";
+
+/** Containers the app keeps besides the alerts: poison data, and dedupe sets too large for a table row. */
+export const CONTAINERS = {
+  deadLetters: "alerts-dead-letters",
+  pullState: "pull-state",
+} as const;

@@ -10,13 +10,19 @@ import { generateAlerts, type MdeAlert, type MdeEvidence } from "./alerts";
  * are exercised.
  *
  * Deliberate differences from the real service, which a client must not rely on:
- * - Results come back sorted by (lastUpdateTime, id). The real API promises no
- *   order; the only thing a client may assume is that $skip paging is stable
- *   while no alert inside the filtered window changes.
+ * - By default results come back sorted by (lastUpdateTime, id). The real API
+ *   promises no order; the only thing a client may assume is that $skip paging
+ *   is stable while no alert inside the filtered window changes. setOrder(…,
+ *   "shuffled") serves a stable order unrelated to time, to prove exactly that.
  * - Only `lastUpdateTime` filters (ge/gt/le/lt, one or two joined by `and`)
  *   are understood; anything else the real API accepts is a 400 here, so an
  *   unexpected query shape fails loudly in tests.
  * - Without `$top` a page holds up to 10,000 alerts (the documented maximum).
+ *
+ * The fake has its own clock (option `clock` plus setClockOffset): it drives the
+ * HTTP Date header, ingestion delay (addAlerts' visibleAt) and the quota window.
+ * Access-token expiry is still judged by the real clock, so skewing the fake's
+ * clock does not also expire the tokens the fake Entra issued.
  */
 
 export const DEFENDER_AUDIENCES: readonly string[] = [
@@ -25,7 +31,11 @@ export const DEFENDER_AUDIENCES: readonly string[] = [
 ];
 export const ODATA_CONTEXT = "https://api.security.microsoft.com/api/$metadata#Alerts";
 export const MAX_PAGE_SIZE = 10_000;
+/** Origin of the nextLink served in "foreign" mode; a client must refuse to send its token there. */
+export const FOREIGN_NEXT_LINK_ORIGIN = "https://attacker.example.test";
 const ALERT_PERMISSIONS = ["Alert.Read.All", "Alert.ReadWrite.All", "Alert.Read", "Alert.ReadWrite"];
+const MINUTE_MS = 60_000;
+const HOUR_MS = 3_600_000;
 
 export interface DefenderTokenClaims {
   tid: string;
@@ -42,9 +52,12 @@ export interface FakeDefenderOptions {
   /** Returns the token's claims, or null when the token is not one the test issued. */
   verifyAccessToken: (token: string) => Promise<DefenderTokenClaims | null>;
   latencyMs?: number;
+  /** The fake's time source in epoch ms (default Date.now); setClockOffset() is added on top. */
+  clock?: () => number;
 }
 
 export interface RecordedRequest {
+  /** The fake's clock (now()) when the response was decided. */
   at: number;
   query: URLSearchParams;
   /** 0 while a request is held open by hang(). */
@@ -65,27 +78,91 @@ export interface SeedRequest {
   spacingMs: number;
 }
 
+/** When an added alert (version) becomes visible to queries, in the fake's clock; a function decides per alert. */
+export type VisibleAt = number | ((alert: MdeAlert) => number);
+
+export interface AddAlertsOptions {
+  /** Default: visible immediately. Until then queries do not match it and any older version of it is still served. */
+  visibleAt?: VisibleAt;
+}
+
+export interface UpdateAlertOptions {
+  /** Default: the updated version is visible immediately. */
+  visibleAt?: number;
+}
+
+/** "sorted": (lastUpdateTime, id). "shuffled": a stable pseudo-random order that has nothing to do with time. */
+export type AlertOrder = "sorted" | "shuffled";
+
+/**
+ * false: no nextLink. true: a full page links to the next $skip.
+ * "loop": a full page links to itself plus `$skiptoken=B`, and that one links back (A→B→A forever).
+ * "foreign": a full page links to FOREIGN_NEXT_LINK_ORIGIN.
+ */
+export type NextLinkMode = boolean | "loop" | "foreign";
+
+export interface PageInfo {
+  /** 0-based count of 200 pages served to the tenant (reset by resetStats). */
+  index: number;
+  query: URLSearchParams;
+  /** How many alerts the page holds. */
+  served: number;
+}
+
+export type AfterPageHook = (info: PageInfo) => void;
+
+export interface Quota {
+  perMinute: number;
+  perHour?: number;
+}
+
 interface StoredAlert {
   /** lastUpdateTime normalised to a fixed width so string order equals time order. */
   key: string;
   id: string;
   summary: Omit<MdeAlert, "evidence">;
   evidence: MdeEvidence[];
+  /** Fake-clock ms from which queries match this version; -Infinity for "always". */
+  visibleAt: number;
+  /** The next version of the same alert, while this one may still be served until that one is visible. */
+  supersededBy?: StoredAlert;
+  /** The previous version this one replaced but did not yet retire. */
+  supersedes?: StoredAlert;
+  /** Sort key of the "shuffled" order: a hash of (id, lastUpdateTime, tenant seed). */
+  shuffleKey: number;
 }
 
 interface TenantState {
+  /** Every stored version, including ones not yet visible or about to be retired, in (lastUpdateTime, id) order. */
   sorted: StoredAlert[];
+  /** The newest version of each alert. */
   byId: Map<string, StoredAlert>;
+  /** Set once any version was added with a delayed visibleAt; until then pages skip the per-alert visibility check. */
+  hasDelayedVersions: boolean;
+  seed: number;
+  order: AlertOrder;
   throttle: { times: number; retryAfterSeconds: number } | null;
   failure: { status: number; times: number } | null;
   hangs: number;
+  shortPages: { times: number; size: number } | null;
+  corruptPages: number;
+  /** Alert id → raw JSON text served in its place. */
+  poisoned: Map<string, string>;
+  quota: Quota | null;
+  /** Fake-clock ms of the requests the quota admitted, oldest first. */
+  admitted: number[];
   latencyMs: number | undefined;
   requests: RecordedRequest[];
+  served: Map<string, number>;
+  pageRequests: number;
+  afterPage: AfterPageHook | null;
 }
 
 type Bound = { op: "ge" | "gt" | "le" | "lt"; key: string };
 
-const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?Z$/;
+// The zone is optional so a test can serve the zone-less timestamps some services emit; the
+// fake reads them as UTC, as the real service means them.
+const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?Z?$/;
 
 /**
  * Fixed-width form (always 7 fractional digits) of an MDE timestamp, or null.
@@ -108,6 +185,10 @@ function compareStored(a: StoredAlert, b: StoredAlert): number {
   return 0;
 }
 
+function compareShuffled(a: StoredAlert, b: StoredAlert): number {
+  return a.shuffleKey - b.shuffleKey || compareStored(a, b);
+}
+
 /** First index whose element satisfies `pred`; `pred` must be monotone (false… then true…). */
 function firstIndex(items: readonly StoredAlert[], pred: (item: StoredAlert) => boolean): number {
   let lo = 0;
@@ -121,15 +202,84 @@ function firstIndex(items: readonly StoredAlert[], pred: (item: StoredAlert) => 
   return lo;
 }
 
-function toStored(alert: MdeAlert): StoredAlert {
+/**
+ * 32-bit FNV-1a followed by murmur3's finaliser: alert ids and timestamps differ
+ * only in a few trailing characters, and plain FNV would leave them nearly in order.
+ */
+function hash32(text: string, seed: number): number {
+  let h = (0x811c9dc5 ^ seed) >>> 0;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+function toStored(alert: MdeAlert, visibleAt: number, seed: number): StoredAlert {
   const key = mdeTimestampKey(alert.lastUpdateTime);
   if (key === null) throw new Error(`FakeDefender: alert ${alert.id} has an unparseable lastUpdateTime ${alert.lastUpdateTime}`);
+  if (Number.isNaN(visibleAt)) throw new Error(`FakeDefender: alert ${alert.id} has a NaN visibleAt`);
   const { evidence, ...summary } = alert;
-  return { key, id: alert.id, summary, evidence };
+  return { key, id: alert.id, summary, evidence, visibleAt, shuffleKey: hash32(`${alert.id}\n${key}`, seed) };
 }
 
 function toAlert(stored: StoredAlert): MdeAlert {
   return { ...stored.summary, evidence: stored.evidence };
+}
+
+function servedKey(stored: StoredAlert): string {
+  return `${stored.id}@${stored.summary.lastUpdateTime}`;
+}
+
+/** Every stored version of one alert, newest first. */
+function versionChain(newest: StoredAlert): StoredAlert[] {
+  const chain: StoredAlert[] = [];
+  for (let v: StoredAlert | undefined = newest; v !== undefined; v = v.supersedes) chain.push(v);
+  return chain;
+}
+
+/** A version is served once it is visible and until some newer version of the alert is. */
+function isServedAt(stored: StoredAlert, now: number): boolean {
+  if (stored.visibleAt > now) return false;
+  for (let next = stored.supersededBy; next !== undefined; next = next.supersededBy) {
+    if (next.visibleAt <= now) return false;
+  }
+  return true;
+}
+
+function resolveVisibleAt(visibleAt: VisibleAt | undefined, alert: MdeAlert): number {
+  if (visibleAt === undefined) return Number.NEGATIVE_INFINITY;
+  return typeof visibleAt === "function" ? visibleAt(alert) : visibleAt;
+}
+
+/** The [start, end) range of `sorted` that the filter's bounds select (end may be below start: empty). */
+function boundedRange(sorted: readonly StoredAlert[], bounds: readonly Bound[]): { start: number; end: number } {
+  let start = 0;
+  let end = sorted.length;
+  for (const { op, key } of bounds) {
+    if (op === "ge") start = Math.max(start, firstIndex(sorted, (a) => a.key >= key));
+    else if (op === "gt") start = Math.max(start, firstIndex(sorted, (a) => a.key > key));
+    else if (op === "le") end = Math.min(end, firstIndex(sorted, (a) => a.key > key));
+    else end = Math.min(end, firstIndex(sorted, (a) => a.key >= key));
+  }
+  return { start, end: Math.max(start, end) };
+}
+
+/**
+ * Milliseconds until one more request fits in a sliding window of `windowMs`
+ * holding at most `limit` requests, or 0 if it fits now.
+ */
+function msUntilSlot(admitted: readonly number[], now: number, windowMs: number, limit: number): number {
+  const inWindow = admitted.filter((t) => t > now - windowMs);
+  if (inWindow.length < limit) return 0;
+  // Enough of the oldest must age out to leave limit-1; the last of those frees the slot.
+  const freeing = inWindow[inWindow.length - limit] ?? now;
+  return freeing + windowMs - now;
+}
+
+/** The page as JSON text, built by hand so a poisoned alert's raw text lands in it verbatim. */
+function renderPage(items: readonly string[], nextLink: string | undefined): string {
+  const head = `{"@odata.context":${JSON.stringify(ODATA_CONTEXT)},"value":[${items.join(",")}]`;
+  return nextLink === undefined ? `${head}}` : `${head},"@odata.nextLink":${JSON.stringify(nextLink)}}`;
 }
 
 class BadRequest extends Error {}
@@ -156,6 +306,7 @@ function parseNonNegativeInt(name: string, raw: string | null): number | undefin
 }
 
 const KNOWN_OPTIONS = new Set(["$filter", "$top", "$skip", "$expand"]);
+const SKIP_TOKEN = "$skiptoken";
 
 interface ParsedQuery {
   bounds: Bound[];
@@ -164,10 +315,12 @@ interface ParsedQuery {
   expandEvidence: boolean;
 }
 
-function parseQuery(query: URLSearchParams): ParsedQuery {
+/** `allowSkipToken` only in "loop" nextLink mode, where the fake itself hands out $skiptoken links. */
+function parseQuery(query: URLSearchParams, allowSkipToken: boolean): ParsedQuery {
   const seen = new Set<string>();
   for (const name of query.keys()) {
-    if (name.startsWith("$") && !KNOWN_OPTIONS.has(name)) throw new BadRequest(`The query parameter '${name}' is not supported.`);
+    const known = KNOWN_OPTIONS.has(name) || (allowSkipToken && name === SKIP_TOKEN);
+    if (name.startsWith("$") && !known) throw new BadRequest(`The query parameter '${name}' is not supported.`);
     if (seen.has(name)) throw new BadRequest(`The query parameter '${name}' is specified more than once.`);
     seen.add(name);
   }
@@ -184,6 +337,12 @@ function parseQuery(query: URLSearchParams): ParsedQuery {
   };
 }
 
+/** Faults that change a 200 page rather than replace it, claimed when the request arrives. */
+interface PageFaults {
+  shortSize: number | undefined;
+  corrupt: boolean;
+}
+
 const ERROR_CODES: Record<number, string> = {
   400: "InvalidInput",
   401: "Unauthorized",
@@ -197,17 +356,22 @@ const ERROR_CODES: Record<number, string> = {
   504: "GatewayTimeout",
 };
 
+const RATE_LIMIT_MESSAGE = "Rate limit is exceeded. Try again later.";
+
 export class FakeDefender {
   url = "";
   private readonly server: Server;
   private readonly tenants = new Map<string, TenantState>();
   private readonly pendingTimers = new Set<NodeJS.Timeout>();
+  private readonly clock: () => number;
+  private clockOffsetMs = 0;
   private defaultLatencyMs: number;
-  private nextLinkPaging = false;
+  private nextLinkMode: NextLinkMode = false;
   private counters: FakeDefenderStats = { requests: 0, byTenant: {}, byStatus: {} };
 
   constructor(private readonly options: FakeDefenderOptions) {
     this.defaultLatencyMs = options.latencyMs ?? 0;
+    this.clock = options.clock ?? Date.now;
     this.server = createServer({ cert: options.certPem, key: options.keyPem }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         if (!res.headersSent && !res.destroyed) this.sendError(res, 500, `Fake failure: ${String(err)}`);
@@ -238,47 +402,82 @@ export class FakeDefender {
     await closed;
   }
 
+  // ---- clock --------------------------------------------------------------
+
+  /** The fake's current time in epoch ms: clock() + the offset. */
+  now(): number {
+    return this.clock() + this.clockOffsetMs;
+  }
+
+  /** Skews the fake's clock (Date header, ingestion delay, quota) against the clock option. */
+  setClockOffset(ms: number): void {
+    if (!Number.isFinite(ms)) throw new Error(`FakeDefender: clock offset must be finite, got ${ms}`);
+    this.clockOffsetMs = ms;
+  }
+
   // ---- test control -------------------------------------------------------
 
-  /** Adds alerts; an alert whose id already exists replaces the old one. */
-  addAlerts(tenantId: string, alerts: readonly MdeAlert[]): void {
+  /**
+   * Adds alerts; an alert whose id already exists replaces the old one. With a
+   * `visibleAt` in the future the new version is ingested late: queries do not
+   * match it before then, and keep serving the version it replaces until then.
+   */
+  addAlerts(tenantId: string, alerts: readonly MdeAlert[], options: AddAlertsOptions = {}): void {
     const state = this.tenant(tenantId);
-    const fresh = alerts.map(toStored);
-    for (const stored of fresh) {
-      const old = state.byId.get(stored.id);
-      if (old !== undefined) this.removeSorted(state, old);
-      state.byId.set(stored.id, stored);
+    // Entries of this call not yet in `sorted`, so a repeated id within one call replaces cleanly.
+    const batch = new Set<StoredAlert>();
+    for (const alert of alerts) {
+      const fresh = toStored(alert, resolveVisibleAt(options.visibleAt, alert), state.seed);
+      for (const retired of this.supersede(state, fresh)) {
+        if (!batch.delete(retired)) this.removeSorted(state, retired);
+      }
+      batch.add(fresh);
     }
     // Appending and sorting once is cheaper for bulk seeding; splicing keeps
     // small, frequent additions from re-sorting a 100k backlog.
-    if (fresh.length > 64) {
-      state.sorted = state.sorted.concat(fresh).sort(compareStored);
+    if (batch.size > 64) {
+      state.sorted = state.sorted.concat([...batch]).sort(compareStored);
     } else {
-      for (const stored of fresh) this.insertSorted(state, stored);
+      for (const stored of batch) this.insertSorted(state, stored);
     }
   }
 
   /** Changes an alert in place, as the service does when an analyst or automation touches it. */
-  updateAlert(tenantId: string, id: string, patch: Partial<Omit<MdeAlert, "id">>): MdeAlert {
+  updateAlert(tenantId: string, id: string, patch: Partial<Omit<MdeAlert, "id">>, options: UpdateAlertOptions = {}): MdeAlert {
     const state = this.tenant(tenantId);
     const old = state.byId.get(id);
     if (old === undefined) throw new Error(`FakeDefender: tenant ${tenantId} has no alert ${id}`);
-    const updated = toStored({ ...toAlert(old), ...patch, id });
-    this.removeSorted(state, old);
+    const updated = toStored({ ...toAlert(old), ...patch, id }, options.visibleAt ?? Number.NEGATIVE_INFINITY, state.seed);
+    for (const retired of this.supersede(state, updated)) this.removeSorted(state, retired);
     this.insertSorted(state, updated);
-    state.byId.set(id, updated);
     return toAlert(updated);
+  }
+
+  /** Deletes every version of an alert; returns false if the tenant had no such alert. */
+  removeAlert(tenantId: string, id: string): boolean {
+    const state = this.tenant(tenantId);
+    const newest = state.byId.get(id);
+    if (newest === undefined) return false;
+    for (const version of versionChain(newest)) this.removeSorted(state, version);
+    state.byId.delete(id);
+    return true;
   }
 
   removeAll(tenantId: string): void {
     const state = this.tenant(tenantId);
     state.sorted = [];
     state.byId.clear();
+    state.hasDelayedVersions = false;
   }
 
-  /** The tenant's alerts in the order the fake serves them. */
+  /** The newest version of each of the tenant's alerts (visible yet or not), in (lastUpdateTime, id) order. */
   alerts(tenantId: string): MdeAlert[] {
-    return this.tenant(tenantId).sorted.map(toAlert);
+    const state = this.tenant(tenantId);
+    return state.sorted.filter((s) => state.byId.get(s.id) === s).map(toAlert);
+  }
+
+  setOrder(tenantId: string, mode: AlertOrder): void {
+    this.tenant(tenantId).order = mode;
   }
 
   throttle(tenantId: string, opts: { times: number; retryAfterSeconds: number }): void {
@@ -294,14 +493,48 @@ export class FakeDefender {
     this.tenant(tenantId).hangs = times;
   }
 
+  /** The next `times` pages hold at most `size` alerts and no nextLink, even when more match. */
+  shortPages(tenantId: string, opts: { times: number; size: number }): void {
+    if (!Number.isInteger(opts.size) || opts.size < 0) throw new Error(`FakeDefender: shortPages size must be a non-negative integer`);
+    this.tenant(tenantId).shortPages = opts.times > 0 ? { ...opts } : null;
+  }
+
+  /** The next `times` pages are 200s whose body is cut in half, so not valid JSON. */
+  corruptPages(tenantId: string, opts: { times: number }): void {
+    this.tenant(tenantId).corruptPages = Math.max(0, opts.times);
+  }
+
+  /** Serves `raw` verbatim in place of alert `id` whenever it matches (filtering still uses the stored alert); null clears. */
+  poisonAlert(tenantId: string, id: string, raw: string | null): void {
+    const { poisoned } = this.tenant(tenantId);
+    if (raw === null) poisoned.delete(id);
+    else poisoned.set(id, raw);
+  }
+
+  /** Answers 429 with Retry-After to requests beyond a sliding per-minute (and optional per-hour) limit; null lifts it. */
+  enforceQuota(tenantId: string, quota: Quota | null): void {
+    const isLimit = (n: unknown): boolean => typeof n === "number" && Number.isInteger(n) && n >= 1;
+    if (quota !== null && (!isLimit(quota.perMinute) || (quota.perHour !== undefined && !isLimit(quota.perHour)))) {
+      throw new Error("FakeDefender: quota limits must be positive integers");
+    }
+    const state = this.tenant(tenantId);
+    state.quota = quota === null ? null : { ...quota };
+    state.admitted = [];
+  }
+
+  /** Runs synchronously after each 200 page for the tenant is computed and before it is sent; null removes it. */
+  afterPage(tenantId: string, hook: AfterPageHook | null): void {
+    this.tenant(tenantId).afterPage = hook;
+  }
+
   setLatency(ms: number, tenantId?: string): void {
     if (tenantId === undefined) this.defaultLatencyMs = ms;
     else this.tenant(tenantId).latencyMs = ms;
   }
 
-  /** When on, a full page carries "@odata.nextLink" to the next $skip (even if that page is empty). */
-  setNextLinkPaging(enabled: boolean): void {
-    this.nextLinkPaging = enabled;
+  /** Whether and how a full page carries "@odata.nextLink" (true: to the next $skip, even if that page is empty). */
+  setNextLinkPaging(mode: NextLinkMode): void {
+    this.nextLinkMode = mode;
   }
 
   // ---- introspection ------------------------------------------------------
@@ -310,30 +543,84 @@ export class FakeDefender {
     return [...(this.tenants.get(tenantId)?.requests ?? [])];
   }
 
+  /**
+   * How often each alert version (`${id}@${lastUpdateTime}`) was in a 200 body.
+   * Poisoned alerts and corrupted pages do not count: the client never got those versions.
+   */
+  served(tenantId: string): Map<string, number> {
+    return new Map(this.tenants.get(tenantId)?.served);
+  }
+
+  /** 200 responses to the alerts route for the tenant, corrupted ones included. */
+  pageRequests(tenantId: string): number {
+    return this.tenants.get(tenantId)?.pageRequests ?? 0;
+  }
+
   get stats(): FakeDefenderStats {
     return { requests: this.counters.requests, byTenant: { ...this.counters.byTenant }, byStatus: { ...this.counters.byStatus } };
   }
 
+  /** Clears counters, recorded requests, served() and pageRequests() (so afterPage's index restarts at 0). */
   resetStats(): void {
     this.counters = { requests: 0, byTenant: {}, byStatus: {} };
-    for (const state of this.tenants.values()) state.requests = [];
+    for (const state of this.tenants.values()) {
+      state.requests = [];
+      state.served = new Map();
+      state.pageRequests = 0;
+    }
   }
 
   seed(request: SeedRequest): number {
     const start = new Date(request.start);
     this.addAlerts(request.tenantId, generateAlerts(request.tenantId, request.count, { start, spacingMs: request.spacingMs }));
-    return this.tenant(request.tenantId).sorted.length;
+    return this.tenant(request.tenantId).byId.size;
   }
 
-  // ---- internals ----------------------------------------------------------
+  // ---- internals: store ---------------------------------------------------
 
   private tenant(tenantId: string): TenantState {
     let state = this.tenants.get(tenantId);
     if (state === undefined) {
-      state = { sorted: [], byId: new Map(), throttle: null, failure: null, hangs: 0, latencyMs: undefined, requests: [] };
+      state = {
+        sorted: [],
+        byId: new Map(),
+        hasDelayedVersions: false,
+        seed: hash32(tenantId, 0),
+        order: "sorted",
+        throttle: null,
+        failure: null,
+        hangs: 0,
+        shortPages: null,
+        corruptPages: 0,
+        poisoned: new Map(),
+        quota: null,
+        admitted: [],
+        latencyMs: undefined,
+        requests: [],
+        served: new Map(),
+        pageRequests: 0,
+        afterPage: null,
+      };
       this.tenants.set(tenantId, state);
     }
     return state;
+  }
+
+  /**
+   * Makes `fresh` the newest version of its alert and returns the versions that
+   * can never be served again (the caller takes them out of `sorted`). A delayed
+   * version keeps the previous one around, linked, until it becomes visible.
+   */
+  private supersede(state: TenantState, fresh: StoredAlert): StoredAlert[] {
+    const previous = state.byId.get(fresh.id);
+    state.byId.set(fresh.id, fresh);
+    if (fresh.visibleAt === Number.NEGATIVE_INFINITY) return previous === undefined ? [] : versionChain(previous);
+    state.hasDelayedVersions = true;
+    if (previous !== undefined) {
+      previous.supersededBy = fresh;
+      fresh.supersedes = previous;
+    }
+    return [];
   }
 
   private insertSorted(state: TenantState, stored: StoredAlert): void {
@@ -341,14 +628,39 @@ export class FakeDefender {
     state.sorted.splice(at, 0, stored);
   }
 
+  /** Removes this exact version: two versions of one alert may share (lastUpdateTime, id). */
   private removeSorted(state: TenantState, stored: StoredAlert): void {
-    const at = firstIndex(state.sorted, (item) => compareStored(item, stored) >= 0);
-    if (state.sorted[at]?.id === stored.id) state.sorted.splice(at, 1);
+    const { sorted } = state;
+    for (let i = firstIndex(sorted, (item) => compareStored(item, stored) >= 0); i < sorted.length; i++) {
+      const item = sorted[i];
+      if (item === undefined || compareStored(item, stored) !== 0) return;
+      if (item === stored) {
+        sorted.splice(i, 1);
+        return;
+      }
+    }
   }
+
+  /** The page of alerts a query selects, at most `limit` of them, in the tenant's serving order. */
+  private selectPage(state: TenantState, query: ParsedQuery, limit: number): StoredAlert[] {
+    const { start, end } = boundedRange(state.sorted, query.bounds);
+    if (state.order === "sorted" && !state.hasDelayedVersions) {
+      // Fast path for large backlogs: slice the page straight out of the sorted store.
+      const from = Math.min(start + query.skip, end);
+      return state.sorted.slice(from, Math.min(end, from + limit));
+    }
+    const now = this.now();
+    let window = state.sorted.slice(start, end);
+    if (state.hasDelayedVersions) window = window.filter((s) => isServedAt(s, now));
+    if (state.order === "shuffled") window.sort(compareShuffled);
+    return window.slice(query.skip, query.skip + limit);
+  }
+
+  // ---- internals: request handling ----------------------------------------
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "https://127.0.0.1");
-    if (url.pathname.startsWith("/_fake/")) return this.handleControl(req, res, url.pathname);
+    if (url.pathname.startsWith("/_fake/")) return this.handleControl(req, res, url);
     if (url.pathname !== "/api/alerts" && url.pathname !== "/api/v1.0/alerts") {
       return this.sendError(res, 404, `Resource not found: ${url.pathname}`);
     }
@@ -367,63 +679,120 @@ export class FakeDefender {
     }
 
     // Faults are claimed on arrival, so "the next N requests" counts in arrival order whatever the latency.
-    if (state.hangs > 0) {
+    // The quota comes first: the gateway rejects before anything behind it sees the request.
+    const quotaWaitSeconds = this.admit(state);
+    if (quotaWaitSeconds === 0 && state.hangs > 0) {
       state.hangs--;
       this.record(state, url.searchParams, 0);
       return;
     }
-    let fault: (() => void) | undefined;
-    if (state.throttle !== null && state.throttle.times > 0) {
-      const { retryAfterSeconds } = state.throttle;
-      if (--state.throttle.times === 0) state.throttle = null;
-      fault = () =>
-        this.finish(res, state, url.searchParams, 429, "Rate limit is exceeded. Try again later.", {
-          "Retry-After": String(retryAfterSeconds),
-        });
-    } else if (state.failure !== null && state.failure.times > 0) {
-      const { status } = state.failure;
-      if (--state.failure.times === 0) state.failure = null;
-      fault = () => this.finish(res, state, url.searchParams, status, `Injected failure with status ${status}.`);
+    let query: ParsedQuery | BadRequest;
+    try {
+      query = parseQuery(url.searchParams, this.nextLinkMode === "loop");
+    } catch (err) {
+      if (!(err instanceof BadRequest)) throw err;
+      query = err;
     }
+    const fault = quotaWaitSeconds > 0 ? this.quotaFault(res, state, url, quotaWaitSeconds) : this.claimFault(res, state, url);
+    const pageFaults = fault === undefined && !(query instanceof BadRequest) ? this.claimPageFaults(state) : undefined;
 
     const latency = state.latencyMs ?? this.defaultLatencyMs;
     if (latency > 0) await this.delay(latency);
     if (res.destroyed) return;
     if (fault !== undefined) return fault();
-
-    let query: ParsedQuery;
-    try {
-      query = parseQuery(url.searchParams);
-    } catch (err) {
-      if (err instanceof BadRequest) return this.finish(res, state, url.searchParams, 400, err.message);
-      throw err;
-    }
-    const body = this.page(state, query, url);
-    this.record(state, url.searchParams, 200);
-    this.write(res, 200, JSON.stringify(body));
+    if (query instanceof BadRequest) return this.finish(res, state, url.searchParams, 400, query.message);
+    this.servePage(res, state, query, url, pageFaults ?? { shortSize: undefined, corrupt: false });
   }
 
-  private page(state: TenantState, query: ParsedQuery, url: URL): Record<string, unknown> {
-    let start = 0;
-    let end = state.sorted.length;
-    for (const { op, key } of query.bounds) {
-      if (op === "ge") start = Math.max(start, firstIndex(state.sorted, (a) => a.key >= key));
-      else if (op === "gt") start = Math.max(start, firstIndex(state.sorted, (a) => a.key > key));
-      else if (op === "le") end = Math.min(end, firstIndex(state.sorted, (a) => a.key > key));
-      else end = Math.min(end, firstIndex(state.sorted, (a) => a.key >= key));
+  /**
+   * Seconds the tenant must wait under its quota, or 0 when the request is
+   * admitted (it then holds a slot for the length of each window).
+   */
+  private admit(state: TenantState): number {
+    const { quota } = state;
+    if (quota === null) return 0;
+    const now = this.now();
+    const waitMs = Math.max(
+      msUntilSlot(state.admitted, now, MINUTE_MS, quota.perMinute),
+      quota.perHour === undefined ? 0 : msUntilSlot(state.admitted, now, HOUR_MS, quota.perHour),
+    );
+    if (waitMs > 0) return Math.ceil(waitMs / 1000);
+    const horizon = now - (quota.perHour === undefined ? MINUTE_MS : HOUR_MS);
+    state.admitted = state.admitted.filter((t) => t > horizon);
+    state.admitted.push(now);
+    return 0;
+  }
+
+  private quotaFault(res: ServerResponse, state: TenantState, url: URL, waitSeconds: number): () => void {
+    return () => this.finish(res, state, url.searchParams, 429, RATE_LIMIT_MESSAGE, { "Retry-After": String(waitSeconds) });
+  }
+
+  /** Claims an injected throttle or failure, returning how to answer once the latency has passed. */
+  private claimFault(res: ServerResponse, state: TenantState, url: URL): (() => void) | undefined {
+    if (state.throttle !== null && state.throttle.times > 0) {
+      const { retryAfterSeconds } = state.throttle;
+      if (--state.throttle.times === 0) state.throttle = null;
+      return () => this.finish(res, state, url.searchParams, 429, RATE_LIMIT_MESSAGE, { "Retry-After": String(retryAfterSeconds) });
     }
+    if (state.failure !== null && state.failure.times > 0) {
+      const { status } = state.failure;
+      if (--state.failure.times === 0) state.failure = null;
+      return () => this.finish(res, state, url.searchParams, status, `Injected failure with status ${status}.`);
+    }
+    return undefined;
+  }
+
+  /** Claims the page-level faults; each counts down once per 200 page it applies to. */
+  private claimPageFaults(state: TenantState): PageFaults {
+    let shortSize: number | undefined;
+    if (state.shortPages !== null) {
+      shortSize = state.shortPages.size;
+      if (--state.shortPages.times <= 0) state.shortPages = null;
+    }
+    const corrupt = state.corruptPages > 0;
+    if (corrupt) state.corruptPages--;
+    return { shortSize, corrupt };
+  }
+
+  private servePage(res: ServerResponse, state: TenantState, query: ParsedQuery, url: URL, faults: PageFaults): void {
     const size = query.top ?? MAX_PAGE_SIZE;
-    const from = Math.min(start + query.skip, Math.max(start, end));
-    const to = Math.min(end, from + size);
-    const slice = state.sorted.slice(from, to);
-    const value = query.expandEvidence ? slice.map(toAlert) : slice.map((s) => s.summary);
-    const body: Record<string, unknown> = { "@odata.context": ODATA_CONTEXT, value };
-    if (this.nextLinkPaging && value.length === size) {
-      const next = new URLSearchParams(url.searchParams);
-      next.set("$skip", String(query.skip + size));
-      body["@odata.nextLink"] = `${this.url}${url.pathname}?${next.toString()}`;
+    const page = this.selectPage(state, query, Math.min(size, faults.shortSize ?? size));
+    const full = faults.shortSize === undefined && page.length === size;
+    const items = page.map((s) => state.poisoned.get(s.id) ?? JSON.stringify(query.expandEvidence ? toAlert(s) : s.summary));
+    let body = renderPage(items, full ? this.nextLink(url, query, size) : undefined);
+    // Any strict prefix of a JSON object's text is invalid JSON.
+    if (faults.corrupt) body = body.slice(0, body.length >>> 1);
+
+    // The hook runs before any bookkeeping, so a hook that throws leaves a plain 500 behind.
+    state.afterPage?.({ index: state.pageRequests, query: new URLSearchParams(url.searchParams), served: page.length });
+    state.pageRequests++;
+    if (!faults.corrupt) this.recordServed(state, page);
+    this.record(state, url.searchParams, 200);
+    this.write(res, 200, body);
+  }
+
+  private recordServed(state: TenantState, page: readonly StoredAlert[]): void {
+    for (const stored of page) {
+      if (state.poisoned.has(stored.id)) continue;
+      const key = servedKey(stored);
+      state.served.set(key, (state.served.get(key) ?? 0) + 1);
     }
-    return body;
+  }
+
+  private nextLink(url: URL, query: ParsedQuery, size: number): string | undefined {
+    const mode = this.nextLinkMode;
+    if (mode === false) return undefined;
+    if (mode === "foreign") return `${FOREIGN_NEXT_LINK_ORIGIN}/api/alerts?$skip=${query.skip + size}`;
+    const next = new URLSearchParams(url.searchParams);
+    if (mode === "loop") {
+      // A → A+$skiptoken → A → …: a client that follows links blindly never finishes.
+      if (next.has(SKIP_TOKEN)) next.delete(SKIP_TOKEN);
+      else next.set(SKIP_TOKEN, "B");
+    } else {
+      next.set("$skip", String(query.skip + size));
+    }
+    const search = next.toString();
+    return `${this.url}${url.pathname}${search === "" ? "" : `?${search}`}`;
   }
 
   private async authenticate(header: string | undefined): Promise<DefenderTokenClaims | string> {
@@ -448,7 +817,7 @@ export class FakeDefender {
 
   private record(state: TenantState | null, query: URLSearchParams, status: number): void {
     this.counters.byStatus[status] = (this.counters.byStatus[status] ?? 0) + 1;
-    state?.requests.push({ at: Date.now(), query, status });
+    state?.requests.push({ at: this.now(), query, status });
   }
 
   private finish(
@@ -476,28 +845,35 @@ export class FakeDefender {
     res.writeHead(status, {
       "Content-Type": "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8",
       "Content-Length": bytes.length,
+      // Setting Date ourselves stops Node adding its own from the real clock.
+      Date: new Date(this.now()).toUTCString(),
       ...headers,
     });
     res.end(bytes);
   }
 
+  // ---- cross-process control ----------------------------------------------
+
   /** Cross-process control for benchmarks, which run the fake in another process. */
-  private async handleControl(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+  private async handleControl(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const path = url.pathname;
     const route = `${String(req.method)} ${path}`;
     if (route === "GET /_fake/stats") return this.write(res, 200, JSON.stringify(this.stats));
+    if (route === "GET /_fake/served") return this.controlServed(res, url);
     if (route === "POST /_fake/reset-stats") {
       this.resetStats();
       return this.write(res, 200, "{}");
     }
+    if (route === "POST /_fake/clock-offset") {
+      const o = await readJsonObject(req);
+      if (typeof o === "string") return this.sendError(res, 400, o);
+      if (typeof o.ms !== "number" || !Number.isFinite(o.ms)) return this.sendError(res, 400, "Expected {ms}.");
+      this.setClockOffset(o.ms);
+      return this.write(res, 200, JSON.stringify({ now: this.now() }));
+    }
     if (route === "POST /_fake/seed" || route === "POST /_fake/throttle" || route === "POST /_fake/fail") {
-      let input: unknown;
-      try {
-        input = JSON.parse(await readBody(req));
-      } catch {
-        return this.sendError(res, 400, "Body must be JSON.");
-      }
-      if (typeof input !== "object" || input === null) return this.sendError(res, 400, "Body must be a JSON object.");
-      const o = input as Record<string, unknown>;
+      const o = await readJsonObject(req);
+      if (typeof o === "string") return this.sendError(res, 400, o);
       if (typeof o.tenantId !== "string") return this.sendError(res, 400, "tenantId is required.");
       if (path === "/_fake/seed") {
         if (typeof o.count !== "number" || typeof o.start !== "string" || typeof o.spacingMs !== "number" || Number.isNaN(Date.parse(o.start))) {
@@ -513,6 +889,25 @@ export class FakeDefender {
     }
     return this.sendError(res, 404, `Unknown control route: ${route}`);
   }
+
+  private controlServed(res: ServerResponse, url: URL): void {
+    const tenantId = url.searchParams.get("tenantId");
+    if (tenantId === null || tenantId === "") return this.sendError(res, 400, "tenantId is required.");
+    const body = { served: Object.fromEntries(this.served(tenantId)), pageRequests: this.pageRequests(tenantId) };
+    this.write(res, 200, JSON.stringify(body));
+  }
+}
+
+/** The request body as a JSON object, or the message for a 400. */
+async function readJsonObject(req: IncomingMessage): Promise<Record<string, unknown> | string> {
+  let input: unknown;
+  try {
+    input = JSON.parse(await readBody(req));
+  } catch {
+    return "Body must be JSON.";
+  }
+  if (typeof input !== "object" || input === null || Array.isArray(input)) return "Body must be a JSON object.";
+  return input as Record<string, unknown>;
 }
 
 async function readBody(req: IncomingMessage): Promise<string> {

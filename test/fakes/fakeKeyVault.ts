@@ -40,6 +40,22 @@ export interface KeyVaultStats {
   list: number;
 }
 
+/** What onRequest hooks see of a secret request; name and version are percent-decoded path segments. */
+export interface SecretRequestInfo {
+  method: string;
+  /** The secret name, or undefined for collection routes such as the secret listing. */
+  name: string | undefined;
+  /** The version segment of /secrets/{name}/{version}, else undefined. */
+  version: string | undefined;
+}
+
+export type SecretRequestHook = (req: SecretRequestInfo) => void | Promise<void>;
+
+export interface PutSecretOptions {
+  tags?: Record<string, string>;
+  contentType?: string;
+}
+
 export interface SecretPeek {
   value: string;
   enabled: boolean;
@@ -92,6 +108,11 @@ export class FakeKeyVault extends FakeHttpsServer {
   private readonly secrets = new Map<string, SecretRecord>();
   private failure: { status: number; code: string; remaining: number; retryAfterSeconds?: number } | undefined;
   private down = false;
+  /** Authenticated secret requests still to be swallowed; Infinity for hang("all"). */
+  private hangsLeft = 0;
+  /** Responses held open by hang(), destroyed on stop() so it does not wait for the client to give up. */
+  private readonly hung = new Set<ServerResponse>();
+  private requestHook: SecretRequestHook | null = null;
 
   constructor(options: FakeKeyVaultOptions) {
     super(options);
@@ -113,6 +134,43 @@ export class FakeKeyVault extends FakeHttpsServer {
   /** While down every vault connection is destroyed mid-request, which clients see as a network error. */
   setDown(down: boolean): void {
     this.down = down;
+  }
+
+  /** The next `times` authenticated secret requests (or all of them, until hang(0)) are read and never answered. */
+  hang(times: number | "all"): void {
+    this.hangsLeft = times === "all" ? Number.POSITIVE_INFINITY : Math.max(0, times);
+  }
+
+  /** How many requests hang() is holding open right now. */
+  get hanging(): number {
+    return this.hung.size;
+  }
+
+  /**
+   * Awaited after authentication and before each secret request is processed,
+   * so a test can change the store between a client's read and its write (use
+   * putSecret, not HTTP, from inside: an HTTP call would run the hook again).
+   */
+  onRequest(hook: SecretRequestHook | null): void {
+    this.requestHook = hook;
+  }
+
+  /**
+   * Adds a version to a live secret, or creates the secret, as a PUT would but
+   * without HTTP or stats. A soft-deleted name is not recovered: that throws,
+   * as the PUT's 409 would. Returns the new version id.
+   */
+  putSecret(name: string, value: string, options: PutSecretOptions = {}): string {
+    const fields: Record<string, unknown> = {};
+    if (options.tags !== undefined) fields.tags = options.tags;
+    if (options.contentType !== undefined) fields.contentType = options.contentType;
+    return this.addVersion(name, value, fields, {}).version.version;
+  }
+
+  override async stop(): Promise<void> {
+    for (const res of this.hung) res.destroy();
+    this.hung.clear();
+    await super.stop();
   }
 
   resetStats(): void {
@@ -149,7 +207,7 @@ export class FakeKeyVault extends FakeHttpsServer {
     sendJson(res, 500, { error: { code: "InternalServerError", message: `fake vault bug: ${String(err)}` } });
   }
 
-  protected override handle(req: FakeRequest, res: ServerResponse): void {
+  protected override async handle(req: FakeRequest, res: ServerResponse): Promise<void> {
     const path = req.url.pathname;
     if (path.startsWith("/_fake/")) {
       this.handleControl(req, res);
@@ -159,7 +217,13 @@ export class FakeKeyVault extends FakeHttpsServer {
       this.challenge(res, req.headers.authorization !== undefined);
       return;
     }
+    if (this.hangsLeft > 0) {
+      this.hangsLeft -= 1;
+      this.holdOpen(res);
+      return;
+    }
     try {
+      // Claimed before the hook is awaited, so injected failures still count in arrival order.
       if (this.failure && this.failure.remaining > 0) {
         this.failure.remaining -= 1;
         const { status, code, retryAfterSeconds } = this.failure;
@@ -169,6 +233,7 @@ export class FakeKeyVault extends FakeHttpsServer {
         sendJson(res, status, { error: { code, message: `Injected failure (HTTP ${status}).` } }, headers);
         return;
       }
+      if (this.requestHook) await this.requestHook(describeSecretRequest(req));
       if (!req.url.searchParams.get("api-version")) {
         throw new KvError(400, "BadParameter", "The 'api-version' query parameter is missing.");
       }
@@ -179,6 +244,11 @@ export class FakeKeyVault extends FakeHttpsServer {
       if (err.innerCode) error.innererror = { code: err.innerCode };
       sendJson(res, err.status, { error });
     }
+  }
+
+  private holdOpen(res: ServerResponse): void {
+    this.hung.add(res);
+    res.on("close", () => this.hung.delete(res));
   }
 
   private isAuthorized(req: FakeRequest): boolean {
@@ -292,6 +362,20 @@ export class FakeKeyVault extends FakeHttpsServer {
     if (!body) throw new KvError(400, "BadParameter", "The request body is missing or is not a JSON object.");
     const value = body.value;
     if (typeof value !== "string") throw new KvError(400, "BadParameter", "Property 'value' is required.");
+    const attributes = isRecord(body.attributes) ? body.attributes : {};
+    const { record, version } = this.addVersion(name, value, body, attributes);
+    this.stats.set += 1;
+    sendJson(res, 200, this.bundle(record, version, true));
+  }
+
+  /** The shared part of PUT and putSecret: validates, then appends a version (creating the secret if needed). */
+  private addVersion(
+    name: string,
+    value: string,
+    fields: Record<string, unknown>,
+    attributes: Record<string, unknown>,
+  ): { record: SecretRecord; version: SecretVersion } {
+    checkName(name);
     if (Buffer.byteLength(value, "utf8") > MAX_VALUE_BYTES) {
       throw new KvError(400, "BadParameter", `Secret value exceeds the maximum of ${MAX_VALUE_BYTES} bytes.`);
     }
@@ -304,7 +388,6 @@ export class FakeKeyVault extends FakeHttpsServer {
         `Secret ${existing.name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged.`,
       );
     }
-    const attributes = isRecord(body.attributes) ? body.attributes : {};
     const now = nowSeconds();
     const version: SecretVersion = {
       version: randomBytes(16).toString("hex"),
@@ -313,12 +396,11 @@ export class FakeKeyVault extends FakeHttpsServer {
       created: now,
       updated: now,
     };
-    applyMutableFields(version, body, attributes);
+    applyMutableFields(version, fields, attributes);
     const record = existing ?? { name, versions: [] };
     record.versions.push(version);
     this.secrets.set(key, record);
-    this.stats.set += 1;
-    sendJson(res, 200, this.bundle(record, version, true));
+    return { record, version };
   }
 
   private getSecret(name: string, versionId: string, res: ServerResponse): void {
@@ -494,6 +576,17 @@ function parseTags(raw: Record<string, unknown>): Record<string, string> {
     tags[k] = v;
   }
   return tags;
+}
+
+/** Names the secret (and version) a request targets, as route() reads the path. */
+function describeSecretRequest(req: FakeRequest): SecretRequestInfo {
+  const [collection, name, third] = req.url.pathname.split("/").slice(1).map(decodeSegment);
+  const isSecretPath = collection === "secrets" || collection === "deletedsecrets";
+  const named = isSecretPath && name !== undefined && name !== "";
+  // secrets/{name}/versions and /backup are actions on the secret, not a version id.
+  // An empty third segment (GET /secrets/{name}/) is the SDK asking for the latest version.
+  const isVersion = collection === "secrets" && third !== undefined && third !== "" && third !== "versions" && third !== "backup";
+  return { method: req.method, name: named ? name : undefined, version: named && isVersion ? third : undefined };
 }
 
 function decodeSegment(segment: string): string {

@@ -1,5 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SecretClient } from "@azure/keyvault-secrets";
+import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { SecretClient, type SecretProperties } from "@azure/keyvault-secrets";
 import {
   ConfidentialClientApplication,
   CryptoProvider,
@@ -10,8 +12,10 @@ import {
 } from "@azure/msal-node";
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from "jose";
 import { Agent, fetch } from "undici";
+import { generateAlerts, makeAlert, type MdeAlert } from "./alerts";
+import { DEFENDER_AUDIENCES, FakeDefender, type PageInfo } from "./fakeDefender";
 import { FakeEntra } from "./fakeEntra";
-import { FakeKeyVault } from "./fakeKeyVault";
+import { FakeKeyVault, type SecretRequestInfo } from "./fakeKeyVault";
 import { createTestCertificate, type TestCertificate } from "./tls";
 
 /** Proves the fakes speak the protocols the real SDK clients expect; the app's own tests build on that. */
@@ -138,6 +142,431 @@ describe("FakeKeyVault with the real SecretClient", () => {
     await client.getSecret("flaky");
     const stats = await fetch(`${vault.url}/_fake/stats`, { dispatcher });
     expect(await stats.json()).toMatchObject({ get: 1, set: 0 });
+  });
+});
+
+describe("FakeKeyVault hangs and hooks", () => {
+  const auth = { authorization: `Bearer ${VAULT_TOKEN}` };
+
+  it("hangs the next secret requests, or all until hang(0), and stop() still closes promptly", async () => {
+    const client = secretClient(0);
+    await client.setSecret("hung", "x");
+    vault.hang(1);
+    const hung = fetch(`${vault.url}/secrets/hung?api-version=7.5`, { dispatcher, headers: auth, signal: AbortSignal.timeout(300) });
+    await expect(hung).rejects.toThrow(/abort|timeout/i);
+    expect((await client.getSecret("hung")).value).toBe("x");
+
+    const own = new FakeKeyVault({ certPem: cert.certPem, keyPem: cert.keyPem, acceptedToken: VAULT_TOKEN, tenantId: TENANT });
+    await own.start();
+    const ownAgent = new Agent({ connect: { ca: cert.certPem } });
+    try {
+      own.hang("all");
+      const get = () => fetch(`${own.url}/secrets/a?api-version=7.5`, { dispatcher: ownAgent, headers: auth });
+      const pending = [get(), get()].map((p) => p.then(() => "answered", () => "closed"));
+      await expect.poll(() => own.hanging).toBe(2);
+      own.hang(0);
+      expect((await get()).status).toBe(404);
+
+      const started = Date.now();
+      await own.stop();
+      expect(Date.now() - started).toBeLessThan(1000);
+      expect(await Promise.all(pending)).toEqual(["closed", "closed"]);
+      expect(own.hanging).toBe(0);
+    } finally {
+      await own.stop();
+      await ownAgent.close();
+    }
+  });
+
+  it("awaits onRequest between a client's requests, where putSecret can race the client's write", async () => {
+    const client = secretClient(0);
+    await client.setSecret("raced", "v1", { tags: { writer: "seed" } });
+    const seen: SecretRequestInfo[] = [];
+    let raced = false;
+    // A fresh client's first request carries no token; only authenticated requests reach the hook.
+    const racer = secretClient(0);
+    vault.onRequest(async (info) => {
+      seen.push(info);
+      // Yielding first proves the fake waits: otherwise the client's PUT would land before "theirs".
+      await sleep(20);
+      if (info.method === "PUT" && info.name === "raced" && !raced) {
+        raced = true;
+        vault.putSecret("raced", "theirs", { tags: { writer: "other" }, contentType: "text/plain" });
+      }
+    });
+    let readVersion: string | undefined;
+    try {
+      readVersion = (await racer.getSecret("raced")).properties.version;
+      await racer.setSecret("raced", "mine", { tags: { writer: "me" } });
+      await racer.getSecret("raced", { version: readVersion ?? "" });
+    } finally {
+      vault.onRequest(null);
+    }
+    expect(seen).toEqual([
+      { method: "GET", name: "raced", version: undefined },
+      { method: "PUT", name: "raced", version: undefined },
+      { method: "GET", name: "raced", version: readVersion },
+    ]);
+
+    const versions: SecretProperties[] = [];
+    for await (const p of client.listPropertiesOfSecretVersions("raced")) versions.push(p);
+    expect(versions.map((v) => v.tags?.writer)).toEqual(["seed", "other", "me"]);
+    expect(versions.map((v) => v.contentType)).toEqual([undefined, "text/plain", undefined]);
+    const created = versions.map((v) => v.createdOn?.getTime() ?? Number.NaN);
+    expect(created.every((t, i) => i === 0 || t >= (created[i - 1] ?? Number.NaN))).toBe(true);
+    expect(vault.peekLatest("raced")).toMatchObject({ value: "mine", versions: 3 });
+  });
+
+  it("putSecret creates or adds a version without stats, and never recovers a deleted secret", async () => {
+    vault.resetStats();
+    const version = vault.putSecret("direct", "one", { tags: { a: "b" } });
+    expect(version).toMatch(/^[0-9a-f]{32}$/);
+    vault.putSecret("DIRECT", "two");
+    expect(vault.peekLatest("direct")).toMatchObject({ value: "two", versions: 2 });
+    expect(vault.stats.set).toBe(0);
+    expect(() => vault.putSecret("bad_name", "x")).toThrow(/invalid name/);
+
+    const client = secretClient(0);
+    expect((await client.getSecret("direct", { version })).value).toBe("one");
+    await (await client.beginDeleteSecret("direct")).pollUntilDone();
+    expect(() => vault.putSecret("direct", "three")).toThrow(/deleted but recoverable/);
+    expect(vault.peekLatest("direct")).toBeUndefined();
+  });
+});
+
+const T0 = Date.parse("2026-06-01T12:00:00.700Z");
+
+describe("FakeDefender over HTTPS", () => {
+  let clockMs = T0;
+  let defender: FakeDefender;
+
+  beforeAll(async () => {
+    defender = new FakeDefender({
+      certPem: cert.certPem,
+      keyPem: cert.keyPem,
+      clock: () => clockMs,
+      // "tok:<tenant>" stands for a valid token of that tenant.
+      verifyAccessToken: async (token) =>
+        token.startsWith("tok:") ? { tid: token.slice(4), aud: DEFENDER_AUDIENCES[0] ?? "", exp: Math.floor(Date.now() / 1000) + 3600 } : null,
+    });
+    await defender.start();
+  });
+  afterAll(async () => {
+    await defender?.stop();
+  });
+  beforeEach(() => {
+    clockMs = T0;
+    defender.setClockOffset(0);
+    defender.setNextLinkPaging(false);
+  });
+
+  interface Answer {
+    status: number;
+    header(name: string): string | null;
+    text: string;
+  }
+  async function call(tenant: string, pathOrUrl: string): Promise<Answer> {
+    const url = pathOrUrl.startsWith("https://") ? pathOrUrl : `${defender.url}${pathOrUrl}`;
+    const res = await fetch(url, { dispatcher, headers: { authorization: `Bearer tok:${tenant}` } });
+    return { status: res.status, header: (name) => res.headers.get(name), text: await res.text() };
+  }
+  type Page = { value: MdeAlert[]; "@odata.nextLink"?: string };
+  const page = (a: Answer): Page => JSON.parse(a.text) as Page;
+  const ids = (a: Answer): string[] => page(a).value.map((x) => x.id);
+  const alertAt = (id: string, lastUpdateTime: string): MdeAlert => makeAlert({ id, lastUpdateTime });
+  const versionKey = (a: MdeAlert): string => `${a.id}@${a.lastUpdateTime}`;
+  const backlog = (tenant: string, count: number): MdeAlert[] => {
+    const alerts = generateAlerts(tenant, count, { start: new Date("2026-06-01T10:00:00Z"), spacingMs: 1000 });
+    defender.addAlerts(tenant, alerts);
+    return defender.alerts(tenant);
+  };
+  /** Reads every page of a query by $skip, as a client that ignores nextLink does. */
+  async function readBySkip(tenant: string, filter: string | null, top: number): Promise<string[]> {
+    const got: string[] = [];
+    for (let skip = 0; ; skip += top) {
+      const q = new URLSearchParams({ $top: String(top), $skip: String(skip) });
+      if (filter !== null) q.set("$filter", filter);
+      const batch = ids(await call(tenant, `/api/alerts?${q.toString()}`));
+      got.push(...batch);
+      if (batch.length < top) return got;
+    }
+  }
+
+  it("dates every response, errors included, from its own skewable clock", async () => {
+    const tenant = randomUUID();
+    expect(defender.now()).toBe(T0);
+    const ok = await call(tenant, "/api/alerts");
+    expect(ok.status).toBe(200);
+    expect(ok.header("date")).toBe("Mon, 01 Jun 2026 12:00:00 GMT");
+    expect(defender.requests(tenant).at(-1)?.at).toBe(T0);
+
+    defender.setClockOffset(-3_600_000);
+    expect(defender.now()).toBe(T0 - 3_600_000);
+    const answers = [
+      await call(tenant, "/api/alerts?$orderby=x"),
+      await fetch(`${defender.url}/api/alerts`, { dispatcher }),
+      await fetch(`${defender.url}/nowhere`, { dispatcher }),
+      await fetch(`${defender.url}/_fake/stats`, { dispatcher }),
+    ];
+    expect(answers.map((a) => a.status)).toEqual([400, 401, 404, 200]);
+    for (const a of answers) {
+      const date = "header" in a ? a.header("date") : a.headers.get("date");
+      expect(date).toBe("Mon, 01 Jun 2026 11:00:00 GMT");
+    }
+
+    const set = await fetch(`${defender.url}/_fake/clock-offset`, { dispatcher, method: "POST", body: JSON.stringify({ ms: 90_000 }) });
+    expect(await set.json()).toEqual({ now: T0 + 90_000 });
+    expect(defender.now()).toBe(T0 + 90_000);
+    const bad = await fetch(`${defender.url}/_fake/clock-offset`, { dispatcher, method: "POST", body: JSON.stringify({ ms: "soon" }) });
+    expect(bad.status).toBe(400);
+
+    const realTime = new FakeDefender({ certPem: cert.certPem, keyPem: cert.keyPem, verifyAccessToken: async () => null });
+    const before = Date.now();
+    const now = realTime.now();
+    expect(now).toBeGreaterThanOrEqual(before);
+    expect(now).toBeLessThanOrEqual(Date.now());
+  });
+
+  it("hides alerts until their ingestion time, serving the previous version of an updated alert meanwhile", async () => {
+    const tenant = randomUUID();
+    const window = "/api/alerts?$filter=lastUpdateTime ge 2026-06-01T11:00:00Z";
+    defender.addAlerts(tenant, [alertAt("early", "2026-06-01T11:00:00Z")]);
+    defender.addAlerts(tenant, [alertAt("late", "2026-06-01T11:00:01Z"), alertAt("later", "2026-06-01T11:00:02Z")], {
+      visibleAt: (a) => (a.id === "late" ? T0 + 60_000 : T0 + 120_000),
+    });
+    defender.addAlerts(tenant, [alertAt("fixed", "2026-06-01T11:00:03Z")], { visibleAt: T0 + 30_000 });
+    expect(defender.alerts(tenant).map((a) => a.id)).toEqual(["early", "late", "later", "fixed"]);
+
+    expect(ids(await call(tenant, window))).toEqual(["early"]);
+    clockMs = T0 + 60_000;
+    expect(ids(await call(tenant, window))).toEqual(["early", "late", "fixed"]);
+    defender.setClockOffset(60_000);
+    expect(ids(await call(tenant, window))).toEqual(["early", "late", "later", "fixed"]);
+    expect(ids(await call(tenant, "/api/alerts?$filter=lastUpdateTime gt 2026-06-01T11:00:00Z and lastUpdateTime lt 2026-06-01T11:00:02Z"))).toEqual(["late"]);
+
+    defender.setClockOffset(0);
+    clockMs = T0 + 200_000;
+    defender.updateAlert(tenant, "early", { lastUpdateTime: "2026-06-01T11:05:00Z", status: "Resolved" }, { visibleAt: T0 + 260_000 });
+    const before = page(await call(tenant, window)).value;
+    expect(before.map((a) => [a.id, a.lastUpdateTime])).toEqual([
+      ["early", "2026-06-01T11:00:00Z"],
+      ["late", "2026-06-01T11:00:01Z"],
+      ["later", "2026-06-01T11:00:02Z"],
+      ["fixed", "2026-06-01T11:00:03Z"],
+    ]);
+    clockMs = T0 + 260_000;
+    const after = page(await call(tenant, window)).value;
+    expect(after.map((a) => [a.id, a.lastUpdateTime, a.status])).toEqual([
+      ["late", "2026-06-01T11:00:01Z", expect.any(String)],
+      ["later", "2026-06-01T11:00:02Z", expect.any(String)],
+      ["fixed", "2026-06-01T11:00:03Z", expect.any(String)],
+      ["early", "2026-06-01T11:05:00Z", "Resolved"],
+    ]);
+
+    // Without visibleAt an update is served at once, and retires every older version.
+    defender.updateAlert(tenant, "early", { lastUpdateTime: "2026-06-01T11:06:00Z", status: "InProgress" });
+    clockMs = T0 + 200_000;
+    expect(page(await call(tenant, window)).value.filter((a) => a.id === "early").map((a) => a.lastUpdateTime)).toEqual(["2026-06-01T11:06:00Z"]);
+  });
+
+  it("counts the alert versions it served and the pages it answered, also over the control API", async () => {
+    const tenant = randomUUID();
+    const [a0, a1, a2] = backlog(tenant, 3);
+    if (a0 === undefined || a1 === undefined || a2 === undefined) throw new Error("backlog");
+    await call(tenant, "/api/alerts?$top=2");
+    await call(tenant, "/api/alerts?$top=2&$skip=1");
+    expect((await call(tenant, "/api/alerts?$top=0")).status).toBe(400);
+    expect(defender.pageRequests(tenant)).toBe(2);
+    expect(defender.served(tenant)).toEqual(new Map([[versionKey(a0), 1], [versionKey(a1), 2], [versionKey(a2), 1]]));
+
+    const moved = defender.updateAlert(tenant, a0.id, { lastUpdateTime: "2026-06-01T10:10:00Z" });
+    await call(tenant, "/api/alerts");
+    const served = defender.served(tenant);
+    expect([served.get(versionKey(a0)), served.get(versionKey(moved)), served.get(versionKey(a2))]).toEqual([1, 1, 2]);
+
+    const remote = await fetch(`${defender.url}/_fake/served?tenantId=${tenant}`, { dispatcher });
+    expect(await remote.json()).toEqual({ served: Object.fromEntries(served), pageRequests: 3 });
+    expect((await fetch(`${defender.url}/_fake/served`, { dispatcher })).status).toBe(400);
+    expect(await (await fetch(`${defender.url}/_fake/served?tenantId=${randomUUID()}`, { dispatcher })).json()).toEqual({ served: {}, pageRequests: 0 });
+
+    defender.resetStats();
+    expect(defender.served(tenant).size).toBe(0);
+    expect(defender.pageRequests(tenant)).toBe(0);
+  });
+
+  it("calls afterPage between reads, so a test can change the window while it is paged", async () => {
+    const tenant = randomUUID();
+    const [a, b, c, d] = backlog(tenant, 4).map((x) => x.id);
+    const seen: PageInfo[] = [];
+    defender.afterPage(tenant, (info) => {
+      seen.push(info);
+      if (info.index !== 0) return;
+      // a moves to the end, b disappears, e arrives in between.
+      defender.updateAlert(tenant, a ?? "", { lastUpdateTime: "2026-06-01T10:30:00Z" });
+      expect(defender.removeAlert(tenant, b ?? "")).toBe(true);
+      defender.addAlerts(tenant, [alertAt("e", "2026-06-01T10:20:00Z")]);
+    });
+    try {
+      expect(ids(await call(tenant, "/api/alerts?$top=2"))).toEqual([a, b]);
+      expect(ids(await call(tenant, "/api/alerts?$top=2&$skip=2"))).toEqual(["e", a]);
+      expect(ids(await call(tenant, "/api/alerts"))).toEqual([c, d, "e", a]);
+      expect(seen.map((i) => [i.index, i.query.get("$skip"), i.served])).toEqual([
+        [0, null, 2],
+        [1, "2", 2],
+        [2, null, 4],
+      ]);
+      expect(defender.removeAlert(tenant, b ?? "")).toBe(false);
+
+      defender.afterPage(tenant, () => {
+        throw new Error("hook failed");
+      });
+      expect((await call(tenant, "/api/alerts")).status).toBe(500);
+      expect(defender.pageRequests(tenant)).toBe(3);
+    } finally {
+      defender.afterPage(tenant, null);
+    }
+    await call(tenant, "/api/alerts");
+    expect(seen).toHaveLength(3);
+  });
+
+  it("serves a shuffled order that is stable for $skip paging yet filters by time exactly", async () => {
+    const tenant = randomUUID();
+    const sorted = backlog(tenant, 40).map((a) => a.id);
+    defender.setOrder(tenant, "shuffled");
+    const pass1 = await readBySkip(tenant, null, 7);
+    expect(await readBySkip(tenant, null, 7)).toEqual(pass1);
+    expect(pass1).not.toEqual(sorted);
+    expect([...pass1].sort()).toEqual([...sorted].sort());
+
+    const all = defender.alerts(tenant);
+    const filter = `lastUpdateTime ge ${all[10]?.lastUpdateTime} and lastUpdateTime lt ${all[20]?.lastUpdateTime}`;
+    const window = await readBySkip(tenant, filter, 3);
+    expect(window).not.toEqual(sorted.slice(10, 20));
+    expect([...window].sort()).toEqual(sorted.slice(10, 20).sort());
+
+    defender.setOrder(tenant, "sorted");
+    expect(await readBySkip(tenant, null, 7)).toEqual(sorted);
+  });
+
+  it("hands out looping and foreign nextLinks on demand", async () => {
+    const tenant = randomUUID();
+    backlog(tenant, 5);
+    expect((await call(tenant, "/api/alerts?$skiptoken=B")).status).toBe(400);
+
+    defender.setNextLinkPaging("loop");
+    const a = await call(tenant, "/api/alerts?$top=2");
+    const toB = page(a)["@odata.nextLink"] ?? "";
+    expect(new URL(toB).origin).toBe(defender.url);
+    expect([...new URL(toB).searchParams]).toEqual([["$top", "2"], ["$skiptoken", "B"]]);
+    const b = await call(tenant, toB);
+    expect(ids(b)).toEqual(ids(a));
+    const toA = page(b)["@odata.nextLink"] ?? "";
+    expect([...new URL(toA).searchParams]).toEqual([["$top", "2"]]);
+    const again = await call(tenant, toA);
+    expect(ids(again)).toEqual(ids(a));
+    expect(page(again)["@odata.nextLink"]).toBe(toB);
+
+    defender.setNextLinkPaging("foreign");
+    expect(page(await call(tenant, "/api/alerts?$top=2&$skip=2"))["@odata.nextLink"]).toBe("https://attacker.example.test/api/alerts?$skip=4");
+    expect((await call(tenant, "/api/alerts?$skiptoken=B")).status).toBe(400);
+
+    defender.setNextLinkPaging(true);
+    expect(new URL(page(await call(tenant, "/api/alerts?$top=2"))["@odata.nextLink"] ?? "").searchParams.get("$skip")).toBe("2");
+  });
+
+  it("injects short pages, corrupt pages and poisoned alerts", async () => {
+    const tenant = randomUUID();
+    const [a0, a1, a2] = backlog(tenant, 5);
+    if (a0 === undefined || a1 === undefined || a2 === undefined) throw new Error("backlog");
+    defender.setNextLinkPaging(true);
+
+    defender.shortPages(tenant, { times: 1, size: 1 });
+    const short = await call(tenant, "/api/alerts?$top=3");
+    expect(ids(short)).toEqual([a0.id]);
+    expect(page(short)).not.toHaveProperty("@odata.nextLink");
+    const normal = await call(tenant, "/api/alerts?$top=3");
+    expect(ids(normal)).toEqual([a0.id, a1.id, a2.id]);
+    expect(page(normal)).toHaveProperty("@odata.nextLink");
+
+    defender.resetStats();
+    defender.corruptPages(tenant, { times: 1 });
+    const corrupt = await call(tenant, "/api/alerts?$top=3");
+    expect(corrupt.status).toBe(200);
+    expect(corrupt.header("content-type")).toContain("application/json");
+    expect(() => JSON.parse(corrupt.text) as unknown).toThrow();
+    expect(defender.pageRequests(tenant)).toBe(1);
+    expect(defender.served(tenant).size).toBe(0);
+    expect(ids(await call(tenant, "/api/alerts?$top=3"))).toEqual([a0.id, a1.id, a2.id]);
+
+    defender.resetStats();
+    defender.poisonAlert(tenant, a1.id, '{"title":"no id"}');
+    const poisoned = await call(tenant, "/api/alerts?$top=3");
+    expect(poisoned.text).toContain(`,{"title":"no id"},`);
+    expect(page(poisoned).value[1]).toEqual({ title: "no id" });
+    expect(defender.served(tenant).has(versionKey(a1))).toBe(false);
+    expect(defender.served(tenant).get(versionKey(a0))).toBe(1);
+
+    const broken = '{"id":"x","lastUpdateTime":"2026-01-01T00:00:00Z","n":tru}';
+    defender.poisonAlert(tenant, a1.id, broken);
+    const unparsable = await call(tenant, "/api/alerts?$top=3");
+    expect(unparsable.text).toContain(broken);
+    expect(() => JSON.parse(unparsable.text) as unknown).toThrow();
+    // Filtering still uses the stored lastUpdateTime, not the poisoned text's.
+    expect((await call(tenant, "/api/alerts?$filter=lastUpdateTime lt 2026-06-01T00:00:00Z")).text).not.toContain(broken);
+    expect((await call(tenant, `/api/alerts?$filter=lastUpdateTime ge ${a1.lastUpdateTime}&$top=1`)).text).toContain(broken);
+
+    defender.poisonAlert(tenant, a1.id, null);
+    expect(ids(await call(tenant, "/api/alerts?$top=3"))).toEqual([a0.id, a1.id, a2.id]);
+  });
+
+  it("claims page faults in arrival order, whatever the latency", async () => {
+    const tenant = randomUUID();
+    backlog(tenant, 3);
+    defender.setLatency(150, tenant);
+    try {
+      defender.corruptPages(tenant, { times: 1 });
+      const first = call(tenant, "/api/alerts");
+      await expect.poll(() => defender.stats.byTenant[tenant]).toBe(1);
+      defender.setLatency(0, tenant);
+      const second = await call(tenant, "/api/alerts");
+      expect(ids(second)).toHaveLength(3);
+      const firstText = (await first).text;
+      expect(() => JSON.parse(firstText) as unknown).toThrow();
+    } finally {
+      defender.setLatency(0, tenant);
+    }
+  });
+
+  it("enforces a sliding per-minute and per-hour quota on its own clock", async () => {
+    const tenant = randomUUID();
+    const status = async (): Promise<[number, string | null]> => {
+      const res = await call(tenant, "/api/alerts");
+      return [res.status, res.header("retry-after")];
+    };
+    defender.enforceQuota(tenant, { perMinute: 2 });
+    expect(await status()).toEqual([200, null]);
+    clockMs = T0 + 10_000;
+    expect(await status()).toEqual([200, null]);
+    clockMs = T0 + 20_000;
+    const rejected = await call(tenant, "/api/alerts");
+    expect([rejected.status, rejected.header("retry-after")]).toEqual([429, "40"]);
+    expect(JSON.parse(rejected.text)).toMatchObject({ error: { code: "TooManyRequests" } });
+    clockMs = T0 + 59_500;
+    expect(await status()).toEqual([429, "1"]);
+    clockMs = T0 + 60_000;
+    expect(await status()).toEqual([200, null]);
+    // Rejected requests took no slot: the next one frees when the T0+10s request ages out.
+    expect(await status()).toEqual([429, "10"]);
+
+    defender.enforceQuota(tenant, { perMinute: 10, perHour: 3 });
+    clockMs = T0;
+    for (let i = 0; i < 3; i++) expect(await status()).toEqual([200, null]);
+    clockMs = T0 + 120_000;
+    expect(await status()).toEqual([429, "3480"]);
+    expect(() => defender.enforceQuota(tenant, { perMinute: 0 })).toThrow();
+
+    defender.enforceQuota(tenant, null);
+    expect(await status()).toEqual([200, null]);
   });
 });
 

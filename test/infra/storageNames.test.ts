@@ -1,6 +1,6 @@
 /** Every Storage name the app uses (shared/storage/names.ts) is created by infra/. */
 import { describe, expect, it } from "vitest";
-import { DEFAULT_ALERTS_CONTAINER, QUEUES, TABLES } from "../../shared/storage/names";
+import { CONTAINERS, DEFAULT_ALERTS_CONTAINER, QUEUES, TABLES } from "../../shared/storage/names";
 import { arrayStrings, literal, modules, params, readBicep, resourceBody, varValueIndex } from "./bicepText";
 
 const main = readBicep("main.bicep");
@@ -44,14 +44,19 @@ describe("storage names", () => {
     const alerts = params(main).find((p) => p.name === "alertsContainer");
     expect(literal(alerts?.defaultValue)).toBe(DEFAULT_ALERTS_CONTAINER);
     const containers = passed("containerNames") ?? "";
-    expect(containers.replace(/\s+/g, " ")).toBe("[ deploymentContainerName alertsContainer ]");
+    expect(containers.replace(/\s+/g, " ")).toBe("concat([ deploymentContainerName alertsContainer ], appContainerNames)");
     expect(loopSource("containers")).toBe("containerNames");
     const fnModule = modules(main).find((mod) => mod.path === "modules/functionapp.bicep");
     expect(fnModule?.params.find((entry) => entry.key === "alertsContainer")?.value).toBe("alertsContainer");
     expect(fnModule?.params.find((entry) => entry.key === "deploymentContainerName")?.value).toBe("deploymentContainerName");
   });
 
+  it("creates every container in CONTAINERS", () => {
+    expect(mainVarStrings("appContainerNames").sort()).toEqual(Object.values(CONTAINERS).sort());
+  });
+
   it("uses names Storage accepts", () => {
+    for (const container of Object.values(CONTAINERS)) expect(container).toMatch(/^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/);
     for (const queue of Object.values(QUEUES)) expect(queue).toMatch(/^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/);
     for (const table of Object.values(TABLES)) expect(table).toMatch(/^[A-Za-z][A-Za-z0-9]{2,62}$/);
     const deployment = /^var deploymentContainerName = '([^']+)'$/m.exec(main.code)?.[1];

@@ -59,6 +59,13 @@ describe("function registrations", () => {
     expect(summary["listTenants"]).toEqual({ type: "httpTrigger", route: "tenants", methods: ["GET"], authLevel: "function" });
     expect(summary["getTenant"]).toEqual({ type: "httpTrigger", route: "tenants/{tenantId}", methods: ["GET"], authLevel: "function" });
     expect(summary["offboardTenant"]).toEqual({ type: "httpTrigger", route: "tenants/{tenantId}", methods: ["DELETE"], authLevel: "function" });
+    expect(summary["listDeadLetters"]).toEqual({ type: "httpTrigger", route: "tenants/{tenantId}/dead-letters", methods: ["GET"], authLevel: "function" });
+    expect(summary["redriveDeadLetters"]).toEqual({
+      type: "httpTrigger",
+      route: "tenants/{tenantId}/dead-letters/redrive",
+      methods: ["POST"],
+      authLevel: "function",
+    });
     // The customer's admin has no function key; the guid constraint keeps start from shadowing callback.
     expect(summary["consentStart"]).toEqual({ type: "httpTrigger", route: "consent/{tenantId:guid}", methods: ["GET"], authLevel: "anonymous" });
     expect(summary["consentCallback"]).toEqual({ type: "httpTrigger", route: "consent/callback", methods: ["GET"], authLevel: "anonymous" });
@@ -69,7 +76,7 @@ describe("function registrations", () => {
     expect(trigger("schedulePulls")).toMatchObject({ type: "timerTrigger", schedule: "0 */5 * * * *", runOnStartup: false });
     expect(trigger("pullTenant")).toMatchObject({ type: "queueTrigger", queueName: "tenant-pulls", connection: "AzureWebJobsStorage" });
     expect(trigger("pullTenantPoisoned")).toMatchObject({ type: "queueTrigger", queueName: "tenant-pulls-poison", connection: "AzureWebJobsStorage" });
-    expect(env.app.functions.size).toBe(9);
+    expect(env.app.functions.size).toBe(11);
   });
 });
 

@@ -1,0 +1,93 @@
+import { randomUUID } from "node:crypto";
+import type { Clock } from "../clock";
+import { scanPage } from "../defender/pageScanner";
+import { conflict, notFound } from "../errors";
+import type { Logger } from "../logging";
+import type { AlertEnvelope, AlertSink } from "../sinks/alertSink";
+import type { DeadLetter, DeadLetterStore } from "../sinks/deadLetters";
+import type { TenantRegistry } from "../state/tenantRegistry";
+import type { PullStateStore } from "./pullState";
+import { versionHash } from "./window";
+
+export interface RedriveResult {
+  /** Dead letters looked at. */
+  examined: number;
+  /** Dead letters whose content the pipeline now accepts: delivered and removed. */
+  redriven: number;
+  /** Alert versions handed to the sink. */
+  delivered: number;
+  /** Dead letters the pipeline still cannot accept; they stay where they are. */
+  remaining: number;
+}
+
+export interface DeadLetterRedriveDeps {
+  tenants: TenantRegistry;
+  pullState: PullStateStore;
+  deadLetters: DeadLetterStore;
+  sink: AlertSink;
+  clock: Clock;
+}
+
+const LEASE_MS = 180_000;
+
+/** The raw text as a page: an alert-level letter holds one element of `value`. */
+function asPage(letter: DeadLetter): string {
+  return letter.reason === "invalid_page" ? letter.raw : `{"value":[${letter.raw}]}`;
+}
+
+/**
+ * Puts dead letters through the pipeline again, as the operator asks once the cause is fixed
+ * (an upgrade that reads a new timestamp form, a page the service now serves whole): each
+ * letter's stored text is scanned by the current code, what it accepts goes to the sink, and
+ * the letter is removed only after that. It holds the tenant's pull lease meanwhile, so it never
+ * races a pull.
+ */
+export class DeadLetterRedrive {
+  constructor(private readonly deps: DeadLetterRedriveDeps) {}
+
+  async redrive(tenantId: string, log: Logger): Promise<RedriveResult> {
+    const tenant = await this.deps.tenants.get(tenantId);
+    if (!tenant) throw notFound("tenant_not_found", "No tenant with this id is registered.");
+    const lease = await this.deps.pullState.acquire(tenantId, `redrive-${randomUUID()}`, LEASE_MS);
+    if (!lease) throw conflict("pull_running", "A pull of this tenant is running; try again in a minute.");
+    const result: RedriveResult = { examined: 0, redriven: 0, delivered: 0, remaining: 0 };
+    try {
+      const pulledAt = new Date(this.deps.clock()).toISOString();
+      for (const info of await this.deps.deadLetters.list(tenantId)) {
+        result.examined++;
+        const letter = await this.deps.deadLetters.read(info.name);
+        if (!letter) continue;
+        let page;
+        try {
+          page = scanPage(asPage(letter));
+        } catch {
+          result.remaining++;
+          continue;
+        }
+        if (page.rejected.length > 0) {
+          result.remaining++;
+          continue;
+        }
+        const fresh: AlertEnvelope[] = page.alerts
+          .filter((alert) => !lease.state.delivered.has(versionHash(alert)))
+          .map((alert) => ({ tenantId, tenantName: tenant.displayName, source: "mde", pulledAt, alert }));
+        if (fresh.length > 0) {
+          // `resumed`: a sink that can tell leaves out what an earlier delivery of the page stored.
+          await this.deps.sink.write({ tenantId, pageFrom: letter.page.from, pageTo: letter.page.to, skip: letter.page.skip, resumed: true }, fresh);
+        }
+        await this.deps.deadLetters.remove(info.name);
+        result.redriven++;
+        result.delivered += fresh.length;
+      }
+      lease.state.deadLetters = result.remaining;
+      if (result.remaining === 0) {
+        delete lease.state.lastDeadLetterReason;
+        delete lease.state.lastDeadLetterAt;
+      }
+    } finally {
+      await lease.release().catch(() => undefined);
+    }
+    log.info("dead letters re-driven", { tenantId, ...result });
+    return result;
+  }
+}

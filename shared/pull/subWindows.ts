@@ -1,0 +1,187 @@
+/** A half-open span `[from, to)` of version times, in epoch ms. */
+export interface SubWindow {
+  from: number;
+  to: number;
+}
+
+/** How full a sub-window is aimed to be: room for the estimate to be off before a page fills. */
+const TARGET_FILL = 0.8;
+/** How much weight the newest sub-window's density gets in the running estimate. */
+const DENSITY_WEIGHT = 0.5;
+/** An empty sub-window: the next one may be this many times longer (quiet stretches are crossed fast). */
+const EMPTY_GROWTH = 8;
+
+/**
+ * Plans the sub-windows a window is read in, left to right, so that correctness never depends
+ * on the API's order: each sub-window is read with one request and counts as read only when
+ * its page came back short. A full page says "more than this"; its sub-window is cut where the
+ * page's own alerts say the middle is (or in half), the left part is read again and the rest is
+ * planned afresh, down to a single millisecond (which the caller then pages with `$skip` and
+ * verifies). An alert updated while the window is read moves to a later time and so into a
+ * later sub-window or window: nothing can shift out from under a page.
+ *
+ * Sizes come from the density seen so far (alerts per ms), aiming at `TARGET_FILL` of a page.
+ * The plan may have gaps (the rest of a split sub-window); they are planned when reached, with
+ * the density known by then.
+ */
+export class SubWindowPlanner {
+  private readonly plan: SubWindow[] = [];
+  private windowTo: number;
+  private done: number;
+  private estimate: number | undefined;
+  /** False between a split and the next completed sub-window: the density is a guess then. */
+  private settled = true;
+
+  constructor(
+    window: { from: number; to: number },
+    progress: { position: number; nextEnd: number; density?: number },
+    private readonly pageSize: number,
+  ) {
+    this.windowTo = window.to;
+    this.done = Math.max(window.from, progress.position);
+    this.estimate = progress.density;
+    if (this.done < this.windowTo) this.plan.push({ from: this.done, to: clamp(progress.nextEnd, this.done + 1, this.windowTo) });
+  }
+
+  /** Start of the first sub-window not yet read completely. */
+  get position(): number {
+    return this.done;
+  }
+
+  get to(): number {
+    return this.windowTo;
+  }
+
+  get density(): number | undefined {
+    return this.estimate;
+  }
+
+  /** True once every sub-window up to the window's end has been read. */
+  get finished(): boolean {
+    return this.done >= this.windowTo;
+  }
+
+  /**
+   * The next `count` sub-windows in reading order. Gaps are planned by the density, except
+   * right after a split, when only the head is planned (a read-ahead sized on a guess would be
+   * wasted).
+   */
+  upcoming(count: number): SubWindow[] {
+    const result: SubWindow[] = [];
+    let cursor = this.done;
+    for (let i = 0; result.length < count && cursor < this.windowTo; i++) {
+      let item = this.plan[i];
+      if (!item || item.from !== cursor) {
+        if (!this.settled && result.length > 0) break;
+        const gapEnd = item ? item.from : this.windowTo;
+        item = { from: cursor, to: cursor + Math.min(this.span(), gapEnd - cursor) };
+        this.plan.splice(i, 0, item);
+      }
+      result.push(item);
+      cursor = item.to;
+    }
+    return result;
+  }
+
+  head(): SubWindow | undefined {
+    return this.upcoming(1)[0];
+  }
+
+  /** End of the sub-window read next, as a resume must read it again. */
+  nextEnd(): number {
+    return this.head()?.to ?? this.windowTo;
+  }
+
+  /**
+   * The head came back full: keep reading its left part only. `times` are the version times the
+   * full page held, in the order the API sent them. A single millisecond cannot be split.
+   */
+  split(times: readonly number[] = []): boolean {
+    const head = this.plan[0];
+    if (!head || head.to - head.from < 2) return false;
+    const cut = cutPoint(head, times);
+    // A full page proves at least this density; sizing on less would overfill the next pages too.
+    this.estimate = Math.max(this.estimate ?? 0, cut.density ?? 0, this.pageSize / (head.to - head.from));
+    this.plan.splice(0, 1, { from: head.from, to: cut.at });
+    this.settled = false;
+    return true;
+  }
+
+  /**
+   * The head was read completely and held `count` alerts at `times`; a `count` of undefined for
+   * a single crowded millisecond, whose count says nothing about the time around it.
+   */
+  complete(count: number | undefined, times: readonly number[] = []): void {
+    const head = this.plan.shift();
+    if (!head) return;
+    this.done = head.to;
+    this.settled = true;
+    if (count === undefined) return;
+    const spread = spreadOf(times);
+    if (count >= 2 && spread !== undefined) {
+      // Alerts cluster: the density where they are, not averaged over empty hours, sizes the next read.
+      this.estimate = count / Math.max(1, (spread * count) / (count - 1));
+      return;
+    }
+    if (count === 0) {
+      this.estimate = this.estimate === undefined ? 0 : this.estimate / EMPTY_GROWTH;
+      return;
+    }
+    const observed = count / (head.to - head.from);
+    this.estimate = this.estimate === undefined ? observed : DENSITY_WEIGHT * observed + (1 - DENSITY_WEIGHT) * this.estimate;
+  }
+
+  /**
+   * Moves the window's end earlier (the service's clock is behind ours). Sub-windows past it are
+   * dropped; one that straddles it is cut. Never before what is already read.
+   */
+  clip(to: number): void {
+    this.windowTo = Math.max(this.done, Math.min(this.windowTo, to));
+    for (let i = this.plan.length - 1; i >= 0; i--) {
+      const sub = this.plan[i] as SubWindow;
+      if (sub.from >= this.windowTo) this.plan.splice(i, 1);
+      else if (sub.to > this.windowTo) sub.to = this.windowTo;
+    }
+  }
+
+  private span(): number {
+    if (this.estimate === undefined || this.estimate <= 0) return Number.POSITIVE_INFINITY;
+    return Math.max(1, Math.floor((TARGET_FILL * this.pageSize) / this.estimate));
+  }
+}
+
+/**
+ * Where to cut a full sub-window. When the page came in time order (as the service usually
+ * answers) it holds the sub-window's earliest alerts, so the left part up to its last time is
+ * what it covered: that part will read short, and the density of the page sizes what follows.
+ * In any other order the page is a sample: cut at its median time, so both parts hold some of
+ * it. Alerts all at the first millisecond: cut right after it, so it is read on its own.
+ */
+function cutPoint(head: SubWindow, times: readonly number[]): { at: number; density?: number } {
+  const inside = times.filter((t) => t >= head.from && t < head.to);
+  const ascending = inside.every((t, i) => i === 0 || t >= (inside[i - 1] as number));
+  const first = inside[0];
+  const last = inside[inside.length - 1];
+  if (ascending && first !== undefined && last !== undefined && last > head.from) {
+    return { at: last, density: inside.length / Math.max(1, last - first) };
+  }
+  const sorted = [...inside].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)];
+  if (median === undefined) return { at: head.from + Math.floor((head.to - head.from) / 2) };
+  return { at: median > head.from ? median : head.from + 1 };
+}
+
+function spreadOf(times: readonly number[]): number | undefined {
+  if (times.length < 2) return undefined;
+  let min = Number.POSITIVE_INFINITY;
+  let max = Number.NEGATIVE_INFINITY;
+  for (const t of times) {
+    if (t < min) min = t;
+    if (t > max) max = t;
+  }
+  return max - min;
+}
+
+function clamp(value: number, min: number, max: number): number {
+  return Math.max(min, Math.min(max, value));
+}

@@ -1,0 +1,144 @@
+import { createHash } from "node:crypto";
+import type { ContainerClient } from "@azure/storage-blob";
+import { statusOf } from "../errors";
+import { containerCreator } from "./containers";
+
+/** Why data went to the dead-letter store instead of a sink. */
+export type DeadLetterReason =
+  | "invalid_json"
+  | "not_an_object"
+  | "missing_id"
+  | "missing_time"
+  | "invalid_time"
+  | "invalid_page";
+
+/** One thing the pipeline could not accept, kept raw with where it came from. */
+export interface DeadLetter {
+  tenantId: string;
+  source: "mde";
+  reason: DeadLetterReason;
+  /** The window being read and the page inside it, so the span can be read again. */
+  window: { from: string; to: string };
+  page: { from: string; to: string; skip: number };
+  /** The alert's (or the whole page's) text exactly as received. */
+  raw: string;
+  at: string;
+}
+
+/** What the operator API lists about a dead letter: where and why, never its content. */
+export interface DeadLetterInfo {
+  name: string;
+  reason: string;
+  pageFrom: string;
+  pageTo: string;
+  skip: number;
+  sizeBytes: number;
+  storedAt: string | null;
+}
+
+export class DeadLetterError extends Error {
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = "DeadLetterError";
+  }
+}
+
+export interface DeadLetterStore {
+  /** Stores the letter durably; resolves true when it is new, false when the same letter was already there. */
+  write(letter: DeadLetter): Promise<boolean>;
+  list(tenantId: string): Promise<DeadLetterInfo[]>;
+  read(name: string): Promise<DeadLetter | undefined>;
+  remove(name: string): Promise<void>;
+}
+
+const SAFE_TENANT = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
+const compact = (iso: string): string => iso.replace(/[-:.]/g, "");
+
+/**
+ * Dead letters as JSON blobs, `{tenantId}/{yyyy}/{MM}/{dd}/{pageFrom}_{pageTo}_{skip}_{reason}_{hash}.json`.
+ * The name is a function of the letter's content, and uploads refuse to overwrite, so the same
+ * poison alert read again in the next cycle's overlap is stored (and counted) once.
+ */
+export class BlobDeadLetterStore implements DeadLetterStore {
+  private readonly ensureContainer: () => Promise<void>;
+
+  constructor(
+    private readonly container: ContainerClient,
+    private readonly timeoutMs = 60_000,
+  ) {
+    this.ensureContainer = containerCreator(container, (error) => failure("Creating the dead-letter container failed", error));
+  }
+
+  static nameFor(letter: Pick<DeadLetter, "tenantId" | "page" | "reason" | "raw">): string {
+    if (!SAFE_TENANT.test(letter.tenantId)) throw new DeadLetterError("The dead letter's tenant id is not a valid tenant id");
+    const day = letter.page.to.slice(0, 10).replace(/-/g, "/");
+    const digest = createHash("sha256").update(letter.reason).update("\n").update(letter.raw).digest("hex").slice(0, 16);
+    return `${letter.tenantId}/${day}/${compact(letter.page.from)}_${compact(letter.page.to)}_${letter.page.skip}_${letter.reason}_${digest}.json`;
+  }
+
+  async write(letter: DeadLetter): Promise<boolean> {
+    await this.ensureContainer();
+    const body = Buffer.from(JSON.stringify(letter), "utf8");
+    try {
+      await this.container.getBlockBlobClient(BlobDeadLetterStore.nameFor(letter)).upload(body, body.length, {
+        blobHTTPHeaders: { blobContentType: "application/json" },
+        conditions: { ifNoneMatch: "*" },
+        abortSignal: AbortSignal.timeout(this.timeoutMs),
+      });
+      return true;
+    } catch (error) {
+      if (statusOf(error) === 409) return false;
+      throw failure("Storing a dead letter failed", error);
+    }
+  }
+
+  async list(tenantId: string): Promise<DeadLetterInfo[]> {
+    if (!SAFE_TENANT.test(tenantId)) return [];
+    const letters: DeadLetterInfo[] = [];
+    try {
+      if (!(await this.container.exists())) return [];
+      for await (const blob of this.container.listBlobsFlat({ prefix: `${tenantId}/` })) {
+        const file = blob.name.slice(blob.name.lastIndexOf("/") + 1);
+        const [pageFrom = "", pageTo = "", skip = "0", ...rest] = file.replace(/\.json$/, "").split("_");
+        letters.push({
+          name: blob.name,
+          reason: rest.slice(0, -1).join("_"),
+          pageFrom,
+          pageTo,
+          skip: Number(skip),
+          sizeBytes: blob.properties.contentLength ?? 0,
+          storedAt: blob.properties.createdOn?.toISOString() ?? null,
+        });
+      }
+    } catch (error) {
+      throw failure("Listing dead letters failed", error);
+    }
+    return letters;
+  }
+
+  async read(name: string): Promise<DeadLetter | undefined> {
+    try {
+      const buffer = await this.container.getBlobClient(name).downloadToBuffer(0, undefined, { abortSignal: AbortSignal.timeout(this.timeoutMs) });
+      return JSON.parse(buffer.toString("utf8")) as DeadLetter;
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw failure("Reading a dead letter failed", error);
+    }
+  }
+
+  async remove(name: string): Promise<void> {
+    try {
+      await this.container.getBlobClient(name).deleteIfExists({ abortSignal: AbortSignal.timeout(this.timeoutMs) });
+    } catch (error) {
+      throw failure("Removing a dead letter failed", error);
+    }
+  }
+}
+
+function failure(what: string, error: unknown): DeadLetterError {
+  const status = statusOf(error);
+  return new DeadLetterError(status === undefined ? `${what} (no HTTP response)` : `${what} (HTTP ${status})`, status);
+}

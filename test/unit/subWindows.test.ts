@@ -1,0 +1,421 @@
+import { describe, expect, it } from "vitest";
+import { SubWindowPlanner, type SubWindow } from "../../shared/pull/subWindows";
+
+const DAY = 86_400_000;
+const T0 = Date.UTC(2026, 0, 1);
+
+/** A planner for a fresh window: nothing read yet, the whole window planned as one sub-window. */
+function fresh(from: number, to: number, pageSize: number): SubWindowPlanner {
+  return new SubWindowPlanner({ from, to }, { position: from, nextEnd: to }, pageSize);
+}
+
+/** Sub-windows are contiguous, start at `from`, and never go past `to`. */
+function expectContiguous(subs: readonly SubWindow[], from: number, to: number): void {
+  let at = from;
+  for (const sub of subs) {
+    expect(sub.from).toBe(at);
+    expect(sub.to).toBeGreaterThan(sub.from);
+    expect(sub.to).toBeLessThanOrEqual(to);
+    at = sub.to;
+  }
+}
+
+describe("SubWindowPlanner", () => {
+  it("plans a fresh window as one sub-window: the whole window", () => {
+    const planner = fresh(T0, T0 + DAY, 500);
+    expect(planner.head()).toEqual({ from: T0, to: T0 + DAY });
+    expect(planner.upcoming(5)).toEqual([{ from: T0, to: T0 + DAY }]);
+    expect(planner.nextEnd()).toBe(T0 + DAY);
+    expect(planner.position).toBe(T0);
+    expect(planner.to).toBe(T0 + DAY);
+    expect(planner.density).toBeUndefined();
+    expect(planner.finished).toBe(false);
+  });
+
+  it("split() halves the head, keeps reading its left half, and refuses a head of one millisecond", () => {
+    const planner = fresh(0, 1000, 100);
+    expect(planner.split()).toBe(true);
+    expect(planner.head()).toEqual({ from: 0, to: 500 });
+    // Right after a split nothing is planned past the head: read-ahead sized on a guess is wasted.
+    expect(planner.upcoming(3)).toEqual([{ from: 0, to: 500 }]);
+    expect(planner.nextEnd()).toBe(500);
+    // A full page of 100 over 1000 ms proves at least 0.1 alerts per ms.
+    expect(planner.density).toBe(0.1);
+    // Splitting reads nothing.
+    expect(planner.position).toBe(0);
+    // The right half is planned again once the left one is read, by then with a better density.
+    planner.complete(60); // 0.12 per ms: the estimate becomes 0.11, a span of floor(80 / 0.11) = 727
+    expect(planner.density).toBeCloseTo(0.11, 12);
+    expect(planner.head()).toEqual({ from: 500, to: 1000 });
+
+    // An odd span: the first half is the shorter one.
+    const odd = fresh(0, 3, 100);
+    expect(odd.split()).toBe(true);
+    expect(odd.head()).toEqual({ from: 0, to: 1 });
+    expect(odd.split()).toBe(false);
+    expect(odd.head()).toEqual({ from: 0, to: 1 });
+    expect(odd.position).toBe(0);
+  });
+
+  it("split(times) cuts at the median of a shuffled page, at the last time of a page in time order, or right after a crowded first millisecond", () => {
+    const planner = fresh(0, 1000, 4);
+    // Times outside the head say nothing about it and are ignored; the order they came in does not matter.
+    expect(planner.split([900, 20, 5000, 10, 30, -1])).toBe(true);
+    expect(planner.head()).toEqual({ from: 0, to: 30 });
+    // A page in time order holds the sub-window's earliest alerts: the part before its last time
+    // is what it covered (it reads short), and its own density sizes what follows.
+    const ordered = fresh(0, 1000, 4);
+    expect(ordered.split([10, 20, 30, 40])).toBe(true);
+    expect(ordered.head()).toEqual({ from: 0, to: 40 });
+    expect(ordered.density).toBeCloseTo(4 / 30, 12);
+    const crowded = fresh(100, 1000, 3);
+    expect(crowded.split([100, 100, 100])).toBe(true);
+    expect(crowded.head()).toEqual({ from: 100, to: 101 });
+    expect(crowded.split([100, 100, 100])).toBe(false);
+  });
+
+  it("complete(undefined) after a crowded millisecond advances without touching the density", () => {
+    const planner = new SubWindowPlanner({ from: 0, to: 10_000 }, { position: 0, nextEnd: 1, density: 0.05 }, 500);
+    planner.complete(undefined);
+    expect(planner.position).toBe(1);
+    expect(planner.density).toBe(0.05);
+    expect(planner.head()).toEqual({ from: 1, to: 1 + 8000 });
+  });
+
+  it("splits any head down to one millisecond in about log2(span) steps, losing nothing after it", () => {
+    const planner = fresh(T0, T0 + DAY, 500);
+    let splits = 0;
+    while (planner.split()) splits++;
+    expect(splits).toBe(Math.floor(Math.log2(DAY)));
+    expect(planner.head()).toEqual({ from: T0, to: T0 + 1 });
+    // The crowded millisecond is paged with $skip by the caller; its count says nothing of the rest.
+    planner.complete(undefined);
+    expect(planner.position).toBe(T0 + 1);
+    // The splits left a high density behind; empty reads halve it, so the rest of the day is
+    // read in a number of steps logarithmic in its length, contiguously, to the window's end.
+    const read: SubWindow[] = [];
+    while (!planner.finished && read.length < 1000) {
+      read.push({ ...(planner.head() as SubWindow) });
+      planner.complete(0);
+    }
+    expectContiguous(read, T0 + 1, T0 + DAY);
+    expect(read[read.length - 1]?.to).toBe(T0 + DAY);
+    expect(read.length).toBeLessThanOrEqual(2 * Math.ceil(Math.log2(DAY)));
+  });
+
+  it("complete() advances the position and sizes the next sub-window for about 80 % of a page", () => {
+    const pageSize = 500;
+    const planner = new SubWindowPlanner({ from: 0, to: 10_000_000 }, { position: 0, nextEnd: 1000 }, pageSize);
+    planner.complete(250);
+    expect(planner.position).toBe(1000);
+    // First observation: 250 alerts in 1000 ms.
+    expect(planner.density).toBe(0.25);
+    const head = planner.head();
+    expect(head?.from).toBe(1000);
+    const span = (head?.to ?? 0) - (head?.from ?? 0);
+    expect(span).toBe(1600);
+    expect(span * (planner.density ?? 0)).toBeCloseTo(0.8 * pageSize, 6);
+
+    // The estimate moves half way towards each new observation.
+    planner.complete(800); // 800 in 1600 ms: 0.5 per ms
+    expect(planner.position).toBe(2600);
+    expect(planner.density).toBeCloseTo(0.375, 12);
+    const next = planner.head() as SubWindow;
+    expect(next.from).toBe(2600);
+    expect(next.to - next.from).toBe(Math.floor((0.8 * pageSize) / 0.375));
+    expect((next.to - next.from) * 0.375).toBeGreaterThan(0.8 * pageSize - 1);
+    expect((next.to - next.from) * 0.375).toBeLessThanOrEqual(0.8 * pageSize);
+  });
+
+  it("complete(count, times) sizes the next sub-window by where the alerts were, not by the whole span", () => {
+    const next = new SubWindowPlanner({ from: 0, to: 10_000_000 }, { position: 0, nextEnd: 1_000_000 }, 500);
+    // 100 alerts, one a millisecond, in the first tenth of a second of a 1000 s sub-window.
+    next.complete(100, Array.from({ length: 100 }, (_, i) => 100 + i));
+    expect(next.position).toBe(1_000_000);
+    expect(next.density).toBeCloseTo(1, 12);
+    // 0.8 × 500 alerts at 1 per ms.
+    expect(next.head()).toEqual({ from: 1_000_000, to: 1_000_400 });
+  });
+
+  it("makes the next span eight times longer after an empty sub-window, so quiet stretches are crossed fast", () => {
+    const planner = new SubWindowPlanner({ from: 0, to: 10_000_000 }, { position: 0, nextEnd: 1000, density: 0.25 }, 500);
+    expect(planner.head()).toEqual({ from: 0, to: 1000 });
+    planner.complete(0);
+    expect(planner.density).toBe(0.03125);
+    expect(planner.head()).toEqual({ from: 1000, to: 1000 + 12_800 });
+    planner.complete(0);
+    expect(planner.density).toBe(0.00390625);
+    expect(planner.head()).toEqual({ from: 13_800, to: 13_800 + 102_400 });
+  });
+
+  it("upcoming(n) plans ahead contiguously without going past the window's end, and without reading", () => {
+    // 0.8 × 100 / 0.8 = 100 ms a sub-window.
+    const planner = new SubWindowPlanner({ from: 0, to: 450 }, { position: 0, nextEnd: 100, density: 0.8 }, 100);
+    expect(planner.upcoming(3)).toEqual([
+      { from: 0, to: 100 },
+      { from: 100, to: 200 },
+      { from: 200, to: 300 },
+    ]);
+    // Asking again gives the same plan, and asking for more extends it; the last one is cut at the end.
+    const all = planner.upcoming(10);
+    expect(all).toEqual([
+      { from: 0, to: 100 },
+      { from: 100, to: 200 },
+      { from: 200, to: 300 },
+      { from: 300, to: 400 },
+      { from: 400, to: 450 },
+    ]);
+    expect(planner.position).toBe(0);
+    expect(planner.head()).toEqual(all[0]);
+    // The returned list is the caller's: shortening it does not change the plan.
+    all.pop();
+    expect(planner.upcoming(10)).toHaveLength(5);
+    planner.complete(40);
+    expect(planner.upcoming(10)[0]).toEqual({ from: 100, to: 200 });
+    expect(planner.upcoming(0)).toEqual([]);
+  });
+
+  it("clip() cuts a straddling sub-window, drops the ones past the end, and never goes before the position", () => {
+    const planner = new SubWindowPlanner({ from: 0, to: 1000 }, { position: 0, nextEnd: 100, density: 0.8 }, 100);
+    expect(planner.upcoming(5)).toHaveLength(5);
+    planner.clip(250);
+    expect(planner.to).toBe(250);
+    expect(planner.upcoming(10)).toEqual([
+      { from: 0, to: 100 },
+      { from: 100, to: 200 },
+      { from: 200, to: 250 },
+    ]);
+    // A later end does not extend the window again.
+    planner.clip(900);
+    expect(planner.to).toBe(250);
+    // On a boundary: the sub-window that starts there goes.
+    planner.clip(200);
+    expect(planner.upcoming(10)).toEqual([
+      { from: 0, to: 100 },
+      { from: 100, to: 200 },
+    ]);
+    planner.complete(10);
+    expect(planner.position).toBe(100);
+    // Before what is read: the window ends at the position, and it is finished.
+    planner.clip(50);
+    expect(planner.to).toBe(100);
+    expect(planner.position).toBe(100);
+    expect(planner.finished).toBe(true);
+    expect(planner.head()).toBeUndefined();
+    expect(planner.upcoming(3)).toEqual([]);
+    expect(planner.nextEnd()).toBe(100);
+  });
+
+  it("clip() cuts the head itself when it straddles the new end", () => {
+    const planner = fresh(T0, T0 + DAY, 500);
+    planner.clip(T0 + DAY - 90_000);
+    expect(planner.head()).toEqual({ from: T0, to: T0 + DAY - 90_000 });
+    expect(planner.nextEnd()).toBe(T0 + DAY - 90_000);
+  });
+
+  it("resumes with a head of exactly [position, nextEnd)", () => {
+    const window = { from: T0, to: T0 + DAY };
+    const resumed = new SubWindowPlanner(window, { position: T0 + 5000, nextEnd: T0 + 7000, density: 0.01 }, 500);
+    expect(resumed.position).toBe(T0 + 5000);
+    expect(resumed.head()).toEqual({ from: T0 + 5000, to: T0 + 7000 });
+    expect(resumed.nextEnd()).toBe(T0 + 7000);
+    expect(resumed.density).toBe(0.01);
+    // After the resumed head, sizes come from the saved density: 0.8 × 500 / 0.01 = 40 s.
+    expect(resumed.upcoming(2)[1]).toEqual({ from: T0 + 7000, to: T0 + 47_000 });
+
+    // A saved state is kept inside the window: a nextEnd past its end, or not after the position.
+    expect(new SubWindowPlanner(window, { position: T0 + 5000, nextEnd: T0 + 2 * DAY }, 500).head()).toEqual({ from: T0 + 5000, to: T0 + DAY });
+    expect(new SubWindowPlanner(window, { position: T0 + 5000, nextEnd: T0 + 5000 }, 500).head()).toEqual({ from: T0 + 5000, to: T0 + 5001 });
+    expect(new SubWindowPlanner(window, { position: T0 - 5000, nextEnd: T0 + 10 }, 500).head()).toEqual({ from: T0, to: T0 + 10 });
+    // A position at the end: nothing left.
+    const done = new SubWindowPlanner(window, { position: T0 + DAY, nextEnd: T0 + DAY }, 500);
+    expect(done.finished).toBe(true);
+    expect(done.head()).toBeUndefined();
+  });
+
+  it("is finished once the last sub-window is complete", () => {
+    const planner = new SubWindowPlanner({ from: 0, to: 300 }, { position: 0, nextEnd: 100, density: 0.8 }, 100);
+    for (let i = 0; i < 2; i++) {
+      expect(planner.head()).toEqual({ from: i * 100, to: (i + 1) * 100 });
+      planner.complete(80);
+      expect(planner.finished).toBe(false);
+    }
+    expect(planner.head()).toEqual({ from: 200, to: 300 });
+    planner.complete(80);
+    expect(planner.finished).toBe(true);
+    expect(planner.position).toBe(300);
+    expect(planner.head()).toBeUndefined();
+    expect(planner.nextEnd()).toBe(300);
+    // Completing with nothing planned is a no-op.
+    planner.complete(5);
+    expect(planner.position).toBe(300);
+  });
+});
+
+/** mulberry32: a small, seedable PRNG, so a failing simulation reproduces exactly. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
+/** First index of `sorted` whose value is >= x. */
+function lowerBound(sorted: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((sorted[mid] as number) < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+interface Simulation {
+  reads: number;
+  splits: number;
+  completed: SubWindow[];
+}
+
+/**
+ * In which order the fake API serves a sub-window's alerts, which decides what a full page
+ * holds: "time" (oldest first), "shuffled" (a random sample, as an API that promises no order
+ * may), or "blind" (the caller splits without looking at the page: plain halving).
+ */
+type ApiOrder = "time" | "shuffled" | "blind";
+
+/**
+ * Reads a window the way the pull does, against a fake API that answers a sub-window with
+ * min(alerts in it, pageSize) alerts: a full answer splits the head (at the median of the
+ * page's times), a short one completes it, and a single millisecond holding a full page is
+ * taken as read whole (the pull pages it with $skip) and completed without a count. With
+ * `resumeEvery`, the planner is rebuilt from its saved state (position, nextEnd, density)
+ * every that many reads, as a new run would after a crash.
+ */
+function simulate(times: readonly number[], window: SubWindow, pageSize: number, options: { order?: ApiOrder; resumeEvery?: number; seed?: number } = {}): Simulation {
+  const order = options.order ?? "shuffled";
+  const random = prng(options.seed ?? 1);
+  let planner = new SubWindowPlanner(window, { position: window.from, nextEnd: window.to }, pageSize);
+  const completed: SubWindow[] = [];
+  let reads = 0;
+  let splits = 0;
+  while (!planner.finished) {
+    if (reads > 100_000) throw new Error("the planner does not converge");
+    const head = planner.head();
+    if (!head) throw new Error("an unfinished planner has no head");
+    reads++;
+    const start = lowerBound(times, head.from);
+    const inside = lowerBound(times, head.to) - start;
+    if (inside < pageSize) {
+      completed.push({ ...head });
+      planner.complete(inside, times.slice(start, start + inside));
+    } else if (planner.split(order === "blind" ? [] : pageTimes(times, start, inside, pageSize, order, random))) {
+      splits++;
+    } else {
+      completed.push({ ...head });
+      planner.complete(undefined);
+    }
+    if (options.resumeEvery !== undefined && reads % options.resumeEvery === 0 && !planner.finished) {
+      const saved = { position: planner.position, nextEnd: planner.nextEnd(), ...(planner.density !== undefined ? { density: planner.density } : {}) };
+      planner = new SubWindowPlanner(window, saved, pageSize);
+    }
+  }
+  return { reads, splits, completed };
+}
+
+/** The times on a full page of the `count` alerts from index `start` of `times`, served in `order`. */
+function pageTimes(times: readonly number[], start: number, count: number, pageSize: number, order: ApiOrder, random: () => number): number[] {
+  if (order === "time") return times.slice(start, start + pageSize);
+  // A partial Fisher-Yates shuffle of the indices [start, start + count).
+  const swapped = new Map<number, number>();
+  const page: number[] = [];
+  for (let i = 0; i < pageSize; i++) {
+    const j = i + Math.floor(random() * (count - i));
+    const picked = swapped.get(j) ?? j;
+    swapped.set(j, swapped.get(i) ?? i);
+    page.push(times[start + picked] as number);
+  }
+  return page;
+}
+
+/** Completed sub-windows tile the window, and every timestamp lies in exactly one of them. */
+function expectTiling(sim: Simulation, times: readonly number[], window: SubWindow, pageSize: number): void {
+  const { completed } = sim;
+  expect(completed.length).toBeGreaterThan(0);
+  expectContiguous(completed, window.from, window.to);
+  expect(completed[completed.length - 1]?.to).toBe(window.to);
+  const hits = new Uint8Array(times.length);
+  for (const sub of completed) {
+    const start = lowerBound(times, sub.from);
+    const end = lowerBound(times, sub.to);
+    // Completed on a short page, unless it is a single millisecond.
+    if (sub.to - sub.from > 1) expect(end - start).toBeLessThan(pageSize);
+    for (let i = start; i < end; i++) hits[i] = (hits[i] as number) + 1;
+  }
+  const wrong = [...hits.entries()].filter(([, n]) => n !== 1);
+  expect(wrong, "timestamps not covered exactly once").toEqual([]);
+}
+
+describe("SubWindowPlanner simulation", () => {
+  const window = { from: T0, to: T0 + DAY };
+
+  function uniform(seed: number, count: number): number[] {
+    const random = prng(seed);
+    return Array.from({ length: count }, () => T0 + Math.floor(random() * DAY)).sort((a, b) => a - b);
+  }
+
+  it("reads 10,000 alerts spread over a day in sub-windows that tile it, each alert exactly once (page 500)", () => {
+    const times = uniform(20260101, 10_000);
+    for (const order of ["shuffled", "time", "blind"] as const) {
+      const sim = simulate(times, window, 500, { order });
+      expectTiling(sim, times, window, 500);
+      const perAlert = sim.reads / times.length;
+      console.log(
+        `uniform, 10,000 alerts/day, page 500, API order ${order}: ${sim.reads} reads (${sim.splits} splits, ${sim.completed.length} sub-windows), ${perAlert.toFixed(4)} reads per alert; a perfect split would need ${times.length / 500}`,
+      );
+      // At ~80 % fill the steady state needs ~25 reads; narrowing the first day-long read costs a few more.
+      expect(sim.reads, order).toBeLessThan(60);
+      expect(perAlert, order).toBeLessThan(0.006);
+    }
+  });
+
+  it("tiles the window the same way when every few reads are a resumed run", () => {
+    const times = uniform(7, 10_000);
+    for (const order of ["shuffled", "time", "blind"] as const) {
+      for (const resumeEvery of [1, 3, 10]) {
+        const sim = simulate(times, window, 500, { order, resumeEvery });
+        expectTiling(sim, times, window, 500);
+      }
+    }
+  });
+
+  it("tiles the window with bursts, empty hours and a millisecond holding more than a page", () => {
+    const random = prng(42);
+    const times: number[] = [];
+    // A quiet background, a ten-minute storm, and one instant with 700 alerts (more than a page).
+    for (let i = 0; i < 2_000; i++) times.push(T0 + 6 * 3_600_000 + Math.floor(random() * 12 * 3_600_000));
+    for (let i = 0; i < 7_300; i++) times.push(T0 + 9 * 3_600_000 + Math.floor(random() * 600_000));
+    for (let i = 0; i < 700; i++) times.push(T0 + 15 * 3_600_000 + 123);
+    times.sort((a, b) => a - b);
+    for (const order of ["shuffled", "time", "blind"] as const) {
+      const sim = simulate(times, window, 500, { order });
+      expectTiling(sim, times, window, 500);
+      expect(sim.completed).toContainEqual({ from: T0 + 15 * 3_600_000 + 123, to: T0 + 15 * 3_600_000 + 124 });
+      console.log(`bursty, 10,000 alerts/day, page 500, API order ${order}: ${sim.reads} reads, ${(sim.reads / times.length).toFixed(4)} reads per alert`);
+      expect(sim.reads / times.length, order).toBeLessThan(0.02);
+      // Resumed runs along the way change nothing about what is read.
+      expectTiling(simulate(times, window, 500, { order, resumeEvery: 4 }), times, window, 500);
+    }
+  });
+
+  it("tiles a window with no alerts at all in one read", () => {
+    const sim = simulate([], window, 500);
+    expect(sim.reads).toBe(1);
+    expect(sim.completed).toEqual([window]);
+  });
+});
