@@ -57,6 +57,8 @@ export interface ServiceOverrides {
   sink?: AlertSink;
   /** How long a Key Vault, Table or Blob call may take before it is abandoned (default 30 s). */
   storageTimeoutMs?: number;
+  /** Wraps the real Table clients (tests inject storage faults here). */
+  wrapTables?: (tables: TableFactory) => TableFactory;
 }
 
 const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -91,7 +93,8 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     ...(config.localDev.caCertPem ? { localDevCaPem: config.localDev.caCertPem } : {}),
     timeoutMs: storageTimeoutMs,
   });
-  const tables = createTableFactory(config.storage, credential);
+  const realTables = createTableFactory(config.storage, credential);
+  const tables = overrides.wrapTables ? overrides.wrapTables(realTables) : realTables;
   const tenants = new TenantRegistry(tables, clock);
   const tokens = new TenantTokenStore(secrets);
   const signingKey = new SigningKeyProvider(secrets, clock);

@@ -260,8 +260,12 @@ export class PullStateStore {
     }
   }
 
-  /** Takes the tenant's lease for `leaseMs`, or returns undefined if another pull holds an unexpired one. */
-  async acquire(tenantId: string, owner: string, leaseMs: number): Promise<PullLease | undefined> {
+  /**
+   * Takes the tenant's lease for `leaseMs`, or returns undefined if another pull holds an
+   * unexpired one. `prepare` may change the state before the lease is written, so what it
+   * decides (a new window) is stored by the same conditional write that takes the lease.
+   */
+  async acquire(tenantId: string, owner: string, leaseMs: number, prepare?: (state: PullState) => void): Promise<PullLease | undefined> {
     const entity = await this.readEntity(PARTITION, tenantId);
     if (entity && str(entity["leaseOwner"]) && (num(entity["leaseUntil"]) ?? 0) > this.clock() && entity["leaseOwner"] !== owner) {
       return undefined;
@@ -276,6 +280,7 @@ export class PullStateStore {
       delivered = entity ? decodeDelivered(entity) : new Map();
     }
     const state = entity ? fromEntity(entity, delivered) : emptyState();
+    prepare?.(state);
     const until = this.clock() + leaseMs;
     const table = await this.table();
     const writeId = randomUUID();

@@ -31,6 +31,8 @@ const MAX_INSTANT_PAGES = 200;
 /** Host and API clocks further apart than this are reported in health. */
 const CLOCK_SKEW_WARNING_MS = 60_000;
 const MIN_LEASE_MS = 180_000;
+/** An HTTP Date header names whole seconds. */
+const DATE_RESOLUTION_MS = 1_000;
 
 export interface TenantPullDeps {
   settings: Pick<
@@ -75,7 +77,23 @@ export class TenantPull {
     const started = deps.clock();
     const deadline = started + deps.settings.maxRunSeconds * 1000;
     const leaseMs = Math.max(MIN_LEASE_MS, 2 * deps.settings.requestTimeoutSeconds * 1000 + 60_000);
-    const lease = await deps.pullState.acquire(tenantId, owner, leaseMs);
+    let windowOpened = false;
+    // The new window is stored with the lease itself: no write of its own before the first page.
+    const lease = await deps.pullState.acquire(tenantId, owner, leaseMs, (state) => {
+      if (state.window) return;
+      const window = nextWindow({
+        watermark: state.watermark,
+        now: started,
+        skewMs: state.clockSkewMs,
+        overlapMs: deps.settings.overlapMinutes * 60_000,
+        settleMs: deps.settings.settleSeconds * 1000,
+        firstRunLookbackMs: deps.settings.firstRunLookbackHours * 3600_000,
+      });
+      if (!window) return;
+      const [from, to] = [isoMs(window.from), isoMs(window.to)];
+      state.window = { from, to, position: from, nextEnd: to };
+      windowOpened = true;
+    });
     if (!lease) {
       log.info("pull skipped: another pull of this tenant holds the lease", { tenantId });
       return { outcome: "busy" };
@@ -83,7 +101,7 @@ export class TenantPull {
     deps.budget.restore(tenantId, lease.state.apiCalls);
     lease.state.lastRunAt = new Date(started).toISOString();
     try {
-      const result = await new WindowRead(deps, tenant, lease, deadline, log).run();
+      const result = await new WindowRead(deps, tenant, lease, deadline, log, windowOpened).run();
       Object.assign(lease.state, {
         lastSuccessAt: new Date(deps.clock()).toISOString(),
         lastAlertCount: result.alerts,
@@ -224,12 +242,14 @@ class WindowRead {
     private readonly lease: PullLease,
     private readonly deadline: number,
     private readonly log: Logger,
+    /** This run opened the window (stored with the lease); otherwise it resumes one. */
+    private readonly windowOpened: boolean,
   ) {
     this.state = lease.state;
     this.overlapMs = deps.settings.overlapMinutes * 60_000;
     this.top = deps.settings.pageSize;
     this.windowSaved = this.state.window !== undefined;
-    this.resumedWrite = this.windowSaved;
+    this.resumedWrite = this.windowSaved && !windowOpened;
     this.pulledAt = new Date(deps.clock()).toISOString();
     const tokens = deps.tokens.forPull(tenant.tenantId, this.state, deadline);
     this.accessToken = async (force) => {
@@ -239,35 +259,22 @@ class WindowRead {
   }
 
   async run(): Promise<{ alerts: number; complete: boolean; deadLetters: number }> {
-    const { deps, state } = this;
-    const resumed = state.window;
-    if (resumed) {
-      this.windowFrom = Date.parse(resumed.from);
-      this.planner = new SubWindowPlanner(
-        { from: this.windowFrom, to: Date.parse(resumed.to) },
-        { position: Date.parse(resumed.position), nextEnd: Date.parse(resumed.nextEnd), ...(resumed.density ? { density: resumed.density } : {}) },
-        this.top,
-      );
-    } else {
-      const window = nextWindow({
-        watermark: state.watermark,
-        now: deps.clock(),
-        skewMs: state.clockSkewMs,
-        overlapMs: this.overlapMs,
-        settleMs: deps.settings.settleSeconds * 1000,
-        firstRunLookbackMs: deps.settings.firstRunLookbackHours * 3600_000,
-      });
-      if (!window) {
-        // Nothing to read yet; still exercise the refresh token so it never idles out.
-        await this.accessToken(false);
-        return { alerts: 0, complete: true, deadLetters: 0 };
-      }
-      this.windowFrom = window.from;
-      this.planner = new SubWindowPlanner(window, { position: window.from, nextEnd: window.to }, this.top);
+    const window = this.state.window;
+    if (!window) {
+      // Nothing to read yet; still exercise the refresh token so it never idles out.
+      await this.accessToken(false);
+      return { alerts: 0, complete: true, deadLetters: 0 };
     }
+    this.windowFrom = Date.parse(window.from);
+    this.planner = new SubWindowPlanner(
+      { from: this.windowFrom, to: Date.parse(window.to) },
+      { position: Date.parse(window.position), nextEnd: Date.parse(window.nextEnd), ...(window.density ? { density: window.density } : {}) },
+      this.top,
+    );
 
     try {
-      let checkedClock = resumed !== undefined;
+      let checkedClock = !this.windowOpened;
+      let pages = 0;
       for (let head = this.planner.head(); head; head = this.planner.head()) {
         const requested = { ...head };
         this.prefetch();
@@ -289,7 +296,8 @@ class WindowRead {
           checkedClock = true;
           this.settleClock(page);
         }
-        await this.ensureConnected();
+        // The run began with a point read of the tenant; every later page checks again.
+        if (pages++ > 0) await this.ensureConnected();
         await this.deliver(requested, 0, page);
         const returned = page.alerts.length + page.rejected.length;
         // A page is the whole sub-window only when it came back short and the service says no more.
@@ -314,8 +322,8 @@ class WindowRead {
       for (const pending of this.inFlight.values()) pending.catch(() => undefined);
       this.inFlight.clear();
     }
-    state.watermark = isoMs(this.planner.to);
-    state.window = undefined;
+    this.state.watermark = isoMs(this.planner.to);
+    this.state.window = undefined;
     this.prune(this.planner.to - this.overlapMs);
     return { alerts: this.delivered, complete: true, deadLetters: this.deadLettered };
   }
@@ -370,8 +378,13 @@ class WindowRead {
     if (Math.abs(skew) > CLOCK_SKEW_WARNING_MS) {
       this.log.warn("host clock and Defender API clock differ", { tenantId: this.tenant.tenantId, skewSeconds: Math.round(skew / 1000) });
     }
-    const apiTo = page.apiDate - this.deps.settings.settleSeconds * 1000;
-    if (apiTo < this.planner.to) this.planner.clip(apiTo);
+    // The service's now lies within the second its Date header names: end there at the latest.
+    const apiTo = page.apiDate + DATE_RESOLUTION_MS - this.deps.settings.settleSeconds * 1000;
+    if (apiTo < this.planner.to) {
+      this.planner.clip(apiTo);
+      // The window stored with the lease ends later: store the cut before anything is written.
+      this.windowSaved = false;
+    }
   }
 
   private async ensureConnected(): Promise<void> {
@@ -390,7 +403,11 @@ class WindowRead {
     const fresh: AlertEnvelope[] = [];
     const versions: Array<[string, number]> = [];
     const inPage = new Set<string>();
+    const clipped = sub.to < requested.to;
     for (const alert of page.alerts) {
+      // Past a cut made by the service's clock: the next window reads it, so a resume of this
+      // page (which reads only up to the cut) finds exactly what this attempt wrote.
+      if (clipped && alert.updatedAtMs >= sub.to) continue;
       const hash = versionHash(alert);
       if (this.state.delivered.has(hash) || inPage.has(hash)) continue;
       inPage.add(hash);
@@ -422,7 +439,11 @@ class WindowRead {
     for (let pass = 0; pass < INSTANT_PASSES; pass++) {
       const seen = new Set<string>();
       let skip = 0;
-      for (let n = 0; n < MAX_INSTANT_PAGES; n++) {
+      for (let n = 0; ; n++) {
+        if (n === MAX_INSTANT_PAGES) {
+          this.warn("instant_page_limit", `One millisecond held more than ${MAX_INSTANT_PAGES} pages; the pull moved on after reading that many`);
+          break;
+        }
         let page: FetchedPage;
         try {
           page = await this.take(sub, skip);

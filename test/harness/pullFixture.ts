@@ -65,3 +65,51 @@ export function deliveredIds(envelopes: StoredEnvelope[]): string[] {
 }
 
 export const minutesAgo = (minutes: number): Date => new Date(Date.now() - minutes * 60_000);
+
+/** Served vs delivered vs duplicated, by version `${id}@${lastUpdateTime}`. */
+export interface DeliveryTally {
+  /** Versions the Defender fake put in a 200 answer. */
+  served: number;
+  /** Alerts the fake holds now (their newest versions). */
+  finalVersions: number;
+  /** Lines in the blob sink. */
+  delivered: number;
+  unique: number;
+  duplicates: number;
+  /** Served but not delivered. */
+  missing: string[];
+  /** An alert's newest version not delivered. */
+  missingFinal: string[];
+  duplicated: string[];
+}
+
+/** Everything served and every alert's newest version must be in the sink, once. */
+export async function deliveryTally(env: TestEnvironment, tenantId: string): Promise<DeliveryTally> {
+  const served = [...env.defender.served(tenantId).keys()];
+  const lines = deliveredIds(await deliveredEnvelopes(env, tenantId));
+  const counts = new Map<string, number>();
+  for (const id of lines) counts.set(id, (counts.get(id) ?? 0) + 1);
+  const finals = env.defender.alerts(tenantId).map((a) => `${a.id}@${a.lastUpdateTime}`);
+  return {
+    served: served.length,
+    finalVersions: finals.length,
+    delivered: lines.length,
+    unique: counts.size,
+    duplicates: lines.length - counts.size,
+    missing: served.filter((v) => !counts.has(v)),
+    missingFinal: finals.filter((v) => !counts.has(v)),
+    duplicated: [...counts].filter(([, n]) => n > 1).map(([v]) => v),
+  };
+}
+
+/** mulberry32: a reproducible sequence in [0, 1) for a seed, so a failing run can be replayed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -6,6 +6,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { FUNCTION_TIMEOUT_SECONDS, loadConfig } from "../../shared/config";
 import {
   INFRA_DIR,
   REPO_ROOT,
@@ -169,12 +170,27 @@ describe("infra structure", () => {
   });
 
   it("keeps the pull time budget below host.json functionTimeout", () => {
+    const REQUIRED_SETTINGS = {
+      MSSP_CLIENT_ID: "00000000-0000-4000-8000-000000000001",
+      MSSP_CLIENT_SECRET: "not-a-real-secret",
+      MSSP_TENANT_ID: "00000000-0000-4000-8000-000000000002",
+      MSSP_PUBLIC_BASE_URL: "https://mssp-func-abc.azurewebsites.net",
+      KEY_VAULT_URL: "https://kv-mssp-abc.vault.azure.net/",
+      AzureWebJobsStorage__accountName: "stmsspabc",
+    };
     const host = JSON.parse(readFileSync(path.join(REPO_ROOT, "host.json"), "utf8")) as { functionTimeout?: string };
     const [h, m, s] = (host.functionTimeout ?? "00:30:00").split(":").map(Number) as [number, number, number];
     const timeoutSeconds = h * 3600 + m * 60 + s;
     const budget = params(main).find((p) => p.name === "pullMaxRunSeconds");
+    const requestTimeout = params(main).find((p) => p.name === "defenderRequestTimeoutSeconds");
     expect(Number(budget?.defaultValue)).toBeLessThan(timeoutSeconds);
-    expect(Number(budget?.decorators.find((d) => d.name === "maxValue")?.args)).toBeLessThan(timeoutSeconds);
+    // The code checks settings against its own copy of the host's timeout: keep the two equal.
+    expect(FUNCTION_TIMEOUT_SECONDS).toBe(timeoutSeconds);
+    // The largest run the Bicep allows, plus its largest request and the shutdown margin, still fits.
+    const maxRun = Number(budget?.decorators.find((d) => d.name === "maxValue")?.args);
+    const maxRequest = Number(requestTimeout?.decorators.find((d) => d.name === "maxValue")?.args);
+    expect(maxRun + maxRequest + 60).toBeLessThanOrEqual(timeoutSeconds);
+    expect(() => loadConfig({ ...REQUIRED_SETTINGS, PULL_MAX_RUN_SECONDS: String(maxRun), DEFENDER_REQUEST_TIMEOUT_SECONDS: String(maxRequest) })).not.toThrow();
   });
 
   it("the function app waits for its role assignments", () => {

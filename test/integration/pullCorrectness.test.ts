@@ -7,7 +7,7 @@ import type { AlertBatchKey, AlertEnvelope, AlertSink } from "../../shared/sinks
 import { BlobAlertSink } from "../../shared/sinks/blobAlertSink";
 import { openContainer } from "../../shared/sinks/containers";
 import { generateAlerts, makeAlert, toMdeTimestamp, type MdeAlert } from "../fakes/alerts";
-import { capturingLogger, connectedTenant, deliveredEnvelopes, minutesAgo } from "../harness/pullFixture";
+import { capturingLogger, connectedTenant, deliveredEnvelopes, deliveryTally, minutesAgo, seededRandom, type DeliveryTally } from "../harness/pullFixture";
 import { registerTenant, startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
 
 /**
@@ -56,44 +56,12 @@ async function pullUntilQuiet(tenantId: string, svc: Services, maxRuns = 12): Pr
   throw new Error(`still delivering after ${maxRuns} runs`);
 }
 
-interface Tally {
-  served: number;
-  finalVersions: number;
-  deliveredLines: number;
-  duplicates: number;
-  servedNotDelivered: string[];
-  finalNotDelivered: string[];
-}
+const tally = (tenantId: string): Promise<DeliveryTally> => deliveryTally(env, tenantId);
 
-/** Served vs delivered vs duplicated, by version `${id}@${lastUpdateTime}`. */
-async function tally(tenantId: string): Promise<Tally> {
-  const lines = (await deliveredEnvelopes(env, tenantId)).map((e) => `${e.alert.id}@${e.alert.lastUpdateTime}`);
-  const delivered = new Set(lines);
-  const served = [...env.defender.served(tenantId).keys()];
-  const finals = env.defender.alerts(tenantId).map((a) => `${a.id}@${a.lastUpdateTime}`);
-  return {
-    served: served.length,
-    finalVersions: finals.length,
-    deliveredLines: lines.length,
-    duplicates: lines.length - delivered.size,
-    servedNotDelivered: served.filter((v) => !delivered.has(v)),
-    finalNotDelivered: finals.filter((v) => !delivered.has(v)),
-  };
-}
-
-function expectExactlyOnce(t: Tally): void {
-  expect(t.servedNotDelivered).toEqual([]);
-  expect(t.finalNotDelivered).toEqual([]);
+function expectExactlyOnce(t: DeliveryTally): void {
+  expect(t.missing).toEqual([]);
+  expect(t.missingFinal).toEqual([]);
   expect(t.duplicates).toBe(0);
-}
-
-/** Deterministic picks so a failure reproduces. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    return state / 2 ** 32;
-  };
 }
 
 describe("bulk updates while a window is paged", () => {
@@ -110,7 +78,7 @@ describe("bulk updates while a window is paged", () => {
     env.defender.setOrder(tenantId, order);
     const alerts = generateAlerts(tenantId, count, { start: minutesAgo(60), spacingMs: Math.floor(3_000_000 / count) });
     env.defender.addAlerts(tenantId, alerts);
-    const random = seeded(count + Math.round(share * 100));
+    const random = seededRandom(count + Math.round(share * 100));
     let updated = 0;
     env.defender.afterPage(tenantId, ({ index }) => {
       if (index !== 1) return;
@@ -127,13 +95,13 @@ describe("bulk updates while a window is paged", () => {
     const t = await tally(tenantId);
     const calls = env.defender.pageRequests(tenantId);
     console.log(
-      `bulk update page=${pageSize} ${order} ${share * 100}%: updated ${updated}, served ${t.served}, delivered ${t.deliveredLines}, ` +
-        `duplicates ${t.duplicates}, runs ${runs}, calls ${calls} (${(calls / t.deliveredLines).toFixed(4)} per alert)`,
+      `bulk update page=${pageSize} ${order} ${share * 100}%: updated ${updated}, served ${t.served}, delivered ${t.delivered}, ` +
+        `duplicates ${t.duplicates}, runs ${runs}, calls ${calls} (${(calls / t.delivered).toFixed(4)} per alert)`,
     );
     expect(updated).toBeGreaterThan(0);
     expect(t.finalVersions).toBe(count);
     // Versions updated before the pull reached them were never served, so never owed.
-    expect(t.deliveredLines).toBe(t.served);
+    expect(t.delivered).toBe(t.served);
     expectExactlyOnce(t);
   }, 60_000);
 });
@@ -144,7 +112,7 @@ describe("a host clock that differs from the API's", () => {
     // A simulated two hours: the fake's clock and ours move five minutes a cycle.
     let offset = -3 * 3600_000;
     const startOfStream = Date.now() + offset;
-    const random = seeded(1200 + skewMinutes);
+    const random = seededRandom(1200 + skewMinutes);
     const alerts: MdeAlert[] = [];
     const visible = new Map<string, number>();
     for (let i = 0; i < 1200; i++) {
@@ -165,8 +133,8 @@ describe("a host clock that differs from the API's", () => {
     }
     const t = await tally(tenantId);
     const state = await svc.pullState.read(tenantId);
-    console.log(`host clock ${skewMinutes} min: served ${t.served}, delivered ${t.deliveredLines}, duplicates ${t.duplicates}, measured skew ${state?.clockSkewMs} ms`);
-    expect(t.deliveredLines).toBe(1200);
+    console.log(`host clock ${skewMinutes} min: served ${t.served}, delivered ${t.delivered}, duplicates ${t.duplicates}, measured skew ${state?.clockSkewMs} ms`);
+    expect(t.delivered).toBe(1200);
     expectExactlyOnce(t);
     // The measured difference is the configured one, to the Date header's second.
     expect(Math.abs((state?.clockSkewMs ?? 0) + skewMinutes * 60_000)).toBeLessThan(2_000);
@@ -186,7 +154,7 @@ describe("pages that misbehave", () => {
     const requests = env.defender.requests(tenantId);
     expect(requests.some((r) => r.query.has("$skiptoken"))).toBe(false);
     const t = await tally(tenantId);
-    expect(t.deliveredLines).toBe(180);
+    expect(t.delivered).toBe(180);
     expectExactlyOnce(t);
   });
 
@@ -196,7 +164,7 @@ describe("pages that misbehave", () => {
     env.defender.setNextLinkPaging("foreign");
     await pullUntilQuiet(tenantId, services({ pageSize: 50 }));
     const t = await tally(tenantId);
-    expect(t.deliveredLines).toBe(120);
+    expect(t.delivered).toBe(120);
     expectExactlyOnce(t);
   });
 
@@ -217,7 +185,7 @@ describe("pages that misbehave", () => {
     env.defender.afterPage(tenantId, null);
     expect(armed).toBe(false);
     const t = await tally(tenantId);
-    expect(t.deliveredLines).toBe(130);
+    expect(t.delivered).toBe(130);
     expectExactlyOnce(t);
   });
 
@@ -231,8 +199,8 @@ describe("pages that misbehave", () => {
     await pullUntilQuiet(tenantId, svc);
     await pull(tenantId, svc);
     const t = await tally(tenantId);
-    expect(t.deliveredLines).toBe(98);
-    expect(t.servedNotDelivered).toEqual([]);
+    expect(t.delivered).toBe(98);
+    expect(t.missing).toEqual([]);
     expect(t.duplicates).toBe(0);
     const letters = await svc.deadLetters.list(tenantId);
     expect(letters.map((l) => l.reason).sort()).toEqual(["invalid_json", "missing_id"]);
@@ -301,7 +269,7 @@ describe("pages that misbehave", () => {
     await pullUntilQuiet(tenantId, svc);
     env.defender.afterPage(tenantId, null);
     const t = await tally(tenantId);
-    expect(t.deliveredLines).toBe(60);
+    expect(t.delivered).toBe(60);
     expectExactlyOnce(t);
     const letters = await svc.deadLetters.list(tenantId);
     expect(letters.length).toBeGreaterThan(0);
@@ -327,7 +295,7 @@ describe("pages that misbehave", () => {
       await pullUntilQuiet(tenantId, svc);
       await pull(tenantId, svc);
       const t = await tally(tenantId);
-      expect(t.deliveredLines).toBe(60);
+      expect(t.delivered).toBe(60);
       expectExactlyOnce(t);
     } finally {
       if (previous === undefined) delete process.env["TZ"];
@@ -349,8 +317,8 @@ describe("dedupe state", () => {
     const state = await svc.pullState.read(tenantId);
     expect(state?.delivered.size).toBeGreaterThanOrEqual(50_000);
     const t = await tally(tenantId);
-    console.log(`50,000 in the overlap: delivered ${t.deliveredLines}, duplicates ${t.duplicates}, calls ${env.defender.pageRequests(tenantId)}`);
-    expect(t.deliveredLines).toBe(50_000);
+    console.log(`50,000 in the overlap: delivered ${t.delivered}, duplicates ${t.duplicates}, calls ${env.defender.pageRequests(tenantId)}`);
+    expect(t.delivered).toBe(50_000);
     expectExactlyOnce(t);
   }, 60_000);
 });

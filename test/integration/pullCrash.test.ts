@@ -1,10 +1,10 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { TableClient } from "@azure/data-tables";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { TABLES } from "../../shared/storage/names";
 import { generateAlerts, makeAlert, toMdeTimestamp } from "../fakes/alerts";
-import { capturingLogger, connectedTenant, deliveredEnvelopes, deliveredIds, minutesAgo, pipelineServices } from "../harness/pullFixture";
+import { capturingLogger, connectedTenant, deliveredEnvelopes, deliveredIds, deliveryTally, minutesAgo, pipelineServices, seededRandom, type DeliveryTally } from "../harness/pullFixture";
 import { startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
 
 /**
@@ -162,33 +162,9 @@ async function pullToCompletion(tenantId: string, maxRuns = 4): Promise<ChildRun
   throw new Error(`no pull completed in ${maxRuns} runs`);
 }
 
-interface Tally {
-  served: number;
-  delivered: number;
-  unique: number;
-  duplicates: number;
-  missing: string[];
-  missingFinal: string[];
-  duplicated: string[];
-}
+type Tally = DeliveryTally;
 
-/** Served versions vs. blob lines: everything served and every alert's final version must be there, once. */
-async function tally(tenantId: string): Promise<Tally> {
-  const served = [...env.defender.served(tenantId).keys()];
-  const lines = deliveredIds(await deliveredEnvelopes(env, tenantId));
-  const counts = new Map<string, number>();
-  for (const id of lines) counts.set(id, (counts.get(id) ?? 0) + 1);
-  const finals = env.defender.alerts(tenantId).map((a) => `${a.id}@${a.lastUpdateTime}`);
-  return {
-    served: served.length,
-    delivered: lines.length,
-    unique: counts.size,
-    duplicates: lines.length - counts.size,
-    missing: served.filter((v) => !counts.has(v)),
-    missingFinal: finals.filter((v) => !counts.has(v)),
-    duplicated: [...counts].filter(([, n]) => n > 1).map(([v]) => v),
-  };
-}
+const tally = (tenantId: string): Promise<Tally> => deliveryTally(env, tenantId);
 
 const totals = { kills: 0, served: 0, delivered: 0, duplicates: 0, missing: 0 };
 
@@ -204,35 +180,38 @@ function inProcessPull(tenantId: string) {
   return pipelineServices(env).tenantPull.run(tenantId, capturingLogger());
 }
 
-/** mulberry32: a reproducible sequence of timings for a given seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = seededRandom;
 
 const ALERTS = 400;
 
 describe("pull crash safety (real SIGKILLed child processes)", () => {
-  const cases: Array<{ phase: Phase; at: number }> = [
-    { phase: "before_write", at: 1 },
-    { phase: "before_write", at: 6 },
-    { phase: "after_write", at: 1 },
-    { phase: "after_write", at: 6 },
-    { phase: "after_save", at: 1 },
-    { phase: "after_save", at: 6 },
-  ];
+  // `apiBehindMs`: the Defender API's clock runs that far behind the host's, so the first page
+  // of a window always ends the window by the API's Date header (without it, that happens only
+  // when the first answer comes back within the same wall-clock second the window was planned).
+  const cases = (
+    [
+      ["before_write", 1, 0],
+      ["before_write", 6, 0],
+      ["after_write", 1, 0],
+      ["after_write", 1, 3000],
+      ["after_write", 6, 0],
+      ["after_save", 1, 0],
+      ["after_save", 6, 0],
+    ] as const
+  ).map(([phase, at, apiBehindMs]) => ({
+    phase: phase as Phase,
+    at,
+    apiBehindMs,
+    name: `${phase} #${at}${apiBehindMs ? ` with the API clock ${apiBehindMs / 1000} s behind` : ""}`,
+  }));
 
   it.each(cases)(
-    "loses and duplicates nothing when killed $phase #$at",
-    async ({ phase, at }) => {
+    "loses and duplicates nothing when killed $name",
+    async ({ phase, at, apiBehindMs, name }) => {
       const tenantId = await connectedTenant(env, `Crash ${phase} ${at}`);
       env.defender.addAlerts(tenantId, generateAlerts(tenantId, ALERTS, { start: minutesAgo(150), spacingMs: 20_000 }));
+      env.defender.setClockOffset(-apiBehindMs);
+      onTestFinished(() => env.defender.setClockOffset(0));
 
       const crashed = await children.run(tenantId, { phase, at });
       expect(crashed.stderr).toBe("");
@@ -253,7 +232,7 @@ describe("pull crash safety (real SIGKILLed child processes)", () => {
       const t = await tally(tenantId);
       record(t);
       console.log(
-        `[crash ${phase} #${at}] killed after ${crashed.ms} ms with ${crashWrites.length - (phase === "before_write" ? 1 : 0)} page(s) written; ` +
+        `[crash ${name}] killed after ${crashed.ms} ms with ${crashWrites.length - (phase === "before_write" ? 1 : 0)} page(s) written; ` +
           `recovered in ${recovery.length} run(s) (${recovery.map((r) => r.ms).join("+")} ms): served ${t.served}, delivered ${t.delivered}, ` +
           `unique ${t.unique}, duplicates ${t.duplicates}, missing ${t.missing.length}` +
           (t.duplicates > 0 || t.missing.length > 0
