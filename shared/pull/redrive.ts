@@ -31,7 +31,8 @@ export interface DeadLetterRedriveDeps {
 const LEASE_MS = 180_000;
 
 /** The raw text as a page: an alert-level letter holds one element of `value`. */
-function asPage(letter: DeadLetter): string {
+function asPage(letter: DeadLetter): string | undefined {
+  if (letter.reason === "foreign_next_link") return undefined;
   return letter.reason === "invalid_page" ? letter.raw : `{"value":[${letter.raw}]}`;
 }
 
@@ -57,9 +58,15 @@ export class DeadLetterRedrive {
         result.examined++;
         const letter = await this.deps.deadLetters.read(info.name);
         if (!letter) continue;
+        const text = asPage(letter);
+        // A link to another host is a report, not data: it stays until the operator removes it.
+        if (text === undefined) {
+          result.remaining++;
+          continue;
+        }
         let page;
         try {
-          page = scanPage(asPage(letter));
+          page = scanPage(text);
         } catch {
           result.remaining++;
           continue;

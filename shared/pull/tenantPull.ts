@@ -387,6 +387,15 @@ class WindowRead {
     }
   }
 
+  /** Whether a link stays on the tenant's API host (a link elsewhere is never followed, only reported). */
+  private sameOrigin(link: string): boolean {
+    try {
+      return new URL(link).origin === new URL(defenderBaseUrl(this.deps.defenderApiBaseUrl, this.tenant.defenderRegion)).origin;
+    } catch {
+      return false;
+    }
+  }
+
   private async ensureConnected(): Promise<void> {
     const current = await this.deps.tenants.get(this.tenant.tenantId);
     if (!current || current.status !== "connected") throw new TenantNoLongerConnected();
@@ -424,6 +433,7 @@ class WindowRead {
       this.resumedWrite = false;
     }
     for (const rejected of page.rejected) await this.deadLetter(rejected.reason, sub, skip, rejected.raw);
+    if (page.nextLink !== undefined && !this.sameOrigin(page.nextLink)) await this.deadLetter("foreign_next_link", sub, skip, page.nextLink);
     for (const [hash, at] of versions) this.state.delivered.set(hash, at);
     if (versions.length > 0) this.lease.markDeliveredChanged();
     this.delivered += fresh.length;

@@ -10,7 +10,9 @@ export type DeadLetterReason =
   | "missing_id"
   | "missing_time"
   | "invalid_time"
-  | "invalid_page";
+  | "invalid_page"
+  /** The page pointed its `@odata.nextLink` at another host: never followed, kept for the operator. */
+  | "foreign_next_link";
 
 /** One thing the pipeline could not accept, kept raw with where it came from. */
 export interface DeadLetter {

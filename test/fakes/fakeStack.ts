@@ -22,7 +22,7 @@ export interface FakeStack {
 }
 
 /** Used by the test environment and by the benchmark's fakes process alike. */
-export async function startFakeStack(options: { defenderLatencyMs?: number } = {}): Promise<FakeStack> {
+export async function startFakeStack(options: { defenderLatencyMs?: number; recordServed?: boolean } = {}): Promise<FakeStack> {
   const tls = await createTestCertificate();
   const clientId = randomUUID();
   const clientSecret = `secret-${randomBytes(18).toString("base64url")}`;
@@ -39,6 +39,7 @@ export async function startFakeStack(options: { defenderLatencyMs?: number } = {
     keyPem: tls.keyPem,
     verifyAccessToken: (token) => entra.verifyAccessToken(token),
     ...(options.defenderLatencyMs === undefined ? {} : { latencyMs: options.defenderLatencyMs }),
+    ...(options.recordServed === undefined ? {} : { recordServed: options.recordServed }),
   });
   await Promise.all([entra.start(), vault.start(), defender.start()]);
   return {

@@ -21,7 +21,8 @@ function numberArg(argv: readonly string[], name: string, fallback: number): num
 
 export async function serveFakes(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
   const latencyMs = numberArg(argv, "--latency-ms", 100);
-  const stack = await startFakeStack({ defenderLatencyMs: latencyMs });
+  // The benchmark measures the app: the fake keeps no per-version bookkeeping for it.
+  const stack = await startFakeStack({ defenderLatencyMs: latencyMs, recordServed: false });
   const { entra, vault, defender, clientId, clientSecret, msspTenantId, vaultToken } = stack;
 
   let stopping = false;

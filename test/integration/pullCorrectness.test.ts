@@ -162,10 +162,16 @@ describe("pages that misbehave", () => {
     const tenantId = await connectedTenant(env);
     env.defender.addAlerts(tenantId, generateAlerts(tenantId, 120, { start: minutesAgo(30), spacingMs: 5_000 }));
     env.defender.setNextLinkPaging("foreign");
-    await pullUntilQuiet(tenantId, services({ pageSize: 50 }));
+    const svc = services({ pageSize: 50 });
+    await pullUntilQuiet(tenantId, svc);
     const t = await tally(tenantId);
     expect(t.delivered).toBe(120);
     expectExactlyOnce(t);
+    // Reported where the operator looks, with the link itself as the evidence.
+    const letters = await svc.deadLetters.list(tenantId);
+    expect(letters.length).toBeGreaterThan(0);
+    expect(new Set(letters.map((l) => l.reason))).toEqual(new Set(["foreign_next_link"]));
+    expect((await svc.deadLetters.read(letters[0]?.name ?? ""))?.raw).toMatch(/^https:\/\/attacker\.example\.test\//);
   });
 
   it("reads on past a short page inside a crowded millisecond", async () => {
