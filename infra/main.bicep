@@ -1,6 +1,6 @@
 // MSSP Defender connector: Azure Functions (Flex Consumption) + Storage + Key Vault + Application
 // Insights, all keyless (managed identity / Entra ID everywhere). Deploy into an existing resource
-// group; see README.md (Deploy) for the full order (deployment, app registration, publish).
+// group; see docs/deploy.md for the full order (deployment, app registration, publish).
 targetScope = 'resourceGroup'
 
 // ---------------------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ module functionApp 'modules/functionapp.bicep' = {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Outputs (UPPER_SNAKE; read by infra/register-app.sh and README.md (Deploy))
+// Outputs (UPPER_SNAKE; read by infra/register-app.sh and docs/deploy.md)
 // ---------------------------------------------------------------------------------------------
 
 output FUNCTION_APP_NAME string = functionApp.outputs.name

@@ -2,7 +2,7 @@
 # Creates or updates the multi-tenant Entra ID app registration of the MSSP Defender connector,
 # stores a new client secret in Key Vault without ever printing it, and points the function app
 # at the registration. Run after `az deployment group create -f infra/main.bicep`.
-# See --help and README.md (Deploy).
+# See --help and docs/deploy.md.
 set -euo pipefail
 # Never trace this script, even under `bash -x`: it handles a client secret.
 { set +x; } 2>/dev/null

@@ -1,7 +1,7 @@
 /**
  * Structural sanity of infra/ without a Bicep compiler: modules resolve, module params and
  * outputs line up, brackets balance, API versions are the documented ones (and match the table in
- * README.md), outputs are what the deployment docs and scripts use.
+ * docs/deploy.md), outputs are what the deployment docs and scripts use.
  */
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
@@ -154,7 +154,7 @@ describe("infra structure", () => {
     for (const name of ["FUNCTION_APP_NAME", "FUNCTION_APP_HOST_NAME", "CONSENT_CALLBACK_URL", "KEY_VAULT_NAME", "MSSP_TENANT_ID"]) {
       expect(names).toContain(name);
     }
-    const docs = readFileSync(path.join(REPO_ROOT, "README.md"), "utf8");
+    const docs = readFileSync(path.join(REPO_ROOT, "docs", "deploy.md"), "utf8");
     for (const match of docs.matchAll(/properties\.outputs\.([A-Z_]+)\.value/g)) expect(names).toContain(match[1]);
   });
 
@@ -217,9 +217,9 @@ describe("resource API versions", () => {
     }
   });
 
-  it("matches the table in README.md", () => {
-    const docs = readFileSync(path.join(REPO_ROOT, "README.md"), "utf8");
-    const section = docs.split(/^### Resource API versions$/m)[1]?.split(/^### /m)[0] ?? "";
+  it("matches the table in docs/deploy.md", () => {
+    const docs = readFileSync(path.join(REPO_ROOT, "docs", "deploy.md"), "utf8");
+    const section = docs.split(/^## Resource API versions$/m)[1]?.split(/^## /m)[0] ?? "";
     const documented = new Map(
       [...section.matchAll(/^\|\s*`([^`]+)`\s*\|\s*`([^`]+)`\s*\|$/gm)].map((m) => [m[1] as string, m[2] as string]),
     );
@@ -227,9 +227,9 @@ describe("resource API versions", () => {
     expect(Object.fromEntries(documented)).toEqual(Object.fromEntries(actual));
   });
 
-  it("README.md shows the cost shape per tenant per month", () => {
-    const docs = readFileSync(path.join(REPO_ROOT, "README.md"), "utf8");
-    const section = docs.split(/^### Cost shape$/m)[1]?.split(/^##+ /m)[0] ?? "";
+  it("docs/deploy.md shows the cost shape per tenant per month", () => {
+    const docs = readFileSync(path.join(REPO_ROOT, "docs", "deploy.md"), "utf8");
+    const section = docs.split(/^## Cost shape$/m)[1]?.split(/^##+ /m)[0] ?? "";
     for (const item of ["Function executions", "Table transactions", "Queue transactions", "Key Vault operations"]) {
       expect(section).toContain(item);
     }
