@@ -1,5 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
 import type { ConsentResponse } from "../shared/consent/consentFlow";
+import { assetResponse, CONSENT_ASSETS } from "../shared/ui/assets";
 import { browserFlow } from "./runtime";
 
 function toHttp(response: ConsentResponse): HttpResponseInit {
@@ -19,7 +20,13 @@ export async function consentCallback(request: HttpRequest, context: InvocationC
   return browserFlow(context, async ({ consent }, log) => toHttp(await consent.callback(request.query, log)));
 }
 
+/** The consent pages' stylesheet and copy script: static, public, same origin (their CSP allows only 'self'). */
+export async function consentAssets(request: HttpRequest) {
+  return assetResponse(CONSENT_ASSETS, request.params["name"] ?? "");
+}
+
 // Anonymous: the customer's admin has no function key. The guid constraint keeps the start
 // route from ever shadowing consent/callback.
 app.http("consentStart", { route: "consent/{tenantId:guid}", methods: ["GET"], authLevel: "anonymous", handler: consentStart });
 app.http("consentCallback", { route: "consent/callback", methods: ["GET"], authLevel: "anonymous", handler: consentCallback });
+app.http("consentAssets", { route: "consent/assets/{name}", methods: ["GET"], authLevel: "anonymous", handler: consentAssets });

@@ -2,3 +2,4 @@
 import "./tenantsApi";
 import "./consent";
 import "./pull";
+import "./console";

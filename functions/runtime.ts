@@ -3,7 +3,9 @@ import { ConfigError } from "../shared/config";
 import { AppError, describeError } from "../shared/errors";
 import type { LogFields, Logger } from "../shared/logging";
 import { getServices, type Services } from "../shared/services";
-import { renderPage } from "../shared/consent/pages";
+import { unexpectedFailurePage } from "../shared/consent/pages";
+import { consoleFailurePage } from "../shared/console/views";
+import type { HtmlPage } from "../shared/ui/page";
 
 /** Adapts the invocation's logger to the core's structured Logger port. */
 export function loggerFor(context: InvocationContext): Logger {
@@ -57,18 +59,37 @@ export function operatorApi(context: InvocationContext, run: Handler): Promise<H
   });
 }
 
+/** The MSSP's name and the sandbox flag for an error page, if the settings can be read at all. */
+function pageOptions(): { msspName?: string; sandbox?: boolean } {
+  try {
+    const { config } = getServices();
+    return { msspName: config.msspDisplayName, sandbox: config.localDev.sandbox === true };
+  } catch {
+    return {};
+  }
+}
+
+/** An HTML page as the Functions runtime wants it (cookies become Set-Cookie headers). */
+export function htmlResponse(page: HtmlPage): HttpResponseInit {
+  return { status: page.status, headers: page.headers, body: page.body, ...(page.cookies?.length ? { cookies: page.cookies } : {}) };
+}
+
 /** Runs a browser-facing handler: failures end on an error page, never a stack trace. */
 export function browserFlow(context: InvocationContext, run: Handler): Promise<HttpResponseInit> {
   return guarded(context, run, (error) => {
     logFailure(context, error);
-    const page = renderPage(503, {
-      title: "Something went wrong",
-      paragraphs: [
-        "The consent service could not complete this step, so the consent may not have taken effect.",
-        "Please open your consent link again in a few minutes. If it keeps failing, give your security provider this reference:",
-      ],
-      details: [["Reference", context.invocationId]],
-    });
-    return { status: page.status, headers: page.headers, body: page.body };
+    return htmlResponse(unexpectedFailurePage(context.invocationId, pageOptions()));
   });
+}
+
+/** Runs a console handler: an unexpected failure ends on the console's error page with a reference. */
+export function consoleFlow(context: InvocationContext, run: (services: Services, log: Logger) => Promise<HtmlPage>): Promise<HttpResponseInit> {
+  return guarded(
+    context,
+    async (services, log) => htmlResponse(await run(services, log)),
+    (error) => {
+      logFailure(context, error);
+      return htmlResponse(consoleFailurePage(context.invocationId, pageOptions()));
+    },
+  );
 }

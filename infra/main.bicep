@@ -50,6 +50,10 @@ param partnerCompany string = 'MSSP'
 @maxLength(64)
 param partnerProduct string = 'DefenderConnector'
 
+@description('Name of the MSSP as the customer\'s admin sees it on the consent pages (and operators in the console), e.g. Contoso Security; at most 100 characters. Empty: the pages say "your managed security provider".')
+@maxLength(100)
+param msspDisplayName string = ''
+
 @description('Hours a consent link stays valid.')
 @minValue(1)
 @maxValue(720)
@@ -164,6 +168,7 @@ var tableNames = [
   'MsspTenants'
   'MsspConsentSessions'
   'MsspPullState'
+  'MsspPullHistory'
 ]
 
 var defenderApiBaseUrl = empty(defenderRegion) ? 'https://api.security.microsoft.com' : 'https://${defenderRegion}.api.security.microsoft.com'
@@ -331,10 +336,21 @@ module functionApp 'modules/functionapp.bicep' = {
     pullMaxRunSeconds: pullMaxRunSeconds
     partnerCompany: partnerCompany
     partnerProduct: partnerProduct
+    msspDisplayName: msspDisplayName
   }
 }
 
 // ---------------------------------------------------------------------------------------------
+// The operator console's sign-in: MSSP staff through Entra ID (App Service authentication).
+module consoleAuth 'modules/consoleAuth.bicep' = {
+  name: 'consoleAuth'
+  params: {
+    functionAppName: functionApp.outputs.name
+    clientId: clientId
+    msspTenantId: tenant().tenantId
+  }
+}
+
 // Outputs (UPPER_SNAKE; read by infra/register-app.sh and docs/deploy.md)
 // ---------------------------------------------------------------------------------------------
 

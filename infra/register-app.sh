@@ -11,6 +11,7 @@ readonly DEFENDER_APP_ID='fc780465-2017-40d4-a0c5-307022471b92' # WindowsDefende
 readonly DEFENDER_SCOPE='Alert.Read'                             # delegated permission the app asks customers for
 readonly SECRET_NAME='mssp-client-secret'                        # MSSP_CLIENT_SECRET references this secret
 readonly SIGN_IN_AUDIENCE='AzureADMultipleOrgs'
+readonly CONSOLE_ROLE_JSON='[{"allowedMemberTypes":["User"],"description":"Operate the MSSP Defender connector console: register, re-consent and offboard customer tenants.","displayName":"Console operator","id":"5b0f0c1e-4f3a-4b8e-9a7d-2c6e1f0a9b31","isEnabled":true,"value":"Console.Operator"}]'
 readonly VAULT_ATTEMPTS=12 VAULT_RETRY_SECONDS=15
 
 usage() {
@@ -248,6 +249,13 @@ fi
 if [[ "$dry_run" == false && "$redirect_uri" != https://* ]]; then
   fail "the redirect URI must use https: $redirect_uri"
 fi
+# App Service authentication signs MSSP staff in to the operator console on the same host.
+console_callback=''
+if [[ "$redirect_uri" == */api/consent/callback ]]; then
+  console_callback="${redirect_uri%/api/consent/callback}/.auth/login/aad/callback"
+fi
+wanted_uris=("$redirect_uri")
+if [[ -n "$console_callback" ]]; then wanted_uris+=("$console_callback"); fi
 
 # ---- 2. app registration -----------------------------------------------------------------------
 
@@ -273,7 +281,7 @@ fi
 if [[ -z "$app_id" ]]; then
   info "Creating multi-tenant app registration \"$display_name\""
   app_id=$(az_read '<APP_ID>' az ad app create --display-name "$display_name" \
-    --sign-in-audience "$SIGN_IN_AUDIENCE" --web-redirect-uris "$redirect_uri" --query appId --output tsv)
+    --sign-in-audience "$SIGN_IN_AUDIENCE" --web-redirect-uris "${wanted_uris[@]}" --query appId --output tsv)
   app_id=$(strip_cr "$app_id")
   [[ -n "$app_id" ]] || fail "az ad app create returned no application id"
 else
@@ -282,10 +290,20 @@ else
   uris=()
   while IFS= read -r line; do
     line=$(strip_cr "$line")
-    if [[ -n "$line" && "$line" != "$redirect_uri" ]]; then uris+=("$line"); fi
+    if [[ -n "$line" && "$line" != "$redirect_uri" && "$line" != "$console_callback" ]]; then uris+=("$line"); fi
   done <<<"$existing"
-  uris+=("$redirect_uri")
+  uris+=("${wanted_uris[@]}")
   az_do az ad app update --id "$app_id" --sign-in-audience "$SIGN_IN_AUDIENCE" --web-redirect-uris "${uris[@]}"
+fi
+
+# ---- 2b. the console's app role ---------------------------------------------------------------
+# Staff assigned Console.Operator (Enterprise applications > this app > Users and groups) may use
+# the operator console; the app checks the role claim. A fixed id keeps reruns idempotent.
+
+roles=$(az_read '' az ad app show --id "$app_id" --query "appRoles[?value=='Console.Operator'].id" --output tsv)
+if [[ -z "$(strip_cr "$roles")" ]]; then
+  info "Adding the app role Console.Operator"
+  az_do az ad app update --id "$app_id" --app-roles "$CONSOLE_ROLE_JSON"
 fi
 
 # ---- 3. service principal in the MSSP tenant -------------------------------------------------
@@ -360,9 +378,12 @@ Done.
   Application (client) id: $app_id
   MSSP tenant id:          $tenant_for_summary
   Redirect URI:            $redirect_uri
+  Console sign-in URI:     ${console_callback:-(not set: custom redirect URI)}
 
 Next:
   - Pass -p clientId=$app_id on every later Bicep deployment (a deployment replaces all app settings).
+  - Assign the MSSP staff who operate the console to the app role Console.Operator
+    (Entra admin center > Enterprise applications > $display_name > Users and groups).
   - Customers consent through the connector's consent link, then allow the application in the
     Microsoft Defender portal (Settings > Endpoints > APIs > SIEM > MSSP tab) with
     Application ID $app_id and Tenant ID $tenant_for_summary.

@@ -22,6 +22,17 @@ export interface LocalDevSettings {
   caCertPem?: string;
   /** Static bearer token for a local Key Vault stand-in instead of DefaultAzureCredential. */
   vaultAccessToken?: string;
+  /**
+   * Origin (no trailing slash) that replaces the authorize URL's origin in the consent redirect:
+   * the fake Entra's plain-HTTP sign-in listener, since a person's browser in a local sandbox
+   * cannot be sent to the fakes' self-signed HTTPS certificate.
+   */
+  signInBaseUrl?: string;
+  /**
+   * LOCAL_DEV_SANDBOX=true: the simulated Microsoft cloud of `npm start`. The operator console
+   * then works without App Service sign-in and says so in a banner on every page.
+   */
+  sandbox?: boolean;
 }
 
 export interface AppConfig {
@@ -38,6 +49,14 @@ export interface AppConfig {
   pull: PullSettings;
   /** Client id of the user-assigned managed identity (AZURE_CLIENT_ID); absent means system-assigned or developer login. */
   managedIdentityClientId?: string;
+  /** MSSP_DISPLAY_NAME: how the consent pages and the console name the MSSP. */
+  msspDisplayName: string;
+  /**
+   * App Service built-in authentication (EasyAuth) is on: the platform sets WEBSITE_AUTH_ENABLED
+   * itself (it is not one of the app's settings) and then strips client-sent
+   * x-ms-client-principal headers, so only then may the console trust that header.
+   */
+  easyAuthEnabled: boolean;
   localDev: LocalDevSettings;
 }
 
@@ -90,10 +109,20 @@ export const APP_SETTING_NAMES = [
   "PULL_MAX_RUN_SECONDS",
   "MDE_PARTNER_COMPANY",
   "MDE_PARTNER_PRODUCT",
+  "MSSP_DISPLAY_NAME",
 ] as const;
 
 /** Settings that only make sense on a developer machine or in the test suite; refused in Azure. */
-export const LOCAL_DEV_SETTING_NAMES = ["LOCAL_DEV_CA_CERT_FILE", "LOCAL_DEV_VAULT_TOKEN"] as const;
+export const LOCAL_DEV_SETTING_NAMES = [
+  "LOCAL_DEV_CA_CERT_FILE",
+  "LOCAL_DEV_VAULT_TOKEN",
+  "LOCAL_DEV_SIGN_IN_BASE_URL",
+  "LOCAL_DEV_SANDBOX",
+] as const;
+
+/** What the pages call the MSSP when MSSP_DISPLAY_NAME is not set. */
+export const DEFAULT_MSSP_DISPLAY_NAME = "your managed security provider";
+export const MAX_MSSP_DISPLAY_NAME_LENGTH = 100;
 
 export const DEFAULT_PULL_SCHEDULE = "0 */5 * * * *";
 
@@ -218,12 +247,37 @@ function readStorage(reader: SettingsReader): StorageConnection {
   };
 }
 
+/** The sign-in origin: https, or http only on loopback (the fake's plain listener); an origin, no path. */
+function readSignInBaseUrl(reader: SettingsReader): string | undefined {
+  const name = "LOCAL_DEV_SIGN_IN_BASE_URL";
+  if (reader.raw(name) === undefined) return undefined;
+  const url = reader.httpsUrl(name, undefined, { allowLoopbackHttp: true });
+  if (url && new URL(url).pathname !== "/") {
+    reader.problems.push(`${name} must be an origin (scheme, host and port) without a path`);
+  }
+  return url || undefined;
+}
+
+/** MSSP_DISPLAY_NAME: optional, at most 100 characters, no control characters. */
+function readMsspDisplayName(reader: SettingsReader): string {
+  const value = reader.raw("MSSP_DISPLAY_NAME");
+  if (value === undefined) return DEFAULT_MSSP_DISPLAY_NAME;
+  if (value.length > MAX_MSSP_DISPLAY_NAME_LENGTH) {
+    reader.problems.push(`MSSP_DISPLAY_NAME must be at most ${MAX_MSSP_DISPLAY_NAME_LENGTH} characters`);
+  } else if (/[\u0000-\u001f\u007f-\u009f]/.test(value)) {
+    reader.problems.push("MSSP_DISPLAY_NAME must not contain control characters");
+  }
+  return value;
+}
+
 function readLocalDev(reader: SettingsReader, env: Env): LocalDevSettings {
   const caFile = reader.raw("LOCAL_DEV_CA_CERT_FILE");
   const vaultAccessToken = reader.raw("LOCAL_DEV_VAULT_TOKEN");
   const runningInAzure = Boolean(env["WEBSITE_INSTANCE_ID"] ?? env["WEBSITE_SITE_NAME"]);
-  if (runningInAzure && (caFile || vaultAccessToken)) {
-    reader.problems.push("LOCAL_DEV_* settings are for local development only and must not be set in Azure");
+  // Every listed name, so a new LOCAL_DEV_* setting cannot be forgotten here.
+  const localDevSet = LOCAL_DEV_SETTING_NAMES.filter((name) => reader.raw(name) !== undefined);
+  if (runningInAzure && localDevSet.length > 0) {
+    reader.problems.push(`LOCAL_DEV_* settings are for local development only and must not be set in Azure (${localDevSet.join(", ")})`);
     return {};
   }
   const settings: LocalDevSettings = {};
@@ -235,6 +289,9 @@ function readLocalDev(reader: SettingsReader, env: Env): LocalDevSettings {
     }
   }
   if (vaultAccessToken) settings.vaultAccessToken = vaultAccessToken;
+  const signInBaseUrl = readSignInBaseUrl(reader);
+  if (signInBaseUrl) settings.signInBaseUrl = signInBaseUrl;
+  if (reader.boolean("LOCAL_DEV_SANDBOX", false)) settings.sandbox = true;
   return settings;
 }
 
@@ -281,6 +338,8 @@ export function loadConfig(env: Env = process.env): AppConfig {
       ),
     },
     ...(reader.raw("AZURE_CLIENT_ID") ? { managedIdentityClientId: reader.raw("AZURE_CLIENT_ID") } : {}),
+    msspDisplayName: readMsspDisplayName(reader),
+    easyAuthEnabled: env["WEBSITE_AUTH_ENABLED"]?.trim().toLowerCase() === "true",
     localDev: readLocalDev(reader, env),
   };
   if (config.pull.maxRunSeconds + config.pull.requestTimeoutSeconds + PULL_SHUTDOWN_MARGIN_SECONDS > FUNCTION_TIMEOUT_SECONDS) {

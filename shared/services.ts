@@ -21,6 +21,8 @@ import { DefenderClient } from "./defender/defenderClient";
 import { RateBudget } from "./defender/rateBudget";
 import { AccessTokenSource } from "./pull/accessTokens";
 import { pullHealthDecorator } from "./pull/health";
+import { PullHistoryStore } from "./pull/pullHistory";
+import { OperatorConsole } from "./console/operatorConsole";
 import { PullStateStore } from "./pull/pullState";
 import { TenantPull } from "./pull/tenantPull";
 import { BlobAlertSink } from "./sinks/blobAlertSink";
@@ -44,6 +46,9 @@ export interface Services {
   pullState: PullStateStore;
   accessTokens: AccessTokenSource;
   tenantPull: TenantPull;
+  /** One row per pull run, for the console. */
+  pullHistory: PullHistoryStore;
+  operatorConsole: OperatorConsole;
   deadLetters: DeadLetterStore;
   redrive: DeadLetterRedrive;
   /** The queue the scheduler fills, created on first use. */
@@ -130,6 +135,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     clock,
     sleep,
   });
+  const pullHistory = new PullHistoryStore({ tables, clock, timeoutMs: storageTimeoutMs });
   const sink = overrides.sink ?? new BlobAlertSink(openContainer(config.storage, config.pull.alertsContainer, credential));
   const tenantPull = new TenantPull({
     settings: config.pull,
@@ -142,6 +148,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     sink,
     deadLetters,
     clock,
+    history: pullHistory,
   });
   let queue: Promise<QueueClient> | undefined;
   const pullQueue = () => {
@@ -158,6 +165,18 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     }
     return queue;
   };
+  const tenantAdmin = new TenantAdmin({
+    config,
+    tenants,
+    tokens,
+    signingKey,
+    clock,
+    health: pullHealthDecorator(pullState, clock),
+    resetPullState: async (tenantId) => {
+      accessTokens.forget(tenantId);
+      await pullState.reset(tenantId);
+    },
+  });
   return {
     config,
     clock,
@@ -169,21 +188,12 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     signingKey,
     entra,
     consent: new ConsentFlow({ config, tenants, sessions, signingKey, entra, tokens, clock }),
-    tenantAdmin: new TenantAdmin({
-      config,
-      tenants,
-      tokens,
-      signingKey,
-      clock,
-      health: pullHealthDecorator(pullState, clock),
-      resetPullState: async (tenantId) => {
-        accessTokens.forget(tenantId);
-        await pullState.reset(tenantId);
-      },
-    }),
+    tenantAdmin,
     pullState,
     accessTokens,
     tenantPull,
+    pullHistory,
+    operatorConsole: new OperatorConsole({ config, tenantAdmin, history: pullHistory, clock }),
     deadLetters,
     redrive: new DeadLetterRedrive({ tenants, pullState, deadLetters, sink, clock }),
     pullQueue,

@@ -70,6 +70,7 @@ param defenderRequestTimeoutSeconds int
 param pullMaxRunSeconds int
 param partnerCompany string
 param partnerProduct string
+param msspDisplayName string
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
@@ -187,6 +188,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     PULL_MAX_RUN_SECONDS: string(pullMaxRunSeconds)
     MDE_PARTNER_COMPANY: partnerCompany
     MDE_PARTNER_PRODUCT: partnerProduct
+    // How the consent pages and the console name the MSSP (empty: a neutral default).
+    MSSP_DISPLAY_NAME: msspDisplayName
   }
 }
 

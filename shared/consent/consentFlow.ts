@@ -1,4 +1,4 @@
-import type { AppConfig } from "../config";
+import { DEFAULT_MSSP_DISPLAY_NAME, type AppConfig, type LocalDevSettings } from "../config";
 import type { Clock } from "../clock";
 import { errorKind } from "../errors";
 import type { EntraClient } from "../identity/entraClient";
@@ -10,13 +10,17 @@ import type { TenantRegistry } from "../state/tenantRegistry";
 import { isGuid } from "../validation";
 import { verifyConsentLink } from "./consentLink";
 import type { ConsentSessionStore } from "./consentSessions";
-import { renderPage, type HtmlPage } from "./pages";
+import { renderPage, type ConsentPageOptions, type HtmlPage } from "./pages";
 import type { SigningKeyProvider } from "./signingKey";
 
 export type ConsentResponse = { kind: "redirect"; location: string } | { kind: "page"; page: HtmlPage };
 
 export interface ConsentFlowDeps {
-  config: Pick<AppConfig, "clientId" | "msspTenantId">;
+  config: Pick<AppConfig, "clientId" | "msspTenantId"> & {
+    /** MSSP_DISPLAY_NAME: every page names the MSSP. */
+    msspDisplayName?: string;
+    localDev?: Pick<LocalDevSettings, "signInBaseUrl" | "sandbox">;
+  };
   tenants: TenantRegistry;
   sessions: ConsentSessionStore;
   signingKey: SigningKeyProvider;
@@ -29,12 +33,20 @@ export interface CallbackQuery {
   get(name: string): string | null;
 }
 
-const page = (status: number, title: string, ...paragraphs: string[]): ConsentResponse => ({
-  kind: "page",
-  page: renderPage(status, { title, paragraphs }),
-});
 
-const ASK_FOR_NEW_LINK = "Ask your security provider for a new consent link.";
+/**
+ * The browser's hop to the sign-in page, moved to LOCAL_DEV_SIGN_IN_BASE_URL when that is set.
+ * Why: in a local sandbox the Entra ID stand-in serves HTTPS with a self-signed certificate,
+ * which a person's browser refuses or warns about, so the stand-in also serves its sign-in page
+ * over plain HTTP on loopback. Only the origin changes: the path and the query MSAL built
+ * (state, PKCE challenge, nonce, redirect URI) stay as they are, and MSAL itself keeps talking
+ * to the HTTPS authority for tokens. The setting is refused in Azure (shared/config.ts).
+ */
+export function signInRedirect(authorizeUrl: string, signInBaseUrl: string | undefined): string {
+  if (!signInBaseUrl) return authorizeUrl;
+  const built = new URL(authorizeUrl);
+  return `${new URL(signInBaseUrl).origin}${built.pathname}${built.search}${built.hash}`;
+}
 // Entra error codes are short identifiers; anything else is not echoed back.
 const ERROR_CODE = /^[a-z_]{1,64}$/;
 
@@ -46,8 +58,24 @@ const ERROR_CODE = /^[a-z_]{1,64}$/;
 export class ConsentFlow {
   constructor(private readonly deps: ConsentFlowDeps) {}
 
+  private get msspName(): string {
+    return this.deps.config.msspDisplayName ?? DEFAULT_MSSP_DISPLAY_NAME;
+  }
+
+  private get pageOptions(): ConsentPageOptions {
+    return { msspName: this.msspName, sandbox: this.deps.config.localDev?.sandbox === true };
+  }
+
+  private get askForNewLink(): string {
+    return `Ask ${this.msspName} for a new consent link.`;
+  }
+
+  private page(status: number, title: string, ...paragraphs: string[]): ConsentResponse {
+    return { kind: "page", page: renderPage(status, { title, paragraphs }, this.pageOptions) };
+  }
+
   async start(tenantId: string, exp: string | null, sig: string | null, log: Logger): Promise<ConsentResponse> {
-    if (!isGuid(tenantId)) return page(400, "This consent link is not valid", ASK_FOR_NEW_LINK);
+    if (!isGuid(tenantId)) return this.page(400, "This consent link is not valid", this.askForNewLink);
     const tenant = tenantId.toLowerCase();
     const key = await this.deps.signingKey.get();
     const record = await this.deps.tenants.get(tenant);
@@ -59,38 +87,39 @@ export class ConsentFlow {
     if (verdict !== "valid") {
       log.warn("consent link refused", { tenantId: tenant, reason: verdict });
       return verdict === "expired"
-        ? page(410, "This consent link has expired", ASK_FOR_NEW_LINK)
-        : page(400, "This consent link is not valid", ASK_FOR_NEW_LINK);
+        ? this.page(410, "This consent link has expired", this.askForNewLink)
+        : this.page(400, "This consent link is not valid", this.askForNewLink);
     }
     if (!record || record.status === "offboarded") {
       log.warn("consent link for an offboarded tenant", { tenantId: tenant });
-      return page(410, "This consent link is no longer active", ASK_FOR_NEW_LINK);
+      return this.page(410, "This consent link is no longer active", this.askForNewLink);
     }
     const session = await this.deps.sessions.begin(key, tenant);
-    const location = await this.deps.entra.authorizeUrl({
+    const authorizeUrl = await this.deps.entra.authorizeUrl({
       tenantId: tenant,
       state: session.state,
       codeChallenge: session.codeChallenge,
       nonce: session.nonce,
     });
+    const location = signInRedirect(authorizeUrl, this.deps.config.localDev?.signInBaseUrl);
     log.info("consent started", { tenantId: tenant });
     return { kind: "redirect", location };
   }
 
   async callback(query: CallbackQuery, log: Logger): Promise<ConsentResponse> {
     const state = query.get("state");
-    if (!state) return page(400, "This sign-in response is not valid", "It did not come from a consent link. " + ASK_FOR_NEW_LINK);
+    if (!state) return this.page(400, "This sign-in response is not valid", "It did not come from a consent link. " + this.askForNewLink);
     const key = await this.deps.signingKey.get();
     const claim = await this.deps.sessions.claim(key, state);
     if (claim.outcome !== "claimed") {
       log.warn("consent callback refused", { reason: `state_${claim.outcome}` });
       if (claim.outcome === "expired") {
-        return page(400, "This sign-in took too long", "Sign-ins must finish within 15 minutes. Open your consent link again.");
+        return this.page(400, "This sign-in took too long", "Sign-ins must finish within 15 minutes. Open your consent link again.");
       }
       if (claim.outcome === "replayed") {
-        return page(400, "This sign-in response was already used", "Open your consent link again if you need to repeat the consent.");
+        return this.page(400, "This sign-in response was already used", "Open your consent link again if you need to repeat the consent.");
       }
-      return page(400, "This sign-in response is not valid", ASK_FOR_NEW_LINK);
+      return this.page(400, "This sign-in response is not valid", this.askForNewLink);
     }
     const { session } = claim;
     const tenantId = session.tenantId;
@@ -101,16 +130,16 @@ export class ConsentFlow {
       log.warn("consent answered with an error", { tenantId, error: code });
       await this.recordError(tenantId, code, "The consent sign-in was not completed");
       return code === "access_denied"
-        ? page(403, "Consent was declined", "The administrator declined the permission request, so no access was granted. You can open the consent link again to retry.")
-        : page(400, "Consent was not completed", `Microsoft Entra ID answered: ${code}.`, "Open the consent link again to retry.");
+        ? this.page(403, "Consent was declined", "The administrator declined the permission request, so no access was granted. You can open the consent link again to retry.")
+        : this.page(400, "Consent was not completed", `Microsoft Entra ID answered: ${code}.`, "Open the consent link again to retry.");
     }
     const code = query.get("code");
-    if (!code || code.length > 4096) return page(400, "This sign-in response is not valid", "It carried no authorization code.");
+    if (!code || code.length > 4096) return this.page(400, "This sign-in response is not valid", "It carried no authorization code.");
 
     const tenant = await this.deps.tenants.get(tenantId);
     if (!tenant || tenant.status === "offboarded") {
       log.warn("consent callback for a tenant that is not registered", { tenantId });
-      return page(410, "This consent link is no longer active", ASK_FOR_NEW_LINK);
+      return this.page(410, "This consent link is no longer active", this.askForNewLink);
     }
 
     let redeemed;
@@ -132,7 +161,7 @@ export class ConsentFlow {
       await this.recordError(tenantId, "secret_store_unavailable", "The refresh token could not be stored in Key Vault").catch(
         () => undefined,
       );
-      return page(503, "Consent could not be saved", "The sign-in worked, but the token could not be stored. Nothing was saved. Please open the consent link again in a few minutes.");
+      return this.page(503, "Consent could not be saved", "The sign-in worked, but the token could not be stored. Nothing was saved. Please open the consent link again in a few minutes.");
     }
 
     const nowIso = new Date(this.deps.clock()).toISOString();
@@ -155,28 +184,32 @@ export class ConsentFlow {
     if (offboardedMeanwhile) {
       await this.deps.tokens.remove(tenantId);
       log.warn("consent completed for a tenant offboarded meanwhile; token removed", { tenantId });
-      return page(410, "This consent link is no longer active", ASK_FOR_NEW_LINK);
+      return this.page(410, "This consent link is no longer active", this.askForNewLink);
     }
     log.info("tenant connected", { tenantId });
     return {
       kind: "page",
-      page: renderPage(200, {
-        title: "Consent complete",
-        paragraphs: [
-          `Thank you. ${tenant.displayName} is now connected, signed in as ${redeemed.identity.username || "your administrator"}.`,
-          "One step remains so that your security provider can read your Microsoft Defender for Endpoint alerts:",
-        ],
-        steps: [
-          "Open the Microsoft Defender portal (security.microsoft.com) as a Global or Security Administrator.",
-          "Go to Settings > Endpoints > APIs > SIEM and open the MSSP tab.",
-          "Enter the application ID and MSSP tenant ID shown below, then choose Authorize application.",
-        ],
-        details: [
-          ["Application (client) ID", this.deps.config.clientId],
-          ["MSSP tenant ID", this.deps.config.msspTenantId],
-          ["Your tenant ID", tenantId],
-        ],
-      }),
+      page: renderPage(
+        200,
+        {
+          title: "Consent complete",
+          paragraphs: [
+            `Thank you. ${tenant.displayName} is now connected, signed in as ${redeemed.identity.username || "your administrator"}.`,
+            `One step remains so that ${this.msspName} can read your Microsoft Defender for Endpoint alerts:`,
+          ],
+          steps: [
+            "Open the Microsoft Defender portal (security.microsoft.com) as a Global or Security Administrator.",
+            "Go to Settings > Endpoints > APIs > SIEM and open the MSSP tab.",
+            `Enter the Application ID and the Tenant ID below (both belong to ${this.msspName}), then choose Authorize application.`,
+          ],
+          copyable: [
+            ["Application ID", this.deps.config.clientId],
+            ["Tenant ID", this.deps.config.msspTenantId],
+          ],
+          details: [["Your tenant ID (for reference)", tenantId]],
+        },
+        this.pageOptions,
+      ),
     };
   }
 
@@ -185,27 +218,27 @@ export class ConsentFlow {
       log.warn("consent rejected: id token did not match the link", { tenantId, reason: failure.reason });
       if (failure.reason === "tenant_mismatch") {
         await this.recordError(tenantId, "tenant_mismatch", "An administrator of a different organization signed in");
-        return page(
+        return this.page(
           403,
           "Signed in to a different organization",
           "The account you signed in with belongs to a different Microsoft Entra organization than the one this link was issued for. Nothing was saved.",
           "Sign in with an administrator account of the organization the link was sent to.",
         );
       }
-      return page(400, "The sign-in could not be verified", "Nothing was saved. Open the consent link again.");
+      return this.page(400, "The sign-in could not be verified", "Nothing was saved. Open the consent link again.");
     }
     const classified = classifyTokenFailure(failure);
     const errorCode = classified.aadsts ?? classified.error;
     log.warn("authorization code redemption failed", { tenantId, error: classified.error, aadsts: classified.aadsts, category: classified.category });
     if (classified.category === "app_credential") {
       log.error("the MSSP application's credential was rejected by Entra ID; check MSSP_CLIENT_SECRET", { error: errorCode });
-      return page(502, "Consent could not be completed", "The security provider's application is misconfigured. Nothing was saved; your provider has been notified by its monitoring.");
+      return this.page(502, "Consent could not be completed", `The application of ${this.msspName} is misconfigured. Nothing was saved; the monitoring of ${this.msspName} reports this failure to them.`);
     }
     if (classified.category === "transient") {
-      return page(503, "Consent could not be completed", "Microsoft Entra ID is temporarily unavailable. Nothing was saved. Please open the consent link again in a few minutes.");
+      return this.page(503, "Consent could not be completed", "Microsoft Entra ID is temporarily unavailable. Nothing was saved. Please open the consent link again in a few minutes.");
     }
     await this.recordError(tenantId, errorCode, "The authorization code could not be redeemed");
-    return page(400, "Consent could not be completed", `Microsoft Entra ID refused the sign-in (${errorCode}). Nothing was saved. Open the consent link again.`);
+    return this.page(400, "Consent could not be completed", `Microsoft Entra ID refused the sign-in (${errorCode}). Nothing was saved. Open the consent link again.`);
   }
 
   /** Housekeeping for the scheduler: sign-in attempts older than a day are deleted. */

@@ -1,55 +1,66 @@
 /**
- * The few HTML pages a customer's admin sees. Every value is escaped, and the headers keep the
- * page from being framed, cached, or leaking the callback URL (with its code) as a Referer.
+ * The few HTML pages a customer's admin sees, on the app's one page template (shared/ui/page.ts).
+ * Every value is escaped, and the headers keep the page from being framed, cached, or leaking
+ * the callback URL (with its code) as a Referer. Every page names the MSSP (MSSP_DISPLAY_NAME),
+ * so the admin knows who asked for the consent.
  */
-export interface HtmlPage {
-  status: number;
-  headers: Record<string, string>;
-  body: string;
-}
+import { DEFAULT_MSSP_DISPLAY_NAME } from "../config";
+import { CONSENT_SCRIPT_PATH, CONSENT_STYLESHEET_PATH } from "../ui/assets";
+import { CONSENT_PAGE_HEADERS, copyField, html, renderDocument, type HtmlPage } from "../ui/page";
 
-export function escapeHtml(value: string): string {
-  return value
-    .replace(/&/g, "&amp;")
-    .replace(/</g, "&lt;")
-    .replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;")
-    .replace(/'/g, "&#39;");
-}
-
-export const PAGE_HEADERS: Readonly<Record<string, string>> = {
-  "Content-Type": "text/html; charset=utf-8",
-  "Cache-Control": "no-store",
-  "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-  "Referrer-Policy": "no-referrer",
-  "X-Content-Type-Options": "nosniff",
-  "X-Frame-Options": "DENY",
-};
+export { escapeHtml, PAGE_HEADERS, type HtmlPage } from "../ui/page";
 
 export interface PageContent {
   title: string;
   paragraphs: readonly string[];
-  /** Label/value rows shown as a definition list, e.g. ids the admin must copy. */
+  /** Label/value rows shown as a definition list, e.g. for reference. */
   details?: ReadonlyArray<readonly [string, string]>;
   steps?: readonly string[];
+  /** Values the admin must enter elsewhere: each in a read-only field with a Copy button. */
+  copyable?: ReadonlyArray<readonly [string, string]>;
 }
 
-export function renderPage(status: number, content: PageContent): HtmlPage {
-  const paragraphs = content.paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`).join("\n");
-  const details = content.details?.length
-    ? `<dl>${content.details.map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd><code>${escapeHtml(v)}</code></dd>`).join("")}</dl>`
-    : "";
-  const steps = content.steps?.length ? `<ol>${content.steps.map((s) => `<li>${escapeHtml(s)}</li>`).join("")}</ol>` : "";
-  const body = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<title>${escapeHtml(content.title)}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;line-height:1.5}
-dt{font-weight:600;margin-top:.5rem}code{background:#f3f3f3;padding:.1rem .3rem}</style></head>
-<body><h1>${escapeHtml(content.title)}</h1>
-${paragraphs}
-${steps}
-${details}
-</body></html>`;
-  return { status, headers: { ...PAGE_HEADERS }, body };
+export interface ConsentPageOptions {
+  /** MSSP_DISPLAY_NAME. */
+  msspName?: string;
+  /** The local sandbox: say that the Microsoft cloud is simulated. */
+  sandbox?: boolean;
+}
+
+export const SANDBOX_BANNER = "Simulated Microsoft cloud (sandbox)";
+
+export function renderPage(status: number, content: PageContent, options: ConsentPageOptions = {}): HtmlPage {
+  const msspName = options.msspName ?? DEFAULT_MSSP_DISPLAY_NAME;
+  const main = html`${content.paragraphs.map((p) => html`<p>${p}</p>`)}
+${content.steps?.length ? html`<ol class="steps">${content.steps.map((s) => html`<li>${s}</li>`)}</ol>` : ""}
+${content.copyable?.length ? html`<div class="copy-values">${content.copyable.map(([label, value], i) => copyField(`value-${i + 1}`, label, value))}</div>` : ""}
+${content.details?.length ? html`<dl class="facts">${content.details.map(([k, v]) => html`<dt>${k}</dt><dd><code>${v}</code></dd>`)}</dl>` : ""}`;
+  const body = renderDocument({
+    title: content.title,
+    site: { name: `Connecting Microsoft Defender for Endpoint to ${msspName}` },
+    ...(options.sandbox ? { banner: SANDBOX_BANNER } : {}),
+    main,
+    footer: `This consent was requested by ${msspName}. You sign in on Microsoft's own pages; this service never sees your password.`,
+    stylesheet: CONSENT_STYLESHEET_PATH,
+    scripts: content.copyable?.length ? [CONSENT_SCRIPT_PATH] : [],
+    bodyClass: "consent",
+  });
+  return { status, headers: { ...CONSENT_PAGE_HEADERS }, body };
+}
+
+/** The page for a failure nobody anticipated: only a reference for the MSSP, never a detail. */
+export function unexpectedFailurePage(reference: string, options: ConsentPageOptions = {}): HtmlPage {
+  const msspName = options.msspName ?? DEFAULT_MSSP_DISPLAY_NAME;
+  return renderPage(
+    503,
+    {
+      title: "Something went wrong",
+      paragraphs: [
+        "The consent service could not complete this step, so the consent may not have taken effect.",
+        `Please open your consent link again in a few minutes. If it keeps failing, give ${msspName} this reference:`,
+      ],
+      details: [["Reference", reference]],
+    },
+    options,
+  );
 }

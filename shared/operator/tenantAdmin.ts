@@ -42,34 +42,67 @@ export interface RegistrationInput {
   defenderRegion?: DefenderRegion;
 }
 
-/** Checks an operator's registration body; every problem is named in one 400. */
-export function parseRegistration(body: unknown): RegistrationInput {
+/** One problem with a registration, tied to the field it concerns (the console shows it there). */
+export interface RegistrationProblem {
+  field: "tenantId" | "displayName" | "defenderRegion" | "body";
+  kind: "required" | "invalid" | "too_long" | "control_characters" | "unknown_field";
+  /** The operator API's wording. */
+  message: string;
+}
+
+/** Checks a registration body and names every problem, by field. */
+export function checkRegistration(body: unknown): { input: RegistrationInput; problems?: undefined } | { problems: RegistrationProblem[] } {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw badRequest("invalid_body", "The body must be a JSON object with tenantId and displayName.");
+    return { problems: [{ field: "body", kind: "invalid", message: "The body must be a JSON object with tenantId and displayName." }] };
   }
   const input = body as Record<string, unknown>;
-  const problems: string[] = [];
+  const problems: RegistrationProblem[] = [];
   const known = new Set(["tenantId", "displayName", "defenderRegion"]);
-  for (const key of Object.keys(input)) if (!known.has(key)) problems.push(`unknown field "${key.slice(0, 40)}"`);
-  if (!isGuid(input["tenantId"])) problems.push("tenantId must be the customer's Microsoft Entra tenant id (a GUID)");
+  for (const key of Object.keys(input)) {
+    if (!known.has(key)) problems.push({ field: "body", kind: "unknown_field", message: `unknown field "${key.slice(0, 40)}"` });
+  }
+  if (!isGuid(input["tenantId"])) {
+    problems.push({
+      field: "tenantId",
+      kind: input["tenantId"] === undefined || input["tenantId"] === "" ? "required" : "invalid",
+      message: "tenantId must be the customer's Microsoft Entra tenant id (a GUID)",
+    });
+  }
   const displayName = typeof input["displayName"] === "string" ? input["displayName"].trim() : undefined;
   if (displayName === undefined || displayName.length === 0) {
-    problems.push("displayName is required");
+    problems.push({ field: "displayName", kind: "required", message: "displayName is required" });
   } else if (displayName.length > MAX_DISPLAY_NAME_LENGTH) {
-    problems.push(`displayName must be at most ${MAX_DISPLAY_NAME_LENGTH} characters`);
+    problems.push({ field: "displayName", kind: "too_long", message: `displayName must be at most ${MAX_DISPLAY_NAME_LENGTH} characters` });
   } else if (/[\u0000-\u001f\u007f-\u009f]/.test(displayName)) {
-    problems.push("displayName must not contain control characters");
+    problems.push({ field: "displayName", kind: "control_characters", message: "displayName must not contain control characters" });
   }
   const region = input["defenderRegion"];
   if (region !== undefined && !(DEFENDER_REGIONS as readonly unknown[]).includes(region)) {
-    problems.push(`defenderRegion must be one of ${DEFENDER_REGIONS.join(", ")}`);
+    problems.push({ field: "defenderRegion", kind: "invalid", message: `defenderRegion must be one of ${DEFENDER_REGIONS.join(", ")}` });
   }
-  if (problems.length > 0) throw badRequest("invalid_tenant", `Invalid tenant registration: ${problems.join("; ")}.`);
+  if (problems.length > 0) return { problems };
   return {
-    tenantId: (input["tenantId"] as string).toLowerCase(),
-    displayName: displayName as string,
-    ...(region !== undefined ? { defenderRegion: region as DefenderRegion } : {}),
+    input: {
+      tenantId: (input["tenantId"] as string).toLowerCase(),
+      displayName: displayName as string,
+      ...(region !== undefined ? { defenderRegion: region as DefenderRegion } : {}),
+    },
   };
+}
+
+/** Checks an operator's registration body; every problem is named in one 400. */
+export function parseRegistration(body: unknown): RegistrationInput {
+  const checked = checkRegistration(body);
+  if (checked.problems === undefined) return checked.input;
+  const [first] = checked.problems;
+  if (first?.field === "body" && first.kind === "invalid") throw badRequest("invalid_body", first.message);
+  throw badRequest("invalid_tenant", `Invalid tenant registration: ${checked.problems.map((p) => p.message).join("; ")}.`);
+}
+
+/** A freshly minted consent link. */
+export interface ConsentLink {
+  consentUrl: string;
+  consentUrlExpiresAt: string;
 }
 
 function requireGuid(tenantId: string): string {
@@ -106,13 +139,34 @@ export class TenantAdmin {
     return this.decorate(records);
   }
 
+  /** One tenant with a fresh consent link unless it is offboarded (the operator API's GET). */
   async get(tenantIdParam: string): Promise<TenantView> {
+    const view = await this.view(tenantIdParam);
+    if (view.status === "offboarded") return view;
+    return { ...view, ...this.consentUrlFor(view, await this.deps.signingKey.get()) };
+  }
+
+  /** One tenant with its health, and no consent link: viewing never mints one. */
+  async view(tenantIdParam: string): Promise<TenantView> {
     const tenantId = requireGuid(tenantIdParam);
     const record = await this.deps.tenants.get(tenantId);
     if (!record) throw notFound("tenant_not_found", "No tenant with this id is registered.");
     const [view] = await this.decorate([record]);
-    if (record.status === "offboarded") return view as TenantView;
-    return { ...(view as TenantView), ...this.consentUrlFor(record, await this.deps.signingKey.get()) };
+    return view as TenantView;
+  }
+
+  /** Mints a new consent link on purpose (the console's "Issue a new consent link"); refused for an offboarded tenant. */
+  async issueConsentLink(tenantIdParam: string, log: Logger): Promise<ConsentLink> {
+    const tenantId = requireGuid(tenantIdParam);
+    const key = await this.deps.signingKey.get();
+    const record = await this.deps.tenants.get(tenantId);
+    if (!record) throw notFound("tenant_not_found", "No tenant with this id is registered.");
+    if (record.status === "offboarded") {
+      throw conflict("tenant_offboarded", "This tenant is offboarded. Register it again to issue a consent link.");
+    }
+    // The link itself is never logged: it is what lets someone start this tenant's consent.
+    log.info("consent link issued", { tenantId });
+    return this.consentUrlFor(record, key);
   }
 
   /** Deletes the tenant's tokens from Key Vault first, then marks it offboarded: its links stop working. */
@@ -131,7 +185,7 @@ export class TenantAdmin {
     return record;
   }
 
-  private consentUrlFor(record: TenantRecord, key: Buffer): Pick<TenantView, "consentUrl" | "consentUrlExpiresAt"> {
+  private consentUrlFor(record: TenantRecord, key: Buffer): ConsentLink {
     const expiresAt = this.deps.clock() + this.deps.config.consentLinkTtlHours * 3600_000;
     return {
       consentUrl: buildConsentUrl(this.deps.config.publicBaseUrl, key, {

@@ -71,6 +71,30 @@ export interface DedupeSpillStore {
 type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
 
 const PARTITION = "pull";
+/** What pull health reads of the entity (readAll). */
+const HEALTH_COLUMNS = [
+  "RowKey",
+  "watermark",
+  "windowFrom",
+  "windowTo",
+  "windowPosition",
+  "windowNextEnd",
+  "windowDensity",
+  "refreshTokenObtainedAt",
+  "lastRunAt",
+  "lastSuccessAt",
+  "lastAlertCount",
+  "consecutiveFailures",
+  "lastErrorCode",
+  "lastErrorMessage",
+  "clockSkewMs",
+  "deadLetters",
+  "lastDeadLetterReason",
+  "lastDeadLetterAt",
+  "lastWarningCode",
+  "lastWarningMessage",
+  "lastWarningAt",
+] as const;
 const INCIDENT_PARTITION = "incident";
 
 const str = (value: unknown): string | undefined => (typeof value === "string" && value !== "" ? value : undefined);
@@ -356,7 +380,11 @@ export class PullStateStore {
   async readAll(): Promise<Map<string, PullState & { incidents?: PullIncidents }>> {
     const table = await this.table();
     const states = new Map<string, PullState & { incidents?: PullIncidents }>();
-    for await (const entity of table.listEntities<Entity>({ queryOptions: { filter: odata`PartitionKey eq ${PARTITION}` } })) {
+    // Only the health columns: the dedupe set (up to ~1 MB a tenant) and the token cache stay in
+    // storage, so listing 1,000 tenants stays a few hundred kilobytes.
+    for await (const entity of table.listEntities<Entity>({
+      queryOptions: { filter: odata`PartitionKey eq ${PARTITION}`, select: [...HEALTH_COLUMNS] },
+    })) {
       if (entity.rowKey) states.set(entity.rowKey, fromEntity(entity, new Map()));
     }
     for await (const entity of table.listEntities<Entity>({ queryOptions: { filter: odata`PartitionKey eq ${INCIDENT_PARTITION}` } })) {

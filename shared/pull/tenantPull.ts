@@ -12,6 +12,7 @@ import { SinkError, type AlertEnvelope, type AlertSink } from "../sinks/alertSin
 import { DeadLetterError, type DeadLetterReason, type DeadLetterStore } from "../sinks/deadLetters";
 import type { TenantRecord, TenantRegistry } from "../state/tenantRegistry";
 import { TokenUnavailableError, type AccessTokenSource } from "./accessTokens";
+import type { PullHistoryStore, PullRun } from "./pullHistory";
 import { LeaseLostError, type PullLease, type PullState, type PullStateStore } from "./pullState";
 import { SubWindowPlanner, type SubWindow } from "./subWindows";
 import { isoMs, nextWindow, versionHash } from "./window";
@@ -48,6 +49,8 @@ export interface TenantPullDeps {
   sink: AlertSink;
   deadLetters: DeadLetterStore;
   clock: Clock;
+  /** Where each run is recorded for the console; optional, and a failure to record never fails a pull. */
+  history?: PullHistoryStore;
 }
 
 /** The tenant was offboarded (or lost its consent) while its pull ran: stop without writing. */
@@ -67,7 +70,40 @@ class TenantNoLongerConnected extends Error {
 export class TenantPull {
   constructor(private readonly deps: TenantPullDeps) {}
 
+  /** Pulls the tenant once and records the run in the pull history (best-effort). */
   async run(tenantId: string, log: Logger, owner: string = randomUUID()): Promise<PullOutcome> {
+    const startedAt = this.deps.clock();
+    let outcome: PullOutcome;
+    try {
+      outcome = await this.pull(tenantId, log, owner);
+    } catch (error) {
+      await this.recordRun(tenantId, startedAt, { outcome: "failed", code: "pull_failed", category: "transient" }, log);
+      throw error;
+    }
+    await this.recordRun(tenantId, startedAt, outcome, log);
+    return outcome;
+  }
+
+  private async recordRun(tenantId: string, startedAt: number, outcome: PullOutcome, log: Logger): Promise<void> {
+    const { history, clock } = this.deps;
+    // A skipped run did nothing worth a row (an unregistered tenant must not get a partition either).
+    if (!history || outcome.outcome === "skipped") return;
+    const run: PullRun = {
+      at: new Date(startedAt).toISOString(),
+      outcome:
+        outcome.outcome === "pulled" ? (outcome.complete ? "succeeded" : "partial") : outcome.outcome === "busy" ? "busy" : "failed",
+      alerts: outcome.outcome === "pulled" ? outcome.alerts : 0,
+      durationMs: Math.max(0, clock() - startedAt),
+      ...(outcome.outcome === "failed" ? { errorCode: outcome.code } : {}),
+    };
+    try {
+      await history.record(tenantId, run);
+    } catch (error) {
+      log.warn("could not record the pull in the pull history", { tenantId, detail: describeError(error) });
+    }
+  }
+
+  private async pull(tenantId: string, log: Logger, owner: string): Promise<PullOutcome> {
     const { deps } = this;
     // A point read, not a cached list: an offboarding must stop the very next pull.
     const tenant = await deps.tenants.get(tenantId);

@@ -6,6 +6,8 @@ export const TABLES = {
   tenants: "MsspTenants",
   consentSessions: "MsspConsentSessions",
   pullState: "MsspPullState",
+  /** One row per pull run, newest first, for the console's "recent pulls" and 24-hour counts. */
+  pullHistory: "MsspPullHistory",
 } as const;
 
 export const QUEUES = {

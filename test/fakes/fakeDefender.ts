@@ -1,8 +1,9 @@
-import { randomUUID } from "node:crypto";
+import { randomInt, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
-import { generateAlerts, type MdeAlert, type MdeEvidence } from "./alerts";
+import { performance } from "node:perf_hooks";
+import { generateAlerts, makeAlert, toMdeTimestamp, type MdeAlert, type MdeEvidence } from "./alerts";
 
 /**
  * A stand-in for the Defender for Endpoint alerts API (`GET /api/alerts`),
@@ -120,6 +121,41 @@ export interface Quota {
   perMinute: number;
   perHour?: number;
 }
+
+export interface AlertStreamOptions {
+  /** Arrivals per minute (new alerts plus updates); 0 stops the stream. */
+  perMinute: number;
+  /** Share of arrivals that update an alert the stream created earlier instead of adding one (0–1, default 0.1). */
+  updateShare?: number;
+}
+
+export interface AlertStreamStatus {
+  perMinute: number;
+  updateShare: number;
+  /** New alerts the stream added since it was first set for the tenant. */
+  created: number;
+  /** Status changes (New→InProgress, InProgress→Resolved) it made. */
+  updated: number;
+}
+
+interface AlertStream extends AlertStreamStatus {
+  timer: NodeJS.Timeout;
+  /** performance.now() when the current rate was set; arrivals are counted from there. */
+  since: number;
+  arrivals: number;
+  /** Streamed alerts not yet Resolved: the candidates for an update. */
+  open: string[];
+  /** Last lastUpdateTime handed out, as whole ms plus a sub-ms counter, so versions never tie. */
+  stampMs: number;
+  stampSub: number;
+}
+
+/** Bounds the stream's timer: often enough for a smooth rate, rarely enough to stay cheap. */
+const STREAM_MIN_TICK_MS = 20;
+const STREAM_MAX_TICK_MS = 1000;
+/** Ten thousand a second is far beyond any tenant; the cap keeps a typo from flooding memory. */
+const STREAM_MAX_PER_MINUTE = 600_000;
+const DEFAULT_UPDATE_SHARE = 0.1;
 
 interface StoredAlert {
   /** lastUpdateTime normalised to a fixed width so string order equals time order. */
@@ -374,6 +410,7 @@ export class FakeDefender {
   private defaultLatencyMs: number;
   private nextLinkMode: NextLinkMode = false;
   private counters: FakeDefenderStats = { requests: 0, byTenant: {}, byStatus: {} };
+  private readonly streams = new Map<string, AlertStream>();
 
   constructor(private readonly options: FakeDefenderOptions) {
     this.defaultLatencyMs = options.latencyMs ?? 0;
@@ -401,6 +438,8 @@ export class FakeDefender {
   async stop(): Promise<void> {
     for (const timer of this.pendingTimers) clearTimeout(timer);
     this.pendingTimers.clear();
+    for (const stream of this.streams.values()) clearInterval(stream.timer);
+    this.streams.clear();
     if (!this.server.listening) return;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     // Hung and keep-alive sockets would otherwise keep close() waiting forever.
@@ -576,10 +615,164 @@ export class FakeDefender {
     }
   }
 
+  /**
+   * Keeps alerts arriving for the tenant at about `perMinute` until called with null (or
+   * perMinute 0) or stop(): new alerts (status New, lastUpdateTime = now()) with the varied
+   * titles, severities, categories and evidence of makeAlert, and, for `updateShare` of the
+   * arrivals, a status change New→InProgress→Resolved of an alert the stream added earlier,
+   * with a new lastUpdateTime. The first arrival comes on the first tick; the rate follows real
+   * time (the timer's), the timestamps the fake's clock. Calling again changes the rate and keeps
+   * the counters and the alerts still open for updates.
+   */
+  streamAlerts(tenantId: string, options: AlertStreamOptions | null): void {
+    const perMinute = options?.perMinute ?? 0;
+    const updateShare = options?.updateShare ?? DEFAULT_UPDATE_SHARE;
+    // Checked before the running stream is touched, so a bad call leaves it as it was.
+    if (!Number.isFinite(perMinute) || perMinute < 0 || perMinute > STREAM_MAX_PER_MINUTE) {
+      throw new Error(`FakeDefender: perMinute must be from 0 to ${STREAM_MAX_PER_MINUTE}`);
+    }
+    if (!Number.isFinite(updateShare) || updateShare < 0 || updateShare > 1) {
+      throw new Error("FakeDefender: updateShare must be from 0 to 1");
+    }
+    const previous = this.streams.get(tenantId);
+    if (previous !== undefined) clearInterval(previous.timer);
+    if (perMinute === 0) {
+      this.streams.delete(tenantId);
+      return;
+    }
+    const tickMs = Math.min(STREAM_MAX_TICK_MS, Math.max(STREAM_MIN_TICK_MS, 60_000 / perMinute));
+    const timer = setInterval(() => this.streamTick(tenantId), tickMs);
+    // A forgotten stream must never keep a test process alive.
+    timer.unref();
+    this.streams.set(tenantId, {
+      perMinute,
+      updateShare,
+      created: previous?.created ?? 0,
+      updated: previous?.updated ?? 0,
+      timer,
+      since: performance.now(),
+      arrivals: 0,
+      open: previous?.open ?? [],
+      stampMs: previous?.stampMs ?? Number.NEGATIVE_INFINITY,
+      stampSub: previous?.stampSub ?? 0,
+    });
+  }
+
+  /** The tenant's stream settings and counters, or null when none is running. */
+  streamStatus(tenantId: string): AlertStreamStatus | null {
+    const stream = this.streams.get(tenantId);
+    if (stream === undefined) return null;
+    const { perMinute, updateShare, created, updated } = stream;
+    return { perMinute, updateShare, created, updated };
+  }
+
   seed(request: SeedRequest): number {
     const start = new Date(request.start);
     this.addAlerts(request.tenantId, generateAlerts(request.tenantId, request.count, { start, spacingMs: request.spacingMs }));
     return this.tenant(request.tenantId).byId.size;
+  }
+
+  // ---- internals: alert stream --------------------------------------------
+
+  private streamTick(tenantId: string): void {
+    const stream = this.streams.get(tenantId);
+    if (stream === undefined) return;
+    try {
+      // The first arrival is due at once, then one every 60,000/perMinute ms.
+      const due = Math.floor((stream.perMinute * (performance.now() - stream.since)) / 60_000) + 1 - stream.arrivals;
+      // After a stalled event loop, catch up by at most ten seconds' worth; the rest is skipped.
+      const cap = Math.max(1, Math.ceil(stream.perMinute / 6));
+      stream.arrivals += Math.max(0, due - cap);
+      for (let i = 0; i < Math.min(due, cap); i++) {
+        stream.arrivals++;
+        if (stream.open.length > 0 && Math.random() < stream.updateShare) this.streamUpdate(tenantId, stream);
+        else this.streamNew(tenantId, stream);
+      }
+    } catch (err) {
+      // A throw in a timer would take the whole process down; stop this stream and say why.
+      process.stderr.write(`[FakeDefender] alert stream for ${tenantId} stopped: ${err instanceof Error ? err.message : String(err)}\n`);
+      this.streamAlerts(tenantId, null);
+    }
+  }
+
+  private streamNew(tenantId: string, stream: AlertStream): void {
+    const stamp = this.nextStreamStamp(stream);
+    const byId = this.tenant(tenantId).byId;
+    let id: string;
+    do {
+      // Shaped like real ids ("da637472900382838869_1364969609"): .NET ticks, then a number.
+      const ticks = (BigInt(stamp.ms) + 62_135_596_800_000n) * 10_000n + BigInt(stamp.sub);
+      id = `da${ticks.toString()}_${randomInt(2_147_483_647)}`;
+    } while (byId.has(id));
+    // A fresh alert is New and untouched, whatever status makeAlert would derive from its id.
+    const alert = makeAlert({
+      id,
+      lastUpdateTime: stamp.text,
+      aadTenantId: tenantId,
+      status: "New",
+      assignedTo: null,
+      classification: null,
+      determination: null,
+      resolvedTime: null,
+      investigationState: "Queued",
+      comments: [],
+    });
+    this.addAlerts(tenantId, [alert]);
+    stream.open.push(id);
+    stream.created++;
+  }
+
+  /** Moves a random open streamed alert one step along New→InProgress→Resolved. */
+  private streamUpdate(tenantId: string, stream: AlertStream): void {
+    const index = randomInt(stream.open.length);
+    const id = stream.open[index] ?? "";
+    const current = this.tenant(tenantId).byId.get(id);
+    if (current === undefined || current.summary.status === "Resolved") {
+      // Removed or resolved by the test meanwhile: forget it and add a new alert instead.
+      stream.open.splice(index, 1);
+      this.streamNew(tenantId, stream);
+      return;
+    }
+    const stamp = this.nextStreamStamp(stream);
+    if (current.summary.status === "New") {
+      this.updateAlert(tenantId, id, {
+        status: "InProgress",
+        assignedTo: "secop@contoso.com",
+        investigationState: "Running",
+        lastUpdateTime: stamp.text,
+      });
+    } else {
+      this.updateAlert(tenantId, id, {
+        status: "Resolved",
+        classification: "TruePositive",
+        determination: current.summary.threatFamilyName === null ? "SecurityTesting" : "Malware",
+        investigationState: "SuccessfullyRemediated",
+        resolvedTime: stamp.text,
+        lastUpdateTime: stamp.text,
+      });
+      stream.open.splice(index, 1);
+    }
+    stream.updated++;
+  }
+
+  /**
+   * now() as an MDE timestamp, strictly later than the stream's previous one: arrivals within one
+   * millisecond (or under a frozen test clock) differ in the sub-millisecond digits.
+   */
+  private nextStreamStamp(stream: AlertStream): { ms: number; sub: number; text: string } {
+    const now = Math.floor(this.now());
+    if (now > stream.stampMs) {
+      stream.stampMs = now;
+      stream.stampSub = 0;
+    } else if (++stream.stampSub > 9999) {
+      stream.stampMs++;
+      stream.stampSub = 0;
+    }
+    return {
+      ms: stream.stampMs,
+      sub: stream.stampSub,
+      text: toMdeTimestamp(stream.stampMs, String(stream.stampSub).padStart(4, "0")),
+    };
   }
 
   // ---- internals: store ---------------------------------------------------
@@ -870,6 +1063,7 @@ export class FakeDefender {
       this.resetStats();
       return this.write(res, 200, "{}");
     }
+    if (route === "POST /_fake/stream") return this.controlStream(req, res);
     if (route === "POST /_fake/clock-offset") {
       const o = await readJsonObject(req);
       if (typeof o === "string") return this.sendError(res, 400, o);
@@ -894,6 +1088,22 @@ export class FakeDefender {
       return this.write(res, 200, "{}");
     }
     return this.sendError(res, 404, `Unknown control route: ${route}`);
+  }
+
+  /** `{tenantId, perMinute, updateShare?}`; perMinute 0 stops. Answers with streamStatus (null when stopped). */
+  private async controlStream(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const o = await readJsonObject(req);
+    if (typeof o === "string") return this.sendError(res, 400, o);
+    const { tenantId, perMinute, updateShare } = o;
+    if (typeof tenantId !== "string" || tenantId === "" || typeof perMinute !== "number" || (updateShare !== undefined && typeof updateShare !== "number")) {
+      return this.sendError(res, 400, "Expected {tenantId, perMinute, updateShare?}.");
+    }
+    try {
+      this.streamAlerts(tenantId, updateShare === undefined ? { perMinute } : { perMinute, updateShare });
+    } catch (err) {
+      return this.sendError(res, 400, err instanceof Error ? err.message : String(err));
+    }
+    return this.write(res, 200, JSON.stringify({ tenantId, stream: this.streamStatus(tenantId) }));
   }
 
   private controlServed(res: ServerResponse, url: URL): void {

@@ -1,11 +1,14 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
-import type { ServerResponse } from "node:http";
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, jwtVerify, SignJWT, type GenerateKeyPairResult, type JWK } from "jose";
 import {
+  BodyTooLargeError,
   escapeHtml,
   FakeHttpsServer,
   isRecord,
   parseJsonObject,
+  readBody,
   redirect,
   sendEmpty,
   sendHtml,
@@ -87,6 +90,25 @@ interface CodeGrant {
   redeemed: boolean;
 }
 
+/** An authorization request that passed every check; what an Accept or Decline answers. */
+interface AuthorizeRequest {
+  pathTenant: string;
+  clientId: string;
+  redirectUri: string;
+  state: string | null;
+  codeChallenge: string;
+  scopes: string[];
+  nonce: string | null;
+  wantsClientInfo: boolean;
+}
+
+type AuthorizeCheck =
+  | { kind: "valid"; request: AuthorizeRequest }
+  /** Client or redirect URI not trusted: Entra shows its own error page and never redirects. */
+  | { kind: "errorPage"; code: number; message: string }
+  /** Trusted redirect URI, bad request otherwise: the error goes back to the app. */
+  | { kind: "errorRedirect"; location: string };
+
 interface RefreshGrant {
   clientId: string;
   user: ResolvedUser;
@@ -107,6 +129,9 @@ const CODE_LIFETIME_MS = 10 * 60_000;
 const REFRESH_INACTIVITY_MS = 90 * 24 * 3600_000;
 const ID_TOKEN_LIFETIME_S = 3600;
 const OIDC_SCOPES = new Set(["openid", "profile", "email", "offline_access"]);
+/** Form field of the sign-in page's two submit buttons; no OAuth parameter has this name. */
+const DECISION_FIELD = "fake_consent_decision";
+const AUTHORIZE_ROUTE = "oauth2/v2.0/authorize";
 
 class TokenEndpointError extends Error {
   constructor(
@@ -140,6 +165,9 @@ export class FakeEntra extends FakeHttpsServer {
   private readonly idOverrides = new Map<string, { override: IdTokenOverride; remaining: number }>();
   private readonly secrets: string[] = [];
   private lastAuthorize: URLSearchParams | undefined;
+  private interactive = false;
+  private browserServer: HttpServer | undefined;
+  private browserBaseUrl: string | undefined;
 
   constructor(options: FakeEntraOptions) {
     super(options);
@@ -163,6 +191,48 @@ export class FakeEntra extends FakeHttpsServer {
 
   setConsentBehaviour(tenantId: string, behaviour: ConsentBehaviour): void {
     this.consent.set(tenantId.toLowerCase(), behaviour);
+  }
+
+  /**
+   * Interactive: a valid GET /authorize answers with a sign-in page where a person chooses
+   * Accept or Decline, instead of redirecting at once. Off by default so tests stay unattended.
+   * Accept then does what the non-interactive path does (including setConsentBehaviour).
+   */
+  setInteractive(enabled: boolean): void {
+    this.interactive = enabled;
+  }
+
+  /**
+   * Serves the browser-facing /authorize routes (GET and POST) over plain HTTP as well, so a
+   * person's browser reaches the sign-in page without a certificate warning for the fake's
+   * self-signed certificate. Token, keys and discovery stay HTTPS-only: MSAL insists on https.
+   * Binds to loopback by default; returns the origin to put in LOCAL_DEV_SIGN_IN_BASE_URL.
+   */
+  async startBrowserListener(port = 0, host = "127.0.0.1"): Promise<string> {
+    if (this.browserBaseUrl !== undefined) return this.browserBaseUrl;
+    const server = createHttpServer((req, res) => {
+      void this.dispatchBrowser(req, res);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    const bound = (server.address() as AddressInfo).port;
+    this.browserServer = server;
+    this.browserBaseUrl = `http://${host.includes(":") ? `[${host}]` : host}:${bound}`;
+    return this.browserBaseUrl;
+  }
+
+  /** The plain-HTTP sign-in origin while startBrowserListener is running. */
+  get browserUrl(): string | undefined {
+    return this.browserBaseUrl;
+  }
+
+  override async stop(): Promise<void> {
+    await Promise.all([super.stop(), this.stopBrowserListener()]);
   }
 
   /** Refresh-token redemptions at that path tenant, or for a token whose tid is that tenant, fail `times` times. */
@@ -229,6 +299,40 @@ export class FakeEntra extends FakeHttpsServer {
 
   // ---- HTTP ----------------------------------------------------------------------------
 
+  private async stopBrowserListener(): Promise<void> {
+    const server = this.browserServer;
+    if (!server) return;
+    this.browserServer = undefined;
+    this.browserBaseUrl = undefined;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
+    await closed;
+  }
+
+  /** The plain-HTTP listener: only /{tenant}/oauth2/v2.0/authorize, everything else is a 404. */
+  private async dispatchBrowser(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const url = new URL(req.url ?? "/", this.browserBaseUrl ?? "http://127.0.0.1");
+      const [, , ...rest] = url.pathname.split("/");
+      if (url.pathname.startsWith("/_fake/") || rest.join("/") !== AUTHORIZE_ROUTE) {
+        sendJson(res, 404, { error: "not_found", error_description: "The plain-HTTP listener of the fake Entra serves only the sign-in page." });
+        return;
+      }
+      let body: Buffer;
+      try {
+        body = await readBody(req);
+      } catch (err) {
+        if (err instanceof BodyTooLargeError && !res.headersSent) sendEmpty(res, 413, { connection: "close" });
+        return;
+      }
+      await this.handle({ method: req.method ?? "GET", url, headers: req.headers, body, raw: req }, res);
+    } catch (err) {
+      process.stderr.write(`[FakeEntra browser listener] internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
+      if (!res.headersSent) this.internalError(res, err);
+      else res.destroy();
+    }
+  }
+
   protected override internalError(res: ServerResponse, err: unknown): void {
     sendJson(res, 500, { error: "server_error", error_description: `fake Entra bug: ${String(err)}` });
   }
@@ -245,7 +349,7 @@ export class FakeEntra extends FakeHttpsServer {
       route === "v2.0/.well-known/openid-configuration" ||
       route === "discovery/v2.0/keys" ||
       route === "discovery/instance" ||
-      route === "oauth2/v2.0/authorize" ||
+      route === AUTHORIZE_ROUTE ||
       route === "oauth2/v2.0/token" ||
       route === "oauth2/v2.0/logout";
     if (!known) {
@@ -266,7 +370,7 @@ export class FakeEntra extends FakeHttpsServer {
       case "discovery/instance":
         sendJson(res, 200, this.instanceDiscovery());
         return;
-      case "oauth2/v2.0/authorize":
+      case AUTHORIZE_ROUTE:
         this.authorize(req, res, tenant);
         return;
       case "oauth2/v2.0/token":
@@ -326,7 +430,7 @@ export class FakeEntra extends FakeHttpsServer {
 
   private tenantNotFound(req: FakeRequest, res: ServerResponse, tenant: string, route: string): void {
     const message = `Tenant '${tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.`;
-    if (route === "oauth2/v2.0/authorize") {
+    if (route === AUTHORIZE_ROUTE) {
       errorPage(res, 90002, message);
       return;
     }
@@ -335,111 +439,184 @@ export class FakeEntra extends FakeHttpsServer {
 
   // ---- /authorize ----------------------------------------------------------------------
 
+  /**
+   * GET is the browser's authorization request; POST is the answer from the interactive sign-in
+   * page, carrying the same parameters as form fields. Both go through the same validation, so a
+   * tampered POST meets the same error pages and error redirects as a bad GET.
+   */
   private authorize(req: FakeRequest, res: ServerResponse, pathTenant: string): void {
-    if (req.method !== "GET") {
-      errorPage(res, 900561, "The endpoint only accepts GET requests in this fake.");
+    if (req.method !== "GET" && req.method !== "POST") {
+      errorPage(res, 900561, "The endpoint only accepts GET and POST requests in this fake.");
       return;
     }
-    this.stats.authorizeRequests += 1;
-    const q = req.url.searchParams;
-    this.lastAuthorize = new URLSearchParams(q);
+    let params: URLSearchParams;
+    if (req.method === "GET") {
+      this.stats.authorizeRequests += 1;
+      params = req.url.searchParams;
+      this.lastAuthorize = new URLSearchParams(params);
+    } else {
+      const form = signInForm(req);
+      if (!form) {
+        errorPage(res, 900144, "The sign-in answer must be an application/x-www-form-urlencoded form.");
+        return;
+      }
+      params = form;
+    }
 
+    const checked = this.validateAuthorize(pathTenant, params);
+    if (checked.kind === "errorPage") {
+      errorPage(res, checked.code, checked.message);
+      return;
+    }
+    if (checked.kind === "errorRedirect") {
+      redirect(res, checked.location);
+      return;
+    }
+    const request = checked.request;
+    if (req.method === "GET") {
+      if (this.interactive) this.sendSignInPage(res, request, params);
+      else redirect(res, this.decide(request));
+      return;
+    }
+    const decision = params.get(DECISION_FIELD);
+    if (decision === "accept") {
+      redirect(res, this.decide(request));
+    } else if (decision === "decline") {
+      redirect(res, errorLocation(request, "access_denied", defaultDenyDescription("access_denied")));
+    } else {
+      errorPage(res, 900144, `The sign-in answer must contain '${DECISION_FIELD}' with the value 'accept' or 'decline'.`);
+    }
+  }
+
+  /** Everything Entra checks before it would show a sign-in page, in Entra's order. */
+  private validateAuthorize(pathTenant: string, q: URLSearchParams): AuthorizeCheck {
     // Until the client and redirect URI are trusted, Entra shows an error page instead of redirecting.
     const clientId = q.get("client_id");
     if (!clientId) {
-      errorPage(res, 900144, "The request body must contain the following parameter: 'client_id'.");
-      return;
+      return { kind: "errorPage", code: 900144, message: "The request body must contain the following parameter: 'client_id'." };
     }
     const client = this.clients.get(clientId);
     if (!client) {
-      errorPage(
-        res,
-        700016,
-        `Application with identifier '${clientId}' was not found in the directory '${pathTenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.`,
-      );
-      return;
+      return {
+        kind: "errorPage",
+        code: 700016,
+        message: `Application with identifier '${clientId}' was not found in the directory '${pathTenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.`,
+      };
     }
     const redirectUri = q.get("redirect_uri");
     if (!redirectUri || !client.redirectUris.includes(redirectUri)) {
-      errorPage(
-        res,
-        50011,
-        `The redirect URI '${redirectUri ?? ""}' specified in the request does not match the redirect URIs configured for the application '${clientId}'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal.`,
-      );
-      return;
+      return {
+        kind: "errorPage",
+        code: 50011,
+        message: `The redirect URI '${redirectUri ?? ""}' specified in the request does not match the redirect URIs configured for the application '${clientId}'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal.`,
+      };
     }
 
     const state = q.get("state");
-    const fail = (error: string, description: string): void => {
-      const params = new URLSearchParams({ error, error_description: description });
-      if (state !== null) params.set("state", state);
-      redirect(res, appendQuery(redirectUri, params));
-    };
+    const fail = (error: string, description: string): AuthorizeCheck => ({
+      kind: "errorRedirect",
+      location: errorLocation({ redirectUri, state }, error, description),
+    });
 
     const responseType = q.get("response_type");
     if (!responseType) {
-      fail("invalid_request", "AADSTS900144: The request body must contain the following parameter: 'response_type'.");
-      return;
+      return fail("invalid_request", "AADSTS900144: The request body must contain the following parameter: 'response_type'.");
     }
     if (responseType !== "code") {
-      fail("unsupported_response_type", `AADSTS700054: response_type '${responseType}' is not enabled for the application (the fake supports 'code' only).`);
-      return;
+      return fail("unsupported_response_type", `AADSTS700054: response_type '${responseType}' is not enabled for the application (the fake supports 'code' only).`);
     }
     const responseMode = q.get("response_mode");
     if (responseMode !== null && responseMode !== "query") {
-      fail("invalid_request", `AADSTS900144: response_mode '${responseMode}' is not supported by the fake; use 'query'.`);
-      return;
+      return fail("invalid_request", `AADSTS900144: response_mode '${responseMode}' is not supported by the fake; use 'query'.`);
     }
     const codeChallenge = q.get("code_challenge");
     const method = q.get("code_challenge_method");
     if (!codeChallenge || method !== "S256") {
-      fail(
+      return fail(
         "invalid_request",
         "AADSTS9002325: Proof Key for Code Exchange is required: send code_challenge with code_challenge_method=S256.",
       );
-      return;
     }
     if (!/^[A-Za-z0-9_-]{43}$/.test(codeChallenge)) {
-      fail("invalid_request", "AADSTS501491: Invalid size of Code_Challenge parameter.");
-      return;
+      return fail("invalid_request", "AADSTS501491: Invalid size of Code_Challenge parameter.");
     }
     const scopes = splitScopes(q.get("scope"));
     if (scopes.length === 0) {
-      fail("invalid_request", "AADSTS900144: The request body must contain the following parameter: 'scope'.");
-      return;
+      return fail("invalid_request", "AADSTS900144: The request body must contain the following parameter: 'scope'.");
     }
     if (!scopes.some((s) => s.toLowerCase() === "offline_access")) {
-      fail("invalid_scope", "AADSTS70011: The fake requires the 'offline_access' scope, without it no refresh token is issued.");
-      return;
+      return fail("invalid_scope", "AADSTS70011: The fake requires the 'offline_access' scope, without it no refresh token is issued.");
     }
+    return {
+      kind: "valid",
+      request: {
+        pathTenant,
+        clientId,
+        redirectUri,
+        state,
+        codeChallenge,
+        scopes,
+        nonce: q.get("nonce"),
+        wantsClientInfo: q.get("client_info") === "1",
+      },
+    };
+  }
 
-    const behaviour = this.consent.get(pathTenant.toLowerCase()) ?? { kind: "approve" };
+  /**
+   * Where the browser goes once the user has agreed (or, when not interactive, at once): the
+   * tenant's consent behaviour decides, so setConsentBehaviour still picks the signing-in user
+   * or a refusal after an Accept click.
+   */
+  private decide(request: AuthorizeRequest): string {
+    const behaviour = this.consentBehaviourFor(request.pathTenant);
     if (behaviour.kind === "deny") {
-      fail(behaviour.error, behaviour.errorDescription ?? defaultDenyDescription(behaviour.error));
-      return;
+      return errorLocation(request, behaviour.error, behaviour.errorDescription ?? defaultDenyDescription(behaviour.error));
     }
+    return this.approve(request, resolveUser(request.pathTenant, behaviour.user));
+  }
 
-    const user = resolveUser(pathTenant, behaviour.user);
+  private consentBehaviourFor(pathTenant: string): ConsentBehaviour {
+    return this.consent.get(pathTenant.toLowerCase()) ?? { kind: "approve" };
+  }
+
+  /** Issues a one-time code bound to the request and returns the redirect that carries it. */
+  private approve(request: AuthorizeRequest, user: ResolvedUser): string {
     const code = this.remember(randomBytes(48).toString("base64url"));
     const grant: CodeGrant = {
-      clientId,
-      redirectUri,
-      pathTenant: pathTenant.toLowerCase(),
-      codeChallenge,
-      scopes,
+      clientId: request.clientId,
+      redirectUri: request.redirectUri,
+      pathTenant: request.pathTenant.toLowerCase(),
+      codeChallenge: request.codeChallenge,
+      scopes: request.scopes,
       user,
       issuedAt: this.clock(),
       redeemed: false,
     };
-    const nonce = q.get("nonce");
-    if (nonce !== null) grant.nonce = nonce;
+    if (request.nonce !== null) grant.nonce = request.nonce;
     this.codes.set(code, grant);
 
     const params = new URLSearchParams({ code });
-    if (q.get("client_info") === "1") params.set("client_info", clientInfo(user));
-    if (state !== null) params.set("state", state);
+    if (request.wantsClientInfo) params.set("client_info", clientInfo(user));
+    if (request.state !== null) params.set("state", request.state);
     params.set("session_state", randomUUID());
-    redirect(res, appendQuery(redirectUri, params));
+    return appendQuery(request.redirectUri, params);
+  }
+
+  private sendSignInPage(res: ServerResponse, request: AuthorizeRequest, params: URLSearchParams): void {
+    const behaviour = this.consentBehaviourFor(request.pathTenant);
+    const signingInAs =
+      behaviour.kind === "approve" ? resolveUser(request.pathTenant, behaviour.user).preferredUsername : undefined;
+    const html = renderSignInPage(request, params, signingInAs);
+    res.writeHead(200, {
+      "content-type": "text/html; charset=utf-8",
+      "content-length": String(Buffer.byteLength(html)),
+      "cache-control": "no-store",
+      "content-security-policy": signInPageCsp(request.redirectUri),
+      "referrer-policy": "no-referrer",
+      "x-content-type-options": "nosniff",
+      "x-frame-options": "DENY",
+    });
+    res.end(html);
   }
 
   // ---- /token --------------------------------------------------------------------------
@@ -792,6 +969,10 @@ export class FakeEntra extends FakeHttpsServer {
         if (!tenantId) return sendJson(res, 400, { error: "expected {tenantId}" });
         this.revokeRefreshTokens(tenantId);
         break;
+      case "/_fake/interactive":
+        if (typeof body.enabled !== "boolean") return sendJson(res, 400, { error: "expected {enabled: boolean}" });
+        this.setInteractive(body.enabled);
+        break;
       default:
         sendJson(res, 404, { error: `no fake control route ${path}` });
         return;
@@ -810,7 +991,32 @@ export class FakeEntra extends FakeHttpsServer {
   }
 }
 
+/**
+ * What a browser submits when a person clicks Accept or Decline on the interactive sign-in page:
+ * the form's action, resolved against the page's URL, and its fields. For tests and for scripted
+ * checks of a local sandbox; it reads only this fake's own markup.
+ */
+export function signInFormSubmission(
+  pageUrl: string,
+  html: string,
+  decision: "accept" | "decline",
+): { action: string; body: URLSearchParams } {
+  const action = /<form method="post" action="([^"]*)"/.exec(html)?.[1];
+  if (action === undefined) throw new Error("not the fake Entra sign-in page: no form");
+  const body = new URLSearchParams();
+  for (const match of html.matchAll(/<input type="hidden" name="([^"]*)" value="([^"]*)">/g)) {
+    body.append(unescapeHtml(match[1] ?? ""), unescapeHtml(match[2] ?? ""));
+  }
+  body.set(DECISION_FIELD, decision);
+  return { action: new URL(unescapeHtml(action), pageUrl).toString(), body };
+}
+
 // ---- helpers -------------------------------------------------------------------------------
+
+/** Inverse of http.ts escapeHtml, which writes every special character as a numeric reference. */
+function unescapeHtml(text: string): string {
+  return text.replace(/&#(\d+);/g, (_, code: string) => String.fromCharCode(Number(code)));
+}
 
 function isValidTenant(tenant: string): boolean {
   return GUID.test(tenant) || tenant === "organizations" || tenant === "common";
@@ -868,6 +1074,81 @@ function clientInfo(user: ResolvedUser): string {
 
 function appendQuery(uri: string, params: URLSearchParams): string {
   return `${uri}${uri.includes("?") ? "&" : "?"}${params.toString()}`;
+}
+
+function errorLocation(target: { redirectUri: string; state: string | null }, error: string, description: string): string {
+  const params = new URLSearchParams({ error, error_description: description });
+  if (target.state !== null) params.set("state", target.state);
+  return appendQuery(target.redirectUri, params);
+}
+
+/** The sign-in page's POST body, or undefined when it is not the form a browser sends. */
+function signInForm(req: FakeRequest): URLSearchParams | undefined {
+  const type = req.headers["content-type"]?.split(";")[0]?.trim().toLowerCase();
+  if (type !== "application/x-www-form-urlencoded") return undefined;
+  return new URLSearchParams(req.body.toString("utf8"));
+}
+
+/**
+ * Nothing may load or run; the form may post only to this fake, and the redirect that answers
+ * the post must be allowed too (browsers apply form-action to the redirect's target).
+ */
+function signInPageCsp(redirectUri: string): string {
+  const target = new URL(redirectUri);
+  // A custom-scheme redirect URI (myapp://cb) has an opaque "null" origin; allow its scheme instead.
+  const redirectSource = target.origin === "null" ? target.protocol : target.origin;
+  return `default-src 'none'; style-src 'unsafe-inline'; form-action 'self' ${redirectSource}; frame-ancestors 'none'; base-uri 'none'`;
+}
+
+const SIGN_IN_STYLE = [
+  "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f2f2f2;color:#1b1b1b;line-height:1.5}",
+  ".banner{padding:.75rem 1rem;background:#fff4ce;border-bottom:2px solid #8a6d00;color:#3b2f00;text-align:center}.banner p{margin:0}",
+  "main{max-width:30rem;margin:2rem auto;padding:1.5rem 2rem;background:#fff;box-shadow:0 2px 6px rgba(0,0,0,.2)}",
+  "h1{font-size:1.5rem;margin-top:0}dt{font-weight:600;margin-top:.5rem}dd{margin:0;overflow-wrap:anywhere}",
+  "code{background:#f3f3f3;padding:.1rem .3rem}",
+  ".actions{display:flex;gap:.75rem;justify-content:flex-end;margin-top:1.5rem}",
+  "button{font:inherit;padding:.5rem 1.5rem;border:2px solid #0067b8;cursor:pointer}",
+  "button:focus-visible{outline:3px solid #1b1b1b;outline-offset:2px}",
+  ".accept{background:#0067b8;color:#fff}.decline{background:#fff;color:#0067b8}",
+].join("");
+
+/**
+ * The simulated consent prompt. Every value from the request is escaped; the original
+ * parameters ride along as hidden fields so the POST can be validated exactly like the GET.
+ */
+function renderSignInPage(request: AuthorizeRequest, params: URLSearchParams, signingInAs: string | undefined): string {
+  const hidden = [...params]
+    .filter(([name]) => name !== DECISION_FIELD)
+    .map(([name, value]) => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`)
+    .join("\n");
+  const scopes = request.scopes.map((scope) => `<li><code>${escapeHtml(scope)}</code></li>`).join("");
+  const user = signingInAs === undefined ? "" : `<p>You are signed in as <strong>${escapeHtml(signingInAs)}</strong>.</p>`;
+  const action = `/${encodeURIComponent(request.pathTenant)}/${AUTHORIZE_ROUTE}`;
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>Sign in (simulated Microsoft Entra ID)</title>
+<style>${SIGN_IN_STYLE}</style></head>
+<body>
+<header class="banner"><p><strong>Simulated Microsoft cloud for local testing.</strong> This page is not Microsoft Entra ID: no real account is used and nothing leaves this computer.</p></header>
+<main>
+<h1 id="heading">Permissions requested</h1>
+${user}
+<p>An application asks for these permissions in your organization.</p>
+<dl>
+<dt>Tenant ID</dt><dd><code>${escapeHtml(request.pathTenant)}</code></dd>
+<dt>Application (client) ID</dt><dd><code>${escapeHtml(request.clientId)}</code></dd>
+<dt>Permissions requested (scopes)</dt><dd><ul>${scopes}</ul></dd>
+</dl>
+<form method="post" action="${escapeHtml(action)}" aria-labelledby="heading">
+${hidden}
+<div class="actions">
+<button type="submit" class="decline" name="${DECISION_FIELD}" value="decline">Decline</button>
+<button type="submit" class="accept" name="${DECISION_FIELD}" value="accept">Accept</button>
+</div>
+</form>
+</main>
+</body></html>`;
 }
 
 function decodeFormComponent(text: string): string {

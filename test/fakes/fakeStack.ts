@@ -18,11 +18,23 @@ export interface FakeStack {
   clientSecret: string;
   msspTenantId: string;
   vaultToken: string;
+  /**
+   * With `browserSignIn`: the plain-HTTP origin of the fake Entra's sign-in page (for
+   * LOCAL_DEV_SIGN_IN_BASE_URL), so a person's browser never meets the self-signed certificate.
+   */
+  signInUrl?: string;
   stop(): Promise<void>;
 }
 
+export interface FakeStackOptions {
+  defenderLatencyMs?: number;
+  recordServed?: boolean;
+  /** Also serve the fake Entra's /authorize over plain HTTP on loopback and expose it as `signInUrl`. */
+  browserSignIn?: boolean;
+}
+
 /** Used by the test environment and by the benchmark's fakes process alike. */
-export async function startFakeStack(options: { defenderLatencyMs?: number; recordServed?: boolean } = {}): Promise<FakeStack> {
+export async function startFakeStack(options: FakeStackOptions = {}): Promise<FakeStack> {
   const tls = await createTestCertificate();
   const clientId = randomUUID();
   const clientSecret = `secret-${randomBytes(18).toString("base64url")}`;
@@ -42,6 +54,14 @@ export async function startFakeStack(options: { defenderLatencyMs?: number; reco
     ...(options.recordServed === undefined ? {} : { recordServed: options.recordServed }),
   });
   await Promise.all([entra.start(), vault.start(), defender.start()]);
+  let signInUrl: string | undefined;
+  if (options.browserSignIn) {
+    // Only one ephemeral port more; should it fail, the three servers just started must not leak.
+    signInUrl = await entra.startBrowserListener().catch(async (err: unknown) => {
+      await Promise.allSettled([entra.stop(), vault.stop(), defender.stop()]);
+      throw err;
+    });
+  }
   return {
     entra,
     vault,
@@ -52,6 +72,7 @@ export async function startFakeStack(options: { defenderLatencyMs?: number; reco
     clientSecret,
     msspTenantId,
     vaultToken,
+    ...(signInUrl === undefined ? {} : { signInUrl }),
     stop: async () => {
       await Promise.allSettled([entra.stop(), vault.stop(), defender.stop()]);
     },

@@ -14,7 +14,7 @@ import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from "jose";
 import { Agent, fetch } from "undici";
 import { generateAlerts, makeAlert, type MdeAlert } from "./alerts";
 import { DEFENDER_AUDIENCES, FakeDefender, type PageInfo } from "./fakeDefender";
-import { FakeEntra } from "./fakeEntra";
+import { FakeEntra, signInFormSubmission } from "./fakeEntra";
 import { FakeKeyVault, type SecretRequestInfo } from "./fakeKeyVault";
 import { createTestCertificate, type TestCertificate } from "./tls";
 
@@ -757,5 +757,302 @@ describe("FakeEntra with the real MSAL ConfidentialClientApplication", () => {
 
     const stats = (await (await fetch(`${entra.url}/_fake/stats`, { dispatcher })).json()) as { authorizeRequests: number };
     expect(stats.authorizeRequests).toBeGreaterThan(0);
+  });
+});
+
+describe("FakeEntra interactive sign-in page", () => {
+  afterAll(() => {
+    entra.setInteractive(false);
+  });
+
+  /** An authorize URL as MSAL builds it, plus the PKCE verifier and state that go with it. */
+  async function authorizeUrl(cca: ConfidentialClientApplication, state: string) {
+    const { verifier, challenge } = await new CryptoProvider().generatePkceCodes();
+    const url = await cca.getAuthCodeUrl({
+      scopes: SCOPES,
+      redirectUri: REDIRECT_URI,
+      codeChallenge: challenge,
+      codeChallengeMethod: "S256",
+      state,
+      prompt: "consent",
+      responseMode: "query",
+    });
+    return { url, verifier };
+  }
+
+  async function get(url: string) {
+    const res = await fetch(url, { redirect: "manual", dispatcher });
+    return { status: res.status, headers: res.headers, text: await res.text() };
+  }
+
+  async function post(action: string, body: URLSearchParams) {
+    const res = await fetch(action, { method: "POST", body, redirect: "manual", dispatcher });
+    return { status: res.status, location: res.headers.get("location"), text: await res.text() };
+  }
+
+  it("shows an escaped, self-contained page instead of redirecting, and Accept issues a redeemable code", async () => {
+    entra.setInteractive(true);
+    const cca = msalApp(TENANT);
+    const state = `st-"><script>alert(1)</script>&'`;
+    const { url, verifier } = await authorizeUrl(cca, state);
+    const page = await get(url);
+    expect(page.status).toBe(200);
+    expect(page.headers.get("location")).toBeNull();
+    expect(page.headers.get("content-type")).toBe("text/html; charset=utf-8");
+    expect(page.headers.get("content-security-policy")).toBe(
+      "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https://app.example.test; frame-ancestors 'none'; base-uri 'none'",
+    );
+    expect(page.text).toContain("<title>Sign in (simulated Microsoft Entra ID)</title>");
+    expect(page.text).toContain("Simulated Microsoft cloud for local testing");
+    for (const shown of [TENANT, CLIENT_ID, "https://api.securitycenter.microsoft.com/Alert.Read", "offline_access", ">Accept<", ">Decline<"]) {
+      expect(page.text).toContain(shown);
+    }
+    expect(page.text).not.toContain("<script>");
+    expect(page.text).toContain("&#60;script&#62;");
+    // No external assets: nothing to fetch, nothing to run.
+    expect(page.text).not.toMatch(/<(script|link|img|iframe)\b|\b(src|href)=/i);
+
+    const { action, body } = signInFormSubmission(url, page.text, "accept");
+    expect(action).toBe(`${entra.url}/${TENANT}/oauth2/v2.0/authorize`);
+    expect(body.get("state")).toBe(state);
+    const accepted = await post(action, body);
+    expect(accepted.status).toBe(302);
+    const callback = new URL(accepted.location ?? "");
+    expect(`${callback.origin}${callback.pathname}`).toBe(REDIRECT_URI);
+    expect(callback.searchParams.get("state")).toBe(state);
+    const code = callback.searchParams.get("code") ?? "";
+    const result = await cca.acquireTokenByCode({ code, scopes: SCOPES, redirectUri: REDIRECT_URI, codeVerifier: verifier });
+    expect(result.tenantId).toBe(TENANT);
+  });
+
+  it("Decline redirects with access_denied (AADSTS65004) and the state, and issues no code", async () => {
+    entra.setInteractive(true);
+    const { url } = await authorizeUrl(msalApp(TENANT), "st-decline");
+    const page = await get(url);
+    const secretsBefore = entra.issuedSecrets().length;
+    const { action, body } = signInFormSubmission(url, page.text, "decline");
+    const declined = await post(action, body);
+    expect(declined.status).toBe(302);
+    const callback = new URL(declined.location ?? "");
+    expect(`${callback.origin}${callback.pathname}`).toBe(REDIRECT_URI);
+    expect(Object.fromEntries(callback.searchParams)).toEqual({
+      error: "access_denied",
+      error_description: "AADSTS65004: User declined to consent to access the app.",
+      state: "st-decline",
+    });
+    expect(entra.issuedSecrets()).toHaveLength(secretsBefore);
+  });
+
+  it("re-validates the POST: tampered parameters meet the same error page or error redirect as a GET", async () => {
+    entra.setInteractive(true);
+    const { url } = await authorizeUrl(msalApp(TENANT), "st-tamper");
+    const page = await get(url);
+    const { action, body } = signInFormSubmission(url, page.text, "accept");
+
+    const evil = new URLSearchParams(body);
+    evil.set("redirect_uri", "https://evil.example/cb");
+    const tampered = await post(action, evil);
+    expect(tampered.status).toBe(400);
+    expect(tampered.location).toBeNull();
+    expect(tampered.text).toContain("AADSTS50011");
+
+    const noPkce = new URLSearchParams(body);
+    noPkce.delete("code_challenge");
+    const pkce = await post(action, noPkce);
+    expect(pkce.status).toBe(302);
+    expect(new URL(pkce.location ?? "").searchParams.get("error")).toBe("invalid_request");
+
+    const undecided = new URLSearchParams(body);
+    undecided.delete("fake_consent_decision");
+    expect((await post(action, undecided)).status).toBe(400);
+    const json = await fetch(action, { method: "POST", body: JSON.stringify(Object.fromEntries(body)), headers: { "content-type": "application/json" }, redirect: "manual", dispatcher });
+    expect(json.status).toBe(400);
+    expect(json.headers.get("location")).toBeNull();
+  });
+
+  it("Accept still follows setConsentBehaviour, and interactive off redirects at once again", async () => {
+    entra.setInteractive(true);
+    entra.setConsentBehaviour(OTHER_TENANT, { kind: "approve", user: { preferredUsername: "alice@fabrikam.example" } });
+    const { url } = await authorizeUrl(msalApp(OTHER_TENANT), "st-user");
+    const page = await get(url);
+    expect(page.text).toContain("alice@fabrikam.example");
+
+    entra.setInteractive(false);
+    const auto = await get(url);
+    expect(auto.status).toBe(302);
+    expect(new URL(auto.headers.get("location") ?? "").searchParams.get("code")).toBeTruthy();
+
+    const control = await fetch(`${entra.url}/_fake/interactive`, { method: "POST", body: JSON.stringify({ enabled: true }), dispatcher });
+    expect(control.status).toBe(204);
+    expect((await get(url)).status).toBe(200);
+    entra.setInteractive(false);
+  });
+
+  it("serves only the authorize routes over plain HTTP on loopback, and stop() closes that listener", async () => {
+    const own = new FakeEntra({
+      certPem: cert.certPem,
+      keyPem: cert.keyPem,
+      clients: [{ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris: [REDIRECT_URI] }],
+    });
+    await own.start();
+    try {
+      own.setInteractive(true);
+      const signIn = await own.startBrowserListener();
+      expect(signIn).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(await own.startBrowserListener()).toBe(signIn);
+      expect(own.browserUrl).toBe(signIn);
+
+      const cca = new ConfidentialClientApplication({
+        auth: { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, authority: `${own.url}/${TENANT}`, knownAuthorities: [own.host] },
+        system: { networkClient: undiciNetworkClient() },
+      });
+      const { url: httpsUrl, verifier } = await authorizeUrl(cca, "st-http");
+      const built = new URL(httpsUrl);
+      const pageUrl = `${signIn}${built.pathname}${built.search}`;
+      const page = await fetch(pageUrl, { redirect: "manual" });
+      expect(page.status).toBe(200);
+      const { action, body } = signInFormSubmission(pageUrl, await page.text(), "accept");
+      expect(action.startsWith(`${signIn}/`)).toBe(true);
+      const accepted = await fetch(action, { method: "POST", body, redirect: "manual" });
+      expect(accepted.status).toBe(302);
+      const code = new URL(accepted.headers.get("location") ?? "").searchParams.get("code") ?? "";
+      // The code from the HTTP page is redeemed at the HTTPS token endpoint, as MSAL does.
+      expect((await cca.acquireTokenByCode({ code, scopes: SCOPES, redirectUri: REDIRECT_URI, codeVerifier: verifier })).tenantId).toBe(TENANT);
+
+      for (const path of [
+        `/${TENANT}/oauth2/v2.0/token`,
+        `/${TENANT}/discovery/v2.0/keys`,
+        `/${TENANT}/v2.0/.well-known/openid-configuration`,
+        `/${TENANT}/oauth2/v2.0/logout`,
+        "/_fake/stats",
+        "/_fake/oauth2/v2.0/authorize",
+      ]) {
+        const res = await fetch(`${signIn}${path}`, { method: path.endsWith("token") ? "POST" : "GET" });
+        expect(res.status, path).toBe(404);
+        expect(await res.text(), path).not.toContain("keys");
+      }
+      const badTenant = await fetch(`${signIn}/not-a-tenant/oauth2/v2.0/authorize`);
+      expect(badTenant.status).toBe(400);
+      expect(await badTenant.text()).toContain("AADSTS90002");
+    } finally {
+      await own.stop();
+    }
+    expect(own.browserUrl).toBeUndefined();
+  });
+});
+
+describe("FakeDefender alert stream", () => {
+  let clockMs = T0;
+  let defender: FakeDefender;
+
+  beforeAll(async () => {
+    defender = new FakeDefender({
+      certPem: cert.certPem,
+      keyPem: cert.keyPem,
+      clock: () => clockMs,
+      verifyAccessToken: async (token) =>
+        token.startsWith("tok:") ? { tid: token.slice(4), aud: DEFENDER_AUDIENCES[0] ?? "", exp: Math.floor(Date.now() / 1000) + 3600 } : null,
+    });
+    await defender.start();
+  });
+  afterAll(async () => {
+    await defender?.stop();
+  });
+
+  /** Polls until `done` holds; the stream runs on real timers. */
+  async function until(done: () => boolean, timeoutMs = 5_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!done()) {
+      if (Date.now() > deadline) throw new Error("condition not reached in time");
+      await sleep(20);
+    }
+  }
+
+  it("adds new, realistic alerts stamped with the fake's clock at about the asked rate, until stopped", async () => {
+    const tenant = randomUUID();
+    clockMs = T0;
+    const startedAt = Date.now();
+    defender.streamAlerts(tenant, { perMinute: 6_000, updateShare: 0 });
+    await sleep(500);
+    const elapsedMs = Date.now() - startedAt;
+    defender.streamAlerts(tenant, null);
+    expect(defender.streamStatus(tenant)).toBeNull();
+    const alerts = defender.alerts(tenant);
+    // 100 a second: about 50 in half a second; loose bounds for a busy machine.
+    expect(alerts.length).toBeGreaterThanOrEqual(10);
+    expect(alerts.length).toBeLessThanOrEqual(Math.ceil((6_000 * elapsedMs) / 60_000) + 1);
+
+    expect(new Set(alerts.map((a) => a.id)).size).toBe(alerts.length);
+    for (const alert of alerts) {
+      expect(alert).toMatchObject({ status: "New", aadTenantId: tenant, assignedTo: null, resolvedTime: null });
+      expect(alert.id).toMatch(/^da\d+_\d+$/);
+      expect(alert.lastUpdateTime.startsWith("2026-06-01T12:00:00.7")).toBe(true);
+      expect(alert.evidence.length).toBeGreaterThan(0);
+    }
+    // A frozen clock still gives every arrival its own, rising lastUpdateTime (sub-millisecond digits).
+    const stamps = alerts.map((a) => a.lastUpdateTime);
+    expect(new Set(stamps).size).toBe(stamps.length);
+    expect(new Set(alerts.map((a) => a.title)).size).toBeGreaterThan(1);
+    expect(new Set(alerts.map((a) => a.severity)).size).toBeGreaterThan(1);
+
+    const stoppedAt = alerts.length;
+    await sleep(100);
+    expect(defender.alerts(tenant)).toHaveLength(stoppedAt);
+
+    const page = await fetch(`${defender.url}/api/alerts`, { dispatcher, headers: { authorization: `Bearer tok:${tenant}` } });
+    expect(((await page.json()) as { value: unknown[] }).value).toHaveLength(stoppedAt);
+  });
+
+  it("turns a share of arrivals into status updates New→InProgress→Resolved with a new lastUpdateTime", async () => {
+    const tenant = randomUUID();
+    clockMs = T0;
+    defender.streamAlerts(tenant, { perMinute: 6_000, updateShare: 0 });
+    await until(() => (defender.streamStatus(tenant)?.created ?? 0) >= 20);
+    const later = T0 + 3_600_000;
+    clockMs = later;
+    defender.streamAlerts(tenant, { perMinute: 12_000, updateShare: 0.8 });
+    await until(() => defender.alerts(tenant).some((a) => a.status === "Resolved"));
+    defender.streamAlerts(tenant, null);
+
+    const alerts = defender.alerts(tenant);
+    expect(alerts.map((a) => a.status)).toEqual(expect.arrayContaining(["New", "InProgress", "Resolved"]));
+    for (const alert of alerts.filter((a) => a.status !== "New")) {
+      expect(Date.parse(alert.lastUpdateTime)).toBe(later);
+      expect(alert.assignedTo).toBe("secop@contoso.com");
+    }
+    for (const alert of alerts.filter((a) => a.status === "Resolved")) {
+      expect(alert.resolvedTime).toBe(alert.lastUpdateTime);
+      expect(alert.classification).toBe("TruePositive");
+    }
+  });
+
+  it("is driven by POST /_fake/stream, validates its input, and stop() ends every stream", async () => {
+    const tenant = randomUUID();
+    const control = async (body: unknown) => {
+      const res = await fetch(`${defender.url}/_fake/stream`, { method: "POST", body: JSON.stringify(body), dispatcher });
+      return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+    };
+    const started = await control({ tenantId: tenant, perMinute: 6_000 });
+    expect(started).toEqual({ status: 200, json: { tenantId: tenant, stream: { perMinute: 6_000, updateShare: 0.1, created: 0, updated: 0 } } });
+    await until(() => defender.alerts(tenant).length > 0);
+
+    expect((await control({ tenantId: tenant, perMinute: -1 })).status).toBe(400);
+    expect((await control({ tenantId: tenant, perMinute: 60, updateShare: 2 })).status).toBe(400);
+    expect((await control({ perMinute: 60 })).status).toBe(400);
+    expect(() => defender.streamAlerts(tenant, { perMinute: Number.NaN })).toThrow();
+    // A refused change leaves the running stream as it was.
+    expect(defender.streamStatus(tenant)?.perMinute).toBe(6_000);
+
+    expect(await control({ tenantId: tenant, perMinute: 0 })).toEqual({ status: 200, json: { tenantId: tenant, stream: null } });
+
+    const own = new FakeDefender({ certPem: cert.certPem, keyPem: cert.keyPem, verifyAccessToken: async () => null });
+    await own.start();
+    own.streamAlerts(tenant, { perMinute: 6_000 });
+    await until(() => own.alerts(tenant).length > 0);
+    await own.stop();
+    expect(own.streamStatus(tenant)).toBeNull();
+    const count = own.alerts(tenant).length;
+    await sleep(100);
+    expect(own.alerts(tenant)).toHaveLength(count);
   });
 });

@@ -49,6 +49,8 @@ interface CoreState {
   systemLogs: Array<{ level: string; category: string; message: string }>;
   hookInstalled: boolean;
   apps: Map<string, RegisteredApp>;
+  /** Per app entry: listeners for handler log lines (see subscribeToLogs). */
+  logListeners?: Map<string, Set<LogListener>>;
 }
 
 const STATE_KEY = Symbol.for("mssp-defender-connector.test.functionsCore");
@@ -122,7 +124,8 @@ export interface HttpInvocation {
   /** Absolute, or a path such as "/api/auth/login?x=1" (prefixed with http://localhost:7071). */
   url: string;
   headers?: Record<string, string>;
-  body?: string;
+  /** Text, or raw bytes (e.g. a local HTTP server passing a request body through unchanged). */
+  body?: string | Uint8Array;
   /** Route parameters; when omitted they are parsed from the URL against the function's route. */
   params?: Record<string, string>;
 }
@@ -132,18 +135,32 @@ export interface HttpResult {
   /** Case-insensitive (`get("location")`). */
   headers: Headers;
   body: string;
+  /** The body's exact bytes (`body` is their UTF-8 decoding), for relaying a response unchanged. */
+  bodyBytes?: Uint8Array;
   json<T>(): T;
   location: string | null;
   /** Cookies the handler set; the Functions host turns these into Set-Cookie headers, so they are not in `headers`. */
   cookies: AzureFunctions.Cookie[];
 }
 
+/** Trigger metadata of a queue invocation; anything omitted is made up as before. */
+export interface QueueInvocationOptions {
+  dequeueCount?: number;
+  id?: string;
+  popReceipt?: string;
+  insertionTime?: Date;
+  expirationTime?: Date;
+  nextVisibleTime?: Date;
+}
+
+export type LogListener = (entry: LogEntry) => void;
+
 export interface RegisteredApp {
   entry: string;
   functions: Map<string, RegisteredFunction>;
   http(name: string, init: HttpInvocation): Promise<HttpResult>;
   timer(name: string, opts?: { isPastDue?: boolean }): Promise<unknown>;
-  queue(name: string, message: unknown, opts?: { dequeueCount?: number; id?: string }): Promise<unknown>;
+  queue(name: string, message: unknown, opts?: QueueInvocationOptions): Promise<unknown>;
   /** Any trigger type, with full control of the trigger input and context. */
   invoke(name: string, triggerInput: unknown, contextInit?: AzureFunctions.InvocationContextInit): Promise<unknown>;
   /** Everything the handlers logged through context.log/trace/debug/info/warn/error, in order. */
@@ -196,6 +213,14 @@ function tryJsonParse(text: string): unknown {
   } catch {
     return text;
   }
+}
+
+/**
+ * A queue message as the Node.js worker hands it to the handler: the (decoded) text
+ * JSON-parsed when it parses (@azure/functions fromRpcTypedData's tryJsonParse), else the text.
+ */
+export function workerQueueInput(message: unknown): unknown {
+  return typeof message === "string" ? tryJsonParse(message) : message;
 }
 
 /** Matches a Functions route template ("items/{id}", "{name?}", "{id:int}") against a URL path after /api/. */
@@ -275,7 +300,9 @@ export function loadApp(entry?: string): RegisteredApp {
         invocationId,
         options: { trigger: { ...fn.trigger, name: fn.trigger.name ?? "trigger" }, ...contextInit.options },
         logHandler: (level, ...args) => {
-          app.logs.push({ level, message: args.map(stringifyLogArg).join(" "), functionName, invocationId });
+          const entry: LogEntry = { level, message: args.map(stringifyLogArg).join(" "), functionName, invocationId };
+          app.logs.push(entry);
+          notifyLogListeners(entryPath, entry);
         },
       });
       app.lastContext = context;
@@ -296,16 +323,19 @@ export function loadApp(entry?: string): RegisteredApp {
         method,
         url,
         headers: init.headers ?? {},
-        body: init.body === undefined ? undefined : { string: init.body },
+        body: init.body === undefined ? undefined : typeof init.body === "string" ? { string: init.body } : { bytes: init.body },
         params,
       });
       const result = await app.invoke(name, request);
       const response = result instanceof azf.HttpResponse ? result : new azf.HttpResponse((result ?? {}) as AzureFunctions.HttpResponseInit);
-      const body = await response.text();
+      const bodyBytes = new Uint8Array(await response.arrayBuffer());
+      // What response.text() returns: UTF-8 with a leading BOM dropped.
+      const body = new TextDecoder().decode(bodyBytes);
       return {
         status: response.status,
         headers: response.headers,
         body,
+        bodyBytes,
         json: <T>() => JSON.parse(body) as T,
         location: response.headers.get("location"),
         cookies: response.cookies,
@@ -330,15 +360,15 @@ export function loadApp(entry?: string): RegisteredApp {
       lookup(name, "queueTrigger");
       const now = Date.now();
       // The worker JSON-parses string payloads when it can; mirror that.
-      const input = typeof message === "string" ? tryJsonParse(message) : message;
+      const input = workerQueueInput(message);
       return app.invoke(name, input, {
         triggerMetadata: {
           dequeueCount: opts.dequeueCount ?? 1,
           id: opts.id ?? `msg-${++invocationCounter}`,
-          insertionTime: new Date(now).toISOString(),
-          expirationTime: new Date(now + 7 * 24 * 3600_000).toISOString(),
-          nextVisibleTime: new Date(now + 30_000).toISOString(),
-          popReceipt: "harness-pop-receipt",
+          insertionTime: (opts.insertionTime ?? new Date(now)).toISOString(),
+          expirationTime: (opts.expirationTime ?? new Date(now + 7 * 24 * 3600_000)).toISOString(),
+          nextVisibleTime: (opts.nextVisibleTime ?? new Date(now + 30_000)).toISOString(),
+          popReceipt: opts.popReceipt ?? "harness-pop-receipt",
         },
       });
     },
@@ -353,6 +383,36 @@ export function loadApp(entry?: string): RegisteredApp {
 
   state.apps.set(entryPath, app);
   return app;
+}
+
+function notifyLogListeners(entry: string, logEntry: LogEntry): void {
+  const listeners = coreState().logListeners?.get(entry);
+  if (listeners === undefined) return;
+  for (const listener of listeners) {
+    // A broken listener must not fail the invocation that logged.
+    try {
+      listener(logEntry);
+    } catch {
+      /* ignored */
+    }
+  }
+}
+
+/**
+ * Calls `listener` with every line a handler of `app` logs from now on (as they are also
+ * appended to `app.logs`), e.g. to print them like the Functions host does. Returns the unsubscribe.
+ */
+export function subscribeToLogs(app: RegisteredApp, listener: LogListener): () => void {
+  const state = coreState();
+  state.logListeners ??= new Map();
+  let listeners = state.logListeners.get(app.entry);
+  if (listeners === undefined) {
+    listeners = new Set();
+    state.logListeners.set(app.entry, listeners);
+  }
+  const own = listeners;
+  own.add(listener);
+  return () => void own.delete(listener);
 }
 
 export interface ConsoleCapture {

@@ -20,6 +20,8 @@ export interface TestEnvironment {
   msspTenantId: string;
   vaultToken: string;
   certPem: string;
+  /** With `browserSignIn`: the fake Entra's plain-HTTP sign-in origin, also set as LOCAL_DEV_SIGN_IN_BASE_URL. */
+  signInUrl?: string;
   /** Fetch that trusts the fakes' CA and does not follow redirects (a browser's first hop). */
   browserGet(url: string): Promise<{ status: number; location: string | null; body: string }>;
   stop(): Promise<void>;
@@ -30,8 +32,13 @@ export interface TestEnvironment {
  * at the suite's Azurite, and loads the real app entry point. One per test file (each file runs
  * in its own process, so the app reads these settings fresh).
  */
-export async function startTestEnvironment(extraEnv: Record<string, string> = {}): Promise<TestEnvironment> {
-  const stack = await startFakeStack();
+export async function startTestEnvironment(
+  extraEnv: Record<string, string> = {},
+  options: { browserSignIn?: boolean } = {},
+): Promise<TestEnvironment> {
+  // browserSignIn: the consent start sends the browser to the fake's plain-HTTP sign-in listener,
+  // whose port is only known once it listens, so the setting is filled in here.
+  const stack = await startFakeStack({ browserSignIn: options.browserSignIn === true });
   const { entra, vault, defender, clientId, clientSecret, msspTenantId, vaultToken } = stack;
   const env: Record<string, string> = {
     MSSP_CLIENT_ID: clientId,
@@ -47,6 +54,7 @@ export async function startTestEnvironment(extraEnv: Record<string, string> = {}
     MDE_PARTNER_PRODUCT: "Connector",
     LOCAL_DEV_CA_CERT_FILE: stack.certFile,
     LOCAL_DEV_VAULT_TOKEN: vaultToken,
+    ...(stack.signInUrl === undefined ? {} : { LOCAL_DEV_SIGN_IN_BASE_URL: stack.signInUrl }),
     ...extraEnv,
   };
   Object.assign(process.env, env);
@@ -63,6 +71,7 @@ export async function startTestEnvironment(extraEnv: Record<string, string> = {}
     msspTenantId,
     vaultToken,
     certPem: stack.certPem,
+    ...(stack.signInUrl === undefined ? {} : { signInUrl: stack.signInUrl }),
     async browserGet(url) {
       const response = await fetch(url, { dispatcher: agent, redirect: "manual" });
       return { status: response.status, location: response.headers.get("location"), body: await response.text() };

@@ -19,6 +19,8 @@ const TENANT = "72f988bf-0000-4000-8000-00000000000a";
 const APP_ID = "11111111-2222-4333-8444-555555555555";
 const SCOPE_ID = "99999999-8888-4777-8666-555555555555";
 const CALLBACK = "https://mssp-func-abc.azurewebsites.net/api/consent/callback";
+/** App Service authentication's callback on the same host: staff sign in to the console there. */
+const CONSOLE_CALLBACK = "https://mssp-func-abc.azurewebsites.net/.auth/login/aad/callback";
 const SECRET = "fake-secret_value~with.chars-0123"; // deliberately not in the real Entra secret format
 
 /**
@@ -39,6 +41,7 @@ case "$args" in
   "ad app create"*) echo "${APP_ID}" ;;
   "ad app show"*web.redirectUris*)
     if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then printf '%s\\n' "http://localhost:7071/api/consent/callback" "${CALLBACK}"; fi ;;
+  "ad app show"*appRoles*) if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then echo "5b0f0c1e-4f3a-4b8e-9a7d-2c6e1f0a9b31"; fi ;;
   "ad app show"*requiredResourceAccess*) if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then echo "${SCOPE_ID}"; fi ;;
   "ad app show"*) echo "${APP_ID}" ;;
   "ad sp list"*) if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then echo "sp-object-id"; fi ;;
@@ -180,9 +183,14 @@ describe("register-app.sh against a fake az", () => {
     expect(result.azCalls.join("\n")).not.toContain(SECRET);
     const calls = result.azCalls;
     expect(calls).toContain(
-      `ad app create --display-name MSSP Defender Connector --sign-in-audience AzureADMultipleOrgs --web-redirect-uris ${CALLBACK} --query appId --output tsv`,
+      `ad app create --display-name MSSP Defender Connector --sign-in-audience AzureADMultipleOrgs --web-redirect-uris ${CALLBACK} ${CONSOLE_CALLBACK} --query appId --output tsv`,
     );
     expect(calls).toContain(`ad sp create --id ${APP_ID} --output none`);
+    // The console's app role, added once with a fixed id.
+    const roleCall = calls.find((c) => c.startsWith(`ad app update --id ${APP_ID} --app-roles `));
+    expect(JSON.parse(roleCall?.slice(`ad app update --id ${APP_ID} --app-roles `.length) ?? "[]")).toEqual([
+      expect.objectContaining({ value: "Console.Operator", allowedMemberTypes: ["User"], isEnabled: true, id: "5b0f0c1e-4f3a-4b8e-9a7d-2c6e1f0a9b31" }),
+    ]);
     expect(calls).toContain(`ad app permission add --id ${APP_ID} --api fc780465-2017-40d4-a0c5-307022471b92 --api-permissions ${SCOPE_ID}=Scope --output none`);
     expect(calls.some((c) => c.startsWith(`ad app credential reset --id ${APP_ID} --append `))).toBe(true);
     expect(calls).toContain("keyvault secret set --vault-name kv-mssp-abc --name mssp-client-secret --file /dev/stdin --content-type text/plain --output none");
@@ -200,10 +208,11 @@ describe("register-app.sh against a fake az", () => {
     const calls = result.azCalls;
     expect(calls.some((c) => c.startsWith("ad app create"))).toBe(false);
     expect(calls).toContain(
-      `ad app update --id ${APP_ID} --sign-in-audience AzureADMultipleOrgs --web-redirect-uris http://localhost:7071/api/consent/callback ${CALLBACK}`,
+      `ad app update --id ${APP_ID} --sign-in-audience AzureADMultipleOrgs --web-redirect-uris http://localhost:7071/api/consent/callback ${CALLBACK} ${CONSOLE_CALLBACK}`,
     );
     expect(calls.some((c) => c.startsWith("ad app permission add"))).toBe(false);
     expect(calls.some((c) => c.startsWith("ad sp create"))).toBe(false);
+    expect(calls.some((c) => c.includes("--app-roles"))).toBe(false);
     expect(calls.some((c) => c.startsWith("ad app credential reset"))).toBe(false);
     expect(result.vault).toBeUndefined();
   });

@@ -77,9 +77,12 @@ describe("role assignments in infra/", () => {
     }
   });
 
-  it("uses no GUID in register-app.sh but the WindowsDefenderATP application id", () => {
+  it("uses no GUID in register-app.sh but the WindowsDefenderATP application id and the console's own app role id", () => {
     const script = readFileSync(path.join(INFRA_DIR, "register-app.sh"), "utf8");
-    expect(new Set((script.match(GUID) ?? []).map((g) => g.toLowerCase()))).toEqual(new Set([WINDOWS_DEFENDER_ATP_APP_ID]));
+    // The console role's id is this project's own (fixed so reruns are idempotent), not a built-in role.
+    const consoleRoleId = "5b0f0c1e-4f3a-4b8e-9a7d-2c6e1f0a9b31";
+    expect(new Set((script.match(GUID) ?? []).map((g) => g.toLowerCase()))).toEqual(new Set([WINDOWS_DEFENDER_ATP_APP_ID, consoleRoleId]));
+    expect(script).toContain(`"id":"${consoleRoleId}","isEnabled":true,"value":"Console.Operator"`);
   });
 
   it("names each role id correctly in the role table", () => {

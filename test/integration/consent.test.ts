@@ -69,6 +69,19 @@ describe("function registrations", () => {
     // The customer's admin has no function key; the guid constraint keeps start from shadowing callback.
     expect(summary["consentStart"]).toEqual({ type: "httpTrigger", route: "consent/{tenantId:guid}", methods: ["GET"], authLevel: "anonymous" });
     expect(summary["consentCallback"]).toEqual({ type: "httpTrigger", route: "consent/callback", methods: ["GET"], authLevel: "anonymous" });
+    expect(summary["consentAssets"]).toEqual({ type: "httpTrigger", route: "consent/assets/{name}", methods: ["GET"], authLevel: "anonymous" });
+    // The console: a browser has no function key; App Service authentication is the gate (test/integration/console*.test.ts).
+    expect(summary["consoleTenants"]).toEqual({ type: "httpTrigger", route: "console", methods: ["GET"], authLevel: "anonymous" });
+    expect(summary["consoleRegister"]).toEqual({ type: "httpTrigger", route: "console/register", methods: ["GET", "POST"], authLevel: "anonymous" });
+    expect(summary["consoleTenant"]).toEqual({ type: "httpTrigger", route: "console/tenants/{tenantId}", methods: ["GET"], authLevel: "anonymous" });
+    expect(summary["consoleConsentLink"]).toEqual({
+      type: "httpTrigger",
+      route: "console/tenants/{tenantId}/consent-link",
+      methods: ["POST"],
+      authLevel: "anonymous",
+    });
+    expect(summary["consoleOffboard"]).toEqual({ type: "httpTrigger", route: "console/tenants/{tenantId}/offboard", methods: ["POST"], authLevel: "anonymous" });
+    expect(summary["consoleAssets"]).toEqual({ type: "httpTrigger", route: "console/assets/{name}", methods: ["GET"], authLevel: "anonymous" });
   });
 
   it("registers the pull timer and the queue functions on the queues the scheduler fills", () => {
@@ -76,7 +89,7 @@ describe("function registrations", () => {
     expect(trigger("schedulePulls")).toMatchObject({ type: "timerTrigger", schedule: "0 */5 * * * *", runOnStartup: false });
     expect(trigger("pullTenant")).toMatchObject({ type: "queueTrigger", queueName: "tenant-pulls", connection: "AzureWebJobsStorage" });
     expect(trigger("pullTenantPoisoned")).toMatchObject({ type: "queueTrigger", queueName: "tenant-pulls-poison", connection: "AzureWebJobsStorage" });
-    expect(env.app.functions.size).toBe(11);
+    expect(env.app.functions.size).toBe(18);
   });
 });
 

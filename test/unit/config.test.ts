@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig } from "../../shared/config";
+import { APP_SETTING_NAMES, ConfigError, LOCAL_DEV_SETTING_NAMES, loadConfig } from "../../shared/config";
 import { APP_VERSION } from "../../shared/version";
 
 const valid = {
@@ -63,6 +63,37 @@ describe("loadConfig", () => {
   it("refuses local-development settings when running in Azure", () => {
     const problems = problemsOf({ ...valid, LOCAL_DEV_VAULT_TOKEN: "x", WEBSITE_INSTANCE_ID: "abc" });
     expect(problems.join()).toContain("LOCAL_DEV_");
+  });
+
+  describe("LOCAL_DEV_SIGN_IN_BASE_URL", () => {
+    const setting = "LOCAL_DEV_SIGN_IN_BASE_URL";
+
+    it("is absent unless set, and listed among the local-development settings", () => {
+      expect(loadConfig(valid).localDev.signInBaseUrl).toBeUndefined();
+      expect(LOCAL_DEV_SETTING_NAMES).toContain(setting);
+      expect(APP_SETTING_NAMES as readonly string[]).not.toContain(setting);
+    });
+
+    it("accepts http on loopback and any https origin, without a trailing slash", () => {
+      expect(loadConfig({ ...valid, [setting]: "http://127.0.0.1:53123/" }).localDev.signInBaseUrl).toBe("http://127.0.0.1:53123");
+      expect(loadConfig({ ...valid, [setting]: "http://localhost:8080" }).localDev.signInBaseUrl).toBe("http://localhost:8080");
+      expect(loadConfig({ ...valid, [setting]: "https://login.sandbox.example" }).localDev.signInBaseUrl).toBe("https://login.sandbox.example");
+    });
+
+    it("must be http on loopback or https, an origin without path, query or credentials", () => {
+      for (const bad of ["http://login.sandbox.example:8080", "ftp://127.0.0.1", "127.0.0.1:8080", "http://127.0.0.1:8080/common", "http://127.0.0.1:8080/?x=1", "https://u:p@login.example"]) {
+        const problems = problemsOf({ ...valid, [setting]: bad });
+        expect(problems.join("\n"), bad).toContain(setting);
+        expect(problems.join("\n"), bad).not.toContain(bad);
+      }
+    });
+
+    it("is refused when running in Azure", () => {
+      const problems = problemsOf({ ...valid, [setting]: "http://127.0.0.1:53123", WEBSITE_INSTANCE_ID: "abc" });
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toContain("must not be set in Azure");
+      expect(problems[0]).toContain(setting);
+    });
   });
 
   it("keeps APP_VERSION equal to package.json", () => {

@@ -1,0 +1,409 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { startAzurite, type AzuriteInstance } from "../harness/azurite";
+import {
+  checkAccessibility,
+  saveScreenshot,
+  useBrowser,
+  watchPage,
+  type AccessibilityReport,
+  type BrowserContext,
+  type Page,
+  type PageWatch,
+} from "../harness/browser";
+
+/**
+ * The sandbox as a person uses it, end to end in Debian's Chromium: `scripts/sandbox.mjs` runs as
+ * a child process (its own Azurite, a free port), an operator registers a customer in the console
+ * from the keyboard, the customer's admin opens the consent link in another browser profile and
+ * clicks Accept on the simulated Entra ID sign-in page, and the console then shows the customer
+ * healthy with alerts pulled. Nothing is faked here beyond what the sandbox itself simulates; the
+ * sign-in page is plain http on loopback, so this test sets no ignoreHTTPSErrors: a certificate
+ * warning would fail the navigation.
+ *
+ * The tests below run in order and share the sandbox and the tenants they register.
+ */
+
+// A 2-core CI machine: the sandbox, its Azurite and Chromium start slowly beside other test files.
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 180_000 });
+
+/** The few DOM names used inside page.evaluate (the test tsconfig has no DOM lib). */
+interface FocusedElement {
+  id: string;
+  tagName: string;
+  textContent: string | null;
+  matches(selector: string): boolean;
+}
+declare const document: { activeElement: FocusedElement | null; body: unknown };
+declare const navigator: { clipboard: { readText(): Promise<string> } };
+
+const SANDBOX = fileURLToPath(new URL("../../scripts/sandbox.mjs", import.meta.url));
+const SIMULATED_TENANTS = ["Contoso Ltd", "Northwind Traders", "Fabrikam Inc"];
+const HOSTILE_NAME = "<img src=x onerror=alert(1)><b>bold</b>";
+const VIEWPORT = { width: 1280, height: 800 };
+
+let azurite: AzuriteInstance | undefined;
+let sandbox: ChildProcess | undefined;
+let output = "";
+let port = 0;
+let base = "";
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port: free } = server.address() as { port: number };
+      server.close(() => resolve(free));
+    });
+  });
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, intervalMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (sandbox && sandbox.exitCode !== null) throw new Error(`the sandbox exited (code ${sandbox.exitCode}) while waiting for ${what}; its output:\n${output}`);
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms; sandbox output:\n${output}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+beforeAll(async () => {
+  // Its own storage: the sandbox's pull loop would otherwise take other test files' queue messages.
+  azurite = await startAzurite();
+  port = await freePort();
+  base = `http://localhost:${port}`;
+  sandbox = spawn(process.execPath, [SANDBOX, "--tenants", "3", "--timer-seconds", "2", "--alerts-per-minute", "60"], {
+    env: { ...process.env, PORT: String(port), SANDBOX_STORAGE_CONNECTION_STRING: azurite.connectionString },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  sandbox.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")));
+  sandbox.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")));
+  await until("the sandbox banner", async () => (output.includes("Sandbox running") ? true : undefined), 150_000);
+  expect(output).toContain(`${base}/api/console`);
+});
+
+afterAll(async () => {
+  if (sandbox && sandbox.exitCode === null && sandbox.signalCode === null) sandbox.kill("SIGKILL");
+  await azurite?.stop();
+});
+
+// Registered after the hooks above, so closed before them.
+const browser = useBrowser();
+
+/** The operator's browser profile: one context, its console cookies kept from test to test. */
+let operator: { context: BrowserContext; page: Page; watch: PageWatch } | undefined;
+async function operatorPage(): Promise<{ page: Page; watch: PageWatch }> {
+  if (!operator) {
+    const context = await browser().newContext({ viewport: VIEWPORT });
+    const page = await context.newPage();
+    operator = { context, page, watch: watchPage(page) };
+  }
+  return operator;
+}
+
+/** A customer's admin: a fresh profile without the console's cookies. */
+async function adminPage(): Promise<{ page: Page; watch: PageWatch }> {
+  const page = await (await browser().newContext({ viewport: VIEWPORT })).newPage();
+  return { page, watch: watchPage(page) };
+}
+
+async function expectAccessible(page: Page): Promise<AccessibilityReport> {
+  const report = await checkAccessibility(page);
+  expect(report.failing, `${report.url}\n${report.summary}`).toEqual([]);
+  expect(report.passes.length).toBeGreaterThan(5); // axe did run
+  return report;
+}
+
+/** Console errors other than Chromium's note of an expected error status of a document. */
+function unexpectedConsoleErrors(watch: PageWatch, expectedStatuses: number[] = []): string[] {
+  return watch.consoleErrors.filter(
+    (line) => !expectedStatuses.some((status) => line.startsWith(`Failed to load resource: the server responded with a status of ${status} `)),
+  );
+}
+
+/** What a person sees: the rendered text plus the values of the fields, which innerText leaves out. */
+async function visibleText(page: Page): Promise<string> {
+  const values = await page.locator("input:visible").evaluateAll((fields) => fields.map((f) => (f as unknown as { value: string }).value));
+  return [await page.locator("body").innerText(), ...values].join("\n");
+}
+
+/** Presses Tab until the focused element matches `selector`; the keyboard path a person takes. */
+async function tabTo(page: Page, selector: string, maxPresses = 40): Promise<void> {
+  const seen: string[] = [];
+  for (let i = 0; i < maxPresses; i++) {
+    await page.keyboard.press("Tab");
+    const focused = await page.evaluate((sel) => {
+      const el = document.activeElement;
+      if (!el || el === document.body) return { matches: false, what: "body" };
+      return { matches: el.matches(sel), what: `${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ""} "${(el.textContent ?? "").trim().slice(0, 40)}"` };
+    }, selector);
+    if (focused.matches) return;
+    seen.push(focused.what);
+  }
+  throw new Error(`Tab never reached ${selector}; focus went through: ${seen.join(", ")}`);
+}
+
+/** Runs a keyboard action that submits or follows a link, and returns the response of the new document. */
+async function navigateBy(page: Page, action: () => Promise<void>) {
+  const [response] = await Promise.all([page.waitForNavigation({ waitUntil: "load" }), action()]);
+  return response;
+}
+
+interface Row {
+  name: string;
+  tenantId: string;
+  status: string;
+  alertsInLastPull: string;
+}
+
+/** The tenants table as shown. */
+async function tableRows(page: Page): Promise<Row[]> {
+  return page.locator("main table tbody tr").evaluateAll((rows) =>
+    rows
+      .filter((row) => row.querySelector("th"))
+      .map((row) => {
+        const cells = row.querySelectorAll("td");
+        return {
+          name: row.querySelector("th")?.textContent?.trim() ?? "",
+          tenantId: cells[0]?.textContent?.trim() ?? "",
+          status: cells[1]?.textContent?.trim() ?? "",
+          alertsInLastPull: cells[3]?.textContent?.trim() ?? "",
+        };
+      }),
+  );
+}
+
+/** Registers a tenant through the console's form (pointer and typing; the keyboard-only path is test 2). */
+async function registerInConsole(page: Page, tenantId: string, displayName: string): Promise<string> {
+  await page.goto(`${base}/api/console/register`);
+  await page.locator("#tenantId").fill(tenantId);
+  await page.locator("#displayName").fill(displayName);
+  const response = await navigateBy(page, () => page.getByRole("button", { name: "Register tenant" }).click());
+  expect(response?.status()).toBe(201);
+  const link = await page.locator("#consent-link").inputValue();
+  expect(link.startsWith(`${base}/api/consent/${tenantId}?`), link).toBe(true);
+  return link;
+}
+
+/** Shared between the tests, in order. */
+const customer = { tenantId: randomUUID(), displayName: "Tailspin Toys", consentUrl: "" };
+
+describe("the sandbox's console and consent pages in a browser", () => {
+  it("1. lists the three simulated tenants, says the cloud is simulated, and is accessible", async () => {
+    const { page } = await operatorPage();
+    const response = await page.goto(`${base}/api/console`);
+    expect(response?.status()).toBe(200);
+    expect(await page.title()).toBe("Tenants");
+    expect(await page.getByRole("note").innerText()).toMatch(/Simulated Microsoft cloud/);
+    const rows = await tableRows(page);
+    expect(rows.map((r) => r.name).sort()).toEqual([...SIMULATED_TENANTS].sort());
+    for (const row of rows) expect(row.tenantId).toMatch(/^[0-9a-f-]{36}$/);
+    await expectAccessible(page);
+  });
+
+  it("2. registers a tenant from the keyboard alone, with inline validation, and copies its consent link", async () => {
+    const { page } = await operatorPage();
+    await page.goto(`${base}/api/console`);
+    // Keyboard only from here: Tab to the register link, Enter.
+    await tabTo(page, `a[href="/api/console/register"]`);
+    await navigateBy(page, () => page.keyboard.press("Enter"));
+    expect(new URL(page.url()).pathname).toBe("/api/console/register");
+
+    // A tenant id one character short first.
+    const typo = customer.tenantId.slice(0, -1);
+    await tabTo(page, "#tenantId");
+    await page.keyboard.type(typo);
+    await page.keyboard.press("Tab");
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe("displayName");
+    await page.keyboard.type(customer.displayName);
+    const refused = await navigateBy(page, () => page.keyboard.press("Enter"));
+    expect(refused?.status()).toBe(400);
+    // The error is next to the field (same field group), tied to it, and the values are kept.
+    const error = page.locator("#tenantId-error");
+    expect(await error.isVisible()).toBe(true);
+    expect(await error.innerText()).toMatch(/Enter the tenant ID as a GUID/);
+    expect(await page.locator(".field:has(#tenantId) #tenantId-error").count()).toBe(1);
+    expect(await page.locator("#tenantId").getAttribute("aria-invalid")).toBe("true");
+    expect((await page.locator("#tenantId").getAttribute("aria-describedby"))?.split(" ")).toContain("tenantId-error");
+    expect(await page.locator("#tenantId").inputValue()).toBe(typo);
+    expect(await page.locator("#displayName").inputValue()).toBe(customer.displayName);
+    expect(await page.locator("#displayName").getAttribute("aria-invalid")).toBeNull();
+    expect(await page.getByRole("alert").innerText()).toMatch(/The tenant was not registered/);
+    await expectAccessible(page);
+
+    // Then the right one: replace the field's text, submit with Enter.
+    await tabTo(page, "#tenantId");
+    await page.keyboard.press("Control+A");
+    await page.keyboard.type(customer.tenantId);
+    const registered = await navigateBy(page, () => page.keyboard.press("Enter"));
+    expect(registered?.status()).toBe(201);
+    expect(await page.getByRole("heading", { level: 1 }).innerText()).toBe(customer.displayName);
+    expect(await page.getByRole("status").first().innerText()).toMatch(/The tenant is registered/);
+    customer.consentUrl = await page.locator("#consent-link").inputValue();
+    expect(customer.consentUrl.startsWith(`${base}/api/consent/${customer.tenantId}?`), customer.consentUrl).toBe(true);
+    expect(new URL(customer.consentUrl).searchParams.get("sig")).toBeTruthy();
+    await expectAccessible(page);
+
+    // Copy, from the keyboard: Tab to the Copy button, Enter, and read the clipboard.
+    await page.context().grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
+    await tabTo(page, `button[data-copy-target="consent-link"]`);
+    expect(await page.locator(`button[data-copy-target="consent-link"]`).innerText()).toMatch(/^Copy/);
+    await page.keyboard.press("Enter");
+    const copyStatus = page.locator(`[data-copy-status-for="consent-link"]`);
+    await until("the copy status", async () => ((await copyStatus.innerText()) ? true : undefined), 10_000, 100);
+    expect(await copyStatus.innerText()).toBe("Copied to the clipboard.");
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(customer.consentUrl);
+  });
+
+  it("3. the customer's admin opens the link, reaches the plain-http simulated sign-in, accepts, and sees the success page", async () => {
+    expect(customer.consentUrl, "test 2 registered the tenant").not.toBe("");
+    const { page, watch } = await adminPage();
+    // No console cookie in this profile.
+    expect(await page.context().cookies()).toEqual([]);
+
+    const response = await page.goto(customer.consentUrl);
+    expect(response?.status()).toBe(200);
+    const signIn = new URL(page.url());
+    // The simulated Entra ID on plain http on loopback (another port than the app): no certificate to warn about.
+    expect(signIn.protocol).toBe("http:");
+    expect(signIn.hostname).toBe("localhost");
+    expect(signIn.port).not.toBe(String(port));
+    expect(signIn.pathname).toBe(`/${customer.tenantId}/oauth2/v2.0/authorize`);
+    expect(await page.title()).toBe("Sign in (simulated Microsoft Entra ID)");
+    expect(await page.locator("body").innerText()).toMatch(/Simulated Microsoft cloud/);
+    const applicationId = signIn.searchParams.get("client_id") ?? "";
+    expect(applicationId).toMatch(/^[0-9a-f-]{36}$/);
+    await expectAccessible(page);
+
+    const accepted = await navigateBy(page, () => page.getByRole("button", { name: /Accept/ }).click());
+    expect(accepted?.status()).toBe(200);
+    const landed = new URL(page.url());
+    expect(landed.origin).toBe(base);
+    expect(landed.pathname).toBe("/api/consent/callback");
+    expect(await page.title()).toBe("Consent complete");
+    const shown = await visibleText(page);
+    expect(shown).toContain("Sandbox MSSP");
+    expect(shown).toContain(`${customer.displayName} is now connected`);
+    expect(shown).toMatch(/Simulated Microsoft cloud/);
+    // The two values the admin enters in the Defender portal, each with a Copy button.
+    expect(await page.getByLabel("Application ID", { exact: true }).inputValue()).toBe(applicationId);
+    const msspTenantId = await page.getByLabel("Tenant ID", { exact: true }).inputValue();
+    expect(msspTenantId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(msspTenantId).not.toBe(customer.tenantId);
+    expect(await page.getByRole("button", { name: "Copy Application ID" }).isVisible()).toBe(true);
+    expect(await page.getByRole("button", { name: "Copy Tenant ID" }).isVisible()).toBe(true);
+    expect(shown).toContain(customer.tenantId);
+    await expectAccessible(page);
+    await saveScreenshot(page, "consent-success");
+
+    expect(watch).toEqual({ dialogs: [], pageErrors: [], consoleErrors: [] });
+  });
+
+  it("4. the console then shows the new tenant healthy, with alerts in its last pull", async () => {
+    const { page } = await operatorPage();
+    // The sandbox streams alerts to tenants registered while it runs (it looks every 15 s), pulls
+    // every 2 s and reads alerts once they are 5 s old.
+    const row = await until(
+      "the new tenant healthy with alerts in its last pull",
+      async () => {
+        await page.goto(`${base}/api/console?q=${customer.tenantId}`);
+        const [found] = await tableRows(page);
+        return found && found.status === "Healthy" && Number(found.alertsInLastPull.replace(/,/g, "")) > 0 ? found : undefined;
+      },
+      90_000,
+      2_000,
+    );
+    expect(row).toMatchObject({ name: customer.displayName, tenantId: customer.tenantId, status: "Healthy" });
+
+    // The picture for the docs: every tenant listed, as an operator sees them.
+    const response = await page.goto(`${base}/api/console`);
+    expect(response?.status()).toBe(200);
+    const rows = await tableRows(page);
+    expect(rows.map((r) => r.name).sort()).toEqual([...SIMULATED_TENANTS, customer.displayName].sort());
+    await expectAccessible(page);
+    await saveScreenshot(page, "console");
+  }, 150_000);
+
+  it("5. a tampered consent link shows the error page, not a redirect", async () => {
+    const tampered = new URL(customer.consentUrl);
+    const sig = tampered.searchParams.get("sig") ?? "";
+    tampered.searchParams.set("sig", (sig[0] === "A" ? "B" : "A") + sig.slice(1));
+    const { page, watch } = await adminPage();
+    const response = await page.goto(tampered.toString());
+    expect(response?.status()).toBe(400);
+    expect(response?.request().redirectedFrom()).toBeNull();
+    expect(page.url()).toBe(tampered.toString());
+    expect(await page.getByRole("heading", { level: 1 }).innerText()).toBe("This consent link is not valid");
+    await expectAccessible(page);
+    expect(watch.dialogs).toEqual([]);
+    expect(watch.pageErrors).toEqual([]);
+    expect(unexpectedConsoleErrors(watch, [400])).toEqual([]);
+  });
+
+  it("6. a display name with markup shows as text in the table and on the tenant page", async () => {
+    const { page, watch } = await operatorPage();
+    const tenantId = randomUUID();
+    await registerInConsole(page, tenantId, HOSTILE_NAME);
+    expect(await page.getByRole("heading", { level: 1 }).innerText()).toBe(HOSTILE_NAME);
+    expect(await page.title()).toBe(HOSTILE_NAME);
+    expect(await page.locator("b, img").count()).toBe(0);
+
+    await page.goto(`${base}/api/console`);
+    const rows = await tableRows(page);
+    expect(rows.find((r) => r.tenantId === tenantId)?.name).toBe(HOSTILE_NAME);
+    expect(await page.locator("b, img").count()).toBe(0);
+
+    await navigateBy(page, () => page.getByRole("link", { name: HOSTILE_NAME, exact: true }).click());
+    expect(new URL(page.url()).pathname).toBe(`/api/console/tenants/${tenantId}`);
+    expect(await page.getByRole("heading", { level: 1 }).innerText()).toBe(HOSTILE_NAME);
+    expect(await page.locator("b, img").count()).toBe(0);
+
+    expect(watch.dialogs).toEqual([]);
+    expect(watch.pageErrors).toEqual([]);
+    // The only error lines of the operator's page so far: the 400 of test 2's refused form.
+    expect(unexpectedConsoleErrors(watch, [400])).toEqual([]);
+  });
+
+  it("7. an admin who declines sees the refusal, and the tenant stays pending consent", async () => {
+    const operatorSide = await operatorPage();
+    const tenantId = randomUUID();
+    const link = await registerInConsole(operatorSide.page, tenantId, "Woodgrove Bank");
+
+    const { page, watch } = await adminPage();
+    const response = await page.goto(link);
+    expect(response?.status()).toBe(200);
+    expect(await page.title()).toBe("Sign in (simulated Microsoft Entra ID)");
+    const declined = await navigateBy(page, () => page.getByRole("button", { name: /Decline/ }).click());
+    expect(declined?.status()).toBe(403);
+    expect(new URL(page.url()).pathname).toBe("/api/consent/callback");
+    expect(await page.getByRole("heading", { level: 1 }).innerText()).toBe("Consent was declined");
+    expect(await page.locator("main").innerText()).toMatch(/declined the permission request/);
+    await expectAccessible(page);
+    expect(watch.dialogs).toEqual([]);
+    expect(watch.pageErrors).toEqual([]);
+    expect(unexpectedConsoleErrors(watch, [403])).toEqual([]);
+
+    await operatorSide.page.goto(`${base}/api/console?q=${tenantId}`);
+    const [row] = await tableRows(operatorSide.page);
+    expect(row).toMatchObject({ tenantId, name: "Woodgrove Bank", status: "Pending consent" });
+    await operatorSide.page.goto(`${base}/api/console/tenants/${tenantId}`);
+    expect(await operatorSide.page.locator("dl.facts .badge").first().innerText()).toBe("Pending consent");
+  });
+
+  it("stops on Ctrl-C (SIGINT) with exit code 0", async () => {
+    // Close the browser's connections first, so the sandbox's shutdown waits for none.
+    await Promise.all(browser().browser.contexts().map((context) => context.close()));
+    operator = undefined;
+    const child = sandbox;
+    expect(child?.exitCode, "the sandbox is still running").toBeNull();
+    const exited = new Promise<number | null>((resolve) => child?.once("exit", (code) => resolve(code)));
+    child?.kill("SIGINT");
+    expect(await exited, output).toBe(0);
+  });
+});
