@@ -129,6 +129,7 @@ async function main() {
       host: "127.0.0.1",
       storageConnectionString: azurite.connectionString,
       timerIntervalMs: opts.timerSeconds * 1000,
+      rootRedirect: "/api/console",
       log: (line) => console.log(`  ${line}`),
     });
   } catch (error) {
@@ -206,7 +207,7 @@ async function main() {
   console.log(`
 Sandbox running. ${SIMULATED}
 
-  console           ${baseUrl}/api/console           (register a tenant, copy its consent link, open it, Accept)
+  console           ${baseUrl}  (${baseUrl}/api/console: register a tenant, copy its consent link, open it, Accept)
   operator API      ${baseUrl}/api/tenants            (no key needed in the sandbox)
   sign-in page      ${signInUrl}  (simulated Microsoft Entra ID)
   storage           Azurite ${azurite.reused ? "(already running: tenants of earlier runs show as needing re-consent)" : "(in memory, gone at exit)"} on 127.0.0.1:10000-10002

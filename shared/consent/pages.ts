@@ -6,7 +6,7 @@
  */
 import { DEFAULT_MSSP_DISPLAY_NAME } from "../config";
 import { CONSENT_SCRIPT_PATH, CONSENT_STYLESHEET_PATH } from "../ui/assets";
-import { CONSENT_PAGE_HEADERS, copyField, html, renderDocument, type HtmlPage } from "../ui/page";
+import { CONSENT_PAGE_HEADERS, copyField, html, renderDocument, type HtmlPage, SANDBOX_BANNER } from "../ui/page";
 
 export { escapeHtml, PAGE_HEADERS, type HtmlPage } from "../ui/page";
 
@@ -26,8 +26,6 @@ export interface ConsentPageOptions {
   /** The local sandbox: say that the Microsoft cloud is simulated. */
   sandbox?: boolean;
 }
-
-export const SANDBOX_BANNER = "Simulated Microsoft cloud (sandbox)";
 
 export function renderPage(status: number, content: PageContent, options: ConsentPageOptions = {}): HtmlPage {
   const msspName = options.msspName ?? DEFAULT_MSSP_DISPLAY_NAME;

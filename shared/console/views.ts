@@ -4,7 +4,7 @@ import type { PullHealth } from "../pull/health";
 import type { PullRun } from "../pull/pullHistory";
 import { DEFENDER_REGIONS } from "../state/tenantRegistry";
 import { CONSOLE_SCRIPT_PATH, CONSOLE_STYLESHEET_PATH } from "../ui/assets";
-import { CONSOLE_PAGE_HEADERS, copyField, html, renderDocument, type HtmlPage, type PageCookie, type SafeHtml } from "../ui/page";
+import { CONSOLE_PAGE_HEADERS, SANDBOX_BANNER, copyField, html, renderDocument, type HtmlPage, type PageCookie, type SafeHtml } from "../ui/page";
 import type { Operator } from "./access";
 import { CSRF_FIELD } from "./csrf";
 import { CONSOLE_STATUSES, STATUS_LABELS, type ConsoleStatus, type StatusVerdict } from "./status";
@@ -12,7 +12,6 @@ import { CONSOLE_STATUSES, STATUS_LABELS, type ConsoleStatus, type StatusVerdict
 /** The server-rendered pages of the operator console. Every value goes through `html`, which escapes it. */
 
 export const CONSOLE_PATH = "/api/console";
-export const SANDBOX_BANNER = "Simulated Microsoft cloud (sandbox)";
 
 export interface PageContext {
   msspName: string;

@@ -143,3 +143,6 @@ export function copyField(id: string, label: string, value: string): SafeHtml {
 <p class="copy-status" role="status" aria-live="polite" data-copy-status-for="${id}"></p>
 </div>`;
 }
+
+/** Every page the sandbox serves says so. */
+export const SANDBOX_BANNER = "Simulated Microsoft cloud (sandbox)";

@@ -54,6 +54,8 @@ export interface LocalDispatcherOptions {
   functionLog?: (entry: LogEntry) => void;
   /** Larger request bodies are answered 413 without invoking anything. Default 1 MiB. */
   maxRequestBodyBytes?: number;
+  /** Where `GET /` sends a browser (the sandbox: its console), instead of a 404. */
+  rootRedirect?: string;
   /** `app.logs` keeps at most this many entries while the dispatcher runs (it runs for hours). Default 10 000. */
   maxRetainedLogs?: number;
   /**
@@ -447,6 +449,7 @@ const DRAIN_LIMIT_FACTOR = 16;
 
 interface HttpContext {
   app: RegisteredApp;
+  rootRedirect: string | undefined;
   router: Router;
   maxBodyBytes: number;
   tracker: InvocationTracker;
@@ -529,6 +532,12 @@ async function serveHttp(ctx: HttpContext, req: IncomingMessage, res: ServerResp
   const request = `${method} ${url.pathname}`;
   if (ctx.isClosing()) {
     replyPlain(res, 503, "Service Unavailable", { Connection: "close" });
+    return;
+  }
+  if (ctx.rootRedirect && url.pathname === "/" && (method === "GET" || method === "HEAD")) {
+    res.writeHead(302, { Location: ctx.rootRedirect, "Content-Length": "0" });
+    res.end();
+    ctx.log("(root)", "302", started, request);
     return;
   }
   const match = ctx.router.match(method, url.pathname);
@@ -1106,6 +1115,7 @@ export async function startLocalDispatcher(options: LocalDispatcherOptions): Pro
     app,
     router,
     maxBodyBytes: options.maxRequestBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+    rootRedirect: options.rootRedirect,
     tracker,
     isClosing: () => closing,
     fallbackHost: () => fallbackHost,

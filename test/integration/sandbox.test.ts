@@ -83,6 +83,8 @@ describe("sandbox", () => {
     );
     expect(tenants.every((t) => t.health.lastSuccessfulPullAt !== null)).toBe(true);
     // The console is served without sign-in in the sandbox, and says the cloud is simulated.
+    const root = await fetch(`http://127.0.0.1:${port}/`, { redirect: "manual" });
+    expect([root.status, root.headers.get("location")]).toEqual([302, "/api/console"]);
     const console = await fetch(`http://127.0.0.1:${port}/api/console`);
     expect(console.status).toBe(200);
     const page = await console.text();
