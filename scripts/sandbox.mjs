@@ -5,8 +5,9 @@
 // functions served on http://localhost:7071/api by the local dispatcher the tests use too.
 //
 //   node scripts/sandbox.mjs [--tenants 3] [--alerts-per-minute 6] [--timer-seconds 20] [--reconsent-after-minutes 3]
-//   PORT overrides 7071. Needs `npm run build` (dist/) and `tsc -p test/fakes/tsconfig.bench.json` (dist-bench/).
+//   PORT overrides 7071. Needs `npm run build` (dist/) and `npm run build:local` (the fakes and the local host, dist-bench/).
 import { randomBytes, randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -72,6 +73,10 @@ async function main() {
   if (azurite.child) cleanups.push(() => stopAzurite(azurite.child));
 
   const fakesDir = join(root, "dist-bench", "test", "fakes");
+  if (!existsSync(join(fakesDir, "fakeStack.js")) || !existsSync(join(root, "dist", "functions", "index.js"))) {
+    fail("The sandbox runs the compiled app and fakes: start it with `npm start` (which builds both), or run `npm run build && npm run build:local` first.");
+    return;
+  }
   const { createTestCertificate } = require(join(fakesDir, "tls.js"));
   const { FakeEntra } = require(join(fakesDir, "fakeEntra.js"));
   const { FakeKeyVault } = require(join(fakesDir, "fakeKeyVault.js"));
