@@ -34,8 +34,12 @@ export interface PullHealth {
   warnings: PullWarning[];
 }
 
-function warningsOf(state: PullState & { incidents?: PullIncidents }): PullWarning[] {
+/** An event warns for a day: long enough to be seen on the next shift, not a tenant degraded for ever. */
+const WARNING_LIFETIME_MS = 24 * 3600_000;
+
+function warningsOf(state: PullState & { incidents?: PullIncidents }, now: number): PullWarning[] {
   const warnings: PullWarning[] = [];
+  const recent = (at: string | undefined): boolean => at !== undefined && now - Date.parse(at) < WARNING_LIFETIME_MS;
   if (state.clockSkewMs !== undefined && Math.abs(state.clockSkewMs) / 1000 > CLOCK_SKEW_WARNING_SECONDS) {
     const seconds = Math.round(state.clockSkewMs / 1000);
     warnings.push({
@@ -44,7 +48,7 @@ function warningsOf(state: PullState & { incidents?: PullIncidents }): PullWarni
       at: state.lastRunAt ?? null,
     });
   }
-  if (state.deadLetters > 0) {
+  if (state.deadLetters > 0 && recent(state.lastDeadLetterAt)) {
     warnings.push({
       code: "dead_letters",
       message: `${state.deadLetters} item(s) the pipeline could not accept are in the dead-letter container (last: ${state.lastDeadLetterReason ?? "unknown"}); list them with GET /api/tenants/{tenantId}/dead-letters`,
@@ -52,21 +56,21 @@ function warningsOf(state: PullState & { incidents?: PullIncidents }): PullWarni
     });
   }
   const incidents = state.incidents;
-  if (incidents && incidents.leaseLost > 0) {
+  if (incidents && incidents.leaseLost > 0 && recent(incidents.lastLeaseLostAt)) {
     warnings.push({
       code: "lease_lost",
       message: `A pull lost its lease to another pull of this tenant ${incidents.leaseLost} time(s); the other pull carried on`,
       at: incidents.lastLeaseLostAt ?? null,
     });
   }
-  if (incidents && incidents.releaseFailed > 0) {
+  if (incidents && incidents.releaseFailed > 0 && recent(incidents.lastReleaseFailedAt)) {
     warnings.push({
       code: "lease_release_failed",
       message: `A pull could not release its lease ${incidents.releaseFailed} time(s); the tenant waited for the lease to lapse`,
       at: incidents.lastReleaseFailedAt ?? null,
     });
   }
-  if (state.lastWarningCode) {
+  if (state.lastWarningCode && recent(state.lastWarningAt)) {
     warnings.push({ code: state.lastWarningCode, message: state.lastWarningMessage ?? "", at: state.lastWarningAt ?? null });
   }
   return warnings;
@@ -89,7 +93,7 @@ export function pullHealthOf(state: (PullState & { incidents?: PullIncidents }) 
     clockSkewSeconds: state?.clockSkewMs === undefined ? null : Math.round(state.clockSkewMs / 1000),
     deadLetters: state?.deadLetters ?? 0,
     lastDeadLetterReason: state?.lastDeadLetterReason ?? null,
-    warnings: state ? warningsOf(state) : [],
+    warnings: state ? warningsOf(state, clock()) : [],
   };
 }
 

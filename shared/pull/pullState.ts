@@ -351,7 +351,8 @@ export class PullStateStore {
     } catch (error) {
       const mine = isConcurrencyConflict(error) ? await this.committedByUs(tenantId, writeId) : undefined;
       if (mine === undefined) {
-        if (spill && spill !== unchangedSpill) void this.spill.remove(spill).catch(() => undefined);
+        // Only a definite refusal frees the new blob: after a timeout the row may point at it.
+        if (spill && spill !== unchangedSpill && isConcurrencyConflict(error)) void this.spill.remove(spill).catch(() => undefined);
         if (isConcurrencyConflict(error)) throw new LeaseLostError("taken");
         if (statusOf(error) === 404) throw new LeaseLostError("reset");
         throw error;

@@ -49,6 +49,7 @@ export class DeadLetterRedrive {
   async redrive(tenantId: string, log: Logger): Promise<RedriveResult> {
     const tenant = await this.deps.tenants.get(tenantId);
     if (!tenant) throw notFound("tenant_not_found", "No tenant with this id is registered.");
+    if (tenant.status === "offboarded") throw conflict("tenant_offboarded", "The tenant is offboarded; its data is not delivered any more.");
     const lease = await this.deps.pullState.acquire(tenantId, `redrive-${randomUUID()}`, LEASE_MS);
     if (!lease) throw conflict("pull_running", "A pull of this tenant is running; try again in a minute.");
     const result: RedriveResult = { examined: 0, redriven: 0, delivered: 0, remaining: 0 };
@@ -75,12 +76,15 @@ export class DeadLetterRedrive {
           result.remaining++;
           continue;
         }
-        const fresh: AlertEnvelope[] = page.alerts
-          .filter((alert) => !lease.state.delivered.has(versionHash(alert)))
-          .map((alert) => ({ tenantId, tenantName: tenant.displayName, source: "mde", pulledAt, alert }));
+        const fresh = page.alerts.filter((alert) => !lease.state.delivered.has(versionHash(alert)));
         if (fresh.length > 0) {
+          const envelopes: AlertEnvelope[] = fresh.map((alert) => ({ tenantId, tenantName: tenant.displayName, source: "mde", pulledAt, alert }));
           // `resumed`: a sink that can tell leaves out what an earlier delivery of the page stored.
-          await this.deps.sink.write({ tenantId, pageFrom: letter.page.from, pageTo: letter.page.to, skip: letter.page.skip, resumed: true }, fresh);
+          await this.deps.sink.write({ tenantId, pageFrom: letter.page.from, pageTo: letter.page.to, skip: letter.page.skip, resumed: true }, envelopes);
+          // Remembered like any delivery, so a pull that reads the alert again in its overlap skips it.
+          for (const alert of fresh) lease.state.delivered.set(versionHash(alert), Math.floor(alert.updatedAtMs / 1000));
+          lease.markDeliveredChanged();
+          await lease.save();
         }
         await this.deps.deadLetters.remove(info.name);
         result.redriven++;

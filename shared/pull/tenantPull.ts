@@ -5,7 +5,7 @@ import { DefenderApiError, InvalidPageError, type DefenderClient } from "../defe
 import type { RateBudget } from "../defender/rateBudget";
 import { defenderBaseUrl } from "../defender/regions";
 import type { FetchedPage } from "../defender/types";
-import { describeError } from "../errors";
+import { describeError, statusOf } from "../errors";
 import type { Logger } from "../logging";
 import { SecretStoreError } from "../secrets/secretStore";
 import { SinkError, type AlertEnvelope, type AlertSink } from "../sinks/alertSink";
@@ -32,6 +32,8 @@ const MAX_INSTANT_PAGES = 200;
 /** Host and API clocks further apart than this are reported in health. */
 const CLOCK_SKEW_WARNING_MS = 60_000;
 const MIN_LEASE_MS = 180_000;
+/** A measured clock difference beyond this is not believed (see settleClock). */
+const MAX_PLAUSIBLE_SKEW_MS = 3_600_000;
 /** An HTTP Date header names whole seconds. */
 const DATE_RESOLUTION_MS = 1_000;
 
@@ -106,7 +108,12 @@ export class TenantPull {
   private async pull(tenantId: string, log: Logger, owner: string): Promise<PullOutcome> {
     const { deps } = this;
     // A point read, not a cached list: an offboarding must stop the very next pull.
-    const tenant = await deps.tenants.get(tenantId);
+    let tenant: TenantRecord | undefined;
+    try {
+      tenant = await deps.tenants.get(tenantId);
+    } catch (error) {
+      return this.unavailableBeforeLease(tenantId, error, log);
+    }
     if (!tenant) return { outcome: "skipped", reason: "not_registered" };
     if (tenant.status !== "connected") return { outcome: "skipped", reason: "not_connected" };
 
@@ -115,7 +122,9 @@ export class TenantPull {
     const leaseMs = Math.max(MIN_LEASE_MS, 2 * deps.settings.requestTimeoutSeconds * 1000 + 60_000);
     let windowOpened = false;
     // The new window is stored with the lease itself: no write of its own before the first page.
-    const lease = await deps.pullState.acquire(tenantId, owner, leaseMs, (state) => {
+    let lease: PullLease | undefined;
+    try {
+      lease = await deps.pullState.acquire(tenantId, owner, leaseMs, (state) => {
       if (state.window) return;
       const window = nextWindow({
         watermark: state.watermark,
@@ -125,11 +134,18 @@ export class TenantPull {
         settleMs: deps.settings.settleSeconds * 1000,
         firstRunLookbackMs: deps.settings.firstRunLookbackHours * 3600_000,
       });
-      if (!window) return;
+      if (!window) {
+        // Nothing to read yet. A remembered skew must not keep it so: measure it afresh next time.
+        delete state.clockSkewMs;
+        return;
+      }
       const [from, to] = [isoMs(window.from), isoMs(window.to)];
       state.window = { from, to, position: from, nextEnd: to };
       windowOpened = true;
-    });
+      });
+    } catch (error) {
+      return this.unavailableBeforeLease(tenantId, error, log);
+    }
     if (!lease) {
       log.info("pull skipped: another pull of this tenant holds the lease", { tenantId });
       return { outcome: "busy" };
@@ -157,6 +173,17 @@ export class TenantPull {
       }
       return this.failed(tenant, lease, error, log);
     }
+  }
+
+  /**
+   * Storage failed before the lease was taken: nothing can be recorded on the tenant, and throwing
+   * would only retry the message into the poison queue. The next cycle tries again.
+   */
+  private unavailableBeforeLease(tenantId: string, error: unknown, log: Logger): PullOutcome {
+    const { code, category } = classifyFailure(error);
+    if (code === "pull_failed") throw error;
+    log.warn("pull not started: storage did not answer", { tenantId, error: code, detail: describeError(error) });
+    return { outcome: "failed", code, category };
   }
 
   private async release(lease: PullLease, log: Logger): Promise<void> {
@@ -246,7 +273,17 @@ function classifyFailure(error: unknown): { code: string; message: string; categ
   if (isAbort(error)) {
     return { category: "transient", code: "storage_timeout", message: "Table or Blob Storage did not answer in time; the next cycle retries" };
   }
+  if (isStorageOutage(error)) {
+    return { category: "transient", code: "storage_unavailable", message: "Table or Blob Storage was unavailable; the next cycle retries" };
+  }
   return { category: "transient", code: "pull_failed", message: "The pull failed unexpectedly; see the function logs" };
+}
+
+/** An Azure SDK RestError that a later attempt may not meet: throttling, a server error, no answer. */
+function isStorageOutage(error: unknown): boolean {
+  if (!(error instanceof Error) || error.name !== "RestError") return false;
+  const status = statusOf(error);
+  return status === undefined || status === 408 || status === 429 || status >= 500;
 }
 
 function isAbort(error: unknown): boolean {
@@ -410,6 +447,12 @@ class WindowRead {
     if (page.apiDate === undefined) return;
     // Date has whole seconds, so this errs towards the service being behind: the safe side.
     const skew = page.apiDate - this.deps.clock();
+    if (Math.abs(skew) > MAX_PLAUSIBLE_SKEW_MS) {
+      // A gateway's or cache's Date, not the service's clock: trusting it could end every later
+      // window before it starts. Keep the host's clock and say so.
+      this.warn("implausible_clock", `The Defender API answered with a Date ${Math.round(skew / 60_000)} min from this host's clock; it was ignored`);
+      return;
+    }
     this.state.clockSkewMs = skew;
     if (Math.abs(skew) > CLOCK_SKEW_WARNING_MS) {
       this.log.warn("host clock and Defender API clock differ", { tenantId: this.tenant.tenantId, skewSeconds: Math.round(skew / 1000) });

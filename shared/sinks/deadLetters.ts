@@ -57,12 +57,13 @@ export interface DeadLetterStore {
 }
 
 const SAFE_TENANT = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
-const compact = (iso: string): string => iso.replace(/[-:.]/g, "");
 
 /**
- * Dead letters as JSON blobs, `{tenantId}/{yyyy}/{MM}/{dd}/{pageFrom}_{pageTo}_{skip}_{reason}_{hash}.json`.
- * The name is a function of the letter's content, and uploads refuse to overwrite, so the same
- * poison alert read again in the next cycle's overlap is stored (and counted) once.
+ * Dead letters as JSON blobs, `{tenantId}/{reason}_{hash}.json`, the hash over the reason and the
+ * raw text only: the same poison alert read again (in the next cycle's overlap, or in the left
+ * part of a split page, under other page bounds) has the same name, and uploads refuse to
+ * overwrite, so it is stored and counted once. Where it was read is in the body and in the blob's
+ * metadata, which the listing reads without downloading any content.
  */
 export class BlobDeadLetterStore implements DeadLetterStore {
   private readonly ensureContainer: () => Promise<void>;
@@ -74,11 +75,10 @@ export class BlobDeadLetterStore implements DeadLetterStore {
     this.ensureContainer = containerCreator(container, (error) => failure("Creating the dead-letter container failed", error));
   }
 
-  static nameFor(letter: Pick<DeadLetter, "tenantId" | "page" | "reason" | "raw">): string {
+  static nameFor(letter: Pick<DeadLetter, "tenantId" | "reason" | "raw">): string {
     if (!SAFE_TENANT.test(letter.tenantId)) throw new DeadLetterError("The dead letter's tenant id is not a valid tenant id");
-    const day = letter.page.to.slice(0, 10).replace(/-/g, "/");
     const digest = createHash("sha256").update(letter.reason).update("\n").update(letter.raw).digest("hex").slice(0, 16);
-    return `${letter.tenantId}/${day}/${compact(letter.page.from)}_${compact(letter.page.to)}_${letter.page.skip}_${letter.reason}_${digest}.json`;
+    return `${letter.tenantId}/${letter.reason}_${digest}.json`;
   }
 
   async write(letter: DeadLetter): Promise<boolean> {
@@ -87,6 +87,7 @@ export class BlobDeadLetterStore implements DeadLetterStore {
     try {
       await this.container.getBlockBlobClient(BlobDeadLetterStore.nameFor(letter)).upload(body, body.length, {
         blobHTTPHeaders: { blobContentType: "application/json" },
+        metadata: { reason: letter.reason, pagefrom: letter.page.from, pageto: letter.page.to, skip: String(letter.page.skip) },
         conditions: { ifNoneMatch: "*" },
         abortSignal: AbortSignal.timeout(this.timeoutMs),
       });
@@ -102,15 +103,15 @@ export class BlobDeadLetterStore implements DeadLetterStore {
     const letters: DeadLetterInfo[] = [];
     try {
       if (!(await this.container.exists())) return [];
-      for await (const blob of this.container.listBlobsFlat({ prefix: `${tenantId}/` })) {
+      for await (const blob of this.container.listBlobsFlat({ prefix: `${tenantId}/`, includeMetadata: true })) {
+        const meta = blob.metadata ?? {};
         const file = blob.name.slice(blob.name.lastIndexOf("/") + 1);
-        const [pageFrom = "", pageTo = "", skip = "0", ...rest] = file.replace(/\.json$/, "").split("_");
         letters.push({
           name: blob.name,
-          reason: rest.slice(0, -1).join("_"),
-          pageFrom,
-          pageTo,
-          skip: Number(skip),
+          reason: meta["reason"] ?? file.slice(0, file.lastIndexOf("_")),
+          pageFrom: meta["pagefrom"] ?? "",
+          pageTo: meta["pageto"] ?? "",
+          skip: Number(meta["skip"] ?? 0),
           sizeBytes: blob.properties.contentLength ?? 0,
           storedAt: blob.properties.createdOn?.toISOString() ?? null,
         });
