@@ -135,6 +135,7 @@ async function main() {
       storageConnectionString: azurite.connectionString,
       timerIntervalMs: opts.timerSeconds * 1000,
       rootRedirect: "/api/console",
+      loopbackHostsOnly: true,
       log: (line) => console.log(`  ${line}`),
     });
   } catch (error) {

@@ -32,7 +32,7 @@ export type AccessDecision =
   /** EasyAuth is on but the request carries no (readable) principal: send the browser to sign in. */
   | { kind: "sign_in" }
   /** Signed in, but without the operator role (or not with Entra ID). */
-  | { kind: "forbidden"; name: string; reason: "missing_role" | "not_entra_id" };
+  | { kind: "forbidden"; name: string; reason: "missing_role" | "not_entra_id" | "other_tenant" };
 
 export interface HeaderReader {
   get(name: string): string | null;
@@ -103,13 +103,23 @@ function nameOf(principal: ClientPrincipal, headers: HeaderReader): string {
   return name.trim().slice(0, 128) || "Signed-in user";
 }
 
-export function decideAccess(settings: { easyAuthEnabled: boolean; sandbox: boolean }, headers: HeaderReader): AccessDecision {
+/** Claim types that carry the signed-in user's tenant (v2 tokens say `tid`; App Service may expand it). */
+const TENANT_CLAIMS = ["tid", "http://schemas.microsoft.com/identity/claims/tenantid"];
+
+export function decideAccess(
+  settings: { easyAuthEnabled: boolean; sandbox: boolean; msspTenantId: string },
+  headers: HeaderReader,
+): AccessDecision {
   if (settings.easyAuthEnabled) {
     const principal = decodeClientPrincipal(headers.get("x-ms-client-principal"));
     if (!principal) return { kind: "sign_in" };
     const name = nameOf(principal, headers);
     // App roles are an Entra ID concept; another provider's sign-in cannot carry the assignment.
     if (principal.authType.toLowerCase() !== "aad") return { kind: "forbidden", name, reason: "not_entra_id" };
+    // The app registration is multi-tenant: any customer's admin can assign the role in their own
+    // tenant. The issuer configured in App Service should stop them; this does not rely on it.
+    const tenant = principal.claims.find((c) => TENANT_CLAIMS.includes(c.typ))?.val?.toLowerCase();
+    if (tenant !== settings.msspTenantId.toLowerCase()) return { kind: "forbidden", name, reason: "other_tenant" };
     if (!rolesOf(principal).includes(OPERATOR_ROLE)) return { kind: "forbidden", name, reason: "missing_role" };
     return { kind: "allowed", operator: { name, via: "easyauth" } };
   }

@@ -40,7 +40,7 @@ export interface ConsoleRequest {
 export type ConsoleRoute = "tenants" | "register" | "tenant" | "consentLink" | "offboard";
 
 export interface OperatorConsoleDeps {
-  config: Pick<AppConfig, "publicBaseUrl" | "msspDisplayName" | "easyAuthEnabled" | "localDev"> & { pull: Pick<AppConfig["pull"], "schedule"> };
+  config: Pick<AppConfig, "publicBaseUrl" | "msspDisplayName" | "easyAuthEnabled" | "localDev" | "msspTenantId"> & { pull: Pick<AppConfig["pull"], "schedule"> };
   tenantAdmin: TenantAdmin;
   history: PullHistoryStore;
   clock: Clock;
@@ -112,7 +112,10 @@ export class OperatorConsole {
   }
 
   async handle(route: ConsoleRoute, request: ConsoleRequest, log: Logger): Promise<HtmlPage> {
-    const access = decideAccess({ easyAuthEnabled: this.deps.config.easyAuthEnabled, sandbox: this.sandbox }, request.headers);
+    const access = decideAccess(
+      { easyAuthEnabled: this.deps.config.easyAuthEnabled, sandbox: this.sandbox, msspTenantId: this.deps.config.msspTenantId },
+      request.headers,
+    );
     if (access.kind !== "allowed") return this.refuse(access, request, log);
     const base: PageContext = { ...this.baseContext(), operator: access.operator };
     const method = request.method.toUpperCase();

@@ -56,6 +56,11 @@ export interface LocalDispatcherOptions {
   maxRequestBodyBytes?: number;
   /** Where `GET /` sends a browser (the sandbox: its console), instead of a 404. */
   rootRedirect?: string;
+  /**
+   * Answer only requests addressed to a loopback name (localhost, 127.0.0.1, [::1]): a web page
+   * that rebinds its own host name to 127.0.0.1 cannot then reach the keyless sandbox.
+   */
+  loopbackHostsOnly?: boolean;
   /** `app.logs` keeps at most this many entries while the dispatcher runs (it runs for hours). Default 10 000. */
   maxRetainedLogs?: number;
   /**
@@ -450,6 +455,7 @@ const DRAIN_LIMIT_FACTOR = 16;
 interface HttpContext {
   app: RegisteredApp;
   rootRedirect: string | undefined;
+  loopbackHostsOnly: boolean;
   router: Router;
   maxBodyBytes: number;
   tracker: InvocationTracker;
@@ -532,6 +538,11 @@ async function serveHttp(ctx: HttpContext, req: IncomingMessage, res: ServerResp
   const request = `${method} ${url.pathname}`;
   if (ctx.isClosing()) {
     replyPlain(res, 503, "Service Unavailable", { Connection: "close" });
+    return;
+  }
+  if (ctx.loopbackHostsOnly && !["localhost", "127.0.0.1", "[::1]"].includes(url.hostname)) {
+    replyPlain(res, 421, "Misdirected Request");
+    ctx.log("(foreign host)", "421", started, request);
     return;
   }
   if (ctx.rootRedirect && url.pathname === "/" && (method === "GET" || method === "HEAD")) {
@@ -1116,6 +1127,7 @@ export async function startLocalDispatcher(options: LocalDispatcherOptions): Pro
     router,
     maxBodyBytes: options.maxRequestBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     rootRedirect: options.rootRedirect,
+    loopbackHostsOnly: options.loopbackHostsOnly ?? false,
     tracker,
     isClosing: () => closing,
     fallbackHost: () => fallbackHost,

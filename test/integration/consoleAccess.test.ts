@@ -24,8 +24,9 @@ const NAME_TYPE = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name";
 const ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role";
 
 /** The header EasyAuth sends: base64 JSON with auth_typ and claims, as App Service writes it. */
-function principal(options: { roles?: string[]; authType?: string; name?: string; roleType?: string } = {}): string {
+function principal(options: { roles?: string[]; authType?: string; name?: string; roleType?: string; tenantId?: string } = {}): string {
   const claims = [
+    { typ: "http://schemas.microsoft.com/identity/claims/tenantid", val: options.tenantId ?? env.msspTenantId },
     { typ: "aud", val: randomUUID() },
     { typ: "iss", val: `https://login.microsoftonline.com/${randomUUID()}/v2.0` },
     { typ: "name", val: options.name ?? "Ada Operator" },

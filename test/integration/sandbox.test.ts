@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
-import { fetch } from "undici";
+import { fetch, request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAzurite, type AzuriteInstance } from "../harness/azurite";
 
@@ -83,6 +83,11 @@ describe("sandbox", () => {
     );
     expect(tenants.every((t) => t.health.lastSuccessfulPullAt !== null)).toBe(true);
     // The console is served without sign-in in the sandbox, and says the cloud is simulated.
+    // A page that rebinds its own name to 127.0.0.1 does not reach the keyless sandbox.
+    // (undici's request, not fetch: fetch does not let a caller choose the Host header.)
+    const rebound = await request(`http://127.0.0.1:${port}/api/tenants`, { headers: { host: `attacker.example:${port}` } });
+    await rebound.body.text();
+    expect(rebound.statusCode).toBe(421);
     const root = await fetch(`http://127.0.0.1:${port}/`, { redirect: "manual" });
     expect([root.status, root.headers.get("location")]).toEqual([302, "/api/console"]);
     const console = await fetch(`http://127.0.0.1:${port}/api/console`);

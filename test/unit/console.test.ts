@@ -29,7 +29,8 @@ describe("console settings", () => {
   it("reads LOCAL_DEV_SANDBOX, and refuses it in Azure", () => {
     expect(LOCAL_DEV_SETTING_NAMES).toContain("LOCAL_DEV_SANDBOX");
     expect(loadConfig(REQUIRED).localDev.sandbox).toBeUndefined();
-    expect(loadConfig({ ...REQUIRED, LOCAL_DEV_SANDBOX: "true" }).localDev.sandbox).toBe(true);
+    const local = { ...REQUIRED, MSSP_PUBLIC_BASE_URL: "http://localhost:7071" };
+    expect(loadConfig({ ...local, LOCAL_DEV_SANDBOX: "true" }).localDev.sandbox).toBe(true);
     expect(loadConfig({ ...REQUIRED, LOCAL_DEV_SANDBOX: "false" }).localDev.sandbox).toBeUndefined();
     expect(() => loadConfig({ ...REQUIRED, LOCAL_DEV_SANDBOX: "yes please" })).toThrow(/LOCAL_DEV_SANDBOX must be true or false/);
     expect(() => loadConfig({ ...REQUIRED, LOCAL_DEV_SANDBOX: "true", WEBSITE_SITE_NAME: "mssp-func" })).toThrow(/LOCAL_DEV_SANDBOX/);
@@ -58,19 +59,27 @@ describe("EasyAuth principal", () => {
   });
 
   it("decides: not configured, sign in, forbidden, allowed; the sandbox never trusts the header", () => {
-    const withRole = encode({ auth_typ: "aad", claims: [{ typ: "name", val: "Ada" }, { typ: "roles", val: "Console.Operator" }] });
-    expect(decideAccess({ easyAuthEnabled: false, sandbox: false }, headers({ "x-ms-client-principal": withRole }))).toEqual({ kind: "not_configured" });
-    expect(decideAccess({ easyAuthEnabled: false, sandbox: true }, headers({ "x-ms-client-principal": withRole }))).toEqual({
+    const MSSP = "00000000-0000-4000-8000-00000000aaaa";
+    const withRole = encode({ auth_typ: "aad", claims: [{ typ: "name", val: "Ada" }, { typ: "tid", val: MSSP }, { typ: "roles", val: "Console.Operator" }] });
+    const otherTenant = encode({ auth_typ: "aad", claims: [{ typ: "name", val: "Mallory" }, { typ: "tid", val: "00000000-0000-4000-8000-00000000bbbb" }, { typ: "roles", val: "Console.Operator" }] });
+    expect(decideAccess({ easyAuthEnabled: false, sandbox: false, msspTenantId: MSSP }, headers({ "x-ms-client-principal": withRole }))).toEqual({ kind: "not_configured" });
+    expect(decideAccess({ easyAuthEnabled: false, sandbox: true, msspTenantId: MSSP }, headers({ "x-ms-client-principal": withRole }))).toEqual({
       kind: "allowed",
       operator: { name: "Sandbox operator", via: "sandbox" },
     });
-    expect(decideAccess({ easyAuthEnabled: true, sandbox: false }, headers({}))).toEqual({ kind: "sign_in" });
-    expect(decideAccess({ easyAuthEnabled: true, sandbox: false }, headers({ "x-ms-client-principal": withRole }))).toEqual({
+    expect(decideAccess({ easyAuthEnabled: true, sandbox: false, msspTenantId: MSSP }, headers({}))).toEqual({ kind: "sign_in" });
+    expect(decideAccess({ easyAuthEnabled: true, sandbox: false, msspTenantId: MSSP }, headers({ "x-ms-client-principal": withRole }))).toEqual({
       kind: "allowed",
       operator: { name: "Ada", via: "easyauth" },
     });
-    const noRole = encode({ auth_typ: "aad", claims: [{ typ: "preferred_username", val: "eve@x" }] });
-    expect(decideAccess({ easyAuthEnabled: true, sandbox: true }, headers({ "x-ms-client-principal": noRole }))).toEqual({
+    // The role assigned in another tenant (the app is multi-tenant) does not count.
+    expect(decideAccess({ easyAuthEnabled: true, sandbox: false, msspTenantId: MSSP }, headers({ "x-ms-client-principal": otherTenant }))).toEqual({
+      kind: "forbidden",
+      name: "Mallory",
+      reason: "other_tenant",
+    });
+    const noRole = encode({ auth_typ: "aad", claims: [{ typ: "preferred_username", val: "eve@x" }, { typ: "tid", val: MSSP }] });
+    expect(decideAccess({ easyAuthEnabled: true, sandbox: true, msspTenantId: MSSP }, headers({ "x-ms-client-principal": noRole }))).toEqual({
       kind: "forbidden",
       name: "eve@x",
       reason: "missing_role",
