@@ -1,15 +1,17 @@
 import { app, type InvocationContext, type Timer } from "@azure/functions";
-import { DEFAULT_PULL_SCHEDULE } from "../shared/config";
+import { pullScheduleForRegistration } from "../shared/config";
 import { describeError } from "../shared/errors";
 import { enqueueConnectedTenants, parsePullRequest } from "../shared/pull/scheduler";
-import { getServices } from "../shared/services";
 import { QUEUES } from "../shared/storage/names";
 import { loggerFor } from "./runtime";
+import { servicesOrRefuse } from "./settingsGuard";
 
 export async function schedulePulls(timer: Timer, context: InvocationContext): Promise<void> {
   const log = loggerFor(context);
   if (timer.isPastDue) log.warn("pull schedule is running late");
-  const { tenants, pullQueue, clock, consent } = getServices();
+  const services = servicesOrRefuse(context, "the pull fan-out");
+  if (!services) return;
+  const { tenants, pullQueue, clock, consent } = services;
   await enqueueConnectedTenants({ tenants, queue: pullQueue, now: clock }, log);
   await consent.purgeExpiredSessions().catch((error: unknown) => log.warn("consent session purge failed", { detail: describeError(error) }));
 }
@@ -22,7 +24,10 @@ export async function pullTenant(message: unknown, context: InvocationContext): 
     log.error("dropping a malformed pull request message");
     return;
   }
-  const outcome = await getServices().tenantPull.run(request.tenantId, log, context.invocationId);
+  // Invalid settings: logged and the message consumed; the next fan-out enqueues the tenant again.
+  const services = servicesOrRefuse(context, `the pull of tenant ${request.tenantId}`);
+  if (!services) return;
+  const outcome = await services.tenantPull.run(request.tenantId, log, context.invocationId);
   // Expected failures are recorded on the tenant and retried next cycle; only the unexpected
   // ones throw, so the queue's retry and poison handling apply to them alone.
   if (outcome.outcome === "failed" && outcome.code === "pull_failed") {
@@ -35,16 +40,20 @@ export async function pullTenantPoisoned(message: unknown, context: InvocationCo
   const request = parsePullRequest(message);
   if (!request) return;
   log.error("tenant pull failed repeatedly and was moved to the poison queue", { tenantId: request.tenantId });
-  await getServices().pullState.recordFailure(
+  const services = servicesOrRefuse(context, "recording the poisoned pull");
+  if (!services) return;
+  await services.pullState.recordFailure(
     request.tenantId,
     "pull_poisoned",
     "The pull failed on every retry; see the function logs for this tenant",
   );
 }
 
-// Read at registration time: the host needs the schedule before any invocation.
+// Read at registration time: the host needs the schedule before any invocation. An invalid
+// PULL_SCHEDULE registers the default instead, so the timer runs and reports it (the host would
+// otherwise drop the function without a word).
 app.timer("schedulePulls", {
-  schedule: process.env["PULL_SCHEDULE"]?.trim() || DEFAULT_PULL_SCHEDULE,
+  schedule: pullScheduleForRegistration(process.env),
   runOnStartup: false,
   useMonitor: true,
   handler: schedulePulls,

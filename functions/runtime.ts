@@ -4,6 +4,8 @@ import { AppError, describeError } from "../shared/errors";
 import type { LogFields, Logger } from "../shared/logging";
 import { getServices, type Services } from "../shared/services";
 import { unexpectedFailurePage } from "../shared/consent/pages";
+import { misconfiguredBody, misconfiguredPage } from "../shared/health/misconfiguration";
+import { refused } from "./settingsGuard";
 import { consoleFailurePage } from "../shared/console/views";
 import type { HtmlPage } from "../shared/ui/page";
 
@@ -27,7 +29,7 @@ export function json(status: number, body: unknown): HttpResponseInit {
 
 function logFailure(context: InvocationContext, error: unknown): void {
   if (error instanceof ConfigError) {
-    context.error(`app settings are invalid: ${error.problems.join("; ")}`);
+    refused(context, error, "this request");
   } else {
     context.error(`unhandled failure: ${describeError(error)}`);
   }
@@ -53,6 +55,7 @@ export function operatorApi(context: InvocationContext, run: Handler): Promise<H
   return guarded(context, run, (error) => {
     if (error instanceof AppError) return json(error.status, { error: { code: error.code, message: error.message } });
     logFailure(context, error);
+    if (error instanceof ConfigError) return json(503, misconfiguredBody(error, context.invocationId));
     return json(500, {
       error: { code: "internal_error", message: `The request failed. Invocation id: ${context.invocationId}.` },
     });
@@ -78,6 +81,7 @@ export function htmlResponse(page: HtmlPage): HttpResponseInit {
 export function browserFlow(context: InvocationContext, run: Handler): Promise<HttpResponseInit> {
   return guarded(context, run, (error) => {
     logFailure(context, error);
+    if (error instanceof ConfigError) return htmlResponse(misconfiguredPage(context.invocationId, "consent"));
     return htmlResponse(unexpectedFailurePage(context.invocationId, pageOptions()));
   });
 }
@@ -89,6 +93,7 @@ export function consoleFlow(context: InvocationContext, run: (services: Services
     async (services, log) => htmlResponse(await run(services, log)),
     (error) => {
       logFailure(context, error);
+      if (error instanceof ConfigError) return htmlResponse(misconfiguredPage(context.invocationId, "console"));
       return htmlResponse(consoleFailurePage(context.invocationId, pageOptions()));
     },
   );

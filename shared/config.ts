@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { ncrontabProblem } from "./health/ncrontab";
 
 /**
  * Every app setting the app reads, validated once. `loadConfig` reports all
@@ -126,16 +127,73 @@ export const MAX_MSSP_DISPLAY_NAME_LENGTH = 100;
 
 export const DEFAULT_PULL_SCHEDULE = "0 */5 * * * *";
 
+/**
+ * The schedule to register the pull timer with: PULL_SCHEDULE when the host can run it, else the
+ * default. The host drops a timer whose schedule it cannot parse, silently; registered with the
+ * default, the timer runs and reports the invalid setting on every run (loadConfig refuses it).
+ */
+export function pullScheduleForRegistration(env: Readonly<Record<string, string | undefined>> = process.env): string {
+  const schedule = env["PULL_SCHEDULE"]?.trim();
+  return schedule && ncrontabProblem(schedule) === undefined ? schedule : DEFAULT_PULL_SCHEDULE;
+}
+
 /** host.json `functionTimeout` (a test keeps the two equal): the host kills any run longer. */
 export const FUNCTION_TIMEOUT_SECONDS = 600;
 /** Room after a pull's deadline for the page in flight, its sink write and the closing save. */
 const PULL_SHUTDOWN_MARGIN_SECONDS = 60;
 
+/** One problem with the app settings: the settings it is about, by name, and a message without any value. */
+export interface SettingProblem {
+  /** The setting the message is about (the first one it names). */
+  setting: string;
+  /** Every setting the message names, `setting` first (e.g. both halves of a combination). */
+  settings: readonly string[];
+  message: string;
+}
+
+const KNOWN_SETTING_NAMES: readonly string[] = [...APP_SETTING_NAMES, ...LOCAL_DEV_SETTING_NAMES];
+
+/** The known setting names a problem message mentions, in order of appearance, whole words only. */
+function settingsNamedIn(message: string): string[] {
+  const found: Array<{ name: string; at: number }> = [];
+  for (const name of KNOWN_SETTING_NAMES) {
+    const match = new RegExp(`(?<![A-Za-z0-9_])${name}(?![A-Za-z0-9_])`).exec(message);
+    if (match) found.push({ name, at: match.index });
+  }
+  return found.sort((a, b) => a.at - b.at).map((entry) => entry.name);
+}
+
 export class ConfigError extends Error {
+  /** Each problem with the names of the settings it concerns: what an operator-facing 503 lists. */
+  readonly details: readonly SettingProblem[];
+  /** Every setting named by some problem, without duplicates, in order. Never a value. */
+  readonly settings: readonly string[];
+
+  /** Messages start with the setting they are about (`NAME must ...`); every known name in them counts. */
   constructor(readonly problems: readonly string[]) {
     super(`Invalid app settings:\n- ${problems.join("\n- ")}`);
     this.name = "ConfigError";
+    this.details = problems.map((message) => {
+      const settings = settingsNamedIn(message);
+      return { setting: settings[0] ?? "", settings, message };
+    });
+    this.settings = [...new Set(this.details.flatMap((detail) => detail.settings))];
   }
+}
+
+/** A setting value copied from local.settings.example.json, or a reference App Service could not resolve. */
+function placeholderProblem(name: string, value: string): string | undefined {
+  if (/^0{8}-0{4}-0{4}-0{4}-0{12}$/.test(value)) {
+    return `${name} still holds the all-zero GUID placeholder of local.settings.example.json; set the real value`;
+  }
+  // Display names are escaped wherever they are shown, and may contain angle brackets.
+  if (name !== "MSSP_DISPLAY_NAME" && /<[^<>]+>/.test(value)) {
+    return `${name} still holds a <…> placeholder of local.settings.example.json; set the real value`;
+  }
+  if (/^@Microsoft\.KeyVault\(/i.test(value)) {
+    return `${name} is a Key Vault reference App Service could not resolve; check the reference's status and the identity's access to the vault`;
+  }
+  return undefined;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -144,16 +202,30 @@ const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 class SettingsReader {
   readonly problems: string[] = [];
+  /** Settings refused as placeholders: reported once, then read as absent without a second "is required". */
+  private readonly placeholders = new Set<string>();
   constructor(private readonly env: Env) {}
 
   raw(name: string): string | undefined {
     const value = this.env[name]?.trim();
-    return value ? value : undefined;
+    if (!value) return undefined;
+    const placeholder = placeholderProblem(name, value);
+    if (placeholder === undefined) return value;
+    if (!this.placeholders.has(name)) {
+      this.placeholders.add(name);
+      this.problems.push(placeholder);
+    }
+    return undefined;
+  }
+
+  /** Reports a missing setting, unless it was already refused as a placeholder. */
+  missing(name: string, message: string): void {
+    if (!this.placeholders.has(name)) this.problems.push(message);
   }
 
   required(name: string, describe = "is required"): string {
     const value = this.raw(name);
-    if (value === undefined) this.problems.push(`${name} ${describe}`);
+    if (value === undefined) this.missing(name, `${name} ${describe}`);
     return value ?? "";
   }
 
@@ -167,7 +239,7 @@ class SettingsReader {
   httpsUrl(name: string, fallback?: string, options: { allowLoopbackHttp?: boolean } = {}): string {
     const value = this.raw(name) ?? fallback;
     if (value === undefined) {
-      this.problems.push(`${name} is required (an https URL)`);
+      this.missing(name, `${name} is required (an https URL)`);
       return "";
     }
     let url: URL;
@@ -227,7 +299,8 @@ function readStorage(reader: SettingsReader): StorageConnection {
   const queueServiceUri = service("queue");
   const tableServiceUri = service("table");
   if (!blobServiceUri || !queueServiceUri || !tableServiceUri) {
-    reader.problems.push(
+    reader.missing(
+      "AzureWebJobsStorage",
       "AzureWebJobsStorage is required: a connection string (UseDevelopmentStorage=true locally) or the identity-based " +
         "AzureWebJobsStorage__accountName (or __blobServiceUri, __queueServiceUri and __tableServiceUri)",
     );
@@ -270,10 +343,32 @@ function readMsspDisplayName(reader: SettingsReader): string {
   return value;
 }
 
+/**
+ * A base URL no one else can reach: loopback, or a name reserved so it never resolves publicly
+ * (RFC 2606 / RFC 6761: .test, .example, .invalid, .localhost), which the test suite uses.
+ */
+function isLocalOnlyBase(url: string): boolean {
+  try {
+    const { hostname } = new URL(url);
+    return ["localhost", "127.0.0.1", "[::1]"].includes(hostname) || /\.(test|example|invalid|localhost)$/.test(hostname);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Environment variables Azure's hosting sets and a developer machine does not (App Service and Flex
+ * Consumption, Container Apps). Generic container signals (CONTAINER_NAME, KUBERNETES_SERVICE_HOST)
+ * are left out: development containers set them too. The sandbox has a stronger guard of its own:
+ * it needs a loopback MSSP_PUBLIC_BASE_URL.
+ */
+const HOSTED_SIGNALS = ["WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "WEBSITE_SKU", "WEBSITE_POD_NAME", "CONTAINER_APP_NAME"] as const;
+
 function readLocalDev(reader: SettingsReader, env: Env): LocalDevSettings {
   const caFile = reader.raw("LOCAL_DEV_CA_CERT_FILE");
   const vaultAccessToken = reader.raw("LOCAL_DEV_VAULT_TOKEN");
-  const runningInAzure = Boolean(env["WEBSITE_INSTANCE_ID"] ?? env["WEBSITE_SITE_NAME"]);
+  // Any one of the signals Azure's hosting sets: LOCAL_DEV_SANDBOX opens the console without sign-in.
+  const runningInAzure = HOSTED_SIGNALS.some((name) => Boolean(env[name]?.trim()));
   // Every listed name, so a new LOCAL_DEV_* setting cannot be forgotten here.
   const localDevSet = LOCAL_DEV_SETTING_NAMES.filter((name) => reader.raw(name) !== undefined);
   if (runningInAzure && localDevSet.length > 0) {
@@ -342,15 +437,21 @@ export function loadConfig(env: Env = process.env): AppConfig {
     easyAuthEnabled: env["WEBSITE_AUTH_ENABLED"]?.trim().toLowerCase() === "true",
     localDev: readLocalDev(reader, env),
   };
+  if (config.localDev.sandbox && !isLocalOnlyBase(config.publicBaseUrl)) {
+    // The sandbox opens the console without sign-in: only ever where no one else can reach it.
+    reader.problems.push(
+      "LOCAL_DEV_SANDBOX requires MSSP_PUBLIC_BASE_URL to be http on localhost or 127.0.0.1 (or a reserved test name such as *.test)",
+    );
+  }
   if (config.pull.maxRunSeconds + config.pull.requestTimeoutSeconds + PULL_SHUTDOWN_MARGIN_SECONDS > FUNCTION_TIMEOUT_SECONDS) {
     reader.problems.push(
       `PULL_MAX_RUN_SECONDS (${config.pull.maxRunSeconds}) plus DEFENDER_REQUEST_TIMEOUT_SECONDS (${config.pull.requestTimeoutSeconds}) ` +
         `must leave ${PULL_SHUTDOWN_MARGIN_SECONDS} s of the host's ${FUNCTION_TIMEOUT_SECONDS} s function timeout, or the host kills pulls mid-page`,
     );
   }
-  const fields = config.pull.schedule.split(/\s+/);
-  if (!/^[0-9A-Za-z*,/ -]+$/.test(config.pull.schedule) || fields.length < 5 || fields.length > 6) {
-    reader.problems.push("PULL_SCHEDULE must be an NCRONTAB expression such as 0 */5 * * * *");
+  const scheduleProblem = ncrontabProblem(config.pull.schedule);
+  if (scheduleProblem !== undefined) {
+    reader.problems.push(`PULL_SCHEDULE must be a six-field NCRONTAB expression such as ${DEFAULT_PULL_SCHEDULE}: ${scheduleProblem}`);
   }
   if (reader.problems.length > 0) throw new ConfigError(reader.problems);
   return config;

@@ -82,6 +82,8 @@ describe("function registrations", () => {
     });
     expect(summary["consoleOffboard"]).toEqual({ type: "httpTrigger", route: "console/tenants/{tenantId}/offboard", methods: ["POST"], authLevel: "anonymous" });
     expect(summary["consoleAssets"]).toEqual({ type: "httpTrigger", route: "console/assets/{name}", methods: ["GET"], authLevel: "anonymous" });
+    // Health: anonymous (a probe has no key), no tenant data (test/integration/health.test.ts).
+    expect(summary["health"]).toEqual({ type: "httpTrigger", route: "health", methods: ["GET"], authLevel: "anonymous" });
   });
 
   it("registers the pull timer and the queue functions on the queues the scheduler fills", () => {
@@ -89,7 +91,7 @@ describe("function registrations", () => {
     expect(trigger("schedulePulls")).toMatchObject({ type: "timerTrigger", schedule: "0 */5 * * * *", runOnStartup: false });
     expect(trigger("pullTenant")).toMatchObject({ type: "queueTrigger", queueName: "tenant-pulls", connection: "AzureWebJobsStorage" });
     expect(trigger("pullTenantPoisoned")).toMatchObject({ type: "queueTrigger", queueName: "tenant-pulls-poison", connection: "AzureWebJobsStorage" });
-    expect(env.app.functions.size).toBe(18);
+    expect(env.app.functions.size).toBe(19);
   });
 });
 

@@ -1,7 +1,16 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { APP_SETTING_NAMES, ConfigError, LOCAL_DEV_SETTING_NAMES, loadConfig } from "../../shared/config";
+import {
+  APP_SETTING_NAMES,
+  ConfigError,
+  DEFAULT_PULL_SCHEDULE,
+  LOCAL_DEV_SETTING_NAMES,
+  loadConfig,
+  pullScheduleForRegistration,
+} from "../../shared/config";
+import { checkSettingsAtStart, misconfiguredBody } from "../../shared/health/misconfiguration";
+import { ncrontabProblem, parseNcrontab } from "../../shared/health/ncrontab";
 import { APP_VERSION } from "../../shared/version";
 
 const valid = {
@@ -99,5 +108,166 @@ describe("loadConfig", () => {
   it("keeps APP_VERSION equal to package.json", () => {
     const pkg = JSON.parse(readFileSync(join(__dirname, "..", "..", "package.json"), "utf8")) as { version: string };
     expect(APP_VERSION).toBe(pkg.version);
+  });
+});
+
+describe("ConfigError", () => {
+  it("names the settings of every problem, so a 503 can list them without any value", () => {
+    const error = (() => {
+      try {
+        loadConfig({ ...valid, MSSP_CLIENT_ID: "not-a-guid", PULL_PAGE_SIZE: "0", LOCAL_DEV_VAULT_TOKEN: "tok-value", LOCAL_DEV_SANDBOX: "true", WEBSITE_INSTANCE_ID: "x" });
+      } catch (caught) {
+        return caught;
+      }
+      throw new Error("expected a ConfigError");
+    })();
+    expect(error).toBeInstanceOf(ConfigError);
+    const configError = error as ConfigError;
+    // The message format is unchanged: one line per problem, each starting with its setting.
+    expect(configError.message).toBe(`Invalid app settings:\n- ${configError.problems.join("\n- ")}`);
+    expect(configError.details.map((d) => d.setting)).toEqual(["MSSP_CLIENT_ID", "PULL_PAGE_SIZE", "LOCAL_DEV_VAULT_TOKEN"]);
+    // One problem about two settings names both.
+    expect(configError.details[2]?.settings).toEqual(["LOCAL_DEV_VAULT_TOKEN", "LOCAL_DEV_SANDBOX"]);
+    expect(configError.settings).toEqual(["MSSP_CLIENT_ID", "PULL_PAGE_SIZE", "LOCAL_DEV_VAULT_TOKEN", "LOCAL_DEV_SANDBOX"]);
+    const body = JSON.stringify(misconfiguredBody(configError, "inv-1"));
+    expect(JSON.parse(body)).toMatchObject({ error: { code: "misconfigured", settings: configError.settings } });
+    for (const value of ["not-a-guid", "tok-value"]) expect(body).not.toContain(value);
+  });
+
+  it("maps every problem of a thoroughly broken environment to at least one setting name", () => {
+    const problems = (() => {
+      try {
+        loadConfig({ PULL_SCHEDULE: "nope", ALERTS_CONTAINER: "A", MDE_PARTNER_COMPANY: "a b", PULL_EXPAND_EVIDENCE: "maybe", MSSP_DISPLAY_NAME: "x".repeat(101) });
+      } catch (caught) {
+        return (caught as ConfigError).details;
+      }
+      return [];
+    })();
+    expect(problems.length).toBeGreaterThan(8);
+    for (const problem of problems) expect(problem.setting, problem.message).not.toBe("");
+  });
+
+  it("is reported once per process by the start check, naming every problem", () => {
+    const lines: string[] = [];
+    const broken = { ...valid, MSSP_CLIENT_ID: "not-a-guid", PULL_SCHEDULE: "0 0 */99 * * *" };
+    expect(checkSettingsAtStart((line) => lines.push(line), broken)).toBeInstanceOf(ConfigError);
+    expect(checkSettingsAtStart((line) => lines.push(line), broken)).toBeInstanceOf(ConfigError);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain("MSSP_CLIENT_ID");
+    expect(lines[0]).toContain("PULL_SCHEDULE");
+    expect(lines[0]).not.toContain("not-a-guid");
+    expect(checkSettingsAtStart(() => undefined, valid)).toBeUndefined();
+  });
+});
+
+describe("placeholders from local.settings.example.json", () => {
+  const example = JSON.parse(readFileSync(join(__dirname, "..", "..", "local.settings.example.json"), "utf8")) as { Values: Record<string, string> };
+
+  it("refuses each placeholder by name, once, without echoing it", () => {
+    const problems = problemsOf(example.Values);
+    const placeholderProblems = problems.filter((p) => p.includes("placeholder"));
+    expect(placeholderProblems.map((p) => p.split(" ")[0]).sort()).toEqual(["KEY_VAULT_URL", "MSSP_CLIENT_ID", "MSSP_CLIENT_SECRET", "MSSP_TENANT_ID"]);
+    // Nothing else is wrong with the example, and no placeholder is reported twice ("is required").
+    expect(problems).toEqual(placeholderProblems);
+    const text = problems.join("\n");
+    expect(text).not.toContain("<your-vault>");
+    expect(text).not.toContain("client secret of the MSSP");
+  });
+
+  it("accepts the example once the placeholders are replaced", () => {
+    expect(problemsOf({ ...example.Values, ...valid })).toEqual([]);
+  });
+
+  it("refuses an all-zero GUID and a <…> placeholder in any setting, but not angle brackets in the display name", () => {
+    expect(problemsOf({ ...valid, AZURE_CLIENT_ID: "00000000-0000-0000-0000-000000000000" })[0]).toMatch(/^AZURE_CLIENT_ID .*placeholder/);
+    expect(problemsOf({ ...valid, AzureWebJobsStorage: "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=<key>" })).toEqual([
+      expect.stringMatching(/^AzureWebJobsStorage .*placeholder/),
+    ]);
+    expect(problemsOf({ ...valid, MSSP_DISPLAY_NAME: "Contoso <Security>" })).toEqual([]);
+  });
+
+  it("refuses a Key Vault reference App Service could not resolve", () => {
+    const problems = problemsOf({ ...valid, MSSP_CLIENT_SECRET: "@Microsoft.KeyVault(VaultName=kv-mssp;SecretName=mssp-client-secret)" });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^MSSP_CLIENT_SECRET is a Key Vault reference App Service could not resolve/);
+    expect(problems[0]).not.toContain("kv-mssp");
+  });
+});
+
+describe("PULL_SCHEDULE (NCRONTAB, as the Functions host parses it)", () => {
+  const accepted = [
+    "0 */5 * * * *",
+    "0 0 * * * *",
+    "*/20 * * * * *",
+    "0 30 9 * * Mon-Fri",
+    "0 30 9 * * 1-5",
+    "0 0 0 1 Jan,Jul *",
+    "0 0 12 * * sun",
+    "0 0 12 * * Thursday",
+    "5,10,15 0 0 * * *",
+    "0 5/15 * * * *",
+    "0 0 1-23/2 * * *",
+    "0 0 */23 * * *",
+    "59 59 23 31 12 6",
+    "0 0 0 29 2 *",
+    "0 0 0 30-31 2,4 *",
+    "00 05 * * * *",
+    "  0   */5  *  *  *  *  ",
+  ];
+  const refused: Array<[string, RegExp]> = [
+    ["0 0 */99 * * *", /step 99 of the hour field must be from 1 to 23/],
+    ["*/0 * * * * *", /step 0 of the second field/],
+    ["0 */60 * * * *", /step 60 of the minute field/],
+    ["*/5 * * * *", /5 fields, not six/],
+    ["0 0 0 * * * *", /7 fields, not six/],
+    ["", /0 fields/],
+    ["00:05:00", /1 field, not six/],
+    ["60 * * * * *", /60 is outside the second field's range \(0-59\)/],
+    ["0 0 24 * * *", /24 is outside the hour field's range/],
+    ["0 0 0 0 * *", /0 is outside the day field's range \(1-31\)/],
+    ["0 0 0 * 13 *", /13 is outside the month field's range/],
+    ["0 0 0 * * 7", /7 is outside the day-of-week field's range \(0-6\)/],
+    ["0 0 22-2 * * *", /must ascend/],
+    ["0 0 0 * * Mo", /at least three letters/],
+    ["0 0 0 * * Fun", /unknown name/],
+    ["0 0 0 * Mon *", /unknown name/],
+    ["0 0 0 Mon * *", /takes numbers 1-31/],
+    ["0 0 0 L * *", /takes numbers/],
+    ["0 0 0 ? * *", /takes numbers/],
+    ["0 0 0 * * 1#2", /takes numbers/],
+    ["0 1,,2 * * * *", /empty list element/],
+    ["0 /5 * * * *", /malformed step/],
+    ["0 */5/2 * * * *", /malformed step/],
+    ["0 1-2-3 * * * *", /malformed range/],
+    ["0 -1 * * * *", /malformed range/],
+    ["0 *-5 * * * *", /takes numbers/],
+    ["0 0 0 31 2 *", /never fire/],
+    ["0 0 0 31 2,4,6,9,11 *", /never fire/],
+    ["0 0 0 30,31 Feb *", /never fire/],
+  ];
+
+  it.each(accepted)("accepts %j", (expression) => {
+    expect(ncrontabProblem(expression)).toBeUndefined();
+    expect(problemsOf({ ...valid, PULL_SCHEDULE: expression })).toEqual([]);
+  });
+
+  it.each(refused)("refuses %j", (expression, reason) => {
+    expect(ncrontabProblem(expression)).toMatch(reason);
+    if (expression.trim() === "") return; // an empty setting is "not set": the default applies
+    const problems = problemsOf({ ...valid, PULL_SCHEDULE: expression });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^PULL_SCHEDULE must be a six-field NCRONTAB expression/);
+  });
+
+  it("selects what the host selects", () => {
+    expect(parseNcrontab("0 5/15 */6 * Feb-Apr Mon-Wed")).toEqual({
+      fields: [[0], [5, 20, 35, 50], [0, 6, 12, 18], Array.from({ length: 31 }, (_, i) => i + 1), [2, 3, 4], [1, 2, 3]],
+    });
+  });
+
+  it("registers the timer with PULL_SCHEDULE only when the host can run it", () => {
+    expect(pullScheduleForRegistration({ PULL_SCHEDULE: " 0 0 * * * * " })).toBe("0 0 * * * *");
+    expect(pullScheduleForRegistration({ PULL_SCHEDULE: "0 0 */99 * * *" })).toBe(DEFAULT_PULL_SCHEDULE);
+    expect(pullScheduleForRegistration({})).toBe(DEFAULT_PULL_SCHEDULE);
   });
 });
