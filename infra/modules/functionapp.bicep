@@ -1,4 +1,4 @@
-// Flex Consumption (FC1) plan + Linux function app (Node 20) running as a user-assigned identity,
+// Flex Consumption (FC1) plan + Linux function app (Node 22) running as a user-assigned identity,
 // and the complete app-settings set. Bicep owns the app settings: every deployment replaces them,
 // so every setting the app reads in Azure is declared here (test/infra/appSettings.test.ts checks
 // this list against APP_SETTING_NAMES in shared/config.ts).
@@ -129,7 +129,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'node'
-        version: '20'
+        version: '22'
       }
     }
   }

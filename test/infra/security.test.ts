@@ -4,6 +4,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   INFRA_DIR,
+  REPO_ROOT,
   type ObjectEntry,
   type ScannedBicep,
   listBicepFiles,
@@ -84,7 +85,7 @@ describe("no keys or secrets in infra/", () => {
 });
 
 describe("hardening", () => {
-  it("function app: Flex FC1, Node 20, https only, TLS 1.2, no FTP, no basic publishing auth, user-assigned identity", () => {
+  it("function app: Flex FC1, Node 22, https only, TLS 1.2, no FTP, no basic publishing auth, user-assigned identity", () => {
     const fn = readBicep("modules/functionapp.bicep");
     const plan = resourceBody(fn, "plan");
     expect(plan.type).toBe("Microsoft.Web/serverfarms@2024-04-01");
@@ -101,7 +102,7 @@ describe("hardening", () => {
     expect(at(fn, site.body, "properties.siteConfig.minTlsVersion")).toBe("'1.2'");
     expect(at(fn, site.body, "properties.siteConfig.ftpsState")).toBe("'Disabled'");
     expect(at(fn, site.body, "properties.functionAppConfig.runtime.name")).toBe("'node'");
-    expect(at(fn, site.body, "properties.functionAppConfig.runtime.version")).toBe("'20'");
+    expect(at(fn, site.body, "properties.functionAppConfig.runtime.version")).toBe("'22'");
     expect(at(fn, site.body, "properties.functionAppConfig.deployment.storage.type")).toBe("'blobContainer'");
     expect(at(fn, site.body, "properties.functionAppConfig.deployment.storage.authentication.type")).toBe("'UserAssignedIdentity'");
     expect(at(fn, site.body, "properties.functionAppConfig.deployment.storage.authentication.userAssignedIdentityResourceId")).toBe(
@@ -112,6 +113,19 @@ describe("hardening", () => {
     expect(policies.type).toBe("Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01");
     expect(fn.code).toMatch(/for policyName in \[\s*'ftp'\s*'scm'\s*\]:/);
     expect(fn.code).toMatch(/name: policyName\s*properties: \{\s*allow: false\s*\}/);
+  });
+
+  it("function app: the runtime's Node major is one package.json engines admits and .ci/run tests", () => {
+    const fn = readBicep("modules/functionapp.bicep");
+    const version = at(fn, resourceBody(fn, "site").body, "properties.functionAppConfig.runtime.version");
+    const major = /^'(\d+)'$/.exec(version ?? "")?.[1];
+    expect(major, `runtime.version ${version}`).toBeDefined();
+    const engines = (JSON.parse(readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")) as { engines: { node: string } })
+      .engines.node;
+    const admitted = engines.split("||").map((range) => /^\^(\d+)\.\d+\.\d+$/.exec(range.trim())?.[1]);
+    expect(admitted, `engines.node ${engines}`).toContain(major);
+    const ciRun = readFileSync(path.join(REPO_ROOT, ".ci", "run"), "utf8");
+    expect(ciRun).toMatch(new RegExp(`^NODE${major}_VERSION=${major}\\.\\d+\\.\\d+\\b`, "m"));
   });
 
   it("storage: no shared key, no public blobs, TLS 1.2, https only", () => {
