@@ -359,7 +359,7 @@ class WindowRead {
           await this.ensureConnected();
           // Narrow a page that never parses down to its millisecond before giving it up.
           if (!this.planner.split()) {
-            await this.deadLetterPage(requested, 0, error.raw);
+            await this.deadLetter("invalid_page", requested, 0, error.raw);
             this.planner.complete(0);
           }
           await this.acknowledge();
@@ -538,7 +538,7 @@ class WindowRead {
           page = await this.take(sub, skip);
         } catch (error) {
           if (!(error instanceof InvalidPageError)) throw error;
-          await this.deadLetterPage(sub, skip, error.raw);
+          await this.deadLetter("invalid_page", sub, skip, error.raw);
           skip += this.top;
           continue;
         }
@@ -554,10 +554,6 @@ class WindowRead {
       previous = seen;
     }
     this.warn("unstable_order", "The Defender API's order inside one millisecond kept changing between reads; every version read was delivered");
-  }
-
-  private async deadLetterPage(sub: SubWindow, skip: number, raw: string): Promise<void> {
-    await this.deadLetter("invalid_page", sub, skip, raw);
   }
 
   private async deadLetter(reason: DeadLetterReason, sub: SubWindow, skip: number, raw: string): Promise<void> {

@@ -132,7 +132,7 @@ export class BlobAlertSink implements AlertSink {
 
 }
 
-export function storageFailure(what: string, error: unknown): SinkError {
+function storageFailure(what: string, error: unknown): SinkError {
   const status = statusOf(error);
   return new SinkError(status === undefined ? `${what} (no HTTP response)` : `${what} (HTTP ${status})`, status);
 }

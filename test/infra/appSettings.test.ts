@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { REQUIRED_SETTINGS } from "./requiredSettings";
 import { APP_SETTING_NAMES, LOCAL_DEV_SETTING_NAMES, loadConfig } from "../../shared/config";
 import {
   INFRA_DIR,
@@ -201,17 +202,7 @@ const TUNABLES = [
   "MDE_PARTNER_PRODUCT",
 ];
 
-const REQUIRED_ENV = {
-  MSSP_CLIENT_ID: "00000000-0000-4000-8000-000000000001",
-  MSSP_CLIENT_SECRET: "not-a-real-secret",
-  MSSP_TENANT_ID: "00000000-0000-4000-8000-000000000002",
-  MSSP_PUBLIC_BASE_URL: "https://mssp-func-abc.azurewebsites.net",
-  KEY_VAULT_URL: "https://kv-mssp-abc.vault.azure.net/",
-  AzureWebJobsStorage__accountName: "stmsspabc",
-  AzureWebJobsStorage__credential: "managedidentity",
-  AzureWebJobsStorage__clientId: "00000000-0000-4000-8000-000000000003",
-  AZURE_CLIENT_ID: "00000000-0000-4000-8000-000000000003",
-};
+const REQUIRED_ENV = REQUIRED_SETTINGS;
 
 describe("infra defaults vs code defaults", () => {
   it("feeds every tunable from a main.bicep parameter", () => {

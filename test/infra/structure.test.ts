@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { FUNCTION_TIMEOUT_SECONDS, loadConfig } from "../../shared/config";
+import { REQUIRED_SETTINGS } from "./requiredSettings";
 import {
   INFRA_DIR,
   REPO_ROOT,
@@ -170,14 +171,6 @@ describe("infra structure", () => {
   });
 
   it("keeps the pull time budget below host.json functionTimeout", () => {
-    const REQUIRED_SETTINGS = {
-      MSSP_CLIENT_ID: "00000000-0000-4000-8000-000000000001",
-      MSSP_CLIENT_SECRET: "not-a-real-secret",
-      MSSP_TENANT_ID: "00000000-0000-4000-8000-000000000002",
-      MSSP_PUBLIC_BASE_URL: "https://mssp-func-abc.azurewebsites.net",
-      KEY_VAULT_URL: "https://kv-mssp-abc.vault.azure.net/",
-      AzureWebJobsStorage__accountName: "stmsspabc",
-    };
     const host = JSON.parse(readFileSync(path.join(REPO_ROOT, "host.json"), "utf8")) as { functionTimeout?: string };
     const [h, m, s] = (host.functionTimeout ?? "00:30:00").split(":").map(Number) as [number, number, number];
     const timeoutSeconds = h * 3600 + m * 60 + s;

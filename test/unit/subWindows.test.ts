@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { SubWindowPlanner, type SubWindow } from "../../shared/pull/subWindows";
+import { seededRandom } from "../harness/random";
 
 const DAY = 86_400_000;
 const T0 = Date.UTC(2026, 0, 1);
@@ -252,17 +253,6 @@ describe("SubWindowPlanner", () => {
   });
 });
 
-/** mulberry32: a small, seedable PRNG, so a failing simulation reproduces exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 /** First index of `sorted` whose value is >= x. */
 function lowerBound(sorted: readonly number[], x: number): number {
@@ -299,7 +289,7 @@ type ApiOrder = "time" | "shuffled" | "blind";
  */
 function simulate(times: readonly number[], window: SubWindow, pageSize: number, options: { order?: ApiOrder; resumeEvery?: number; seed?: number } = {}): Simulation {
   const order = options.order ?? "shuffled";
-  const random = prng(options.seed ?? 1);
+  const random = seededRandom(options.seed ?? 1);
   let planner = new SubWindowPlanner(window, { position: window.from, nextEnd: window.to }, pageSize);
   const completed: SubWindow[] = [];
   let reads = 0;
@@ -365,7 +355,7 @@ describe("SubWindowPlanner simulation", () => {
   const window = { from: T0, to: T0 + DAY };
 
   function uniform(seed: number, count: number): number[] {
-    const random = prng(seed);
+    const random = seededRandom(seed);
     return Array.from({ length: count }, () => T0 + Math.floor(random() * DAY)).sort((a, b) => a - b);
   }
 
@@ -395,7 +385,7 @@ describe("SubWindowPlanner simulation", () => {
   });
 
   it("tiles the window with bursts, empty hours and a millisecond holding more than a page", () => {
-    const random = prng(42);
+    const random = seededRandom(42);
     const times: number[] = [];
     // A quiet background, a ten-minute storm, and one instant with 700 alerts (more than a page).
     for (let i = 0; i < 2_000; i++) times.push(T0 + 6 * 3_600_000 + Math.floor(random() * 12 * 3_600_000));
