@@ -24,7 +24,7 @@ import { pullHealthDecorator } from "./pull/health";
 import { PullHistoryStore } from "./pull/pullHistory";
 import { OperatorConsole } from "./console/operatorConsole";
 import { PullStateStore } from "./pull/pullState";
-import { TenantPull } from "./pull/tenantPull";
+import { TenantPull, type PullTimings } from "./pull/tenantPull";
 import { BlobAlertSink } from "./sinks/blobAlertSink";
 import type { AlertSink } from "./sinks/alertSink";
 import { openContainer } from "./sinks/containers";
@@ -64,6 +64,8 @@ export interface ServiceOverrides {
   storageTimeoutMs?: number;
   /** Wraps the real Table clients (tests inject storage faults here). */
   wrapTables?: (tables: TableFactory) => TableFactory;
+  /** The pull's lease and grace periods (tests shorten them). */
+  pullTimings?: Partial<PullTimings>;
 }
 
 const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -98,7 +100,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     ...(config.localDev.caCertPem ? { localDevCaPem: config.localDev.caCertPem } : {}),
     timeoutMs: storageTimeoutMs,
   });
-  const realTables = createTableFactory(config.storage, credential);
+  const realTables = createTableFactory(config.storage, credential, overrides.storageTimeoutMs ? { tryTimeoutMs: overrides.storageTimeoutMs } : {});
   const tables = overrides.wrapTables ? overrides.wrapTables(realTables) : realTables;
   const tenants = new TenantRegistry(tables, clock);
   const tokens = new TenantTokenStore(secrets);
@@ -149,6 +151,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     deadLetters,
     clock,
     history: pullHistory,
+    ...(overrides.pullTimings ? { timings: overrides.pullTimings } : {}),
   });
   let queue: Promise<QueueClient> | undefined;
   const pullQueue = () => {

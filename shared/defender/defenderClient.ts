@@ -122,9 +122,6 @@ export class DefenderClient {
     const url = alertsUrl(query.baseUrl.replace(/\/+$/, ""), query);
     let lastRaw = "";
     for (let attempt = 1; ; attempt++) {
-      if (this.options.clock() > query.deadline) {
-        throw new DefenderApiError("deadline", "The run's deadline passed before the next page of alerts was read");
-      }
       const response = await this.fetch(url, query);
       try {
         const page = scanPage(response.body);
@@ -138,6 +135,12 @@ export class DefenderClient {
         if (attempt >= INVALID_PAGE_ATTEMPTS) {
           throw new InvalidPageError(`${describeUrl(url)} answered a page that is not valid JSON (${error.message}) ${attempt} times`, lastRaw);
         }
+        // A proxy or gateway that cut the body short tends to do it for a moment: wait it out.
+        const delay = this.jitter(attempt);
+        if (this.options.clock() + delay > query.deadline) {
+          throw new DefenderApiError("deadline", "The run's deadline passed while a page that was not valid JSON waited to be read again");
+        }
+        await this.options.sleep(delay);
       }
     }
   }
@@ -150,6 +153,8 @@ export class DefenderClient {
     let refreshed = false;
     let freshToken: string | undefined;
     for (;;) {
+      // Every send, retries included, starts before the deadline: the last one ends a request timeout after it at most.
+      if (clock() > query.deadline) throw new DefenderApiError("deadline", "The run's deadline passed before the next page of alerts was requested");
       const token = freshToken ?? (await query.accessToken(false));
       freshToken = undefined;
       await budget.acquire(query.tenantId, query.deadline);
@@ -229,11 +234,15 @@ export class DefenderClient {
         retryable: true,
       });
     }
-    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (failures - 1));
-    // "Equal jitter": at least half the exponential step, so retries never bunch up at zero.
-    const delay = Math.round(ceiling / 2 + this.random() * (ceiling / 2));
+    const delay = this.jitter(failures);
     if (this.options.clock() + delay > deadline) throw failure;
     await this.options.sleep(delay);
+  }
+
+  /** The wait before retry `failures + 1`: exponential with "equal jitter" (at least half the step, so retries never bunch up at zero). */
+  private jitter(failures: number): number {
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (failures - 1));
+    return Math.round(ceiling / 2 + this.random() * (ceiling / 2));
   }
 }
 

@@ -7,25 +7,27 @@ import type { DedupeSpillStore } from "./pullState";
 export function blobDedupeSpill(container: ContainerClient): DedupeSpillStore {
   const ensure = containerCreator(container, (error) => new Error(`Creating the pull-state container failed (HTTP ${statusOf(error) ?? "none"})`));
   return {
-    async write(_tenantId, name, body, timeoutMs) {
+    async write(_tenantId, name, body, abortSignal) {
       await ensure();
       const bytes = Buffer.from(body, "utf8");
-      await container.getBlockBlobClient(name).upload(bytes, bytes.length, { abortSignal: AbortSignal.timeout(timeoutMs) });
+      await container.getBlockBlobClient(name).upload(bytes, bytes.length, { abortSignal });
     },
-    async read(name, timeoutMs) {
+    async read(name, abortSignal) {
       try {
-        return (await container.getBlobClient(name).downloadToBuffer(0, undefined, { abortSignal: AbortSignal.timeout(timeoutMs) })).toString("utf8");
+        return (await container.getBlobClient(name).downloadToBuffer(0, undefined, { abortSignal })).toString("utf8");
       } catch (error) {
         if (statusOf(error) === 404) return undefined;
         throw error;
       }
     },
-    async remove(name) {
-      await container.getBlobClient(name).deleteIfExists();
+    async remove(name, abortSignal) {
+      await container.getBlobClient(name).deleteIfExists({ abortSignal });
     },
-    async removeAll(tenantId) {
-      if (!(await container.exists())) return;
-      for await (const blob of container.listBlobsFlat({ prefix: `${tenantId}/` })) await container.getBlobClient(blob.name).deleteIfExists();
+    async removeAll(tenantId, abortSignal) {
+      if (!(await container.exists({ abortSignal }))) return;
+      for await (const blob of container.listBlobsFlat({ prefix: `${tenantId}/`, abortSignal })) {
+        await container.getBlobClient(blob.name).deleteIfExists({ abortSignal });
+      }
     },
   };
 }

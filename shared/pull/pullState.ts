@@ -4,6 +4,7 @@ import { TABLES } from "../storage/names";
 import type { Clock } from "../clock";
 import { statusOf } from "../errors";
 import { isConcurrencyConflict, type TableFactory } from "../state/tables";
+import { boundedSignal, type CallOptions } from "../sinks/alertSink";
 import { decodeDelivered, encodeDelivered, type DeliveredVersions } from "./deliveredVersions";
 
 export type { DeliveredVersions } from "./deliveredVersions";
@@ -18,6 +19,26 @@ export interface WindowProgress {
   nextEnd: string;
   /** Alerts per millisecond seen so far in this window (sizes the next sub-windows). */
   density?: number;
+  /** Paging inside the single millisecond at `position` (see the pull's readInstant). */
+  instant?: InstantProgress;
+}
+
+/** How far the pull got through one millisecond that holds more than a page. */
+export interface InstantProgress {
+  /** 0 for the first read, then each verifying re-read. */
+  pass: number;
+  /** `$skip` of the next page of this pass. */
+  skip: number;
+  /** This pass has delivered a version no earlier pass had: another pass must follow. */
+  foundNew: boolean;
+}
+
+/** A span whose page never parsed: the pull holds there for a few runs before giving it up. */
+export interface InvalidSpan {
+  from: string;
+  to: string;
+  /** Runs that met it so far. */
+  runs: number;
 }
 
 /**
@@ -43,6 +64,7 @@ export interface PullState {
   lastErrorMessage?: string;
   /** The API's clock minus ours, as last measured from its `Date` header (ms). */
   clockSkewMs?: number;
+  invalidSpan?: InvalidSpan;
   deadLetters: number;
   lastDeadLetterReason?: string;
   lastDeadLetterAt?: string;
@@ -62,10 +84,10 @@ export interface PullIncidents {
 
 /** Where a dedupe set too large for the entity goes (a blob in Azure). */
 export interface DedupeSpillStore {
-  write(tenantId: string, name: string, body: string, timeoutMs: number): Promise<void>;
-  read(name: string, timeoutMs: number): Promise<string | undefined>;
-  remove(name: string): Promise<void>;
-  removeAll(tenantId: string): Promise<void>;
+  write(tenantId: string, name: string, body: string, signal: AbortSignal): Promise<void>;
+  read(name: string, signal: AbortSignal): Promise<string | undefined>;
+  remove(name: string, signal: AbortSignal): Promise<void>;
+  removeAll(tenantId: string, signal: AbortSignal): Promise<void>;
 }
 
 type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
@@ -110,7 +132,19 @@ function windowOf(entity: Entity): WindowProgress | undefined {
   const window: WindowProgress = { from, to, position, nextEnd: str(entity["windowNextEnd"]) ?? to };
   const density = num(entity["windowDensity"]);
   if (density !== undefined && density > 0) window.density = density;
+  const pass = num(entity["windowInstantPass"]);
+  const skip = num(entity["windowInstantSkip"]);
+  if (pass !== undefined && pass >= 0 && skip !== undefined && skip >= 0) {
+    window.instant = { pass, skip, foundNew: entity["windowInstantFoundNew"] === true };
+  }
   return window;
+}
+
+function invalidSpanOf(entity: Entity): InvalidSpan | undefined {
+  const from = str(entity["invalidSpanFrom"]);
+  const to = str(entity["invalidSpanTo"]);
+  const runs = num(entity["invalidSpanRuns"]);
+  return from && to && runs !== undefined ? { from, to, runs } : undefined;
 }
 
 function fromEntity(entity: Entity, delivered: DeliveredVersions): PullState {
@@ -122,6 +156,8 @@ function fromEntity(entity: Entity, delivered: DeliveredVersions): PullState {
   };
   const window = windowOf(entity);
   if (window) state.window = window;
+  const invalid = invalidSpanOf(entity);
+  if (invalid) state.invalidSpan = invalid;
   for (const key of [
     "watermark",
     "accessTokenCipher",
@@ -159,6 +195,12 @@ function toEntity(tenantId: string, state: PullState, lease: { owner: string; un
     windowPosition: state.window?.position ?? "",
     windowNextEnd: state.window?.nextEnd ?? "",
     windowDensity: state.window?.density ?? 0,
+    windowInstantPass: state.window?.instant?.pass ?? -1,
+    windowInstantSkip: state.window?.instant?.skip ?? -1,
+    windowInstantFoundNew: state.window?.instant?.foundNew ?? false,
+    invalidSpanFrom: state.invalidSpan?.from ?? "",
+    invalidSpanTo: state.invalidSpan?.to ?? "",
+    invalidSpanRuns: state.invalidSpan?.runs ?? 0,
     accessTokenCipher: state.accessTokenCipher ?? "",
     accessTokenExpiresAt: state.accessTokenExpiresAt ?? 0,
     refreshTokenObtainedAt: state.refreshTokenObtainedAt ?? 0,
@@ -190,15 +232,25 @@ export class LeaseLostError extends Error {
   }
 }
 
+/** Write ids a lease remembers: enough to recognise any of its own writes whose answer was lost. */
+const OWN_WRITES_KEPT = 16;
+
 /**
  * A held pull lease. Every save is conditioned on the ETag of the previous one, so two pulls of
- * one tenant can never both write: the second to arrive fails and stops. The lease is short and
- * every save renews it, so a pull that dies blocks its tenant only briefly.
+ * one tenant can never both write: the second to arrive fails and stops. The lease is short;
+ * every save renews it and `keepAlive` renews it while a slow call runs, so a pull that dies
+ * blocks its tenant only briefly and a live one never loses it to a slow page. Saves run one at
+ * a time, in the order they were asked for.
  */
 export class PullLease {
   private released = false;
   /** The dedupe set changed since it was last written (a spilled set is rewritten only then). */
   private deliveredChanged = false;
+  private queue: Promise<unknown> = Promise.resolve();
+  /** Set when a background renewal found the lease taken: every later save fails with it. */
+  private lost: LeaseLostError | undefined;
+  /** Ids of this lease's recent writes: a 412 against one of them is our own write, not a rival. */
+  private readonly ownWrites: string[] = [];
 
   constructor(
     private readonly store: PullStateStore,
@@ -221,23 +273,76 @@ export class PullLease {
     this.deliveredChanged = true;
   }
 
-  async save(): Promise<void> {
-    this.until = this.store.now() + this.leaseMs;
-    await this.persist({ owner: this.owner, until: this.until });
+  /** Writes the state and renews the lease. */
+  save(options?: CallOptions): Promise<void> {
+    return this.serialized(async () => {
+      if (this.released) return;
+      const until = this.store.now() + this.leaseMs;
+      await this.persist({ owner: this.owner, until }, options);
+      this.until = until;
+    });
   }
 
-  async release(): Promise<void> {
-    if (this.released) return;
-    await this.persist({ owner: "", until: 0 });
-    this.released = true;
+  release(options?: CallOptions): Promise<void> {
+    return this.serialized(async () => {
+      if (this.released) return;
+      await this.persist({ owner: "", until: 0 }, options);
+      this.released = true;
+    });
   }
 
-  private async persist(lease: { owner: string; until: number }): Promise<void> {
-    const reuse = this.deliveredChanged ? undefined : this.spill;
-    const written = await this.store.write(this.tenantId, this.state, lease, this.etag, this.spill, reuse);
+  /**
+   * Renews the lease every `everyMs` that passes without a save, until the returned stop is
+   * called: one page may legitimately take longer than the lease (retries, a slow sink). Each
+   * renewal is bounded by `everyMs`, so renewals stay less than two intervals apart.
+   */
+  keepAlive(everyMs: number): () => Promise<void> {
+    const timer = setInterval(() => {
+      if (this.released || this.lost || this.until - this.store.now() > this.leaseMs - everyMs) return;
+      this.save({ signal: AbortSignal.timeout(everyMs) }).catch((error: unknown) => {
+        if (error instanceof LeaseLostError) this.lost = error;
+        // Anything else: the pull's own next save meets the same trouble and reports it.
+      });
+    }, everyMs);
+    timer.unref();
+    return async () => {
+      clearInterval(timer);
+      await this.queue;
+    };
+  }
+
+  private serialized(op: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(() => {
+      if (this.lost) throw this.lost;
+      return op();
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async persist(lease: { owner: string; until: number }, options?: CallOptions): Promise<void> {
+    // Cleared first: versions marked while this write is under way are written by the next one.
+    const changed = this.deliveredChanged;
+    this.deliveredChanged = false;
+    const writeId = randomUUID();
+    this.ownWrites.push(writeId);
+    if (this.ownWrites.length > OWN_WRITES_KEPT) this.ownWrites.shift();
+    let written: { etag: string; spill: string | undefined };
+    try {
+      written = await this.store.write(this.tenantId, this.state, lease, {
+        etag: this.etag,
+        previousSpill: this.spill,
+        ...(changed ? {} : { unchangedSpill: this.spill }),
+        writeId,
+        ownWrites: this.ownWrites,
+        ...(options?.signal ? { signal: options.signal } : {}),
+      });
+    } catch (error) {
+      if (changed) this.deliveredChanged = true;
+      throw error;
+    }
     this.etag = written.etag;
     this.spill = written.spill;
-    this.deliveredChanged = false;
   }
 }
 
@@ -270,8 +375,8 @@ export class PullStateStore {
     return this.tables.open(TABLES.pullState);
   }
 
-  private signal(): { abortSignal: AbortSignal } {
-    return { abortSignal: AbortSignal.timeout(this.timeoutMs) };
+  private signal(options?: CallOptions): { abortSignal: AbortSignal } {
+    return { abortSignal: boundedSignal(this.timeoutMs, options) };
   }
 
   private async readEntity(partition: string, tenantId: string): Promise<(Entity & { etag: string }) | undefined> {
@@ -297,7 +402,7 @@ export class PullStateStore {
     const spill = entity ? str(entity["deliveredBlob"]) : undefined;
     let delivered: DeliveredVersions;
     if (spill) {
-      const body = await this.spill.read(spill, this.timeoutMs);
+      const body = await this.spill.read(spill, AbortSignal.timeout(this.timeoutMs));
       // A spilled set that is gone can only mean re-delivery of the overlap, never a loss.
       delivered = decodeDelivered({ delivered: body ?? "" });
     } else {
@@ -331,47 +436,66 @@ export class PullStateStore {
     tenantId: string,
     state: PullState,
     lease: { owner: string; until: number },
-    etag: string,
-    previousSpill: string | undefined,
-    unchangedSpill?: string,
+    at: {
+      etag: string;
+      previousSpill: string | undefined;
+      /** The dedupe set is unchanged and already in this blob. */
+      unchangedSpill?: string;
+      writeId: string;
+      /** This lease's recent write ids, `writeId` among them. */
+      ownWrites: readonly string[];
+      signal?: AbortSignal;
+    },
   ): Promise<{ etag: string; spill: string | undefined }> {
+    const options = at.signal ? { signal: at.signal } : undefined;
     const table = await this.table();
-    const writeId = randomUUID();
+    const { writeId, unchangedSpill } = at;
     let inline = unchangedSpill ? encodeDelivered(new Map()) : encodeDelivered(state.delivered);
     let spill: string | undefined = unchangedSpill;
     if (inline === undefined) {
       spill = `${tenantId}/${writeId}.versions`;
-      await this.spill.write(tenantId, spill, encodeDelivered(state.delivered, { unbounded: true })?.delivered ?? "", this.timeoutMs);
+      const body = encodeDelivered(state.delivered, { unbounded: true })?.delivered ?? "";
+      await this.spill.write(tenantId, spill, body, boundedSignal(this.timeoutMs, options));
       inline = encodeDelivered(new Map());
     }
     const row = toEntity(tenantId, state, lease, { writeId, deliveredBlob: spill ?? "", ...inline });
-    let newEtag: string;
-    try {
-      newEtag = (await table.updateEntity(row, "Replace", { etag, ...this.signal() })).etag ?? "";
-    } catch (error) {
-      const mine = isConcurrencyConflict(error) ? await this.committedByUs(tenantId, writeId) : undefined;
-      if (mine === undefined) {
-        // Only a definite refusal frees the new blob: after a timeout the row may point at it.
-        if (spill && spill !== unchangedSpill && isConcurrencyConflict(error)) void this.spill.remove(spill).catch(() => undefined);
-        if (isConcurrencyConflict(error)) throw new LeaseLostError("taken");
-        if (statusOf(error) === 404) throw new LeaseLostError("reset");
-        throw error;
+    let newEtag: string | undefined;
+    let etag = at.etag;
+    // Twice at most: a 412 against an earlier write of ours whose answer was lost is retried once.
+    for (let attempt = 0; newEtag === undefined; attempt++) {
+      try {
+        newEtag = (await table.updateEntity(row, "Replace", { etag, ...this.signal(options) })).etag ?? "";
+      } catch (error) {
+        const stored = isConcurrencyConflict(error) ? await this.storedWrite(tenantId) : undefined;
+        if (stored?.writeId === writeId) {
+          // Our own write committed and its answer was lost; the SDK's retry met our success.
+          newEtag = stored.etag;
+        } else if (stored && attempt === 0 && at.ownWrites.includes(stored.writeId)) {
+          // An earlier write of this lease committed unseen (e.g. a renewal that timed out).
+          etag = stored.etag;
+        } else {
+          // Only a definite refusal frees the new blob: after a timeout the row may point at it.
+          if (spill && spill !== unchangedSpill && isConcurrencyConflict(error)) void this.removeSpill(spill);
+          if (isConcurrencyConflict(error)) throw new LeaseLostError("taken");
+          if (statusOf(error) === 404) throw new LeaseLostError("reset");
+          throw error;
+        }
       }
-      newEtag = mine;
     }
-    if (previousSpill && previousSpill !== spill) void this.spill.remove(previousSpill).catch(() => undefined);
+    if (at.previousSpill && at.previousSpill !== spill) void this.removeSpill(at.previousSpill);
     return { etag: newEtag, spill };
   }
 
-  /**
-   * A conditional write whose response was lost is retried by the SDK and then fails with 412
-   * against its own success. The write id tells the two apart: if the stored row carries ours,
-   * the write committed and its ETag is the one to continue with.
-   */
-  private async committedByUs(tenantId: string, writeId: string): Promise<string | undefined> {
+  private async removeSpill(name: string): Promise<void> {
+    await this.spill.remove(name, AbortSignal.timeout(this.timeoutMs)).catch(() => undefined);
+  }
+
+  /** The write id and ETag the row holds now, or undefined if it cannot be read. */
+  private async storedWrite(tenantId: string): Promise<{ writeId: string; etag: string } | undefined> {
     try {
       const entity = await this.readEntity(PARTITION, tenantId);
-      return entity && entity["writeId"] === writeId ? entity.etag : undefined;
+      const writeId = entity ? str(entity["writeId"]) : undefined;
+      return entity && writeId ? { writeId, etag: entity.etag } : undefined;
     } catch {
       return undefined;
     }
@@ -400,7 +524,7 @@ export class PullStateStore {
     const entity = await this.readEntity(PARTITION, tenantId);
     if (!entity) return undefined;
     const spill = str(entity["deliveredBlob"]);
-    const delivered = spill ? decodeDelivered({ delivered: (await this.spill.read(spill, this.timeoutMs)) ?? "" }) : decodeDelivered(entity);
+    const delivered = spill ? decodeDelivered({ delivered: (await this.spill.read(spill, AbortSignal.timeout(this.timeoutMs))) ?? "" }) : decodeDelivered(entity);
     const owner = str(entity["leaseOwner"]);
     return { ...fromEntity(entity, delivered), ...(owner ? { leaseOwner: owner, leaseUntil: num(entity["leaseUntil"]) ?? 0 } : {}) };
   }
@@ -419,7 +543,7 @@ export class PullStateStore {
         if (statusOf(error) !== 404) throw error;
       }
     }
-    await this.spill.removeAll(tenantId);
+    await this.spill.removeAll(tenantId, AbortSignal.timeout(4 * this.timeoutMs));
   }
 
   /** Records a failure that happened outside a held lease (e.g. a poison message). */

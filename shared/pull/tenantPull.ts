@@ -13,7 +13,7 @@ import { DeadLetterError, type DeadLetterReason, type DeadLetterStore } from "..
 import type { TenantRecord, TenantRegistry } from "../state/tenantRegistry";
 import { TokenUnavailableError, type AccessTokenSource } from "./accessTokens";
 import type { PullHistoryStore, PullRun } from "./pullHistory";
-import { LeaseLostError, type PullLease, type PullState, type PullStateStore } from "./pullState";
+import { LeaseLostError, type InstantProgress, type PullLease, type PullState, type PullStateStore } from "./pullState";
 import { SubWindowPlanner, type SubWindow } from "./subWindows";
 import { isoMs, nextWindow, versionHash } from "./window";
 
@@ -23,6 +23,14 @@ export type PullOutcome =
   | { outcome: "busy" }
   | { outcome: "failed"; code: string; category: "reconsent" | "app_credential" | "transient" | "lease_lost" };
 
+/** The run's time bounds as abort signals (real time, whatever clock the pull is given). */
+interface RunBounds {
+  /** Fires when the sink, dead-letter and progress calls must stop. */
+  work: AbortSignal;
+  /** Fires when recording the run's outcome must stop. */
+  release: AbortSignal;
+}
+
 /** Pages requested ahead of the one being delivered: hides the API's latency on a backlog. */
 const READ_AHEAD = 3;
 /** Passes over a single millisecond that holds more than a page, until two agree. */
@@ -31,7 +39,22 @@ const INSTANT_PASSES = 3;
 const MAX_INSTANT_PAGES = 200;
 /** Host and API clocks further apart than this are reported in health. */
 const CLOCK_SKEW_WARNING_MS = 60_000;
-const MIN_LEASE_MS = 180_000;
+/** How long a pull may hold its tenant and finish after its deadline. */
+export interface PullTimings {
+  /** A pull that dies blocks its tenant this long at most; a live one renews every third of it. */
+  leaseMs: number;
+  /**
+   * After the deadline the page in flight may take one request timeout; then this long is left
+   * to hand it to the sink and save, and `releaseGraceMs` more to record the run. The settings
+   * check keeps deadline + request timeout + 60 s inside the host's functionTimeout.
+   */
+  deliveryGraceMs: number;
+  releaseGraceMs: number;
+}
+
+const DEFAULT_TIMINGS: PullTimings = { leaseMs: 180_000, deliveryGraceMs: 30_000, releaseGraceMs: 25_000 };
+/** Runs that meet a page that never parses before the pull narrows it down and dead-letters it. */
+const INVALID_PAGE_RUNS = 3;
 /** A measured clock difference beyond this is not believed (see settleClock). */
 const MAX_PLAUSIBLE_SKEW_MS = 3_600_000;
 /** An HTTP Date header names whole seconds. */
@@ -53,6 +76,15 @@ export interface TenantPullDeps {
   clock: Clock;
   /** Where each run is recorded for the console; optional, and a failure to record never fails a pull. */
   history?: PullHistoryStore;
+  timings?: Partial<PullTimings>;
+}
+
+/** A page that never parsed is held for a later run: stop here, keep the position. */
+class HoldPosition extends Error {
+  constructor() {
+    super("the pull holds its position for a later run");
+    this.name = "HoldPosition";
+  }
 }
 
 /** The tenant was offboarded (or lost its consent) while its pull ran: stop without writing. */
@@ -70,7 +102,11 @@ class TenantNoLongerConnected extends Error {
  * in flight.
  */
 export class TenantPull {
-  constructor(private readonly deps: TenantPullDeps) {}
+  private readonly timings: PullTimings;
+
+  constructor(private readonly deps: TenantPullDeps) {
+    this.timings = { ...DEFAULT_TIMINGS, ...deps.timings };
+  }
 
   /** Pulls the tenant once and records the run in the pull history (best-effort). */
   async run(tenantId: string, log: Logger, owner: string = randomUUID()): Promise<PullOutcome> {
@@ -119,7 +155,9 @@ export class TenantPull {
 
     const started = deps.clock();
     const deadline = started + deps.settings.maxRunSeconds * 1000;
-    const leaseMs = Math.max(MIN_LEASE_MS, 2 * deps.settings.requestTimeoutSeconds * 1000 + 60_000);
+    const { leaseMs, deliveryGraceMs, releaseGraceMs } = this.timings;
+    const workMs = (deps.settings.maxRunSeconds + deps.settings.requestTimeoutSeconds) * 1000 + deliveryGraceMs;
+    const bounds: RunBounds = { work: AbortSignal.timeout(workMs), release: AbortSignal.timeout(workMs + releaseGraceMs) };
     let windowOpened = false;
     // The new window is stored with the lease itself: no write of its own before the first page.
     let lease: PullLease | undefined;
@@ -152,8 +190,16 @@ export class TenantPull {
     }
     deps.budget.restore(tenantId, lease.state.apiCalls);
     lease.state.lastRunAt = new Date(started).toISOString();
+    // One slow page (retries, a slow sink) may outlast the lease: renew it in the background.
+    const stopKeepAlive = lease.keepAlive(leaseMs / 3);
     try {
-      const result = await new WindowRead(deps, tenant, lease, deadline, log, windowOpened).run();
+      const read = new WindowRead(deps, tenant, lease, deadline, bounds.work, log, windowOpened);
+      let result: Awaited<ReturnType<WindowRead["run"]>>;
+      try {
+        result = await read.run();
+      } finally {
+        await stopKeepAlive();
+      }
       Object.assign(lease.state, {
         lastSuccessAt: new Date(deps.clock()).toISOString(),
         lastAlertCount: result.alerts,
@@ -162,7 +208,7 @@ export class TenantPull {
         lastErrorMessage: undefined,
       });
       lease.state.apiCalls = deps.budget.snapshot(tenantId);
-      await this.release(lease, log);
+      await this.release(lease, bounds.release, log);
       log.info("pull finished", { tenantId, alerts: result.alerts, complete: result.complete, deadLetters: result.deadLetters });
       return { outcome: "pulled", ...result };
     } catch (error) {
@@ -171,7 +217,7 @@ export class TenantPull {
         deps.tokens.forget(tenantId);
         return { outcome: "skipped", reason: "not_connected" };
       }
-      return this.failed(tenant, lease, error, log);
+      return this.failed(tenant, lease, bounds, error, log);
     }
   }
 
@@ -186,9 +232,9 @@ export class TenantPull {
     return { outcome: "failed", code, category };
   }
 
-  private async release(lease: PullLease, log: Logger): Promise<void> {
+  private async release(lease: PullLease, signal: AbortSignal, log: Logger): Promise<void> {
     try {
-      await lease.release();
+      await lease.release({ signal });
     } catch (error) {
       if (error instanceof LeaseLostError) throw error;
       // The lease lapses on its own shortly; say so where the operator looks.
@@ -197,7 +243,7 @@ export class TenantPull {
     }
   }
 
-  private async failed(tenant: TenantRecord, lease: PullLease, error: unknown, log: Logger): Promise<PullOutcome> {
+  private async failed(tenant: TenantRecord, lease: PullLease, bounds: RunBounds, error: unknown, log: Logger): Promise<PullOutcome> {
     const { deps } = this;
     const tenantId = tenant.tenantId;
     if (error instanceof LeaseLostError) {
@@ -205,7 +251,10 @@ export class TenantPull {
       if (error.reason === "taken") await deps.pullState.recordIncident(tenantId, "lease_lost").catch(() => undefined);
       return { outcome: "failed", code: "lease_lost", category: "lease_lost" };
     }
-    const { code, message, category } = classifyFailure(error);
+    // Whatever the call said, it was cut short by the run's own bound, not by the service.
+    const { code, message, category } = bounds.work.aborted
+      ? { code: "run_out_of_time", message: "The run's time was up while the sink or storage still had not answered; the next run resumes at the same page", category: "transient" as const }
+      : classifyFailure(error);
     if (category === "app_credential") {
       log.error("MSSP application credential rejected by Entra ID: every tenant is affected; rotate MSSP_CLIENT_SECRET", { tenantId, error: code });
     } else {
@@ -218,7 +267,7 @@ export class TenantPull {
     });
     lease.state.apiCalls = deps.budget.snapshot(tenantId);
     try {
-      await this.release(lease, log);
+      await this.release(lease, bounds.release, log);
     } catch (saveError) {
       log.warn("could not record the pull failure", { tenantId, detail: describeError(saveError) });
     }
@@ -298,12 +347,16 @@ class WindowRead {
   private readonly inFlight = new Map<string, Promise<FetchedPage>>();
   private readonly accessToken: (force: boolean) => Promise<string>;
   private readonly pulledAt: string;
+  /** What every sink, dead-letter, tenant and progress call of this run is bounded by. */
+  private readonly call: { signal: AbortSignal };
   private planner!: SubWindowPlanner;
   private windowFrom = 0;
   /** The window is in Table Storage already (resumed, or saved before its first sink write). */
   private windowSaved: boolean;
-  /** The first page written after a resume may have been written before: the sink is told. */
-  private resumedWrite: boolean;
+  /** Paging inside one crowded millisecond, saved with every page so a resume continues it. */
+  private instant: InstantProgress | undefined;
+  /** This run already counted itself against the span that never parses. */
+  private invalidCounted = false;
   private delivered = 0;
   private deadLettered = 0;
   /** The last prune limit (s): pruning again at or below it finds nothing. */
@@ -314,6 +367,7 @@ class WindowRead {
     private readonly tenant: TenantRecord,
     private readonly lease: PullLease,
     private readonly deadline: number,
+    work: AbortSignal,
     private readonly log: Logger,
     /** This run opened the window (stored with the lease); otherwise it resumes one. */
     private readonly windowOpened: boolean,
@@ -322,7 +376,7 @@ class WindowRead {
     this.overlapMs = deps.settings.overlapMinutes * 60_000;
     this.top = deps.settings.pageSize;
     this.windowSaved = this.state.window !== undefined;
-    this.resumedWrite = this.windowSaved && !windowOpened;
+    this.call = { signal: work };
     this.pulledAt = new Date(deps.clock()).toISOString();
     const tokens = deps.tokens.forPull(tenant.tenantId, this.state, deadline);
     this.accessToken = async (force) => {
@@ -344,12 +398,25 @@ class WindowRead {
       { position: Date.parse(window.position), nextEnd: Date.parse(window.nextEnd), ...(window.density ? { density: window.density } : {}) },
       this.top,
     );
+    let resumeInstant = window.instant;
 
     try {
+      if (!this.windowOpened) await this.rememberStored();
       let checkedClock = !this.windowOpened;
       let pages = 0;
       for (let head = this.planner.head(); head; head = this.planner.head()) {
         const requested = { ...head };
+        if (resumeInstant) {
+          // A crowded millisecond was being paged when the last run stopped: carry on there.
+          const progress = resumeInstant;
+          resumeInstant = undefined;
+          if (requested.to - requested.from === 1) {
+            await this.readInstant(requested, progress);
+            this.planner.complete(undefined);
+            await this.acknowledge();
+            continue;
+          }
+        }
         this.prefetch();
         let page: FetchedPage;
         try {
@@ -357,6 +424,7 @@ class WindowRead {
         } catch (error) {
           if (!(error instanceof InvalidPageError)) throw error;
           await this.ensureConnected();
+          this.holdUnlessGivenUp(requested);
           // Narrow a page that never parses down to its millisecond before giving it up.
           if (!this.planner.split()) {
             await this.deadLetter("invalid_page", requested, 0, error.raw);
@@ -365,6 +433,7 @@ class WindowRead {
           await this.acknowledge();
           continue;
         }
+        this.checkTime();
         if (!checkedClock) {
           checkedClock = true;
           this.settleClock(page);
@@ -386,19 +455,75 @@ class WindowRead {
         await this.acknowledge();
       }
     } catch (error) {
-      if (error instanceof DefenderApiError && (error.code === "deadline" || error.code === "budget_exhausted")) {
-        // Out of time or budget: the position is saved per page, so the next run resumes here.
-        return { alerts: this.delivered, complete: false, deadLetters: this.deadLettered };
-      }
-      throw error;
+      const stop =
+        error instanceof HoldPosition ||
+        (error instanceof DefenderApiError && (error.code === "deadline" || error.code === "budget_exhausted"));
+      if (!stop) throw error;
+      // Held, out of time or out of budget: the run's closing save keeps the position (and a
+      // window cut by the service's clock), so the next run resumes exactly here.
+      if (!this.planner.finished) this.recordProgress();
+      return { alerts: this.delivered, complete: false, deadLetters: this.deadLettered };
     } finally {
       for (const pending of this.inFlight.values()) pending.catch(() => undefined);
       this.inFlight.clear();
     }
     this.state.watermark = isoMs(this.planner.to);
     this.state.window = undefined;
+    delete this.state.invalidSpan;
     this.prune(this.planner.to - this.overlapMs);
     return { alerts: this.delivered, complete: true, deadLetters: this.deadLettered };
+  }
+
+  /**
+   * A resumed run first learns what the sink already holds of the page that was in flight: an
+   * earlier attempt may have stored it and died before its checkpoint, and the service may order
+   * the page differently this time. Those versions count as delivered, so none is stored twice.
+   */
+  private async rememberStored(): Promise<void> {
+    const { sink } = this.deps;
+    const head = this.planner.head();
+    if (!sink.storedVersions || !head) return;
+    const page = { tenantId: this.tenant.tenantId, pageFrom: isoMs(head.from), pageTo: isoMs(head.to) };
+    let added = false;
+    for (const version of await sink.storedVersions(page, this.call)) {
+      const hash = versionHash(version);
+      if (this.state.delivered.has(hash)) continue;
+      this.state.delivered.set(hash, Math.floor(version.updatedAtMs / 1000));
+      added = true;
+    }
+    if (added) this.lease.markDeliveredChanged();
+  }
+
+  /** A page that arrives after the deadline is not delivered: the next run reads it again. */
+  private checkTime(): void {
+    if (this.deps.clock() > this.deadline) {
+      throw new DefenderApiError("deadline", "The run's deadline passed while a page of alerts was being read; it is read again next run");
+    }
+  }
+
+  /**
+   * A page that is not valid JSON after its retries is most often a proxy or gateway having a
+   * bad moment, not poison: the pull keeps its position and stops, for `INVALID_PAGE_RUNS` runs,
+   * before it narrows the span down and dead-letters what still does not parse. Returns only
+   * when the span is given up; otherwise throws HoldPosition.
+   */
+  private holdUnlessGivenUp(sub: SubWindow): void {
+    const span = this.state.invalidSpan;
+    const inside = span !== undefined && Date.parse(span.from) <= sub.from && sub.from < Date.parse(span.to);
+    if (!inside) {
+      this.state.invalidSpan = { from: isoMs(sub.from), to: isoMs(sub.to), runs: 1 };
+      this.invalidCounted = true;
+    } else if (!this.invalidCounted) {
+      span.runs++;
+      this.invalidCounted = true;
+    }
+    const runs = this.state.invalidSpan?.runs ?? 1;
+    if (runs >= INVALID_PAGE_RUNS) return;
+    this.warn(
+      "invalid_page_held",
+      `A page of alerts was not valid JSON in ${runs} run(s); the pull keeps its position and reads it again next run (after ${INVALID_PAGE_RUNS} runs what still does not parse is dead-lettered)`,
+    );
+    throw new HoldPosition();
   }
 
   /** Requests the next few planned sub-windows so the API's latency overlaps the sink's. */
@@ -476,15 +601,16 @@ class WindowRead {
   }
 
   private async ensureConnected(): Promise<void> {
-    const current = await this.deps.tenants.get(this.tenant.tenantId);
+    const current = await this.deps.tenants.get(this.tenant.tenantId, this.call);
     if (!current || current.status !== "connected") throw new TenantNoLongerConnected();
   }
 
   /**
    * Hands the page's new versions to the sink and its unacceptable elements to the dead-letter
-   * store; only when both hold them are the versions remembered as delivered.
+   * store; only when both hold them are the versions remembered as delivered. Returns how many
+   * versions were new.
    */
-  private async deliver(requested: SubWindow, skip: number, page: FetchedPage): Promise<void> {
+  private async deliver(requested: SubWindow, skip: number, page: FetchedPage): Promise<number> {
     const { tenant } = this;
     // Named as a resume would read it again: a page cut by the service's clock ends at the cut.
     const sub = { from: requested.from, to: Math.min(requested.to, this.planner.to) };
@@ -504,69 +630,74 @@ class WindowRead {
     }
     if (fresh.length > 0) {
       await this.saveWindowOnce();
-      await this.renewIfDue();
-      await this.deps.sink.write(
-        { tenantId: tenant.tenantId, pageFrom: isoMs(sub.from), pageTo: isoMs(sub.to), skip, ...(this.resumedWrite ? { resumed: true } : {}) },
-        fresh,
-      );
-      this.resumedWrite = false;
+      await this.deps.sink.write({ tenantId: tenant.tenantId, pageFrom: isoMs(sub.from), pageTo: isoMs(sub.to), skip }, fresh, this.call);
     }
     for (const rejected of page.rejected) await this.deadLetter(rejected.reason, sub, skip, rejected.raw);
     if (page.nextLink !== undefined && !this.sameOrigin(page.nextLink)) await this.deadLetter("foreign_next_link", sub, skip, page.nextLink);
     for (const [hash, at] of versions) this.state.delivered.set(hash, at);
     if (versions.length > 0) this.lease.markDeliveredChanged();
     this.delivered += fresh.length;
+    return fresh.length;
   }
 
   /**
    * One millisecond holds more than a page: page through it with `$skip`, to an empty page (a
-   * short page is not trusted to be the end), and read it again until two passes agree, so an
-   * order that shifted under the first pass cannot hide an alert.
+   * short page is not trusted to be the end), and read it again until a whole pass finds nothing
+   * new, so an order that shifted under one pass cannot hide an alert. The progress is saved
+   * with every page: a run that stops here (deadline, budget, crash) carries on where it was.
    */
-  private async readInstant(sub: SubWindow): Promise<void> {
-    let previous: Set<string> | undefined;
-    for (let pass = 0; pass < INSTANT_PASSES; pass++) {
-      const seen = new Set<string>();
-      let skip = 0;
-      for (let n = 0; ; n++) {
-        if (n === MAX_INSTANT_PAGES) {
+  private async readInstant(sub: SubWindow, from: InstantProgress = { pass: 0, skip: 0, foundNew: false }): Promise<void> {
+    const progress: InstantProgress = { ...from };
+    this.instant = progress;
+    for (; progress.pass < INSTANT_PASSES; Object.assign(progress, { pass: progress.pass + 1, skip: 0, foundNew: false })) {
+      for (;;) {
+        if (progress.skip >= MAX_INSTANT_PAGES * this.top) {
           this.warn("instant_page_limit", `One millisecond held more than ${MAX_INSTANT_PAGES} pages; the pull moved on after reading that many`);
           break;
         }
         let page: FetchedPage;
         try {
-          page = await this.take(sub, skip);
+          page = await this.take(sub, progress.skip);
         } catch (error) {
           if (!(error instanceof InvalidPageError)) throw error;
-          await this.deadLetter("invalid_page", sub, skip, error.raw);
-          skip += this.top;
+          this.holdUnlessGivenUp(sub);
+          await this.deadLetter("invalid_page", sub, progress.skip, error.raw);
+          progress.skip += this.top;
+          await this.acknowledge();
           continue;
         }
+        this.checkTime();
         await this.ensureConnected();
         const returned = page.alerts.length + page.rejected.length;
         if (returned === 0) break;
-        await this.deliver(sub, skip, page);
-        for (const alert of page.alerts) seen.add(versionHash(alert));
-        skip += returned;
+        if ((await this.deliver(sub, progress.skip, page)) > 0) progress.foundNew = true;
+        progress.skip += returned;
         await this.acknowledge();
       }
-      if (previous && sameSet(previous, seen)) return;
-      previous = seen;
+      // The first pass always counts as finding something: only a re-read can confirm.
+      if (progress.pass > 0 && !progress.foundNew) {
+        this.instant = undefined;
+        return;
+      }
     }
+    this.instant = undefined;
     this.warn("unstable_order", "The Defender API's order inside one millisecond kept changing between reads; every version read was delivered");
   }
 
   private async deadLetter(reason: DeadLetterReason, sub: SubWindow, skip: number, raw: string): Promise<void> {
     const at = new Date(this.deps.clock()).toISOString();
-    const stored = await this.deps.deadLetters.write({
-      tenantId: this.tenant.tenantId,
-      source: "mde",
-      reason,
-      window: { from: isoMs(this.windowFrom), to: isoMs(this.planner.to) },
-      page: { from: isoMs(sub.from), to: isoMs(sub.to), skip },
-      raw,
-      at,
-    });
+    const stored = await this.deps.deadLetters.write(
+      {
+        tenantId: this.tenant.tenantId,
+        source: "mde",
+        reason,
+        window: { from: isoMs(this.windowFrom), to: isoMs(this.planner.to) },
+        page: { from: isoMs(sub.from), to: isoMs(sub.to), skip },
+        raw,
+        at,
+      },
+      this.call,
+    );
     if (!stored) return;
     this.deadLettered++;
     this.state.deadLetters++;
@@ -584,12 +715,8 @@ class WindowRead {
   private async saveWindowOnce(): Promise<void> {
     if (this.windowSaved) return;
     this.recordProgress();
-    await this.lease.save();
+    await this.lease.save(this.call);
     this.windowSaved = true;
-  }
-
-  private async renewIfDue(): Promise<void> {
-    if (this.lease.expiresAt - this.deps.clock() < MIN_LEASE_MS / 2) await this.lease.save();
   }
 
   private recordProgress(): void {
@@ -600,7 +727,10 @@ class WindowRead {
       position: isoMs(planner.position),
       nextEnd: isoMs(planner.nextEnd()),
       ...(planner.density !== undefined ? { density: planner.density } : {}),
+      ...(this.instant ? { instant: { ...this.instant } } : {}),
     };
+    const span = this.state.invalidSpan;
+    if (span && planner.position >= Date.parse(span.to)) delete this.state.invalidSpan;
   }
 
   /** The page is durable in the sink: record it as read, forget what no later read can serve again, renew the lease. */
@@ -612,7 +742,7 @@ class WindowRead {
     }
     this.recordProgress();
     this.state.apiCalls = this.deps.budget.snapshot(this.tenant.tenantId);
-    await this.lease.save();
+    await this.lease.save(this.call);
     this.windowSaved = true;
   }
 
@@ -625,10 +755,4 @@ class WindowRead {
     for (const [hash, at] of this.state.delivered) if (at < limit) this.state.delivered.delete(hash);
     if (this.state.delivered.size !== size) this.lease.markDeliveredChanged();
   }
-}
-
-function sameSet(a: Set<string>, b: Set<string>): boolean {
-  if (a.size !== b.size) return false;
-  for (const value of a) if (!b.has(value)) return false;
-  return true;
 }

@@ -3,7 +3,7 @@ import type { ContainerClient } from "@azure/storage-blob";
 import { statusOf } from "../errors";
 import { canonicalTimestamp } from "../time/timestamps";
 import { containerCreator } from "./containers";
-import { SinkError, type AlertBatchKey, type AlertEnvelope, type AlertSink } from "./alertSink";
+import { boundedSignal, SinkError, type AlertBatchKey, type AlertEnvelope, type AlertSink, type CallOptions, type StoredVersion } from "./alertSink";
 
 export { SinkError };
 
@@ -22,11 +22,6 @@ function compact(bound: string, which: string): { compact: string; datePath: str
   return { compact: key.replace(/[-:.]/g, ""), datePath: `${key.slice(0, 4)}/${key.slice(5, 7)}/${key.slice(8, 10)}` };
 }
 
-/** A version as the dedupe rule sees it: id and canonical time, however the time was spelled. */
-function versionKey(id: unknown, lastUpdateTime: unknown): string {
-  const time = typeof lastUpdateTime === "string" ? (canonicalTimestamp(lastUpdateTime)?.key ?? lastUpdateTime) : String(lastUpdateTime);
-  return `${String(id)}\n${time}`;
-}
 
 /** One NDJSON line: the envelope's fields, then the alert's JSON exactly as the API sent it. */
 function envelopeLine(envelope: AlertEnvelope): string {
@@ -80,56 +75,83 @@ export class BlobAlertSink implements AlertSink {
 
   /** Everything in the name before the content tag: one page's attempts share it. */
   static pagePrefix(key: AlertBatchKey): string {
-    if (!SAFE_TENANT.test(key.tenantId)) throw new SinkError("The batch's tenant id is not a valid tenant id");
     if (!Number.isSafeInteger(key.skip) || key.skip < 0 || key.skip > 999_999_999) {
       throw new SinkError("The batch's skip must be an integer between 0 and 999999999");
     }
+    return `${BlobAlertSink.boundsPrefix(key)}${String(key.skip).padStart(9, "0")}_`;
+  }
+
+  /** Everything in the name before the skip: every page of one set of bounds shares it. */
+  static boundsPrefix(key: Pick<AlertBatchKey, "tenantId" | "pageFrom" | "pageTo">): string {
+    if (!SAFE_TENANT.test(key.tenantId)) throw new SinkError("The batch's tenant id is not a valid tenant id");
     const from = compact(key.pageFrom, "page start");
     const to = compact(key.pageTo, "page end");
-    return `${key.tenantId}/${to.datePath}/${from.compact}_${to.compact}_${String(key.skip).padStart(9, "0")}_`;
+    return `${key.tenantId}/${to.datePath}/${from.compact}_${to.compact}_`;
   }
 
   static blobNameFor(key: AlertBatchKey, alerts: readonly AlertEnvelope[]): string {
     return `${BlobAlertSink.pagePrefix(key)}${contentTag(alerts)}.ndjson`;
   }
 
-  async write(key: AlertBatchKey, alerts: readonly AlertEnvelope[]): Promise<void> {
+  async write(key: AlertBatchKey, alerts: readonly AlertEnvelope[], options?: CallOptions): Promise<void> {
     if (alerts.length === 0) return;
+    // Checked before anything is written: a key that cannot name a blob is refused whole.
+    const prefix = BlobAlertSink.pagePrefix(key);
     await this.ensureContainer();
-    const batch = key.resumed ? await this.notYetStored(key, alerts) : alerts;
+    const batch = key.resumed ? await this.notYetStored(key, alerts, options) : alerts;
     if (batch.length === 0) return;
-    const name = BlobAlertSink.blobNameFor(key, batch);
     const body = ndjson(batch);
     try {
-      await this.container.getBlockBlobClient(name).upload(body, body.length, {
+      await this.container.getBlockBlobClient(`${prefix}${contentTag(batch)}.ndjson`).upload(body, body.length, {
         blobHTTPHeaders: { blobContentType: "application/x-ndjson" },
-        abortSignal: AbortSignal.timeout(this.timeoutMs),
+        abortSignal: boundedSignal(this.timeoutMs, options),
       });
     } catch (error) {
       throw storageFailure("Uploading the alert batch failed", error);
     }
   }
 
-  /** The batch without versions that an earlier attempt of the same page stored under another name. */
-  private async notYetStored(key: AlertBatchKey, alerts: readonly AlertEnvelope[]): Promise<readonly AlertEnvelope[]> {
-    const prefix = BlobAlertSink.pagePrefix(key);
-    const stored = new Set<string>();
+  async storedVersions(page: Pick<AlertBatchKey, "tenantId" | "pageFrom" | "pageTo">, options?: CallOptions): Promise<StoredVersion[]> {
+    const prefix = BlobAlertSink.boundsPrefix(page);
+    const versions: StoredVersion[] = [];
     try {
-      const signal = AbortSignal.timeout(this.timeoutMs);
+      await this.ensureContainer();
+      const signal = boundedSignal(this.timeoutMs, options);
       for await (const blob of this.container.listBlobsFlat({ prefix, abortSignal: signal })) {
         const text = (await this.container.getBlobClient(blob.name).downloadToBuffer(0, undefined, { abortSignal: signal })).toString("utf8");
         for (const line of text.split("\n")) {
-          if (!line) continue;
-          const parsed = JSON.parse(line) as { alert?: { id?: unknown; lastUpdateTime?: unknown } };
-          stored.add(versionKey(parsed.alert?.id, parsed.alert?.lastUpdateTime));
+          const version = line ? storedVersionOf(line) : undefined;
+          if (version) versions.push(version);
         }
       }
     } catch (error) {
-      throw storageFailure("Reading an earlier attempt of the page failed", error);
+      if (error instanceof SinkError) throw error;
+      throw storageFailure("Reading earlier attempts of the page failed", error);
     }
+    return versions;
+  }
+
+  /** The batch without versions an earlier attempt stored under the same bounds (any skip, any content). */
+  private async notYetStored(key: AlertBatchKey, alerts: readonly AlertEnvelope[], options?: CallOptions): Promise<readonly AlertEnvelope[]> {
+    const stored = new Set((await this.storedVersions(key, options)).map((v) => `${v.id}\n${v.updatedAtKey}`));
     return stored.size === 0 ? alerts : alerts.filter((e) => !stored.has(`${e.alert.id}\n${e.alert.updatedAtKey}`));
   }
 
+}
+
+/** The version a stored line holds, or undefined for a line this sink did not write. */
+function storedVersionOf(line: string): StoredVersion | undefined {
+  let parsed: { alert?: { id?: unknown; lastUpdateTime?: unknown } };
+  try {
+    parsed = JSON.parse(line) as typeof parsed;
+  } catch {
+    return undefined;
+  }
+  const id = parsed.alert?.id;
+  const time = parsed.alert?.lastUpdateTime;
+  const canonical = typeof time === "string" ? canonicalTimestamp(time) : undefined;
+  if (typeof id !== "string" || !canonical) return undefined;
+  return { id, updatedAtKey: canonical.key, updatedAtMs: canonical.ms };
 }
 
 function storageFailure(what: string, error: unknown): SinkError {

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { ContainerClient } from "@azure/storage-blob";
 import { statusOf } from "../errors";
+import { boundedSignal, type CallOptions } from "./alertSink";
 import { containerCreator } from "./containers";
 
 /** Why data went to the dead-letter store instead of a sink. */
@@ -50,7 +51,7 @@ export class DeadLetterError extends Error {
 
 export interface DeadLetterStore {
   /** Stores the letter durably; resolves true when it is new, false when the same letter was already there. */
-  write(letter: DeadLetter): Promise<boolean>;
+  write(letter: DeadLetter, options?: CallOptions): Promise<boolean>;
   list(tenantId: string): Promise<DeadLetterInfo[]>;
   read(name: string): Promise<DeadLetter | undefined>;
   remove(name: string): Promise<void>;
@@ -81,7 +82,7 @@ export class BlobDeadLetterStore implements DeadLetterStore {
     return `${letter.tenantId}/${letter.reason}_${digest}.json`;
   }
 
-  async write(letter: DeadLetter): Promise<boolean> {
+  async write(letter: DeadLetter, options?: CallOptions): Promise<boolean> {
     await this.ensureContainer();
     const body = Buffer.from(JSON.stringify(letter), "utf8");
     try {
@@ -89,7 +90,7 @@ export class BlobDeadLetterStore implements DeadLetterStore {
         blobHTTPHeaders: { blobContentType: "application/json" },
         metadata: { reason: letter.reason, pagefrom: letter.page.from, pageto: letter.page.to, skip: String(letter.page.skip) },
         conditions: { ifNoneMatch: "*" },
-        abortSignal: AbortSignal.timeout(this.timeoutMs),
+        abortSignal: boundedSignal(this.timeoutMs, options),
       });
       return true;
     } catch (error) {
@@ -102,8 +103,9 @@ export class BlobDeadLetterStore implements DeadLetterStore {
     if (!SAFE_TENANT.test(tenantId)) return [];
     const letters: DeadLetterInfo[] = [];
     try {
-      if (!(await this.container.exists())) return [];
-      for await (const blob of this.container.listBlobsFlat({ prefix: `${tenantId}/`, includeMetadata: true })) {
+      const abortSignal = AbortSignal.timeout(this.timeoutMs);
+      if (!(await this.container.exists({ abortSignal }))) return [];
+      for await (const blob of this.container.listBlobsFlat({ prefix: `${tenantId}/`, includeMetadata: true, abortSignal })) {
         const meta = blob.metadata ?? {};
         const file = blob.name.slice(blob.name.lastIndexOf("/") + 1);
         letters.push({

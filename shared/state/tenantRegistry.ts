@@ -127,10 +127,10 @@ export class TenantRegistry {
     return this.tables.open(TABLES.tenants);
   }
 
-  private async read(tenantId: string): Promise<{ record: TenantRecord; etag: string } | undefined> {
+  private async read(tenantId: string, signal?: AbortSignal): Promise<{ record: TenantRecord; etag: string } | undefined> {
     const table = await this.table();
     try {
-      const entity = await table.getEntity<TenantEntity>(PARTITION, tenantId);
+      const entity = await table.getEntity<TenantEntity>(PARTITION, tenantId, signal ? { abortSignal: signal } : {});
       return { record: toRecord(entity), etag: entity.etag };
     } catch (error) {
       if ((error as { statusCode?: unknown }).statusCode === 404) return undefined;
@@ -138,8 +138,9 @@ export class TenantRegistry {
     }
   }
 
-  async get(tenantId: string): Promise<TenantRecord | undefined> {
-    return (await this.read(tenantId))?.record;
+  /** `signal` lets a pull bound the read by its own remaining time. */
+  async get(tenantId: string, options?: { signal?: AbortSignal }): Promise<TenantRecord | undefined> {
+    return (await this.read(tenantId, options?.signal))?.record;
   }
 
   async list(status?: TenantStatus): Promise<TenantRecord[]> {

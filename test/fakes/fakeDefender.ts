@@ -188,6 +188,8 @@ interface TenantState {
   hangs: number;
   shortPages: { times: number; size: number } | null;
   corruptPages: number;
+  /** Every page holding this alert is cut short: a page that never parses, however often it is read. */
+  corruptHolding: string | null;
   /** Alert id → raw JSON text served in its place. */
   poisoned: Map<string, string>;
   quota: Quota | null;
@@ -549,6 +551,11 @@ export class FakeDefender {
     this.tenant(tenantId).corruptPages = Math.max(0, opts.times);
   }
 
+  /** Every page that holds alert `id` is a 200 cut in half, on every read; null clears. */
+  corruptPagesHolding(tenantId: string, id: string | null): void {
+    this.tenant(tenantId).corruptHolding = id;
+  }
+
   /** Serves `raw` verbatim in place of alert `id` whenever it matches (filtering still uses the stored alert); null clears. */
   poisonAlert(tenantId: string, id: string, raw: string | null): void {
     const { poisoned } = this.tenant(tenantId);
@@ -791,6 +798,7 @@ export class FakeDefender {
         hangs: 0,
         shortPages: null,
         corruptPages: 0,
+        corruptHolding: null,
         poisoned: new Map(),
         quota: null,
         admitted: [],
@@ -959,13 +967,14 @@ export class FakeDefender {
     const full = faults.shortSize === undefined && page.length === size;
     const items = page.map((s) => state.poisoned.get(s.id) ?? JSON.stringify(query.expandEvidence ? toAlert(s) : s.summary));
     let body = renderPage(items, full ? this.nextLink(url, query, size) : undefined);
+    const corrupt = faults.corrupt || (state.corruptHolding !== null && page.some((s) => s.id === state.corruptHolding));
     // Any strict prefix of a JSON object's text is invalid JSON.
-    if (faults.corrupt) body = body.slice(0, body.length >>> 1);
+    if (corrupt) body = body.slice(0, body.length >>> 1);
 
     // The hook runs before any bookkeeping, so a hook that throws leaves a plain 500 behind.
     state.afterPage?.({ index: state.pageRequests, query: new URLSearchParams(url.searchParams), served: page.length });
     state.pageRequests++;
-    if (!faults.corrupt && this.options.recordServed !== false) this.recordServed(state, page);
+    if (!corrupt && this.options.recordServed !== false) this.recordServed(state, page);
     this.record(state, url.searchParams, 200);
     this.write(res, 200, body);
   }

@@ -88,12 +88,15 @@ async function main() {
   );
   let writes = 0;
   const sink = {
-    async write(key, alerts) {
+    async write(key, alerts, options) {
       const n = ++writes;
       emit({ event: "write", n, pageFrom: key.pageFrom, pageTo: key.pageTo, skip: key.skip, resumed: key.resumed === true, alerts: alerts.length });
       if (phase === "before_write" && n === crashAt) die(phase, n);
-      await blob.write(key, alerts);
+      await blob.write(key, alerts, options);
       if (phase === "after_write" && n === crashAt) die(phase, n);
+    },
+    storedVersions(page, options) {
+      return blob.storedVersions(page, options);
     },
   };
   const services = createServices(config, { sink, sleep: async () => undefined });

@@ -207,18 +207,58 @@ describe("BlobAlertSink", () => {
     expect(await storedVersions(container)).toEqual(versionsOf(page));
   });
 
-  it("on a resumed page with no earlier attempt stores the whole page, and ignores other pages' blobs", async () => {
+  it("on a resumed page with no earlier attempt under its bounds stores the whole page, whatever other bounds hold", async () => {
     const container = freshContainer();
     const sink = new BlobAlertSink(container);
     const page = envelopes(4, "page");
-    // The same alerts under another page: skip 15 shares the first digits of skip 150, nothing else.
-    await sink.write({ ...KEY, skip: 15 }, page);
+    // The same alerts under bounds one millisecond apart: another page, not an earlier attempt.
     await sink.write({ ...KEY, pageTo: "2025-03-05T00:10:00.001Z" }, page);
+    await sink.write({ ...KEY, pageFrom: "2025-03-04T05:06:07.088Z" }, page);
     await sink.write({ ...KEY, resumed: true }, page);
     expect(await blobNames(container)).toContain(BlobAlertSink.blobNameFor(KEY, page));
     expect(await blobNames(container)).toHaveLength(3);
     const lines = (await readLines(container, BlobAlertSink.blobNameFor(KEY, page))).filter(Boolean);
     expect(lines).toHaveLength(4);
+  });
+
+  it("on a resumed page leaves out what an earlier attempt stored under the same bounds at another skip (an order that shifted)", async () => {
+    const container = freshContainer();
+    const sink = new BlobAlertSink(container);
+    const page = envelopes(4, "page");
+    // Inside one crowded millisecond the service moved two alerts from skip 15 to skip 150.
+    await sink.write({ ...KEY, skip: 15 }, page);
+    await sink.write({ ...KEY, resumed: true }, [...page.slice(2), envelope("da-new", "2025-03-04T23:59:59Z")]);
+    expect(await blobNames(container)).toHaveLength(2);
+    expect(await storedVersions(container)).toEqual(versionsOf([...page, envelope("da-new", "2025-03-04T23:59:59Z")]));
+  });
+
+  it("lists the versions stored under a page's bounds across skips and attempts, in canonical time", async () => {
+    const container = freshContainer();
+    const sink = new BlobAlertSink(container);
+    expect(await sink.storedVersions(KEY)).toEqual([]);
+    const first = envelopes(2, "a");
+    const zoneless = envelope("da-zoneless", "2025-03-04T23:58:00.5");
+    await sink.write({ ...KEY, skip: 0 }, first);
+    await sink.write({ ...KEY, skip: 2 }, [zoneless]);
+    await sink.write({ ...KEY, pageTo: "2025-03-05T00:10:00.001Z" }, envelopes(2, "other"));
+    const listed = (await sink.storedVersions(KEY)).map((v) => `${v.id}@${v.updatedAtKey}@${v.updatedAtMs}`).sort();
+    expect(listed).toEqual(
+      [
+        `da-a-0@2025-03-04T23:50:00.1234567Z@${Date.parse("2025-03-04T23:50:00.123Z")}`,
+        `da-a-1@2025-03-04T23:51:00.1234567Z@${Date.parse("2025-03-04T23:51:00.123Z")}`,
+        `da-zoneless@2025-03-04T23:58:00.5000000Z@${Date.parse("2025-03-04T23:58:00.500Z")}`,
+      ].sort(),
+    );
+  });
+
+  it("gives up a listing when the caller's signal fires, as a SinkError", async () => {
+    const container = freshContainer();
+    const sink = new BlobAlertSink(container);
+    await sink.write(KEY, envelopes(2));
+    const aborted = AbortSignal.abort();
+    await expect(sink.storedVersions(KEY, { signal: aborted })).rejects.toBeInstanceOf(SinkError);
+    await expect(sink.write({ ...KEY, skip: 7 }, envelopes(1), { signal: aborted })).rejects.toBeInstanceOf(SinkError);
+    expect(await blobNames(container)).toHaveLength(1);
   });
 
   it("does nothing for an empty batch, not even create the container", async () => {

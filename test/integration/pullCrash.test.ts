@@ -249,6 +249,34 @@ describe("pull crash safety (real SIGKILLed child processes)", () => {
     30_000,
   );
 
+  it("loses and duplicates nothing when killed inside a crowded millisecond, with the order changed for the resume", async () => {
+    const tenantId = await connectedTenant(env, "Crash in a crowded millisecond");
+    const stamp = toMdeTimestamp(Date.now() - 20 * 60_000);
+    const crowd = Array.from({ length: 300 }, (_, i) => makeAlert({ id: `da-crowd-${String(i).padStart(3, "0")}`, lastUpdateTime: stamp }));
+    env.defender.addAlerts(tenantId, [...crowd, ...generateAlerts(tenantId, 60, { start: minutesAgo(40), spacingMs: 30_000 })]);
+    onTestFinished(() => env.defender.setOrder(tenantId, "sorted"));
+
+    // Write #1 is the window's first page; #2 and #3 are pages inside the millisecond ($skip 50, 100).
+    const crashed = await children.run(tenantId, { phase: "after_write", at: 3 });
+    expect(crashed.stderr).toBe("");
+    expect(crashed.signal).toBe("SIGKILL");
+    totals.kills++;
+    const saved = (await pipelineServices(env).pullState.read(tenantId))?.window?.instant;
+    expect(saved).toMatchObject({ pass: 0 });
+    // The service orders the millisecond differently after the crash: the in-flight page holds other alerts now.
+    env.defender.setOrder(tenantId, "shuffled");
+    await lapseLease(tenantId);
+    await pullToCompletion(tenantId);
+    expect(await inProcessPull(tenantId)).toMatchObject({ outcome: "pulled", alerts: 0, complete: true });
+
+    const t = await tally(tenantId);
+    record(t);
+    expect(t.missing).toEqual([]);
+    expect(t.missingFinal).toEqual([]);
+    expect(t.duplicated).toEqual([]);
+    expect(t.delivered).toBe(360);
+  }, 30_000);
+
   it("loses and duplicates nothing when killed at random times while alerts keep changing", async () => {
     const seed = Number(process.env["CRASH_SEED"] ?? 20240607);
     const random = prng(seed);

@@ -47,26 +47,51 @@ function intercepting(intercept: (entity: Record<string, unknown>, write: () => 
   });
 }
 
+/** A tenant with 160 alerts and services whose pull-state saves land and then answer with `lie(n)` (n counts saves from 1), if it returns an error. */
+async function landingThenLying(lie: (n: number) => Error | undefined): Promise<{ tenantId: string; svc: Services; writes: () => number }> {
+  const tenantId = await connectedTenant(env);
+  env.defender.addAlerts(tenantId, generateAlerts(tenantId, 160, { start: minutesAgo(30), spacingMs: 5_000 }));
+  let writes = 0;
+  const svc = services({
+    wrapTables: intercepting(async (_entity, write) => {
+      const result = await write();
+      const error = lie(++writes);
+      if (error) throw error;
+      return result;
+    }),
+  });
+  return { tenantId, svc, writes: () => writes };
+}
+
 const preconditionFailed = (): Error => Object.assign(new Error("The condition specified using HTTP conditional header(s) is not met."), { statusCode: 412 });
 
 describe("pull lease", () => {
   it("accepts a save that committed although its answer was a 412 (the SDK retried a write whose response was lost)", async () => {
-    const tenantId = await connectedTenant(env);
-    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 160, { start: minutesAgo(30), spacingMs: 5_000 }));
-    let writes = 0;
-    const svc = services({
-      wrapTables: intercepting(async (_entity, write) => {
-        writes++;
-        const result = await write();
-        // Every third save: it lands, and the caller is told it did not.
-        if (writes % 3 === 0) throw preconditionFailed();
-        return result;
-      }),
-    });
+    // Every third save lands, and the caller is told it did not.
+    const { tenantId, svc, writes } = await landingThenLying((n) => (n % 3 === 0 ? preconditionFailed() : undefined));
     const outcome = await svc.tenantPull.run(tenantId, capturingLogger());
     expect(outcome).toMatchObject({ outcome: "pulled", alerts: 160, complete: true });
-    expect(writes).toBeGreaterThanOrEqual(3);
+    expect(writes()).toBeGreaterThanOrEqual(3);
     expect(new Set((await deliveredEnvelopes(env, tenantId)).map((e) => e.alert.id)).size).toBe(160);
+  });
+
+  it("recognises a save of its own that committed unanswered, so the next save neither fails nor takes the lease from itself", async () => {
+    // The second save lands and its answer never comes: to the pull it timed out.
+    const { tenantId, svc } = await landingThenLying((n) => (n === 2 ? Object.assign(new Error("The operation was aborted."), { name: "AbortError" }) : undefined));
+    const outcome = await svc.tenantPull.run(tenantId, capturingLogger(), "own");
+    expect(outcome).toEqual({ outcome: "failed", code: "storage_timeout", category: "transient" });
+    // The release after it met a 412 against that unseen write, knew it as its own, and went through.
+    const state = await services().pullState.read(tenantId);
+    expect(state?.leaseOwner).toBeUndefined();
+    expect(state?.lastErrorCode).toBe("storage_timeout");
+    const listed = await env.app.http("getTenant", { method: "GET", url: `/api/tenants/${tenantId}`, params: { tenantId } });
+    const warnings = listed.json<{ health: { warnings: Array<{ code: string }> } }>().health.warnings;
+    expect(warnings.map((w) => w.code)).not.toContain("lease_lost");
+    // And the next run carries on from the saved position with nothing lost or repeated.
+    expect(await services().tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled", complete: true });
+    const ids = (await deliveredEnvelopes(env, tenantId)).map((e) => e.alert.id);
+    expect(ids.length).toBe(160);
+    expect(new Set(ids).size).toBe(160);
   });
 
   it("stops a pull whose lease another pull took over, writes nothing more, and shows lease_lost in health", async () => {
