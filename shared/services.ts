@@ -25,6 +25,7 @@ import { PullHistoryStore } from "./pull/pullHistory";
 import { OperatorConsole } from "./console/operatorConsole";
 import { PullStateStore } from "./pull/pullState";
 import { TenantPull, type PullTimings } from "./pull/tenantPull";
+import type { PullObserver, Severity } from "./pull/observer";
 import { BlobAlertSink } from "./sinks/blobAlertSink";
 import type { AlertSink } from "./sinks/alertSink";
 import { openContainer } from "./sinks/containers";
@@ -66,6 +67,8 @@ export interface ServiceOverrides {
   wrapTables?: (tables: TableFactory) => TableFactory;
   /** The pull's lease and grace periods (tests shorten them). */
   pullTimings?: Partial<PullTimings>;
+  /** More pull observers beside the app's own (tests capture reports here). */
+  pullObservers?: readonly PullObserver[];
 }
 
 const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -139,6 +142,9 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
   });
   const pullHistory = new PullHistoryStore({ tables, clock, timeoutMs: storageTimeoutMs });
   const sink = overrides.sink ?? new BlobAlertSink(openContainer(config.storage, config.pull.alertsContainer, credential));
+  // Who hears about each pull run: telemetry and notifications add themselves here.
+  const pullObservers: PullObserver[] = [...(overrides.pullObservers ?? [])];
+  let notableSeverity: Severity | undefined;
   const tenantPull = new TenantPull({
     settings: config.pull,
     defenderApiBaseUrl: config.defenderApiBaseUrl,
@@ -152,6 +158,8 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     clock,
     history: pullHistory,
     ...(overrides.pullTimings ? { timings: overrides.pullTimings } : {}),
+    observers: pullObservers,
+    ...(notableSeverity ? { notableSeverity } : {}),
   });
   let queue: Promise<QueueClient> | undefined;
   const pullQueue = () => {

@@ -14,11 +14,12 @@ import type { TenantRecord, TenantRegistry } from "../state/tenantRegistry";
 import { TokenUnavailableError, type AccessTokenSource } from "./accessTokens";
 import type { PullHistoryStore, PullRun } from "./pullHistory";
 import { LeaseLostError, type InstantProgress, type PullLease, type PullState, type PullStateStore } from "./pullState";
+import { healthLevel, NOTABLE_LIST_LIMIT, severityRank, type NotableAlert, type PullObserver, type PullReport, type Severity } from "./observer";
 import { SubWindowPlanner, type SubWindow } from "./subWindows";
 import { isoMs, nextWindow, versionHash } from "./window";
 
 export type PullOutcome =
-  | { outcome: "pulled"; alerts: number; complete: boolean }
+  | { outcome: "pulled"; alerts: number; complete: boolean; deadLetters: number }
   | { outcome: "skipped"; reason: "not_connected" | "not_registered" }
   | { outcome: "busy" }
   | { outcome: "failed"; code: string; category: "reconsent" | "app_credential" | "transient" | "lease_lost" };
@@ -77,7 +78,14 @@ export interface TenantPullDeps {
   /** Where each run is recorded for the console; optional, and a failure to record never fails a pull. */
   history?: PullHistoryStore;
   timings?: Partial<PullTimings>;
+  /** Told about every run that took the lease (telemetry, notifications); never awaited past `OBSERVER_TIMEOUT_MS`. */
+  observers?: readonly PullObserver[];
+  /** New alerts at or above this severity are listed in the run's report (notifications); unset, none are. */
+  notableSeverity?: Severity;
 }
+
+/** An observer that has not finished by then is left to finish on its own: the pull moves on. */
+const OBSERVER_TIMEOUT_MS = 10_000;
 
 /** A page that never parsed is held for a later run: stop here, keep the position. */
 class HoldPosition extends Error {
@@ -190,16 +198,24 @@ export class TenantPull {
     }
     deps.budget.restore(tenantId, lease.state.apiCalls);
     lease.state.lastRunAt = new Date(started).toISOString();
+    const before = { failures: lease.state.consecutiveFailures, tokenExpiry: lease.state.accessTokenExpiresAt };
     // One slow page (retries, a slow sink) may outlast the lease: renew it in the background.
     const stopKeepAlive = lease.keepAlive(leaseMs / 3);
     try {
       const read = new WindowRead(deps, tenant, lease, deadline, bounds.work, log, windowOpened);
+      const observe = (outcome: PullOutcome, reconsent = false) =>
+        this.observe({ tenant, owner, started, state: lease.state, before, notable: read.notable, reconsent }, outcome, log);
       let result: Awaited<ReturnType<WindowRead["run"]>>;
       try {
         result = await read.run();
-      } finally {
+      } catch (error) {
         await stopKeepAlive();
+        if (error instanceof TenantNoLongerConnected) throw error;
+        const outcome = await this.failed(tenant, lease, bounds, error, log);
+        await observe(outcome, outcome.outcome === "failed" && outcome.category === "reconsent");
+        return outcome;
       }
+      await stopKeepAlive();
       Object.assign(lease.state, {
         lastSuccessAt: new Date(deps.clock()).toISOString(),
         lastAlertCount: result.alerts,
@@ -210,7 +226,9 @@ export class TenantPull {
       lease.state.apiCalls = deps.budget.snapshot(tenantId);
       await this.release(lease, bounds.release, log);
       log.info("pull finished", { tenantId, alerts: result.alerts, complete: result.complete, deadLetters: result.deadLetters });
-      return { outcome: "pulled", ...result };
+      const outcome: PullOutcome = { outcome: "pulled", ...result };
+      await observe(outcome);
+      return outcome;
     } catch (error) {
       if (error instanceof TenantNoLongerConnected) {
         log.info("pull stopped: the tenant is no longer connected", { tenantId });
@@ -219,6 +237,63 @@ export class TenantPull {
       }
       return this.failed(tenant, lease, bounds, error, log);
     }
+  }
+
+  /** Tells the observers how the run went; each is bounded and none can fail the pull. */
+  private async observe(
+    run: {
+      tenant: TenantRecord;
+      owner: string;
+      started: number;
+      state: PullState;
+      before: { failures: number; tokenExpiry: number | undefined };
+      notable: { alerts: NotableAlert[]; total: number };
+      reconsent: boolean;
+    },
+    outcome: PullOutcome,
+    log: Logger,
+  ): Promise<void> {
+    const observers = this.deps.observers ?? [];
+    if (observers.length === 0 || (outcome.outcome !== "pulled" && outcome.outcome !== "failed")) return;
+    const now = this.deps.clock();
+    const { state } = run;
+    const delivered = state.window?.position ?? state.watermark;
+    const report: PullReport = {
+      tenantId: run.tenant.tenantId,
+      tenantName: run.tenant.displayName,
+      invocationId: run.owner,
+      startedAt: new Date(run.started).toISOString(),
+      durationMs: Math.max(0, now - run.started),
+      outcome: outcome.outcome === "failed" ? "failed" : outcome.complete ? "succeeded" : "partial",
+      ...(outcome.outcome === "failed" ? { errorCode: outcome.code, category: outcome.category } : {}),
+      alerts: outcome.outcome === "pulled" ? outcome.alerts : 0,
+      deadLetters: outcome.outcome === "pulled" ? outcome.deadLetters : 0,
+      lagSeconds: delivered === undefined ? null : Math.max(0, Math.round((now - Date.parse(delivered)) / 1000)),
+      tokenRefreshed: state.accessTokenExpiresAt !== run.before.tokenExpiry,
+      health: {
+        before: healthLevel({ reconsentRequired: false, consecutiveFailures: run.before.failures }),
+        after: healthLevel({ reconsentRequired: run.reconsent, consecutiveFailures: state.consecutiveFailures }),
+      },
+      notable: run.notable,
+    };
+    await Promise.all(
+      observers.map(async (observer) => {
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          await Promise.race([
+            observer.pulled(report),
+            new Promise((_, reject) => {
+              timer = setTimeout(() => reject(new Error(`an observer did not finish in ${OBSERVER_TIMEOUT_MS} ms`)), OBSERVER_TIMEOUT_MS);
+              timer.unref();
+            }),
+          ]);
+        } catch (error) {
+          log.warn("a pull observer failed; the pull is unaffected", { tenantId: report.tenantId, detail: describeError(error) });
+        } finally {
+          clearTimeout(timer);
+        }
+      }),
+    );
   }
 
   /**
@@ -359,6 +434,9 @@ class WindowRead {
   private invalidCounted = false;
   private delivered = 0;
   private deadLettered = 0;
+  /** New alerts at or above `notableSeverity` (for the run's report). */
+  readonly notable: { alerts: NotableAlert[]; total: number } = { alerts: [], total: 0 };
+  private readonly notableRank: number;
   /** The last prune limit (s): pruning again at or below it finds nothing. */
   private pruned = Number.NEGATIVE_INFINITY;
 
@@ -377,6 +455,7 @@ class WindowRead {
     this.top = deps.settings.pageSize;
     this.windowSaved = this.state.window !== undefined;
     this.call = { signal: work };
+    this.notableRank = deps.notableSeverity === undefined ? Number.POSITIVE_INFINITY : severityRank(deps.notableSeverity);
     this.pulledAt = new Date(deps.clock()).toISOString();
     const tokens = deps.tokens.forPull(tenant.tenantId, this.state, deadline);
     this.accessToken = async (force) => {
@@ -637,7 +716,28 @@ class WindowRead {
     for (const [hash, at] of versions) this.state.delivered.set(hash, at);
     if (versions.length > 0) this.lease.markDeliveredChanged();
     this.delivered += fresh.length;
+    if (this.notableRank !== Number.POSITIVE_INFINITY) for (const envelope of fresh) this.noteIfNotable(envelope.alert);
     return fresh.length;
+  }
+
+  /** Reads the few fields a notification shows; only when notifications are on (a parse per alert). */
+  private noteIfNotable(alert: AlertEnvelope["alert"]): void {
+    let fields: { severity?: unknown; title?: unknown; category?: unknown };
+    try {
+      fields = JSON.parse(alert.json) as typeof fields;
+    } catch {
+      return;
+    }
+    if (severityRank(fields.severity) < this.notableRank) return;
+    this.notable.total++;
+    if (this.notable.alerts.length >= NOTABLE_LIST_LIMIT) return;
+    this.notable.alerts.push({
+      id: alert.id,
+      title: typeof fields.title === "string" ? fields.title.slice(0, 256) : "",
+      severity: String(fields.severity),
+      category: typeof fields.category === "string" ? fields.category.slice(0, 128) : null,
+      lastUpdateTime: alert.lastUpdateTime,
+    });
   }
 
   /**
