@@ -21,7 +21,7 @@ param clientId string = ''
 @description('Tenant id of the MSSP (home tenant of the app registration).')
 param msspTenantId string = tenant().tenantId
 
-@description('Defender for Endpoint API geography: empty for the global endpoint https://api.security.microsoft.com, or us, eu, uk, au, swa for https://<region>.api.security.microsoft.com.')
+@description('Defender for Endpoint API geography: empty for the global endpoint https://api.security.microsoft.com, or us, eu, uk, au, swa, ina for https://<region>.api.security.microsoft.com.')
 @allowed([
   ''
   'us'
@@ -29,6 +29,7 @@ param msspTenantId string = tenant().tenantId
   'uk'
   'au'
   'swa'
+  'ina'
 ])
 param defenderRegion string = ''
 
@@ -169,6 +170,7 @@ var tableNames = [
   'MsspConsentSessions'
   'MsspPullState'
   'MsspPullHistory'
+  'MsspNotifications'
 ]
 
 var defenderApiBaseUrl = empty(defenderRegion) ? 'https://api.security.microsoft.com' : 'https://${defenderRegion}.api.security.microsoft.com'

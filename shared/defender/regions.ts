@@ -1,6 +1,6 @@
-export type DefenderApiRegion = "us" | "eu" | "uk" | "au" | "swa";
+export type DefenderApiRegion = "us" | "eu" | "uk" | "au" | "swa" | "ina";
 
-const REGIONS: ReadonlySet<string> = new Set<DefenderApiRegion>(["us", "eu", "uk", "au", "swa"]);
+const REGIONS: ReadonlySet<string> = new Set<DefenderApiRegion>(["us", "eu", "uk", "au", "swa", "ina"]);
 
 /** Microsoft's global Defender API hosts; only these have the documented regional siblings. */
 const GLOBAL_HOSTS: ReadonlySet<string> = new Set(["api.security.microsoft.com", "api.securitycenter.microsoft.com"]);

@@ -8,15 +8,42 @@ export interface VerifiedIdentity {
   username: string;
 }
 
-/** Why an id token was refused; the message is safe to log (it never quotes the token). */
+/** Why an id token was refused. */
+export type IdTokenRejection =
+  | "invalid"
+  | "invalid_signature"
+  | "expired"
+  | "not_yet_valid"
+  | "wrong_audience"
+  | "wrong_issuer"
+  | "missing_claim"
+  | "tenant_mismatch"
+  | "nonce_mismatch";
+
+/** An id token was refused; the message is safe to log (it never quotes the token). */
 export class IdTokenRejectedError extends Error {
-  constructor(readonly reason: "invalid" | "tenant_mismatch" | "nonce_mismatch") {
+  constructor(readonly reason: IdTokenRejection) {
     super(`id token rejected: ${reason}`);
     this.name = "IdTokenRejectedError";
   }
 }
 
 const JWKS_CACHE_MS = 60 * 60_000;
+/** Claims every id token must carry; `nonce` is checked on its own, against the session's. */
+const REQUIRED_CLAIMS = ["exp", "iat", "tid"];
+
+/** What jose's refusal means for the operator reading the log. */
+function rejectionOf(error: unknown): IdTokenRejection {
+  const { code, claim, reason } = error as { code?: unknown; claim?: unknown; reason?: unknown };
+  if (code === "ERR_JWT_EXPIRED") return "expired";
+  if (code === "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" || code === "ERR_JWKS_NO_MATCHING_KEY") return "invalid_signature";
+  if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED") {
+    if (reason === "missing") return "missing_claim";
+    if (claim === "nbf" || claim === "iat") return "not_yet_valid";
+    if (claim === "aud") return "wrong_audience";
+  }
+  return "invalid";
+}
 
 /**
  * MSAL Node decodes the id token without checking its signature, audience or issuer, so the
@@ -38,6 +65,7 @@ export class IdTokenValidator {
       jwtVerify(idToken, createLocalJWKSet(keys), {
         audience: this.clientId,
         algorithms: ["RS256"],
+        requiredClaims: REQUIRED_CLAIMS,
         clockTolerance: 300,
         currentDate: new Date(this.clock()),
       });
@@ -47,20 +75,24 @@ export class IdTokenValidator {
     try {
       payload = (await verify(cachedKeys)).payload;
     } catch (error) {
-      if ((error as { code?: unknown }).code !== "ERR_JWKS_NO_MATCHING_KEY") throw new IdTokenRejectedError("invalid");
+      if ((error as { code?: unknown }).code !== "ERR_JWKS_NO_MATCHING_KEY") throw new IdTokenRejectedError(rejectionOf(error));
       // Entra rotates signing keys; refetch once before refusing.
       const freshKeys = await this.keys(jwksUrl, true);
       try {
         payload = (await verify(freshKeys)).payload;
-      } catch {
-        throw new IdTokenRejectedError("invalid");
+      } catch (retryError) {
+        throw new IdTokenRejectedError(rejectionOf(retryError));
       }
     }
+    // One audience, ours: a token minted for several parties is not a sign-in to this app.
+    if (typeof payload.aud !== "string") throw new IdTokenRejectedError("wrong_audience");
     const tid = typeof payload["tid"] === "string" ? payload["tid"].toLowerCase() : "";
+    if (!tid) throw new IdTokenRejectedError("missing_claim");
     // Multi-tenant issuer rule: the issuer must be the authority's v2.0 issuer for the token's own tenant.
-    if (!tid || payload.iss !== `${this.authorityHost}/${tid}/v2.0`) throw new IdTokenRejectedError("invalid");
+    if (payload.iss !== `${this.authorityHost}/${tid}/v2.0`) throw new IdTokenRejectedError("wrong_issuer");
     if (tid !== expected.tenantId.toLowerCase()) throw new IdTokenRejectedError("tenant_mismatch");
-    if (payload["nonce"] !== expected.nonce) throw new IdTokenRejectedError("nonce_mismatch");
+    // MSAL does not compare the nonce when it redeems a code: this is the only check.
+    if (typeof payload["nonce"] !== "string" || payload["nonce"] !== expected.nonce) throw new IdTokenRejectedError("nonce_mismatch");
     const oid = typeof payload["oid"] === "string" ? payload["oid"] : "";
     const username = typeof payload["preferred_username"] === "string" ? payload["preferred_username"] : "";
     return { tenantId: tid, objectId: oid, username };

@@ -6,7 +6,7 @@ import { isConcurrencyConflict, type TableFactory } from "./tables";
 export const TENANT_STATUSES = ["pending_consent", "connected", "reconsent_required", "offboarded"] as const;
 export type TenantStatus = (typeof TENANT_STATUSES)[number];
 
-export const DEFENDER_REGIONS = ["us", "eu", "uk", "au", "swa"] as const;
+export const DEFENDER_REGIONS = ["us", "eu", "uk", "au", "swa", "ina"] as const;
 export type DefenderRegion = (typeof DEFENDER_REGIONS)[number];
 
 /** One customer tenant. Holds no secret: tokens live in Key Vault only. */

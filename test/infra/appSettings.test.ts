@@ -244,7 +244,7 @@ describe("infra defaults vs code defaults", () => {
     const region = mainParams.find((p) => p.name === "defenderRegion");
     const allowed = region?.decorators.find((d) => d.name === "allowed")?.args ?? "";
     const regions = [...allowed.matchAll(/'([^']*)'/g)].map((m) => m[1] as string);
-    expect(regions.sort()).toEqual(["", "au", "eu", "swa", "uk", "us"]);
+    expect(regions.sort()).toEqual(["", "au", "eu", "ina", "swa", "uk", "us"]);
     expect(literal(region?.defaultValue)).toBe("");
     const expression = /^var defenderApiBaseUrl = (.*)$/m.exec(main.code)?.[1]?.trim();
     expect(expression).toBe(

@@ -263,6 +263,29 @@ describe("consent refused or misdirected", () => {
     expect(callback.status).toBe(400);
     expect(storedRefreshToken(tenantId)).toBeUndefined();
   });
+
+  // Through MSAL and the real flow. MSAL decodes the id token without checking its issuer, expiry
+  // or audience; it compares the nonce itself (as does the app, a second guard).
+  it.each<[string, (tenantId: string) => Record<string, unknown>, string]>([
+    ["another issuer", (tenantId) => ({ iss: `https://sts.windows.net/${tenantId}/` }), "wrong_issuer"],
+    ["a nonce of another sign-in", () => ({ nonce: randomUUID() }), "nonce_mismatch"],
+    ["no nonce", () => ({ nonce: undefined }), "nonce_mismatch"],
+    ["no exp", () => ({ exp: undefined }), "missing_claim"],
+    ["an expiry an hour ago", () => ({ exp: Math.floor(Date.now() / 1000) - 3600 }), "expired"],
+    ["several audiences", () => ({ aud: [env.env["MSSP_CLIENT_ID"], randomUUID()] }), "wrong_audience"],
+  ])("rejects an id token with %s, stores nothing and logs why", async (_name, override, reason) => {
+    const { tenantId, consentUrl } = await registerTenant(env);
+    env.entra.idTokenOverrides(tenantId, override(tenantId), 1);
+    env.app.clearLogs();
+    const { callback } = await completeConsent(env, consentUrl);
+    track(callback);
+    expect(callback.status).toBe(400);
+    expect(callback.body).toContain("Nothing was saved");
+    expect(storedRefreshToken(tenantId)).toBeUndefined();
+    expect((await tenantView(tenantId)).body).toMatchObject({ status: "pending_consent" });
+    const rejected = env.app.logs.find((entry) => /id token did not match the link|authorization code redemption failed/.test(entry.message));
+    expect(rejected?.message).toContain(reason);
+  });
 });
 
 describe("consent links", () => {

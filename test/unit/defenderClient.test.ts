@@ -751,6 +751,8 @@ describe("defenderBaseUrl", () => {
   it("maps a region to its geo host only for Microsoft's global hosts", () => {
     expect(defenderBaseUrl("https://api.security.microsoft.com", "eu")).toBe("https://eu.api.security.microsoft.com");
     expect(defenderBaseUrl("https://api.securitycenter.microsoft.com/", "swa")).toBe("https://swa.api.security.microsoft.com");
+    // India, listed by Microsoft since 2025.
+    expect(defenderBaseUrl("https://api.security.microsoft.com", "ina")).toBe("https://ina.api.security.microsoft.com");
     expect(defenderBaseUrl("https://api.security.microsoft.com")).toBe("https://api.security.microsoft.com");
     expect(defenderBaseUrl("https://127.0.0.1:4443", "us")).toBe("https://127.0.0.1:4443");
     expect(defenderBaseUrl("https://mde-proxy.contoso.net/defender", "uk")).toBe("https://mde-proxy.contoso.net/defender");
