@@ -45,7 +45,12 @@ export interface StoredVersion {
  * versions twice must replace, not duplicate.
  */
 export interface AlertSink {
-  write(key: AlertBatchKey, alerts: readonly AlertEnvelope[], options?: CallOptions): Promise<void>;
+  /**
+   * Resolves once every version of the batch is durable in the sink, except those listed as
+   * refused (a version the sink can never take, e.g. larger than its per-record limit even after
+   * the sink's own trimming): the pipeline dead-letters those and reports them in health.
+   */
+  write(key: AlertBatchKey, alerts: readonly AlertEnvelope[], options?: CallOptions): Promise<SinkWriteResult | void>;
   /**
    * The versions stored for a page's bounds, whatever its `$skip`. A pull that resumes asks this
    * about the page that was in flight, so what an earlier attempt stored is not stored again
@@ -55,17 +60,40 @@ export interface AlertSink {
   storedVersions?(page: Omit<AlertBatchKey, "skip" | "resumed">, options?: CallOptions): Promise<StoredVersion[]>;
 }
 
+/** What a sink could not take, by version; anything not listed here was stored. */
+export interface SinkWriteResult {
+  refused?: RefusedVersion[];
+}
+
+export interface RefusedVersion {
+  alert: AlertEnvelope["alert"];
+  reason: "oversized";
+  /** For the operator: which limit, in words; never the alert's content. */
+  detail: string;
+}
+
 /** The caller's signal and a timeout of the callee's own, whichever fires first. */
 export function boundedSignal(timeoutMs: number, options?: CallOptions): AbortSignal {
   const own = AbortSignal.timeout(timeoutMs);
   return options?.signal ? AbortSignal.any([own, options.signal]) : own;
 }
 
-/** A sink failure, described by status only (storage SDK errors echo request details). */
+/**
+ * A sink failure, described by status and a service code only (SDK errors echo request details,
+ * and a SIEM's error body can echo a token). Nothing of the batch was acknowledged.
+ */
 export class SinkError extends Error {
   constructor(
     message: string,
     readonly status?: number,
+    readonly details: {
+      /** The service asked to wait this long before the next attempt. */
+      retryAfterMs?: number;
+      /** It will not fix itself: credentials, permissions, a wrong endpoint or index. */
+      permanent?: boolean;
+      /** The service's own error code (e.g. a Splunk HEC code or a Logs Ingestion error code), when it is a plain identifier. */
+      code?: string;
+    } = {},
   ) {
     super(message);
     this.name = "SinkError";

@@ -1,4 +1,7 @@
-import { exportJWK, generateKeyPair, SignJWT, type JWK, type KeyLike } from "jose";
+import { webcrypto } from "node:crypto";
+import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
+
+type CryptoKey = webcrypto.CryptoKey;
 import { beforeAll, describe, expect, it } from "vitest";
 import type { HttpClient } from "../../shared/http/httpClient";
 import { IdTokenRejectedError, IdTokenValidator, type IdTokenRejection } from "../../shared/identity/idTokenValidator";
@@ -15,8 +18,8 @@ const NONCE = "n-0123456789abcdef";
 const NOW = Date.parse("2026-11-30T12:00:00Z");
 const nowS = Math.floor(NOW / 1000);
 
-let signing: { privateKey: KeyLike; jwk: JWK };
-let impostor: { privateKey: KeyLike };
+let signing: { privateKey: CryptoKey; jwk: JWK };
+let impostor: { privateKey: CryptoKey };
 let published: JWK[];
 let keyFetches = 0;
 
@@ -54,7 +57,7 @@ function claims(overrides: Record<string, unknown> = {}): Record<string, unknown
   return base;
 }
 
-async function token(overrides: Record<string, unknown> = {}, options: { key?: KeyLike; kid?: string } = {}): Promise<string> {
+async function token(overrides: Record<string, unknown> = {}, options: { key?: CryptoKey; kid?: string } = {}): Promise<string> {
   return new SignJWT(claims(overrides)).setProtectedHeader({ alg: "RS256", typ: "JWT", kid: options.kid ?? "k1" }).sign(options.key ?? signing.privateKey);
 }
 
