@@ -6,7 +6,8 @@ import { json } from "./runtime";
 /**
  * GET /api/health, anonymous: 200 when the settings are valid and Table Storage and Key Vault
  * answer, else 503, with `{status, checks: {settings, storage, keyVault}}` naming the failing
- * part. No tenant data, no setting value, no secret (shared/health/healthCheck.ts).
+ * part, plus `notifications` when a webhook is configured (informative: it never makes a 503).
+ * No tenant data, no setting value, no secret (shared/health/healthCheck.ts).
  */
 const monitor = new HealthMonitor(() => checkHealth(getServices));
 

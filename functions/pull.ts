@@ -11,9 +11,15 @@ export async function schedulePulls(timer: Timer, context: InvocationContext): P
   if (timer.isPastDue) log.warn("pull schedule is running late");
   const services = servicesOrRefuse(context, "the pull fan-out");
   if (!services) return;
-  const { tenants, pullQueue, clock, consent } = services;
-  await enqueueConnectedTenants({ tenants, queue: pullQueue, now: clock }, log);
-  await consent.purgeExpiredSessions().catch((error: unknown) => log.warn("consent session purge failed", { detail: describeError(error) }));
+  const { tenants, pullQueue, clock, consent, notifications } = services;
+  try {
+    await enqueueConnectedTenants({ tenants, queue: pullQueue, now: clock }, log);
+    await consent.purgeExpiredSessions().catch((error: unknown) => log.warn("consent session purge failed", { detail: describeError(error) }));
+  } finally {
+    // Once per cycle, after the fan-out: the last cycle's notification events as one message.
+    // Never throws, and runs even when the fan-out failed (the outbox is independent of it).
+    await notifications?.flush.run(log);
+  }
 }
 
 export async function pullTenant(message: unknown, context: InvocationContext): Promise<void> {

@@ -2,6 +2,8 @@ import type { HttpResponseInit, InvocationContext } from "@azure/functions";
 import { ConfigError } from "../shared/config";
 import { AppError, describeError } from "../shared/errors";
 import type { LogFields, Logger } from "../shared/logging";
+import { emitLogRecord, type LogSeverity } from "../shared/telemetry/logRecords";
+import { alreadyExported } from "./hostLogForwarding";
 import { getServices, type Services } from "../shared/services";
 import { unexpectedFailurePage } from "../shared/consent/pages";
 import { misconfiguredBody, misconfiguredPage } from "../shared/health/misconfiguration";
@@ -9,13 +11,23 @@ import { refused } from "./settingsGuard";
 import { consoleFailurePage } from "../shared/console/views";
 import type { HtmlPage } from "../shared/ui/page";
 
-/** Adapts the invocation's logger to the core's structured Logger port. */
+/**
+ * Adapts the invocation's logger to the core's structured Logger port. Each line becomes an
+ * OpenTelemetry log record whose fields, with the invocation id, are attributes (custom
+ * dimensions in Azure Monitor), and still goes to context.log as text for the host's own log
+ * stream, marked so that it is not exported a second time (./hostLogForwarding.ts).
+ */
 export function loggerFor(context: InvocationContext): Logger {
   const line = (message: string, fields?: LogFields) => (fields ? `${message} ${JSON.stringify(fields)}` : message);
+  const invocation = { invocationId: context.invocationId, functionName: context.functionName };
+  const write = (severity: LogSeverity, hostLog: (text: string) => void) => (message: string, fields?: LogFields) => {
+    emitLogRecord(severity, message, { ...fields, ...invocation });
+    alreadyExported(() => hostLog(line(message, fields)));
+  };
   return {
-    info: (message, fields) => context.log(line(message, fields)),
-    warn: (message, fields) => context.warn(line(message, fields)),
-    error: (message, fields) => context.error(line(message, fields)),
+    info: write("info", (text) => context.log(text)),
+    warn: write("warn", (text) => context.warn(text)),
+    error: write("error", (text) => context.error(text)),
   };
 }
 

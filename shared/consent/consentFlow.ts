@@ -4,7 +4,7 @@ import { errorKind } from "../errors";
 import type { EntraClient } from "../identity/entraClient";
 import { IdTokenRejectedError } from "../identity/idTokenValidator";
 import { classifyTokenFailure } from "../identity/tokenErrors";
-import type { Logger } from "../logging";
+import type { LogFields, Logger } from "../logging";
 import { newAccessTokenKey, newGeneration, type TenantTokenStore } from "../secrets/tenantTokens";
 import type { TenantRegistry } from "../state/tenantRegistry";
 import { isGuid } from "../validation";
@@ -50,6 +50,17 @@ export function signInRedirect(authorizeUrl: string, signInBaseUrl: string | und
 // Entra error codes are short identifiers; anything else is not echoed back.
 const ERROR_CODE = /^[a-z_]{1,64}$/;
 
+type ConsentOutcome = "started" | "connected" | "refused" | "declined" | "failed";
+
+/**
+ * The fields every consent log line carries besides the tenant id (docs/operations.md,
+ * "Telemetry"): which step, how it ended and, when it did not succeed, a code. Codes are
+ * identifiers the app or Entra ID chose, never a value from the request (no code, state or token).
+ */
+function step(consentStep: "start" | "callback", outcome: ConsentOutcome, errorCode?: string): LogFields {
+  return { consentStep, outcome, errorCode };
+}
+
 /**
  * The customer-facing consent flow: a signed link starts an authorization-code + PKCE sign-in,
  * and the callback turns the code into a refresh token in Key Vault. Every failure ends on a
@@ -85,13 +96,13 @@ export class ConsentFlow {
       ? verifyConsentLink(key, { tenantId: tenant, registeredAt: record.createdAt }, exp, sig, this.deps.clock())
       : "bad_signature";
     if (verdict !== "valid") {
-      log.warn("consent link refused", { tenantId: tenant, reason: verdict });
+      log.warn("consent link refused", { tenantId: tenant, reason: verdict, ...step("start", "refused", `link_${verdict}`) });
       return verdict === "expired"
         ? this.page(410, "This consent link has expired", this.askForNewLink)
         : this.page(400, "This consent link is not valid", this.askForNewLink);
     }
     if (!record || record.status === "offboarded") {
-      log.warn("consent link for an offboarded tenant", { tenantId: tenant });
+      log.warn("consent link for an offboarded tenant", { tenantId: tenant, ...step("start", "refused", "tenant_offboarded") });
       return this.page(410, "This consent link is no longer active", this.askForNewLink);
     }
     const session = await this.deps.sessions.begin(key, tenant);
@@ -102,7 +113,7 @@ export class ConsentFlow {
       nonce: session.nonce,
     });
     const location = signInRedirect(authorizeUrl, this.deps.config.localDev?.signInBaseUrl);
-    log.info("consent started", { tenantId: tenant });
+    log.info("consent started", { tenantId: tenant, ...step("start", "started") });
     return { kind: "redirect", location };
   }
 
@@ -112,7 +123,7 @@ export class ConsentFlow {
     const key = await this.deps.signingKey.get();
     const claim = await this.deps.sessions.claim(key, state);
     if (claim.outcome !== "claimed") {
-      log.warn("consent callback refused", { reason: `state_${claim.outcome}` });
+      log.warn("consent callback refused", { reason: `state_${claim.outcome}`, ...step("callback", "refused", `state_${claim.outcome}`) });
       if (claim.outcome === "expired") {
         return this.page(400, "This sign-in took too long", "Sign-ins must finish within 15 minutes. Open your consent link again.");
       }
@@ -127,18 +138,21 @@ export class ConsentFlow {
     const error = query.get("error");
     if (error) {
       const code = ERROR_CODE.test(error) ? error : "authorization_error";
-      log.warn("consent answered with an error", { tenantId, error: code });
+      log.warn("consent answered with an error", { tenantId, error: code, ...step("callback", code === "access_denied" ? "declined" : "failed", code) });
       await this.recordError(tenantId, code, "The consent sign-in was not completed");
       return code === "access_denied"
         ? this.page(403, "Consent was declined", "The administrator declined the permission request, so no access was granted. You can open the consent link again to retry.")
         : this.page(400, "Consent was not completed", `Microsoft Entra ID answered: ${code}.`, "Open the consent link again to retry.");
     }
     const code = query.get("code");
-    if (!code || code.length > 4096) return this.page(400, "This sign-in response is not valid", "It carried no authorization code.");
+    if (!code || code.length > 4096) {
+      log.warn("consent callback without a usable authorization code", { tenantId, ...step("callback", "refused", "missing_code") });
+      return this.page(400, "This sign-in response is not valid", "It carried no authorization code.");
+    }
 
     const tenant = await this.deps.tenants.get(tenantId);
     if (!tenant || tenant.status === "offboarded") {
-      log.warn("consent callback for a tenant that is not registered", { tenantId });
+      log.warn("consent callback for a tenant that is not registered", { tenantId, ...step("callback", "refused", "tenant_not_registered") });
       return this.page(410, "This consent link is no longer active", this.askForNewLink);
     }
 
@@ -157,7 +171,7 @@ export class ConsentFlow {
         generation: newGeneration(this.deps.clock()),
       });
     } catch (failure) {
-      log.error("could not store the refresh token", { tenantId, error: errorKind(failure) });
+      log.error("could not store the refresh token", { tenantId, error: errorKind(failure), ...step("callback", "failed", "secret_store_unavailable") });
       await this.recordError(tenantId, "secret_store_unavailable", "The refresh token could not be stored in Key Vault").catch(
         () => undefined,
       );
@@ -183,10 +197,10 @@ export class ConsentFlow {
     });
     if (offboardedMeanwhile) {
       await this.deps.tokens.remove(tenantId);
-      log.warn("consent completed for a tenant offboarded meanwhile; token removed", { tenantId });
+      log.warn("consent completed for a tenant offboarded meanwhile; token removed", { tenantId, ...step("callback", "refused", "tenant_offboarded") });
       return this.page(410, "This consent link is no longer active", this.askForNewLink);
     }
-    log.info("tenant connected", { tenantId });
+    log.info("tenant connected", { tenantId, ...step("callback", "connected") });
     return {
       kind: "page",
       page: renderPage(
@@ -215,7 +229,7 @@ export class ConsentFlow {
 
   private async redeemFailed(tenantId: string, failure: unknown, log: Logger): Promise<ConsentResponse> {
     if (failure instanceof IdTokenRejectedError) {
-      log.warn("consent rejected: id token did not match the link", { tenantId, reason: failure.reason });
+      log.warn("consent rejected: id token did not match the link", { tenantId, reason: failure.reason, ...step("callback", "failed", failure.reason) });
       if (failure.reason === "tenant_mismatch") {
         await this.recordError(tenantId, "tenant_mismatch", "An administrator of a different organization signed in");
         return this.page(
@@ -229,9 +243,20 @@ export class ConsentFlow {
     }
     const classified = classifyTokenFailure(failure);
     const errorCode = classified.aadsts ?? classified.error;
-    log.warn("authorization code redemption failed", { tenantId, error: classified.error, aadsts: classified.aadsts, category: classified.category });
+    log.warn("authorization code redemption failed", {
+      tenantId,
+      error: classified.error,
+      aadsts: classified.aadsts,
+      category: classified.category,
+      ...step("callback", "failed", errorCode),
+    });
     if (classified.category === "app_credential") {
-      log.error("the MSSP application's credential was rejected by Entra ID; check MSSP_CLIENT_SECRET", { error: errorCode });
+      log.error("the MSSP application's credential was rejected by Entra ID; check MSSP_CLIENT_SECRET", {
+        tenantId,
+        error: errorCode,
+        category: classified.category,
+        ...step("callback", "failed", errorCode),
+      });
       return this.page(502, "Consent could not be completed", `The application of ${this.msspName} is misconfigured. Nothing was saved; the monitoring of ${this.msspName} reports this failure to them.`);
     }
     if (classified.category === "transient") {

@@ -12,6 +12,7 @@
 import { SIGNING_KEY_SECRET_NAME } from "../consent/signingKey";
 import { ConfigError } from "../config";
 import { errorKind, statusOf } from "../errors";
+import type { DeliveryStatus } from "../notifications/deliveryStatus";
 import type { Services } from "../services";
 import { TABLES } from "../storage/names";
 
@@ -26,7 +27,12 @@ export interface CheckResult {
 
 export interface HealthReport {
   status: "healthy" | "unhealthy";
-  checks: { settings: CheckResult; storage: CheckResult; keyVault: CheckResult };
+  /**
+   * `notifications` is there only when a webhook is configured, and never decides `status`: a
+   * receiver that is down costs notifications, not pulls, and must not take the app out of a
+   * load balancer or page anyone as if it were down.
+   */
+  checks: { settings: CheckResult; storage: CheckResult; keyVault: CheckResult; notifications?: CheckResult };
 }
 
 export interface HealthCheckOptions {
@@ -86,7 +92,33 @@ export async function checkKeyVault(services: Pick<Services, "secrets">, timeout
 }
 
 /**
- * Runs the three checks. `services` throws ConfigError when the settings are invalid; then the
+ * How the webhook fared at the last flush, from the status row it wrote: unhealthy while the last
+ * message could not be delivered. The reason names the app's own code and counts, never the URL.
+ */
+export async function checkNotifications(services: Pick<Services, "notifications">, timeoutMs: number): Promise<CheckResult | undefined> {
+  const notifications = services.notifications;
+  if (!notifications) return undefined;
+  const started = Date.now();
+  let status: DeliveryStatus;
+  try {
+    status = await bounded(notifications.status.read(AbortSignal.timeout(timeoutMs)), timeoutMs);
+  } catch {
+    return { status: "skipped", reason: "the delivery status could not be read", durationMs: Date.now() - started };
+  }
+  const durationMs = Date.now() - started;
+  const dropped = status.droppedSinceDelivery > 0 ? `; ${status.droppedSinceDelivery} dropped unsent` : "";
+  if (status.lastOutcome === "failed") {
+    return {
+      status: "unhealthy",
+      reason: `the last message could not be delivered (${status.lastErrorCode ?? "unknown"}); ${status.pending} event(s) waiting${dropped}`,
+      durationMs,
+    };
+  }
+  return { status: "healthy", durationMs };
+}
+
+/**
+ * Runs the three checks (four with notifications). `services` throws ConfigError when the settings are invalid; then the
  * dependencies cannot even be addressed and are reported as skipped.
  */
 export async function checkHealth(services: () => Services, options: HealthCheckOptions = {}): Promise<HealthReport> {
@@ -102,9 +134,16 @@ export async function checkHealth(services: () => Services, options: HealthCheck
     const skipped: CheckResult = { status: "skipped", reason: "the settings are invalid" };
     return { status: "unhealthy", checks: { settings: { status: "unhealthy", reason }, storage: skipped, keyVault: skipped } };
   }
-  const [storage, keyVault] = await Promise.all([checkStorage(wired, timeoutMs), checkKeyVault(wired, timeoutMs)]);
+  const [storage, keyVault, notifications] = await Promise.all([
+    checkStorage(wired, timeoutMs),
+    checkKeyVault(wired, timeoutMs),
+    checkNotifications(wired, timeoutMs),
+  ]);
   const healthy = storage.status === "healthy" && keyVault.status === "healthy";
-  return { status: healthy ? "healthy" : "unhealthy", checks: { settings: { status: "healthy" }, storage, keyVault } };
+  return {
+    status: healthy ? "healthy" : "unhealthy",
+    checks: { settings: { status: "healthy" }, storage, keyVault, ...(notifications ? { notifications } : {}) },
+  };
 }
 
 /** Single-flight and a short reuse of healthy results, per process. */

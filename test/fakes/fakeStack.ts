@@ -13,6 +13,8 @@ export interface FakeStack {
   vault: FakeKeyVault;
   defender: FakeDefender;
   certPem: string;
+  /** The private key of that certificate: lets a test start another HTTPS server the app already trusts. */
+  keyPem: string;
   certFile: string;
   clientId: string;
   clientSecret: string;
@@ -67,6 +69,7 @@ export async function startFakeStack(options: FakeStackOptions = {}): Promise<Fa
     vault,
     defender,
     certPem: tls.certPem,
+    keyPem: tls.keyPem,
     certFile: tls.certFile,
     clientId,
     clientSecret,

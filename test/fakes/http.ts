@@ -118,6 +118,7 @@ export abstract class FakeHttpsServer {
     return new URL(this.url).host;
   }
 
+  /** Listens on an ephemeral port, and on that same port again after a stop(): the URL stays valid. */
   async start(): Promise<void> {
     if (this.server) return;
     await this.beforeStart();
@@ -126,7 +127,7 @@ export abstract class FakeHttpsServer {
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(0, "127.0.0.1", () => {
+      server.listen(this.baseUrl === undefined ? 0 : Number(new URL(this.baseUrl).port), "127.0.0.1", () => {
         server.off("error", reject);
         resolve();
       });

@@ -32,9 +32,19 @@ export interface TestEnvironment {
  * at the suite's Azurite, and loads the real app entry point. One per test file (each file runs
  * in its own process, so the app reads these settings fresh).
  */
+export interface TestEnvironmentOptions {
+  browserSignIn?: boolean;
+  /**
+   * Runs once the fakes listen and before the app is loaded, with the certificate the app trusts
+   * (LOCAL_DEV_CA_CERT_FILE): starts another HTTPS server (a webhook receiver) and returns the
+   * settings that point the app at it. `extraEnv` still wins over what it returns.
+   */
+  beforeLoad?: (tls: { certPem: string; keyPem: string }) => Promise<Record<string, string>>;
+}
+
 export async function startTestEnvironment(
   extraEnv: Record<string, string> = {},
-  options: { browserSignIn?: boolean } = {},
+  options: TestEnvironmentOptions = {},
 ): Promise<TestEnvironment> {
   // browserSignIn: the consent start sends the browser to the fake's plain-HTTP sign-in listener,
   // whose port is only known once it listens, so the setting is filled in here.
@@ -55,6 +65,7 @@ export async function startTestEnvironment(
     LOCAL_DEV_CA_CERT_FILE: stack.certFile,
     LOCAL_DEV_VAULT_TOKEN: vaultToken,
     ...(stack.signInUrl === undefined ? {} : { LOCAL_DEV_SIGN_IN_BASE_URL: stack.signInUrl }),
+    ...(options.beforeLoad ? await options.beforeLoad({ certPem: stack.certPem, keyPem: stack.keyPem }) : {}),
     ...extraEnv,
   };
   Object.assign(process.env, env);

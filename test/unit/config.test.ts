@@ -271,3 +271,60 @@ describe("PULL_SCHEDULE (NCRONTAB, as the Functions host parses it)", () => {
     expect(pullScheduleForRegistration({})).toBe(DEFAULT_PULL_SCHEDULE);
   });
 });
+
+describe("notification settings (NOTIFY_*)", () => {
+  const url = "https://prod-01.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers&sv=1.0&sig=s1gnature";
+
+  it("are off without NOTIFY_WEBHOOK_URL, whatever the other two say", () => {
+    expect(loadConfig(valid).notifications).toBeUndefined();
+    expect(loadConfig({ ...valid, NOTIFY_WEBHOOK_FORMAT: "teams", NOTIFY_MIN_SEVERITY: "Low" }).notifications).toBeUndefined();
+    expect(loadConfig({ ...valid, NOTIFY_WEBHOOK_URL: "  " }).notifications).toBeUndefined();
+  });
+
+  it("default to json and High, read format and severity in any case, and keep the URL's signed query", () => {
+    expect(loadConfig({ ...valid, NOTIFY_WEBHOOK_URL: url }).notifications).toEqual({ webhookUrl: url, format: "json", minSeverity: "High" });
+    expect(loadConfig({ ...valid, NOTIFY_WEBHOOK_URL: url, NOTIFY_WEBHOOK_FORMAT: "Teams", NOTIFY_MIN_SEVERITY: "medium" }).notifications).toMatchObject({
+      format: "teams",
+      minSeverity: "Medium",
+    });
+    expect(loadConfig({ ...valid, NOTIFY_WEBHOOK_URL: "https://hooks.slack.com/services/T0/B0/xyz", NOTIFY_WEBHOOK_FORMAT: "slack" }).notifications?.format).toBe("slack");
+  });
+
+  it("refuse a bad format or severity by name, with or without a URL", () => {
+    expect(problemsOf({ ...valid, NOTIFY_WEBHOOK_FORMAT: "discord" })).toEqual(["NOTIFY_WEBHOOK_FORMAT must be teams, slack or json"]);
+    expect(problemsOf({ ...valid, NOTIFY_WEBHOOK_URL: url, NOTIFY_MIN_SEVERITY: "Critical" })).toEqual([
+      "NOTIFY_MIN_SEVERITY must be one of Informational, Low, Medium, High",
+    ]);
+  });
+
+  it("refuse a webhook URL that is not https, carries credentials or a fragment, is too long or not a URL, never echoing it", () => {
+    const cases: Array<[string, RegExp]> = [
+      ["http://hooks.example.test/x?sig=leak1", /^NOTIFY_WEBHOOK_URL must use https$/],
+      ["https://user:leak2@hooks.example.test/x", /^NOTIFY_WEBHOOK_URL must not carry a user name or password$/],
+      ["https://hooks.example.test/x#leak3", /^NOTIFY_WEBHOOK_URL must not carry a fragment$/],
+      [`https://hooks.example.test/${"a".repeat(2048)}leak4`, /^NOTIFY_WEBHOOK_URL must be at most 2048 characters$/],
+      ["hooks.example.test/leak5", /^NOTIFY_WEBHOOK_URL must be an absolute https URL$/],
+      ["@Microsoft.KeyVault(VaultName=kv;SecretName=leak6)", /^NOTIFY_WEBHOOK_URL is a Key Vault reference App Service could not resolve/],
+    ];
+    for (const [value, expected] of cases) {
+      const problems = problemsOf({ ...valid, NOTIFY_WEBHOOK_URL: value });
+      expect(problems, value).toEqual([expect.stringMatching(expected)]);
+      expect(problems.join("\n")).not.toMatch(/leak\d/);
+    }
+    const error = (() => {
+      try {
+        loadConfig({ ...valid, NOTIFY_WEBHOOK_URL: "http://hooks.example.test/x" });
+      } catch (caught) {
+        return caught as ConfigError;
+      }
+      throw new Error("expected a ConfigError");
+    })();
+    expect(error.settings).toEqual(["NOTIFY_WEBHOOK_URL"]);
+  });
+
+  it("are listed among the app settings", () => {
+    for (const name of ["NOTIFY_WEBHOOK_URL", "NOTIFY_WEBHOOK_FORMAT", "NOTIFY_MIN_SEVERITY"]) {
+      expect(APP_SETTING_NAMES as readonly string[]).toContain(name);
+    }
+  });
+});

@@ -1,0 +1,82 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { LogRecord, Logger, LoggerProvider } from "@opentelemetry/api-logs";
+import { describe, expect, it } from "vitest";
+import { alreadyExported, skippingExportedLines } from "../../functions/hostLogForwarding";
+import { attributesOf } from "../../shared/telemetry/logRecords";
+import { METRICS } from "../../shared/telemetry/names";
+import { telemetrySettings } from "../../shared/telemetry/settings";
+
+const CONNECTION = "InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/";
+
+describe("telemetry settings", () => {
+  it("exports nothing without a connection string (tests, sandbox)", () => {
+    expect(telemetrySettings({})).toBeUndefined();
+    expect(telemetrySettings({ APPLICATIONINSIGHTS_CONNECTION_STRING: "  " })).toBeUndefined();
+  });
+
+  it("authenticates ingestion as the host does: Entra ID with the user-assigned identity from APPLICATIONINSIGHTS_AUTHENTICATION_STRING", () => {
+    const clientId = "11111111-2222-3333-4444-555555555555";
+    expect(
+      telemetrySettings({ APPLICATIONINSIGHTS_CONNECTION_STRING: CONNECTION, APPLICATIONINSIGHTS_AUTHENTICATION_STRING: `Authorization=AAD;ClientId=${clientId}` }),
+    ).toEqual({ connectionString: CONNECTION, auth: { kind: "managedIdentity", clientId } });
+    expect(telemetrySettings({ APPLICATIONINSIGHTS_CONNECTION_STRING: CONNECTION, APPLICATIONINSIGHTS_AUTHENTICATION_STRING: "authorization=aad" })).toEqual({
+      connectionString: CONNECTION,
+      auth: { kind: "managedIdentity" },
+    });
+    expect(telemetrySettings({ APPLICATIONINSIGHTS_CONNECTION_STRING: CONNECTION })?.auth).toEqual({ kind: "key" });
+  });
+});
+
+describe("log records", () => {
+  it("turns fields into attributes and leaves absent values out", () => {
+    expect(attributesOf({ tenantId: "t", alerts: 0, ok: false, errorCode: undefined, detail: null })).toEqual({ tenantId: "t", alerts: 0, ok: false });
+  });
+});
+
+describe("host log forwarding", () => {
+  function capturing(): { provider: LoggerProvider; emitted: LogRecord[] } {
+    const emitted: LogRecord[] = [];
+    const logger: Logger = { emit: (record) => void emitted.push(record), enabled: () => true };
+    return { provider: { getLogger: () => logger }, emitted };
+  }
+
+  it("drops the instrumentation's copy of a line loggerFor already exported, and keeps every other line", () => {
+    const { provider, emitted } = capturing();
+    const hookLogger = skippingExportedLines(provider).getLogger("@azure/functions-opentelemetry-instrumentation");
+    // What the worker does: context.log runs the log hooks synchronously.
+    const contextLog = (text: string) => hookLogger.emit({ body: text });
+    alreadyExported(() => contextLog("pull finished {\"tenantId\":\"t\"}"));
+    contextLog("unhandled failure: boom");
+    expect(emitted.map((r) => r.body)).toEqual(["unhandled failure: boom"]);
+    expect(hookLogger.enabled()).toBe(true);
+  });
+
+  it("unmarks the line even when context.log throws", () => {
+    const { provider, emitted } = capturing();
+    const hookLogger = skippingExportedLines(provider).getLogger("x");
+    expect(() =>
+      alreadyExported(() => {
+        throw new Error("log failed");
+      }),
+    ).toThrow("log failed");
+    hookLogger.emit({ body: "next" });
+    expect(emitted).toHaveLength(1);
+  });
+});
+
+describe("telemetry layout", () => {
+  const root = join(__dirname, "..", "..");
+  const files = readdirSync(join(root, "shared", "telemetry")).map((name) => readFileSync(join(root, "shared", "telemetry", name), "utf8"));
+
+  it("keeps the core on the OpenTelemetry API: no SDK, exporter or Functions package in shared/telemetry", () => {
+    const imports = files.flatMap((text) => [...text.matchAll(/from\s+"([^".][^"]*)"/g)].map((m) => m[1]));
+    expect(new Set(imports)).toEqual(new Set(["@opentelemetry/api", "@opentelemetry/api-logs"]));
+  });
+
+  it("names every metric in the mssp. namespace, once", () => {
+    const names = Object.values(METRICS);
+    expect(new Set(names).size).toBe(names.length);
+    for (const name of names) expect(name).toMatch(/^mssp\.[a-z_]+(\.[a-z_]+)*$/);
+  });
+});
