@@ -55,6 +55,53 @@ param partnerProduct string = 'DefenderConnector'
 @maxLength(100)
 param msspDisplayName string = ''
 
+@description('Name of the Key Vault secret, in this deployment\'s vault, that holds the notification webhook URL (NOTIFY_WEBHOOK_URL, referenced, never copied). Empty: notifications off. Store the secret before deploying with it (docs/notifications.md).')
+@maxLength(127)
+param notifyWebhookUrlVaultEntry string = ''
+
+@description('Format of the notification messages: json, slack (incoming webhook) or teams (Workflows webhook with an Adaptive Card).')
+@allowed([
+  'json'
+  'slack'
+  'teams'
+])
+param notifyWebhookFormat string = 'json'
+
+@description('New alerts at or above this severity are notified.')
+@allowed([
+  'Informational'
+  'Low'
+  'Medium'
+  'High'
+])
+param notifyMinSeverity string = 'High'
+
+@description('Sinks the alerts go to (ALERT_SINKS): a comma-separated list of blob, sentinel, splunk and eventhubs (docs/sinks.md). Sentinel and Event Hubs get their resources from this template; Splunk needs splunkHecUrl and splunkHecTokenVaultEntry.')
+@maxLength(200)
+param alertSinks string = 'blob'
+
+@description('Sentinel sink: resource id of the Log Analytics workspace Microsoft Sentinel runs on (the table and the data collection rule go into its resource group). Empty: a workspace of its own is created in this resource group.')
+param sentinelWorkspaceId string = ''
+
+@description('Sentinel sink: region of that workspace (a data collection rule must be in its workspace\'s region).')
+param sentinelLocation string = resourceGroup().location
+
+@description('Splunk sink: the HTTP Event Collector origin, e.g. https://splunk.example.com:8088 (SPLUNK_HEC_URL).')
+param splunkHecUrl string = ''
+
+@description('Splunk sink: name of the Key Vault secret, in this deployment\'s vault, that holds the HEC token (SPLUNK_HEC_TOKEN, referenced, never copied). Store the secret before deploying with it (docs/sinks/splunk.md).')
+@maxLength(127)
+param splunkHecTokenVaultEntry string = ''
+
+@description('Splunk sink: index for the events (SPLUNK_INDEX); empty: the token\'s default index.')
+param splunkIndex string = ''
+
+@description('Splunk sink: sourcetype of the events (SPLUNK_SOURCETYPE).')
+param splunkSourcetype string = 'ms:defender:atp:alerts'
+
+@description('Splunk sink: count an event delivered only once the indexers acknowledge it (SPLUNK_HEC_ACK; Splunk Enterprise only, the token must have indexer acknowledgement on).')
+param splunkHecAck bool = false
+
 @description('Hours a consent link stays valid.')
 @minValue(1)
 @maxValue(720)
@@ -121,6 +168,14 @@ param keyVaultSoftDeleteRetentionInDays int = 90
 @maxValue(730)
 param logRetentionInDays int = 30
 
+@description('E-mail address the alert rules notify (an action group is created for it). Empty: the rules still fire and show in Azure Monitor, with no notification.')
+param alertEmail string = ''
+
+@description('Consecutive failed pull runs of one tenant that raise the "tenant failing" alert.')
+@minValue(2)
+@maxValue(50)
+param alertFailingCycles int = 3
+
 @description('Optional object id of the person or pipeline running the deployment, granted Key Vault Secrets Officer so infra/register-app.sh can store the client secret. Empty: no assignment.')
 param deployerPrincipalId string = ''
 
@@ -140,6 +195,10 @@ param tags object = {}
 // ---------------------------------------------------------------------------------------------
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, namePrefix))
+// The sinks that need resources of their own (docs/sinks.md).
+var sinkList = split(replace(toLower(alertSinks), ' ', ''), ',')
+var sentinelEnabled = contains(sinkList, 'sentinel')
+var eventHubsEnabled = contains(sinkList, 'eventhubs')
 var defaultTags = {
   'app-name': 'mssp-defender-connector'
 }
@@ -154,10 +213,12 @@ var storageAccountName = take(toLower('st${replace(namePrefix, '-', '')}${resour
 var keyVaultName = take('kv-${namePrefix}-${resourceToken}', 24)
 var deploymentContainerName = 'app-package'
 // The app's own containers besides the alerts (shared/storage/names.ts CONTAINERS): data the
-// pipeline could not accept, and dedupe sets too large for a table row.
+// pipeline could not accept, dedupe sets too large for a table row, and pages waiting for a sink
+// that was down (with several sinks).
 var appContainerNames = [
   'alerts-dead-letters'
   'pull-state'
+  'alerts-parked'
 ]
 
 // Storage names the app uses; must match shared/storage/names.ts (checked by test/infra).
@@ -278,6 +339,20 @@ module monitoring 'modules/monitoring.bicep' = {
   }
 }
 
+// Alert rules (a tenant failing, re-consent, the app credential, poison messages) and the
+// fleet-health workbook, over the telemetry the app sends (docs/operations.md, "Telemetry").
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    location: location
+    namePrefix: '${namePrefix}-${resourceToken}'
+    tags: allTags
+    alertEmail: alertEmail
+    failingCycles: alertFailingCycles
+  }
+}
+
 // Scope resource per scope kind. Module outputs (not the name variables) so that each role
 // assignment waits for the resource it is granted on.
 var scopeNames = {
@@ -339,6 +414,48 @@ module functionApp 'modules/functionapp.bicep' = {
     partnerCompany: partnerCompany
     partnerProduct: partnerProduct
     msspDisplayName: msspDisplayName
+    notifyWebhookUrlVaultEntry: notifyWebhookUrlVaultEntry
+    notifyWebhookFormat: notifyWebhookFormat
+    notifyMinSeverity: notifyMinSeverity
+    alertSinks: alertSinks
+    sentinelIngestionEndpoint: sentinelEnabled ? sentinel.outputs.ingestionEndpoint : ''
+    sentinelDcrImmutableId: sentinelEnabled ? sentinel.outputs.dcrImmutableId : ''
+    sentinelStreamName: sentinelEnabled ? sentinel.outputs.streamName : ''
+    splunkHecUrl: splunkHecUrl
+    splunkHecTokenVaultEntry: splunkHecTokenVaultEntry
+    splunkIndex: splunkIndex
+    splunkSourcetype: splunkSourcetype
+    splunkHecAck: splunkHecAck
+    eventHubNamespace: eventHubsEnabled ? eventHubs.outputs.fullyQualifiedNamespace : ''
+    eventHubName: eventHubsEnabled ? eventHubs.outputs.eventHubName : ''
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIEM sinks chosen in alertSinks (docs/sinks.md). Each module grants the app's identity the one
+// role it needs on the one resource it creates (Monitoring Metrics Publisher on the data
+// collection rule, Azure Event Hubs Data Sender on the hub), scoped where the role table's
+// storage, vault and component scopes cannot reach (the workspace may be in another group).
+module sentinel 'modules/sentinel.bicep' = if (sentinelEnabled) {
+  name: 'sentinel'
+  scope: empty(sentinelWorkspaceId) ? resourceGroup() : resourceGroup(split(sentinelWorkspaceId, '/')[2], split(sentinelWorkspaceId, '/')[4])
+  params: {
+    location: sentinelLocation
+    workspaceId: sentinelWorkspaceId
+    workspaceName: '${namePrefix}-sentinel-${resourceToken}'
+    dataCollectionRuleName: '${namePrefix}-alerts-dcr-${resourceToken}'
+    principalId: identity.outputs.principalId
+    tags: allTags
+  }
+}
+
+module eventHubs 'modules/eventhubs.bicep' = if (eventHubsEnabled) {
+  name: 'eventhubs'
+  params: {
+    namespaceName: '${namePrefix}-evhns-${resourceToken}'
+    location: location
+    tags: allTags
+    senderPrincipalId: identity.outputs.principalId
   }
 }
 

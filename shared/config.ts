@@ -1,5 +1,7 @@
+import { readSinkConfig, SINK_SETTING_NAMES, type SinkConfig } from "./sinks/sinkConfig";
 import { readFileSync } from "node:fs";
 import { ncrontabProblem } from "./health/ncrontab";
+import { SEVERITIES, type Severity } from "./pull/observer";
 
 /**
  * Every app setting the app reads, validated once. `loadConfig` reports all
@@ -58,7 +60,29 @@ export interface AppConfig {
    * x-ms-client-principal headers, so only then may the console trust that header.
    */
   easyAuthEnabled: boolean;
+  /** Webhook notifications; absent when NOTIFY_WEBHOOK_URL is not set (notifications off). */
+  notifications?: NotificationSettings;
+  /** ALERT_SINKS and the settings of each chosen sink. */
+  sinks: SinkConfig;
   localDev: LocalDevSettings;
+}
+
+export const NOTIFY_FORMATS = ["teams", "slack", "json"] as const;
+export type NotifyFormat = (typeof NOTIFY_FORMATS)[number];
+export const DEFAULT_NOTIFY_FORMAT: NotifyFormat = "json";
+export const DEFAULT_NOTIFY_MIN_SEVERITY: Severity = "High";
+/** Long enough for a Power Automate URL with its signature, short enough to refuse pasted junk. */
+export const MAX_NOTIFY_WEBHOOK_URL_LENGTH = 2048;
+
+export interface NotificationSettings {
+  /**
+   * NOTIFY_WEBHOOK_URL. A secret in its own right: Teams and Slack webhook URLs carry the
+   * signature that lets anyone post. Never logged, shown, stored or put into a message.
+   */
+  webhookUrl: string;
+  format: NotifyFormat;
+  /** New alerts at or above this severity are notified. */
+  minSeverity: Severity;
 }
 
 export interface PullSettings {
@@ -111,6 +135,10 @@ export const APP_SETTING_NAMES = [
   "MDE_PARTNER_COMPANY",
   "MDE_PARTNER_PRODUCT",
   "MSSP_DISPLAY_NAME",
+  "NOTIFY_WEBHOOK_URL",
+  "NOTIFY_WEBHOOK_FORMAT",
+  "NOTIFY_MIN_SEVERITY",
+  ...SINK_SETTING_NAMES,
 ] as const;
 
 /** Settings that only make sense on a developer machine or in the test suite; refused in Azure. */
@@ -344,6 +372,48 @@ function readMsspDisplayName(reader: SettingsReader): string {
 }
 
 /**
+ * The notification settings. The format and the threshold are checked even without a URL, so a
+ * typo is reported before anyone turns notifications on. The URL's value never appears in a
+ * message: it is a secret.
+ */
+function readNotifications(reader: SettingsReader): NotificationSettings | undefined {
+  const formatValue = reader.raw("NOTIFY_WEBHOOK_FORMAT")?.toLowerCase() ?? DEFAULT_NOTIFY_FORMAT;
+  const format = NOTIFY_FORMATS.find((candidate) => candidate === formatValue);
+  if (!format) reader.problems.push("NOTIFY_WEBHOOK_FORMAT must be teams, slack or json");
+  const severityValue = reader.raw("NOTIFY_MIN_SEVERITY")?.toLowerCase() ?? DEFAULT_NOTIFY_MIN_SEVERITY.toLowerCase();
+  const minSeverity = SEVERITIES.find((candidate) => candidate.toLowerCase() === severityValue);
+  if (!minSeverity) reader.problems.push(`NOTIFY_MIN_SEVERITY must be one of ${SEVERITIES.join(", ")}`);
+  const webhookUrl = readWebhookUrl(reader);
+  if (webhookUrl === undefined || !format || !minSeverity) return undefined;
+  return { webhookUrl, format, minSeverity };
+}
+
+/** NOTIFY_WEBHOOK_URL: optional; https, no credentials in it, not absurdly long. A query is allowed (Workflows URLs sign there). */
+function readWebhookUrl(reader: SettingsReader): string | undefined {
+  const name = "NOTIFY_WEBHOOK_URL";
+  const value = reader.raw(name);
+  if (value === undefined) return undefined;
+  if (value.length > MAX_NOTIFY_WEBHOOK_URL_LENGTH) {
+    reader.problems.push(`${name} must be at most ${MAX_NOTIFY_WEBHOOK_URL_LENGTH} characters`);
+    return undefined;
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    reader.problems.push(`${name} must be an absolute https URL`);
+    return undefined;
+  }
+  const problems = [
+    url.protocol === "https:" ? undefined : `${name} must use https`,
+    url.username || url.password ? `${name} must not carry a user name or password` : undefined,
+    url.hash ? `${name} must not carry a fragment` : undefined,
+  ].filter((problem): problem is string => problem !== undefined);
+  reader.problems.push(...problems);
+  return problems.length === 0 ? url.toString() : undefined;
+}
+
+/**
  * A base URL no one else can reach: loopback, or a name reserved so it never resolves publicly
  * (RFC 2606 / RFC 6761: .test, .example, .invalid, .localhost), which the test suite uses.
  */
@@ -435,8 +505,14 @@ export function loadConfig(env: Env = process.env): AppConfig {
     ...(reader.raw("AZURE_CLIENT_ID") ? { managedIdentityClientId: reader.raw("AZURE_CLIENT_ID") } : {}),
     msspDisplayName: readMsspDisplayName(reader),
     easyAuthEnabled: env["WEBSITE_AUTH_ENABLED"]?.trim().toLowerCase() === "true",
+    sinks: { names: ["blob"] },
     localDev: readLocalDev(reader, env),
   };
+  const { sinks, problems: sinkProblems } = readSinkConfig(env);
+  config.sinks = sinks;
+  reader.problems.push(...sinkProblems);
+  const notifications = readNotifications(reader);
+  if (notifications) config.notifications = notifications;
   if (config.localDev.sandbox && !isLocalOnlyBase(config.publicBaseUrl)) {
     // The sandbox opens the console without sign-in: only ever where no one else can reach it.
     reader.problems.push(

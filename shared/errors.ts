@@ -48,6 +48,7 @@ const SAFE_MESSAGE_ERRORS = new Set([
   "SinkError",
   "InvalidPageError",
   "DeadLetterError",
+  "ParkingError",
 ]);
 
 /** A one-line description of an error that is safe to log: the message only for our own classes. */

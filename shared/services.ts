@@ -29,7 +29,13 @@ import type { PullObserver, Severity } from "./pull/observer";
 import { BlobAlertSink } from "./sinks/blobAlertSink";
 import type { AlertSink } from "./sinks/alertSink";
 import { openContainer } from "./sinks/containers";
+import { BlobParkingStore } from "./sinks/parking";
+import { everySink, SinkSet, type NamedSink } from "./sinks/sinkSet";
+import { buildSinks } from "./sinks/sinkFactory";
 import { APP_VERSION } from "./version";
+import { createNotifications, type Notifications } from "./notifications";
+import { openTelemetry } from "./telemetry/openTelemetry";
+import { telemetryObserver } from "./telemetry/telemetry";
 
 /** Everything a function needs, wired once per process from the app settings. */
 export interface Services {
@@ -54,6 +60,8 @@ export interface Services {
   redrive: DeadLetterRedrive;
   /** The queue the scheduler fills, created on first use. */
   pullQueue: () => Promise<QueueClient>;
+  /** Webhook notifications; undefined when NOTIFY_WEBHOOK_URL is not set. */
+  notifications?: Notifications;
 }
 
 /** Replaceable parts: the benchmark and tests swap the clock, sleep or sink, never a protocol client. */
@@ -69,6 +77,10 @@ export interface ServiceOverrides {
   pullTimings?: Partial<PullTimings>;
   /** More pull observers beside the app's own (tests capture reports here). */
   pullObservers?: readonly PullObserver[];
+  /** Several named sinks instead of `sink`, each with its own progress (tests inject faulty ones here). */
+  sinks?: readonly NamedSink[];
+  /** Stands in for the managed identity where none exists (tests signing in to local fakes). */
+  credential?: TokenCredential;
 }
 
 const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -86,7 +98,9 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
   // Built on first use: DefaultAzureCredential probes its sources lazily, and local runs
   // against Azurite never need it.
   const credential = (): TokenCredential =>
-    (azureCredential ??= new DefaultAzureCredential(
+    (azureCredential ??=
+      overrides.credential ??
+      new DefaultAzureCredential(
       config.managedIdentityClientId ? { managedIdentityClientId: config.managedIdentityClientId } : {},
     ));
   const vaultCredential: TokenCredential = config.localDev.vaultAccessToken
@@ -141,10 +155,41 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     sleep,
   });
   const pullHistory = new PullHistoryStore({ tables, clock, timeoutMs: storageTimeoutMs });
-  const sink = overrides.sink ?? new BlobAlertSink(openContainer(config.storage, config.pull.alertsContainer, credential));
+  // One sink is written directly (its progress is the checkpoint's); several go through a SinkSet.
+  const named: readonly NamedSink[] = overrides.sink
+    ? [{ name: "blob", sink: overrides.sink }]
+    : (overrides.sinks ??
+      buildSinks(config.sinks, {
+        blob: () => new BlobAlertSink(openContainer(config.storage, config.pull.alertsContainer, credential)),
+        credential,
+        ...(config.localDev.caCertPem ? { caPem: config.localDev.caCertPem } : {}),
+      }));
+  const [first] = named;
+  if (!first) throw new Error("no sink configured");
+  const sink: AlertSink = named.length > 1 ? everySink(named) : first.sink;
+  const parking = new BlobParkingStore(openContainer(config.storage, CONTAINERS.parked, credential), storageTimeoutMs * 2);
+  const sinkSet = named.length > 1 ? new SinkSet(named, parking, clock) : undefined;
   // Who hears about each pull run: telemetry and notifications add themselves here.
   const pullObservers: PullObserver[] = [...(overrides.pullObservers ?? [])];
+  pullObservers.push(telemetryObserver(openTelemetry({ reconsentRequired: async () => (await tenants.list("reconsent_required")).length })));
   let notableSeverity: Severity | undefined;
+  // Notifications only when a webhook is configured: the threshold makes the pull parse each new
+  // alert for its severity, a cost nobody should pay for nothing.
+  const notifications = config.notifications
+    ? createNotifications({
+        settings: config.notifications,
+        tables,
+        http,
+        clock,
+        sleep,
+        storageTimeoutMs,
+        publicBaseUrl: config.publicBaseUrl,
+      })
+    : undefined;
+  if (notifications) {
+    pullObservers.push(notifications.observer);
+    notableSeverity = config.notifications?.minSeverity;
+  }
   const tenantPull = new TenantPull({
     settings: config.pull,
     defenderApiBaseUrl: config.defenderApiBaseUrl,
@@ -159,6 +204,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     history: pullHistory,
     ...(overrides.pullTimings ? { timings: overrides.pullTimings } : {}),
     observers: pullObservers,
+    ...(sinkSet ? { sinkSet } : { sinkName: first.name }),
     ...(notableSeverity ? { notableSeverity } : {}),
   });
   let queue: Promise<QueueClient> | undefined;
@@ -186,6 +232,8 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     resetPullState: async (tenantId) => {
       accessTokens.forget(tenantId);
       await pullState.reset(tenantId);
+      // Pages parked for a sink that was down belong to the tenant too.
+      await parking.removeAll(tenantId);
     },
   });
   return {
@@ -208,6 +256,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     deadLetters,
     redrive: new DeadLetterRedrive({ tenants, pullState, deadLetters, sink, clock }),
     pullQueue,
+    ...(notifications ? { notifications } : {}),
   };
 }
 

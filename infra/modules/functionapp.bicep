@@ -71,6 +71,23 @@ param pullMaxRunSeconds int
 param partnerCompany string
 param partnerProduct string
 param msspDisplayName string
+@description('Key Vault secret holding the notification webhook URL; empty: notifications off.')
+param notifyWebhookUrlVaultEntry string
+param notifyWebhookFormat string
+param notifyMinSeverity string
+@description('ALERT_SINKS and the settings of each sink (docs/sinks.md); those of a sink not chosen stay empty.')
+param alertSinks string
+param sentinelIngestionEndpoint string
+param sentinelDcrImmutableId string
+param sentinelStreamName string
+param splunkHecUrl string
+@description('Key Vault secret holding the Splunk HEC token; empty when the Splunk sink is off.')
+param splunkHecTokenVaultEntry string
+param splunkIndex string
+param splunkSourcetype string
+param splunkHecAck bool
+param eventHubNamespace string
+param eventHubName string
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
@@ -190,6 +207,23 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     MDE_PARTNER_PRODUCT: partnerProduct
     // How the consent pages and the console name the MSSP (empty: a neutral default).
     MSSP_DISPLAY_NAME: msspDisplayName
+    // Notifications (docs/notifications.md). The webhook URL carries its own signature, so it is a
+    // secret: only ever a Key Vault reference. Empty: notifications off.
+    NOTIFY_WEBHOOK_URL: empty(notifyWebhookUrlVaultEntry) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${notifyWebhookUrlVaultEntry})'
+    NOTIFY_WEBHOOK_FORMAT: notifyWebhookFormat
+    NOTIFY_MIN_SEVERITY: notifyMinSeverity
+    // Sinks (docs/sinks.md). The HEC token is a secret: only ever a Key Vault reference.
+    ALERT_SINKS: alertSinks
+    SENTINEL_INGESTION_ENDPOINT: sentinelIngestionEndpoint
+    SENTINEL_DCR_IMMUTABLE_ID: sentinelDcrImmutableId
+    SENTINEL_STREAM_NAME: sentinelStreamName
+    SPLUNK_HEC_URL: splunkHecUrl
+    SPLUNK_HEC_TOKEN: empty(splunkHecTokenVaultEntry) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${splunkHecTokenVaultEntry})'
+    SPLUNK_INDEX: splunkIndex
+    SPLUNK_SOURCETYPE: splunkSourcetype
+    SPLUNK_HEC_ACK: splunkHecAck ? 'true' : 'false'
+    EVENTHUB_FULLY_QUALIFIED_NAMESPACE: eventHubNamespace
+    EVENTHUB_NAME: eventHubName
   }
 }
 

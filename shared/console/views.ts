@@ -1,6 +1,6 @@
 import { DEFAULT_MSSP_DISPLAY_NAME } from "../config";
 import type { ConsentLink, TenantView } from "../operator/tenantAdmin";
-import type { PullHealth } from "../pull/health";
+import type { PullHealth, SinkHealth } from "../pull/health";
 import type { PullRun } from "../pull/pullHistory";
 import { DEFENDER_REGIONS } from "../state/tenantRegistry";
 import { CONSOLE_SCRIPT_PATH, CONSOLE_STYLESHEET_PATH } from "../ui/assets";
@@ -298,6 +298,16 @@ const OUTCOME_LABELS: Readonly<Record<PullRun["outcome"], string>> = {
   busy: "Skipped: another pull was running",
 };
 
+/** With several sinks: each one's own progress (a sink that was down catches up from parked pages). */
+function sinkTable(sinks: Record<string, SinkHealth>, now: number): ReturnType<typeof html> {
+  return html`<h3>Sinks</h3><div class="table-wrap"><table><caption>Each sink's own progress for this tenant</caption>
+<thead><tr><th scope="col">Sink</th><th scope="col">Pages waiting</th><th scope="col">Behind since</th><th scope="col">Last delivery</th><th scope="col">Last error</th></tr></thead>
+<tbody>${Object.entries(sinks).map(
+    ([name, sink]) =>
+      html`<tr><th scope="row"><code>${name}</code></th><td class="num">${sink.parkedPages}</td><td>${sink.behindSince ? when(sink.behindSince, now) : html`<span class="muted">Caught up</span>`}</td><td>${when(sink.lastDeliveryAt, now)}</td><td>${sink.lastErrorCode ? html`<code>${sink.lastErrorCode}</code> ${when(sink.lastErrorAt, now)}` : html`<span class="muted">None</span>`}</td></tr>`,
+  )}</tbody></table></div>`;
+}
+
 export function tenantPage(ctx: PageContext, data: TenantPageData, status = 200): HtmlPage {
   const { view, health, verdict } = data;
   const offboarded = view.status === "offboarded";
@@ -339,6 +349,7 @@ ${
     ? html`<ul>${health.warnings.map((w) => html`<li><code>${w.code}</code> ${w.message}${w.at ? html` (${when(w.at, ctx.now)})` : ""}</li>`)}</ul>`
     : html`<p>None.</p>`
 }`;
+  const sinks = health?.sinks ? sinkTable(health.sinks, ctx.now) : "";
   const history =
     data.history === undefined
       ? html`<p>The pull history could not be read just now.</p>`
@@ -373,6 +384,7 @@ ${facts}
 ${reasons}
 <h2>Pull health</h2>
 ${pullFacts}
+${sinks}
 <h2>Recent pulls</h2>
 ${history}
 ${offboard}`,

@@ -1,5 +1,6 @@
 import type { Clock } from "../clock";
 import type { TenantRecord } from "../state/tenantRegistry";
+import type { SinkProgressMap } from "../sinks/sinkSet";
 import type { PullIncidents, PullState, PullStateStore } from "./pullState";
 
 /** Host and API clocks further apart than this are shown as a warning. */
@@ -31,7 +32,36 @@ export interface PullHealth {
   /** Alerts or pages the pipeline could not accept, kept in the dead-letter container. */
   deadLetters: number;
   lastDeadLetterReason: string | null;
+  /** With several sinks: each sink's own progress (null with one sink, whose progress is the checkpoint's). */
+  sinks: Record<string, SinkHealth> | null;
   warnings: PullWarning[];
+}
+
+export interface SinkHealth {
+  /** Pages waiting for this sink, parked while it was down; 0 when it is caught up. */
+  parkedPages: number;
+  /** Since when it has been behind (null when caught up). */
+  behindSince: string | null;
+  lastDeliveryAt: string | null;
+  lastErrorCode: string | null;
+  lastErrorMessage: string | null;
+  lastErrorAt: string | null;
+}
+
+function sinkHealthOf(sinks: SinkProgressMap | undefined): Record<string, SinkHealth> | null {
+  if (!sinks || Object.keys(sinks).length === 0) return null;
+  const view: Record<string, SinkHealth> = {};
+  for (const [name, entry] of Object.entries(sinks)) {
+    view[name] = {
+      parkedPages: entry.parkedTo - entry.parkedFrom,
+      behindSince: entry.behindSince ?? null,
+      lastDeliveryAt: entry.lastDeliveryAt ?? null,
+      lastErrorCode: entry.lastErrorCode ?? null,
+      lastErrorMessage: entry.lastErrorMessage ?? null,
+      lastErrorAt: entry.lastErrorAt ?? null,
+    };
+  }
+  return view;
 }
 
 /** An event warns for a day: long enough to be seen on the next shift, not a tenant degraded for ever. */
@@ -70,6 +100,15 @@ function warningsOf(state: PullState & { incidents?: PullIncidents }, now: numbe
       at: incidents.lastReleaseFailedAt ?? null,
     });
   }
+  for (const [name, entry] of Object.entries(state.sinks ?? {})) {
+    const parked = entry.parkedTo - entry.parkedFrom;
+    if (parked <= 0) continue;
+    warnings.push({
+      code: "sink_behind",
+      message: `Sink ${name} is ${parked} page(s) behind since ${entry.behindSince ?? "an earlier run"} (last error: ${entry.lastErrorCode ?? "none"}); the other sinks are unaffected and it catches up when it answers again`,
+      at: entry.behindSince ?? null,
+    });
+  }
   if (state.lastWarningCode && recent(state.lastWarningAt)) {
     warnings.push({ code: state.lastWarningCode, message: state.lastWarningMessage ?? "", at: state.lastWarningAt ?? null });
   }
@@ -93,6 +132,7 @@ export function pullHealthOf(state: (PullState & { incidents?: PullIncidents }) 
     clockSkewSeconds: state?.clockSkewMs === undefined ? null : Math.round(state.clockSkewMs / 1000),
     deadLetters: state?.deadLetters ?? 0,
     lastDeadLetterReason: state?.lastDeadLetterReason ?? null,
+    sinks: sinkHealthOf(state?.sinks),
     warnings: state ? warningsOf(state, clock()) : [],
   };
 }

@@ -5,6 +5,7 @@ import type { Clock } from "../clock";
 import { statusOf } from "../errors";
 import { isConcurrencyConflict, type TableFactory } from "../state/tables";
 import { boundedSignal, type CallOptions } from "../sinks/alertSink";
+import type { SinkProgress, SinkProgressMap } from "../sinks/sinkSet";
 import { decodeDelivered, encodeDelivered, type DeliveredVersions } from "./deliveredVersions";
 
 export type { DeliveredVersions } from "./deliveredVersions";
@@ -65,6 +66,8 @@ export interface PullState {
   /** The API's clock minus ours, as last measured from its `Date` header (ms). */
   clockSkewMs?: number;
   invalidSpan?: InvalidSpan;
+  /** Each sink's own progress, when the app delivers to several (see SinkSet). */
+  sinks?: SinkProgressMap;
   deadLetters: number;
   lastDeadLetterReason?: string;
   lastDeadLetterAt?: string;
@@ -116,6 +119,7 @@ const HEALTH_COLUMNS = [
   "lastWarningCode",
   "lastWarningMessage",
   "lastWarningAt",
+  "sinkProgress",
 ] as const;
 const INCIDENT_PARTITION = "incident";
 
@@ -140,6 +144,25 @@ function windowOf(entity: Entity): WindowProgress | undefined {
   return window;
 }
 
+/** The per-sink progress column: a small JSON object, read defensively (a bad value means no progress yet). */
+function sinkProgressOf(entity: Entity): SinkProgressMap | undefined {
+  const text = str(entity["sinkProgress"]);
+  if (!text) return undefined;
+  try {
+    const parsed = JSON.parse(text) as Record<string, Partial<SinkProgress>>;
+    const map: SinkProgressMap = {};
+    for (const [name, entry] of Object.entries(parsed)) {
+      const from = num(entry.parkedFrom);
+      const to = num(entry.parkedTo);
+      if (from === undefined || to === undefined || from < 0 || to < from) continue;
+      map[name] = { ...entry, parkedFrom: from, parkedTo: to };
+    }
+    return map;
+  } catch {
+    return undefined;
+  }
+}
+
 function invalidSpanOf(entity: Entity): InvalidSpan | undefined {
   const from = str(entity["invalidSpanFrom"]);
   const to = str(entity["invalidSpanTo"]);
@@ -158,6 +181,8 @@ function fromEntity(entity: Entity, delivered: DeliveredVersions): PullState {
   if (window) state.window = window;
   const invalid = invalidSpanOf(entity);
   if (invalid) state.invalidSpan = invalid;
+  const sinks = sinkProgressOf(entity);
+  if (sinks) state.sinks = sinks;
   for (const key of [
     "watermark",
     "accessTokenCipher",
@@ -201,6 +226,7 @@ function toEntity(tenantId: string, state: PullState, lease: { owner: string; un
     invalidSpanFrom: state.invalidSpan?.from ?? "",
     invalidSpanTo: state.invalidSpan?.to ?? "",
     invalidSpanRuns: state.invalidSpan?.runs ?? 0,
+    sinkProgress: state.sinks ? JSON.stringify(state.sinks) : "",
     accessTokenCipher: state.accessTokenCipher ?? "",
     accessTokenExpiresAt: state.accessTokenExpiresAt ?? 0,
     refreshTokenObtainedAt: state.refreshTokenObtainedAt ?? 0,

@@ -59,7 +59,8 @@ export class DeadLetterRedrive {
         result.examined++;
         const letter = await this.deps.deadLetters.read(info.name);
         if (!letter) continue;
-        const text = asPage(letter);
+        // A version a sink refused as too large would be refused again: it stays for the operator.
+        const text = letter.sink ? undefined : asPage(letter);
         // A link to another host is a report, not data: it stays until the operator removes it.
         if (text === undefined) {
           result.remaining++;

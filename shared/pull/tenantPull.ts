@@ -10,6 +10,8 @@ import type { Logger } from "../logging";
 import { SecretStoreError } from "../secrets/secretStore";
 import { SinkError, type AlertEnvelope, type AlertSink } from "../sinks/alertSink";
 import { DeadLetterError, type DeadLetterReason, type DeadLetterStore } from "../sinks/deadLetters";
+import { ParkingError } from "../sinks/parking";
+import type { Refusal, SinkSet } from "../sinks/sinkSet";
 import type { TenantRecord, TenantRegistry } from "../state/tenantRegistry";
 import { TokenUnavailableError, type AccessTokenSource } from "./accessTokens";
 import type { PullHistoryStore, PullRun } from "./pullHistory";
@@ -72,7 +74,12 @@ export interface TenantPullDeps {
   tokens: AccessTokenSource;
   defender: DefenderClient;
   budget: RateBudget;
+  /** The sink, when there is one; see `sinkSet` for several. */
   sink: AlertSink;
+  /** Its name in ALERT_SINKS (for dead letters of versions it refuses); default "blob". */
+  sinkName?: string;
+  /** Several sinks, each with its own progress; when set, `sink` is not written to. */
+  sinkSet?: SinkSet;
   deadLetters: DeadLetterStore;
   clock: Clock;
   /** Where each run is recorded for the console; optional, and a failure to record never fails a pull. */
@@ -391,6 +398,9 @@ function classifyFailure(error: unknown): { code: string; message: string; categ
   if (error instanceof SinkError) {
     return { category: "transient", code: "sink_failed", message: "Writing alerts to the sink failed; the checkpoint did not move and the next cycle retries" };
   }
+  if (error instanceof ParkingError) {
+    return { category: "transient", code: "parking_failed", message: "Parking a page for a sink that was down failed; the checkpoint did not move and the next cycle retries" };
+  }
   if (error instanceof DeadLetterError) {
     return { category: "transient", code: "dead_letter_failed", message: "Storing data the pipeline could not accept failed; the checkpoint did not move" };
   }
@@ -428,6 +438,8 @@ class WindowRead {
   private windowFrom = 0;
   /** The window is in Table Storage already (resumed, or saved before its first sink write). */
   private windowSaved: boolean;
+  /** With several sinks: the first page written after a resume is flagged, for a sink that can tell what it holds. */
+  private resumedWrite: boolean;
   /** Paging inside one crowded millisecond, saved with every page so a resume continues it. */
   private instant: InstantProgress | undefined;
   /** This run already counted itself against the span that never parses. */
@@ -454,6 +466,7 @@ class WindowRead {
     this.overlapMs = deps.settings.overlapMinutes * 60_000;
     this.top = deps.settings.pageSize;
     this.windowSaved = this.state.window !== undefined;
+    this.resumedWrite = this.windowSaved && !windowOpened;
     this.call = { signal: work };
     this.notableRank = deps.notableSeverity === undefined ? Number.POSITIVE_INFINITY : severityRank(deps.notableSeverity);
     this.pulledAt = new Date(deps.clock()).toISOString();
@@ -465,6 +478,7 @@ class WindowRead {
   }
 
   async run(): Promise<{ alerts: number; complete: boolean; deadLetters: number }> {
+    await this.drainParked();
     const window = this.state.window;
     if (!window) {
       // Nothing to read yet; still exercise the refresh token so it never idles out.
@@ -480,7 +494,8 @@ class WindowRead {
     let resumeInstant = window.instant;
 
     try {
-      if (!this.windowOpened) await this.rememberStored();
+      // With several sinks one sink's copy says nothing of the others': each is told `resumed` instead.
+      if (!this.windowOpened && !this.deps.sinkSet) await this.rememberStored();
       let checkedClock = !this.windowOpened;
       let pages = 0;
       for (let head = this.planner.head(); head; head = this.planner.head()) {
@@ -709,7 +724,19 @@ class WindowRead {
     }
     if (fresh.length > 0) {
       await this.saveWindowOnce();
-      await this.deps.sink.write({ tenantId: tenant.tenantId, pageFrom: isoMs(sub.from), pageTo: isoMs(sub.to), skip }, fresh, this.call);
+      const key = { tenantId: tenant.tenantId, pageFrom: isoMs(sub.from), pageTo: isoMs(sub.to), skip };
+      const { sinkSet } = this.deps;
+      let refused: Refusal[];
+      if (sinkSet) {
+        const outcome = await sinkSet.deliver(this.resumedWrite ? { ...key, resumed: true } : key, fresh, (this.state.sinks ??= {}), this.call);
+        this.resumedWrite = false;
+        refused = outcome.refused;
+      } else {
+        const result = await this.deps.sink.write(key, fresh, this.call);
+        const sink = (this.deps.sinkName ?? "blob") as Refusal["sink"];
+        refused = (result?.refused ?? []).map((version) => ({ sink, key, version }));
+      }
+      for (const refusal of refused) await this.deadLetterRefusal(refusal);
     }
     for (const rejected of page.rejected) await this.deadLetter(rejected.reason, sub, skip, rejected.raw);
     if (page.nextLink !== undefined && !this.sameOrigin(page.nextLink)) await this.deadLetter("foreign_next_link", sub, skip, page.nextLink);
@@ -784,17 +811,41 @@ class WindowRead {
     this.warn("unstable_order", "The Defender API's order inside one millisecond kept changing between reads; every version read was delivered");
   }
 
-  private async deadLetter(reason: DeadLetterReason, sub: SubWindow, skip: number, raw: string): Promise<void> {
+  /**
+   * Pages parked for sinks that were down are delivered first, so each sink catches up in order
+   * before this run's new pages reach it; what a sink refuses is dead-lettered like any refusal.
+   */
+  private async drainParked(): Promise<void> {
+    const { sinkSet } = this.deps;
+    if (!sinkSet) return;
+    const { refused } = await sinkSet.drain(this.tenant.tenantId, (this.state.sinks ??= {}), {
+      ...this.call,
+      until: this.deadline,
+      saved: () => this.lease.save(this.call),
+    });
+    for (const refusal of refused) await this.deadLetterRefusal(refusal);
+  }
+
+  /** A version a sink can never take: kept raw for the operator, named by the sink that refused it. */
+  private async deadLetterRefusal(refusal: Refusal): Promise<void> {
+    const { key, version, sink } = refusal;
+    await this.deadLetter("oversized", { from: Date.parse(key.pageFrom), to: Date.parse(key.pageTo) }, key.skip, version.alert.json, sink);
+  }
+
+  private async deadLetter(reason: DeadLetterReason, sub: SubWindow, skip: number, raw: string, sink?: string): Promise<void> {
     const at = new Date(this.deps.clock()).toISOString();
+    // A refusal drained before the window is planned belongs to its own page's span.
+    const window = this.planner ? { from: isoMs(this.windowFrom), to: isoMs(this.planner.to) } : { from: isoMs(sub.from), to: isoMs(sub.to) };
     const stored = await this.deps.deadLetters.write(
       {
         tenantId: this.tenant.tenantId,
         source: "mde",
         reason,
-        window: { from: isoMs(this.windowFrom), to: isoMs(this.planner.to) },
+        window,
         page: { from: isoMs(sub.from), to: isoMs(sub.to), skip },
         raw,
         at,
+        ...(sink ? { sink } : {}),
       },
       this.call,
     );

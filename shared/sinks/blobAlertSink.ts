@@ -3,6 +3,7 @@ import type { ContainerClient } from "@azure/storage-blob";
 import { statusOf } from "../errors";
 import { canonicalTimestamp } from "../time/timestamps";
 import { containerCreator } from "./containers";
+import { envelopeLine } from "./envelope";
 import { boundedSignal, SinkError, type AlertBatchKey, type AlertEnvelope, type AlertSink, type CallOptions, type StoredVersion } from "./alertSink";
 
 export { SinkError };
@@ -20,12 +21,6 @@ function compact(bound: string, which: string): { compact: string; datePath: str
   if (canonical === undefined) throw new SinkError(`The batch's ${which} is not a valid ISO-8601 timestamp`);
   const key = canonical.key;
   return { compact: key.replace(/[-:.]/g, ""), datePath: `${key.slice(0, 4)}/${key.slice(5, 7)}/${key.slice(8, 10)}` };
-}
-
-
-/** One NDJSON line: the envelope's fields, then the alert's JSON exactly as the API sent it. */
-function envelopeLine(envelope: AlertEnvelope): string {
-  return `{"tenantId":${JSON.stringify(envelope.tenantId)},"tenantName":${JSON.stringify(envelope.tenantName)},"source":"mde","pulledAt":${JSON.stringify(envelope.pulledAt)},"alert":${envelope.alert.json}}`;
 }
 
 /** The batch as NDJSON in one buffer of the exact size: no joined string beside it. */

@@ -13,7 +13,9 @@ export type DeadLetterReason =
   | "invalid_time"
   | "invalid_page"
   /** The page pointed its `@odata.nextLink` at another host: never followed, kept for the operator. */
-  | "foreign_next_link";
+  | "foreign_next_link"
+  /** A sink refused the version as larger than it can ever take (see `sink`). */
+  | "oversized";
 
 /** One thing the pipeline could not accept, kept raw with where it came from. */
 export interface DeadLetter {
@@ -26,6 +28,8 @@ export interface DeadLetter {
   /** The alert's (or the whole page's) text exactly as received. */
   raw: string;
   at: string;
+  /** For a refusal by one sink: which (the other sinks have the version). */
+  sink?: string;
 }
 
 /** What the operator API lists about a dead letter: where and why, never its content. */
@@ -76,9 +80,12 @@ export class BlobDeadLetterStore implements DeadLetterStore {
     this.ensureContainer = containerCreator(container, (error) => failure("Creating the dead-letter container failed", error));
   }
 
-  static nameFor(letter: Pick<DeadLetter, "tenantId" | "reason" | "raw">): string {
+  static nameFor(letter: Pick<DeadLetter, "tenantId" | "reason" | "raw" | "sink">): string {
     if (!SAFE_TENANT.test(letter.tenantId)) throw new DeadLetterError("The dead letter's tenant id is not a valid tenant id");
-    const digest = createHash("sha256").update(letter.reason).update("\n").update(letter.raw).digest("hex").slice(0, 16);
+    const hash = createHash("sha256").update(letter.reason).update("\n");
+    // The same version refused by two sinks is two letters: each sink's copy is missing.
+    if (letter.sink) hash.update(letter.sink).update("\n");
+    const digest = hash.update(letter.raw).digest("hex").slice(0, 16);
     return `${letter.tenantId}/${letter.reason}_${digest}.json`;
   }
 
@@ -88,7 +95,13 @@ export class BlobDeadLetterStore implements DeadLetterStore {
     try {
       await this.container.getBlockBlobClient(BlobDeadLetterStore.nameFor(letter)).upload(body, body.length, {
         blobHTTPHeaders: { blobContentType: "application/json" },
-        metadata: { reason: letter.reason, pagefrom: letter.page.from, pageto: letter.page.to, skip: String(letter.page.skip) },
+        metadata: {
+          reason: letter.reason,
+          pagefrom: letter.page.from,
+          pageto: letter.page.to,
+          skip: String(letter.page.skip),
+          ...(letter.sink ? { sink: letter.sink } : {}),
+        },
         conditions: { ifNoneMatch: "*" },
         abortSignal: boundedSignal(this.timeoutMs, options),
       });

@@ -8,6 +8,8 @@ export const TABLES = {
   pullState: "MsspPullState",
   /** One row per pull run, newest first, for the console's "recent pulls" and 24-hour counts. */
   pullHistory: "MsspPullHistory",
+  /** The notification outbox, the health level last notified per tenant, the webhook's delivery status. */
+  notifications: "MsspNotifications",
 } as const;
 
 export const QUEUES = {
@@ -22,4 +24,6 @@ export const DEFAULT_ALERTS_CONTAINER = "alerts";
 export const CONTAINERS = {
   deadLetters: "alerts-dead-letters",
   pullState: "pull-state",
+  /** Pages a sink could not take when it was down, kept in order until it catches up (with several sinks). */
+  parked: "alerts-parked",
 } as const;

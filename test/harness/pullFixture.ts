@@ -48,7 +48,8 @@ export async function connectedTenant(env: TestEnvironment, displayName = "Conto
 
 /** Every envelope the blob sink holds for a tenant, in blob-name order. */
 export async function deliveredEnvelopes(env: TestEnvironment, tenantId: string): Promise<StoredEnvelope[]> {
-  const container = BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(
+  // The environment's own storage: a test file may run its own Azurite instead of the suite's.
+  const container = BlobServiceClient.fromConnectionString(env.env["AzureWebJobsStorage"] ?? inject("storageConnectionString")).getContainerClient(
     env.env["ALERTS_CONTAINER"] ?? "alerts",
   );
   if (!(await container.exists())) return [];

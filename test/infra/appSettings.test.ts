@@ -6,7 +6,13 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { REQUIRED_SETTINGS } from "./requiredSettings";
-import { APP_SETTING_NAMES, LOCAL_DEV_SETTING_NAMES, loadConfig } from "../../shared/config";
+import {
+  APP_SETTING_NAMES,
+  DEFAULT_NOTIFY_FORMAT,
+  DEFAULT_NOTIFY_MIN_SEVERITY,
+  LOCAL_DEV_SETTING_NAMES,
+  loadConfig,
+} from "../../shared/config";
 import {
   INFRA_DIR,
   type ObjectEntry,
@@ -156,6 +162,14 @@ describe("infra app settings vs shared/config.ts", () => {
     expect(byName.get("AzureWebJobsStorage__accountName")?.value).toBe("storageAccountName");
   });
 
+  it("takes NOTIFY_WEBHOOK_URL only from a Key Vault reference, empty (notifications off) unless a secret is named", () => {
+    expect(byName.get("NOTIFY_WEBHOOK_URL")?.value).toBe(
+      "empty(notifyWebhookUrlVaultEntry) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${notifyWebhookUrlVaultEntry})'",
+    );
+    const entry = params(main).find((p) => p.name === "notifyWebhookUrlVaultEntry");
+    expect(literal(entry?.defaultValue)).toBe("");
+  });
+
   it("derives MSSP_PUBLIC_BASE_URL from the site's default host name over https", () => {
     expect(byName.get("MSSP_PUBLIC_BASE_URL")?.value).toBe("'https://${site.properties.defaultHostName}'");
   });
@@ -205,6 +219,22 @@ const TUNABLES = [
 const REQUIRED_ENV = REQUIRED_SETTINGS;
 
 describe("infra defaults vs code defaults", () => {
+  it("deploys the notification format and threshold the code defaults to, and only values it accepts", () => {
+    const webhook = { NOTIFY_WEBHOOK_URL: "https://hooks.example.test/x" };
+    for (const [name, code] of [
+      ["NOTIFY_WEBHOOK_FORMAT", DEFAULT_NOTIFY_FORMAT],
+      ["NOTIFY_MIN_SEVERITY", DEFAULT_NOTIFY_MIN_SEVERITY],
+    ] as const) {
+      const paramName = mainParamFor(byName.get(name)?.value ?? "");
+      expect(paramName, name).toBeDefined();
+      expect(defaultAsSetting(main, paramName as string), name).toBe(code);
+      const allowed = mainParams.find((p) => p.name === paramName)?.decorators.find((d) => d.name === "allowed")?.args ?? "";
+      const values = [...allowed.matchAll(/'([^']*)'/g)].map((m) => m[1] as string);
+      expect(values.length, name).toBeGreaterThan(1);
+      for (const value of values) expect(() => loadConfig({ ...REQUIRED_ENV, ...webhook, [name]: value }), `${name}=${value}`).not.toThrow();
+    }
+  });
+
   it("feeds every tunable from a main.bicep parameter", () => {
     expect(functionAppModule).toBeDefined();
     for (const name of TUNABLES) {

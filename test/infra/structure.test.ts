@@ -37,9 +37,16 @@ const ALLOWED_API_VERSIONS: Record<string, string[]> = {
   "Microsoft.Storage/storageAccounts/tableServices/tables": ["2024-01-01"],
   "Microsoft.KeyVault/vaults": ["2023-07-01", "2024-11-01"],
   "Microsoft.Insights/components": ["2020-02-02"],
+  "Microsoft.Insights/scheduledQueryRules": ["2023-12-01"],
+  "Microsoft.Insights/actionGroups": ["2023-01-01"],
+  "Microsoft.Insights/workbooks": ["2023-06-01"],
   "Microsoft.OperationalInsights/workspaces": ["2025-02-01", "2023-09-01"],
   "Microsoft.Authorization/roleAssignments": ["2022-04-01"],
   "Microsoft.ManagedIdentity/userAssignedIdentities": ["2023-01-31"],
+  "Microsoft.OperationalInsights/workspaces/tables": ["2025-02-01"],
+  "Microsoft.Insights/dataCollectionRules": ["2023-03-11"],
+  "Microsoft.EventHub/namespaces": ["2024-01-01"],
+  "Microsoft.EventHub/namespaces/eventhubs": ["2024-01-01"],
 };
 
 const bicepFiles = listBicepFiles();

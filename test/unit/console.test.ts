@@ -138,6 +138,7 @@ describe("console status", () => {
     clockSkewSeconds: null,
     deadLetters: 0,
     lastDeadLetterReason: null,
+    sinks: null,
     warnings: [],
     ...overrides,
   });
