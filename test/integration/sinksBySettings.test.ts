@@ -95,6 +95,51 @@ describe("sinks chosen by settings", () => {
     expect(Object.values(health.sinks ?? {}).every((sink) => sink.parkedPages === 0 && sink.lastDeliveryAt !== null)).toBe(true);
   });
 
+  it("keeps Blob and Sentinel exact while Splunk is busy for a cycle, then catches Splunk up from its parked pages", async () => {
+    const tenantId = await connectedTenant(env);
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 150, { start: minutesAgo(40), spacingMs: 12_000 }));
+    // The collector answers "server is busy" far longer than one write's retries last.
+    splunk.storm({ times: 10_000, retryAfterSeconds: 0 });
+    const services = createServices(loadConfig(settings()), { sleep: async () => undefined, credential: managedIdentity });
+    try {
+      expect(await services.tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled", alerts: 150, complete: true });
+    } finally {
+      splunk.storm(null);
+    }
+    const versionsOfTenant = () => ({
+      served: [...env.defender.served(tenantId).keys()].sort(),
+      rows: sentinel
+        .rows()
+        .filter((row) => row["CustomerTenantId"] === tenantId)
+        .map((row) => `${String(row["AlertId"])}@${String((row["Alert"] as { lastUpdateTime: string }).lastUpdateTime)}`)
+        .sort(),
+      events: splunk
+        .indexed()
+        .filter((event) => event.fields?.["tenant_id"] === tenantId)
+        .map((event) => {
+          const alert = event.event as { id: string; lastUpdateTime: string };
+          return `${alert.id}@${alert.lastUpdateTime}`;
+        })
+        .sort(),
+    });
+    const during = versionsOfTenant();
+    expect(during.served).toHaveLength(150);
+    expect(during.rows).toEqual(during.served);
+    expect(during.events).toEqual([]);
+    expect(pullHealthOf(await services.pullState.read(tenantId), Date.now).sinks?.["splunk"]?.lastErrorCode).toBe("sink_9");
+
+    const requestsBefore = env.defender.pageRequests(tenantId);
+    expect(await services.tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled", complete: true });
+    const after = versionsOfTenant();
+    expect(after.events).toEqual(after.served);
+    expect(after.rows).toEqual(after.served);
+    const blob = (await deliveredEnvelopes(env, tenantId)).map((e) => `${e.alert.id}@${e.alert.lastUpdateTime}`).sort();
+    expect(blob).toEqual(after.served);
+    // Splunk caught up from parked pages: the API was not read again for it.
+    expect(env.defender.pageRequests(tenantId) - requestsBefore).toBeLessThanOrEqual(3);
+    expect(pullHealthOf(await services.pullState.read(tenantId), Date.now).sinks?.["splunk"]?.parkedPages).toBe(0);
+  });
+
   it("refuses to start with a chosen sink's settings missing or wrong, naming each setting and never a value", () => {
     const leaked = "not-a-url-but-secret";
     let message = "";
