@@ -24,6 +24,8 @@ import { skippingExportedLines } from "./hostLogForwarding";
  */
 
 /** Metrics are pre-aggregated and sent once a minute (Application Insights' own granularity). */
+/** Time series kept per instrument (see the metric reader below). */
+const METRIC_SERIES_LIMIT = 50_000;
 const METRIC_EXPORT_INTERVAL_MS = 60_000;
 
 function ingestionCredential(auth: TelemetrySettings["auth"]): TokenCredential | undefined {
@@ -67,6 +69,10 @@ export function startTelemetry(
       new PeriodicExportingMetricReader({
         exporter: new AzureMonitorMetricExporter(exporterOptions),
         exportIntervalMillis: METRIC_EXPORT_INTERVAL_MS,
+        // Per-tenant series (tenantId × outcome × category × errorCode on mssp.pulls) pass the
+        // SDK's default 2,000 per instrument at a few hundred tenants and would fold into an
+        // overflow series; each series costs a few hundred bytes, so allow a large fleet.
+        cardinalityLimits: { default: METRIC_SERIES_LIMIT },
       }),
     ],
   });

@@ -254,7 +254,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     pullHistory,
     operatorConsole: new OperatorConsole({ config, tenantAdmin, history: pullHistory, clock }),
     deadLetters,
-    redrive: new DeadLetterRedrive({ tenants, pullState, deadLetters, sink, clock }),
+    redrive: new DeadLetterRedrive({ tenants, pullState, deadLetters, sink, sinkName: first.name, clock }),
     pullQueue,
     ...(notifications ? { notifications } : {}),
   };

@@ -9,9 +9,12 @@ export type TenantHealthLevel = "healthy" | "degraded" | "reconsent_required";
 
 /** Consecutive failed pulls from which a tenant counts as degraded (the console's rule too). */
 export const DEGRADED_AFTER_FAILURES = 3;
+/** A sink behind this long (its pages parked while the others take them) makes the tenant degraded too. */
+export const DEGRADED_AFTER_SINK_BEHIND_MS = 15 * 60_000;
 
-export function healthLevel(input: { reconsentRequired: boolean; consecutiveFailures: number }): TenantHealthLevel {
+export function healthLevel(input: { reconsentRequired: boolean; consecutiveFailures: number; sinkBehindMs?: number }): TenantHealthLevel {
   if (input.reconsentRequired) return "reconsent_required";
+  if ((input.sinkBehindMs ?? 0) >= DEGRADED_AFTER_SINK_BEHIND_MS) return "degraded";
   return input.consecutiveFailures >= DEGRADED_AFTER_FAILURES ? "degraded" : "healthy";
 }
 
@@ -56,6 +59,8 @@ export interface PullReport {
   /** The access token came from Entra ID in this run (not from a cache). */
   tokenRefreshed: boolean;
   health: { before: TenantHealthLevel; after: TenantHealthLevel };
+  /** With several sinks: those with pages parked for them after this run (a sink that is down). */
+  sinksBehind: Array<{ sink: string; parkedPages: number; behindSince: string | null }>;
   notable: { alerts: NotableAlert[]; total: number };
 }
 

@@ -323,9 +323,11 @@ export class PullLease {
    * renewal is bounded by `everyMs`, so renewals stay less than two intervals apart.
    */
   keepAlive(everyMs: number): () => Promise<void> {
+    // Stopping also abandons a renewal in flight: the pull's own bounds must not wait on it.
+    const stopped = new AbortController();
     const timer = setInterval(() => {
       if (this.released || this.lost || this.until - this.store.now() > this.leaseMs - everyMs) return;
-      this.save({ signal: AbortSignal.timeout(everyMs) }).catch((error: unknown) => {
+      this.save({ signal: AbortSignal.any([AbortSignal.timeout(everyMs), stopped.signal]) }).catch((error: unknown) => {
         if (error instanceof LeaseLostError) this.lost = error;
         // Anything else: the pull's own next save meets the same trouble and reports it.
       });
@@ -333,6 +335,7 @@ export class PullLease {
     timer.unref();
     return async () => {
       clearInterval(timer);
+      stopped.abort();
       await this.queue;
     };
   }

@@ -25,6 +25,8 @@ export interface DeadLetterRedriveDeps {
   pullState: PullStateStore;
   deadLetters: DeadLetterStore;
   sink: AlertSink;
+  /** The sink's name, for the letters of versions it refuses (with several sinks each refusal names its own). */
+  sinkName: string;
   clock: Clock;
 }
 
@@ -81,7 +83,18 @@ export class DeadLetterRedrive {
         if (fresh.length > 0) {
           const envelopes: AlertEnvelope[] = fresh.map((alert) => ({ tenantId, tenantName: tenant.displayName, source: "mde", pulledAt, alert }));
           // `resumed`: a sink that can tell leaves out what an earlier delivery of the page stored.
-          await this.deps.sink.write({ tenantId, pageFrom: letter.page.from, pageTo: letter.page.to, skip: letter.page.skip, resumed: true }, envelopes);
+          const written = await this.deps.sink.write({ tenantId, pageFrom: letter.page.from, pageTo: letter.page.to, skip: letter.page.skip, resumed: true }, envelopes);
+          // A version a sink refuses as too large gets a letter of its own before this one goes.
+          for (const refusal of written?.refused ?? []) {
+            await this.deps.deadLetters.write({
+              ...letter,
+              reason: refusal.reason,
+              raw: refusal.alert.json,
+              at: new Date(this.deps.clock()).toISOString(),
+              sink: refusal.sink ?? this.deps.sinkName,
+            });
+            result.remaining++;
+          }
           // Remembered like any delivery, so a pull that reads the alert again in its overlap skips it.
           for (const alert of fresh) lease.state.delivered.set(versionHash(alert), Math.floor(alert.updatedAtMs / 1000));
           lease.markDeliveredChanged();

@@ -55,7 +55,15 @@ export interface PullTimings {
   releaseGraceMs: number;
 }
 
-const DEFAULT_TIMINGS: PullTimings = { leaseMs: 180_000, deliveryGraceMs: 30_000, releaseGraceMs: 25_000 };
+/**
+ * The 60 s the settings check leaves after deadline + request timeout: 20 s to deliver the page in
+ * flight, 15 s to record the run on the tenant, then the observers (`OBSERVER_TIMEOUT_MS`) and the
+ * pull history (`HISTORY_TIMEOUT_MS`), with 5 s to spare.
+ */
+const DEFAULT_TIMINGS: PullTimings = { leaseMs: 180_000, deliveryGraceMs: 20_000, releaseGraceMs: 15_000 };
+const HISTORY_TIMEOUT_MS = 10_000;
+/** Parked pages are delivered for at most 1/DRAIN_SHARE of a run's time, then new pages are read. */
+const DRAIN_SHARE = 3;
 /** Runs that meet a page that never parses before the pull narrows it down and dead-letters it. */
 const INVALID_PAGE_RUNS = 3;
 /** A measured clock difference beyond this is not believed (see settleClock). */
@@ -93,6 +101,22 @@ export interface TenantPullDeps {
 
 /** An observer that has not finished by then is left to finish on its own: the pull moves on. */
 const OBSERVER_TIMEOUT_MS = 10_000;
+
+/** Resolves when `work` settles or after `ms`, whichever is first; the work's own failure is swallowed. */
+async function atMost(ms: number, work: Promise<unknown>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      work.catch(() => undefined),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, ms);
+        timer.unref();
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** A page that never parsed is held for a later run: stop here, keep the position. */
 class HoldPosition extends Error {
@@ -149,16 +173,21 @@ export class TenantPull {
       durationMs: Math.max(0, clock() - startedAt),
       ...(outcome.outcome === "failed" ? { errorCode: outcome.code } : {}),
     };
-    try {
-      await history.record(tenantId, run);
-    } catch (error) {
-      log.warn("could not record the pull in the pull history", { tenantId, detail: describeError(error) });
-    }
+    // Best-effort and bounded: it runs after the pull, inside the host's function timeout.
+    await atMost(
+      HISTORY_TIMEOUT_MS,
+      history.record(tenantId, run).catch((error: unknown) => {
+        log.warn("could not record the pull in the pull history", { tenantId, detail: describeError(error) });
+      }),
+    );
   }
 
   private async pull(tenantId: string, log: Logger, owner: string): Promise<PullOutcome> {
     const { deps } = this;
     // A point read, not a cached list: an offboarding must stop the very next pull.
+    // The run's time counts from here: the point read below is part of it.
+    const started = deps.clock();
+    const startedReal = Date.now();
     let tenant: TenantRecord | undefined;
     try {
       tenant = await deps.tenants.get(tenantId);
@@ -168,10 +197,10 @@ export class TenantPull {
     if (!tenant) return { outcome: "skipped", reason: "not_registered" };
     if (tenant.status !== "connected") return { outcome: "skipped", reason: "not_connected" };
 
-    const started = deps.clock();
     const deadline = started + deps.settings.maxRunSeconds * 1000;
     const { leaseMs, deliveryGraceMs, releaseGraceMs } = this.timings;
-    const workMs = (deps.settings.maxRunSeconds + deps.settings.requestTimeoutSeconds) * 1000 + deliveryGraceMs;
+    // Real time (the bounds are timers), counted from the same start as the deadline.
+    const workMs = Math.max(1, (deps.settings.maxRunSeconds + deps.settings.requestTimeoutSeconds) * 1000 + deliveryGraceMs - (Date.now() - startedReal));
     const bounds: RunBounds = { work: AbortSignal.timeout(workMs), release: AbortSignal.timeout(workMs + releaseGraceMs) };
     let windowOpened = false;
     // The new window is stored with the lease itself: no write of its own before the first page.
@@ -205,7 +234,11 @@ export class TenantPull {
     }
     deps.budget.restore(tenantId, lease.state.apiCalls);
     lease.state.lastRunAt = new Date(started).toISOString();
-    const before = { failures: lease.state.consecutiveFailures, tokenExpiry: lease.state.accessTokenExpiresAt };
+    const before = {
+      failures: lease.state.consecutiveFailures,
+      tokenExpiry: lease.state.accessTokenExpiresAt,
+      sinkBehindMs: oldestSinkBehindMs(lease.state, started),
+    };
     // One slow page (retries, a slow sink) may outlast the lease: renew it in the background.
     const stopKeepAlive = lease.keepAlive(leaseMs / 3);
     try {
@@ -253,7 +286,7 @@ export class TenantPull {
       owner: string;
       started: number;
       state: PullState;
-      before: { failures: number; tokenExpiry: number | undefined };
+      before: { failures: number; tokenExpiry: number | undefined; sinkBehindMs: number };
       notable: { alerts: NotableAlert[]; total: number };
       reconsent: boolean;
     },
@@ -278,9 +311,12 @@ export class TenantPull {
       lagSeconds: delivered === undefined ? null : Math.max(0, Math.round((now - Date.parse(delivered)) / 1000)),
       tokenRefreshed: state.accessTokenExpiresAt !== run.before.tokenExpiry,
       health: {
-        before: healthLevel({ reconsentRequired: false, consecutiveFailures: run.before.failures }),
-        after: healthLevel({ reconsentRequired: run.reconsent, consecutiveFailures: state.consecutiveFailures }),
+        before: healthLevel({ reconsentRequired: false, consecutiveFailures: run.before.failures, sinkBehindMs: run.before.sinkBehindMs }),
+        after: healthLevel({ reconsentRequired: run.reconsent, consecutiveFailures: state.consecutiveFailures, sinkBehindMs: oldestSinkBehindMs(state, now) }),
       },
+      sinksBehind: Object.entries(state.sinks ?? {})
+        .filter(([, entry]) => entry.parkedTo > entry.parkedFrom)
+        .map(([sink, entry]) => ({ sink, parkedPages: entry.parkedTo - entry.parkedFrom, behindSince: entry.behindSince ?? null })),
       notable: run.notable,
     };
     await Promise.all(
@@ -364,6 +400,16 @@ export class TenantPull {
     }
     return { outcome: "failed", code, category };
   }
+}
+
+/** How long the sink furthest behind has been so (0 when every sink is caught up). */
+function oldestSinkBehindMs(state: PullState, now: number): number {
+  let oldest = 0;
+  for (const entry of Object.values(state.sinks ?? {})) {
+    if (entry.parkedTo <= entry.parkedFrom || !entry.behindSince) continue;
+    oldest = Math.max(oldest, now - Date.parse(entry.behindSince));
+  }
+  return oldest;
 }
 
 function classifyFailure(error: unknown): { code: string; message: string; category: "reconsent" | "app_credential" | "transient" } {
@@ -818,18 +864,22 @@ class WindowRead {
   private async drainParked(): Promise<void> {
     const { sinkSet } = this.deps;
     if (!sinkSet) return;
-    const { refused } = await sinkSet.drain(this.tenant.tenantId, (this.state.sinks ??= {}), {
+    // A third of the run at most: a long backlog for one sink must not hold back the others' new pages.
+    const started = this.deps.clock();
+    await sinkSet.drain(this.tenant.tenantId, (this.state.sinks ??= {}), {
       ...this.call,
-      until: this.deadline,
+      until: started + (this.deadline - started) / DRAIN_SHARE,
       saved: () => this.lease.save(this.call),
+      refused: async (refusals) => {
+        for (const refusal of refusals) await this.deadLetterRefusal(refusal);
+      },
     });
-    for (const refusal of refused) await this.deadLetterRefusal(refusal);
   }
 
   /** A version a sink can never take: kept raw for the operator, named by the sink that refused it. */
   private async deadLetterRefusal(refusal: Refusal): Promise<void> {
     const { key, version, sink } = refusal;
-    await this.deadLetter("oversized", { from: Date.parse(key.pageFrom), to: Date.parse(key.pageTo) }, key.skip, version.alert.json, sink);
+    await this.deadLetter(version.reason, { from: Date.parse(key.pageFrom), to: Date.parse(key.pageTo) }, key.skip, version.alert.json, sink);
   }
 
   private async deadLetter(reason: DeadLetterReason, sub: SubWindow, skip: number, raw: string, sink?: string): Promise<void> {

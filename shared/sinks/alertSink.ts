@@ -67,9 +67,12 @@ export interface SinkWriteResult {
 
 export interface RefusedVersion {
   alert: AlertEnvelope["alert"];
-  reason: "oversized";
+  /** `oversized`: over the sink's size limit even trimmed; `rejected`: the service refused it every time. */
+  reason: "oversized" | "rejected";
   /** For the operator: which limit, in words; never the alert's content. */
   detail: string;
+  /** Which sink refused it, when several were written as one (a re-drive). */
+  sink?: string;
 }
 
 /** The caller's signal and a timeout of the callee's own, whichever fires first. */

@@ -15,7 +15,9 @@ export type DeadLetterReason =
   /** The page pointed its `@odata.nextLink` at another host: never followed, kept for the operator. */
   | "foreign_next_link"
   /** A sink refused the version as larger than it can ever take (see `sink`). */
-  | "oversized";
+  | "oversized"
+  /** A sink refused the version as invalid, every time it was sent (see `sink`). */
+  | "rejected";
 
 /** One thing the pipeline could not accept, kept raw with where it came from. */
 export interface DeadLetter {

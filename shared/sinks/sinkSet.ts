@@ -101,15 +101,15 @@ export class SinkSet {
 
   /**
    * Delivers parked pages, oldest first, for every sink that has some, until each is caught up,
-   * fails again, or `until` passes. `saved` runs after each delivered page, so a crash repeats at
-   * most that page.
+   * fails again, or `until` passes. What a sink refuses is handed to `refused` before the parked
+   * page is removed, and `saved` runs after each delivered page, so a crash repeats at most that
+   * page and never loses a refusal.
    */
   async drain(
     tenantId: string,
     progress: SinkProgressMap,
-    options: CallOptions & { until: number; saved: () => Promise<void> },
-  ): Promise<{ delivered: number; refused: Refusal[] }> {
-    const refused: Refusal[] = [];
+    options: CallOptions & { until: number; saved: () => Promise<void>; refused: (refusals: Refusal[]) => Promise<void> },
+  ): Promise<{ delivered: number }> {
     let delivered = 0;
     // One sink at a time: each save covers the whole progress map, and saves are serialised anyway.
     for (const { name, sink } of this.sinks) {
@@ -119,7 +119,8 @@ export class SinkSet {
         if (batch) {
           try {
             const result = await sink.write(batch.key, batch.envelopes, options);
-            for (const version of result?.refused ?? []) refused.push({ sink: name, key: batch.key, version });
+            const refusals = (result?.refused ?? []).map((version) => ({ sink: name, key: batch.key, version }));
+            if (refusals.length > 0) await options.refused(refusals);
           } catch (error) {
             if (!(error instanceof SinkError)) throw error;
             this.recordError(entry, error);
@@ -134,7 +135,7 @@ export class SinkSet {
         await options.saved();
       }
     }
-    return { delivered, refused };
+    return { delivered };
   }
 
   private async park(name: SinkName, key: AlertBatchKey, envelopes: readonly AlertEnvelope[], entry: SinkProgress, options: CallOptions): Promise<void> {
@@ -159,7 +160,9 @@ export function everySink(sinks: readonly NamedSink[]): AlertSink {
   return {
     async write(key, alerts, options) {
       const refused: RefusedVersion[] = [];
-      for (const { sink } of sinks) refused.push(...((await sink.write(key, alerts, options))?.refused ?? []));
+      for (const { name, sink } of sinks) {
+        for (const version of (await sink.write(key, alerts, options))?.refused ?? []) refused.push({ ...version, sink: name });
+      }
       return refused.length > 0 ? { refused } : undefined;
     },
   };

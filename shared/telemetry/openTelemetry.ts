@@ -85,6 +85,9 @@ export function pullRunFields(report: PullReport): LogFields {
     tokenRefreshed: report.tokenRefreshed,
     healthBefore: report.health.before,
     healthAfter: report.health.after,
+    // A sink that is down shows here although the run succeeded for the others.
+    sinksBehind: report.sinksBehind.map((s) => s.sink).join(",") || undefined,
+    parkedPages: report.sinksBehind.reduce((sum, s) => sum + s.parkedPages, 0),
     startedAt: report.startedAt,
   };
 }

@@ -67,6 +67,7 @@ const sampleReport: PullReport = {
   tokenRefreshed: false,
   health: { before: "healthy", after: "degraded" },
   notable: { alerts: [], total: 0 },
+  sinksBehind: [{ sink: "splunk", parkedPages: 3, behindSince: "2026-01-01T00:00:00.000Z" }],
 };
 /** Attribute keys the app writes: the pull-run record's, plus those of log lines the rules match. */
 const writtenKeys = new Set([...Object.keys(pullRunFields(sampleReport)), "error"]);

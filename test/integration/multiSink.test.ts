@@ -7,6 +7,7 @@ import { createServices, type Services } from "../../shared/services";
 import { SinkError, type AlertSink } from "../../shared/sinks/alertSink";
 import { BlobAlertSink } from "../../shared/sinks/blobAlertSink";
 import type { NamedSink } from "../../shared/sinks/sinkSet";
+import type { PullReport } from "../../shared/pull/observer";
 import { generateAlerts, makeAlert, toMdeTimestamp } from "../fakes/alerts";
 import { capturingLogger, connectedTenant, minutesAgo, type StoredEnvelope } from "../harness/pullFixture";
 import { PUBLIC_BASE_URL, startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
@@ -121,5 +122,55 @@ describe("several sinks, each with its own progress", () => {
     const healthyAgain = pullHealthOf(await svc.pullState.read(tenantId), Date.now);
     expect(healthyAgain.sinks?.["splunk"]).toMatchObject({ parkedPages: 0, behindSince: null });
     expect(healthyAgain.warnings.map((w) => w.code)).not.toContain("sink_behind");
+  });
+
+  it("re-drives a dead letter to a sink that refuses the version as too large: a letter of its own for that sink, never a silent loss", async () => {
+    const tenantId = await connectedTenant(env);
+    const alert = makeAlert({ id: "da-redrive-big", lastUpdateTime: toMdeTimestamp(Date.now() - 120_000) });
+    const refusing: AlertSink = {
+      async write(_key, alerts) {
+        return { refused: alerts.map((a) => ({ alert: a.alert, reason: "oversized" as const, detail: "larger than the collector takes" })) };
+      },
+    };
+    const svc = createServices(loadConfig({ ...process.env, ...env.env }), { sleep: async () => undefined, sink: refusing });
+    const page = { from: new Date(Date.now() - 600_000).toISOString(), to: new Date().toISOString(), skip: 0 };
+    await svc.deadLetters.write({ tenantId, source: "mde", reason: "invalid_time", window: page, page, raw: JSON.stringify(alert), at: new Date().toISOString() });
+    const result = await svc.redrive.redrive(tenantId, capturingLogger());
+    expect(result).toEqual({ examined: 1, redriven: 1, delivered: 1, remaining: 1 });
+    const letters = await svc.deadLetters.list(tenantId);
+    expect(letters.map((l) => l.reason)).toEqual(["oversized"]);
+    const kept = await svc.deadLetters.read(letters[0]?.name ?? "");
+    expect(kept).toMatchObject({ reason: "oversized", sink: "blob" });
+    expect(JSON.parse(kept?.raw ?? "{}")).toMatchObject({ id: "da-redrive-big" });
+  });
+
+  it("reports a tenant degraded, for notifications and telemetry, once a sink has been behind for 15 minutes, and healthy when it caught up", async () => {
+    const tenantId = await connectedTenant(env);
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 60, { start: minutesAgo(30), spacingMs: 20_000 }));
+    let down = true;
+    let offset = 0;
+    const reports: PullReport[] = [];
+    const svc = createServices(loadConfig({ ...process.env, ...env.env }), {
+      sleep: async () => undefined,
+      clock: () => Date.now() + offset,
+      pullObservers: [{ pulled: async (report) => void reports.push(report) }],
+      sinks: [
+        { name: "blob", sink: new BlobAlertSink(container()) },
+        { name: "sentinel", sink: switchable(container(), () => down) },
+      ],
+    });
+    await svc.tenantPull.run(tenantId, capturingLogger());
+    offset = 20 * 60_000;
+    await svc.tenantPull.run(tenantId, capturingLogger());
+    down = false;
+    await svc.tenantPull.run(tenantId, capturingLogger());
+    expect(reports.map((r) => [r.outcome, r.health.before, r.health.after])).toEqual([
+      ["succeeded", "healthy", "healthy"],
+      // 20 minutes on, the sink had been behind since the first run: degraded before and after.
+      ["succeeded", "degraded", "degraded"],
+      ["succeeded", "degraded", "healthy"],
+    ]);
+    expect(reports[1]?.sinksBehind.map((s) => s.sink)).toEqual(["sentinel"]);
+    expect(reports[2]?.sinksBehind).toEqual([]);
   });
 });

@@ -240,7 +240,7 @@ describe("event shape and batching", () => {
     expect(withoutMember('{"a":"unterminated', "evidence")).toBeUndefined();
   });
 
-  it("splits a batch the collector refuses as too large, and fails permanently on a single event over its limit", async () => {
+  it("splits a batch the collector refuses as too large, and hands back a single event over its limit as refused", async () => {
     const { tenantId } = await tenantWith(20);
     hec.setMaxContentLength(12_000);
     try {
@@ -253,10 +253,10 @@ describe("event shape and batching", () => {
 
       hec.setMaxContentLength(1_000);
       const sink = splunkSink();
-      await expect(sink.write(KEY, [envelopeOf(makeAlert({ id: "da-one", lastUpdateTime: "2026-01-01T00:10:00Z" }))])).rejects.toThrow(
-        /refused the events \(HTTP 413\); a single event is larger than the collector's max_content_length/,
-      );
-      expect(errorOf(sink)).toMatchObject({ status: 413, details: { permanent: true } });
+      const small = envelopeOf(makeAlert({ id: "da-one", lastUpdateTime: "2026-01-01T00:10:00Z" }));
+      // Never silently: the event comes back refused (the pipeline dead-letters it), and nothing was indexed for it.
+      const result = await sink.write(KEY, [small]);
+      expect(result?.refused?.map((r) => [r.alert.id, r.reason])).toEqual([["da-one", "oversized"]]);
     } finally {
       hec.setMaxContentLength(1_000_000);
     }
@@ -334,23 +334,24 @@ describe("a busy or refusing collector", () => {
     ]);
   });
 
-  it("treats code 6 at the same event twice as permanent; the next run re-sends the page, duplicating only the prefix", async () => {
+  it("dead-letters an event the collector refuses (code 6) twice and delivers every other one once: one event cannot wedge the tenant", async () => {
     const { tenantId, alerts } = await tenantWith(20);
-    const target = (alerts[12] as MdeAlert).id;
-    hec.rejectEvents((e) => (e["event"] as { id?: string }).id === target, Number.POSITIVE_INFINITY);
+    const target = alerts[12] as MdeAlert;
+    hec.rejectEvents((e) => (e["event"] as { id?: string }).id === target.id, Number.POSITIVE_INFINITY);
     const sink = splunkSink();
+    const services = pipelineServices(env, { sink });
     try {
-      expect(await pull(tenantId, sink)).toMatchObject({ outcome: "failed", code: "sink_failed" });
+      expect(await services.tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled", alerts: 20, complete: true });
     } finally {
       hec.rejectEvents(null);
     }
-    expect(errorOf(sink)).toMatchObject({ status: 400, details: { permanent: true, code: "6" } });
-    expect(indexedFor(tenantId)).toHaveLength(12);
-    expect(await pull(tenantId, sink)).toMatchObject({ outcome: "pulled", alerts: 20 });
     const t = tally(tenantId);
-    expect(t.missing).toEqual([]);
-    // At-least-once: the 12 events before the refused one were indexed by the failed run too.
-    expect(t.duplicated.sort()).toEqual(alerts.slice(0, 12).map((a) => `${a.id}@${a.lastUpdateTime}`).sort());
+    expect(t.missing).toEqual([`${target.id}@${target.lastUpdateTime}`]);
+    expect(t.duplicated).toEqual([]);
+    expect(indexedFor(tenantId)).toHaveLength(19);
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters.map((l) => l.reason)).toEqual(["rejected"]);
+    expect(JSON.parse((await services.deadLetters.read(letters[0]?.name ?? ""))?.raw ?? "{}")).toMatchObject({ id: target.id });
   });
 });
 

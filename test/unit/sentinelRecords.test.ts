@@ -29,11 +29,12 @@ function withEvidence(id: string, bytes: number, extra: Partial<MdeAlert> = {}):
 describe("Sentinel records", () => {
   it("maps an envelope to the declared columns, none of them reserved", () => {
     const alert = makeAlert({ id: "da-1", lastUpdateTime: "2026-11-30T04:59:30.51Z" });
-    const { records, refused } = prepareRecords([envelope(alert)]);
+    // TimeGenerated is the upload's time, not the pull's: a parked page may be sent days later.
+    const { records, refused } = prepareRecords([envelope(alert)], "2026-12-03T08:00:00.000Z");
     expect(refused).toEqual([]);
     const record = records[0]?.record;
     expect(record).toEqual({
-      TimeGenerated: "2026-11-30T05:01:00.123Z",
+      TimeGenerated: "2026-12-03T08:00:00.000Z",
       CustomerTenantId: TENANT,
       CustomerName: "Contoso",
       Source: "mde",

@@ -63,7 +63,7 @@ function setup() {
   return { parking, blob, siem, set, progress };
 }
 
-const options = (saved: () => Promise<void> = async () => undefined) => ({ until: Number.POSITIVE_INFINITY, saved });
+const options = (saved: () => Promise<void> = async () => undefined) => ({ until: Number.POSITIVE_INFINITY, saved, refused: async () => undefined });
 
 describe("SinkSet", () => {
   it("refuses to be built for one sink: one sink is written directly", () => {
@@ -117,9 +117,39 @@ describe("SinkSet", () => {
     siem.down = true;
     await set.deliver(key(1), [envelope("a")], progress, {});
     siem.down = false;
-    const drained = await set.drain(TENANT, progress, { until: 0, saved: async () => undefined });
+    const drained = await set.drain(TENANT, progress, { until: 0, saved: async () => undefined, refused: async () => undefined });
     expect(drained.delivered).toBe(0);
     expect(siem.pages).toEqual([]);
+  });
+
+  it("hands over what a catching-up sink refuses before the parked page is removed: a failure after it loses nothing", async () => {
+    const parking = new MemoryParking();
+    let refuseBig = false;
+    const sentinel: AlertSink = {
+      async write(_k, alerts) {
+        if (!refuseBig) throw new SinkError("Uploading to Log Analytics failed (HTTP 503)", 503);
+        return { refused: alerts.filter((a) => a.alert.id === "big").map((a) => ({ alert: a.alert, reason: "oversized" as const, detail: "over 64 KB" })) };
+      },
+    };
+    const set = new SinkSet([{ name: "blob", sink: new RecordingSink() }, { name: "sentinel", sink: sentinel }], parking, Date.now);
+    const progress: SinkProgressMap = {};
+    await set.deliver(key(1), [envelope("big"), envelope("a")], progress, {});
+    refuseBig = true;
+    const events: string[] = [];
+    // The dead-letter write fails: the drain must stop with the parked page still there.
+    await expect(
+      set.drain(TENANT, progress, {
+        until: Number.POSITIVE_INFINITY,
+        saved: async () => void events.push("saved"),
+        refused: async (refusals) => {
+          events.push(`refused ${refusals.map((r) => `${r.sink}:${r.version.alert.id}`).join(",")}`);
+          throw new Error("Storing a dead letter failed (HTTP 503)");
+        },
+      }),
+    ).rejects.toThrow("dead letter");
+    expect(events).toEqual(["refused sentinel:big"]);
+    expect(progress["sentinel"]).toMatchObject({ parkedFrom: 0, parkedTo: 1 });
+    expect(parking.blobs.size).toBe(1);
   });
 
   it("fails the page when it cannot be parked, so the pull does not acknowledge it", async () => {

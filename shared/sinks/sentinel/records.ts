@@ -68,20 +68,24 @@ export function versionOf(envelope: AlertEnvelope): StoredVersion {
  * marked (`AlertTruncated`, `AlertSizeBytes`); a record that still has a field over the limit is
  * refused, for the pipeline to dead-letter. Nothing is cut silently.
  */
-export function prepareRecords(envelopes: readonly AlertEnvelope[]): PreparedBatch {
+/**
+ * `sentAt` becomes `TimeGenerated`: the time of this upload, not of the pull, because the service
+ * takes only recent `TimeGenerated` values and a parked page may be delivered days later.
+ */
+export function prepareRecords(envelopes: readonly AlertEnvelope[], sentAt: string = new Date().toISOString()): PreparedBatch {
   const batch: PreparedBatch = { records: [], refused: [] };
   for (const envelope of envelopes) {
-    const prepared = prepareRecord(envelope);
+    const prepared = prepareRecord(envelope, sentAt);
     if ("reason" in prepared) batch.refused.push(prepared);
     else batch.records.push(prepared);
   }
   return batch;
 }
 
-function prepareRecord(envelope: AlertEnvelope): PreparedRecord | RefusedVersion {
+function prepareRecord(envelope: AlertEnvelope, sentAt: string): PreparedRecord | RefusedVersion {
   const alert = JSON.parse(envelope.alert.json) as Record<string, unknown>;
   const record: SentinelRecord = {
-    TimeGenerated: envelope.pulledAt,
+    TimeGenerated: sentAt,
     CustomerTenantId: envelope.tenantId,
     CustomerName: envelope.tenantName,
     Source: "mde",

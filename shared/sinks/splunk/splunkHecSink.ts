@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import { silentLogger, type Logger } from "../../logging";
 import { APP_VERSION } from "../../version";
-import { SinkError, type AlertBatchKey, type AlertEnvelope, type AlertSink, type CallOptions, type SinkWriteResult } from "../alertSink";
+import { SinkError, type AlertBatchKey, type AlertEnvelope, type AlertSink, type CallOptions, type RefusedVersion, type SinkWriteResult } from "../alertSink";
 import { describeAnswer, HEC_HEALTHY, HEC_INVALID_DATA_FORMAT, HEC_SUCCESS, isRetryable } from "./hecCodes";
 import { batches, EventWriter, requestBody, type HecEvent } from "./hecEvents";
 import { HecAbortedError, HecNoAnswerError, HecTransport, type HecAnswer } from "./hecTransport";
@@ -114,7 +114,7 @@ export class SplunkHecSink implements AlertSink {
     if (events.length > 0) {
       const call = this.startCall(options);
       if (this.ack) await this.ensureAckEnabled(call);
-      const ackIds = await this.sendAll(key, events, call);
+      const ackIds = await this.sendAll(key, events, call, refused);
       if (this.ack) await this.awaitAcks(ackIds, call);
     }
     return refused.length > 0 ? { refused } : {};
@@ -151,7 +151,7 @@ export class SplunkHecSink implements AlertSink {
    * (code 6) is sent again from its first unindexed event only; one it refuses as too large is
    * split in halves. Returns the ack ids of the requests (ack mode).
    */
-  private async sendAll(key: AlertBatchKey, events: readonly HecEvent[], call: Call): Promise<number[]> {
+  private async sendAll(key: AlertBatchKey, events: readonly HecEvent[], call: Call, refused: RefusedVersion[]): Promise<number[]> {
     const queue = batches(events, this.maxRequestBytes);
     const ackIds: number[] = [];
     const headers: Record<string, string> = this.ack ? { "x-splunk-request-channel": this.channel } : {};
@@ -169,8 +169,21 @@ export class SplunkHecSink implements AlertSink {
         queue.unshift(batch.slice(0, half), batch.slice(half));
         continue;
       }
+      const [only] = batch;
+      if (answer.status === 413 && only !== undefined) {
+        // One event larger than this collector takes: it will never fit; the rest go on.
+        refused.push({ alert: only.envelope.alert, reason: "oversized", detail: "larger than the collector's max_content_length" });
+        continue;
+      }
       const invalid = reply?.code === HEC_INVALID_DATA_FORMAT ? reply.invalidEventNumber : undefined;
       const culprit = invalid === undefined ? undefined : batch[invalid];
+      if (invalid !== undefined && culprit !== undefined && culprit === lastInvalid) {
+        // Refused twice: it will not change. Hand it back (the pipeline dead-letters it) and go
+        // on after it, so one event cannot hold back the rest for ever.
+        refused.push({ alert: culprit.envelope.alert, reason: "rejected", detail: "the collector refused the event as invalid data (HEC code 6)" });
+        queue.unshift(batch.slice(invalid + 1));
+        continue;
+      }
       // The events before the invalid one are indexed: resend from it, once. The pipeline only
       // passes alerts that parsed as JSON, so the same event refused twice will not change.
       if (culprit !== undefined && culprit !== lastInvalid) {
