@@ -6,7 +6,12 @@
 //     [--baseline-tenants 100] [--steady-tenants 200] [--warm-cycles 12] [--backlog 100000] [--backlog-page-size <app default>]
 //     [--concurrency <host.json batchSize+newBatchThreshold>] [--setup-concurrency 32]
 //     [--skip-baseline] [--skip-warm] [--skip-backlog] [--cpu-prof-dir DIR]
+//     [--sinks | --no-sinks] [--sink-runs blob,sentinel,splunk,eventhubs,multi]
 //   --cpu-prof-dir DIR writes CPU profiles of the cold cycle (this process), the fakes and the backlog child.
+//   Per-sink backlog (on by default, after the other sections): the backlog once per sink, each run in a
+//   child with fresh fakes; --sinks runs only that section (`npm run bench -- --sinks`), --no-sinks skips it,
+//   --sink-runs picks runs (multi = ALERT_SINKS=blob,sentinel,splunk; splunk-ack = HEC with indexer
+//   acknowledgement, not in the default list). In the full bench the blob row is the backlog section's run.
 // Needs `npm run build` (dist/) and `tsc -p test/fakes/tsconfig.bench.json` (dist-bench/).
 import { fork, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -16,6 +21,10 @@ import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { Agent, fetch } from "undici";
+import {
+  blobIds, combinedCaFile, DEFAULT_SINK_RUNS, eventHubsSinks, exactlyOnce, expectedIds, fakeManagedIdentity, runLabel, SINK_RUNS,
+  sinkFakeCertificate, sinkRunEnv, startSinkFake, timeSinkWrites,
+} from "./bench-sinks.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(import.meta.url);
@@ -38,6 +47,9 @@ function parseArgs(argv) {
     skipBaseline: false,
     skipWarm: false,
     skipBacklog: false,
+    sinks: "also", // "also" (after the other sections), "only" (--sinks) or "no" (--no-sinks)
+    sinkRuns: DEFAULT_SINK_RUNS,
+    backlogSink: undefined, // in a backlog child: the per-sink run it is
     scenario: "main",
     cpuProfDir: undefined,
   };
@@ -58,10 +70,21 @@ function parseArgs(argv) {
     let [name, value] = argv[i].split("=", 2);
     if (flags[name]) {
       opts[flags[name]] = true;
-    } else if (numeric[name] || name === "--scenario" || name === "--cpu-prof-dir") {
+    } else if (name === "--sinks" || name === "--no-sinks") {
+      const mode = name === "--sinks" ? "only" : "no";
+      if (opts.sinks !== "also" && opts.sinks !== mode) usage("--sinks and --no-sinks exclude each other");
+      opts.sinks = mode;
+    } else if (numeric[name] || ["--scenario", "--cpu-prof-dir", "--sink-runs", "--backlog-sink"].includes(name)) {
       if (value === undefined) value = argv[++i];
       if (name === "--scenario") opts.scenario = value;
       else if (name === "--cpu-prof-dir") opts.cpuProfDir = value;
+      else if (name === "--sink-runs" || name === "--backlog-sink") {
+        const runs = String(value ?? "").split(",").map((r) => r.trim()).filter(Boolean);
+        const unknown = runs.filter((r) => !SINK_RUNS[r]);
+        if (runs.length === 0 || unknown.length) usage(`${name} takes runs among ${Object.keys(SINK_RUNS).join(", ")}`);
+        if (name === "--sink-runs") opts.sinkRuns = [...new Set(runs)];
+        else opts.backlogSink = runs[0];
+      }
       else {
         const n = Number(value);
         if (!Number.isInteger(n) || n < 0) usage(`${name} needs a non-negative integer`);
@@ -74,12 +97,15 @@ function parseArgs(argv) {
     }
   }
   if (opts.tenants < 1) usage("--tenants must be at least 1");
+  if (opts.sinks === "only" && opts.backlog < 1) usage("--sinks needs a --backlog of at least 1");
   if (opts.backlogPageSize !== undefined && (opts.backlogPageSize < 1 || opts.backlogPageSize > 10_000)) usage("--backlog-page-size must be 1..10000");
   return opts;
 }
 
 function usage(problem) {
-  const text = readFileSync(SELF, "utf8").split("\n").slice(1, 10).map((l) => l.replace(/^\/\/ ?/, "")).join("\n");
+  const lines = readFileSync(SELF, "utf8").split("\n");
+  const end = lines.findIndex((l, i) => i > 0 && !l.startsWith("//"));
+  const text = lines.slice(1, end).map((l) => l.replace(/^\/\/ ?/, "")).join("\n");
   console.error(`${problem ? `${problem}\n\n` : ""}${text}`);
   process.exit(problem ? 2 : 0);
 }
@@ -441,29 +467,50 @@ async function backlogScenario(opts) {
   const shared = JSON.parse(process.env.BENCH_SHARED ?? "{}");
   const app = loadApp();
   const log = app.silentLogger;
+  // A per-sink run (--backlog-sink) chooses its sinks by app settings, like a deployment.
+  const run = opts.backlogSink;
   const env = makeEnv(shared.fakes, shared.connectionString, {
     ALERTS_CONTAINER: "bench-backlog",
     ...(opts.backlogPageSize === undefined ? {} : { PULL_PAGE_SIZE: String(opts.backlogPageSize) }),
+    ...(run ? sinkRunEnv(run, shared.sinkFakes ?? {}) : {}),
   });
   const config = app.loadConfig(env);
-  // The same blob sink createServices builds, wrapped only to time its writes.
-  const blobSink = new app.BlobAlertSink(app.openContainer(config.storage, config.pull.alertsContainer, () => {
-    throw new Error("no Azure credential in the benchmark");
-  }));
-  const sinkStats = { writes: 0, ms: 0, alerts: 0 };
-  const sink = {
-    async write(key, alerts) {
-      const t = performance.now();
-      try {
-        return await blobSink.write(key, alerts);
-      } finally {
-        sinkStats.writes++;
-        sinkStats.alerts += alerts.length;
-        sinkStats.ms += performance.now() - t;
-      }
-    },
-  };
-  const services = app.createServices(config, { clock, sink });
+  let services;
+  let sinkStats;
+  let sinkTimes;
+  let closeSinks = async () => undefined;
+  if (!run) {
+    // The same blob sink createServices builds, wrapped only to time its writes.
+    const blobSink = new app.BlobAlertSink(app.openContainer(config.storage, config.pull.alertsContainer, () => {
+      throw new Error("no Azure credential in the benchmark");
+    }));
+    sinkStats = { writes: 0, ms: 0, alerts: 0 };
+    const sink = {
+      async write(key, alerts) {
+        const t = performance.now();
+        try {
+          return await blobSink.write(key, alerts);
+        } finally {
+          sinkStats.writes++;
+          sinkStats.alerts += alerts.length;
+          sinkStats.ms += performance.now() - t;
+        }
+      },
+    };
+    services = app.createServices(config, { clock, sink });
+  } else {
+    // The sinks createServices builds from ALERT_SINKS and their settings; only their writes are timed.
+    sinkTimes = timeSinkWrites();
+    // The managed identity the app would use, standing in with the token the fakes accept.
+    const credential = fakeManagedIdentity(shared.sinkToken);
+    const overrides = { clock, credential };
+    if (SINK_RUNS[run].sinks.includes("eventhubs")) {
+      const hub = eventHubsSinks(config, credential, shared.sinkFakes.eventhubs.endpoint);
+      overrides.sinks = hub.sinks;
+      closeSinks = hub.close;
+    }
+    services = app.createServices(config, overrides);
+  }
   Object.assign(watchedPids, shared.pids);
   const control = new Control(shared.fakes);
   const tenantId = randomUUID();
@@ -472,9 +519,11 @@ async function backlogScenario(opts) {
   const spacingMs = Math.max(1, Math.floor((170 * MIN) / Math.max(1, opts.backlog)));
   const seedStart = Date.now() - 3 * 60 * MIN;
   let remaining = opts.backlog;
+  const seeds = [];
   for (let at = seedStart; remaining > 0; ) {
     const count = Math.min(remaining, 50_000);
     await control.seed(tenantId, count, at, spacingMs);
+    seeds.push({ count, start: new Date(at).toISOString(), spacingMs });
     at += count * spacingMs;
     remaining -= count;
   }
@@ -488,27 +537,41 @@ async function backlogScenario(opts) {
   const wallMs = performance.now() - t0;
   const cpu = cpuDelta(cpuBefore, cpuSnapshot());
   const peakRss = sampler.stop();
+  const maxRss = process.resourceUsage().maxRSS * 1024;
   const fake = await control.stats();
   await control.close();
+  // Each sink's own progress (several sinks): parked pages would mean one was down during the run.
+  let sinkHealth;
+  if (SINK_RUNS[run]?.sinks.length > 1) {
+    const { pullHealthOf } = require(join(root, "dist/shared/pull/health.js"));
+    sinkHealth = pullHealthOf(await services.pullState.read(tenantId), clock).sinks ?? undefined;
+  }
+  await closeSinks().catch(() => undefined);
   return {
     outcome,
     wallMs,
     rssBefore,
     peakRss,
-    maxRss: process.resourceUsage().maxRSS * 1024,
+    maxRss,
     defenderRequests: fake.defender.requests,
     pageSize: config.pull.pageSize,
     cpu,
     sink: sinkStats,
+    sinkTimes,
+    sinkHealth,
+    tenantId,
+    seeds,
+    container: config.pull.alertsContainer,
   };
 }
 
-function runBacklogChild(opts, shared) {
+function runBacklogChild(opts, shared, run, extraEnv = {}) {
   return new Promise((resolve, reject) => {
     const args = ["--scenario", "backlog", "--backlog", String(opts.backlog)];
     if (opts.backlogPageSize !== undefined) args.push("--backlog-page-size", String(opts.backlogPageSize));
+    if (run) args.push("--backlog-sink", run);
     const child = fork(SELF, args, {
-      env: { ...process.env, BENCH_SHARED: JSON.stringify(shared) },
+      env: { ...process.env, ...extraEnv, BENCH_SHARED: JSON.stringify(shared) },
       execArgv: ["--expose-gc", ...profArgs(opts.cpuProfDir)],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
@@ -528,6 +591,182 @@ function runBacklogChild(opts, shared) {
   });
 }
 
+// ---- backlog per sink --------------------------------------------------------------------------
+
+/**
+ * Targets of the per-sink backlog runs (docs/performance.md#backlog-per-sink says why these). The
+ * blob run keeps the backlog section's own targets.
+ */
+const SINK_TARGETS = {
+  alertsPerSec: { sentinel: 5_000, splunk: 5_000, "splunk-ack": 5_000, eventhubs: 5_000, multi: 5_000 },
+  rssMb: 300,
+};
+
+/**
+ * The backlog once per run in opts.sinkRuns, each in a child of its own against fresh fakes (the
+ * HTTPS fakes, and each sink fake in a process of its own), then each sink's deliveries counted
+ * from its fake (or Azurite) against the ids the Defender fake was seeded with. `blobRun`: the
+ * backlog section's result, reused as the blob row instead of running it again.
+ */
+async function runSinkBacklogs(opts, azurite, blobRun, say) {
+  const runs = [];
+  const sinkTls = await sinkFakeCertificate();
+  for (const run of opts.sinkRuns) {
+    const t0 = performance.now();
+    const sinks = SINK_RUNS[run].sinks;
+    const result = { run, sinks };
+    runs.push(result);
+    let fakes;
+    const sinkFakes = {};
+    let ca;
+    const phases = {};
+    try {
+      let r;
+      if (run === "blob" && blobRun) {
+        r = { ...blobRun, reused: true };
+      } else {
+        await gc();
+        fakes = await startFakes(opts.latencyMs);
+        const token = `bench-mi-${randomUUID()}`;
+        for (const kind of SINK_RUNS[run].fakes) {
+          const fake = await startSinkFake(kind, token, sinkTls);
+          children.add(fake.kill);
+          sinkFakes[kind] = fake;
+        }
+        ca = combinedCaFile(fakes.certFile, sinkTls.certPem);
+        children.add(ca.cleanup);
+        const pids = { fakes: fakes.pid, azurite: azurite.pid };
+        for (const [kind, fake] of Object.entries(sinkFakes)) pids[`${kind} fake`] = fake.pid;
+        // Event Hubs: the SDK has no option to trust a CA, so that child (and only it) skips the check.
+        const tlsEnv = sinks.includes("eventhubs") ? { NODE_TLS_REJECT_UNAUTHORIZED: "0" } : {};
+        phases.fakes = performance.now() - t0;
+        r = await runBacklogChild(
+          opts,
+          { fakes: { ...fakes, certFile: ca.file }, connectionString: azurite.connectionString, pids, sinkToken: token, sinkFakes },
+          run === "blob" ? undefined : run,
+          tlsEnv,
+        );
+        r.tlsInsecure = Object.keys(tlsEnv).length > 0;
+        phases.child = performance.now() - t0 - phases.fakes;
+      }
+      const tallyStart = performance.now();
+      Object.assign(result, r);
+      const o = r.outcome;
+      result.alertsPerSec = (o.alerts ?? 0) / (r.wallMs / 1000);
+      result.pulledOk = o.outcome === "pulled" && o.complete && o.alerts === opts.backlog;
+      const expected = expectedIds(r.tenantId, r.seeds);
+      result.tallies = {};
+      for (const sink of sinks) {
+        const fake = sinkFakes[sink] ?? (sink === "splunk" ? sinkFakes["splunk-ack"] : undefined);
+        const { ids, ...rest } = sink === "blob" ? await blobIds(azurite.connectionString, r.container, r.tenantId) : await fake.tally(r.tenantId);
+        result.tallies[sink] = { ...rest, ...exactlyOnce(expected, ids) };
+      }
+      result.ok = result.pulledOk && Object.values(result.tallies).every((t) => t.ok);
+      phases.tally = performance.now() - tallyStart;
+    } catch (error) {
+      result.error = error?.message ?? String(error);
+      result.ok = false;
+    } finally {
+      for (const fake of Object.values(sinkFakes)) await fake.stop();
+      await fakes?.stop();
+      ca?.cleanup();
+    }
+    const split = Object.entries(phases).map(([k, ms]) => `${k} ${secs(ms)}`).join(", ");
+    say(`  per-sink backlog ${runLabel(run)}: ${result.error ? `failed (${result.error.split("\n")[0]})` : `pull ${secs(result.wallMs)}`}${result.reused ? " (the backlog section's run)" : ""}; ` +
+      `${secs(performance.now() - t0)} in all (${split}${phases.child ? "; the child's includes consent and seeding" : ""})`);
+  }
+  return runs;
+}
+
+function reportSinkBacklogs(say, opts, runs) {
+  const pageSize = runs.find((r) => r.pageSize)?.pageSize;
+  say(`── backlog per sink: 1 tenant, ${fmt(opts.backlog)} alerts in its first window, page size ${fmt(pageSize)}, each run a child with fresh fakes ──`);
+  say("  sinks (ALERT_SINKS)    wall       alerts/s   peak RSS  maxRSS   Defender req   each alert exactly once (from the sink's fake)");
+  for (const r of runs) {
+    if (r.error) {
+      say(`  ${runLabel(r.run).padEnd(21)}  FAILED: ${r.error.split("\n")[0]}`);
+      continue;
+    }
+    const once = Object.entries(r.tallies)
+      .map(([sink, t]) => `${sink} ${t.ok ? "yes" : "NO"} (${fmt(t.distinct)}/${fmt(t.expected)}${t.duplicates ? `, ${fmt(t.duplicates)} twice` : ""}${t.missing ? `, ${fmt(t.missing)} missing` : ""}${t.unexpected ? `, ${fmt(t.unexpected)} unexpected` : ""})`)
+      .join(", ");
+    say(`  ${runLabel(r.run).padEnd(21)}  ${secs(r.wallMs).padStart(8)}  ${fmt(r.alertsPerSec).padStart(9)}  ${mb(r.peakRss).padStart(8)}  ${mb(r.maxRss).padStart(7)}  ${String(r.defenderRequests).padStart(12)}   ${once}`);
+  }
+  for (const r of runs) {
+    if (r.error) continue;
+    const label = runLabel(r.run);
+    if (r.reused) say(`  ${label}: the backlog section's run above (same scenario), counted again from Azurite`);
+    const times = r.sinkTimes
+      ? Object.entries(r.sinkTimes).filter(([, s]) => s.writes > 0)
+      : [["blob", r.sink]];
+    const tally = (sink) => {
+      const t = r.tallies[sink];
+      if (!t) return "";
+      const bits = [`${fmt(t.calls)} ${sink === "blob" ? "blobs" : sink === "eventhubs" ? "transfers" : "calls"}`];
+      if (t.failedCalls) bits.push(`${fmt(t.failedCalls)} refused`);
+      if (t.bytes) bits.push(`${mb(t.bytes)} sent${sink === "sentinel" ? " gzipped" : ""}`);
+      if (t.acksRead) bits.push(`${fmt(t.acksRead)} acks`);
+      return ` [${bits.join(", ")}]`;
+    };
+    say(`  ${label}: sink writes ${times.map(([sink, s]) => `${sink} ${s.writes} × ${fmt(s.ms / Math.max(1, s.writes))} ms = ${secs(s.ms)}${tally(sink)}`).join("; ")}`);
+    say(`  ${" ".repeat(label.length)}  CPU ${cpuLine(r.cpu, 1).replace(/ \([^)]*\)/g, "")}; RSS before the pull ${mb(r.rssBefore)}`);
+    if (r.sinkHealth) say(`  ${" ".repeat(label.length)}  parked pages after the run: ${Object.entries(r.sinkHealth).map(([s, h]) => `${s} ${h.parkedPages}`).join(", ")}`);
+    if (r.tlsInsecure) say(`  ${label}: this run's child ran with NODE_TLS_REJECT_UNAUTHORIZED=0 (the fake hub's certificate is self-signed and the Event Hubs SDK takes no CA); no other process did`);
+    if (!r.pulledOk) say(`  !!!!! FAIL correctness (${label}): outcome ${JSON.stringify(r.outcome)}`);
+  }
+}
+
+function sinkBacklogChecks(opts, runs) {
+  const lines = [];
+  for (const r of runs) {
+    const label = runLabel(r.run);
+    if (r.error) {
+      lines.push(check(`backlog to ${label}`, false, `run failed: ${r.error.split("\n")[0]}`));
+      continue;
+    }
+    if (r.run === "blob") {
+      // The blob row has the backlog section's targets (and its checks, when it is that run).
+      if (!r.reused) {
+        lines.push(check(`backlog to blob ≥ 20,000 alerts/s`, r.pulledOk && r.alertsPerSec >= 20_000, `${fmt(r.alertsPerSec)} alerts/s`, PREVIOUS.backlogRate));
+        lines.push(check(`backlog to blob peak RSS < 300 MB`, r.maxRss < 300 * 1024 * 1024, `maxRSS ${mb(r.maxRss)}`, PREVIOUS.backlogRss));
+      }
+    } else {
+      const target = SINK_TARGETS.alertsPerSec[r.run];
+      lines.push(check(`backlog to ${label} ≥ ${fmt(target)} alerts/s`, r.pulledOk && r.alertsPerSec >= target, `${fmt(r.alertsPerSec)} alerts/s (${secs(r.wallMs)})`, "(new)"));
+      lines.push(check(`backlog to ${label} peak RSS < ${SINK_TARGETS.rssMb} MB`, r.maxRss < SINK_TARGETS.rssMb * 1024 * 1024, `maxRSS ${mb(r.maxRss)}`, "(new)"));
+      const perAlert = r.defenderRequests / Math.max(1, opts.backlog);
+      lines.push(check(`backlog to ${label} Defender requests ≤ 2× one per page`, perAlert <= 2 / r.pageSize, `${r.defenderRequests} requests`, "(new)"));
+    }
+    const bad = Object.entries(r.tallies).filter(([, t]) => !t.ok);
+    lines.push(check(`backlog to ${label} correctness (every alert exactly once${r.sinks.length > 1 ? " to each sink" : ""}, counted by the sink's fake)`, r.pulledOk && bad.length === 0,
+      bad.length ? bad.map(([s, t]) => `${s}: ${fmt(t.distinct)}/${fmt(t.expected)} distinct, ${fmt(t.duplicates)} twice, ${fmt(t.missing)} missing, ${fmt(t.unexpected)} unexpected`).join("; ")
+        : `${Object.keys(r.tallies).join(", ")}: ${fmt(opts.backlog)} of ${fmt(opts.backlog)}, none twice`));
+  }
+  return lines;
+}
+
+/** `--sinks`: only the per-sink backlog section (Azurite here; each run starts its own fakes). */
+async function sinksOnly(opts, app, say, started) {
+  say(`bench --sinks: backlog per sink (${opts.sinkRuns.map(runLabel).join(" | ")}), ${fmt(opts.backlog)} alerts, Defender latency ${opts.latencyMs} ms, ` +
+    `Node ${process.version}, ${(await import("node:os")).cpus().length} CPUs`);
+  const azurite = await startAzurite(app.azurite);
+  watchedPids.azurite = azurite.pid;
+  const runs = await runSinkBacklogs(opts, azurite, undefined, say);
+  await azurite.stop();
+  say("");
+  reportSinkBacklogs(say, opts, runs);
+  say("── targets ──────────────────────────────────────────────────────────────────────────────────");
+  for (const l of sinkBacklogChecks(opts, runs)) say(`  ${l}`);
+  say("");
+  if (fails.length) {
+    say(`!!!!! ${fails.length} TARGET(S) MISSED !!!!!`);
+    for (const f of fails) say(`!!!!! ${f}`);
+  } else {
+    say("All targets met.");
+  }
+  say(`bench finished in ${secs(performance.now() - started)}`);
+}
+
 // ---- main ----------------------------------------------------------------------------------------
 
 async function main(opts) {
@@ -537,6 +776,7 @@ async function main(opts) {
   const app = loadApp();
   const log = app.silentLogger;
   const say = (line) => console.log(line);
+  if (opts.sinks === "only") return sinksOnly(opts, app, say, started);
 
   say(`bench: ${opts.tenants} tenants × ${opts.alertsPerTenant} alerts, Defender latency ${opts.latencyMs} ms, concurrency ${concurrency} ` +
     `(host.json batchSize ${host.batchSize} + newBatchThreshold ${host.newBatchThreshold}), Node ${process.version}, ${(await import("node:os")).cpus().length} CPUs`);
@@ -634,7 +874,14 @@ async function main(opts) {
     backlog = await runBacklogChild(opts, { fakes, connectionString: azurite.connectionString, pids: watchedPids });
   }
   await control.close();
-  await Promise.all([fakes.stop(), azurite.stop()]);
+  await fakes.stop();
+  // Backlog per sink: the same backlog once per sink (blob: the run above), each with fresh fakes.
+  let sinkRuns;
+  if (opts.sinks !== "no" && opts.backlog > 0 && opts.sinkRuns.length > 0) {
+    gc();
+    sinkRuns = await runSinkBacklogs(opts, azurite, backlog, say);
+  }
+  await azurite.stop();
 
   // ---- report ----
   const n = tenants.length;
@@ -688,6 +935,7 @@ async function main(opts) {
     backlog.alertsPerSec = alertsPerSec;
     if (!backlog.ok) say(`  !!!!! FAIL correctness: expected a complete pull of ${opts.backlog} alerts`);
   }
+  if (sinkRuns) reportSinkBacklogs(say, opts, sinkRuns);
 
   say("── targets ──────────────────────────────────────────────────────────────────────────────────");
   const lines = [];
@@ -713,6 +961,7 @@ async function main(opts) {
     lines.push(check(`steady state (${w.mode}) token calls ≤ 0.1 per tenant per cycle`, w.tokenCalls <= 0.1, fmt(w.tokenCalls, 3), PREVIOUS.steadyTokenCalls[w.mode]));
     lines.push(check(`steady state (${w.mode}) correctness`, w.ok, w.ok ? "all pulled, all new alerts delivered" : `${w.problems.length} bad cycles`));
   }
+  if (sinkRuns) lines.push(...sinkBacklogChecks(opts, sinkRuns));
   for (const l of lines) say(`  ${l}`);
   say("");
   if (fails.length) {
