@@ -758,6 +758,11 @@ async function sinksOnly(opts, app, say, started) {
   say("── targets ──────────────────────────────────────────────────────────────────────────────────");
   for (const l of sinkBacklogChecks(opts, runs)) say(`  ${l}`);
   say("");
+  sayVerdict(say, started);
+}
+
+/** The closing lines of a bench run: the missed targets, or that all were met, and the run's time. */
+function sayVerdict(say, started) {
   if (fails.length) {
     say(`!!!!! ${fails.length} TARGET(S) MISSED !!!!!`);
     for (const f of fails) say(`!!!!! ${f}`);
@@ -964,13 +969,7 @@ async function main(opts) {
   if (sinkRuns) lines.push(...sinkBacklogChecks(opts, sinkRuns));
   for (const l of lines) say(`  ${l}`);
   say("");
-  if (fails.length) {
-    say(`!!!!! ${fails.length} TARGET(S) MISSED !!!!!`);
-    for (const f of fails) say(`!!!!! ${f}`);
-  } else {
-    say("All targets met.");
-  }
-  say(`bench finished in ${secs(performance.now() - started)}`);
+  sayVerdict(say, started);
 }
 
 const opts = parseArgs(process.argv.slice(2));
