@@ -43,6 +43,7 @@ const SAFE_MESSAGE_ERRORS = new Set([
   "SecretStoreError",
   "HttpTimeoutError",
   "HttpNetworkError",
+  "HttpResponseTooLargeError",
   "IdTokenRejectedError",
   "DefenderApiError",
   "SinkError",

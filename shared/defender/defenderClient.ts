@@ -1,5 +1,5 @@
 import type { Clock } from "../clock";
-import { HttpNetworkError, HttpTimeoutError, type HttpClient, type HttpResponse } from "../http/httpClient";
+import { HttpNetworkError, HttpResponseTooLargeError, HttpTimeoutError, type HttpClient, type HttpResponse } from "../http/httpClient";
 import type { RateBudget } from "./rateBudget";
 import type { FetchedPage, PageQuery } from "./types";
 import { PageFormatError, scanPage } from "./pageScanner";
@@ -57,6 +57,8 @@ export class InvalidPageError extends DefenderApiError {
   constructor(
     message: string,
     readonly raw: string,
+    /** The answer was larger than a page of this size may be: refused unread, so a smaller span is the cure. */
+    readonly tooLarge = false,
   ) {
     super("invalid_response", message, { retryable: false });
     this.name = "InvalidPageError";
@@ -164,8 +166,13 @@ export class DefenderClient {
           method: "GET",
           headers: { Authorization: `Bearer ${token}`, Accept: "application/json", "User-Agent": userAgent },
           timeoutMs: requestTimeoutMs,
+          maxResponseBytes: maxPageBytes(query),
         });
       } catch (error) {
+        if (error instanceof HttpResponseTooLargeError) {
+          // Not retried: the same span answers the same size. Nothing of it was kept.
+          throw new InvalidPageError(`${where} answered more than ${error.maxBytes} bytes for one page`, `(not kept: larger than ${error.maxBytes} bytes)`, true);
+        }
         let failure: DefenderApiError;
         if (error instanceof HttpTimeoutError) {
           failure = new DefenderApiError("timeout", `${where} timed out after ${error.timeoutMs} ms`);
@@ -244,6 +251,14 @@ export class DefenderClient {
     const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (failures - 1));
     return Math.round(ceiling / 2 + this.random() * (ceiling / 2));
   }
+}
+
+/**
+ * The most a page of `top` alerts may take: generous per alert (MDE alerts are a few KB, with
+ * evidence tens of KB), so only an answer no page could honestly be is refused.
+ */
+export function maxPageBytes(query: Pick<PageQuery, "top" | "expandEvidence">): number {
+  return Math.max(4 * 1024 * 1024, query.top * (query.expandEvidence ? 64 * 1024 : 16 * 1024));
 }
 
 function alertsUrl(base: string, query: PageQuery): string {

@@ -1,5 +1,5 @@
 import { createSecureContext, rootCertificates } from "node:tls";
-import { Agent, request as undiciRequest } from "undici";
+import { Agent, request as undiciRequest, type Dispatcher } from "undici";
 
 export interface HttpRequest {
   method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -7,6 +7,8 @@ export interface HttpRequest {
   body?: string;
   /** Abort the request (and fail with HttpTimeoutError) after this many milliseconds. */
   timeoutMs?: number;
+  /** Refuse (HttpResponseTooLargeError) a body larger than this, without reading it whole (default 16 MiB). */
+  maxResponseBytes?: number;
 }
 
 export interface HttpResponse {
@@ -26,6 +28,17 @@ export class HttpTimeoutError extends Error {
     this.name = "HttpTimeoutError";
   }
 }
+
+/** The answer was larger than the caller accepts: refused before, or while, it was read. */
+export class HttpResponseTooLargeError extends Error {
+  constructor(readonly host: string, readonly maxBytes: number) {
+    super(`the answer from ${host} was larger than ${maxBytes} bytes`);
+    this.name = "HttpResponseTooLargeError";
+  }
+}
+
+/** Every answer is read up to this many bytes unless the request says otherwise. */
+export const DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 
 /** Transport failure (DNS, TLS, reset). The message names the host only, never the URL's query. */
 export class HttpNetworkError extends Error {
@@ -73,13 +86,14 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
           dispatcher,
           signal,
         });
-        const body = await response.body.text();
+        const body = await readBounded(response, request.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES, host);
         const responseHeaders: Record<string, string> = {};
         for (const [key, value] of Object.entries(response.headers)) {
           if (value !== undefined) responseHeaders[key] = Array.isArray(value) ? value.join(", ") : value;
         }
         return { status: response.statusCode, headers: responseHeaders, body };
       } catch (error) {
+        if (error instanceof HttpResponseTooLargeError) throw error;
         if (signal.aborted) throw new HttpTimeoutError(host, timeoutMs);
         const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
         const reason = cause instanceof Error ? ((cause as NodeJS.ErrnoException).code ?? cause.name) : "unknown";
@@ -87,4 +101,28 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
       }
     },
   };
+}
+
+/**
+ * The body as text, refusing one over `maxBytes`: by its Content-Length before reading anything,
+ * or as soon as the bytes read pass the limit, so an oversized answer never sits in memory whole.
+ */
+async function readBounded(response: Dispatcher.ResponseData, maxBytes: number, host: string): Promise<string> {
+  const declared = Number(response.headers["content-length"]);
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    response.body.destroy();
+    throw new HttpResponseTooLargeError(host, maxBytes);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of response.body) {
+    const bytes = chunk as Buffer;
+    size += bytes.length;
+    if (size > maxBytes) {
+      response.body.destroy();
+      throw new HttpResponseTooLargeError(host, maxBytes);
+    }
+    chunks.push(bytes);
+  }
+  return Buffer.concat(chunks, size).toString("utf8");
 }

@@ -564,10 +564,11 @@ class WindowRead {
         } catch (error) {
           if (!(error instanceof InvalidPageError)) throw error;
           await this.ensureConnected();
-          this.holdUnlessGivenUp(requested);
+          // Too large is no passing fault: a narrower span is the cure, at once.
+          if (!error.tooLarge) this.holdUnlessGivenUp(requested);
           // Narrow a page that never parses down to its millisecond before giving it up.
           if (!this.planner.split()) {
-            await this.deadLetter("invalid_page", requested, 0, error.raw);
+            await this.deadLetter(error.tooLarge ? "page_too_large" : "invalid_page", requested, 0, error.raw);
             this.planner.complete(0);
           }
           await this.acknowledge();
@@ -833,8 +834,8 @@ class WindowRead {
           page = await this.take(sub, progress.skip);
         } catch (error) {
           if (!(error instanceof InvalidPageError)) throw error;
-          this.holdUnlessGivenUp(sub);
-          await this.deadLetter("invalid_page", sub, progress.skip, error.raw);
+          if (!error.tooLarge) this.holdUnlessGivenUp(sub);
+          await this.deadLetter(error.tooLarge ? "page_too_large" : "invalid_page", sub, progress.skip, error.raw);
           progress.skip += this.top;
           await this.acknowledge();
           continue;

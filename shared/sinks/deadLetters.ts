@@ -12,6 +12,8 @@ export type DeadLetterReason =
   | "missing_time"
   | "invalid_time"
   | "invalid_page"
+  /** A page larger than any page of its size may be, refused unread even at one millisecond (raw says so; nothing kept). */
+  | "page_too_large"
   /** The page pointed its `@odata.nextLink` at another host: never followed, kept for the operator. */
   | "foreign_next_link"
   /** A sink refused the version as larger than it can ever take (see `sink`). */

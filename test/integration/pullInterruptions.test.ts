@@ -187,6 +187,34 @@ describe("a page that does not parse", () => {
   });
 });
 
+describe("a page larger than any page may be", () => {
+  it("is refused unread, narrowed at once to the millisecond that causes it, which is dead-lettered; every other alert is delivered once", async () => {
+    const tenantId = await connectedTenant(env);
+    const alerts = generateAlerts(tenantId, 120, { start: minutesAgo(40), spacingMs: 15_000 });
+    const huge = alerts[60] as (typeof alerts)[number];
+    env.defender.addAlerts(tenantId, alerts);
+    // 5 MiB in one alert: a page of 50 may take at most 4 MiB (maxPageBytes).
+    env.defender.poisonAlert(tenantId, huge.id, JSON.stringify({ ...huge, description: "x".repeat(5 * 1024 * 1024) }));
+    const svc = services();
+    try {
+      expect(await svc.tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled", alerts: 119, complete: true });
+    } finally {
+      env.defender.poisonAlert(tenantId, huge.id, null);
+    }
+    const letters = await svc.deadLetters.list(tenantId);
+    expect(letters.map((l) => l.reason)).toEqual(["page_too_large"]);
+    expect(Date.parse(letters[0]?.pageTo ?? "") - Date.parse(letters[0]?.pageFrom ?? "")).toBe(1);
+    // Nothing of the answer was kept, only why.
+    expect((await svc.deadLetters.read(letters[0]?.name ?? ""))?.raw).toMatch(/^\(not kept: larger than \d+ bytes\)$/);
+    const t = await tally(tenantId);
+    expect(t.delivered).toBe(119);
+    expect(t.missing).toEqual([]);
+    expect(t.duplicates).toBe(0);
+    // Narrowed at once: no run held for it.
+    expect((await svc.pullState.read(tenantId))?.lastWarningCode).not.toBe("invalid_page_held");
+  });
+});
+
 describe("a crowded millisecond left half-read", () => {
   it("carries on at the saved $skip in the next run instead of reading the millisecond again from the start", async () => {
     const tenantId = await connectedTenant(env);
