@@ -1,6 +1,7 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
 import type { ConsoleRequest, ConsoleRoute } from "../shared/console/operatorConsole";
 import { assetResponse, CONSOLE_ASSETS } from "../shared/ui/assets";
+import { readBodyText } from "./body";
 import { consoleFlow } from "./runtime";
 
 /**
@@ -11,7 +12,7 @@ import { consoleFlow } from "./runtime";
  */
 
 function adapt(request: HttpRequest): ConsoleRequest {
-  return { method: request.method, url: request.url, headers: request.headers, params: request.params, text: () => request.text() };
+  return { method: request.method, url: request.url, headers: request.headers, params: request.params, text: (maxBytes) => readBodyText(request, maxBytes) };
 }
 
 function handler(route: ConsoleRoute) {

@@ -1,13 +1,14 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
 import { badRequest, notFound } from "../shared/errors";
 import { isGuid } from "../shared/validation";
+import { readBodyText } from "./body";
 import { json, operatorApi } from "./runtime";
 
 const MAX_BODY_BYTES = 16 * 1024;
 
 async function readJson(request: HttpRequest): Promise<unknown> {
-  const text = await request.text();
-  if (Buffer.byteLength(text) > MAX_BODY_BYTES) throw badRequest("body_too_large", "The body must be at most 16 KiB.");
+  const text = await readBodyText(request, MAX_BODY_BYTES);
+  if (text === undefined) throw badRequest("body_too_large", "The body must be at most 16 KiB.");
   try {
     return JSON.parse(text) as unknown;
   } catch {

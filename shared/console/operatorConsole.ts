@@ -34,7 +34,8 @@ export interface ConsoleRequest {
   url: string;
   headers: HeaderReader;
   params: Readonly<Record<string, string | undefined>>;
-  text(): Promise<string>;
+  /** The body as text, or undefined when it is larger than `maxBytes` (never read whole then). */
+  text(maxBytes: number): Promise<string | undefined>;
 }
 
 export type ConsoleRoute = "tenants" | "register" | "tenant" | "consentLink" | "offboard";
@@ -121,8 +122,8 @@ export class OperatorConsole {
     const method = request.method.toUpperCase();
     try {
       if (method === "POST") {
-        const text = await request.text();
-        if (Buffer.byteLength(text) > MAX_FORM_BYTES) return messagePage(base, 413, "Form too large", ["The form sent more data than the console accepts."]);
+        const text = await request.text(MAX_FORM_BYTES);
+        if (text === undefined) return messagePage(base, 413, "Form too large", ["The form sent more data than the console accepts."]);
         const form = new URLSearchParams(text);
         const verdict = verifyCsrf(request.headers, form, this.origin);
         if (!verdict.ok) {

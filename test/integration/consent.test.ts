@@ -346,6 +346,18 @@ describe("operator input", () => {
     expect(after).toBe(before);
   });
 
+  it("refuses a 30 MiB body as too large, by its declared length and without one, and registers nothing", async () => {
+    const before = (await env.app.http("listTenants", { method: "GET", url: "/api/tenants" })).json<{ tenants: unknown[] }>().tenants.length;
+    const huge = Buffer.alloc(30 * 1024 * 1024, 0x20);
+    for (const headers of [{ "content-type": "application/json", "content-length": String(huge.length) }, { "content-type": "application/json" }]) {
+      const result = track(await env.app.http("registerTenant", { method: "POST", url: "/api/tenants", headers, body: huge }));
+      expect(result.status).toBe(400);
+      expect(result.json<{ error: { code: string } }>().error.code).toBe("body_too_large");
+    }
+    const after = (await env.app.http("listTenants", { method: "GET", url: "/api/tenants" })).json<{ tenants: unknown[] }>().tenants.length;
+    expect(after).toBe(before);
+  });
+
   it("answers 409 for a tenant that is already registered", async () => {
     const { tenantId } = await registerTenant(env);
     const again = await registerTenant(env, tenantId, "Other name");

@@ -355,6 +355,20 @@ describe("registering a tenant", () => {
   });
 });
 
+describe("form size", () => {
+  it("answers 413 for a form over 16 KiB, declared or not, and registers nothing", async () => {
+    const before = (await env.app.http("listTenants", { method: "GET", url: "/api/tenants" })).json<{ tenants: unknown[] }>().tenants.length;
+    const form = { tenantId: randomUUID(), displayName: "Too big", padding: "x".repeat(5 * 1024 * 1024) };
+    for (const headers of [{}, { "content-length": String(new URLSearchParams(form).toString().length + 200) }]) {
+      const result = await post("consoleRegister", "/api/console/register", form, {}, { headers });
+      expect(result.status).toBe(413);
+      expect(result.body).toContain("Form too large");
+    }
+    const after = (await env.app.http("listTenants", { method: "GET", url: "/api/tenants" })).json<{ tenants: unknown[] }>().tenants.length;
+    expect(after).toBe(before);
+  });
+});
+
 describe("CSRF protection", () => {
   const refusals: Array<[string, PostOptions]> = [
     ["no token at all", { field: null, cookie: null }],
