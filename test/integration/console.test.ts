@@ -359,7 +359,8 @@ describe("form size", () => {
   it("answers 413 for a form over 16 KiB, declared or not, and registers nothing", async () => {
     const before = (await env.app.http("listTenants", { method: "GET", url: "/api/tenants" })).json<{ tenants: unknown[] }>().tenants.length;
     const form = { tenantId: randomUUID(), displayName: "Too big", padding: "x".repeat(5 * 1024 * 1024) };
-    for (const headers of [{}, { "content-length": String(new URLSearchParams(form).toString().length + 200) }]) {
+    const variants: Array<Record<string, string>> = [{}, { "content-length": String(new URLSearchParams(form).toString().length + 200) }];
+    for (const headers of variants) {
       const result = await post("consoleRegister", "/api/console/register", form, {}, { headers });
       expect(result.status).toBe(413);
       expect(result.body).toContain("Form too large");
