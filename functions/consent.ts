@@ -1,11 +1,12 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
 import type { ConsentResponse } from "../shared/consent/consentFlow";
 import { assetResponse, CONSENT_ASSETS } from "../shared/ui/assets";
+import { HSTS_HEADER } from "../shared/ui/page";
 import { browserFlow } from "./runtime";
 
 function toHttp(response: ConsentResponse): HttpResponseInit {
   if (response.kind === "redirect") {
-    return { status: 302, headers: { Location: response.location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer" } };
+    return { status: 302, headers: { Location: response.location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", ...HSTS_HEADER } };
   }
   return { status: response.page.status, headers: response.page.headers, body: response.page.body };
 }

@@ -9,7 +9,7 @@ import { unexpectedFailurePage } from "../shared/consent/pages";
 import { misconfiguredBody, misconfiguredPage } from "../shared/health/misconfiguration";
 import { refused } from "./settingsGuard";
 import { consoleFailurePage } from "../shared/console/views";
-import type { HtmlPage } from "../shared/ui/page";
+import { HSTS_HEADER, type HtmlPage } from "../shared/ui/page";
 
 /**
  * Adapts the invocation's logger to the core's structured Logger port. Each line becomes an
@@ -35,7 +35,7 @@ export function json(status: number, body: unknown): HttpResponseInit {
   return {
     status,
     jsonBody: body,
-    headers: { "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff" },
+    headers: { "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", ...HSTS_HEADER },
   };
 }
 

@@ -1,3 +1,4 @@
+import { HSTS_HEADER } from "./page";
 /**
  * The only assets the pages load, served by the app itself (no CDN, no external request): one
  * stylesheet for the consent pages and the console, and one small script that adds Copy buttons.
@@ -139,7 +140,7 @@ export const CONSENT_SCRIPT_PATH = "/api/consent/assets/copy.js";
 export function assetResponse(assets: Readonly<Record<string, Asset>>, name: string): { status: number; headers: Record<string, string>; body: string } {
   const asset = Object.prototype.hasOwnProperty.call(assets, name) ? assets[name] : undefined;
   if (!asset) {
-    return { status: 404, headers: { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff" }, body: "Not found" };
+    return { status: 404, headers: { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", ...HSTS_HEADER }, body: "Not found" };
   }
   return {
     status: 200,
@@ -148,6 +149,7 @@ export function assetResponse(assets: Readonly<Record<string, Asset>>, name: str
       "Cache-Control": "public, max-age=300",
       "X-Content-Type-Options": "nosniff",
       "Cross-Origin-Resource-Policy": "same-origin",
+      ...HSTS_HEADER,
     },
     body: asset.body,
   };

@@ -61,13 +61,16 @@ export function html(strings: TemplateStringsArray, ...values: HtmlValue[]): Saf
   return new SafeHtml(out);
 }
 
+/** On every response the app writes, pages, JSON, redirects and assets alike: HTTPS only, for a year. */
+export const HSTS_HEADER: Readonly<Record<string, string>> = { "Strict-Transport-Security": "max-age=31536000; includeSubDomains" };
+
 const COMMON_HEADERS: Readonly<Record<string, string>> = {
   "Content-Type": "text/html; charset=utf-8",
   "Cache-Control": "no-store",
   "Referrer-Policy": "no-referrer",
   "X-Content-Type-Options": "nosniff",
   "X-Frame-Options": "DENY",
-  "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+  ...HSTS_HEADER,
   "Cross-Origin-Opener-Policy": "same-origin",
 };
 

@@ -326,6 +326,24 @@ describe("consent links", () => {
   });
 });
 
+describe("transport security", () => {
+  it("sends HSTS on every kind of response: JSON, a redirect, a page, an asset, a 404 asset and the health check", async () => {
+    const { tenantId, consentUrl, result: registered } = await registerTenant(env);
+    const responses = [
+      registered,
+      await env.app.http("listTenants", { method: "GET", url: "/api/tenants" }),
+      await env.app.http("getTenant", { method: "GET", url: `/api/tenants/${tenantId}`, params: { tenantId } }),
+      await openConsentLink(env, consentUrl),
+      await env.app.http("consentCallback", { method: "GET", url: "/api/consent/callback?error=access_denied&state=x" }),
+      await env.app.http("consentAssets", { method: "GET", url: "/api/consent/assets/consent.css", params: { name: "consent.css" } }),
+      await env.app.http("consentAssets", { method: "GET", url: "/api/consent/assets/nope", params: { name: "nope" } }),
+      await env.app.http("health", { method: "GET", url: "/api/health" }),
+    ];
+    expect(responses.map((r) => r.status)).toEqual([201, 200, 200, 302, 400, 200, 404, expect.any(Number)]);
+    for (const response of responses) expect(response.headers.get("strict-transport-security")).toBe("max-age=31536000; includeSubDomains");
+  });
+});
+
 describe("operator input", () => {
   const post = async (body: string) =>
     track(await env.app.http("registerTenant", { method: "POST", url: "/api/tenants", headers: { "content-type": "application/json" }, body }));
