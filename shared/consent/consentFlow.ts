@@ -47,8 +47,29 @@ export function signInRedirect(authorizeUrl: string, signInBaseUrl: string | und
   const built = new URL(authorizeUrl);
   return `${new URL(signInBaseUrl).origin}${built.pathname}${built.search}${built.hash}`;
 }
-// Entra error codes are short identifiers; anything else is not echoed back.
-const ERROR_CODE = /^[a-z_]{1,64}$/;
+/**
+ * The authorization errors OAuth 2.0 (RFC 6749 §4.1.2.1) and OpenID Connect define: only these are
+ * shown on the page or stored on the tenant; anything else in `error=` becomes
+ * `authorization_error`, so a crafted callback cannot write its own words into health.
+ */
+const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set([
+  "invalid_request",
+  "unauthorized_client",
+  "access_denied",
+  "unsupported_response_type",
+  "invalid_scope",
+  "server_error",
+  "temporarily_unavailable",
+  "interaction_required",
+  "login_required",
+  "account_selection_required",
+  "consent_required",
+  "invalid_request_uri",
+  "invalid_request_object",
+  "request_not_supported",
+  "request_uri_not_supported",
+  "registration_not_supported",
+]);
 
 type ConsentOutcome = "started" | "connected" | "refused" | "declined" | "failed";
 
@@ -137,7 +158,7 @@ export class ConsentFlow {
 
     const error = query.get("error");
     if (error) {
-      const code = ERROR_CODE.test(error) ? error : "authorization_error";
+      const code = KNOWN_ERROR_CODES.has(error) ? error : "authorization_error";
       log.warn("consent answered with an error", { tenantId, error: code, ...step("callback", code === "access_denied" ? "declined" : "failed", code) });
       await this.recordError(tenantId, code, "The consent sign-in was not completed");
       return code === "access_denied"

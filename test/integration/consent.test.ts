@@ -233,6 +233,23 @@ describe("consent refused or misdirected", () => {
     expect(view.body).toMatchObject({ status: "pending_consent", lastErrorCode: "access_denied" });
   });
 
+  it("stores and shows only a known OAuth error code: anything else in error= becomes authorization_error", async () => {
+    const forged = "please_call_support_at_evil_example";
+    const { tenantId, consentUrl } = await registerTenant(env);
+    env.entra.setConsentBehaviour(tenantId, { kind: "deny", error: forged, errorDescription: "x" });
+    const { callback } = await completeConsent(env, consentUrl);
+    track(callback);
+    expect(callback.status).toBe(400);
+    expect(callback.body).not.toContain(forged);
+    expect(callback.body).toContain("authorization_error");
+    expect((await tenantView(tenantId)).body).toMatchObject({ status: "pending_consent", lastErrorCode: "authorization_error" });
+    // A code OAuth defines is kept as it is.
+    const second = await registerTenant(env);
+    env.entra.setConsentBehaviour(second.tenantId, { kind: "deny", error: "consent_required", errorDescription: "x" });
+    track((await completeConsent(env, second.consentUrl)).callback);
+    expect((await tenantView(second.tenantId)).body).toMatchObject({ lastErrorCode: "consent_required" });
+  });
+
   it("rejects a consent by an admin of a different tenant than the link's", async () => {
     const { tenantId, consentUrl } = await registerTenant(env);
     const otherTenant = randomUUID();
