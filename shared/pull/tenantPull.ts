@@ -102,14 +102,20 @@ export interface TenantPullDeps {
 /** An observer that has not finished by then is left to finish on its own: the pull moves on. */
 const OBSERVER_TIMEOUT_MS = 10_000;
 
-/** Resolves when `work` settles or after `ms`, whichever is first; the work's own failure is swallowed. */
-async function atMost(ms: number, work: Promise<unknown>): Promise<void> {
+/**
+ * Waits for `work` at most `ms`; true when it settled in time. The work's own failure is swallowed
+ * (callers that care attach their handler first), and work still running is left to finish alone.
+ */
+async function atMost(ms: number, work: Promise<unknown>): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
-      work.catch(() => undefined),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, ms);
+    return await Promise.race([
+      work.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), ms);
         timer.unref();
       }),
     ]);
@@ -319,22 +325,11 @@ export class TenantPull {
         .map(([sink, entry]) => ({ sink, parkedPages: entry.parkedTo - entry.parkedFrom, behindSince: entry.behindSince ?? null })),
       notable: run.notable,
     };
+    const failed = (detail: string) => log.warn("a pull observer failed; the pull is unaffected", { tenantId: report.tenantId, detail });
     await Promise.all(
       observers.map(async (observer) => {
-        let timer: NodeJS.Timeout | undefined;
-        try {
-          await Promise.race([
-            observer.pulled(report),
-            new Promise((_, reject) => {
-              timer = setTimeout(() => reject(new Error(`an observer did not finish in ${OBSERVER_TIMEOUT_MS} ms`)), OBSERVER_TIMEOUT_MS);
-              timer.unref();
-            }),
-          ]);
-        } catch (error) {
-          log.warn("a pull observer failed; the pull is unaffected", { tenantId: report.tenantId, detail: describeError(error) });
-        } finally {
-          clearTimeout(timer);
-        }
+        const work = observer.pulled(report).catch((error: unknown) => failed(describeError(error)));
+        if (!(await atMost(OBSERVER_TIMEOUT_MS, work))) failed(`an observer did not finish in ${OBSERVER_TIMEOUT_MS} ms`);
       }),
     );
   }
