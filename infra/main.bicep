@@ -1,6 +1,8 @@
-// MSSP Defender connector: Azure Functions (Flex Consumption) + Storage + Key Vault + Application
-// Insights, all keyless (managed identity / Entra ID everywhere). Deploy into an existing resource
-// group; see docs/deploy.md for the full order (deployment, app registration, publish).
+// MSSP Defender connector: Azure Functions (Flex Consumption) + Storage + two Key Vaults +
+// Application Insights, all keyless (managed identity / Entra ID everywhere), each identity with
+// the narrowest role that works (docs/deploy.md "Identities and roles"), optionally behind a VNet
+// with private endpoints (vnetEnabled). Deploy into an existing resource group; see docs/deploy.md
+// for the full order (deployment, app registration, publish).
 targetScope = 'resourceGroup'
 
 // ---------------------------------------------------------------------------------------------
@@ -33,6 +35,16 @@ param msspTenantId string = tenant().tenantId
 ])
 param defenderRegion string = ''
 
+@description('Where a tenant registered without a source reads its alerts: mde (Defender for Endpoint API) or graph (Microsoft Graph security alerts_v2, Defender XDR).')
+@allowed([
+  'mde'
+  'graph'
+])
+param defaultAlertSource string = 'mde'
+
+@description('Microsoft Graph base URL; change it only for a national cloud (e.g. https://graph.microsoft.us).')
+param graphApiBaseUrl string = 'https://graph.microsoft.com'
+
 @description('NCRONTAB schedule (six fields, UTC) of the timer that enqueues one pull per connected tenant.')
 param pullSchedule string = '0 */5 * * * *'
 
@@ -55,7 +67,7 @@ param partnerProduct string = 'DefenderConnector'
 @maxLength(100)
 param msspDisplayName string = ''
 
-@description('Name of the Key Vault secret, in this deployment\'s vault, that holds the notification webhook URL (NOTIFY_WEBHOOK_URL, referenced, never copied). Empty: notifications off. Store the secret before deploying with it (docs/notifications.md).')
+@description('Name of the Key Vault secret, in this deployment\'s credential vault (output CREDENTIAL_VAULT_NAME), that holds the notification webhook URL (NOTIFY_WEBHOOK_URL, referenced, never copied). Empty: notifications off. Store the secret before deploying with it (docs/notifications.md).')
 @maxLength(127)
 param notifyWebhookUrlVaultEntry string = ''
 
@@ -89,7 +101,7 @@ param sentinelLocation string = resourceGroup().location
 @description('Splunk sink: the HTTP Event Collector origin, e.g. https://splunk.example.com:8088 (SPLUNK_HEC_URL).')
 param splunkHecUrl string = ''
 
-@description('Splunk sink: name of the Key Vault secret, in this deployment\'s vault, that holds the HEC token (SPLUNK_HEC_TOKEN, referenced, never copied). Store the secret before deploying with it (docs/sinks/splunk.md).')
+@description('Splunk sink: name of the Key Vault secret, in this deployment\'s credential vault (output CREDENTIAL_VAULT_NAME), that holds the HEC token (SPLUNK_HEC_TOKEN, referenced, never copied). Store the secret before deploying with it (docs/sinks/splunk.md).')
 @maxLength(127)
 param splunkHecTokenVaultEntry string = ''
 
@@ -176,8 +188,11 @@ param alertEmail string = ''
 @maxValue(50)
 param alertFailingCycles int = 3
 
-@description('Optional object id of the person or pipeline running the deployment, granted Key Vault Secrets Officer so infra/register-app.sh can store the client secret. Empty: no assignment.')
+@description('Optional object id of the person or pipeline that runs infra/register-app.sh. Used only with grantDeployerVaultAccess.')
 param deployerPrincipalId string = ''
+
+@description('Grant deployerPrincipalId Key Vault Secrets Officer on the credential vault (never on the tokens vault), so infra/register-app.sh can store the client secret. Turn it on for the run that needs it only: a later deployment without it does not remove the assignment, delete it afterwards or use PIM (docs/deploy.md "No standing access").')
+param grantDeployerVaultAccess bool = false
 
 @description('Principal type of deployerPrincipalId.')
 @allowed([
@@ -186,6 +201,18 @@ param deployerPrincipalId string = ''
   'Group'
 ])
 param deployerPrincipalType string = 'User'
+
+@description('Network isolation: a VNet with Flex Consumption VNet integration, private endpoints for the storage account and both key vaults, and public network access disabled on them (docs/deploy.md "Network isolation"). false: public endpoints, protected by Entra ID and RBAC only.')
+param vnetEnabled bool = false
+
+@description('vnetEnabled: address space of the VNet.')
+param vnetAddressPrefix string = '10.0.0.0/16'
+
+@description('vnetEnabled: address range of the subnet delegated to Flex Consumption (/27 or larger), inside vnetAddressPrefix.')
+param appSubnetPrefix string = '10.0.1.0/24'
+
+@description('vnetEnabled: address range of the private endpoint subnet, inside vnetAddressPrefix.')
+param privateEndpointSubnetPrefix string = '10.0.2.0/24'
 
 @description('Extra tags for every resource.')
 param tags object = {}
@@ -205,12 +232,16 @@ var defaultTags = {
 var allTags = union(defaultTags, tags)
 
 var identityName = '${namePrefix}-id-${resourceToken}'
+var deploymentIdentityName = '${namePrefix}-id-deploy-${resourceToken}'
 var functionAppName = '${namePrefix}-func-${resourceToken}'
 var planName = '${namePrefix}-plan-${resourceToken}'
 var logAnalyticsName = '${namePrefix}-log-${resourceToken}'
 var appInsightsName = '${namePrefix}-appi-${resourceToken}'
 var storageAccountName = take(toLower('st${replace(namePrefix, '-', '')}${resourceToken}'), 24)
+// Tokens vault: the name of the single vault of earlier versions, so its tokens stay where they are.
 var keyVaultName = take('kv-${namePrefix}-${resourceToken}', 24)
+var credentialVaultName = take('kvc-${namePrefix}-${resourceToken}', 24)
+var vnetName = '${namePrefix}-vnet-${resourceToken}'
 var deploymentContainerName = 'app-package'
 // The app's own containers besides the alerts (shared/storage/names.ts CONTAINERS): data the
 // pipeline could not accept, dedupe sets too large for a table row, and pages waiting for a sink
@@ -220,6 +251,14 @@ var appContainerNames = [
   'pull-state'
   'alerts-parked'
 ]
+// The Functions host's containers (AzureWebJobsStorage): host and timer locks, and the function
+// keys. Created here because the host's blob role is granted on them only.
+var hostContainerNames = [
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
+// Every container the app identity writes to; its blob write role is granted on each of these only.
+var appBlobContainers = concat([alertsContainer], appContainerNames, hostContainerNames)
 
 // Storage names the app uses; must match shared/storage/names.ts (checked by test/infra).
 var queueNames = [
@@ -232,6 +271,8 @@ var tableNames = [
   'MsspPullState'
   'MsspPullHistory'
   'MsspNotifications'
+  'MsspConsentLinks'
+  'MsspAudit'
 ]
 
 var defenderApiBaseUrl = empty(defenderRegion) ? 'https://api.security.microsoft.com' : 'https://${defenderRegion}.api.security.microsoft.com'
@@ -241,33 +282,44 @@ var entraAuthorityHost = environment().authentication.loginEndpoint
 
 // ---------------------------------------------------------------------------------------------
 // Role table: every role assignment of this template, deployed by ONE loop below.
-// principal 'app' = the function app's user-assigned identity; 'deployer' = deployerPrincipalId.
+// principal 'app' = the function app's user-assigned identity; 'deployment' = the identity the
+// platform uses for the package container; 'deployer' = deployerPrincipalId.
+// scope: 'storage' (the whole account), 'tokensVault', 'credentialVault', 'appInsights', or
+// 'container:<name>' (one blob container of the account).
 // Ids: https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
 // ---------------------------------------------------------------------------------------------
 
 var appRoleTable = [
   {
-    role: 'Storage Blob Data Owner' // host storage, timer locks, Flex deployment package, alerts blobs
-    roleId: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+    // Read-only on the whole account: the host lists containers and reads service properties at
+    // account level. Writes happen only in the containers of containerRoleTable.
+    role: 'Storage Blob Data Reader'
+    roleId: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
     scope: 'storage'
     principal: 'app'
   }
   {
-    role: 'Storage Queue Data Contributor' // tenant-pulls queue trigger and fan-out
+    role: 'Storage Queue Data Contributor' // tenant-pulls queue trigger and fan-out, its poison queue
     roleId: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
     scope: 'storage'
     principal: 'app'
   }
   {
-    role: 'Storage Table Data Contributor' // tenants, consent sessions, pull state
+    role: 'Storage Table Data Contributor' // tenants, consent sessions, pull state; the host's diagnostics table
     roleId: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
     scope: 'storage'
     principal: 'app'
   }
   {
-    role: 'Key Vault Secrets Officer' // writes refresh tokens and the signing key; reads the client secret
+    role: 'Key Vault Secrets Officer' // writes refresh tokens and the consent-link signing key
     roleId: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
-    scope: 'keyVault'
+    scope: 'tokensVault'
+    principal: 'app'
+  }
+  {
+    role: 'Key Vault Secrets User' // reads mssp-client-secret (and the webhook URL, HEC token): read only
+    roleId: '4633458b-17de-408a-b874-0445c86b69e6'
+    scope: 'credentialVault'
     principal: 'app'
   }
   {
@@ -278,17 +330,38 @@ var appRoleTable = [
   }
 ]
 
+// Blob writes of the app and its host: the alerts, dead letters, dedupe spill and parked pages,
+// the host's locks and keys. Not the package container, and no Owner anywhere.
+var containerRoleTable = [
+  for container in appBlobContainers: {
+    role: 'Storage Blob Data Contributor'
+    roleId: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+    scope: 'container:${container}'
+    principal: 'app'
+  }
+]
+
+var deploymentRoleTable = [
+  {
+    role: 'Storage Blob Data Contributor' // the platform uploads the published package and reads it at start
+    roleId: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+    scope: 'container:${deploymentContainerName}'
+    principal: 'deployment'
+  }
+]
+
 var deployerRoleTable = [
   {
-    role: 'Key Vault Secrets Officer' // lets infra/register-app.sh store mssp-client-secret
+    role: 'Key Vault Secrets Officer' // lets infra/register-app.sh store mssp-client-secret; never the tokens vault
     roleId: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
-    scope: 'keyVault'
+    scope: 'credentialVault'
     principal: 'deployer'
   }
 ]
 
 // Known at the start of the deployment (required for a `for` loop): no module outputs in here.
-var roleTable = concat(appRoleTable, empty(deployerPrincipalId) ? [] : deployerRoleTable)
+var deployerGranted = grantDeployerVaultAccess && !empty(deployerPrincipalId)
+var roleTable = concat(appRoleTable, containerRoleTable, deploymentRoleTable, deployerGranted ? deployerRoleTable : [])
 
 // ---------------------------------------------------------------------------------------------
 // Resources
@@ -303,6 +376,17 @@ module identity 'modules/identity.bicep' = {
   }
 }
 
+// A second identity, attached to the app only for functionAppConfig.deployment: it alone may
+// write the package container, so the app's runtime credential cannot replace its own code.
+module deploymentIdentity 'modules/identity.bicep' = {
+  name: 'deploymentIdentity'
+  params: {
+    name: deploymentIdentityName
+    location: location
+    tags: allTags
+  }
+}
+
 module storage 'modules/storage.bicep' = {
   name: 'storage'
   params: {
@@ -312,19 +396,52 @@ module storage 'modules/storage.bicep' = {
     containerNames: concat([
       deploymentContainerName
       alertsContainer
-    ], appContainerNames)
+    ], appContainerNames, hostContainerNames)
     queueNames: queueNames
     tableNames: tableNames
+    privateOnly: vnetEnabled
   }
 }
 
-module keyVault 'modules/keyvault.bicep' = {
+// Customers' refresh tokens and the consent-link signing key: the app writes here (KEY_VAULT_URL).
+module tokensVault 'modules/keyvault.bicep' = {
   name: 'keyvault'
   params: {
     name: keyVaultName
     location: location
     tags: allTags
     softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
+    privateOnly: vnetEnabled
+  }
+}
+
+// The app's own credential (mssp-client-secret) and other static secrets: the app only reads
+// here, through Key Vault references, so a flaw in the app cannot overwrite its credential.
+module credentialVault 'modules/keyvault.bicep' = {
+  name: 'credentialvault'
+  params: {
+    name: credentialVaultName
+    location: location
+    tags: allTags
+    softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
+    privateOnly: vnetEnabled
+  }
+}
+
+module network 'modules/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  params: {
+    name: vnetName
+    location: location
+    tags: allTags
+    addressPrefix: vnetAddressPrefix
+    appSubnetPrefix: appSubnetPrefix
+    privateEndpointSubnetPrefix: privateEndpointSubnetPrefix
+    storageAccountId: storage.outputs.id
+    keyVaultIds: [
+      tokensVault.outputs.id
+      credentialVault.outputs.id
+    ]
   }
 }
 
@@ -353,31 +470,45 @@ module alerts 'modules/alerts.bicep' = {
   }
 }
 
-// Scope resource per scope kind. Module outputs (not the name variables) so that each role
-// assignment waits for the resource it is granted on.
+// Scope resource per scope. Module outputs (not the name variables) so that each role
+// assignment waits for the resource it is granted on; a 'container:<name>' scope is a container
+// of the storage module, which creates them all.
 var scopeNames = {
   storage: storage.outputs.name
-  keyVault: keyVault.outputs.name
+  tokensVault: tokensVault.outputs.name
+  credentialVault: credentialVault.outputs.name
   appInsights: monitoring.outputs.appInsightsName
+}
+var scopeKinds = {
+  storage: 'storage'
+  tokensVault: 'keyVault'
+  credentialVault: 'keyVault'
+  appInsights: 'appInsights'
+}
+var principalIds = {
+  app: identity.outputs.principalId
+  deployment: deploymentIdentity.outputs.principalId
+  deployer: deployerPrincipalId
 }
 
 module roleAssignments 'modules/roleAssignment.bicep' = [
   for (row, i) in roleTable: {
-    name: 'role-${i}-${row.principal}-${row.scope}'
+    name: take('role-${i}-${row.principal}-${replace(row.scope, ':', '-')}', 64)
     params: {
-      scopeKind: row.scope
-      scopeName: scopeNames[row.scope]
+      scopeKind: startsWith(row.scope, 'container:') ? 'blobContainer' : scopeKinds[row.scope]
+      scopeName: startsWith(row.scope, 'container:') ? '${storage.outputs.name}/${substring(row.scope, 10)}' : scopeNames[row.scope]
       roleDefinitionId: row.roleId
       roleName: row.role
-      principalId: row.principal == 'app' ? identity.outputs.principalId : deployerPrincipalId
-      principalType: row.principal == 'app' ? 'ServicePrincipal' : deployerPrincipalType
+      principalId: principalIds[row.principal]
+      principalType: row.principal == 'deployer' ? deployerPrincipalType : 'ServicePrincipal'
     }
   }
 ]
 
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
-  // The app starts only after its identity can read Key Vault and Storage.
+  // The app starts only after its identity can read Key Vault and Storage (and, with vnetEnabled,
+  // after the private endpoints exist: virtualNetworkSubnetId waits for the whole network module).
   dependsOn: [
     roleAssignments
   ]
@@ -388,18 +519,22 @@ module functionApp 'modules/functionapp.bicep' = {
     tags: allTags
     identityId: identity.outputs.id
     identityClientId: identity.outputs.clientId
+    deploymentIdentityId: deploymentIdentity.outputs.id
     storageAccountName: storage.outputs.name
     storageBlobEndpoint: storage.outputs.blobEndpoint
     deploymentContainerName: deploymentContainerName
     appInsightsName: monitoring.outputs.appInsightsName
-    keyVaultName: keyVault.outputs.name
-    keyVaultUri: keyVault.outputs.uri
+    credentialVaultName: credentialVault.outputs.name
+    tokensVaultUri: tokensVault.outputs.uri
+    virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     clientId: clientId
     msspTenantId: msspTenantId
     entraAuthorityHost: entraAuthorityHost
     defenderApiBaseUrl: defenderApiBaseUrl
+    graphApiBaseUrl: graphApiBaseUrl
+    defaultAlertSource: defaultAlertSource
     consentLinkTtlHours: consentLinkTtlHours
     pullSchedule: pullSchedule
     alertsContainer: alertsContainer
@@ -477,12 +612,16 @@ output FUNCTION_APP_NAME string = functionApp.outputs.name
 output FUNCTION_APP_HOST_NAME string = functionApp.outputs.defaultHostName
 @description('Redirect URI to register (Web platform) on the Entra app registration.')
 output CONSENT_CALLBACK_URL string = 'https://${functionApp.outputs.defaultHostName}/api/consent/callback'
-output KEY_VAULT_NAME string = keyVault.outputs.name
-output KEY_VAULT_URL string = keyVault.outputs.uri
+@description('The tokens vault (KEY_VAULT_URL): refresh tokens and the consent-link signing key.')
+output KEY_VAULT_NAME string = tokensVault.outputs.name
+output KEY_VAULT_URL string = tokensVault.outputs.uri
+@description('The credential vault: mssp-client-secret and the other secrets app settings reference (infra/register-app.sh writes here).')
+output CREDENTIAL_VAULT_NAME string = credentialVault.outputs.name
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output ALERTS_CONTAINER string = alertsContainer
 output MSSP_TENANT_ID string = msspTenantId
 output DEFENDER_API_BASE_URL string = defenderApiBaseUrl
 output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output VIRTUAL_NETWORK_NAME string = vnetEnabled ? network.outputs.name : ''
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName

@@ -9,9 +9,11 @@ set -euo pipefail
 
 readonly DEFENDER_APP_ID='fc780465-2017-40d4-a0c5-307022471b92' # WindowsDefenderATP (Defender for Endpoint API)
 readonly DEFENDER_SCOPE='Alert.Read'                             # delegated permission the app asks customers for
+readonly GRAPH_APP_ID='00000003-0000-0000-c000-000000000000'     # Microsoft Graph
+readonly GRAPH_SCOPE='SecurityAlert.Read.All'                    # delegated permission for tenants with source "graph"
 readonly SECRET_NAME='mssp-client-secret'                        # MSSP_CLIENT_SECRET references this secret
 readonly SIGN_IN_AUDIENCE='AzureADMultipleOrgs'
-readonly CONSOLE_ROLE_JSON='[{"allowedMemberTypes":["User"],"description":"Operate the MSSP Defender connector console: register, re-consent and offboard customer tenants.","displayName":"Console operator","id":"5b0f0c1e-4f3a-4b8e-9a7d-2c6e1f0a9b31","isEnabled":true,"value":"Console.Operator"}]'
+readonly CONSOLE_ROLE_JSON='[{"allowedMemberTypes":["User","Application"],"description":"Operate the MSSP Defender connector console: register, re-consent and offboard customer tenants.","displayName":"Console operator","id":"5b0f0c1e-4f3a-4b8e-9a7d-2c6e1f0a9b31","isEnabled":true,"value":"Console.Operator"}]'
 readonly VAULT_ATTEMPTS=12 VAULT_RETRY_SECONDS=15
 
 usage() {
@@ -21,23 +23,31 @@ Usage: infra/register-app.sh --resource-group RG [options]
 Registers the MSSP Defender connector in Entra ID (the MSSP's own tenant) after the Bicep
 deployment, in these steps:
 
-  1. Read the outputs CONSENT_CALLBACK_URL, FUNCTION_APP_NAME, KEY_VAULT_NAME and MSSP_TENANT_ID
-     of the deployment (az deployment group show), unless given explicitly below, and check that
-     az is signed in to that MSSP tenant.
+  1. Read the outputs CONSENT_CALLBACK_URL, FUNCTION_APP_NAME, CREDENTIAL_VAULT_NAME and
+     MSSP_TENANT_ID of the deployment (az deployment group show), unless given explicitly below,
+     and check that az is signed in to that MSSP tenant.
   2. Find the app registration (by --app-id, else by exact --display-name). Create it when it does
      not exist: multi-tenant (signInAudience AzureADMultipleOrgs) with the Web redirect URI
      CONSENT_CALLBACK_URL. When it exists, make it multi-tenant and add the redirect URI if missing
      (other redirect URIs are kept).
+     Define the app role Console.Operator (members: users, and applications for automation that
+     signs in with client credentials), or let applications into it where it only admitted users.
   3. Create its service principal in the MSSP tenant if missing.
-  4. Add the delegated permission WindowsDefenderATP / Alert.Read (API fc780465-2017-40d4-a0c5-
-     307022471b92). The permission id is looked up at run time from that API's service principal.
-     Customers grant it through the app's consent link; nothing is granted here.
-  5. Unless --skip-secret: wait until the Key Vault accepts your requests (role assignments take
-     a few minutes to propagate), then create a NEW client secret (appended, existing secrets stay
-     valid) and pipe it straight into the Key Vault secret "mssp-client-secret". The secret is
+  4. Add the delegated permissions WindowsDefenderATP / Alert.Read (API fc780465-2017-40d4-a0c5-
+     307022471b92) and Microsoft Graph / SecurityAlert.Read.All (API 00000003-0000-0000-c000-
+     000000000000, for tenants whose source is "graph"). The permission ids are looked up at run
+     time from each API's service principal. Customers grant them through the app's consent link;
+     nothing is granted here.
+  5. Unless --skip-secret: wait until the credential vault accepts your requests (role assignments
+     take a few minutes to propagate), then create a NEW client secret (appended, existing secrets
+     stay valid) and pipe it straight into its Key Vault secret "mssp-client-secret". The secret is
      never printed, never stored in a shell variable and never passed as a command-line argument.
-     You need Key Vault Secrets Officer on the vault: deploy with
-     -p deployerPrincipalId=$(az ad signed-in-user show --query id -o tsv).
+     You need Key Vault Secrets Officer on the credential vault (never on the tokens vault) for
+     this run only: deploy with -p grantDeployerVaultAccess=true
+     -p deployerPrincipalId=$(az ad signed-in-user show --query id -o tsv), or activate a PIM
+     assignment, and remove it afterwards (docs/deploy.md "No standing access"). With vnetEnabled
+     the vault takes no public traffic: run from inside the VNet or allow your address for the
+     run (docs/deploy.md "Network isolation").
   6. Set the function app setting MSSP_CLIENT_ID to the application id (this restarts the app,
      which also re-reads the Key Vault reference MSSP_CLIENT_SECRET). Because every Bicep
      deployment replaces all app settings, pass -p clientId=<application id> on later
@@ -52,7 +62,7 @@ Options:
       --app-id GUID         Update this existing registration instead of looking it up by name.
       --redirect-uri URL    Use this redirect URI instead of the CONSENT_CALLBACK_URL output.
       --function-app NAME   Use this function app instead of the FUNCTION_APP_NAME output.
-      --key-vault NAME      Use this vault instead of the KEY_VAULT_NAME output.
+      --key-vault NAME      Use this vault instead of the CREDENTIAL_VAULT_NAME output.
       --secret-years N      Lifetime of the new client secret in years (default: 1).
       --skip-secret         Do not create a client secret (e.g. only the redirect URI changed).
       --dry-run             Print the az commands instead of running them (no az call at all;
@@ -238,7 +248,7 @@ signed_in_tenant=$(strip_cr "$signed_in_tenant")
 
 if [[ -z "$redirect_uri" ]]; then redirect_uri=$(deployment_output CONSENT_CALLBACK_URL); fi
 if [[ -z "$function_app" ]]; then function_app=$(deployment_output FUNCTION_APP_NAME); fi
-if [[ "$skip_secret" == false && -z "$key_vault" ]]; then key_vault=$(deployment_output KEY_VAULT_NAME); fi
+if [[ "$skip_secret" == false && -z "$key_vault" ]]; then key_vault=$(deployment_output CREDENTIAL_VAULT_NAME); fi
 
 mssp_tenant=$(az_read '<MSSP_TENANT_ID>' az deployment group show --resource-group "$resource_group" --name "$deployment" \
   --query 'properties.outputs.MSSP_TENANT_ID.value' --output tsv 2>/dev/null || true)
@@ -298,11 +308,23 @@ fi
 
 # ---- 2b. the console's app role ---------------------------------------------------------------
 # Staff assigned Console.Operator (Enterprise applications > this app > Users and groups) may use
-# the operator console; the app checks the role claim. A fixed id keeps reruns idempotent.
+# the operator console; the app checks the role claim. Applications may hold it too, so automation
+# using client credentials gets it as an application permission. A fixed id keeps reruns
+# idempotent; a role created by an earlier version (users only) is updated in place.
 
-roles=$(az_read '' az ad app show --id "$app_id" --query "appRoles[?value=='Console.Operator'].id" --output tsv)
-if [[ -z "$(strip_cr "$roles")" ]]; then
+member_types=$(az_read '' az ad app show --id "$app_id" \
+  --query "appRoles[?value=='Console.Operator'] | [0].allowedMemberTypes" --output tsv)
+has_user=false has_application=false
+while IFS= read -r line; do
+  line=$(strip_cr "$line")
+  if [[ "$line" == User ]]; then has_user=true; fi
+  if [[ "$line" == Application ]]; then has_application=true; fi
+done <<<"${member_types//$'\t'/$'\n'}" # one per line, or tab-separated
+if [[ -z "$(strip_cr "$member_types")" ]]; then
   info "Adding the app role Console.Operator"
+  az_do az ad app update --id "$app_id" --app-roles "$CONSOLE_ROLE_JSON"
+elif [[ "$has_user" == false || "$has_application" == false ]]; then
+  info "Letting users and applications hold the app role Console.Operator"
   az_do az ad app update --id "$app_id" --app-roles "$CONSOLE_ROLE_JSON"
 fi
 
@@ -314,24 +336,35 @@ if [[ -z "$(strip_cr "$sp")" ]]; then
   az_do az ad sp create --id "$app_id" --output none
 fi
 
-# ---- 4. delegated permission WindowsDefenderATP / Alert.Read ---------------------------------
+# ---- 4. delegated permissions: Defender for Endpoint API and Microsoft Graph ---------------
 
-info "Adding delegated permission WindowsDefenderATP/$DEFENDER_SCOPE"
-if ! scope_id=$(az_read '<ALERT_READ_SCOPE_ID>' az ad sp show --id "$DEFENDER_APP_ID" \
-  --query "oauth2PermissionScopes[?value=='$DEFENDER_SCOPE'].id | [0]" --output tsv); then
-  fail "the WindowsDefenderATP service principal ($DEFENDER_APP_ID) is not in this tenant; sign in to the Microsoft Defender portal once (or ask an admin to run az ad sp create --id $DEFENDER_APP_ID) and retry"
-fi
-scope_id=$(strip_cr "$scope_id")
-[[ -n "$scope_id" ]] || fail "WindowsDefenderATP exposes no delegated permission $DEFENDER_SCOPE"
+# Adds one delegated permission of another API to the app (id looked up from that API's
+# service principal at run time); customers grant it through the consent link.
+add_delegated_permission() {
+  local api_id=$1 scope=$2 label=$3 placeholder=$4 missing_hint=$5
+  info "Adding delegated permission $label/$scope"
+  local scope_id present
+  if ! scope_id=$(az_read "$placeholder" az ad sp show --id "$api_id" \
+    --query "oauth2PermissionScopes[?value=='$scope'].id | [0]" --output tsv); then
+    fail "the $label service principal ($api_id) is not in this tenant; $missing_hint"
+  fi
+  scope_id=$(strip_cr "$scope_id")
+  [[ -n "$scope_id" ]] || fail "$label exposes no delegated permission $scope"
+  present=$(az_read '' az ad app show --id "$app_id" \
+    --query "requiredResourceAccess[?resourceAppId=='$api_id'].resourceAccess[] | [?id=='$scope_id'].id | [0]" \
+    --output tsv)
+  if [[ -z "$(strip_cr "$present")" ]]; then
+    az_do az ad app permission add --id "$app_id" --api "$api_id" --api-permissions "$scope_id=Scope" --output none
+  else
+    info "Permission already present"
+  fi
+}
 
-present=$(az_read '' az ad app show --id "$app_id" \
-  --query "requiredResourceAccess[?resourceAppId=='$DEFENDER_APP_ID'].resourceAccess[] | [?id=='$scope_id'].id | [0]" \
-  --output tsv)
-if [[ -z "$(strip_cr "$present")" ]]; then
-  az_do az ad app permission add --id "$app_id" --api "$DEFENDER_APP_ID" --api-permissions "$scope_id=Scope" --output none
-else
-  info "Permission already present"
-fi
+add_delegated_permission "$DEFENDER_APP_ID" "$DEFENDER_SCOPE" WindowsDefenderATP '<ALERT_READ_SCOPE_ID>' \
+  "sign in to the Microsoft Defender portal once (or ask an admin to run az ad sp create --id $DEFENDER_APP_ID) and retry"
+# Tenants with "source": "graph" read Defender XDR alerts through Microsoft Graph security/alerts_v2.
+add_delegated_permission "$GRAPH_APP_ID" "$GRAPH_SCOPE" 'Microsoft Graph' '<SECURITY_ALERT_READ_ALL_SCOPE_ID>' \
+  "ask an admin to run az ad sp create --id $GRAPH_APP_ID and retry"
 
 # ---- 5. client secret -> Key Vault, never printed -------------------------------------------
 
@@ -340,7 +373,7 @@ if [[ "$skip_secret" == false ]]; then
   attempt=1
   until az_do az keyvault secret list --vault-name "$key_vault" --maxresults 1 --output none 2>/dev/null; do
     if [[ $attempt -ge $VAULT_ATTEMPTS ]]; then
-      fail "cannot use Key Vault $key_vault; you need Key Vault Secrets Officer on it (deploy with -p deployerPrincipalId=\$(az ad signed-in-user show --query id -o tsv)) and role assignments can take a few minutes"
+      fail "cannot use Key Vault $key_vault; you need Key Vault Secrets Officer on it (deploy with -p grantDeployerVaultAccess=true -p deployerPrincipalId=\$(az ad signed-in-user show --query id -o tsv), or activate it in PIM; role assignments can take a few minutes) and, with vnetEnabled, network access to it (docs/deploy.md)"
     fi
     printf 'Key Vault not accessible yet (role assignments propagate slowly); retry %d/%d in %ds\n' \
       "$attempt" "$VAULT_ATTEMPTS" "$VAULT_RETRY_SECONDS"
@@ -383,7 +416,9 @@ Done.
 Next:
   - Pass -p clientId=$app_id on every later Bicep deployment (a deployment replaces all app settings).
   - Assign the MSSP staff who operate the console to the app role Console.Operator
-    (Entra admin center > Enterprise applications > $display_name > Users and groups).
+    (Entra admin center > Enterprise applications > $display_name > Users and groups); automation
+    signing in with client credentials gets it as an application permission of its own app
+    registration (API permissions > My APIs > $display_name > Console.Operator, admin consent).
   - Customers consent through the connector's consent link, then allow the application in the
     Microsoft Defender portal (Settings > Endpoints > APIs > SIEM > MSSP tab) with
     Application ID $app_id and Tenant ID $tenant_for_summary.
@@ -391,4 +426,6 @@ SUMMARY
 if [[ "$skip_secret" == false ]]; then
   printf '  - The client secret expires in %s year(s); rerun this script before then\n' "$secret_years"
   printf '    (list old secrets: az ad app credential list --id %s).\n' "$app_id"
+  printf '  - Remove your Key Vault Secrets Officer assignment on %s now (no standing access):\n' "$key_vault"
+  printf '    az role assignment delete --assignee <your object id> --role "Key Vault Secrets Officer" --scope "$(az keyvault show --name %s --query id -o tsv)"\n' "$key_vault"
 fi

@@ -15,8 +15,11 @@ param location string
 @description('Tags applied to the plan and the app.')
 param tags object = {}
 
-@description('Resource id of the user-assigned managed identity.')
+@description('Resource id of the app\'s user-assigned managed identity (runtime, Key Vault references, host storage).')
 param identityId string
+
+@description('Resource id of the deployment identity: the only one that may write the package container.')
+param deploymentIdentityId string
 
 @description('Client id of the user-assigned managed identity.')
 param identityClientId string
@@ -33,11 +36,14 @@ param deploymentContainerName string
 @description('Application Insights component (its connection string is read here, not passed around).')
 param appInsightsName string
 
-@description('Key Vault name (for the MSSP_CLIENT_SECRET reference).')
-param keyVaultName string
+@description('Credential vault name: the app\'s own secrets, read through Key Vault references (MSSP_CLIENT_SECRET, NOTIFY_WEBHOOK_URL, SPLUNK_HEC_TOKEN).')
+param credentialVaultName string
 
-@description('Key Vault URI (KEY_VAULT_URL).')
-param keyVaultUri string
+@description('Tokens vault URI (KEY_VAULT_URL): refresh tokens and the consent-link signing key, written at runtime.')
+param tokensVaultUri string
+
+@description('Subnet for VNet integration (delegated to Microsoft.App/environments); empty: no VNet integration.')
+param virtualNetworkSubnetId string = ''
 
 @description('Flex instance memory in MB.')
 @allowed([
@@ -57,6 +63,8 @@ param clientId string
 param msspTenantId string
 param entraAuthorityHost string
 param defenderApiBaseUrl string
+param graphApiBaseUrl string
+param defaultAlertSource string
 param consentLinkTtlHours int
 param pullSchedule string
 param alertsContainer string
@@ -116,6 +124,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     type: 'UserAssigned'
     userAssignedIdentities: {
       '${identityId}': {}
+      '${deploymentIdentityId}': {}
     }
   }
   properties: {
@@ -124,6 +133,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     clientAffinityEnabled: false
     // Key Vault references (MSSP_CLIENT_SECRET) resolve with this identity, not a system-assigned one.
     keyVaultReferenceIdentity: identityId
+    // Flex Consumption routes all outbound traffic through the integrated subnet (no vnetRouteAllEnabled).
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
@@ -134,9 +145,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         storage: {
           type: 'blobContainer'
           value: '${storageBlobEndpoint}${deploymentContainerName}'
+          // The platform writes the published package with this identity and reads it at start;
+          // the app's runtime identity has no role on the container, so app code cannot replace it.
           authentication: {
             type: 'UserAssignedIdentity'
-            userAssignedIdentityResourceId: identityId
+            userAssignedIdentityResourceId: deploymentIdentityId
           }
         }
       }
@@ -185,12 +198,14 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
     // The multi-tenant Entra app registration (infra/register-app.sh).
     MSSP_CLIENT_ID: clientId
-    MSSP_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=mssp-client-secret)'
+    MSSP_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${credentialVaultName};SecretName=mssp-client-secret)'
     MSSP_TENANT_ID: msspTenantId
     MSSP_PUBLIC_BASE_URL: 'https://${site.properties.defaultHostName}'
-    KEY_VAULT_URL: keyVaultUri
+    KEY_VAULT_URL: tokensVaultUri
     ENTRA_AUTHORITY_HOST: entraAuthorityHost
     DEFENDER_API_BASE_URL: defenderApiBaseUrl
+    GRAPH_API_BASE_URL: graphApiBaseUrl
+    DEFAULT_ALERT_SOURCE: defaultAlertSource
     CONSENT_LINK_TTL_HOURS: string(consentLinkTtlHours)
     // Pull tunables (ranges and meaning: shared/config.ts).
     PULL_SCHEDULE: pullSchedule
@@ -209,7 +224,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     MSSP_DISPLAY_NAME: msspDisplayName
     // Notifications (docs/notifications.md). The webhook URL carries its own signature, so it is a
     // secret: only ever a Key Vault reference. Empty: notifications off.
-    NOTIFY_WEBHOOK_URL: empty(notifyWebhookUrlVaultEntry) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${notifyWebhookUrlVaultEntry})'
+    NOTIFY_WEBHOOK_URL: empty(notifyWebhookUrlVaultEntry) ? '' : '@Microsoft.KeyVault(VaultName=${credentialVaultName};SecretName=${notifyWebhookUrlVaultEntry})'
     NOTIFY_WEBHOOK_FORMAT: notifyWebhookFormat
     NOTIFY_MIN_SEVERITY: notifyMinSeverity
     // Sinks (docs/sinks.md). The HEC token is a secret: only ever a Key Vault reference.
@@ -218,7 +233,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SENTINEL_DCR_IMMUTABLE_ID: sentinelDcrImmutableId
     SENTINEL_STREAM_NAME: sentinelStreamName
     SPLUNK_HEC_URL: splunkHecUrl
-    SPLUNK_HEC_TOKEN: empty(splunkHecTokenVaultEntry) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${splunkHecTokenVaultEntry})'
+    SPLUNK_HEC_TOKEN: empty(splunkHecTokenVaultEntry) ? '' : '@Microsoft.KeyVault(VaultName=${credentialVaultName};SecretName=${splunkHecTokenVaultEntry})'
     SPLUNK_INDEX: splunkIndex
     SPLUNK_SOURCETYPE: splunkSourcetype
     SPLUNK_HEC_ACK: splunkHecAck ? 'true' : 'false'

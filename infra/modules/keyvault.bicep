@@ -1,5 +1,7 @@
-// Key Vault in RBAC mode. The app writes secrets at runtime (per-tenant refresh tokens and the
-// consent-link signing key), and the app setting MSSP_CLIENT_SECRET is a Key Vault reference.
+// Key Vault in RBAC mode. main.bicep deploys two of these: the tokens vault (customers' refresh
+// tokens and the consent-link signing key, written by the app at runtime) and the credential vault
+// (the app's own static secrets, read only through Key Vault references). Keeping them apart lets
+// the app hold a write role on the first and only a read role on the second.
 // Soft delete is always on for new vaults; purge protection is enabled and is irreversible.
 
 @description('Key Vault name (3-24 letters, digits and single hyphens, globally unique).')
@@ -18,6 +20,9 @@ param tags object = {}
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
+@description('Reachable only through its private endpoint (main.bicep vnetEnabled): public network access off, firewall default Deny, no trusted-service bypass.')
+param privateOnly bool = false
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location
@@ -32,10 +37,12 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: softDeleteRetentionInDays
     enablePurgeProtection: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'
+    // No Microsoft service needs the bypass when private: Key Vault references resolve through
+    // the app's VNet integration and the private endpoint.
     networkAcls: {
-      bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      bypass: privateOnly ? 'None' : 'AzureServices'
+      defaultAction: privateOnly ? 'Deny' : 'Allow'
     }
   }
 }

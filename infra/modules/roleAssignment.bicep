@@ -1,17 +1,18 @@
 // One role assignment on one resource of this resource group. main.bicep calls this module once
 // per row of its role table (a single `for` loop). A role assignment's `scope` must be a resource
-// symbol of a fixed type, so the scope kind picks one of three conditional declarations here;
+// symbol of a fixed type, so the scope kind picks one of four conditional declarations here;
 // exactly one of them is deployed per call.
 
 @description('Kind of resource the role is granted on.')
 @allowed([
   'storage'
+  'blobContainer'
   'keyVault'
   'appInsights'
 ])
 param scopeKind string
 
-@description('Name of the storage account, key vault or Application Insights component (per scopeKind).')
+@description('Name of the storage account, key vault or Application Insights component (per scopeKind); for blobContainer, <storage account>/<container>.')
 param scopeName string
 
 @description('Built-in role definition id (a GUID).')
@@ -35,10 +36,12 @@ param principalType string = 'ServicePrincipal'
 // conditional resources below.
 var scopeTypes = {
   storage: 'Microsoft.Storage/storageAccounts'
+  blobContainer: 'Microsoft.Storage/storageAccounts/blobServices/containers'
   keyVault: 'Microsoft.KeyVault/vaults'
   appInsights: 'Microsoft.Insights/components'
 }
-var scopeResourceId = resourceId(scopeTypes[scopeKind], scopeName)
+var nameParts = split(scopeName, '/')
+var scopeResourceId = scopeKind == 'blobContainer' ? resourceId(scopeTypes.blobContainer, first(nameParts), 'default', last(nameParts)) : resourceId(scopeTypes[scopeKind], scopeName)
 
 // guid(scope, principal, role): stable across redeployments, unique per scope/principal/role.
 var assignmentName = guid(scopeResourceId, principalId, roleDefinitionId)
@@ -54,6 +57,18 @@ resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = if (s
   name: scopeName
 }
 
+resource containerAccount 'Microsoft.Storage/storageAccounts@2024-01-01' existing = if (scopeKind == 'blobContainer') {
+  name: first(nameParts)
+
+  resource blobService 'blobServices' existing = {
+    name: 'default'
+
+    resource container 'containers' existing = {
+      name: last(nameParts)
+    }
+  }
+}
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = if (scopeKind == 'keyVault') {
   name: scopeName
 }
@@ -65,6 +80,12 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = if (s
 resource onStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (scopeKind == 'storage') {
   name: assignmentName
   scope: storage
+  properties: assignmentProperties
+}
+
+resource onBlobContainer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (scopeKind == 'blobContainer') {
+  name: assignmentName
+  scope: containerAccount::blobService::container
   properties: assignmentProperties
 }
 

@@ -1,6 +1,7 @@
 // Storage account used by the Functions host (AzureWebJobsStorage, identity-based), by the Flex
-// deployment package container, and by the app itself (queues, tables, alerts container).
-// Shared-key access is disabled: every caller authenticates with Entra ID.
+// deployment package container, and by the app itself (queues, tables, alerts containers).
+// Shared-key access is disabled: every caller authenticates with Entra ID. Blob roles are granted
+// per container (main.bicep role table), so the containers are created here, never by callers.
 
 @description('Storage account name (3-24 lowercase letters and digits, globally unique).')
 @minLength(3)
@@ -13,7 +14,7 @@ param location string
 @description('Tags applied to the account.')
 param tags object = {}
 
-@description('Blob containers to create (the Flex deployment package container and the alerts container).')
+@description('Blob containers to create: the Flex deployment package, the host\'s own, and the app\'s.')
 param containerNames array
 
 @description('Queues to create.')
@@ -21,6 +22,9 @@ param queueNames array
 
 @description('Tables to create.')
 param tableNames array
+
+@description('Reachable only through its private endpoints (main.bicep vnetEnabled): public network access off, firewall default Deny, no trusted-service bypass.')
+param privateOnly bool = false
 
 resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' = {
   name: name
@@ -38,10 +42,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'
     networkAcls: {
-      bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      bypass: privateOnly ? 'None' : 'AzureServices'
+      defaultAction: privateOnly ? 'Deny' : 'Allow'
     }
   }
 }

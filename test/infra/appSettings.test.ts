@@ -152,7 +152,8 @@ describe("infra app settings vs shared/config.ts", () => {
 
   it("takes MSSP_CLIENT_SECRET from a Key Vault reference, never a literal", () => {
     const secret = byName.get("MSSP_CLIENT_SECRET");
-    expect(secret?.value).toMatch(/^'@Microsoft\.KeyVault\(VaultName=\$\{keyVaultName\};SecretName=mssp-client-secret\)'$/);
+    // From the credential vault, which the app may only read (test/infra/roles.test.ts).
+    expect(secret?.value).toMatch(/^'@Microsoft\.KeyVault\(VaultName=\$\{credentialVaultName\};SecretName=mssp-client-secret\)'$/);
   });
 
   it("uses the identity-based host storage connection with the user-assigned identity", () => {
@@ -164,7 +165,7 @@ describe("infra app settings vs shared/config.ts", () => {
 
   it("takes NOTIFY_WEBHOOK_URL only from a Key Vault reference, empty (notifications off) unless a secret is named", () => {
     expect(byName.get("NOTIFY_WEBHOOK_URL")?.value).toBe(
-      "empty(notifyWebhookUrlVaultEntry) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${notifyWebhookUrlVaultEntry})'",
+      "empty(notifyWebhookUrlVaultEntry) ? '' : '@Microsoft.KeyVault(VaultName=${credentialVaultName};SecretName=${notifyWebhookUrlVaultEntry})'",
     );
     const entry = params(main).find((p) => p.name === "notifyWebhookUrlVaultEntry");
     expect(literal(entry?.defaultValue)).toBe("");

@@ -26,7 +26,8 @@ const SECRET = "fake-secret_value~with.chars-0123"; // deliberately not in the r
 /**
  * A fake `az` on PATH. It appends each invocation's arguments (one line, NUL-free) to $FAKE_AZ_LOG,
  * answers the lookups register-app.sh makes, and stores stdin of `keyvault secret set` in
- * $FAKE_AZ_VAULT. FAKE_AZ_EXISTING=1 simulates a second run (app, redirect URI and permission exist).
+ * $FAKE_AZ_VAULT. FAKE_AZ_EXISTING=1 simulates a second run (app, redirect URI and permission exist);
+ * FAKE_AZ_ROLE_USERS_ONLY=1 with it, a console role created by an earlier version (users only).
  */
 const FAKE_AZ = `#!/usr/bin/env bash
 printf '%s\\n' "$*" >>"$FAKE_AZ_LOG"
@@ -36,12 +37,15 @@ case "$args" in
   "deployment group show"*CONSENT_CALLBACK_URL*) echo "${CALLBACK}" ;;
   "deployment group show"*FUNCTION_APP_NAME*) echo "mssp-func-abc" ;;
   "deployment group show"*KEY_VAULT_NAME*) echo "kv-mssp-abc" ;;
+  "deployment group show"*CREDENTIAL_VAULT_NAME*) echo "kvc-mssp-abc" ;;
   "deployment group show"*MSSP_TENANT_ID*) echo "${TENANT}" ;;
   "ad app list"*) if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then echo "${APP_ID}"; fi ;;
   "ad app create"*) echo "${APP_ID}" ;;
   "ad app show"*web.redirectUris*)
     if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then printf '%s\\n' "http://localhost:7071/api/consent/callback" "${CALLBACK}"; fi ;;
-  "ad app show"*appRoles*) if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then echo "5b0f0c1e-4f3a-4b8e-9a7d-2c6e1f0a9b31"; fi ;;
+  "ad app show"*appRoles*)
+    if [[ "\${FAKE_AZ_ROLE_USERS_ONLY:-}" == 1 ]]; then echo "User";
+    elif [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then printf '%s\\n' "User" "Application"; fi ;;
   "ad app show"*requiredResourceAccess*) if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then echo "${SCOPE_ID}"; fi ;;
   "ad app show"*) echo "${APP_ID}" ;;
   "ad sp list"*) if [[ "\${FAKE_AZ_EXISTING:-}" == 1 ]]; then echo "sp-object-id"; fi ;;
@@ -167,6 +171,9 @@ describe("register-app.sh arguments (no az call)", () => {
     expect(out).toMatch(/\+ az ad app create --display-name 'MSSP Defender Connector' --sign-in-audience AzureADMultipleOrgs --web-redirect-uris/);
     expect(out).toContain(`+ az ad sp show --id fc780465-2017-40d4-a0c5-307022471b92 --query "oauth2PermissionScopes[?value=='Alert.Read'].id | [0]"`);
     expect(out).toMatch(/\+ az ad app permission add --id '<APP_ID>' --api fc780465-2017-40d4-a0c5-307022471b92 --api-permissions '<ALERT_READ_SCOPE_ID>=Scope'/);
+    // The Graph source's delegated permission, looked up the same way.
+    expect(out).toContain(`+ az ad sp show --id 00000003-0000-0000-c000-000000000000 --query "oauth2PermissionScopes[?value=='SecurityAlert.Read.All'].id | [0]"`);
+    expect(out).toMatch(/\+ az ad app permission add --id '<APP_ID>' --api 00000003-0000-0000-c000-000000000000 --api-permissions '<SECURITY_ALERT_READ_ALL_SCOPE_ID>=Scope'/);
     expect(out).toMatch(/\+ az ad app credential reset [^\n]*--append[^\n]*--query password --output tsv\n {2}\| tr -d '\\r\\n' \|\n\+ az keyvault secret set [^\n]*--name mssp-client-secret --file \/dev\/stdin/);
     expect(out).toContain("+ az functionapp config appsettings set --resource-group rg-mssp --name '<FUNCTION_APP_NAME>' --settings 'MSSP_CLIENT_ID=<APP_ID>'");
   });
@@ -189,11 +196,18 @@ describe("register-app.sh against a fake az", () => {
     // The console's app role, added once with a fixed id.
     const roleCall = calls.find((c) => c.startsWith(`ad app update --id ${APP_ID} --app-roles `));
     expect(JSON.parse(roleCall?.slice(`ad app update --id ${APP_ID} --app-roles `.length) ?? "[]")).toEqual([
-      expect.objectContaining({ value: "Console.Operator", allowedMemberTypes: ["User"], isEnabled: true, id: "5b0f0c1e-4f3a-4b8e-9a7d-2c6e1f0a9b31" }),
+      expect.objectContaining({
+        value: "Console.Operator",
+        allowedMemberTypes: ["User", "Application"],
+        isEnabled: true,
+        id: "5b0f0c1e-4f3a-4b8e-9a7d-2c6e1f0a9b31",
+      }),
     ]);
     expect(calls).toContain(`ad app permission add --id ${APP_ID} --api fc780465-2017-40d4-a0c5-307022471b92 --api-permissions ${SCOPE_ID}=Scope --output none`);
     expect(calls.some((c) => c.startsWith(`ad app credential reset --id ${APP_ID} --append `))).toBe(true);
-    expect(calls).toContain("keyvault secret set --vault-name kv-mssp-abc --name mssp-client-secret --file /dev/stdin --content-type text/plain --output none");
+    // the credential vault, never the tokens vault (KEY_VAULT_NAME)
+    expect(calls).toContain("keyvault secret set --vault-name kvc-mssp-abc --name mssp-client-secret --file /dev/stdin --content-type text/plain --output none");
+    expect(calls.some((c) => c.includes("KEY_VAULT_NAME") || c.includes("kv-mssp-abc"))).toBe(false);
     expect(calls.at(-1)).toBe(`functionapp config appsettings set --resource-group rg-mssp --name mssp-func-abc --settings MSSP_CLIENT_ID=${APP_ID} --output none`);
     // the secret is stored before the app setting change restarts the app (which re-reads the reference)
     const secretSet = calls.findIndex((c) => c.startsWith("keyvault secret set"));
@@ -215,6 +229,27 @@ describe("register-app.sh against a fake az", () => {
     expect(calls.some((c) => c.includes("--app-roles"))).toBe(false);
     expect(calls.some((c) => c.startsWith("ad app credential reset"))).toBe(false);
     expect(result.vault).toBeUndefined();
+  });
+
+  it("lets applications into a Console.Operator role that admits only users, keeping its id", () => {
+    const result = run(["-g", "rg-mssp", "--skip-secret"], { az: FAKE_AZ, env: { FAKE_AZ_EXISTING: "1", FAKE_AZ_ROLE_USERS_ONLY: "1" } });
+    expect(result.status, result.stderr).toBe(0);
+    const prefix = `ad app update --id ${APP_ID} --app-roles `;
+    const roleCalls = result.azCalls.filter((c) => c.startsWith(prefix));
+    expect(roleCalls).toHaveLength(1);
+    expect(JSON.parse(roleCalls[0]?.slice(prefix.length) ?? "[]")).toEqual([
+      expect.objectContaining({ id: "5b0f0c1e-4f3a-4b8e-9a7d-2c6e1f0a9b31", value: "Console.Operator", allowedMemberTypes: ["User", "Application"] }),
+    ]);
+    expect(result.stdout).toContain("Letting users and applications hold the app role Console.Operator");
+  });
+
+  it("stores the client secret in the credential vault and reminds the deployer to drop the vault role", () => {
+    expect(source).toMatch(/key_vault=\$\(deployment_output CREDENTIAL_VAULT_NAME\)/);
+    expect(source).not.toMatch(/deployment_output KEY_VAULT_NAME/);
+    const result = run(["-g", "rg-mssp"], { az: FAKE_AZ });
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toContain('az role assignment delete --assignee <your object id> --role "Key Vault Secrets Officer"');
+    expect(result.stdout).toContain("az keyvault show --name kvc-mssp-abc");
   });
 
   it("refuses to continue when az is signed in to another tenant than MSSP_TENANT_ID", () => {

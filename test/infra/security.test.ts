@@ -105,8 +105,9 @@ describe("hardening", () => {
     expect(at(fn, site.body, "properties.functionAppConfig.runtime.version")).toBe("'22'");
     expect(at(fn, site.body, "properties.functionAppConfig.deployment.storage.type")).toBe("'blobContainer'");
     expect(at(fn, site.body, "properties.functionAppConfig.deployment.storage.authentication.type")).toBe("'UserAssignedIdentity'");
+    // The deployment identity, not the app's runtime identity (test/infra/roles.test.ts).
     expect(at(fn, site.body, "properties.functionAppConfig.deployment.storage.authentication.userAssignedIdentityResourceId")).toBe(
-      "identityId",
+      "deploymentIdentityId",
     );
 
     const policies = resourceBody(fn, "publishingPolicies");

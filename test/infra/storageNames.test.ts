@@ -44,7 +44,7 @@ describe("storage names", () => {
     const alerts = params(main).find((p) => p.name === "alertsContainer");
     expect(literal(alerts?.defaultValue)).toBe(DEFAULT_ALERTS_CONTAINER);
     const containers = passed("containerNames") ?? "";
-    expect(containers.replace(/\s+/g, " ")).toBe("concat([ deploymentContainerName alertsContainer ], appContainerNames)");
+    expect(containers.replace(/\s+/g, " ")).toBe("concat([ deploymentContainerName alertsContainer ], appContainerNames, hostContainerNames)");
     expect(loopSource("containers")).toBe("containerNames");
     const fnModule = modules(main).find((mod) => mod.path === "modules/functionapp.bicep");
     expect(fnModule?.params.find((entry) => entry.key === "alertsContainer")?.value).toBe("alertsContainer");
@@ -53,6 +53,12 @@ describe("storage names", () => {
 
   it("creates every container in CONTAINERS", () => {
     expect(mainVarStrings("appContainerNames").sort()).toEqual(Object.values(CONTAINERS).sort());
+  });
+
+  it("creates the Functions host's containers, on which alone its blob write role is granted", () => {
+    // azure-webjobs-hosts: host and timer locks; azure-webjobs-secrets: function and host keys.
+    expect(mainVarStrings("hostContainerNames").sort()).toEqual(["azure-webjobs-hosts", "azure-webjobs-secrets"]);
+    for (const name of mainVarStrings("hostContainerNames")) expect(Object.values(CONTAINERS)).not.toContain(name);
   });
 
   it("uses names Storage accepts", () => {

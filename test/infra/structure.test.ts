@@ -47,6 +47,12 @@ const ALLOWED_API_VERSIONS: Record<string, string[]> = {
   "Microsoft.Insights/dataCollectionRules": ["2023-03-11"],
   "Microsoft.EventHub/namespaces": ["2024-01-01"],
   "Microsoft.EventHub/namespaces/eventhubs": ["2024-01-01"],
+  // vnetEnabled (infra/modules/network.bicep)
+  "Microsoft.Network/virtualNetworks": ["2024-05-01"],
+  "Microsoft.Network/privateEndpoints": ["2024-05-01"],
+  "Microsoft.Network/privateEndpoints/privateDnsZoneGroups": ["2024-05-01"],
+  "Microsoft.Network/privateDnsZones": ["2024-06-01"],
+  "Microsoft.Network/privateDnsZones/virtualNetworkLinks": ["2024-06-01"],
 };
 
 const bicepFiles = listBicepFiles();
@@ -71,6 +77,7 @@ describe("infra structure", () => {
         "modules/identity.bicep",
         "modules/keyvault.bicep",
         "modules/monitoring.bicep",
+        "modules/network.bicep",
         "modules/roleAssignment.bicep",
         "modules/storage.bicep",
       ]),
@@ -133,6 +140,9 @@ describe("infra structure", () => {
     expect(byName.get("msspTenantId")?.defaultValue).toBe("tenant().tenantId");
     expect(literal(byName.get("clientId")?.defaultValue)).toBe("");
     expect(literal(byName.get("deployerPrincipalId")?.defaultValue)).toBe("");
+    // Least privilege by default: no deployer vault role, no change of network mode.
+    expect(byName.get("grantDeployerVaultAccess")?.defaultValue).toBe("false");
+    expect(byName.get("vnetEnabled")?.defaultValue).toBe("false");
     for (const name of ["namePrefix", "defenderRegion", "pullSchedule", "partnerCompany", "instanceMemoryMB", "maximumInstanceCount"]) {
       expect(byName.get(name)?.defaultValue, name).toBeDefined();
     }
@@ -159,7 +169,7 @@ describe("infra structure", () => {
   it("outputs what the deployment docs and register-app.sh need, in UPPER_SNAKE", () => {
     const names = outputs(main);
     for (const name of names) expect(name).toMatch(/^[A-Z][A-Z0-9_]*$/);
-    for (const name of ["FUNCTION_APP_NAME", "FUNCTION_APP_HOST_NAME", "CONSENT_CALLBACK_URL", "KEY_VAULT_NAME", "MSSP_TENANT_ID"]) {
+    for (const name of ["FUNCTION_APP_NAME", "FUNCTION_APP_HOST_NAME", "CONSENT_CALLBACK_URL", "KEY_VAULT_NAME", "CREDENTIAL_VAULT_NAME", "MSSP_TENANT_ID"]) {
       expect(names).toContain(name);
     }
     const docs = readFileSync(path.join(REPO_ROOT, "docs", "deploy.md"), "utf8");
