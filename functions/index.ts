@@ -5,5 +5,6 @@ import "./telemetry";
 import "./tenantsApi";
 import "./consent";
 import "./pull";
+import "./housekeeping";
 import "./console";
 import "./health";

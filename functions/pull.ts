@@ -1,6 +1,5 @@
 import { app, type InvocationContext, type Timer } from "@azure/functions";
 import { pullScheduleForRegistration } from "../shared/config";
-import { describeError } from "../shared/errors";
 import { enqueueConnectedTenants, parsePullRequest } from "../shared/pull/scheduler";
 import { QUEUES } from "../shared/storage/names";
 import { loggerFor } from "./runtime";
@@ -11,10 +10,9 @@ export async function schedulePulls(timer: Timer, context: InvocationContext): P
   if (timer.isPastDue) log.warn("pull schedule is running late");
   const services = servicesOrRefuse(context, "the pull fan-out");
   if (!services) return;
-  const { tenants, pullQueue, clock, consent, notifications } = services;
+  const { tenants, pullQueue, clock, notifications } = services;
   try {
     await enqueueConnectedTenants({ tenants, queue: pullQueue, now: clock }, log);
-    await consent.purgeExpiredSessions().catch((error: unknown) => log.warn("consent session purge failed", { detail: describeError(error) }));
   } finally {
     // Once per cycle, after the fan-out: the last cycle's notification events as one message.
     // Never throws, and runs even when the fan-out failed (the outbox is independent of it).
