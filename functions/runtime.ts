@@ -1,12 +1,12 @@
 import type { HttpResponseInit, InvocationContext } from "@azure/functions";
 import { ConfigError } from "../shared/config";
-import { AppError, describeError } from "../shared/errors";
+import { describeError } from "../shared/errors";
 import type { LogFields, Logger } from "../shared/logging";
 import { emitLogRecord, type LogSeverity } from "../shared/telemetry/logRecords";
 import { alreadyExported } from "./hostLogForwarding";
 import { getServices, type Services } from "../shared/services";
 import { unexpectedFailurePage } from "../shared/consent/pages";
-import { misconfiguredBody, misconfiguredPage } from "../shared/health/misconfiguration";
+import { misconfiguredPage } from "../shared/health/misconfiguration";
 import { refused } from "./settingsGuard";
 import { consoleFailurePage } from "../shared/console/views";
 import { HSTS_HEADER, type HtmlPage } from "../shared/ui/page";
@@ -39,7 +39,7 @@ export function json(status: number, body: unknown): HttpResponseInit {
   };
 }
 
-function logFailure(context: InvocationContext, error: unknown): void {
+export function logFailure(context: InvocationContext, error: unknown): void {
   if (error instanceof ConfigError) {
     refused(context, error, "this request");
   } else {
@@ -47,10 +47,10 @@ function logFailure(context: InvocationContext, error: unknown): void {
   }
 }
 
-type Handler = (services: Services, log: Logger) => Promise<HttpResponseInit>;
+export type Handler = (services: Services, log: Logger) => Promise<HttpResponseInit>;
 
 /** Runs a handler with the process services; `onFailure` turns an escaped error into a response. */
-async function guarded(
+export async function guarded(
   context: InvocationContext,
   run: Handler,
   onFailure: (error: unknown) => HttpResponseInit,
@@ -60,18 +60,6 @@ async function guarded(
   } catch (error) {
     return onFailure(error);
   }
-}
-
-/** Runs an operator API handler: AppErrors become their 4xx/5xx JSON, anything else an opaque 500. */
-export function operatorApi(context: InvocationContext, run: Handler): Promise<HttpResponseInit> {
-  return guarded(context, run, (error) => {
-    if (error instanceof AppError) return json(error.status, { error: { code: error.code, message: error.message } });
-    logFailure(context, error);
-    if (error instanceof ConfigError) return json(503, misconfiguredBody(error, context.invocationId));
-    return json(500, {
-      error: { code: "internal_error", message: `The request failed. Invocation id: ${context.invocationId}.` },
-    });
-  });
 }
 
 /** The MSSP's name and the sandbox flag for an error page, if the settings can be read at all. */

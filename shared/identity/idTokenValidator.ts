@@ -1,4 +1,5 @@
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from "jose";
+import { jwtRefusalOf } from "./jwtRefusal";
 import type { Clock } from "../clock";
 import type { HttpClient } from "../http/httpClient";
 
@@ -32,18 +33,6 @@ const JWKS_CACHE_MS = 60 * 60_000;
 /** Claims every id token must carry; `nonce` is checked on its own, against the session's. */
 const REQUIRED_CLAIMS = ["exp", "iat", "tid"];
 
-/** What jose's refusal means for the operator reading the log. */
-function rejectionOf(error: unknown): IdTokenRejection {
-  const { code, claim, reason } = error as { code?: unknown; claim?: unknown; reason?: unknown };
-  if (code === "ERR_JWT_EXPIRED") return "expired";
-  if (code === "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" || code === "ERR_JWKS_NO_MATCHING_KEY") return "invalid_signature";
-  if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED") {
-    if (reason === "missing") return "missing_claim";
-    if (claim === "nbf" || claim === "iat") return "not_yet_valid";
-    if (claim === "aud") return "wrong_audience";
-  }
-  return "invalid";
-}
 
 /**
  * MSAL Node decodes the id token without checking its signature, audience or issuer, so the
@@ -75,13 +64,13 @@ export class IdTokenValidator {
     try {
       payload = (await verify(cachedKeys)).payload;
     } catch (error) {
-      if ((error as { code?: unknown }).code !== "ERR_JWKS_NO_MATCHING_KEY") throw new IdTokenRejectedError(rejectionOf(error));
+      if ((error as { code?: unknown }).code !== "ERR_JWKS_NO_MATCHING_KEY") throw new IdTokenRejectedError(jwtRefusalOf(error));
       // Entra rotates signing keys; refetch once before refusing.
       const freshKeys = await this.keys(jwksUrl, true);
       try {
         payload = (await verify(freshKeys)).payload;
       } catch (retryError) {
-        throw new IdTokenRejectedError(rejectionOf(retryError));
+        throw new IdTokenRejectedError(jwtRefusalOf(retryError));
       }
     }
     // One audience, ours: a token minted for several parties is not a sign-in to this app.
