@@ -81,9 +81,11 @@ async function main() {
   const { FakeEntra } = require(join(fakesDir, "fakeEntra.js"));
   const { FakeKeyVault } = require(join(fakesDir, "fakeKeyVault.js"));
   const { FakeDefender } = require(join(fakesDir, "fakeDefender.js"));
+  const { FakeGraph } = require(join(fakesDir, "fakeGraph.js"));
   const { generateAlerts } = require(join(fakesDir, "alerts.js"));
+  const { generateGraphAlerts } = require(join(fakesDir, "graphAlerts.js"));
 
-  // A simulated Microsoft cloud: one MSSP app registration, a vault, the Defender API.
+  // A simulated Microsoft cloud: one MSSP app registration, a vault, the Defender API, Microsoft Graph.
   const tls = await createTestCertificate();
   const clientId = randomUUID();
   const clientSecret = `sandbox-${randomBytes(18).toString("base64url")}`;
@@ -96,8 +98,9 @@ async function main() {
   });
   const vault = new FakeKeyVault({ certPem: tls.certPem, keyPem: tls.keyPem, acceptedToken: vaultToken, tenantId: msspTenantId });
   const defender = new FakeDefender({ certPem: tls.certPem, keyPem: tls.keyPem, verifyAccessToken: (token) => entra.verifyAccessToken(token), latencyMs: 50 });
-  await Promise.all([entra.start(), vault.start(), defender.start()]);
-  cleanups.push(() => Promise.allSettled([entra.stop(), vault.stop(), defender.stop()]));
+  const graph = new FakeGraph({ certPem: tls.certPem, keyPem: tls.keyPem, verifyAccessToken: (token) => entra.verifyAccessToken(token), latencyMs: 50 });
+  await Promise.all([entra.start(), vault.start(), defender.start(), graph.start()]);
+  cleanups.push(() => Promise.allSettled([entra.stop(), vault.stop(), defender.stop(), graph.stop()]));
   // The consent page a person opens in their browser: plain http on loopback, so no certificate warning.
   const signInUrl = await entra.startBrowserListener(0, "localhost");
 
@@ -111,6 +114,7 @@ async function main() {
     KEY_VAULT_URL: vault.url,
     ENTRA_AUTHORITY_HOST: entra.url,
     DEFENDER_API_BASE_URL: defender.url,
+    GRAPH_API_BASE_URL: graph.url,
     LOCAL_DEV_CA_CERT_FILE: tls.certFile,
     LOCAL_DEV_VAULT_TOKEN: vaultToken,
     LOCAL_DEV_SIGN_IN_BASE_URL: signInUrl,
@@ -155,45 +159,59 @@ async function main() {
     const text = await response.text();
     return { status: response.status, json: text ? JSON.parse(text) : undefined };
   };
-  const hop = async (url) => {
-    const response = await fetch(url, { redirect: "manual", dispatcher: agent });
+  // One browser hop; `jar` keeps the cookies the app sets (the consent start binds the sign-in to them).
+  const hop = async (url, jar) => {
+    const cookie = [...jar].map(([name, value]) => `${name}=${value}`).join("; ");
+    const response = await fetch(url, { redirect: "manual", dispatcher: agent, ...(cookie ? { headers: { cookie } } : {}) });
     await response.text();
+    for (const line of response.headers.getSetCookie()) {
+      const [pair] = line.split(";");
+      const eq = pair.indexOf("=");
+      if (eq > 0) jar.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
+    }
     return response.headers.get("location");
   };
   const consentAutomatically = async (consentUrl) => {
     // The simulated admin approves without a page; people get the page (interactive) later.
     entra.setInteractive(false);
     try {
-      const signIn = await hop(consentUrl);
-      const callback = signIn && (await hop(signIn));
-      if (callback) await hop(callback);
+      const jar = new Map();
+      const signIn = await hop(consentUrl, jar);
+      const callback = signIn && (await hop(signIn, new Map()));
+      if (callback) await hop(callback, jar);
     } finally {
       entra.setInteractive(true);
     }
   };
   const names = ["Contoso Ltd", "Northwind Traders", "Fabrikam Inc", "Tailspin Toys", "Woodgrove Bank", "Adatum Corp"];
   const streaming = new Set();
-  const stream = (tenantId) => {
+  // Each tenant's alerts arrive at the API its source reads.
+  const stream = (tenantId, source) => {
     if (streaming.has(tenantId)) return;
     streaming.add(tenantId);
-    defender.streamAlerts(tenantId, { perMinute: opts.alertsPerMinute });
+    if (source === "graph") graph.streamAlerts(tenantId, { perMinute: opts.alertsPerMinute });
+    else defender.streamAlerts(tenantId, { perMinute: opts.alertsPerMinute });
   };
   let reconsentTenant;
   for (let i = 0; i < opts.tenants; i++) {
     const tenantId = randomUUID();
     const displayName = i < names.length ? names[i] : `Customer ${i + 1}`;
-    const registered = await api("POST", "/api/tenants", { tenantId, displayName });
+    // The second customer reads Defender XDR alerts through Microsoft Graph; the others the Defender for Endpoint API.
+    const source = i === 1 ? "graph" : "mde";
+    const registered = await api("POST", "/api/tenants", { tenantId, displayName, source });
     if (registered.status !== 201) throw new Error(`registering a simulated tenant failed: HTTP ${registered.status}`);
-    defender.addAlerts(tenantId, generateAlerts(tenantId, 20 + 10 * i, { start: new Date(Date.now() - 2 * 3600_000), spacingMs: 5 * 60_000 }));
+    const backlog = { start: new Date(Date.now() - 2 * 3600_000), spacingMs: 5 * 60_000 };
+    if (source === "graph") graph.addAlerts(tenantId, generateGraphAlerts(tenantId, 20 + 10 * i, backlog));
+    else defender.addAlerts(tenantId, generateAlerts(tenantId, 20 + 10 * i, backlog));
     await consentAutomatically(registered.json.consentUrl);
-    stream(tenantId);
+    stream(tenantId, source);
     if (i === Math.min(2, opts.tenants - 1)) reconsentTenant = { tenantId, displayName };
   }
   // A tenant registered while the sandbox runs gets simulated alerts too.
   const watch = setInterval(async () => {
     try {
       const listed = await api("GET", "/api/tenants");
-      for (const tenant of listed.json?.tenants ?? []) stream(tenant.tenantId);
+      for (const tenant of listed.json?.tenants ?? []) stream(tenant.tenantId, tenant.source);
     } catch {
       // The next tick tries again.
     }
@@ -217,7 +235,7 @@ Sandbox running. ${SIMULATED}
   operator API      ${baseUrl}/api/tenants            (no key needed in the sandbox)
   sign-in page      ${signInUrl}  (simulated Microsoft Entra ID)
   storage           Azurite ${azurite.reused ? "(already running: tenants of earlier runs show as needing re-consent)" : "(in memory, gone at exit)"} on 127.0.0.1:10000-10002
-  fakes (HTTPS)     Entra ${entra.url}, Key Vault ${vault.url}, Defender ${defender.url}
+  fakes (HTTPS)     Entra ${entra.url}, Key Vault ${vault.url}, Defender ${defender.url}, Graph ${graph.url}
   simulated tenants ${opts.tenants}, ${opts.alertsPerMinute} alerts/min each; pulls every ${opts.timerSeconds} s
 ${reconsentTenant ? `  re-consent demo   ${reconsentTenant.displayName} needs re-consent after ${opts.reconsentAfterMinutes} min\n` : ""}
 Stop with Ctrl-C.

@@ -1,5 +1,5 @@
 import type { Clock } from "../clock";
-import { DefenderApiError } from "./defenderClient";
+import { DefenderApiError, type AlertSource } from "../sources/sourceErrors";
 
 export interface RateBudgetOptions {
   clock: Clock;
@@ -9,6 +9,8 @@ export interface RateBudgetOptions {
   perMinute?: number;
   /** Calls allowed per tenant in any hour; Microsoft documents 1,500. */
   perHour?: number;
+  /** The service whose calls this budget counts: named in budget_exhausted errors (default "mde"). */
+  source?: AlertSource;
 }
 
 const MINUTE_MS = 60_000;
@@ -20,9 +22,10 @@ const realSleep = (ms: number): Promise<void> => new Promise((resolve) => setTim
 
 /**
  * Per-tenant sliding-window budget for the Defender API (documented limits: 100 calls a
- * minute and 1,500 an hour). Every HTTP attempt takes one slot first; when the budget is
- * spent the caller waits for the oldest call to leave the window, or gives up with
- * `budget_exhausted` when that would pass its deadline, so the next run resumes instead.
+ * minute and 1,500 an hour) or, as an instance of its own with GRAPH_BUDGET_LIMITS (graphClient.ts), for
+ * Microsoft Graph. Every HTTP attempt takes one slot first; when the budget is spent the caller
+ * waits for the oldest call to leave the window, or gives up with `budget_exhausted` when that
+ * would pass its deadline, so the next run resumes instead.
  *
  * Memory per tenant is at most `perHour` timestamps, and tenants idle for an hour are dropped.
  */
@@ -31,6 +34,7 @@ export class RateBudget {
   readonly perHour: number;
   private readonly clock: Clock;
   private readonly sleep: (ms: number) => Promise<void>;
+  private readonly source: AlertSource;
   /** Ascending call times (epoch ms) within the last hour, per tenant. */
   private readonly calls = new Map<string, number[]>();
   private lastSweep = Number.NEGATIVE_INFINITY;
@@ -38,6 +42,7 @@ export class RateBudget {
   constructor(options: RateBudgetOptions) {
     this.clock = options.clock;
     this.sleep = options.sleep ?? realSleep;
+    this.source = options.source ?? "mde";
     this.perMinute = positiveInt(options.perMinute ?? 90, "perMinute");
     this.perHour = positiveInt(options.perHour ?? 1_400, "perHour");
     if (this.perHour < this.perMinute) throw new RangeError("RateBudget: perHour must be at least perMinute");
@@ -64,8 +69,8 @@ export class RateBudget {
       if (now + wait > deadline) {
         throw new DefenderApiError(
           "budget_exhausted",
-          `Defender API call budget for the tenant is spent until ${new Date(now + wait).toISOString()}, after this run's deadline`,
-          { retryable: true },
+          `${this.source === "graph" ? "Microsoft Graph" : "Defender API"} call budget for the tenant is spent until ${new Date(now + wait).toISOString()}, after this run's deadline`,
+          { retryable: true, source: this.source },
         );
       }
       await this.sleep(wait);

@@ -98,9 +98,9 @@ export class EntraClient {
   }
 
   /** The authorize URL for one consent attempt: PKCE S256, state and nonce, admin consent prompt. */
-  async authorizeUrl(input: { tenantId: string; state: string; codeChallenge: string; nonce: string }): Promise<string> {
+  async authorizeUrl(input: { tenantId: string; state: string; codeChallenge: string; nonce: string; scope?: string }): Promise<string> {
     return this.app(input.tenantId).getAuthCodeUrl({
-      scopes: [DEFENDER_ALERT_SCOPE],
+      scopes: [input.scope ?? DEFENDER_ALERT_SCOPE],
       redirectUri: this.options.redirectUri,
       state: input.state,
       nonce: input.nonce,
@@ -112,11 +112,11 @@ export class EntraClient {
   }
 
   /** Redeems an authorization code and proves whose it is before handing back the refresh token. */
-  async redeemCode(input: { tenantId: string; code: string; codeVerifier: string; nonce: string }): Promise<RedeemedConsent> {
+  async redeemCode(input: { tenantId: string; code: string; codeVerifier: string; nonce: string; scope?: string }): Promise<RedeemedConsent> {
     const app = this.app(input.tenantId);
     const result = await app.acquireTokenByCode({
       code: input.code,
-      scopes: [DEFENDER_ALERT_SCOPE],
+      scopes: [input.scope ?? DEFENDER_ALERT_SCOPE],
       redirectUri: this.options.redirectUri,
       codeVerifier: input.codeVerifier,
       nonce: input.nonce,
@@ -128,15 +128,18 @@ export class EntraClient {
     return { identity, refreshToken };
   }
 
-  /** Redeems a refresh token for a Defender access token and the rotated refresh token. */
-  async refresh(input: { tenantId: string; refreshToken: string }): Promise<RefreshedTokens> {
+  /**
+   * Redeems a refresh token for an access token to one resource (the tenant's alert source; Entra
+   * refresh tokens are multi-resource, but each token request names one) and the rotated refresh token.
+   */
+  async refresh(input: { tenantId: string; refreshToken: string; scope?: string }): Promise<RefreshedTokens> {
     const app = this.app(input.tenantId);
     const requestedAt = this.options.clock();
     const wallClockAtRequest = Date.now();
     // forceCache: without it MSAL drops the rotated refresh token when no account is cached.
     const result = await app.acquireTokenByRefreshToken({
       refreshToken: input.refreshToken,
-      scopes: [DEFENDER_ALERT_SCOPE],
+      scopes: [input.scope ?? DEFENDER_ALERT_SCOPE],
       forceCache: true,
     });
     if (!result?.accessToken || !result.expiresOn) throw new Error("token response carried no access token");

@@ -1,5 +1,5 @@
 import type { Clock } from "../clock";
-import type { EntraClient } from "../identity/entraClient";
+import { DEFENDER_ALERT_SCOPE, type EntraClient } from "../identity/entraClient";
 import { classifyTokenFailure, type TokenFailure } from "../identity/tokenErrors";
 import type { TenantTokenBundle, TenantTokenStore } from "../secrets/tenantTokens";
 import type { PullState } from "./pullState";
@@ -48,8 +48,20 @@ export class AccessTokenSource {
 
   constructor(private readonly deps: AccessTokenSourceDeps) {}
 
-  /** A token getter bound to one pull; `state` receives the refreshed cache for the caller to save. */
-  forPull(tenantId: string, state: PullState, deadline = Number.POSITIVE_INFINITY): (forceRefresh: boolean) => Promise<string> {
+  /**
+   * A token getter bound to one pull; `state` receives the refreshed cache for the caller to save.
+   * `scope` names the resource (the tenant's alert source): the one refresh token is redeemed for
+   * it, and a cached token of another resource is never served for it.
+   */
+  forPull(
+    tenantId: string,
+    state: PullState,
+    deadline = Number.POSITIVE_INFINITY,
+    scope: string = DEFENDER_ALERT_SCOPE,
+  ): (forceRefresh: boolean) => Promise<string> {
+    const memoryKey = `${tenantId}\n${scope}`;
+    // The cipher's associated data names the resource too (MDE keeps the bare tenant id it always had).
+    const cipherContext = scope === DEFENDER_ALERT_SCOPE ? tenantId : `${tenantId} ${scope}`;
     let bundle: TenantTokenBundle | undefined;
     const loadBundle = async (): Promise<TenantTokenBundle> => {
       if (!bundle) {
@@ -64,7 +76,7 @@ export class AccessTokenSource {
     return async (forceRefresh) => {
       const now = this.deps.clock();
       if (!forceRefresh) {
-        const cached = this.memory.get(tenantId);
+        const cached = this.memory.get(memoryKey);
         if (cached && cached.expiresAt - EXPIRY_SKEW_MS > now) {
           this.stats.memoryHits++;
           return cached.token;
@@ -72,16 +84,16 @@ export class AccessTokenSource {
       }
       const current = await loadBundle();
       if (!forceRefresh && state.accessTokenCipher && (state.accessTokenExpiresAt ?? 0) - EXPIRY_SKEW_MS > now) {
-        const token = decryptToken(current.accessTokenKey, tenantId, state.accessTokenCipher);
+        const token = decryptToken(current.accessTokenKey, cipherContext, state.accessTokenCipher);
         if (token) {
-          this.memory.set(tenantId, { token, expiresAt: state.accessTokenExpiresAt ?? 0 });
+          this.memory.set(memoryKey, { token, expiresAt: state.accessTokenExpiresAt ?? 0 });
           return token;
         }
       }
-      const refreshed = await this.refreshWithRetry(tenantId, current.refreshToken, deadline);
-      state.accessTokenCipher = encryptToken(current.accessTokenKey, tenantId, refreshed.accessToken);
+      const refreshed = await this.refreshWithRetry(tenantId, current.refreshToken, deadline, scope);
+      state.accessTokenCipher = encryptToken(current.accessTokenKey, cipherContext, refreshed.accessToken);
       state.accessTokenExpiresAt = refreshed.accessTokenExpiresAt;
-      this.memory.set(tenantId, { token: refreshed.accessToken, expiresAt: refreshed.accessTokenExpiresAt });
+      this.memory.set(memoryKey, { token: refreshed.accessToken, expiresAt: refreshed.accessTokenExpiresAt });
       if (now - current.refreshTokenObtainedAt >= this.deps.refreshTokenPersistAgeMs) {
         bundle = await this.persistRotated(tenantId, current, refreshed.refreshToken, now, state);
       }
@@ -114,18 +126,19 @@ export class AccessTokenSource {
     }
   }
 
-  /** Forget a tenant's in-memory token (after a 401 or an offboarding). */
+  /** Forget a tenant's in-memory tokens, of every resource (after a 401 or an offboarding). */
   forget(tenantId: string): void {
-    this.memory.delete(tenantId);
+    const prefix = `${tenantId}\n`;
+    for (const key of this.memory.keys()) if (key.startsWith(prefix)) this.memory.delete(key);
   }
 
   /** Transient token-endpoint failures are retried with backoff, never past the pull's deadline. */
-  private async refreshWithRetry(tenantId: string, refreshToken: string, deadline: number) {
+  private async refreshWithRetry(tenantId: string, refreshToken: string, deadline: number, scope: string) {
     const retries = this.deps.transientRetries ?? 3;
     for (let attempt = 0; ; attempt++) {
       try {
         this.stats.tokenRequests++;
-        return await this.deps.entra.refresh({ tenantId, refreshToken });
+        return await this.deps.entra.refresh({ tenantId, refreshToken, scope });
       } catch (error) {
         const failure = classifyTokenFailure(error);
         const delay = Math.min(30_000, 1_000 * 2 ** attempt) * (0.5 + Math.random() / 2);

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Clock } from "../clock";
 import { scanPage } from "../defender/pageScanner";
+import { ALERT_SOURCE_PROFILES, isAlertSource } from "../sources/alertSources";
 import { conflict, notFound } from "../errors";
 import type { Logger } from "../logging";
 import type { AlertEnvelope, AlertSink } from "../sinks/alertSink";
@@ -68,9 +69,10 @@ export class DeadLetterRedrive {
           result.remaining++;
           continue;
         }
+        const source = isAlertSource(letter.source) ? letter.source : "mde";
         let page;
         try {
-          page = scanPage(text);
+          page = scanPage(text, { timeField: ALERT_SOURCE_PROFILES[source].timeField });
         } catch {
           result.remaining++;
           continue;
@@ -81,7 +83,7 @@ export class DeadLetterRedrive {
         }
         const fresh = page.alerts.filter((alert) => !lease.state.delivered.has(versionHash(alert)));
         if (fresh.length > 0) {
-          const envelopes: AlertEnvelope[] = fresh.map((alert) => ({ tenantId, tenantName: tenant.displayName, source: "mde", pulledAt, alert }));
+          const envelopes: AlertEnvelope[] = fresh.map((alert) => ({ tenantId, tenantName: tenant.displayName, source, pulledAt, alert }));
           // `resumed`: a sink that can tell leaves out what an earlier delivery of the page stored.
           const written = await this.deps.sink.write({ tenantId, pageFrom: letter.page.from, pageTo: letter.page.to, skip: letter.page.skip, resumed: true }, envelopes);
           // A version a sink refuses as too large gets a letter of its own before this one goes.

@@ -4,7 +4,7 @@ import type { PullSettings } from "../config";
 import { DefenderApiError, InvalidPageError, type DefenderClient } from "../defender/defenderClient";
 import type { RateBudget } from "../defender/rateBudget";
 import { defenderBaseUrl } from "../defender/regions";
-import type { FetchedPage } from "../defender/types";
+import type { FetchedPage, PageQuery } from "../defender/types";
 import { describeError, statusOf } from "../errors";
 import type { Logger } from "../logging";
 import { SecretStoreError } from "../secrets/secretStore";
@@ -13,6 +13,7 @@ import { DeadLetterError, type DeadLetterReason, type DeadLetterStore } from "..
 import { ParkingError } from "../sinks/parking";
 import type { Refusal, SinkSet } from "../sinks/sinkSet";
 import type { TenantRecord, TenantRegistry } from "../state/tenantRegistry";
+import { ALERT_SOURCE_PROFILES, sourceOf, type AlertSourceKind } from "../sources/alertSources";
 import { TokenUnavailableError, type AccessTokenSource } from "./accessTokens";
 import type { PullHistoryStore, PullRun } from "./pullHistory";
 import { LeaseLostError, type InstantProgress, type PullLease, type PullState, type PullStateStore } from "./pullState";
@@ -71,6 +72,21 @@ const MAX_PLAUSIBLE_SKEW_MS = 3_600_000;
 /** An HTTP Date header names whole seconds. */
 const DATE_RESOLUTION_MS = 1_000;
 
+/** One alert source as the pull reads it: its client, its per-tenant call budget, where it lives. */
+export interface SourceReader {
+  client: { fetchPage(query: PageQuery): Promise<FetchedPage> };
+  budget: RateBudget;
+  /** The API's base URL (MDE: regionalised per tenant). */
+  baseUrl: string;
+  /** The largest `$top` the API accepts. */
+  maxTop: number;
+  /** Whether the client would follow this nextLink (a source that pages by link); default: same origin as baseUrl. */
+  followable?: (link: string) => boolean;
+}
+
+/** The Defender for Endpoint API's `$top` limit. */
+const MDE_MAX_TOP = 10_000;
+
 export interface TenantPullDeps {
   settings: Pick<
     PullSettings,
@@ -82,6 +98,8 @@ export interface TenantPullDeps {
   tokens: AccessTokenSource;
   defender: DefenderClient;
   budget: RateBudget;
+  /** Microsoft Graph `security/alerts_v2`, for tenants whose source is "graph". */
+  graph?: SourceReader;
   /** The sink, when there is one; see `sinkSet` for several. */
   sink: AlertSink;
   /** Its name in ALERT_SINKS (for dead letters of versions it refuses); default "blob". */
@@ -202,6 +220,14 @@ export class TenantPull {
     }
     if (!tenant) return { outcome: "skipped", reason: "not_registered" };
     if (tenant.status !== "connected") return { outcome: "skipped", reason: "not_connected" };
+    let reader: SourceReader;
+    try {
+      reader = sourceReader(deps, tenant);
+    } catch (error) {
+      if (!(error instanceof SourceUnavailableError)) throw error;
+      log.error("pull not started: the tenant's alert source has no client in this deployment", { tenantId, source: sourceOf(tenant) });
+      return { outcome: "failed", code: "source_not_configured", category: "transient" };
+    }
 
     const deadline = started + deps.settings.maxRunSeconds * 1000;
     const { leaseMs, deliveryGraceMs, releaseGraceMs } = this.timings;
@@ -238,7 +264,7 @@ export class TenantPull {
       log.info("pull skipped: another pull of this tenant holds the lease", { tenantId });
       return { outcome: "busy" };
     }
-    deps.budget.restore(tenantId, lease.state.apiCalls);
+    reader.budget.restore(tenantId, lease.state.apiCalls);
     lease.state.lastRunAt = new Date(started).toISOString();
     const before = {
       failures: lease.state.consecutiveFailures,
@@ -248,7 +274,7 @@ export class TenantPull {
     // One slow page (retries, a slow sink) may outlast the lease: renew it in the background.
     const stopKeepAlive = lease.keepAlive(leaseMs / 3);
     try {
-      const read = new WindowRead(deps, tenant, lease, deadline, bounds.work, log, windowOpened);
+      const read = new WindowRead(deps, reader, tenant, lease, deadline, bounds.work, log, windowOpened);
       const observe = (outcome: PullOutcome, reconsent = false) =>
         this.observe({ tenant, owner, started, state: lease.state, before, notable: read.notable, reconsent }, outcome, log);
       let result: Awaited<ReturnType<WindowRead["run"]>>;
@@ -269,7 +295,7 @@ export class TenantPull {
         lastErrorCode: undefined,
         lastErrorMessage: undefined,
       });
-      lease.state.apiCalls = deps.budget.snapshot(tenantId);
+      lease.state.apiCalls = reader.budget.snapshot(tenantId);
       await this.release(lease, bounds.release, log);
       log.info("pull finished", { tenantId, alerts: result.alerts, complete: result.complete, deadLetters: result.deadLetters });
       const outcome: PullOutcome = { outcome: "pulled", ...result };
@@ -367,7 +393,7 @@ export class TenantPull {
     // Whatever the call said, it was cut short by the run's own bound, not by the service.
     const { code, message, category } = bounds.work.aborted
       ? { code: "run_out_of_time", message: "The run's time was up while the sink or storage still had not answered; the next run resumes at the same page", category: "transient" as const }
-      : classifyFailure(error);
+      : classifyFailure(error, sourceOf(tenant));
     if (category === "app_credential") {
       log.error("MSSP application credential rejected by Entra ID: every tenant is affected; rotate MSSP_CLIENT_SECRET", { tenantId, error: code });
     } else {
@@ -378,7 +404,7 @@ export class TenantPull {
       lastErrorCode: code,
       lastErrorMessage: message,
     });
-    lease.state.apiCalls = deps.budget.snapshot(tenantId);
+    lease.state.apiCalls = sourceReader(deps, tenant).budget.snapshot(tenantId);
     try {
       await this.release(lease, bounds.release, log);
     } catch (saveError) {
@@ -407,7 +433,11 @@ function oldestSinkBehindMs(state: PullState, now: number): number {
   return oldest;
 }
 
-function classifyFailure(error: unknown): { code: string; message: string; category: "reconsent" | "app_credential" | "transient" } {
+function classifyFailure(
+  error: unknown,
+  source: AlertSourceKind = "mde",
+): { code: string; message: string; category: "reconsent" | "app_credential" | "transient" } {
+  const profile = ALERT_SOURCE_PROFILES[source];
   if (error instanceof TokenUnavailableError) {
     const category = error.failure.category;
     return {
@@ -415,10 +445,20 @@ function classifyFailure(error: unknown): { code: string; message: string; categ
       code: error.failure.aadsts ?? error.failure.error,
       message:
         category === "reconsent"
-          ? "Entra ID refused the refresh token; the customer must consent again"
+          ? `Entra ID refused the refresh token for the ${profile.label}; the customer must consent again (permission needed: ${profile.permission})`
           : category === "app_credential"
             ? "Entra ID rejected the MSSP application's own credential"
             : "Entra ID was unavailable",
+    };
+  }
+  if (error instanceof DefenderApiError && error.source === "graph") {
+    return {
+      category: "transient",
+      code: `graph_${error.code}`,
+      message:
+        error.code === "forbidden"
+          ? `Microsoft Graph refused access to security alerts: the consenting user needs a role that can read Defender XDR alerts (e.g. Security Reader), and the app ${profile.permission}`
+          : `The Microsoft Graph call failed (${error.code})`,
     };
   }
   if (error instanceof DefenderApiError) {
@@ -430,6 +470,9 @@ function classifyFailure(error: unknown): { code: string; message: string; categ
           ? "The Defender API refused access: the customer must authorize the MSSP application in the Defender portal"
           : `The Defender API call failed (${error.code})`,
     };
+  }
+  if (error instanceof SourceUnavailableError) {
+    return { category: "transient", code: "source_not_configured", message: error.message };
   }
   if (error instanceof SecretStoreError) {
     return error.timedOut
@@ -470,6 +513,7 @@ class WindowRead {
   private readonly state: PullState;
   private readonly overlapMs: number;
   private readonly top: number;
+  private readonly source: AlertSourceKind;
   private readonly inFlight = new Map<string, Promise<FetchedPage>>();
   private readonly accessToken: (force: boolean) => Promise<string>;
   private readonly pulledAt: string;
@@ -495,6 +539,7 @@ class WindowRead {
 
   constructor(
     private readonly deps: TenantPullDeps,
+    private readonly reader: SourceReader,
     private readonly tenant: TenantRecord,
     private readonly lease: PullLease,
     private readonly deadline: number,
@@ -505,13 +550,14 @@ class WindowRead {
   ) {
     this.state = lease.state;
     this.overlapMs = deps.settings.overlapMinutes * 60_000;
-    this.top = deps.settings.pageSize;
+    this.top = Math.min(deps.settings.pageSize, reader.maxTop);
+    this.source = sourceOf(tenant);
     this.windowSaved = this.state.window !== undefined;
     this.resumedWrite = this.windowSaved && !windowOpened;
     this.call = { signal: work };
     this.notableRank = deps.notableSeverity === undefined ? Number.POSITIVE_INFINITY : severityRank(deps.notableSeverity);
     this.pulledAt = new Date(deps.clock()).toISOString();
-    const tokens = deps.tokens.forPull(tenant.tenantId, this.state, deadline);
+    const tokens = deps.tokens.forPull(tenant.tenantId, this.state, deadline, ALERT_SOURCE_PROFILES[this.source].scope);
     this.accessToken = async (force) => {
       if (force) deps.tokens.forget(tenant.tenantId);
       return tokens(force);
@@ -671,17 +717,23 @@ class WindowRead {
     return `${sub.from}:${sub.to}:${skip}`;
   }
 
-  private request(sub: SubWindow, skip: number): Promise<FetchedPage> {
+  /**
+   * The page of `sub` at `skip`. MDE pages by `$skip`; Graph by the previous page's nextLink only
+   * (`next`), so there `skip` is the count read before it in the pass and names the page.
+   */
+  private request(sub: SubWindow, skip: number, next?: string): Promise<FetchedPage> {
     const key = this.key(sub, skip);
     let pending = this.inFlight.get(key);
     if (!pending) {
-      pending = this.deps.defender.fetchPage({
+      const paged = this.source === "graph";
+      pending = this.reader.client.fetchPage({
         tenantId: this.tenant.tenantId,
-        baseUrl: defenderBaseUrl(this.deps.defenderApiBaseUrl, this.tenant.defenderRegion),
+        baseUrl: this.reader.baseUrl,
         from: isoMs(sub.from),
         to: isoMs(sub.to),
         top: this.top,
-        skip,
+        skip: paged ? 0 : skip,
+        ...(paged && next !== undefined ? { nextLink: next } : {}),
         expandEvidence: this.deps.settings.expandEvidence,
         accessToken: this.accessToken,
         deadline: this.deadline,
@@ -693,8 +745,8 @@ class WindowRead {
     return pending;
   }
 
-  private take(sub: SubWindow, skip: number): Promise<FetchedPage> {
-    const pending = this.request(sub, skip);
+  private take(sub: SubWindow, skip: number, next?: string): Promise<FetchedPage> {
+    const pending = this.request(sub, skip, next);
     this.inFlight.delete(this.key(sub, skip));
     return pending;
   }
@@ -729,8 +781,9 @@ class WindowRead {
 
   /** Whether a link stays on the tenant's API host (a link elsewhere is never followed, only reported). */
   private sameOrigin(link: string): boolean {
+    if (this.reader.followable) return this.reader.followable(link);
     try {
-      return new URL(link).origin === new URL(defenderBaseUrl(this.deps.defenderApiBaseUrl, this.tenant.defenderRegion)).origin;
+      return new URL(link).origin === new URL(this.reader.baseUrl).origin;
     } catch {
       return false;
     }
@@ -762,7 +815,7 @@ class WindowRead {
       if (this.state.delivered.has(hash) || inPage.has(hash)) continue;
       inPage.add(hash);
       versions.push([hash, Math.floor(alert.updatedAtMs / 1000)]);
-      fresh.push({ tenantId: tenant.tenantId, tenantName: tenant.displayName, source: "mde", pulledAt: this.pulledAt, alert });
+      fresh.push({ tenantId: tenant.tenantId, tenantName: tenant.displayName, source: this.source, pulledAt: this.pulledAt, alert });
     }
     if (fresh.length > 0) {
       await this.saveWindowOnce();
@@ -810,15 +863,21 @@ class WindowRead {
   }
 
   /**
-   * One millisecond holds more than a page: page through it with `$skip`, to an empty page (a
-   * short page is not trusted to be the end), and read it again until a whole pass finds nothing
-   * new, so an order that shifted under one pass cannot hide an alert. The progress is saved
-   * with every page: a run that stops here (deadline, budget, crash) carries on where it was.
+   * One millisecond holds more than a page: page through it (MDE by `$skip`, Graph by nextLink) to
+   * the end (MDE: an empty page, as a short page is not trusted to be the end; Graph: a page
+   * without a nextLink), and read it again until a whole pass finds nothing new, so an order that
+   * shifted under one pass cannot hide an alert. The progress is saved with every page: a run that
+   * stops here (deadline, budget, crash) carries on where it was. A Graph nextLink is not kept
+   * (it is the service's, and expires): a resumed Graph pass starts that pass over, and what it
+   * already delivered is recognised as such.
    */
   private async readInstant(sub: SubWindow, from: InstantProgress = { pass: 0, skip: 0, foundNew: false }): Promise<void> {
     const progress: InstantProgress = { ...from };
+    const linked = this.source === "graph";
+    if (linked) progress.skip = 0;
     this.instant = progress;
     for (; progress.pass < INSTANT_PASSES; Object.assign(progress, { pass: progress.pass + 1, skip: 0, foundNew: false })) {
+      let next: string | undefined;
       for (;;) {
         if (progress.skip >= MAX_INSTANT_PAGES * this.top) {
           this.warn("instant_page_limit", `One millisecond held more than ${MAX_INSTANT_PAGES} pages; the pull moved on after reading that many`);
@@ -826,22 +885,29 @@ class WindowRead {
         }
         let page: FetchedPage;
         try {
-          page = await this.take(sub, progress.skip);
+          page = await this.take(sub, progress.skip, next);
         } catch (error) {
           if (!(error instanceof InvalidPageError)) throw error;
           if (!error.tooLarge) this.holdUnlessGivenUp(sub);
           await this.deadLetter(error.tooLarge ? "page_too_large" : "invalid_page", sub, progress.skip, error.raw);
           progress.skip += this.top;
           await this.acknowledge();
+          // Without the page there is no link to the one after it: the pass ends here.
+          if (linked) break;
           continue;
         }
         this.checkTime();
         await this.ensureConnected();
         const returned = page.alerts.length + page.rejected.length;
-        if (returned === 0) break;
+        if (returned === 0 && !(linked && page.nextLink !== undefined)) break;
         if ((await this.deliver(sub, progress.skip, page)) > 0) progress.foundNew = true;
         progress.skip += returned;
         await this.acknowledge();
+        if (linked) {
+          // A link to another origin was dead-lettered as a report by deliver(); it is never followed.
+          if (page.nextLink === undefined || !this.sameOrigin(page.nextLink)) break;
+          next = page.nextLink;
+        }
       }
       // The first pass always counts as finding something: only a re-read can confirm.
       if (progress.pass > 0 && !progress.foundNew) {
@@ -850,7 +916,7 @@ class WindowRead {
       }
     }
     this.instant = undefined;
-    this.warn("unstable_order", "The Defender API's order inside one millisecond kept changing between reads; every version read was delivered");
+    this.warn("unstable_order", "The alert API's order inside one millisecond kept changing between reads; every version read was delivered");
   }
 
   /**
@@ -885,7 +951,7 @@ class WindowRead {
     const stored = await this.deps.deadLetters.write(
       {
         tenantId: this.tenant.tenantId,
-        source: "mde",
+        source: this.source,
         reason,
         window,
         page: { from: isoMs(sub.from), to: isoMs(sub.to), skip },
@@ -938,7 +1004,7 @@ class WindowRead {
       return;
     }
     this.recordProgress();
-    this.state.apiCalls = this.deps.budget.snapshot(this.tenant.tenantId);
+    this.state.apiCalls = this.reader.budget.snapshot(this.tenant.tenantId);
     await this.lease.save(this.call);
     this.windowSaved = true;
   }
@@ -952,4 +1018,26 @@ class WindowRead {
     for (const [hash, at] of this.state.delivered) if (at < limit) this.state.delivered.delete(hash);
     if (this.state.delivered.size !== size) this.lease.markDeliveredChanged();
   }
+}
+
+/** A tenant's source is "graph" but this process has no Graph reader (a wiring fault, not the customer's). */
+class SourceUnavailableError extends Error {
+  constructor(source: AlertSourceKind) {
+    super(`No client is configured for the tenant's alert source (${source})`);
+    this.name = "SourceUnavailableError";
+  }
+}
+
+/** How the pull reads the tenant's source. */
+function sourceReader(deps: TenantPullDeps, tenant: TenantRecord): SourceReader {
+  if (sourceOf(tenant) === "graph") {
+    if (!deps.graph) throw new SourceUnavailableError("graph");
+    return deps.graph;
+  }
+  return {
+    client: deps.defender,
+    budget: deps.budget,
+    baseUrl: defenderBaseUrl(deps.defenderApiBaseUrl, tenant.defenderRegion),
+    maxTop: MDE_MAX_TOP,
+  };
 }

@@ -1,10 +1,12 @@
 import type { DefenderAlert } from "../defender/types";
+import type { AlertSourceKind } from "../sources/alertSources";
 
 /** One NDJSON line as the sink stores it. */
 export interface AlertEnvelope {
   tenantId: string;
   tenantName: string;
-  source: "mde";
+  /** Which API the alert came from; `alert` is exactly what that API returned. */
+  source: AlertSourceKind;
   pulledAt: string;
   alert: DefenderAlert;
 }

@@ -136,14 +136,15 @@ export class BlobAlertSink implements AlertSink {
 
 /** The version a stored line holds, or undefined for a line this sink did not write. */
 function storedVersionOf(line: string): StoredVersion | undefined {
-  let parsed: { alert?: { id?: unknown; lastUpdateTime?: unknown } };
+  let parsed: { source?: unknown; alert?: { id?: unknown; lastUpdateTime?: unknown; lastUpdateDateTime?: unknown } };
   try {
     parsed = JSON.parse(line) as typeof parsed;
   } catch {
     return undefined;
   }
   const id = parsed.alert?.id;
-  const time = parsed.alert?.lastUpdateTime;
+  // Each source names the version time its own way (Graph: lastUpdateDateTime).
+  const time = parsed.source === "graph" ? parsed.alert?.lastUpdateDateTime : parsed.alert?.lastUpdateTime;
   const canonical = typeof time === "string" ? canonicalTimestamp(time) : undefined;
   if (typeof id !== "string" || !canonical) return undefined;
   return { id, updatedAtKey: canonical.key, updatedAtMs: canonical.ms };

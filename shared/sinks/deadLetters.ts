@@ -3,6 +3,7 @@ import type { ContainerClient } from "@azure/storage-blob";
 import { statusOf } from "../errors";
 import { boundedSignal, type CallOptions } from "./alertSink";
 import { containerCreator } from "./containers";
+import type { AlertSourceKind } from "../sources/alertSources";
 
 /** Why data went to the dead-letter store instead of a sink. */
 export type DeadLetterReason =
@@ -24,7 +25,7 @@ export type DeadLetterReason =
 /** One thing the pipeline could not accept, kept raw with where it came from. */
 export interface DeadLetter {
   tenantId: string;
-  source: "mde";
+  source: AlertSourceKind;
   reason: DeadLetterReason;
   /** The window being read and the page inside it, so the span can be read again. */
   window: { from: string; to: string };

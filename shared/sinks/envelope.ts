@@ -7,7 +7,7 @@ import type { AlertEnvelope } from "./alertSink";
  * parses one parses the other. `alertJson` replaces the alert's text (a sink that had to trim it).
  */
 export function envelopeLine(envelope: AlertEnvelope, alertJson: string = envelope.alert.json): string {
-  return `{"tenantId":${JSON.stringify(envelope.tenantId)},"tenantName":${JSON.stringify(envelope.tenantName)},"source":"mde","pulledAt":${JSON.stringify(envelope.pulledAt)},"alert":${alertJson}}`;
+  return `{"tenantId":${JSON.stringify(envelope.tenantId)},"tenantName":${JSON.stringify(envelope.tenantName)},"source":${JSON.stringify(envelope.source)},"pulledAt":${JSON.stringify(envelope.pulledAt)},"alert":${alertJson}}`;
 }
 
 const QUOTE = 0x22;

@@ -24,6 +24,8 @@ import {
  */
 
 export const DEFENDER_RESOURCE = "https://api.securitycenter.microsoft.com";
+/** Microsoft Graph: its tokens carry this audience; `.default` stands for the Graph permissions the tenant consented to. */
+export const GRAPH_RESOURCE = "https://graph.microsoft.com";
 
 export interface FakeEntraClient {
   clientId: string;
@@ -62,6 +64,28 @@ export type IdTokenOverride = Record<string, unknown> | { badSignature: true };
 export interface EntraStats {
   authorizeRequests: number;
   tokenRequests: { authorization_code: number; refresh_token: number };
+}
+
+/** An access token for the MSSP app's own API (see FakeEntra.mintApiAccessToken). */
+export interface ApiAccessTokenOptions {
+  /** The app registration whose API the token is for: `aud` is `api://{it}` (v1) or the id itself (v2). */
+  resourceClientId: string;
+  /** The issuing tenant (`tid`, issuer); defaults to the user's. */
+  tenantId?: string;
+  /** The calling application (`appid` v1, `azp` v2); a fresh GUID by default. */
+  clientAppId?: string;
+  /** App roles assigned to the caller (the `roles` claim). */
+  roles?: string[];
+  /** Access token version, as the resource's `requestedAccessTokenVersion` decides (default 1.0). */
+  version?: "1.0" | "2.0";
+  /** Delegated: a user signed in to the calling app. Without it the token is app-only. */
+  user?: { oid?: string; name?: string; preferredUsername?: string; tenantId?: string };
+  /** Milliseconds since the epoch (default: the fake's clock). */
+  issuedAt?: number;
+  lifetimeSeconds?: number;
+  /** Replace claims; `undefined` removes one. */
+  claims?: Record<string, unknown>;
+  badSignature?: boolean;
 }
 
 export interface VerifiedAccessToken {
@@ -161,6 +185,12 @@ export class FakeEntra extends FakeHttpsServer {
   private readonly codes = new Map<string, CodeGrant>();
   private readonly refreshTokens = new Map<string, RefreshGrant>();
   private readonly refreshFailures = new Map<string, CountedFailure>();
+  /**
+   * Resource-qualified scopes consented to per `${clientId}|${tid}` (the union of every approved
+   * /authorize). Graph tokens are issued only for consented Graph permissions (else AADSTS65001),
+   * as Entra does for a resource the consent did not cover; Defender tokens are not checked.
+   */
+  private readonly consented = new Map<string, Set<string>>();
   private allTokenFailure: CountedFailure | undefined;
   private readonly idOverrides = new Map<string, { override: IdTokenOverride; remaining: number }>();
   private readonly secrets: string[] = [];
@@ -256,6 +286,23 @@ export class FakeEntra extends FakeHttpsServer {
     this.idOverrides.clear();
   }
 
+  /**
+   * Forgets the tenant's consent to `resource`'s permissions (all clients), as an admin removing
+   * a permission grant would: Graph tokens are then refused with AADSTS65001 until a new consent.
+   */
+  revokeConsent(tenantId: string, resource: string = GRAPH_RESOURCE): void {
+    const tid = tenantId.toLowerCase();
+    for (const [key, scopes] of this.consented) {
+      if (!key.endsWith(`|${tid}`)) continue;
+      for (const scope of [...scopes]) if (scope.startsWith(`${resource}/`)) scopes.delete(scope);
+    }
+  }
+
+  /** The resource-qualified scopes the tenant consented to for the client, sorted. */
+  consentedScopes(tenantId: string, clientId: string): string[] {
+    return [...(this.consented.get(`${clientId}|${tenantId.toLowerCase()}`) ?? [])].sort();
+  }
+
   /** Existing refresh tokens of users in that tenant stop working (AADSTS50173); new consents still work. */
   revokeRefreshTokens(tenantId: string): void {
     const tid = tenantId.toLowerCase();
@@ -295,6 +342,59 @@ export class FakeEntra extends FakeHttpsServer {
     } catch {
       return null;
     }
+  }
+
+  // ---- access tokens for the MSSP app's own API (operator identity) ----------------------
+
+  /**
+   * What Entra ID issues for `api://{resourceClientId}/.default`: to an application by the client
+   * credentials grant (app-only, `idtyp` app, the app's roles), or to a signed-in user (delegated,
+   * `scp`, the user's roles). Signed with this fake's key, remembered as a secret; `claims` override
+   * or (as undefined) drop claims, `badSignature` signs with the impostor key under the same kid.
+   */
+  async mintApiAccessToken(options: ApiAccessTokenOptions): Promise<string> {
+    const nowS = Math.floor((options.issuedAt ?? this.clock()) / 1000);
+    const tid = (options.tenantId ?? options.user?.tenantId ?? "").toLowerCase();
+    if (!GUID.test(tid)) throw new Error("mintApiAccessToken needs a tenant id");
+    const version = options.version ?? "1.0";
+    const clientAppId = options.clientAppId ?? randomUUID();
+    const v1 = version === "1.0";
+    const common: Record<string, unknown> = {
+      aud: v1 ? `api://${options.resourceClientId}` : options.resourceClientId,
+      iss: v1 ? `https://sts.windows.net/${tid}/` : `${this.url}/${tid}/v2.0`,
+      iat: nowS,
+      nbf: nowS,
+      exp: nowS + (options.lifetimeSeconds ?? this.accessTokenLifetimeSeconds),
+      tid,
+      uti: randomBytes(16).toString("base64url"),
+      ver: version,
+      ...(v1 ? { appid: clientAppId, appidacr: "1" } : { azp: clientAppId, azpacr: "1" }),
+      ...(options.roles && options.roles.length > 0 ? { roles: options.roles } : {}),
+    };
+    let claims: Record<string, unknown>;
+    if (options.user) {
+      const oid = options.user.oid ?? stableGuid(`oid:${tid}:${options.user.preferredUsername ?? "user"}`);
+      claims = {
+        ...common,
+        idtyp: "user",
+        name: options.user.name ?? "Operator",
+        oid,
+        scp: "access_as_user",
+        sub: pairwiseSubject(oid, options.resourceClientId),
+        ...(v1 ? { upn: options.user.preferredUsername ?? `operator@${tid.slice(0, 8)}.example` } : { preferred_username: options.user.preferredUsername ?? `operator@${tid.slice(0, 8)}.example` }),
+      };
+    } else {
+      // An app-only token's oid and sub are the calling app's service principal in that tenant.
+      const servicePrincipal = stableGuid(`sp:${tid}:${clientAppId}`);
+      claims = { ...common, idtyp: "app", oid: servicePrincipal, sub: servicePrincipal };
+    }
+    for (const [name, value] of Object.entries(options.claims ?? {})) {
+      if (value === undefined) delete claims[name];
+      else claims[name] = value;
+    }
+    const key = options.badSignature ? this.requireKey(this.impostorKey) : this.requireKey(this.signingKey);
+    const token = await new SignJWT(claims).setProtectedHeader({ alg: "RS256", typ: "JWT", kid: this.kid }).sign(key.privateKey);
+    return this.remember(token);
   }
 
   // ---- HTTP ----------------------------------------------------------------------------
@@ -594,6 +694,10 @@ export class FakeEntra extends FakeHttpsServer {
     };
     if (request.nonce !== null) grant.nonce = request.nonce;
     this.codes.set(code, grant);
+    const consentKey = `${request.clientId}|${user.tid.toLowerCase()}`;
+    const consented = this.consented.get(consentKey) ?? new Set<string>();
+    for (const scope of request.scopes) if (!OIDC_SCOPES.has(scope.toLowerCase())) consented.add(scope);
+    this.consented.set(consentKey, consented);
 
     const params = new URLSearchParams({ code });
     if (request.wantsClientInfo) params.set("client_info", clientInfo(user));
@@ -829,7 +933,7 @@ export class FakeEntra extends FakeHttpsServer {
   ): Promise<Record<string, unknown>> {
     const signingKey = this.requireKey(this.signingKey);
     const nowS = Math.floor(this.clock() / 1000);
-    const { audience, permissions, scope } = describeScopes(requestedScopes);
+    const { audience, permissions, scope } = describeScopes(requestedScopes, this.graphPermissions(client, user, requestedScopes));
 
     const accessToken = await new SignJWT({
       aud: audience,
@@ -897,6 +1001,32 @@ export class FakeEntra extends FakeHttpsServer {
       id_token: idToken,
       client_info: clientInfo(user),
     };
+  }
+
+  /**
+   * For a Graph token request, the Graph permissions `.default` stands for: those the tenant
+   * consented to. Throws AADSTS65001 when the consent covers none of them, or not one that was
+   * asked for by name. Undefined for other resources (Defender tokens behave as before).
+   */
+  private graphPermissions(client: FakeEntraClient, user: ResolvedUser, requestedScopes: string[]): string[] | undefined {
+    const asked = requestedScopes.filter((s) => s.startsWith(`${GRAPH_RESOURCE}/`));
+    const first = requestedScopes.find((s) => !OIDC_SCOPES.has(s.toLowerCase()));
+    if (first === undefined || !first.startsWith(`${GRAPH_RESOURCE}/`)) return undefined;
+    const consented = [...(this.consented.get(`${client.clientId}|${user.tid.toLowerCase()}`) ?? [])]
+      .filter((s) => s.startsWith(`${GRAPH_RESOURCE}/`))
+      .map((s) => s.slice(GRAPH_RESOURCE.length + 1))
+      .filter((p) => p !== ".default");
+    const missing = asked.map((s) => s.slice(GRAPH_RESOURCE.length + 1)).filter((p) => p !== ".default" && !consented.includes(p));
+    if (consented.length === 0 || missing.length > 0) {
+      throw new TokenEndpointError(
+        400,
+        "invalid_grant",
+        65001,
+        `The user or administrator has not consented to use the application with ID '${client.clientId}' named 'MSSP connector'. Send an interactive authorization request for this user and resource.`,
+        "consent_required",
+      );
+    }
+    return consented;
   }
 
   private takeIdOverride(tid: string, pathTenant: string): IdTokenOverride | undefined {
@@ -1028,9 +1158,10 @@ function splitScopes(scope: string | null): string[] {
 
 /**
  * The access token is for the resource of the first non-OIDC scope (Defender when none), and
- * `.default` stands for what the app registration was granted, here Alert.Read.
+ * `.default` stands for what the app registration was granted: for Defender Alert.Read, for
+ * Graph the consented permissions (`graphDefault`).
  */
-function describeScopes(scopes: string[]): { audience: string; permissions: string; scope: string } {
+function describeScopes(scopes: string[], graphDefault?: string[]): { audience: string; permissions: string; scope: string } {
   const resourceScopes = scopes.filter((s) => !OIDC_SCOPES.has(s.toLowerCase()));
   const first = resourceScopes[0];
   const slash = first?.lastIndexOf("/") ?? -1;
@@ -1038,7 +1169,7 @@ function describeScopes(scopes: string[]): { audience: string; permissions: stri
   const names = resourceScopes
     .filter((s) => s.startsWith(`${audience}/`))
     .map((s) => s.slice(audience.length + 1))
-    .map((p) => (p === ".default" ? "Alert.Read" : p));
+    .flatMap((p) => (p !== ".default" ? [p] : audience === GRAPH_RESOURCE && graphDefault !== undefined ? graphDefault : ["Alert.Read"]));
   const permissions = names.length > 0 ? [...new Set(names)].join(" ") : "Alert.Read";
   const scope = permissions
     .split(" ")

@@ -1,17 +1,20 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { FakeDefender } from "./fakeDefender";
 import { FakeEntra } from "./fakeEntra";
+import { FakeGraph } from "./fakeGraph";
 import { FakeKeyVault } from "./fakeKeyVault";
 import { createTestCertificate } from "./tls";
 
 /** The app's public origin with the fakes: never contacted, only used to build links. */
 export const PUBLIC_BASE_URL = "https://connector.example.test";
 
-/** The three HTTPS fakes wired to each other, with fresh credentials for one MSSP app. */
+/** The HTTPS fakes wired to each other, with fresh credentials for one MSSP app. */
 export interface FakeStack {
   entra: FakeEntra;
   vault: FakeKeyVault;
   defender: FakeDefender;
+  /** Microsoft Graph `security/alerts_v2`; its `url` is the GRAPH_API_BASE_URL to configure. It accepts the fake Entra's Graph tokens. */
+  graph: FakeGraph;
   certPem: string;
   /** The private key of that certificate: lets a test start another HTTPS server the app already trusts. */
   keyPem: string;
@@ -30,6 +33,8 @@ export interface FakeStack {
 
 export interface FakeStackOptions {
   defenderLatencyMs?: number;
+  /** Latency of the fake Graph (default: defenderLatencyMs, so a bench compares like with like). */
+  graphLatencyMs?: number;
   recordServed?: boolean;
   /** Also serve the fake Entra's /authorize over plain HTTP on loopback and expose it as `signInUrl`. */
   browserSignIn?: boolean;
@@ -55,12 +60,20 @@ export async function startFakeStack(options: FakeStackOptions = {}): Promise<Fa
     ...(options.defenderLatencyMs === undefined ? {} : { latencyMs: options.defenderLatencyMs }),
     ...(options.recordServed === undefined ? {} : { recordServed: options.recordServed }),
   });
-  await Promise.all([entra.start(), vault.start(), defender.start()]);
+  const graphLatencyMs = options.graphLatencyMs ?? options.defenderLatencyMs;
+  const graph = new FakeGraph({
+    certPem: tls.certPem,
+    keyPem: tls.keyPem,
+    verifyAccessToken: (token) => entra.verifyAccessToken(token),
+    ...(graphLatencyMs === undefined ? {} : { latencyMs: graphLatencyMs }),
+    ...(options.recordServed === undefined ? {} : { recordServed: options.recordServed }),
+  });
+  await Promise.all([entra.start(), vault.start(), defender.start(), graph.start()]);
   let signInUrl: string | undefined;
   if (options.browserSignIn) {
     // Only one ephemeral port more; should it fail, the three servers just started must not leak.
     signInUrl = await entra.startBrowserListener().catch(async (err: unknown) => {
-      await Promise.allSettled([entra.stop(), vault.stop(), defender.stop()]);
+      await Promise.allSettled([entra.stop(), vault.stop(), defender.stop(), graph.stop()]);
       throw err;
     });
   }
@@ -68,6 +81,7 @@ export async function startFakeStack(options: FakeStackOptions = {}): Promise<Fa
     entra,
     vault,
     defender,
+    graph,
     certPem: tls.certPem,
     keyPem: tls.keyPem,
     certFile: tls.certFile,
@@ -77,7 +91,7 @@ export async function startFakeStack(options: FakeStackOptions = {}): Promise<Fa
     vaultToken,
     ...(signInUrl === undefined ? {} : { signInUrl }),
     stop: async () => {
-      await Promise.allSettled([entra.stop(), vault.stop(), defender.stop()]);
+      await Promise.allSettled([entra.stop(), vault.stop(), defender.stop(), graph.stop()]);
     },
   };
 }

@@ -1,7 +1,7 @@
 import { PUBLIC_BASE_URL, startFakeStack } from "./fakeStack";
 
 /**
- * Runs the three HTTPS fakes (Entra ID, Key Vault, Defender) in their own process, for the
+ * Runs the HTTPS fakes (Entra ID, Key Vault, Defender, Microsoft Graph) in their own process, for the
  * benchmark: `node dist-bench/test/fakes/serveFakes.js --latency-ms 100`.
  * Prints one JSON line with everything a client needs, then serves until SIGINT/SIGTERM or
  * until its stdin closes (the parent went away). The fakes are driven through their
@@ -23,7 +23,7 @@ export async function serveFakes(argv: readonly string[] = process.argv.slice(2)
   const latencyMs = numberArg(argv, "--latency-ms", 100);
   // The benchmark measures the app: the fake keeps no per-version bookkeeping for it.
   const stack = await startFakeStack({ defenderLatencyMs: latencyMs, recordServed: false });
-  const { entra, vault, defender, clientId, clientSecret, msspTenantId, vaultToken } = stack;
+  const { entra, vault, defender, graph, clientId, clientSecret, msspTenantId, vaultToken } = stack;
 
   let stopping = false;
   const stop = (code: number): void => {
@@ -47,6 +47,7 @@ export async function serveFakes(argv: readonly string[] = process.argv.slice(2)
       entraUrl: entra.url,
       vaultUrl: vault.url,
       defenderUrl: defender.url,
+      graphUrl: graph.url,
       certFile: stack.certFile,
       clientId,
       clientSecret,

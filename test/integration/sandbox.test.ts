@@ -59,6 +59,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 interface TenantView {
   tenantId: string;
   status: string;
+  source: string;
   health: { lastSuccessfulPullAt: string | null; alertsInLastPull: number | null };
 }
 
@@ -82,6 +83,8 @@ describe("sandbox", () => {
       90_000,
     );
     expect(tenants.every((t) => t.health.lastSuccessfulPullAt !== null)).toBe(true);
+    // One simulated customer reads Defender XDR alerts through Microsoft Graph, and is pulled like the others.
+    expect(tenants.map((t) => t.source).sort()).toEqual(["graph", "mde", "mde"]);
     // The console is served without sign-in in the sandbox, and says the cloud is simulated.
     // A page that rebinds its own name to 127.0.0.1 does not reach the keyless sandbox.
     // (undici's request, not fetch: fetch does not let a caller choose the Host header.)

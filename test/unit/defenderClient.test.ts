@@ -273,10 +273,10 @@ describe("DefenderClient.fetchPage", () => {
     }
   });
 
-  it("refuses a $top or $skip the API cannot take, without a request", async () => {
+  it("refuses a $top or $skip the API cannot take, and a nextLink (MDE pages by $skip), without a request", async () => {
     const { tenantId } = seeded(1);
     const r = rig();
-    for (const bad of [{ top: 0 }, { top: 10_001 }, { top: 1.5 }, { skip: -1 }, { skip: 0.5 }]) {
+    for (const bad of [{ top: 0 }, { top: 10_001 }, { top: 1.5 }, { skip: -1 }, { skip: 0.5 }, { nextLink: `${fake.url}/api/alerts?$skip=50` }]) {
       await expect(r.client.fetchPage(r.query(tenantId, bad)), JSON.stringify(bad)).rejects.toThrow(RangeError);
     }
     expect(fake.requests(tenantId)).toHaveLength(0);
@@ -705,6 +705,8 @@ describe("DefenderClient errors and retries", () => {
   it("never puts a token, the query or the response body in an error message", () => {
     expect(seenErrors.length).toBeGreaterThan(15);
     for (const error of seenErrors) {
+      // Every Defender failure says so: the pull names failures by source.
+      expect(error.source).toBe("mde");
       // InvalidPageError carries the body in `raw` on purpose (for the dead-letter store).
       const { raw: _raw, ...fields } = error as Partial<InvalidPageError>;
       const text = `${error.message} ${JSON.stringify(fields)} ${String(error.stack)}`;

@@ -1,4 +1,5 @@
 import type { AlertEnvelope, RefusedVersion, StoredVersion } from "../alertSink";
+import type { AlertSourceKind } from "../../sources/alertSources";
 
 /**
  * One alert version as a row of the `DefenderAlerts_CL` table. Column names avoid the names Log
@@ -11,7 +12,7 @@ export type SentinelRecord = {
   TimeGenerated: string;
   CustomerTenantId: string;
   CustomerName: string;
-  Source: "mde";
+  Source: AlertSourceKind;
   AlertId: string;
   /** The version time in canonical UTC (7 fractional digits), whatever spelling the API used. */
   AlertLastUpdateTime: string;
@@ -88,7 +89,7 @@ function prepareRecord(envelope: AlertEnvelope, sentAt: string): PreparedRecord 
     TimeGenerated: sentAt,
     CustomerTenantId: envelope.tenantId,
     CustomerName: envelope.tenantName,
-    Source: "mde",
+    Source: envelope.source,
     AlertId: envelope.alert.id,
     AlertLastUpdateTime: envelope.alert.updatedAtKey,
     ...stringField("Severity", alert["severity"]),
