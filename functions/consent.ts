@@ -2,23 +2,33 @@ import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } 
 import type { ConsentResponse } from "../shared/consent/consentFlow";
 import { assetResponse, CONSENT_ASSETS } from "../shared/ui/assets";
 import { HSTS_HEADER } from "../shared/ui/page";
-import { browserFlow } from "./runtime";
+import { browserFlow, htmlResponse } from "./runtime";
 
 function toHttp(response: ConsentResponse): HttpResponseInit {
   if (response.kind === "redirect") {
-    return { status: 302, headers: { Location: response.location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", ...HSTS_HEADER } };
+    return {
+      status: 302,
+      headers: { Location: response.location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", ...HSTS_HEADER },
+      ...(response.cookies?.length ? { cookies: response.cookies } : {}),
+    };
   }
-  return { status: response.page.status, headers: response.page.headers, body: response.page.body };
+  return htmlResponse(response.page);
 }
 
 export async function consentStart(request: HttpRequest, context: InvocationContext) {
   return browserFlow(context, async ({ consent }, log) =>
-    toHttp(await consent.start(request.params["tenantId"] ?? "", request.query.get("exp"), request.query.get("sig"), log)),
+    toHttp(
+      await consent.start(
+        request.params["tenantId"] ?? "",
+        { link: request.query.get("link"), exp: request.query.get("exp"), sig: request.query.get("sig") },
+        log,
+      ),
+    ),
   );
 }
 
 export async function consentCallback(request: HttpRequest, context: InvocationContext) {
-  return browserFlow(context, async ({ consent }, log) => toHttp(await consent.callback(request.query, log)));
+  return browserFlow(context, async ({ consent }, log) => toHttp(await consent.callback(request.query, request.headers.get("cookie"), log)));
 }
 
 /** The consent pages' stylesheet and copy script: static, public, same origin (their CSP allows only 'self'). */

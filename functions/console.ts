@@ -24,7 +24,9 @@ export const consoleTenants = handler("tenants");
 export const consoleRegister = handler("register");
 export const consoleTenant = handler("tenant");
 export const consoleConsentLink = handler("consentLink");
+export const consoleRevokeLink = handler("revokeLink");
 export const consoleOffboard = handler("offboard");
+export const consoleAudit = handler("audit");
 
 // Static and public (no tenant data): served without the sign-in gate.
 export async function consoleAssets(request: HttpRequest) {
@@ -40,5 +42,12 @@ app.http("consoleConsentLink", {
   authLevel: "anonymous",
   handler: consoleConsentLink,
 });
+app.http("consoleRevokeLink", {
+  route: "console/tenants/{tenantId}/links/{linkId}/revoke",
+  methods: ["POST"],
+  authLevel: "anonymous",
+  handler: consoleRevokeLink,
+});
 app.http("consoleOffboard", { route: "console/tenants/{tenantId}/offboard", methods: ["POST"], authLevel: "anonymous", handler: consoleOffboard });
+app.http("consoleAudit", { route: "console/audit", methods: ["GET"], authLevel: "anonymous", handler: consoleAudit });
 app.http("consoleAssets", { route: "console/assets/{name}", methods: ["GET"], authLevel: "anonymous", handler: consoleAssets });

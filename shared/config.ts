@@ -2,6 +2,7 @@ import { readSinkConfig, SINK_SETTING_NAMES, type SinkConfig } from "./sinks/sin
 import { readFileSync } from "node:fs";
 import { ncrontabProblem } from "./health/ncrontab";
 import { SEVERITIES, type Severity } from "./pull/observer";
+import type { AlertSourceKind } from "./sources/alertSources";
 
 /**
  * Every app setting the app reads, validated once. `loadConfig` reports all
@@ -48,6 +49,10 @@ export interface AppConfig {
   storage: StorageConnection;
   entraAuthorityHost: string;
   defenderApiBaseUrl: string;
+  /** GRAPH_API_BASE_URL: Microsoft Graph (a national cloud has its own host). */
+  graphApiBaseUrl: string;
+  /** DEFAULT_ALERT_SOURCE: the source of a tenant registered without one. */
+  defaultAlertSource: AlertSourceKind;
   consentLinkTtlHours: number;
   pull: PullSettings;
   /** Client id of the user-assigned managed identity (AZURE_CLIENT_ID); absent means system-assigned or developer login. */
@@ -60,6 +65,11 @@ export interface AppConfig {
    * x-ms-client-principal headers, so only then may the console trust that header.
    */
   easyAuthEnabled: boolean;
+  /**
+   * OPERATOR_REQUIRE_ENTRA (default false): the operator API refuses (401) a caller that offers no
+   * Entra ID identity, so a function key alone no longer acts unnamed (shared/operator/callerIdentity.ts).
+   */
+  operatorRequireEntra: boolean;
   /** Webhook notifications; absent when NOTIFY_WEBHOOK_URL is not set (notifications off). */
   notifications?: NotificationSettings;
   /** ALERT_SINKS and the settings of each chosen sink. */
@@ -121,6 +131,8 @@ export const APP_SETTING_NAMES = [
   "AZURE_CLIENT_ID",
   "ENTRA_AUTHORITY_HOST",
   "DEFENDER_API_BASE_URL",
+  "GRAPH_API_BASE_URL",
+  "DEFAULT_ALERT_SOURCE",
   "CONSENT_LINK_TTL_HOURS",
   "PULL_SCHEDULE",
   "ALERTS_CONTAINER",
@@ -473,6 +485,8 @@ export function loadConfig(env: Env = process.env): AppConfig {
     storage: readStorage(reader),
     entraAuthorityHost: reader.httpsUrl("ENTRA_AUTHORITY_HOST", "https://login.microsoftonline.com"),
     defenderApiBaseUrl: reader.httpsUrl("DEFENDER_API_BASE_URL", "https://api.security.microsoft.com"),
+    graphApiBaseUrl: reader.httpsUrl("GRAPH_API_BASE_URL", "https://graph.microsoft.com"),
+    defaultAlertSource: reader.pattern("DEFAULT_ALERT_SOURCE", "mde", /^(mde|graph)$/, "must be mde or graph") as AlertSourceKind,
     consentLinkTtlHours: reader.integer("CONSENT_LINK_TTL_HOURS", 168, 1, 24 * 30),
     pull: {
       schedule: reader.raw("PULL_SCHEDULE") ?? DEFAULT_PULL_SCHEDULE,
@@ -505,6 +519,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     ...(reader.raw("AZURE_CLIENT_ID") ? { managedIdentityClientId: reader.raw("AZURE_CLIENT_ID") } : {}),
     msspDisplayName: readMsspDisplayName(reader),
     easyAuthEnabled: env["WEBSITE_AUTH_ENABLED"]?.trim().toLowerCase() === "true",
+    operatorRequireEntra: reader.boolean("OPERATOR_REQUIRE_ENTRA", false),
     sinks: { names: ["blob"] },
     localDev: readLocalDev(reader, env),
   };

@@ -3,10 +3,13 @@ import { systemClock, type Clock } from "./clock";
 import { loadConfig, type AppConfig } from "./config";
 import { ConsentFlow } from "./consent/consentFlow";
 import { ConsentSessionStore } from "./consent/consentSessions";
+import { ConsentLinkStore } from "./consent/consentLinks";
+import { AuditTrail } from "./audit/auditTrail";
 import { SigningKeyProvider } from "./consent/signingKey";
 import { createHttpClient, type HttpClient } from "./http/httpClient";
 import { EntraClient } from "./identity/entraClient";
 import { TenantAdmin } from "./operator/tenantAdmin";
+import { followableNextLink, GRAPH_BUDGET_LIMITS, GRAPH_MAX_TOP, GraphClient } from "./graph/graphClient";
 import { createKeyVaultSecretStore, type SecretStore } from "./secrets/secretStore";
 import { TenantTokenStore } from "./secrets/tenantTokens";
 import { createTableFactory, type TableFactory } from "./state/tables";
@@ -24,7 +27,7 @@ import { pullHealthDecorator } from "./pull/health";
 import { PullHistoryStore } from "./pull/pullHistory";
 import { OperatorConsole } from "./console/operatorConsole";
 import { PullStateStore } from "./pull/pullState";
-import { TenantPull, type PullTimings } from "./pull/tenantPull";
+import { TenantPull, type PullTimings, type SourceReader } from "./pull/tenantPull";
 import type { PullObserver, Severity } from "./pull/observer";
 import { BlobAlertSink } from "./sinks/blobAlertSink";
 import type { AlertSink } from "./sinks/alertSink";
@@ -49,6 +52,10 @@ export interface Services {
   signingKey: SigningKeyProvider;
   entra: EntraClient;
   consent: ConsentFlow;
+  /** Consent sign-in sessions, for the purge timer. */
+  consentSessions: ConsentSessionStore;
+  /** The operator audit trail (GET /api/audit). */
+  audit: AuditTrail;
   tenantAdmin: TenantAdmin;
   pullState: PullStateStore;
   accessTokens: AccessTokenSource;
@@ -131,6 +138,8 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     clock,
   });
   const sessions = new ConsentSessionStore(tables, clock);
+  const links = new ConsentLinkStore(tables, clock);
+  const audit = new AuditTrail(tables, clock);
   const pullState = new PullStateStore({
     tables,
     clock,
@@ -154,6 +163,22 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     clock,
     sleep,
   });
+  // Graph counts its own calls: its limit is per app per tenant, apart from the Defender API's.
+  const graphBudget = new RateBudget({ clock, sleep, source: "graph", ...GRAPH_BUDGET_LIMITS });
+  const graph: SourceReader = {
+    client: new GraphClient({
+      http,
+      userAgent: `${config.pull.partnerCompany}-${config.pull.partnerProduct}/${APP_VERSION}`,
+      requestTimeoutMs: config.pull.requestTimeoutSeconds * 1000,
+      budget: graphBudget,
+      clock,
+      sleep,
+    }),
+    budget: graphBudget,
+    baseUrl: config.graphApiBaseUrl,
+    maxTop: GRAPH_MAX_TOP,
+    followable: (link) => followableNextLink(config.graphApiBaseUrl, link),
+  };
   const pullHistory = new PullHistoryStore({ tables, clock, timeoutMs: storageTimeoutMs });
   // One sink is written directly (its progress is the checkpoint's); several go through a SinkSet.
   const named: readonly NamedSink[] = overrides.sink
@@ -198,6 +223,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     tokens: accessTokens,
     defender,
     budget,
+    graph,
     sink,
     deadLetters,
     clock,
@@ -222,19 +248,22 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     }
     return queue;
   };
+  const resetPullState = async (tenantId: string): Promise<void> => {
+    accessTokens.forget(tenantId);
+    await pullState.reset(tenantId);
+    // Pages parked for a sink that was down belong to the tenant too.
+    await parking.removeAll(tenantId);
+  };
   const tenantAdmin = new TenantAdmin({
     config,
     tenants,
+    links,
+    audit,
     tokens,
     signingKey,
     clock,
     health: pullHealthDecorator(pullState, clock),
-    resetPullState: async (tenantId) => {
-      accessTokens.forget(tenantId);
-      await pullState.reset(tenantId);
-      // Pages parked for a sink that was down belong to the tenant too.
-      await parking.removeAll(tenantId);
-    },
+    resetPullState,
   });
   return {
     config,
@@ -246,7 +275,9 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     tokens,
     signingKey,
     entra,
-    consent: new ConsentFlow({ config, tenants, sessions, signingKey, entra, tokens, clock }),
+    consent: new ConsentFlow({ config, tenants, sessions, signingKey, entra, tokens, links, audit, clock, resetPullState }),
+    audit,
+    consentSessions: sessions,
     tenantAdmin,
     pullState,
     accessTokens,

@@ -1,5 +1,8 @@
+import { createHash, timingSafeEqual } from "node:crypto";
 import { DEFAULT_MSSP_DISPLAY_NAME, type AppConfig, type LocalDevSettings } from "../config";
 import type { Clock } from "../clock";
+import type { AuditTrail } from "../audit/auditTrail";
+import { readCookie } from "../console/csrf";
 import { errorKind } from "../errors";
 import type { EntraClient } from "../identity/entraClient";
 import { IdTokenRejectedError } from "../identity/idTokenValidator";
@@ -7,13 +10,53 @@ import { classifyTokenFailure } from "../identity/tokenErrors";
 import type { LogFields, Logger } from "../logging";
 import { newAccessTokenKey, newGeneration, type TenantTokenStore } from "../secrets/tenantTokens";
 import type { TenantRegistry } from "../state/tenantRegistry";
+import { ALERT_SOURCE_PROFILES, sourceOf, isAlertSource, type AlertSourceKind } from "../sources/alertSources";
+import type { PageCookie } from "../ui/page";
 import { isGuid } from "../validation";
-import { verifyConsentLink } from "./consentLink";
-import type { ConsentSessionStore } from "./consentSessions";
+import { verifyConsentLink, type ConsentLinkQuery } from "./consentLink";
+import { linkRefusal, type ConsentLinkRecord, type ConsentLinkStore, type LinkRefusal } from "./consentLinks";
+import { ConsentSessionLimitError, SESSION_LIFETIME_MS, type ConsentSessionStore } from "./consentSessions";
 import { renderPage, type ConsentPageOptions, type HtmlPage } from "./pages";
 import type { SigningKeyProvider } from "./signingKey";
 
-export type ConsentResponse = { kind: "redirect"; location: string } | { kind: "page"; page: HtmlPage };
+export type ConsentResponse =
+  | { kind: "redirect"; location: string; cookies?: PageCookie[] }
+  | { kind: "page"; page: HtmlPage };
+
+/**
+ * The sign-in's `state` is bound to the browser that started it: the start sets a `__Host-`
+ * cookie holding a hash of the state (never the state itself), and the callback is accepted only
+ * from a browser that sends it. A sign-in started by someone else and finished in the admin's
+ * browser (a login-CSRF or a link handed over mid-flow) fails there. The name carries part of the
+ * hash so two consents open in one browser do not overwrite each other's cookie. SameSite=Lax:
+ * Entra ID's redirect back is a top-level GET, which Lax cookies follow.
+ */
+const STATE_COOKIE_PREFIX = "__Host-consent-";
+
+function stateHash(state: string): string {
+  return createHash("sha256").update(`consent-state:${state}`).digest("base64url");
+}
+
+function stateCookieName(hash: string): string {
+  return `${STATE_COOKIE_PREFIX}${hash.slice(0, 16).replace(/[^A-Za-z0-9]/g, "x")}`;
+}
+
+/** The cookie a consent start sets for `state` (exported so tests can play a browser that forges its own). */
+export function stateCookie(state: string): PageCookie {
+  const hash = stateHash(state);
+  return { name: stateCookieName(hash), value: hash, path: "/", secure: true, httpOnly: true, sameSite: "Lax", maxAge: SESSION_LIFETIME_MS / 1000 };
+}
+
+function clearedStateCookie(state: string): PageCookie {
+  return { name: stateCookieName(stateHash(state)), value: "", path: "/", secure: true, httpOnly: true, sameSite: "Lax", maxAge: 0 };
+}
+
+function browserStarted(state: string, cookieHeader: string | null): boolean {
+  const hash = stateHash(state);
+  const sent = readCookie(cookieHeader, stateCookieName(hash));
+  if (!sent || sent.length !== hash.length) return false;
+  return timingSafeEqual(Buffer.from(sent), Buffer.from(hash));
+}
 
 export interface ConsentFlowDeps {
   config: Pick<AppConfig, "clientId" | "msspTenantId"> & {
@@ -26,7 +69,11 @@ export interface ConsentFlowDeps {
   signingKey: SigningKeyProvider;
   entra: EntraClient;
   tokens: TenantTokenStore;
+  links: ConsentLinkStore;
+  audit: AuditTrail;
   clock: Clock;
+  /** Forgets the tenant's pull state: a consent that moves it to another source starts its checkpoint afresh. */
+  resetPullState?: (tenantId: string) => Promise<void>;
 }
 
 export interface CallbackQuery {
@@ -106,7 +153,21 @@ export class ConsentFlow {
     return { kind: "page", page: renderPage(status, { title, paragraphs }, this.pageOptions) };
   }
 
-  async start(tenantId: string, exp: string | null, sig: string | null, log: Logger): Promise<ConsentResponse> {
+  /** The page for a link its record no longer lets start a sign-in. */
+  private linkRefused(refusal: LinkRefusal): ConsentResponse {
+    if (refusal === "revoked") return this.page(410, "This consent link was withdrawn", this.askForNewLink);
+    if (refusal === "spent") {
+      return this.page(
+        410,
+        "This consent link has already been used",
+        "Your organization is already connected through it, so it cannot be used again.",
+        `If ${this.msspName} asked you to consent again, ask them for the new link they issued.`,
+      );
+    }
+    return this.page(400, "This consent link is not valid", this.askForNewLink);
+  }
+
+  async start(tenantId: string, linkQuery: ConsentLinkQuery, log: Logger): Promise<ConsentResponse> {
     if (!isGuid(tenantId)) return this.page(400, "This consent link is not valid", this.askForNewLink);
     const tenant = tenantId.toLowerCase();
     const key = await this.deps.signingKey.get();
@@ -114,7 +175,7 @@ export class ConsentFlow {
     // An unknown tenant gets the same answer as a bad signature, so links cannot probe which
     // customers are registered.
     const verdict = record
-      ? verifyConsentLink(key, { tenantId: tenant, registeredAt: record.createdAt }, exp, sig, this.deps.clock())
+      ? verifyConsentLink(key, { tenantId: tenant, registeredAt: record.createdAt }, linkQuery, this.deps.clock())
       : "bad_signature";
     if (verdict !== "valid") {
       log.warn("consent link refused", { tenantId: tenant, reason: verdict, ...step("start", "refused", `link_${verdict}`) });
@@ -126,21 +187,60 @@ export class ConsentFlow {
       log.warn("consent link for an offboarded tenant", { tenantId: tenant, ...step("start", "refused", "tenant_offboarded") });
       return this.page(410, "This consent link is no longer active", this.askForNewLink);
     }
-    const session = await this.deps.sessions.begin(key, tenant);
+    const linkId = linkQuery.link as string;
+    const link = await this.deps.links.get(tenant, linkId, record.createdAt);
+    const refusal = linkRefusal(link, record.status);
+    if (refusal) {
+      log.warn("consent link refused by its record", { tenantId: tenant, reason: refusal, ...step("start", "refused", `link_${refusal}`) });
+      return this.linkRefused(refusal);
+    }
+    let session;
+    try {
+      session = await this.deps.sessions.begin(key, tenant, linkId);
+    } catch (error) {
+      if (!(error instanceof ConsentSessionLimitError)) throw error;
+      log.warn("consent start refused: too many open sign-ins", { tenantId: tenant, scope: error.scope, ...step("start", "refused", "too_many_sign_ins") });
+      const minutes = Math.max(1, Math.ceil(error.retryAfterSeconds / 60));
+      const response = this.page(429, "Too many sign-ins in progress", `This link has started many sign-ins in the last few minutes. Please try again in ${minutes} minute(s), in one browser window.`);
+      if (response.kind === "page") response.page.headers["Retry-After"] = String(Math.max(1, error.retryAfterSeconds));
+      return response;
+    }
+    const source = consentSource(record.source, link);
     const authorizeUrl = await this.deps.entra.authorizeUrl({
       tenantId: tenant,
       state: session.state,
       codeChallenge: session.codeChallenge,
       nonce: session.nonce,
+      scope: ALERT_SOURCE_PROFILES[source].scope,
     });
     const location = signInRedirect(authorizeUrl, this.deps.config.localDev?.signInBaseUrl);
-    log.info("consent started", { tenantId: tenant, ...step("start", "started") });
-    return { kind: "redirect", location };
+    log.info("consent started", { tenantId: tenant, source, ...step("start", "started") });
+    return { kind: "redirect", location, cookies: [stateCookie(session.state)] };
   }
 
-  async callback(query: CallbackQuery, log: Logger): Promise<ConsentResponse> {
+  async callback(query: CallbackQuery, cookieHeader: string | null, log: Logger): Promise<ConsentResponse> {
+    const response = await this.finish(query, cookieHeader, log);
     const state = query.get("state");
-    if (!state) return this.page(400, "This sign-in response is not valid", "It did not come from a consent link. " + this.askForNewLink);
+    // The state's cookie has done its job whatever the outcome (a retry starts a new sign-in).
+    if (state && response.kind === "page" && browserStarted(state, cookieHeader)) {
+      response.page.cookies = [...(response.page.cookies ?? []), clearedStateCookie(state)];
+    }
+    return response;
+  }
+
+  private async finish(query: CallbackQuery, cookieHeader: string | null, log: Logger): Promise<ConsentResponse> {
+    const state = query.get("state");
+    if (!state || state.length > 256) return this.page(400, "This sign-in response is not valid", "It did not come from a consent link. " + this.askForNewLink);
+    // Before the session is claimed: a callback from another browser changes nothing.
+    if (!browserStarted(state, cookieHeader)) {
+      log.warn("consent callback refused", { reason: "state_other_browser", ...step("callback", "refused", "state_other_browser") });
+      return this.page(
+        400,
+        "Finish the sign-in in the browser that started it",
+        "This sign-in was started in another browser (or this browser's cookies were cleared), so it cannot be completed here. Nothing was saved.",
+        "Open the consent link again in this browser.",
+      );
+    }
     const key = await this.deps.signingKey.get();
     const claim = await this.deps.sessions.claim(key, state);
     if (claim.outcome !== "claimed") {
@@ -176,10 +276,24 @@ export class ConsentFlow {
       log.warn("consent callback for a tenant that is not registered", { tenantId, ...step("callback", "refused", "tenant_not_registered") });
       return this.page(410, "This consent link is no longer active", this.askForNewLink);
     }
+    // The link may have been revoked, or spent by another admin, while this one signed in.
+    const link = await this.deps.links.get(tenantId, session.linkId, tenant.createdAt);
+    const refusal = linkRefusal(link, tenant.status);
+    if (refusal) {
+      log.warn("consent callback refused by the link's record", { tenantId, reason: refusal, ...step("callback", "refused", `link_${refusal}`) });
+      return this.linkRefused(refusal);
+    }
+    const source = consentSource(tenant.source, link);
 
     let redeemed;
     try {
-      redeemed = await this.deps.entra.redeemCode({ tenantId, code, codeVerifier: session.codeVerifier, nonce: session.nonce });
+      redeemed = await this.deps.entra.redeemCode({
+        tenantId,
+        code,
+        codeVerifier: session.codeVerifier,
+        nonce: session.nonce,
+        scope: ALERT_SOURCE_PROFILES[source].scope,
+      });
     } catch (failure) {
       return this.redeemFailed(tenantId, failure, log);
     }
@@ -200,20 +314,27 @@ export class ConsentFlow {
     }
 
     const nowIso = new Date(this.deps.clock()).toISOString();
+    const consenter = redeemed.identity.username || redeemed.identity.objectId;
     let offboardedMeanwhile = false;
+    let before: { consentedBy?: string; consentedByObjectId?: string; source: AlertSourceKind } | undefined;
     await this.deps.tenants.update(tenantId, (current) => {
       // The operator may have offboarded the tenant while the admin was signing in.
       if (current.status === "offboarded") {
         offboardedMeanwhile = true;
         return undefined;
       }
+      before = { source: sourceOf(current), ...(current.consentedBy ? { consentedBy: current.consentedBy } : {}), ...(current.consentedByObjectId ? { consentedByObjectId: current.consentedByObjectId } : {}) };
+      const changedConsenter = isDifferentConsenter(current, redeemed.identity.objectId, consenter);
       return {
-      status: "connected",
-      consentedBy: redeemed.identity.username || redeemed.identity.objectId,
-      consentedAt: nowIso,
-      lastErrorCode: undefined,
-      lastErrorMessage: undefined,
-      lastErrorAt: undefined,
+        status: "connected",
+        source,
+        consentedBy: consenter,
+        consentedByObjectId: redeemed.identity.objectId,
+        consentedAt: nowIso,
+        ...(changedConsenter ? { previousConsentedBy: current.consentedBy ?? current.consentedByObjectId ?? "", consenterChangedAt: nowIso } : {}),
+        lastErrorCode: undefined,
+        lastErrorMessage: undefined,
+        lastErrorAt: undefined,
       };
     });
     if (offboardedMeanwhile) {
@@ -221,31 +342,61 @@ export class ConsentFlow {
       log.warn("consent completed for a tenant offboarded meanwhile; token removed", { tenantId, ...step("callback", "refused", "tenant_offboarded") });
       return this.page(410, "This consent link is no longer active", this.askForNewLink);
     }
-    log.info("tenant connected", { tenantId, ...step("callback", "connected") });
-    return {
-      kind: "page",
-      page: renderPage(
+    await this.deps.links.markUsed(tenantId, session.linkId);
+    const admin = { kind: "customer_admin", id: redeemed.identity.objectId, name: consenter };
+    await this.deps.audit.record({ tenantId, action: "consent_completed", actor: admin, detail: `Consent given through link ${session.linkId} for source ${source}` });
+    if (before && isDifferentConsenter(before, redeemed.identity.objectId, consenter)) {
+      await this.deps.audit.record({
+        tenantId,
+        action: "consenter_changed",
+        actor: admin,
+        detail: `The consent was given by a different user than before (was ${before.consentedBy ?? before.consentedByObjectId ?? "unknown"})`,
+      });
+      log.warn("consent given by a different user than the current consenter", { tenantId, ...step("callback", "connected", "consenter_changed") });
+    }
+    if (before && before.source !== source) {
+      // A new source has its own time field and cursor: its checkpoint starts with the first-run look-back.
+      await this.deps.resetPullState?.(tenantId);
+      await this.deps.audit.record({ tenantId, action: "source_changed", actor: admin, detail: `Alert source changed from ${before.source} to ${source}` });
+    }
+    log.info("tenant connected", { tenantId, source, ...step("callback", "connected") });
+    return { kind: "page", page: this.connectedPage(tenant.displayName, tenantId, source, redeemed.identity.username) };
+  }
+
+  private connectedPage(displayName: string, tenantId: string, source: AlertSourceKind, username: string): HtmlPage {
+    const thanks = `Thank you. ${displayName} is now connected, signed in as ${username || "your administrator"}.`;
+    if (source === "graph") {
+      return renderPage(
         200,
         {
           title: "Consent complete",
           paragraphs: [
-            `Thank you. ${tenant.displayName} is now connected, signed in as ${redeemed.identity.username || "your administrator"}.`,
-            `One step remains so that ${this.msspName} can read your Microsoft Defender for Endpoint alerts:`,
-          ],
-          steps: [
-            "Open the Microsoft Defender portal (security.microsoft.com) as a Global or Security Administrator.",
-            "Go to Settings > Endpoints > APIs > SIEM and open the MSSP tab.",
-            `Enter the Application ID and the Tenant ID below (both belong to ${this.msspName}), then choose Authorize application.`,
-          ],
-          copyable: [
-            ["Application ID", this.deps.config.clientId],
-            ["Tenant ID", this.deps.config.msspTenantId],
+            thanks,
+            `${this.msspName} now reads your Microsoft Defender XDR alerts through Microsoft Graph. Nothing else is needed; the access follows the permissions of the account that consented (for example Security Reader).`,
           ],
           details: [["Your tenant ID (for reference)", tenantId]],
         },
         this.pageOptions,
-      ),
-    };
+      );
+    }
+    return renderPage(
+      200,
+      {
+        title: "Consent complete",
+        paragraphs: [thanks, `One step remains so that ${this.msspName} can read your Microsoft Defender for Endpoint alerts:`],
+        steps: [
+          "Open the Microsoft Defender portal (security.microsoft.com) as a Global or Security Administrator.",
+          "Go to Settings > Endpoints > APIs > SIEM and open the MSSP tab.",
+          `Enter the Application ID and the Tenant ID below (both belong to ${this.msspName}), then choose Authorize application.`,
+        ],
+        copyable: [
+          ["Application ID", this.deps.config.clientId],
+          ["Tenant ID", this.deps.config.msspTenantId],
+        ],
+        details: [["Your tenant ID (for reference)", tenantId]],
+      },
+      this.pageOptions,
+    );
   }
 
   private async redeemFailed(tenantId: string, failure: unknown, log: Logger): Promise<ConsentResponse> {
@@ -287,13 +438,20 @@ export class ConsentFlow {
     return this.page(400, "Consent could not be completed", `Microsoft Entra ID refused the sign-in (${errorCode}). Nothing was saved. Open the consent link again.`);
   }
 
-  /** Housekeeping for the scheduler: sign-in attempts older than a day are deleted. */
-  async purgeExpiredSessions(): Promise<number> {
-    return this.deps.sessions.purgeExpired();
-  }
-
   private async recordError(tenantId: string, code: string, message: string): Promise<void> {
     const at = new Date(this.deps.clock()).toISOString();
     await this.deps.tenants.update(tenantId, () => ({ lastErrorCode: code, lastErrorMessage: message, lastErrorAt: at }));
   }
+}
+
+/** The source a consent is for: the link's (a re-consent that moves the tenant) or the tenant's own. */
+function consentSource(tenantSource: AlertSourceKind | undefined, link: ConsentLinkRecord | undefined): AlertSourceKind {
+  return isAlertSource(link?.source) ? link.source : sourceOf({ ...(tenantSource ? { source: tenantSource } : {}) });
+}
+
+/** A consent by someone other than the one on record (by object id when both are known). */
+function isDifferentConsenter(current: { consentedBy?: string; consentedByObjectId?: string }, objectId: string, name: string): boolean {
+  if (current.consentedByObjectId) return current.consentedByObjectId !== objectId;
+  if (current.consentedBy) return current.consentedBy.toLowerCase() !== name.toLowerCase() && current.consentedBy !== objectId;
+  return false;
 }

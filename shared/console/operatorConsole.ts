@@ -2,7 +2,8 @@ import type { AppConfig } from "../config";
 import type { Clock } from "../clock";
 import { AppError, describeError } from "../errors";
 import type { Logger } from "../logging";
-import { checkRegistration, type RegistrationProblem, type TenantAdmin, type TenantView } from "../operator/tenantAdmin";
+import type { AuditActor, AuditEntry } from "../audit/auditTrail";
+import { checkRegistration, type LinkView, type RegistrationProblem, type TenantAdmin, type TenantView } from "../operator/tenantAdmin";
 import type { PullHealth } from "../pull/health";
 import type { PullHistoryStore } from "../pull/pullHistory";
 import { isGuid } from "../validation";
@@ -12,8 +13,13 @@ import { decideAccess, OPERATOR_ROLE, type AccessDecision, type HeaderReader } f
 import { csrfTokenFor, verifyCsrf } from "./csrf";
 import { CONSOLE_STATUSES, consoleStatusOf, estimateCycleMs, type ConsoleStatus } from "./status";
 import {
+  ACTIVITY_LIMIT,
+  AUDIT_PAGE_LIMIT,
+  AUDIT_PATH,
   CONSOLE_PATH,
+  LINKS_ANCHOR,
   SORTS,
+  auditPage,
   messagePage,
   redirect,
   registerPage,
@@ -38,10 +44,12 @@ export interface ConsoleRequest {
   text(maxBytes: number): Promise<string | undefined>;
 }
 
-export type ConsoleRoute = "tenants" | "register" | "tenant" | "consentLink" | "offboard";
+export type ConsoleRoute = "tenants" | "register" | "tenant" | "consentLink" | "revokeLink" | "offboard" | "audit";
 
 export interface OperatorConsoleDeps {
-  config: Pick<AppConfig, "publicBaseUrl" | "msspDisplayName" | "easyAuthEnabled" | "localDev" | "msspTenantId"> & { pull: Pick<AppConfig["pull"], "schedule"> };
+  config: Pick<AppConfig, "publicBaseUrl" | "msspDisplayName" | "easyAuthEnabled" | "localDev" | "msspTenantId" | "defaultAlertSource"> & {
+    pull: Pick<AppConfig["pull"], "schedule">;
+  };
   tenantAdmin: TenantAdmin;
   history: PullHistoryStore;
   clock: Clock;
@@ -52,6 +60,12 @@ const MAX_FORM_BYTES = 16 * 1024;
 const DAY_MS = 24 * 3600_000;
 /** History reads in flight at once while a page of the list is built. */
 const HISTORY_CONCURRENCY = 10;
+
+/** What a tenant page says after a redirect from a change (`?done=`); a Map, so `?done=toString` finds nothing. */
+const DONE_NOTICES: ReadonlyMap<string, string> = new Map([
+  ["offboarded", "The tenant was offboarded: its refresh token is deleted and its pulls and links stopped."],
+  ["revoked", "The consent link was revoked: it can no longer start a sign-in, and a sign-in already started with it cannot finish."],
+]);
 
 const STATUS_ORDER = new Map<ConsoleStatus, number>(CONSOLE_STATUSES.map((status, i) => [status, i]));
 
@@ -72,6 +86,8 @@ function fieldMessage(problem: RegistrationProblem): string {
           : "Remove the control characters from the display name.";
     case "defenderRegion":
       return "Choose one of the listed regions.";
+    case "source":
+      return "Choose one of the listed alert sources.";
     default:
       return problem.message;
   }
@@ -135,14 +151,19 @@ export class OperatorConsole {
         }
         const ctx: PageContext = { ...base, csrf: verdict.token };
         if (route === "register") return await this.register(ctx, form, log);
-        if (route === "consentLink") return await this.issueLink(ctx, request, log);
+        if (route === "consentLink") return await this.issueLink(ctx, request, form, log);
+        if (route === "revokeLink") return await this.revokeLink(ctx, request, log);
         if (route === "offboard") return await this.offboard(ctx, request, form, log);
       } else if (method === "GET" || method === "HEAD") {
         const { token, cookie } = csrfTokenFor(request.headers);
         const ctx: PageContext = { ...base, csrf: token, ...(cookie ? { cookies: [cookie] } : {}) };
         if (route === "tenants") return await this.tenants(ctx, request);
-        if (route === "register") return registerPage(ctx, { tenantId: "", displayName: "", defenderRegion: "" }, {});
+        if (route === "register") {
+          const blank = { tenantId: "", displayName: "", defenderRegion: "", source: this.deps.config.defaultAlertSource };
+          return registerPage(ctx, blank, {}, this.deps.config.defaultAlertSource);
+        }
         if (route === "tenant") return await this.tenant(ctx, request);
+        if (route === "audit") return await this.audit(ctx, request);
       }
       return messagePage(base, 405, "Not available", ["This address does not accept this kind of request."]);
     } catch (error) {
@@ -246,9 +267,14 @@ export class OperatorConsole {
   private async tenantData(ctx: PageContext, tenantId: string) {
     const view = await this.deps.tenantAdmin.view(tenantId);
     const health = healthOf(view);
-    const [history, alerts24h] = await Promise.all([
+    // Each part on its own: a table that cannot be read leaves its section saying so, not a broken page.
+    const [history, alerts24h, links, activity] = await Promise.all([
       this.deps.history.recent(tenantId).catch(() => undefined),
       this.alerts24h(tenantId, ctx.now),
+      this.deps.tenantAdmin.links(tenantId).catch((): LinkView[] | undefined => undefined),
+      this.deps.tenantAdmin
+        .auditEntries(new URLSearchParams({ tenantId, limit: String(ACTIVITY_LIMIT) }))
+        .catch((): AuditEntry[] | undefined => undefined),
     ]);
     return {
       view,
@@ -256,21 +282,54 @@ export class OperatorConsole {
       verdict: consoleStatusOf(view, health, ctx.now, this.cycleMs),
       ...(history ? { history } : {}),
       ...(alerts24h !== undefined ? { alerts24h } : {}),
+      ...(links ? { links } : {}),
+      ...(activity ? { activity } : {}),
     };
   }
 
   private async tenant(ctx: PageContext, request: ConsoleRequest): Promise<HtmlPage> {
     const data = await this.tenantData(ctx, this.tenantIdOf(request));
-    const done = new URL(request.url).searchParams.get("done");
-    const notice = done === "offboarded" ? "The tenant was offboarded: its refresh token is deleted and its pulls and links stopped." : undefined;
+    const notice = DONE_NOTICES.get(new URL(request.url).searchParams.get("done") ?? "");
     return tenantPage(ctx, { ...data, ...(notice ? { notice } : {}) });
   }
 
-  private async issueLink(ctx: PageContext, request: ConsoleRequest, log: Logger): Promise<HtmlPage> {
+  /**
+   * "Request a new consent": a new link, on purpose. For a connected tenant it is the only kind of
+   * link that can start a sign-in, and it can replace the current consent, so the page says so.
+   * The form's optional `source` moves the tenant once that consent completes.
+   */
+  private async issueLink(ctx: PageContext, request: ConsoleRequest, form: URLSearchParams, log: Logger): Promise<HtmlPage> {
     const tenantId = this.tenantIdOf(request);
-    const link = await this.deps.tenantAdmin.issueConsentLink(tenantId, log);
-    log.info("console: consent link issued", { tenantId, operator: ctx.operator?.name });
+    const source = (form.get("source") ?? "").trim().slice(0, 16);
+    // An unknown source is TenantAdmin's to refuse (400), like the operator API's.
+    const link = await this.deps.tenantAdmin.requestReconsent(tenantId, source ? { source } : undefined, actorOf(ctx), log);
+    log.info("console: consent link issued", { tenantId, linkId: link.linkId, ...(source ? { source } : {}), operator: ctx.operator?.name });
     return tenantPage(ctx, { ...(await this.tenantData(ctx, tenantId)), link, notice: "A new consent link was issued." });
+  }
+
+  private async revokeLink(ctx: PageContext, request: ConsoleRequest, log: Logger): Promise<HtmlPage> {
+    const tenantId = this.tenantIdOf(request);
+    // TenantAdmin checks the id's shape and that this tenant's registration issued it (else 404).
+    const linkId = request.params["linkId"] ?? "";
+    await this.deps.tenantAdmin.revokeLink(tenantId, linkId, actorOf(ctx), log);
+    log.info("console: consent link revoked", { tenantId, linkId, operator: ctx.operator?.name });
+    // Post/redirect/get: a reload of the page that follows does not post again.
+    return redirect(`${tenantPath(tenantId)}?done=revoked#${LINKS_ANCHOR}`);
+  }
+
+  // ---- audit ---------------------------------------------------------------------------------
+
+  private async audit(ctx: PageContext, request: ConsoleRequest): Promise<HtmlPage> {
+    const tenantParam = new URL(request.url).searchParams.get("tenantId");
+    const tenantId = tenantParam && isGuid(tenantParam) ? tenantParam.toLowerCase() : undefined;
+    if (tenantParam !== null && tenantParam !== "" && tenantId === undefined) {
+      return messagePage(ctx, 400, "Not possible", [html`The tenant ID must be a GUID. <a href="${AUDIT_PATH}">Show every tenant's activity</a>`]);
+    }
+    const query = new URLSearchParams({ limit: String(AUDIT_PAGE_LIMIT), ...(tenantId ? { tenantId } : {}) });
+    // One registry read names every tenant in the entries (never one read per entry).
+    const [entries, tenants] = await Promise.all([this.deps.tenantAdmin.auditEntries(query), this.deps.tenantAdmin.list()]);
+    const names = new Map(tenants.map((view) => [view.tenantId, view.displayName]));
+    return auditPage(ctx, { entries, names, ...(tenantId ? { tenantId } : {}) });
   }
 
   private async offboard(ctx: PageContext, request: ConsoleRequest, form: URLSearchParams, log: Logger): Promise<HtmlPage> {
@@ -289,7 +348,7 @@ export class OperatorConsole {
         400,
       );
     }
-    await this.deps.tenantAdmin.offboard(tenantId, log);
+    await this.deps.tenantAdmin.offboard(tenantId, actorOf(ctx), log);
     log.info("console: tenant offboarded", { tenantId, operator: ctx.operator?.name });
     return redirect(`${tenantPath(tenantId)}?done=offboarded`);
   }
@@ -301,11 +360,13 @@ export class OperatorConsole {
       tenantId: (form.get("tenantId") ?? "").trim().slice(0, 256),
       displayName: (form.get("displayName") ?? "").slice(0, 1024),
       defenderRegion: (form.get("defenderRegion") ?? "").trim().slice(0, 16),
+      source: (form.get("source") ?? "").trim().slice(0, 16),
     };
     const body = {
       tenantId: values.tenantId,
       displayName: values.displayName,
       ...(values.defenderRegion ? { defenderRegion: values.defenderRegion } : {}),
+      ...(values.source ? { source: values.source } : {}),
     };
     const checked = checkRegistration(body);
     if (checked.problems) {
@@ -314,19 +375,28 @@ export class OperatorConsole {
         const key = problem.field === "body" ? "form" : problem.field;
         errors[key] ??= fieldMessage(problem);
       }
-      return registerPage(ctx, values, errors, 400);
+      return registerPage(ctx, values, errors, this.deps.config.defaultAlertSource, 400);
     }
     let registered: TenantView;
     try {
-      registered = await this.deps.tenantAdmin.register(body, log);
+      registered = await this.deps.tenantAdmin.register(body, actorOf(ctx), log);
     } catch (error) {
       if (error instanceof AppError && error.code === "tenant_exists") {
-        return registerPage(ctx, values, { tenantId: "This tenant is already registered. Offboard it first to register it again." }, 409);
+        return registerPage(
+          ctx,
+          values,
+          { tenantId: "This tenant is already registered. Offboard it first to register it again." },
+          this.deps.config.defaultAlertSource,
+          409,
+        );
       }
       throw error;
     }
     log.info("console: tenant registered", { tenantId: registered.tenantId, operator: ctx.operator?.name });
-    const link = registered.consentUrl && registered.consentUrlExpiresAt ? { consentUrl: registered.consentUrl, consentUrlExpiresAt: registered.consentUrlExpiresAt } : undefined;
+    const link =
+      registered.consentUrl && registered.consentUrlExpiresAt && registered.linkId
+        ? { consentUrl: registered.consentUrl, consentUrlExpiresAt: registered.consentUrlExpiresAt, linkId: registered.linkId }
+        : undefined;
     let data;
     try {
       data = await this.tenantData(ctx, registered.tenantId);
@@ -341,4 +411,11 @@ export class OperatorConsole {
       notice: "The tenant is registered. Send the consent link below to the customer's administrator.",
     }, 201);
   }
+}
+
+/** The signed-in operator as the audit trail names them. */
+function actorOf(ctx: PageContext): AuditActor {
+  const operator = ctx.operator;
+  if (!operator) return { kind: "unknown", id: "unknown", name: "Unknown operator" };
+  return { kind: operator.via === "easyauth" ? "entra_user" : "sandbox", id: operator.name, name: operator.name };
 }

@@ -1,7 +1,9 @@
+import type { AuditAction, AuditEntry } from "../audit/auditTrail";
 import { DEFAULT_MSSP_DISPLAY_NAME } from "../config";
-import type { ConsentLink, TenantView } from "../operator/tenantAdmin";
+import type { ConsentLink, LinkView, TenantView } from "../operator/tenantAdmin";
 import type { PullHealth, SinkHealth } from "../pull/health";
 import type { PullRun } from "../pull/pullHistory";
+import { ALERT_SOURCES, ALERT_SOURCE_PROFILES, isAlertSource, type AlertSourceKind } from "../sources/alertSources";
 import { DEFENDER_REGIONS } from "../state/tenantRegistry";
 import { CONSOLE_SCRIPT_PATH, CONSOLE_STYLESHEET_PATH } from "../ui/assets";
 import { CONSOLE_PAGE_HEADERS, SANDBOX_BANNER, copyField, html, renderDocument, type HtmlPage, type PageCookie, type SafeHtml } from "../ui/page";
@@ -24,12 +26,15 @@ export interface PageContext {
 }
 
 export const tenantPath = (tenantId: string): string => `${CONSOLE_PATH}/tenants/${encodeURIComponent(tenantId)}`;
+export const AUDIT_PATH = `${CONSOLE_PATH}/audit`;
+/** The id of the tenant page's consent-links section: a revocation redirects back to it. */
+export const LINKS_ANCHOR = "consent-links";
 
 export function consolePage(ctx: PageContext, status: number, title: string, main: SafeHtml): HtmlPage {
   const site = ctx.msspName === DEFAULT_MSSP_DISPLAY_NAME ? "Defender connector console" : `${ctx.msspName} · Defender connector console`;
   const operator = ctx.operator;
   const headerExtra = operator
-    ? html`<nav aria-label="Console"><a href="${CONSOLE_PATH}">Tenants</a> · <a href="${CONSOLE_PATH}/register">Register a tenant</a></nav>
+    ? html`<nav aria-label="Console"><a href="${CONSOLE_PATH}">Tenants</a> · <a href="${CONSOLE_PATH}/register">Register a tenant</a> · <a href="${AUDIT_PATH}">Audit</a></nav>
 <p class="operator">Signed in as <strong>${operator.name}</strong>${
         operator.via === "easyauth" ? html` · <a href="/.auth/logout">Sign out</a>` : html` <span>(no sign-in in the sandbox)</span>`
       }</p>`
@@ -57,13 +62,12 @@ export function redirect(location: string, status = 303): HtmlPage {
 // ---- formatting --------------------------------------------------------------------------------
 
 function ago(ms: number): string {
-  if (ms < 0) return "in the future";
-  const minutes = Math.floor(ms / 60_000);
+  // Negative for what is still ahead (a link's expiry); under a minute either way is "just now".
+  // Ahead rounds to the nearest minute, so a 7-day link just issued reads "in 7 days", not "in 6 days".
+  const minutes = ms < 0 ? Math.round(-ms / 60_000) : Math.floor(ms / 60_000);
   if (minutes < 1) return "just now";
-  if (minutes < 120) return `${minutes} min ago`;
-  const hours = Math.floor(minutes / 60);
-  if (hours < 48) return `${hours} h ago`;
-  return `${Math.floor(hours / 24)} days ago`;
+  const span = minutes < 120 ? `${minutes} min` : Math.floor(minutes / 60) < 48 ? `${Math.floor(minutes / 60)} h` : `${Math.floor(minutes / 1440)} days`;
+  return ms < 0 ? `in ${span}` : `${span} ago`;
 }
 
 export function when(iso: string | null | undefined, now: number, never = "Never"): SafeHtml {
@@ -101,6 +105,80 @@ function lastError(view: TenantView, health: PullHealth | undefined): SafeHtml {
 }
 
 const csrfField = (ctx: PageContext): SafeHtml => html`<input type="hidden" name="${CSRF_FIELD}" value="${ctx.csrf ?? ""}">`;
+
+// ---- alert sources -----------------------------------------------------------------------------
+
+/** The table's narrow column gets the short name; the tenant page and the forms the full one. */
+const SOURCE_SHORT: Readonly<Record<AlertSourceKind, string>> = {
+  mde: "Defender for Endpoint API",
+  graph: "Graph (Defender XDR)",
+};
+
+export const sourceLabel = (source: AlertSourceKind): string => ALERT_SOURCE_PROFILES[source].label;
+
+/** What the customer must grant for each source: shown where the operator chooses one. */
+export const SOURCE_GRANTS: Readonly<Record<AlertSourceKind, string>> = {
+  mde: "The customer's administrator consents, then authorizes this app in the Microsoft Defender portal (Settings > Endpoints > APIs > SIEM, MSSP tab).",
+  graph: "The user who consents needs a role that can read Defender XDR alerts, such as Security Reader; there is no portal step.",
+};
+
+function sourceBadge(source: AlertSourceKind, short = false): SafeHtml {
+  return html`${short ? SOURCE_SHORT[source] : sourceLabel(source)} <code>${source}</code>`;
+}
+
+// ---- the audit trail ---------------------------------------------------------------------------
+
+/**
+ * Each action in words; an action this version does not know (a newer writer) shows its code.
+ * Maps, not object literals: the keys come from a table, and `constructor` must find nothing.
+ */
+const ACTION_LABELS: ReadonlyMap<string, string> = new Map<AuditAction, string>([
+  ["tenant_registered", "Tenant registered"],
+  ["consent_link_issued", "Consent link issued"],
+  ["reconsent_requested", "New consent requested"],
+  ["consent_link_revoked", "Consent link revoked"],
+  ["consent_completed", "Consent completed"],
+  ["consenter_changed", "Consent given by a different user"],
+  ["source_changed", "Alert source changed"],
+  ["tenant_offboarded", "Tenant offboarded"],
+]);
+
+const ACTOR_KINDS: ReadonlyMap<string, string> = new Map([
+  ["entra_user", "operator, Entra ID"],
+  ["entra_app", "application, Entra ID"],
+  ["function_key", "operator API, function key"],
+  ["sandbox", "sandbox"],
+  ["customer_admin", "customer's administrator"],
+]);
+
+/** Actions an operator must look at: a consent replaced by somebody else. */
+const ALARMING_ACTIONS = new Set<string>(["consenter_changed"]);
+
+function actionCell(entry: AuditEntry): SafeHtml {
+  const label = ACTION_LABELS.get(entry.action) ?? entry.action;
+  return ALARMING_ACTIONS.has(entry.action) ? html`<strong class="field-error">${label}</strong>` : html`${label}`;
+}
+
+function actorCell(entry: AuditEntry): SafeHtml {
+  const kind = ACTOR_KINDS.get(entry.actor.kind) ?? entry.actor.kind;
+  return html`${entry.actor.name}${kind ? html` <span class="muted">(${kind})</span>` : ""}`;
+}
+
+/** Audit entries as a table; `names` adds a Tenant column (the console-wide page). */
+function auditTable(entries: readonly AuditEntry[], now: number, caption: string, names?: ReadonlyMap<string, string>): SafeHtml {
+  const tenantCell = (tenantId: string): SafeHtml => {
+    const name = names?.get(tenantId);
+    return name !== undefined
+      ? html`<td><a href="${tenantPath(tenantId)}">${name}</a></td>`
+      : html`<td><code>${tenantId}</code> <span class="muted">(no longer registered)</span></td>`;
+  };
+  return html`<div class="table-wrap"><table><caption>${caption}</caption>
+<thead><tr><th scope="col">When</th>${names ? html`<th scope="col">Tenant</th>` : ""}<th scope="col">Action</th><th scope="col">Who</th><th scope="col">Detail</th></tr></thead>
+<tbody>${entries.map(
+    (entry) =>
+      html`<tr><th scope="row">${when(entry.at, now)}</th>${names ? tenantCell(entry.tenantId) : ""}<td>${actionCell(entry)}</td><td>${actorCell(entry)}</td><td>${entry.detail}</td></tr>`,
+  )}</tbody></table></div>`;
+}
 
 // ---- the tenants list --------------------------------------------------------------------------
 
@@ -169,15 +247,16 @@ ${query.q || query.status || query.sort !== "name" ? html`<a href="${CONSOLE_PAT
 </form>`;
   const table = html`<div class="table-wrap"><table>
 <caption>Tenants, page ${query.page} of ${listing.pages}</caption>
-<thead><tr><th scope="col">Name</th><th scope="col">Tenant ID</th><th scope="col">Status</th><th scope="col">Last successful pull</th><th scope="col">Alerts in last pull</th><th scope="col">Alerts in last 24 h</th><th scope="col">Refresh-token age</th><th scope="col">Last error</th></tr></thead>
+<thead><tr><th scope="col">Name</th><th scope="col">Tenant ID</th><th scope="col">Status</th><th scope="col">Source</th><th scope="col">Last successful pull</th><th scope="col">Alerts in last pull</th><th scope="col">Alerts in last 24 h</th><th scope="col">Refresh-token age</th><th scope="col">Last error</th></tr></thead>
 <tbody>${
     rows.length === 0
-      ? html`<tr><td colspan="8">No tenant matches these filters.</td></tr>`
+      ? html`<tr><td colspan="9">No tenant matches these filters.</td></tr>`
       : rows.map(
           ({ view, health, verdict, alerts24h }) => html`<tr>
 <th scope="row"><a href="${tenantPath(view.tenantId)}">${view.displayName}</a></th>
 <td><code>${view.tenantId}</code></td>
 <td>${badge(verdict.status)}</td>
+<td>${sourceBadge(view.source, true)}</td>
 <td>${when(health?.lastSuccessfulPullAt, ctx.now)}</td>
 <td class="num">${count(health?.alertsInLastPull)}</td>
 <td class="num">${count(alerts24h)}</td>
@@ -216,6 +295,7 @@ export interface RegisterValues {
   tenantId: string;
   displayName: string;
   defenderRegion: string;
+  source: string;
 }
 
 export type RegisterErrors = Partial<Record<keyof RegisterValues | "form", string>>;
@@ -237,7 +317,32 @@ ${control(describedBy, error !== undefined)}
 </div>`;
 }
 
-export function registerPage(ctx: PageContext, values: RegisterValues, errors: RegisterErrors, status = 200): HtmlPage {
+/**
+ * The alert-source choice: radio buttons, each with what the customer must grant, because that
+ * differs (a portal step for one, a role for the other) and the operator has to tell the customer.
+ */
+function sourceChoice(value: string, error: string | undefined, defaultSource: AlertSourceKind): SafeHtml {
+  const chosen = isAlertSource(value) ? value : defaultSource;
+  const describedBy = ["source-hint", ...(error ? ["source-error"] : [])].join(" ");
+  return html`<fieldset class="field" id="source" tabindex="-1" aria-describedby="${describedBy}">
+<legend><strong>Alert source</strong></legend>
+<p class="hint" id="source-hint">Where this tenant's alerts are read. This app's default (DEFAULT_ALERT_SOURCE) is ${sourceLabel(defaultSource)}. Changing it later takes a new consent.</p>
+${error ? html`<p class="field-error" id="source-error"><span class="visually-hidden">Error: </span>${error}</p>` : ""}
+${ALERT_SOURCES.map(
+  (source) => html`<div class="choice"><input type="radio" id="source-${source}" name="source" value="${source}"${source === chosen ? html` checked` : ""} aria-describedby="source-${source}-hint"${error ? html` aria-invalid="true"` : ""}>
+<label for="source-${source}">${sourceLabel(source)}</label>
+<p class="hint" id="source-${source}-hint">${SOURCE_GRANTS[source]}</p></div>`,
+)}
+</fieldset>`;
+}
+
+export function registerPage(
+  ctx: PageContext,
+  values: RegisterValues,
+  errors: RegisterErrors,
+  defaultSource: AlertSourceKind,
+  status = 200,
+): HtmlPage {
   const problems = Object.entries(errors) as Array<[keyof RegisterErrors, string]>;
   const summary = problems.length
     ? html`<div class="notice notice-error" role="alert" aria-labelledby="error-summary"><h2 id="error-summary">The tenant was not registered</h2><ul>${problems.map(
@@ -270,6 +375,7 @@ ${field(
   )}</select>`,
   errors,
 )}
+${sourceChoice(values.source, errors.source, defaultSource)}
 <button type="submit" class="button">Register tenant</button>
 </form>`;
   return consolePage(ctx, status, "Register a tenant", html`${summary}
@@ -285,11 +391,18 @@ export interface TenantPageData {
   verdict: StatusVerdict;
   history?: PullRun[];
   alerts24h?: number;
+  /** The links of the tenant's current registration, newest first; undefined when they could not be read. */
+  links?: LinkView[];
+  /** The tenant's newest audit entries, newest first; undefined when the trail could not be read. */
+  activity?: AuditEntry[];
   link?: ConsentLink;
   notice?: string;
   offboardError?: string;
   confirmValue?: string;
 }
+
+/** Audit entries on a tenant's page; the audit page has the rest. */
+export const ACTIVITY_LIMIT = 20;
 
 const OUTCOME_LABELS: Readonly<Record<PullRun["outcome"], string>> = {
   succeeded: "Succeeded",
@@ -308,25 +421,138 @@ function sinkTable(sinks: Record<string, SinkHealth>, now: number): ReturnType<t
   )}</tbody></table></div>`;
 }
 
+/** A warning an operator must act on, not just read: someone else replaced the consent. */
+const CONSENTER_CHANGED = "consenter_changed";
+
+const waitsForConsent = (view: TenantView): boolean => view.status === "pending_consent" || view.status === "reconsent_required";
+
+type LinkState = "active" | "used" | "revoked" | "expired";
+const LINK_STATE_LABELS: Readonly<Record<LinkState, string>> = { active: "Active", used: "Used", revoked: "Revoked", expired: "Expired" };
+
+function linkState(link: LinkView): LinkState {
+  if (link.revoked) return "revoked";
+  if (link.expired) return "expired";
+  if (link.used) return "used";
+  return "active";
+}
+
+/**
+ * Whether the link could start a sign-in right now. This mirrors the consent flow's rule
+ * (shared/consent/consentLinks.ts `linkRefusal`): a tenant waiting for consent takes any live link
+ * of its registration, a used one included; a connected tenant only an unused re-consent link.
+ * The status column says so, because "Active" or "Used" alone would mislead in both directions.
+ */
+function linkWorks(link: LinkView, view: TenantView): boolean {
+  if (link.revoked || link.expired || view.status === "offboarded") return false;
+  return waitsForConsent(view) || (link.purpose === "reconsent" && !link.used);
+}
+
+function linkPurpose(link: LinkView): SafeHtml {
+  const purpose = link.purpose === "reconsent" ? "New consent" : "First consent";
+  return link.source ? html`${purpose}, moves the tenant to ${sourceLabel(link.source)}` : html`${purpose}`;
+}
+
+function linkStatus(link: LinkView, view: TenantView, now: number): SafeHtml {
+  const state = linkState(link);
+  const label = html`<strong>${LINK_STATE_LABELS[state]}</strong>`;
+  if (state === "revoked") return html`${label} ${when(link.revokedAt, now)}${link.revokedBy ? html` by ${link.revokedBy}` : ""}`;
+  if (state === "expired") return label;
+  const works = linkWorks(link, view);
+  if (state === "used") {
+    return html`${label} ${when(link.usedAt, now)}${works ? html`<br><span class="muted">Works again while the tenant waits for a consent</span>` : ""}`;
+  }
+  return works ? label : html`${label}<br><span class="muted">Starts no sign-in while the tenant is connected</span>`;
+}
+
+function linksTable(ctx: PageContext, view: TenantView, links: readonly LinkView[]): SafeHtml {
+  const revocable = view.status !== "offboarded";
+  return html`<div class="table-wrap"><table><caption>${links.length} consent link${links.length === 1 ? "" : "s"} issued since the tenant was registered, newest first</caption>
+<thead><tr><th scope="col">Created</th><th scope="col">Expires</th><th scope="col">Purpose</th><th scope="col">Status</th><th scope="col">Issued by</th>${revocable ? html`<th scope="col">Action</th>` : ""}</tr></thead>
+<tbody>${links.map((link) => {
+    // Revocable while it is neither revoked nor expired, used ones included: a used link works
+    // again if the tenant comes to need a consent before the link expires.
+    const action =
+      !revocable
+        ? ""
+        : link.revoked || link.expired
+          ? html`<td><span class="muted">None</span></td>`
+          : html`<td><form method="post" action="${tenantPath(view.tenantId)}/links/${encodeURIComponent(link.id)}/revoke">${csrfField(ctx)}<button type="submit" class="button button-secondary">Revoke<span class="visually-hidden"> the link created ${link.created.slice(0, 16).replace("T", " ")} UTC</span></button></form></td>`;
+    return html`<tr data-link-id="${link.id}"><th scope="row">${when(link.created, ctx.now)}</th><td>${when(link.expires, ctx.now)}</td><td>${linkPurpose(link)}</td><td>${linkStatus(link, view, ctx.now)}</td><td>${link.issuedBy}</td>${action}</tr>`;
+  })}</tbody></table></div>`;
+}
+
+function linksSection(ctx: PageContext, data: TenantPageData): SafeHtml {
+  const { view, links } = data;
+  if (links === undefined) return html`<p>The consent links could not be read just now. Reload the page to try again.</p>`;
+  if (links.length === 0) return html`<p>No consent link was issued for this registration.</p>`;
+  const explain =
+    view.status === "offboarded"
+      ? html`<p>This tenant is offboarded: none of its links works any more.</p>`
+      : html`<p>Revoke a link that was sent to the wrong person or is no longer needed: it then cannot start a sign-in, and a sign-in already started with it cannot finish. The customer's existing consent is not affected.</p>`;
+  return html`${explain}${linksTable(ctx, view, links)}`;
+}
+
+/** The link just minted, once: it is never shown again (the page keeps only its record). */
+function mintedLink(ctx: PageContext, data: TenantPageData, link: ConsentLink): SafeHtml {
+  const record = data.links?.find((candidate) => candidate.id === link.linkId);
+  const target = record?.source ?? data.view.source;
+  const replaces = record?.purpose === "reconsent" && data.view.status === "connected";
+  return html`<div class="notice notice-ok">
+${copyField("consent-link", "Consent link", link.consentUrl)}
+<p>Expires ${when(link.consentUrlExpiresAt, ctx.now)}. Send it only to the customer's administrator: whoever has it can start this tenant's consent.</p>
+${replaces ? html`<p><strong>Whoever opens this link can replace the tenant's current consent with their own sign-in. It works once.</strong></p>` : ""}
+${record?.source ? html`<p>Once the consent through it completes, the tenant moves to ${sourceLabel(record.source)} and its checkpoint starts afresh.</p>` : ""}
+<p>What the customer must grant for ${sourceLabel(target)}: ${SOURCE_GRANTS[target]}</p>
+</div>`;
+}
+
+function consentSection(ctx: PageContext, data: TenantPageData): SafeHtml {
+  const { view } = data;
+  if (view.status === "offboarded") return html`<p>This tenant is offboarded: its links no longer work. Register it again to connect it.</p>`;
+  const explain =
+    view.status === "connected"
+      ? html`<p>The tenant is connected. <strong>A new consent link lets whoever opens it replace the current consent</strong> (and the refresh token stored for it) with their own sign-in. It works once, until it expires or is revoked. Request one only when the customer must consent again or move to another source, and send it only to the customer's administrator.</p>`
+      : html`<p>Consent links are shown only when they are issued. Request a new one to send to the customer's administrator; earlier links keep working until they expire or are revoked below.</p>`;
+  const others = ALERT_SOURCES.filter((source) => source !== view.source);
+  const form = html`<form method="post" action="${tenantPath(view.tenantId)}/consent-link">${csrfField(ctx)}
+<div class="field"><label for="moveSource">Move to another alert source (optional)</label>
+<p class="hint" id="moveSource-hint">The tenant reads from ${sourceLabel(view.source)}. To move it, pick another source: it moves once the consent through the new link completes, and its checkpoint then starts afresh.</p>
+<select id="moveSource" name="source" aria-describedby="moveSource-hint"><option value="">Keep ${sourceLabel(view.source)}</option>${others.map(
+    (source) => html`<option value="${source}">Move to ${sourceLabel(source)}</option>`,
+  )}</select></div>
+<button type="submit" class="button">Request a new consent</button>
+</form>`;
+  return html`${data.link ? mintedLink(ctx, data, data.link) : ""}${explain}${form}`;
+}
+
+function activitySection(ctx: PageContext, data: TenantPageData): SafeHtml {
+  const { activity, view } = data;
+  if (activity === undefined) return html`<p>The audit trail could not be read just now.</p>`;
+  if (activity.length === 0) return html`<p>Nothing is recorded for this tenant yet.</p>`;
+  return html`${auditTable(activity, ctx.now, `The ${activity.length} most recent entries, newest first`)}
+<p><a href="${AUDIT_PATH}?tenantId=${encodeURIComponent(view.tenantId)}">All of this tenant's activity on the audit page</a></p>`;
+}
+
 export function tenantPage(ctx: PageContext, data: TenantPageData, status = 200): HtmlPage {
   const { view, health, verdict } = data;
   const offboarded = view.status === "offboarded";
-  const link = data.link
-    ? html`<div class="notice notice-ok">
-${copyField("consent-link", "Consent link", data.link.consentUrl)}
-<p>Expires ${when(data.link.consentUrlExpiresAt, ctx.now)}. Send it only to the customer's administrator: whoever has it can start this tenant's consent.</p>
+  const changed = health?.warnings.find((w) => w.code === CONSENTER_CHANGED);
+  // Shown above everything else: a consent replaced by somebody else may be a takeover through a
+  // forwarded or leaked link, and the operator must confirm it with the customer.
+  const consenterAlert = changed
+    ? html`<div class="notice notice-error" role="alert" aria-labelledby="consenter-changed-heading">
+<h2 id="consenter-changed-heading">The consent was replaced by a different user</h2>
+<p>${changed.message}${changed.at ? html` (${when(changed.at, ctx.now)})` : ""}</p>
+<p>Confirm the change with the customer. If they did not make it, revoke the remaining links, request a new consent for their administrator, or offboard the tenant. The <a href="#activity">activity</a> below has the details.</p>
 </div>`
     : "";
-  const linkSection = offboarded
-    ? html`<p>This tenant is offboarded: its links no longer work. Register it again to connect it.</p>`
-    : html`${link}<p>Consent links are shown only when they are issued. Issue a new one to send to the customer's administrator; earlier links keep working until they expire.</p>
-<form method="post" action="${tenantPath(view.tenantId)}/consent-link">${csrfField(ctx)}<button type="submit" class="button">Issue a new consent link</button></form>`;
   const facts = html`<dl class="facts">
 <dt>Status</dt><dd>${badge(verdict.status)}</dd>
 <dt>Tenant ID</dt><dd><code>${view.tenantId}</code></dd>
+<dt>Alert source</dt><dd>${sourceBadge(view.source)}</dd>
 <dt>Defender API region</dt><dd>${view.defenderRegion ?? "Global endpoint"}</dd>
 <dt>Registered</dt><dd>${when(view.createdAt, ctx.now)}</dd>
-<dt>Consented by</dt><dd>${view.consentedBy ?? html`<span class="muted">Not yet</span>`}</dd>
+<dt>Consented by</dt><dd>${view.consentedBy ?? html`<span class="muted">Not yet</span>`}${view.previousConsentedBy ? html` <span class="muted">(before: ${view.previousConsentedBy})</span>` : ""}</dd>
 <dt>Consented</dt><dd>${when(view.consentedAt, ctx.now, "Not yet")}</dd>
 <dt>Last error</dt><dd>${lastError(view, health)}</dd>
 </dl>`;
@@ -346,7 +572,10 @@ ${copyField("consent-link", "Consent link", data.link.consentUrl)}
 <h3>Warnings</h3>
 ${
   health?.warnings.length
-    ? html`<ul>${health.warnings.map((w) => html`<li><code>${w.code}</code> ${w.message}${w.at ? html` (${when(w.at, ctx.now)})` : ""}</li>`)}</ul>`
+    ? html`<ul>${health.warnings.map((w) => {
+        const text = html`<code>${w.code}</code> ${w.message}${w.at ? html` (${when(w.at, ctx.now)})` : ""}`;
+        return w.code === CONSENTER_CHANGED ? html`<li class="field-error"><strong>${text}</strong></li>` : html`<li>${text}</li>`;
+      })}</ul>`
     : html`<p>None.</p>`
 }`;
   const sinks = health?.sinks ? sinkTable(health.sinks, ctx.now) : "";
@@ -377,8 +606,11 @@ ${data.offboardError ? html`<p class="field-error" id="confirmName-error"><span 
     view.displayName,
     html`${data.notice ? html`<div class="notice notice-ok" role="status">${data.notice}</div>` : ""}
 <p><a href="${CONSOLE_PATH}">Back to all tenants</a></p>
-<h2>Consent link</h2>
-${linkSection}
+${consenterAlert}
+<h2>Consent</h2>
+${consentSection(ctx, data)}
+<h2 id="${LINKS_ANCHOR}" tabindex="-1">Consent links</h2>
+${linksSection(ctx, data)}
 <h2>Status</h2>
 ${facts}
 ${reasons}
@@ -387,7 +619,45 @@ ${pullFacts}
 ${sinks}
 <h2>Recent pulls</h2>
 ${history}
+<h2 id="activity" tabindex="-1">Activity</h2>
+${activitySection(ctx, data)}
 ${offboard}`,
+  );
+}
+
+// ---- the audit page ----------------------------------------------------------------------------
+
+/** Entries on the console-wide audit page. */
+export const AUDIT_PAGE_LIMIT = 100;
+
+export interface AuditPageData {
+  entries: AuditEntry[];
+  /** Display names of the registered tenants, by id. */
+  names: ReadonlyMap<string, string>;
+  /** Set when the page is narrowed to one tenant. */
+  tenantId?: string;
+}
+
+export function auditPage(ctx: PageContext, data: AuditPageData): HtmlPage {
+  const scope = data.tenantId
+    ? html`<p>Showing the activity of ${data.names.has(data.tenantId) ? html`<a href="${tenantPath(data.tenantId)}">${data.names.get(data.tenantId) ?? ""}</a>` : html`<code>${data.tenantId}</code>`} only. <a href="${AUDIT_PATH}">Show every tenant</a></p>`
+    : "";
+  const table =
+    data.entries.length === 0
+      ? html`<p>Nothing is recorded yet.</p>`
+      : auditTable(
+          data.entries,
+          ctx.now,
+          `The ${data.entries.length} most recent entries${data.tenantId ? "" : " of all tenants"}, newest first`,
+          data.names,
+        );
+  return consolePage(
+    ctx,
+    200,
+    "Audit trail",
+    html`<p>Every change to a tenant, with who made it: registrations, consent requests, revoked links, completed consents (and consents given by a different user than before), source changes and offboarding. Operators are named by their sign-in; the operator API's function key by its holder.</p>
+${scope}
+${table}`,
   );
 }
 

@@ -1,10 +1,13 @@
 import type { AppConfig } from "../config";
 import type { Clock } from "../clock";
+import { type AuditAction, type AuditActor, type AuditEntry, type AuditTrail, MAX_AUDIT_LIMIT } from "../audit/auditTrail";
 import { buildConsentUrl } from "../consent/consentLink";
+import type { ConsentLinkRecord, ConsentLinkStore, LinkPurpose } from "../consent/consentLinks";
 import type { SigningKeyProvider } from "../consent/signingKey";
 import { badRequest, conflict, notFound } from "../errors";
 import type { Logger } from "../logging";
 import type { TenantTokenStore } from "../secrets/tenantTokens";
+import { ALERT_SOURCES, isAlertSource, sourceOf, type AlertSourceKind } from "../sources/alertSources";
 import {
   DEFENDER_REGIONS,
   TenantAlreadyExistsError,
@@ -18,16 +21,20 @@ export const MAX_DISPLAY_NAME_LENGTH = 128;
 
 /** What the operator API shows of a tenant: status and health, never a secret. */
 export interface TenantView extends TenantRecord {
+  source: AlertSourceKind;
   consentUrl?: string;
   consentUrlExpiresAt?: string;
+  linkId?: string;
 }
 
 /** Optional per-tenant extras (pull health) merged into the view by whoever knows them. */
 export type TenantViewDecorator = (tenants: TenantRecord[]) => Promise<Map<string, Record<string, unknown>>>;
 
 export interface TenantAdminDeps {
-  config: Pick<AppConfig, "publicBaseUrl" | "consentLinkTtlHours">;
+  config: Pick<AppConfig, "publicBaseUrl" | "consentLinkTtlHours" | "defaultAlertSource">;
   tenants: TenantRegistry;
+  links: ConsentLinkStore;
+  audit: AuditTrail;
   tokens: TenantTokenStore;
   signingKey: SigningKeyProvider;
   clock: Clock;
@@ -40,11 +47,12 @@ export interface RegistrationInput {
   tenantId: string;
   displayName: string;
   defenderRegion?: DefenderRegion;
+  source?: AlertSourceKind;
 }
 
 /** One problem with a registration, tied to the field it concerns (the console shows it there). */
 export interface RegistrationProblem {
-  field: "tenantId" | "displayName" | "defenderRegion" | "body";
+  field: "tenantId" | "displayName" | "defenderRegion" | "source" | "body";
   kind: "required" | "invalid" | "too_long" | "control_characters" | "unknown_field";
   /** The operator API's wording. */
   message: string;
@@ -57,7 +65,7 @@ export function checkRegistration(body: unknown): { input: RegistrationInput; pr
   }
   const input = body as Record<string, unknown>;
   const problems: RegistrationProblem[] = [];
-  const known = new Set(["tenantId", "displayName", "defenderRegion"]);
+  const known = new Set(["tenantId", "displayName", "defenderRegion", "source"]);
   for (const key of Object.keys(input)) {
     if (!known.has(key)) problems.push({ field: "body", kind: "unknown_field", message: `unknown field "${key.slice(0, 40)}"` });
   }
@@ -80,12 +88,17 @@ export function checkRegistration(body: unknown): { input: RegistrationInput; pr
   if (region !== undefined && !(DEFENDER_REGIONS as readonly unknown[]).includes(region)) {
     problems.push({ field: "defenderRegion", kind: "invalid", message: `defenderRegion must be one of ${DEFENDER_REGIONS.join(", ")}` });
   }
+  const source = input["source"];
+  if (source !== undefined && !isAlertSource(source)) {
+    problems.push({ field: "source", kind: "invalid", message: `source must be one of ${ALERT_SOURCES.join(", ")}` });
+  }
   if (problems.length > 0) return { problems };
   return {
     input: {
       tenantId: (input["tenantId"] as string).toLowerCase(),
       displayName: displayName as string,
       ...(region !== undefined ? { defenderRegion: region as DefenderRegion } : {}),
+      ...(isAlertSource(source) ? { source } : {}),
     },
   };
 }
@@ -103,6 +116,23 @@ export function parseRegistration(body: unknown): RegistrationInput {
 export interface ConsentLink {
   consentUrl: string;
   consentUrlExpiresAt: string;
+  linkId: string;
+}
+
+/** What the operator API shows of an issued link: never its signature. */
+export interface LinkView {
+  id: string;
+  purpose: LinkPurpose;
+  source: AlertSourceKind | null;
+  created: string;
+  expires: string;
+  expired: boolean;
+  used: boolean;
+  usedAt: string | null;
+  revoked: boolean;
+  revokedAt: string | null;
+  revokedBy: string | null;
+  issuedBy: string;
 }
 
 function requireGuid(tenantId: string): string {
@@ -110,17 +140,39 @@ function requireGuid(tenantId: string): string {
   return tenantId.toLowerCase();
 }
 
-/** The operator's view of the tenant registry: register, list, inspect, offboard. */
+/** The body of a re-consent request: empty, or `{"source": "mde" | "graph"}` to move the tenant to another source. */
+export function parseReconsent(body: unknown): { source?: AlertSourceKind } {
+  if (body === undefined || body === null) return {};
+  if (typeof body !== "object" || Array.isArray(body)) throw badRequest("invalid_body", "The body must be a JSON object (or empty).");
+  const input = body as Record<string, unknown>;
+  const unknown = Object.keys(input).filter((key) => key !== "source");
+  if (unknown.length > 0) throw badRequest("invalid_body", `unknown field "${(unknown[0] as string).slice(0, 40)}"`);
+  if (input["source"] === undefined) return {};
+  if (!isAlertSource(input["source"])) throw badRequest("invalid_source", `source must be one of ${ALERT_SOURCES.join(", ")}`);
+  return { source: input["source"] };
+}
+
+/** A link id from a path: the shape the app issues, or a 404 (an unknown id is simply not there). */
+function requireLinkId(linkId: string): string {
+  if (!/^[A-Za-z0-9_-]{22}$/.test(linkId)) throw notFound("link_not_found", "This tenant has no consent link with this id.");
+  return linkId;
+}
+
+/**
+ * The operator's view of the tenant registry: register, list, inspect, ask for a re-consent,
+ * see and revoke issued links, offboard. Every change is written to the audit trail with who
+ * asked for it.
+ */
 export class TenantAdmin {
   constructor(private readonly deps: TenantAdminDeps) {}
 
-  async register(body: unknown, log: Logger): Promise<TenantView> {
+  async register(body: unknown, actor: AuditActor, log: Logger): Promise<TenantView> {
     const input = parseRegistration(body);
     // The link key first: if Key Vault is unreachable the registration fails before writing anything.
     const key = await this.deps.signingKey.get();
     let record: TenantRecord;
     try {
-      record = await this.deps.tenants.create(input);
+      record = await this.deps.tenants.create({ ...input, source: input.source ?? this.deps.config.defaultAlertSource });
       // A tenant registered again starts from the first-run look-back, not a months-old checkpoint.
       await this.deps.resetPullState?.(record.tenantId);
     } catch (error) {
@@ -129,8 +181,10 @@ export class TenantAdmin {
       }
       throw error;
     }
+    const link = await this.issueLink(record, key, "registration", actor);
+    await this.audited(record.tenantId, "tenant_registered", actor, `Registered "${record.displayName}" with source ${sourceOf(record)}; consent link ${link.linkId} issued`);
     log.info("tenant registered", { tenantId: record.tenantId });
-    return { ...record, ...this.consentUrlFor(record, key) };
+    return { ...this.withSource(record), ...link };
   }
 
   async list(): Promise<TenantView[]> {
@@ -139,41 +193,64 @@ export class TenantAdmin {
     return this.decorate(records);
   }
 
-  /** One tenant with a fresh consent link unless it is offboarded (the operator API's GET). */
-  async get(tenantIdParam: string): Promise<TenantView> {
-    const view = await this.view(tenantIdParam);
-    if (view.status === "offboarded") return view;
-    return { ...view, ...this.consentUrlFor(view, await this.deps.signingKey.get()) };
-  }
-
-  /** One tenant with its health, and no consent link: viewing never mints one. */
+  /** One tenant with its health, and no consent link: reading never mints one. */
   async view(tenantIdParam: string): Promise<TenantView> {
-    const tenantId = requireGuid(tenantIdParam);
-    const record = await this.deps.tenants.get(tenantId);
-    if (!record) throw notFound("tenant_not_found", "No tenant with this id is registered.");
+    const record = await this.existing(requireGuid(tenantIdParam));
     const [view] = await this.decorate([record]);
     return view as TenantView;
   }
 
-  /** Mints a new consent link on purpose (the console's "Issue a new consent link"); refused for an offboarded tenant. */
-  async issueConsentLink(tenantIdParam: string, log: Logger): Promise<ConsentLink> {
+  /**
+   * Issues a new consent link on purpose. For a tenant waiting for consent it is simply a new
+   * link; for a connected tenant it is the only way a link can start a sign-in again, and the
+   * consent it leads to replaces the stored one. `source` moves the tenant to another alert
+   * source once that consent completes (its checkpoint then starts afresh).
+   */
+  async requestReconsent(tenantIdParam: string, body: unknown, actor: AuditActor, log: Logger): Promise<ConsentLink> {
     const tenantId = requireGuid(tenantIdParam);
+    const { source } = parseReconsent(body);
     const key = await this.deps.signingKey.get();
-    const record = await this.deps.tenants.get(tenantId);
-    if (!record) throw notFound("tenant_not_found", "No tenant with this id is registered.");
+    const record = await this.existing(tenantId);
     if (record.status === "offboarded") {
       throw conflict("tenant_offboarded", "This tenant is offboarded. Register it again to issue a consent link.");
     }
+    const switching = source !== undefined && source !== sourceOf(record);
+    const purpose: LinkPurpose = record.status === "connected" || switching ? "reconsent" : "registration";
+    const link = await this.issueLink(record, key, purpose, actor, switching ? source : undefined);
+    const action: AuditAction = purpose === "reconsent" ? "reconsent_requested" : "consent_link_issued";
+    const detail = switching
+      ? `Consent link ${link.linkId} issued to move the tenant from ${sourceOf(record)} to ${source}`
+      : `Consent link ${link.linkId} issued (tenant ${record.status})`;
+    await this.audited(tenantId, action, actor, detail);
     // The link itself is never logged: it is what lets someone start this tenant's consent.
-    log.info("consent link issued", { tenantId });
-    return this.consentUrlFor(record, key);
+    log.info("consent link issued", { tenantId, purpose });
+    return link;
+  }
+
+  /** Every link issued for the tenant's current registration, newest first. */
+  async links(tenantIdParam: string): Promise<LinkView[]> {
+    const record = await this.existing(requireGuid(tenantIdParam));
+    const now = this.deps.clock();
+    return (await this.deps.links.list(record.tenantId, record.createdAt)).map((link) => linkView(link, now));
+  }
+
+  async revokeLink(tenantIdParam: string, linkIdParam: string, actor: AuditActor, log: Logger): Promise<LinkView> {
+    const record = await this.existing(requireGuid(tenantIdParam));
+    const linkId = requireLinkId(linkIdParam);
+    const before = await this.deps.links.get(record.tenantId, linkId, record.createdAt);
+    const revoked = await this.deps.links.revoke(record.tenantId, linkId, record.createdAt, actor);
+    if (!revoked) throw notFound("link_not_found", "This tenant has no consent link with this id.");
+    if (!before?.revokedAt) {
+      await this.audited(record.tenantId, "consent_link_revoked", actor, `Consent link ${linkId} revoked`);
+      log.info("consent link revoked", { tenantId: record.tenantId });
+    }
+    return linkView(revoked, this.deps.clock());
   }
 
   /** Deletes the tenant's tokens from Key Vault first, then marks it offboarded: its links stop working. */
-  async offboard(tenantIdParam: string, log: Logger): Promise<TenantView> {
+  async offboard(tenantIdParam: string, actor: AuditActor, log: Logger): Promise<TenantView> {
     const tenantId = requireGuid(tenantIdParam);
-    const existing = await this.deps.tenants.get(tenantId);
-    if (!existing) throw notFound("tenant_not_found", "No tenant with this id is registered.");
+    const existing = await this.existing(tenantId);
     await this.deps.tokens.remove(tenantId);
     const record = await this.deps.tenants.update(tenantId, (current) =>
       current.status === "offboarded" ? undefined : { status: "offboarded" },
@@ -181,25 +258,87 @@ export class TenantAdmin {
     // After the status: a pull that started before it stops at its next page, and its next save
     // finds no state to write to.
     await this.deps.resetPullState?.(tenantId);
+    if (existing.status !== "offboarded") await this.audited(tenantId, "tenant_offboarded", actor, `Offboarded "${existing.displayName}"; its tokens and pull state were deleted`);
     log.info("tenant offboarded", { tenantId });
+    return this.withSource(record);
+  }
+
+  /** The audit trail, newest first; `tenantId` narrows it to one tenant. */
+  async auditEntries(query: { get(name: string): string | null }): Promise<AuditEntry[]> {
+    const tenantParam = query.get("tenantId");
+    const limitParam = query.get("limit");
+    const tenantId = tenantParam === null ? undefined : requireQueryGuid(tenantParam);
+    let limit = 100;
+    if (limitParam !== null) {
+      if (!/^[0-9]{1,4}$/.test(limitParam) || Number(limitParam) < 1 || Number(limitParam) > MAX_AUDIT_LIMIT) {
+        throw badRequest("invalid_limit", `limit must be an integer from 1 to ${MAX_AUDIT_LIMIT}.`);
+      }
+      limit = Number(limitParam);
+    }
+    return this.deps.audit.list({ ...(tenantId ? { tenantId } : {}), limit });
+  }
+
+  private async existing(tenantId: string): Promise<TenantRecord> {
+    const record = await this.deps.tenants.get(tenantId);
+    if (!record) throw notFound("tenant_not_found", "No tenant with this id is registered.");
     return record;
   }
 
-  private consentUrlFor(record: TenantRecord, key: Buffer): ConsentLink {
-    const expiresAt = this.deps.clock() + this.deps.config.consentLinkTtlHours * 3600_000;
+  private async audited(tenantId: string, action: AuditAction, actor: AuditActor, detail: string): Promise<void> {
+    await this.deps.audit.record({ tenantId, action, actor, detail });
+  }
+
+  private async issueLink(record: TenantRecord, key: Buffer, purpose: LinkPurpose, actor: AuditActor, source?: AlertSourceKind): Promise<ConsentLink> {
+    const issued = await this.deps.links.issue({
+      tenantId: record.tenantId,
+      registeredAt: record.createdAt,
+      purpose,
+      ttlMs: this.deps.config.consentLinkTtlHours * 3600_000,
+      issuedBy: actor,
+      ...(source ? { source } : {}),
+    });
     return {
       consentUrl: buildConsentUrl(this.deps.config.publicBaseUrl, key, {
         tenantId: record.tenantId,
         registeredAt: record.createdAt,
-        expiresAt,
+        linkId: issued.linkId,
+        expiresAt: issued.expiresAtMs,
       }),
-      consentUrlExpiresAt: new Date(Math.floor(expiresAt / 1000) * 1000).toISOString(),
+      consentUrlExpiresAt: issued.expiresAt,
+      linkId: issued.linkId,
     };
   }
 
-  private async decorate(records: TenantRecord[]): Promise<TenantView[]> {
-    if (!this.deps.health || records.length === 0) return records;
-    const extras = await this.deps.health(records);
-    return records.map((record) => ({ ...record, ...(extras.get(record.tenantId) ?? {}) }));
+  private withSource(record: TenantRecord): TenantView {
+    return { ...record, source: sourceOf(record) };
   }
+
+  private async decorate(records: TenantRecord[]): Promise<TenantView[]> {
+    const views = records.map((record) => this.withSource(record));
+    if (!this.deps.health || records.length === 0) return views;
+    const extras = await this.deps.health(records);
+    return views.map((view) => ({ ...view, ...(extras.get(view.tenantId) ?? {}) }));
+  }
+}
+
+function requireQueryGuid(value: string): string {
+  if (!isGuid(value)) throw badRequest("invalid_tenant_id", "tenantId must be a GUID.");
+  return value.toLowerCase();
+}
+
+function linkView(link: ConsentLinkRecord, now: number): LinkView {
+  return {
+    id: link.linkId,
+    purpose: link.purpose,
+    source: isAlertSource(link.source) ? link.source : null,
+    created: link.createdAt,
+    expires: link.expiresAt,
+    expired: Date.parse(link.expiresAt) <= now,
+    used: link.usedAt !== undefined,
+    usedAt: link.usedAt ?? null,
+    revoked: link.revokedAt !== undefined,
+    revokedAt: link.revokedAt ?? null,
+    revokedBy: link.revokedBy ?? null,
+    issuedBy: link.issuedBy,
+  };
 }

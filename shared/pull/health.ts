@@ -137,11 +137,29 @@ export function pullHealthOf(state: (PullState & { incidents?: PullIncidents }) 
   };
 }
 
+/** A change of consenting user is shown this long: a takeover through a leaked link must not go unseen. */
+const CONSENTER_CHANGE_WARNING_MS = 30 * 24 * 3600_000;
+
+/** A consent given by someone else than the user who consented before (the audit trail has the details). */
+export function consenterWarning(tenant: TenantRecord, now: number): PullWarning | undefined {
+  if (!tenant.consenterChangedAt || now - Date.parse(tenant.consenterChangedAt) >= CONSENTER_CHANGE_WARNING_MS) return undefined;
+  return {
+    code: "consenter_changed",
+    message: `The consent was last given by ${tenant.consentedBy ?? "another user"}, not by ${tenant.previousConsentedBy || "the user"} who consented before; confirm the change with the customer (GET /api/audit?tenantId=${tenant.tenantId})`,
+    at: tenant.consenterChangedAt,
+  };
+}
+
 export function pullHealthDecorator(store: PullStateStore, clock: Clock) {
   return async (tenants: TenantRecord[]): Promise<Map<string, Record<string, unknown>>> => {
     const states = await store.readAll();
     const views = new Map<string, Record<string, unknown>>();
-    for (const tenant of tenants) views.set(tenant.tenantId, { health: pullHealthOf(states.get(tenant.tenantId), clock) });
+    for (const tenant of tenants) {
+      const health = pullHealthOf(states.get(tenant.tenantId), clock);
+      const changed = consenterWarning(tenant, clock());
+      if (changed) health.warnings.push(changed);
+      views.set(tenant.tenantId, { health });
+    }
     return views;
   };
 }

@@ -1,6 +1,7 @@
 import { odata, type TableEntityResult } from "@azure/data-tables";
 import { TABLES } from "../storage/names";
 import type { Clock } from "../clock";
+import { isAlertSource, type AlertSourceKind } from "../sources/alertSources";
 import { isConcurrencyConflict, type TableFactory } from "./tables";
 
 export const TENANT_STATUSES = ["pending_consent", "connected", "reconsent_required", "offboarded"] as const;
@@ -15,8 +16,15 @@ export interface TenantRecord {
   displayName: string;
   status: TenantStatus;
   defenderRegion?: DefenderRegion;
+  /** Where its alerts are read; absent on records written before sources existed (= "mde"). */
+  source?: AlertSourceKind;
   consentedBy?: string;
+  /** The consenting user's object id: a re-consent by someone else is flagged. */
+  consentedByObjectId?: string;
   consentedAt?: string;
+  /** Set when a re-consent was given by a different user than the one before. */
+  previousConsentedBy?: string;
+  consenterChangedAt?: string;
   lastErrorCode?: string;
   lastErrorMessage?: string;
   lastErrorAt?: string;
@@ -32,8 +40,12 @@ interface TenantEntity {
   displayName: string;
   status: string;
   defenderRegion?: string;
+  source?: string;
   consentedBy?: string;
+  consentedByObjectId?: string;
   consentedAt?: string;
+  previousConsentedBy?: string;
+  consenterChangedAt?: string;
   lastErrorCode?: string;
   lastErrorMessage?: string;
   lastErrorAt?: string;
@@ -44,8 +56,12 @@ interface TenantEntity {
 const PARTITION = "tenant";
 const OPTIONAL_FIELDS = [
   "defenderRegion",
+  "source",
   "consentedBy",
+  "consentedByObjectId",
   "consentedAt",
+  "previousConsentedBy",
+  "consenterChangedAt",
   "lastErrorCode",
   "lastErrorMessage",
   "lastErrorAt",
@@ -78,6 +94,8 @@ function toRecord(entity: TableEntityResult<TenantEntity>): TenantRecord {
     // An empty string is how a cleared field is stored (Merge cannot remove a property).
     if (typeof value === "string" && value !== "") (record as unknown as Record<string, string>)[field] = value;
   }
+  // A value this version does not know is not guessed at: the tenant reads as the original source.
+  if (record.source !== undefined && !isAlertSource(record.source)) delete record.source;
   return record;
 }
 
@@ -159,13 +177,14 @@ export class TenantRegistry {
    * Registers a tenant. An offboarded tenant may be registered again; any other existing
    * tenant is a conflict.
    */
-  async create(input: { tenantId: string; displayName: string; defenderRegion?: DefenderRegion }): Promise<TenantRecord> {
+  async create(input: { tenantId: string; displayName: string; defenderRegion?: DefenderRegion; source?: AlertSourceKind }): Promise<TenantRecord> {
     const now = new Date(this.clock()).toISOString();
     const record: TenantRecord = {
       tenantId: input.tenantId,
       displayName: input.displayName,
       status: "pending_consent",
       ...(input.defenderRegion ? { defenderRegion: input.defenderRegion } : {}),
+      ...(input.source ? { source: input.source } : {}),
       createdAt: now,
       updatedAt: now,
     };

@@ -10,6 +10,10 @@ export const TABLES = {
   pullHistory: "MsspPullHistory",
   /** The notification outbox, the health level last notified per tenant, the webhook's delivery status. */
   notifications: "MsspNotifications",
+  /** Every consent link issued, per tenant: used, revoked, expired (never the signature). */
+  consentLinks: "MsspConsentLinks",
+  /** The operator audit trail: who changed which tenant, when. */
+  audit: "MsspAudit",
 } as const;
 
 export const QUEUES = {

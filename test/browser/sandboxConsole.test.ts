@@ -159,6 +159,7 @@ interface Row {
   name: string;
   tenantId: string;
   status: string;
+  source: string;
   alertsInLastPull: string;
 }
 
@@ -173,7 +174,8 @@ async function tableRows(page: Page): Promise<Row[]> {
           name: row.querySelector("th")?.textContent?.trim() ?? "",
           tenantId: cells[0]?.textContent?.trim() ?? "",
           status: cells[1]?.textContent?.trim() ?? "",
-          alertsInLastPull: cells[3]?.textContent?.trim() ?? "",
+          source: cells[2]?.textContent?.trim() ?? "",
+          alertsInLastPull: cells[4]?.textContent?.trim() ?? "",
         };
       }),
   );
@@ -320,6 +322,8 @@ describe("the sandbox's console and consent pages in a browser", () => {
       2_000,
     );
     expect(row).toMatchObject({ name: customer.displayName, tenantId: customer.tenantId, status: "Healthy" });
+    // Registered with the form's default source, the sandbox's DEFAULT_ALERT_SOURCE (mde).
+    expect(row.source).toMatch(/mde$/);
 
     // The picture for the docs: every tenant listed, as an operator sees them.
     const response = await page.goto(`${base}/api/console`);
@@ -394,6 +398,57 @@ describe("the sandbox's console and consent pages in a browser", () => {
     expect(row).toMatchObject({ tenantId, name: "Woodgrove Bank", status: "Pending consent" });
     await operatorSide.page.goto(`${base}/api/console/tenants/${tenantId}`);
     expect(await operatorSide.page.locator("dl.facts .badge").first().innerText()).toBe("Pending consent");
+  });
+
+  it("8. requests a new consent, revokes the link from its Revoke button, and the audit page shows it", async () => {
+    const { page, watch } = await operatorPage();
+    await page.goto(`${base}/api/console/tenants/${customer.tenantId}`);
+    // Connected: the page says what a new link can do before anyone asks for one.
+    expect(await page.locator("main").innerText()).toMatch(/A new consent link lets whoever opens it replace the current consent/);
+    const issued = await navigateBy(page, () => page.getByRole("button", { name: "Request a new consent" }).click());
+    expect(issued?.status()).toBe(200);
+    expect(await page.locator("main").innerText()).toMatch(/It works once\./);
+    const link = await page.locator("#consent-link").inputValue();
+    const linkId = new URL(link).searchParams.get("link") ?? "";
+    expect(linkId).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    const row = page.locator(`tr[data-link-id="${linkId}"]`);
+    expect(await row.innerText()).toMatch(/Active/);
+    await expectAccessible(page);
+
+    const revoked = await navigateBy(page, () => row.getByRole("button", { name: /^Revoke/ }).click());
+    expect(revoked?.status()).toBe(200);
+    expect(new URL(page.url()).pathname).toBe(`/api/console/tenants/${customer.tenantId}`);
+    expect(new URL(page.url()).hash).toBe("#consent-links");
+    expect(await page.getByRole("status").first().innerText()).toMatch(/The consent link was revoked/);
+    const after = page.locator(`tr[data-link-id="${linkId}"]`);
+    expect(await after.innerText()).toMatch(/Revoked[\s\S]*by Sandbox operator/);
+    expect(await after.getByRole("button").count()).toBe(0);
+    await expectAccessible(page);
+    await saveScreenshot(page, "tenant-links");
+
+    // The customer's admin: the revoked link starts no sign-in.
+    const admin = await adminPage();
+    const refused = await admin.page.goto(link);
+    expect(refused?.status()).toBe(410);
+    expect(await admin.page.getByRole("heading", { level: 1 }).innerText()).toBe("This consent link was withdrawn");
+    expect(admin.watch.pageErrors).toEqual([]);
+
+    // The audit page, from the console's navigation.
+    await navigateBy(page, () => page.getByRole("navigation", { name: "Console" }).getByRole("link", { name: "Audit", exact: true }).click());
+    expect(new URL(page.url()).pathname).toBe("/api/console/audit");
+    expect(await page.title()).toBe("Audit trail");
+    const entries = page.locator("main table tbody tr").filter({ hasText: customer.displayName });
+    const revocation = entries.filter({ hasText: "Consent link revoked" }).first();
+    expect(await revocation.innerText()).toMatch(/Sandbox operator/);
+    expect(await revocation.innerText()).toContain(linkId);
+    expect(await entries.filter({ hasText: "New consent requested" }).count()).toBeGreaterThan(0);
+    expect(await entries.filter({ hasText: "Consent completed" }).count()).toBeGreaterThan(0);
+    await expectAccessible(page);
+    await saveScreenshot(page, "audit");
+
+    expect(watch.dialogs).toEqual([]);
+    expect(watch.pageErrors).toEqual([]);
+    expect(unexpectedConsoleErrors(watch, [400])).toEqual([]);
   });
 
   it("stops on Ctrl-C (SIGINT) with exit code 0", async () => {

@@ -3,6 +3,7 @@ import { Agent, fetch } from "undici";
 import { inject } from "vitest";
 import type { FakeDefender } from "../fakes/fakeDefender";
 import type { FakeEntra } from "../fakes/fakeEntra";
+import type { FakeGraph } from "../fakes/fakeGraph";
 import type { FakeKeyVault } from "../fakes/fakeKeyVault";
 import { PUBLIC_BASE_URL, startFakeStack } from "../fakes/fakeStack";
 import { loadApp, type HttpResult, type RegisteredApp } from "./functionsHost";
@@ -14,6 +15,8 @@ export interface TestEnvironment {
   entra: FakeEntra;
   vault: FakeKeyVault;
   defender: FakeDefender;
+  /** Microsoft Graph security alerts_v2. */
+  graph: FakeGraph;
   env: Record<string, string>;
   clientId: string;
   clientSecret: string;
@@ -49,7 +52,7 @@ export async function startTestEnvironment(
   // browserSignIn: the consent start sends the browser to the fake's plain-HTTP sign-in listener,
   // whose port is only known once it listens, so the setting is filled in here.
   const stack = await startFakeStack({ browserSignIn: options.browserSignIn === true });
-  const { entra, vault, defender, clientId, clientSecret, msspTenantId, vaultToken } = stack;
+  const { entra, vault, defender, graph, clientId, clientSecret, msspTenantId, vaultToken } = stack;
   const env: Record<string, string> = {
     MSSP_CLIENT_ID: clientId,
     MSSP_CLIENT_SECRET: clientSecret,
@@ -59,6 +62,7 @@ export async function startTestEnvironment(
     AzureWebJobsStorage: inject("storageConnectionString"),
     ENTRA_AUTHORITY_HOST: entra.url,
     DEFENDER_API_BASE_URL: defender.url,
+    GRAPH_API_BASE_URL: graph.url,
     ALERTS_CONTAINER: `alerts-${randomBytes(6).toString("hex")}`,
     MDE_PARTNER_COMPANY: "TestMssp",
     MDE_PARTNER_PRODUCT: "Connector",
@@ -76,6 +80,7 @@ export async function startTestEnvironment(
     entra,
     vault,
     defender,
+    graph,
     env,
     clientId,
     clientSecret,
@@ -98,15 +103,29 @@ export async function registerTenant(
   env: TestEnvironment,
   tenantId: string = randomUUID(),
   displayName = "Contoso Ltd",
+  extra: Record<string, unknown> = {},
 ): Promise<{ tenantId: string; consentUrl: string; result: HttpResult }> {
   const result = await env.app.http("registerTenant", {
     method: "POST",
     url: "/api/tenants",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ tenantId, displayName }),
+    body: JSON.stringify({ tenantId, displayName, ...extra }),
   });
   const body = result.status === 201 ? result.json<{ consentUrl: string }>() : { consentUrl: "" };
   return { tenantId, consentUrl: body.consentUrl, result };
+}
+
+/** Asks for a new consent link (POST /api/tenants/{id}/reconsent), as an operator would; `body` e.g. `{ source: "graph" }`. */
+export async function requestReconsent(env: TestEnvironment, tenantId: string, body?: Record<string, unknown>): Promise<string> {
+  const result = await env.app.http("requestReconsent", {
+    method: "POST",
+    url: `/api/tenants/${tenantId}/reconsent`,
+    params: { tenantId },
+    headers: { "content-type": "application/json" },
+    body: body ? JSON.stringify(body) : "",
+  });
+  if (result.status !== 201) throw new Error(`reconsent answered ${result.status}: ${result.body.slice(0, 200)}`);
+  return result.json<{ consentUrl: string }>().consentUrl;
 }
 
 /** Invokes the consent-start handler for a consent URL, as the host would route it. */
@@ -124,14 +143,23 @@ export function openConsentLink(env: TestEnvironment, consentUrl: string): Promi
 export async function completeConsent(
   env: TestEnvironment,
   consentUrl: string,
-): Promise<{ start: HttpResult; callbackUrl: string; callback: HttpResult }> {
+): Promise<{ start: HttpResult; callbackUrl: string; callback: HttpResult; cookie: string }> {
   const start = await openConsentLink(env, consentUrl);
   if (start.status !== 302 || !start.location) throw new Error(`consent start answered ${start.status}: ${start.body.slice(0, 200)}`);
   const authorize = await env.browserGet(start.location);
   if (authorize.status !== 302 || !authorize.location) throw new Error(`authorize answered ${authorize.status}`);
   const callbackUrl = authorize.location;
-  const callback = await env.app.http("consentCallback", { method: "GET", url: callbackUrl, params: {} });
-  return { start, callbackUrl, callback };
+  const cookie = cookieHeaderFrom(start);
+  const callback = await env.app.http("consentCallback", { method: "GET", url: callbackUrl, params: {}, headers: { cookie } });
+  return { start, callbackUrl, callback, cookie };
+}
+
+/** The Cookie header a browser would send back after this response's Set-Cookie (name=value pairs). */
+export function cookieHeaderFrom(response: HttpResult): string {
+  return response.cookies
+    .filter((cookie) => cookie.value !== "" && cookie.maxAge !== 0)
+    .map((cookie) => `${cookie.name}=${cookie.value}`)
+    .join("; ");
 }
 
 /** Every secret value a log line or response must never contain. */

@@ -3,6 +3,8 @@ import { TableClient } from "@azure/data-tables";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inject } from "vitest";
 import { buildConsentUrl } from "../../shared/consent/consentLink";
+import { stateCookie } from "../../shared/consent/consentFlow";
+import { sessionPartition } from "../../shared/consent/consentSessions";
 import { SIGNING_KEY_SECRET_NAME } from "../../shared/consent/signingKey";
 import { tenantTokenSecretName } from "../../shared/secrets/tenantTokens";
 import { TABLES } from "../../shared/storage/names";
@@ -10,6 +12,7 @@ import type { HttpResult } from "../harness/functionsHost";
 import {
   PUBLIC_BASE_URL,
   completeConsent,
+  cookieHeaderFrom,
   openConsentLink,
   registerTenant,
   secretsOf,
@@ -66,6 +69,10 @@ describe("function registrations", () => {
       methods: ["POST"],
       authLevel: "function",
     });
+    expect(summary["requestReconsent"]).toEqual({ type: "httpTrigger", route: "tenants/{tenantId}/reconsent", methods: ["POST"], authLevel: "function" });
+    expect(summary["listConsentLinks"]).toEqual({ type: "httpTrigger", route: "tenants/{tenantId}/links", methods: ["GET"], authLevel: "function" });
+    expect(summary["revokeConsentLink"]).toEqual({ type: "httpTrigger", route: "tenants/{tenantId}/links/{linkId}", methods: ["DELETE"], authLevel: "function" });
+    expect(summary["listAudit"]).toEqual({ type: "httpTrigger", route: "audit", methods: ["GET"], authLevel: "function" });
     // The customer's admin has no function key; the guid constraint keeps start from shadowing callback.
     expect(summary["consentStart"]).toEqual({ type: "httpTrigger", route: "consent/{tenantId:guid}", methods: ["GET"], authLevel: "anonymous" });
     expect(summary["consentCallback"]).toEqual({ type: "httpTrigger", route: "consent/callback", methods: ["GET"], authLevel: "anonymous" });
@@ -81,6 +88,13 @@ describe("function registrations", () => {
       authLevel: "anonymous",
     });
     expect(summary["consoleOffboard"]).toEqual({ type: "httpTrigger", route: "console/tenants/{tenantId}/offboard", methods: ["POST"], authLevel: "anonymous" });
+    expect(summary["consoleRevokeLink"]).toEqual({
+      type: "httpTrigger",
+      route: "console/tenants/{tenantId}/links/{linkId}/revoke",
+      methods: ["POST"],
+      authLevel: "anonymous",
+    });
+    expect(summary["consoleAudit"]).toEqual({ type: "httpTrigger", route: "console/audit", methods: ["GET"], authLevel: "anonymous" });
     expect(summary["consoleAssets"]).toEqual({ type: "httpTrigger", route: "console/assets/{name}", methods: ["GET"], authLevel: "anonymous" });
     // Health: anonymous (a probe has no key), no tenant data (test/integration/health.test.ts).
     expect(summary["health"]).toEqual({ type: "httpTrigger", route: "health", methods: ["GET"], authLevel: "anonymous" });
@@ -91,7 +105,7 @@ describe("function registrations", () => {
     expect(trigger("schedulePulls")).toMatchObject({ type: "timerTrigger", schedule: "0 */5 * * * *", runOnStartup: false });
     expect(trigger("pullTenant")).toMatchObject({ type: "queueTrigger", queueName: "tenant-pulls", connection: "AzureWebJobsStorage" });
     expect(trigger("pullTenantPoisoned")).toMatchObject({ type: "queueTrigger", queueName: "tenant-pulls-poison", connection: "AzureWebJobsStorage" });
-    expect(env.app.functions.size).toBe(19);
+    expect(env.app.functions.size).toBe(26);
   });
 });
 
@@ -102,7 +116,7 @@ describe("consent happy path", () => {
     expect(result.status).toBe(201);
     const registered = result.json<Record<string, unknown>>();
     expect(registered).toMatchObject({ tenantId, displayName: "Contoso <Pharma>", status: "pending_consent" });
-    expect(consentUrl.startsWith(`${PUBLIC_BASE_URL}/api/consent/${tenantId}?exp=`)).toBe(true);
+    expect(consentUrl.startsWith(`${PUBLIC_BASE_URL}/api/consent/${tenantId}?link=`)).toBe(true);
 
     const { start, callback } = await completeConsent(env, consentUrl);
     track(start);
@@ -164,7 +178,11 @@ describe("state handling", () => {
     const state = callbackUrl.searchParams.get("state") ?? "";
     callbackUrl.searchParams.set("state", (state[0] === "A" ? "B" : "A") + state.slice(1));
     const before = env.entra.stats.tokenRequests.authorization_code;
-    const callback = track(await env.app.http("consentCallback", { method: "GET", url: callbackUrl.toString(), params: {} }));
+    // The attacker's own browser: it holds the cookie that matches the state it forged.
+    const forged = stateCookie(callbackUrl.searchParams.get("state") ?? "");
+    const callback = track(
+      await env.app.http("consentCallback", { method: "GET", url: callbackUrl.toString(), params: {}, headers: { cookie: `${forged.name}=${forged.value}` } }),
+    );
     expect(callback.status).toBe(400);
     expect(callback.body).toContain("not valid");
     expect(env.entra.stats.tokenRequests.authorization_code).toBe(before);
@@ -174,10 +192,10 @@ describe("state handling", () => {
 
   it("refuses a replayed callback", async () => {
     const { tenantId, consentUrl } = await registerTenant(env);
-    const { callbackUrl, callback } = await completeConsent(env, consentUrl);
+    const { callbackUrl, callback, cookie } = await completeConsent(env, consentUrl);
     expect(callback.status).toBe(200);
     const versionsBefore = env.vault.peekLatest(tenantTokenSecretName(tenantId))?.versions;
-    const replay = track(await env.app.http("consentCallback", { method: "GET", url: callbackUrl, params: {} }));
+    const replay = track(await env.app.http("consentCallback", { method: "GET", url: callbackUrl, params: {}, headers: { cookie } }));
     expect(replay.status).toBe(400);
     expect(replay.body).toContain("already used");
     expect(env.vault.peekLatest(tenantTokenSecretName(tenantId))?.versions).toBe(versionsBefore);
@@ -193,11 +211,11 @@ describe("state handling", () => {
     });
     const { createHash } = await import("node:crypto");
     const state = new URL(authorize.location ?? "").searchParams.get("state") ?? "";
-    await sessions.updateEntity(
-      { partitionKey: "session", rowKey: createHash("sha256").update(state).digest("hex"), expiresAt: new Date(Date.now() - 5 * 60_000).toISOString() },
-      "Merge",
+    const rowKey = createHash("sha256").update(state).digest("hex");
+    await sessions.updateEntity({ partitionKey: sessionPartition(rowKey), rowKey, expiresAt: new Date(Date.now() - 5 * 60_000).toISOString() }, "Merge");
+    const callback = track(
+      await env.app.http("consentCallback", { method: "GET", url: authorize.location ?? "", params: {}, headers: { cookie: cookieHeaderFrom(start) } }),
     );
-    const callback = track(await env.app.http("consentCallback", { method: "GET", url: authorize.location ?? "", params: {} }));
     expect(callback.status).toBe(400);
     expect(callback.body).toContain("took too long");
     expect(storedRefreshToken(tenantId)).toBeUndefined();
@@ -333,9 +351,10 @@ describe("consent links", () => {
   });
 
   it("refuses an expired link", async () => {
-    const { tenantId } = await registerTenant(env);
+    const { tenantId, consentUrl } = await registerTenant(env);
     const registeredAt = String((await tenantView(tenantId)).body["createdAt"]);
-    const expired = buildConsentUrl(PUBLIC_BASE_URL, await signingKey(), { tenantId, registeredAt, expiresAt: Date.now() - 60_000 });
+    const linkId = new URL(consentUrl).searchParams.get("link") ?? "";
+    const expired = buildConsentUrl(PUBLIC_BASE_URL, await signingKey(), { tenantId, registeredAt, linkId, expiresAt: Date.now() - 60_000 });
     const result = track(await openConsentLink(env, expired));
     expect(result.status).toBe(410);
     expect(result.location).toBeNull();
@@ -416,7 +435,9 @@ describe("Key Vault outage during the callback", () => {
     const authorize = await env.browserGet(start.location ?? "");
     env.vault.setFailure({ status: 503, code: "ServiceUnavailable" });
     try {
-      const callback = track(await env.app.http("consentCallback", { method: "GET", url: authorize.location ?? "", params: {} }));
+      const callback = track(
+        await env.app.http("consentCallback", { method: "GET", url: authorize.location ?? "", params: {}, headers: { cookie: cookieHeaderFrom(start) } }),
+      );
       expect(callback.status).toBe(503);
       expect(callback.body).toContain("could not be saved");
     } finally {

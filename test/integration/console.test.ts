@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { AuditActor } from "../../shared/audit/auditTrail";
 import { CSRF_COOKIE } from "../../shared/console/csrf";
 import type { Services } from "../../shared/services";
 import { generateAlerts } from "../fakes/alerts";
@@ -8,6 +9,7 @@ import { capturingLogger, connectedTenant, minutesAgo, pipelineServices } from "
 import {
   PUBLIC_BASE_URL,
   completeConsent,
+  cookieHeaderFrom,
   openConsentLink,
   registerTenant,
   secretsOf,
@@ -24,6 +26,8 @@ import {
 const MSSP_NAME = "Contoso <Security> & Co";
 const MSSP_NAME_HTML = "Contoso &lt;Security&gt; &amp; Co";
 const ORIGIN = new URL(PUBLIC_BASE_URL).origin;
+/** Who the audit trail names for the changes this file makes through TenantAdmin directly. */
+const SETUP_ACTOR: AuditActor = { kind: "sandbox", id: "console-test-setup", name: "Console test setup" };
 
 let env: TestEnvironment;
 let services: Services;
@@ -111,6 +115,30 @@ async function apiStatus(tenantId: string): Promise<Record<string, unknown>> {
   return (await env.app.http("getTenant", { method: "GET", url: `/api/tenants/${tenantId}`, params: { tenantId } })).json();
 }
 
+/** The consent link shown on a page (the copy field), as a browser would read it. */
+function shownLink(html: string): string {
+  return /<input id="consent-link" type="text" readonly value="([^"]+)"/.exec(html)?.[1]?.replace(/&amp;/g, "&") ?? "";
+}
+
+const linkIdOf = (consentUrl: string): string => new URL(consentUrl).searchParams.get("link") ?? "";
+
+/** One row of the tenant page's "Consent links" table. */
+function linkRow(html: string, linkId: string): string {
+  return new RegExp(`<tr data-link-id="${linkId}">[\\s\\S]*?</tr>`).exec(html)?.[0] ?? "";
+}
+
+/** A section of a tenant page: from its heading to the next h2. */
+function section(html: string, heading: string): string {
+  const start = html.indexOf(heading);
+  if (start < 0) return "";
+  const next = html.indexOf("<h2", start + heading.length);
+  return html.slice(start, next < 0 ? undefined : next);
+}
+
+const revokePath = (tenantId: string, linkId: string) => `/api/console/tenants/${tenantId}/links/${linkId}/revoke`;
+const revokeLink = (tenantId: string, linkId: string, options: PostOptions = {}) =>
+  post("consoleRevokeLink", revokePath(tenantId, linkId), {}, { tenantId, linkId }, options);
+
 // ---- the pages -----------------------------------------------------------------------------------
 
 describe("console pages", () => {
@@ -188,7 +216,7 @@ describe("tenants list: filter, search, sort, paging", () => {
     for (let i = 0; i < 120; i += 20) {
       const batch = Array.from({ length: 20 }, (_, j) => i + j + 1);
       const views = await Promise.all(
-        batch.map((n) => services.tenantAdmin.register({ tenantId: randomUUID(), displayName: `${prefix} Tenant ${String(n).padStart(3, "0")}` }, log)),
+        batch.map((n) => services.tenantAdmin.register({ tenantId: randomUUID(), displayName: `${prefix} Tenant ${String(n).padStart(3, "0")}` }, SETUP_ACTOR, log)),
       );
       ids.push(...views.map((v) => v.tenantId));
     }
@@ -214,7 +242,7 @@ describe("tenants list: filter, search, sort, paging", () => {
           await lease.release();
           byStatus["healthy"]?.push(id);
         } else if (i % 24 === 3) {
-          await services.tenantAdmin.offboard(id, log);
+          await services.tenantAdmin.offboard(id, SETUP_ACTOR, log);
           byStatus["offboarded"]?.push(id);
         } else {
           byStatus["pending_consent"]?.push(id);
@@ -225,7 +253,7 @@ describe("tenants list: filter, search, sort, paging", () => {
 
   afterAll(async () => {
     const log = capturingLogger();
-    for (const id of [...(byStatus["healthy"] ?? []), ...(byStatus["degraded"] ?? [])]) await services.tenantAdmin.offboard(id, log);
+    for (const id of [...(byStatus["healthy"] ?? []), ...(byStatus["degraded"] ?? [])]) await services.tenantAdmin.offboard(id, SETUP_ACTOR, log);
   });
 
   it("shows 50 rows per page, sorted by name, with the count and a pager", async () => {
@@ -339,7 +367,7 @@ describe("registering a tenant", () => {
     expect(result.body).toContain("<h1>Northwind Traders</h1>");
     expect(result.body).toContain("The tenant is registered.");
     const link = /<input id="consent-link" type="text" readonly value="([^"]+)"/.exec(result.body)?.[1]?.replace(/&amp;/g, "&");
-    expect(link?.startsWith(`${PUBLIC_BASE_URL}/api/consent/${tenantId}?exp=`)).toBe(true);
+    expect(link?.startsWith(`${PUBLIC_BASE_URL}/api/consent/${tenantId}?link=`)).toBe(true);
     expect(result.body).toContain('data-copy-target="consent-link"');
     expect(result.body).toContain("data-select-on-focus");
     expect(result.body).toMatch(/Expires <time datetime="[^"]+">/);
@@ -431,6 +459,18 @@ describe("CSRF protection", () => {
     expect(off.status).toBe(403);
     expect((await apiStatus(tenantId))["status"]).toBe("pending_consent");
   });
+
+  it.each(refusals)("refuses a link revocation with %s (403), and the link keeps working", async (_label, options) => {
+    const { tenantId, consentUrl } = await registerTenant(env, randomUUID(), "Revoke Guarded");
+    const linkId = linkIdOf(consentUrl);
+    const result = await revokeLink(tenantId, linkId, options);
+    expect(result.status).toBe(403);
+    expect(result.body).toContain("This form could not be accepted");
+    expect((await services.tenantAdmin.links(tenantId)).find((link) => link.id === linkId)).toMatchObject({ revoked: false });
+    const actions = (await services.tenantAdmin.auditEntries(new URLSearchParams({ tenantId }))).map((entry) => entry.action);
+    expect(actions).not.toContain("consent_link_revoked");
+    expect((await openConsentLink(env, consentUrl)).status).toBe(302);
+  });
 });
 
 describe("tenant page", () => {
@@ -439,7 +479,7 @@ describe("tenant page", () => {
     const key = env.vault.peekLatest("consent-link-signing-key");
     const viewed = await tenantPage(tenantId);
     expect(viewed.status).toBe(200);
-    expect(viewed.body).toContain("Issue a new consent link");
+    expect(viewed.body).toContain("Request a new consent");
     expect(viewed.body).not.toContain(`/api/consent/${tenantId}`);
     expect(viewed.body).not.toMatch(/sig=|exp=/);
     expect(viewed.body).toMatch(new RegExp(`<form method="post" action="/api/console/tenants/${tenantId}/consent-link"><input type="hidden" name="csrf" value="[A-Za-z0-9_-]{43}">`));
@@ -448,13 +488,13 @@ describe("tenant page", () => {
     expect(issued.status).toBe(200);
     expect(issued.body).toContain("A new consent link was issued.");
     const link = /<input id="consent-link" type="text" readonly value="([^"]+)"/.exec(issued.body)?.[1]?.replace(/&amp;/g, "&") ?? "";
-    expect(link.startsWith(`${PUBLIC_BASE_URL}/api/consent/${tenantId}?exp=`)).toBe(true);
+    expect(link.startsWith(`${PUBLIC_BASE_URL}/api/consent/${tenantId}?link=`)).toBe(true);
     expect(issued.body).toMatch(/Expires <time datetime="/);
     expect((await openConsentLink(env, link)).status).toBe(302);
     // The signing key is the same one: the console mints with TenantAdmin's link building.
     expect(env.vault.peekLatest("consent-link-signing-key")?.value).toBe(key?.value);
-    // The operator API's GET still returns a fresh link, as before.
-    expect(String((await apiStatus(tenantId))["consentUrl"])).toContain(`/api/consent/${tenantId}?exp=`);
+    // Nor does the operator API's GET: only registration and a re-consent request mint a link.
+    expect(await apiStatus(tenantId)).not.toHaveProperty("consentUrl");
   });
 
   it("offboards only after the display name is typed again", async () => {
@@ -479,7 +519,8 @@ describe("tenant page", () => {
     const after = await get("consoleTenant", `/api/console/tenants/${tenantId}?done=offboarded`, { tenantId });
     expect(after.body).toContain("The tenant was offboarded");
     expect(after.body).toContain('<span class="badge badge-offboarded">Offboarded</span>');
-    expect(after.body).not.toContain("Issue a new consent link");
+    expect(after.body).not.toContain("Request a new consent");
+    expect(after.body).not.toContain("/revoke");
     expect(after.body).not.toContain('id="confirmName"');
     const refused = await post("consoleConsentLink", `/api/console/tenants/${tenantId}/consent-link`, {}, { tenantId });
     expect(refused.status).toBe(409);
@@ -569,12 +610,202 @@ describe("tenant page", () => {
     const registered = await post("consoleRegister", "/api/console/register", { tenantId, displayName: hostile });
     expect(registered.status).toBe(201);
     const escaped = "&lt;img src=x onerror=alert(1)&gt; &quot;Evil&quot; &amp; &#39;Co&#39;";
-    for (const result of [registered, await tenantPage(tenantId), await list(`?q=${tenantId}`)]) {
+    const audit = await get("consoleAudit", `/api/console/audit?tenantId=${tenantId}`);
+    expect(audit.status).toBe(200);
+    // The audit detail quotes the name too ('Registered "…" with source mde').
+    expect(audit.body).toContain(`Registered &quot;${escaped}`);
+    for (const result of [registered, await tenantPage(tenantId), await list(`?q=${tenantId}`), audit]) {
       expect(result.body).toContain(escaped);
       expect(result.body).not.toContain("<img");
       expect(result.body).not.toContain("onerror=alert(1)>");
     }
     expect((await tenantPage(tenantId)).body).toContain(`<title>${escaped}`);
+  });
+});
+
+describe("alert source, new consent, consent links and activity", () => {
+  it("offers the source on the registration form (default DEFAULT_ALERT_SOURCE), with what each needs from the customer", async () => {
+    const form = await get("consoleRegister", "/api/console/register");
+    expect(form.status).toBe(200);
+    expect(form.body).toContain("<legend><strong>Alert source</strong></legend>");
+    // No DEFAULT_ALERT_SOURCE in this environment: mde.
+    expect(form.body).toMatch(/<input type="radio" id="source-mde" name="source" value="mde" checked/);
+    expect(form.body).toMatch(/<input type="radio" id="source-graph" name="source" value="graph" aria-describedby/);
+    expect(form.body).toContain('<label for="source-mde">Microsoft Defender for Endpoint API</label>');
+    expect(form.body).toContain('<label for="source-graph">Microsoft Graph security alerts (Defender XDR)</label>');
+    expect(form.body).toContain("MSSP tab");
+    expect(form.body).toContain("such as Security Reader; there is no portal step");
+
+    const bad = await post("consoleRegister", "/api/console/register", { tenantId: randomUUID(), displayName: "Bad Source", source: "splunk" });
+    expect(bad.status).toBe(400);
+    expect(bad.body).toContain('id="source-error"');
+    expect(bad.body).toContain("Choose one of the listed alert sources.");
+    expect(bad.body).toContain('<a href="#source">');
+    expect(bad.body).not.toContain('id="tenantId-error"');
+  });
+
+  it("registers a tenant with source graph and shows the source on its page, in the list and in the API", async () => {
+    const tenantId = randomUUID();
+    const result = await post("consoleRegister", "/api/console/register", { tenantId, displayName: "Graph Corp", source: "graph" });
+    expect(result.status).toBe(201);
+    expect(result.body).toContain("<dt>Alert source</dt><dd>Microsoft Graph security alerts (Defender XDR) <code>graph</code></dd>");
+    // What the customer must grant for this source, beside the link to send them.
+    expect(shownLink(result.body)).toContain(`/api/consent/${tenantId}?`);
+    expect(result.body).toContain("such as Security Reader");
+    expect(await apiStatus(tenantId)).toMatchObject({ source: "graph", status: "pending_consent" });
+
+    const listed = await list(`?q=${tenantId}`);
+    expect(listed.body).toContain('<th scope="col">Source</th>');
+    expect(listed.body).toContain("<td>Graph (Defender XDR) <code>graph</code></td>");
+    const page = await tenantPage(tenantId);
+    expect(page.body).toContain("<dt>Alert source</dt><dd>Microsoft Graph security alerts (Defender XDR) <code>graph</code></dd>");
+    // The form offers the other source only.
+    expect(page.body).toContain('<option value="">Keep Microsoft Graph security alerts (Defender XDR)</option><option value="mde">Move to Microsoft Defender for Endpoint API</option>');
+  });
+
+  it("requests a new consent for a connected tenant: a one-time link that can replace the consent, listed under Consent links", async () => {
+    const tenantId = await connectedTenant(env, "Reconsent Corp");
+    const before = await tenantPage(tenantId);
+    expect(before.body).toContain("A new consent link lets whoever opens it replace the current consent");
+    expect(before.body).toContain("It works once");
+    expect(before.body).toContain('<button type="submit" class="button">Request a new consent</button>');
+    // The registration link was used by the consent: listed as used, and dormant while connected.
+    const [registration] = await services.tenantAdmin.links(tenantId);
+    expect(linkRow(before.body, registration?.id ?? "?")).toMatch(/<strong>Used<\/strong>/);
+
+    const issued = await post("consoleConsentLink", `/api/console/tenants/${tenantId}/consent-link`, { source: "" }, { tenantId });
+    expect(issued.status).toBe(200);
+    expect(issued.body).toContain("A new consent link was issued.");
+    expect(issued.body).toContain("Whoever opens this link can replace the tenant's current consent with their own sign-in. It works once.");
+    const link = shownLink(issued.body);
+    const linkId = linkIdOf(link);
+    expect(linkId).toMatch(/^[A-Za-z0-9_-]{22}$/);
+
+    const page = await tenantPage(tenantId);
+    // Shown once: the page lists the link's record, never the link again.
+    expect(page.body).not.toContain(`/api/consent/${tenantId}?`);
+    const row = linkRow(page.body, linkId);
+    expect(row).toContain("<td>New consent</td>");
+    expect(row).toContain("<strong>Active</strong>");
+    expect(row).toContain("<td>Sandbox operator</td>");
+    expect(row).toMatch(new RegExp(`<form method="post" action="${revokePath(tenantId, linkId)}"><input type="hidden" name="csrf" value="[A-Za-z0-9_-]{43}"><button type="submit" class="button button-secondary">Revoke`));
+    const activity = section(page.body, '<h2 id="activity"');
+    expect(activity).toMatch(/<td>New consent requested<\/td><td>Sandbox operator <span class="muted">\(sandbox\)<\/span><\/td><td>Consent link [A-Za-z0-9_-]{22} issued \(tenant connected\)<\/td>/);
+    expect(activity).toContain("<td>Consent completed</td>");
+    expect(activity.indexOf("New consent requested")).toBeLessThan(activity.indexOf("Consent completed"));
+
+    // It works: the admin's browser reaches Entra ID.
+    expect((await openConsentLink(env, link)).status).toBe(302);
+  });
+
+  it("requests a new consent that moves the tenant to another source once it completes", async () => {
+    const tenantId = await connectedTenant(env, "Mover Corp");
+    const issued = await post("consoleConsentLink", `/api/console/tenants/${tenantId}/consent-link`, { source: "graph" }, { tenantId });
+    expect(issued.status).toBe(200);
+    expect(issued.body).toContain("Once the consent through it completes, the tenant moves to Microsoft Graph security alerts (Defender XDR)");
+    expect(issued.body).toContain("such as Security Reader");
+    const linkId = linkIdOf(shownLink(issued.body));
+    expect(linkRow(issued.body, linkId)).toContain("<td>New consent, moves the tenant to Microsoft Graph security alerts (Defender XDR)</td>");
+    // Until then it stays where it is.
+    expect(await apiStatus(tenantId)).toMatchObject({ source: "mde", status: "connected" });
+
+    const bogus = await post("consoleConsentLink", `/api/console/tenants/${tenantId}/consent-link`, { source: "splunk" }, { tenantId });
+    expect(bogus.status).toBe(400);
+    expect(bogus.body).not.toContain(`/api/consent/${tenantId}?`);
+  });
+
+  it("revokes a link from its Revoke button: the page says so, and a consent through it is refused", async () => {
+    const tenantId = await connectedTenant(env, "Revoke Corp");
+    const issued = await post("consoleConsentLink", `/api/console/tenants/${tenantId}/consent-link`, {}, { tenantId });
+    const link = shownLink(issued.body);
+    const linkId = linkIdOf(link);
+    // A sign-in started before the revocation must not finish either.
+    const started = await openConsentLink(env, link);
+    expect(started.status).toBe(302);
+
+    const revoked = await revokeLink(tenantId, linkId);
+    expect(revoked.status).toBe(303);
+    expect(revoked.location).toBe(`/api/console/tenants/${tenantId}?done=revoked#consent-links`);
+    const page = await get("consoleTenant", `/api/console/tenants/${tenantId}?done=revoked`, { tenantId });
+    expect(page.body).toContain("The consent link was revoked");
+    const row = linkRow(page.body, linkId);
+    expect(row).toMatch(/<strong>Revoked<\/strong> <time datetime="[^"]+">[^<]+<\/time> <span class="muted">\(just now\)<\/span> by Sandbox operator/);
+    expect(row).not.toContain("/revoke");
+    expect(section(page.body, '<h2 id="activity"')).toMatch(/<td>Consent link revoked<\/td><td>Sandbox operator [^<]*<span class="muted">\(sandbox\)<\/span><\/td><td>Consent link [A-Za-z0-9_-]{22} revoked<\/td>/);
+    expect((await services.tenantAdmin.links(tenantId)).find((l) => l.id === linkId)).toMatchObject({ revoked: true, revokedBy: "Sandbox operator" });
+
+    // Refused at the start, and the sign-in already under way cannot finish.
+    const again = await openConsentLink(env, link);
+    expect(again.status).toBe(410);
+    expect(again.body).toContain("This consent link was withdrawn");
+    const authorize = await env.browserGet(started.location ?? "");
+    const callback = await env.app.http("consentCallback", { method: "GET", url: authorize.location ?? "", params: {}, headers: { cookie: cookieHeaderFrom(started) } });
+    expect(callback.status).toBeGreaterThanOrEqual(400);
+
+    // Revoking again changes nothing and records nothing more; an unknown link is a 404.
+    expect((await revokeLink(tenantId, linkId)).status).toBe(303);
+    const revocations = (await services.tenantAdmin.auditEntries(new URLSearchParams({ tenantId }))).filter((e) => e.action === "consent_link_revoked");
+    expect(revocations).toHaveLength(1);
+    expect((await revokeLink(tenantId, "A".repeat(22))).status).toBe(404);
+    expect((await revokeLink(tenantId, "..%2F..%2Fx")).status).toBe(404);
+  });
+
+  it("makes a consent by a different user stand out on the tenant page", async () => {
+    const { tenantId, consentUrl } = await registerTenant(env, randomUUID(), "Takeover Corp");
+    env.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { preferredUsername: "alice@customer.test", name: "Alice" } });
+    expect((await completeConsent(env, consentUrl)).callback.status).toBe(200);
+    expect((await tenantPage(tenantId)).body).not.toContain("The consent was replaced by a different user");
+
+    const issued = await post("consoleConsentLink", `/api/console/tenants/${tenantId}/consent-link`, {}, { tenantId });
+    env.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { preferredUsername: "mallory@customer.test", name: "Mallory" } });
+    expect((await completeConsent(env, shownLink(issued.body))).callback.status).toBe(200);
+
+    const page = (await tenantPage(tenantId)).body;
+    const alert = /<div class="notice notice-error" role="alert"[\s\S]*?<\/div>/.exec(page)?.[0] ?? "";
+    expect(alert).toContain("The consent was replaced by a different user");
+    expect(alert).toContain("mallory@customer.test");
+    expect(alert).toContain("alice@customer.test");
+    // Above the consent section, so it is the first thing read.
+    expect(page.indexOf("The consent was replaced by a different user")).toBeLessThan(page.indexOf("<h2>Consent</h2>"));
+    expect(page).toContain('<dd>mallory@customer.test <span class="muted">(before: alice@customer.test)</span></dd>');
+    expect(page).toMatch(/<li class="field-error"><strong><code>consenter_changed<\/code>/);
+    expect(page).toContain('<span class="badge badge-degraded">Degraded</span>');
+    expect(section(page, '<h2 id="activity"')).toMatch(/<strong class="field-error">Consent given by a different user<\/strong><\/td><td>mallory@customer\.test <span class="muted">\(customer&#39;s administrator\)<\/span>/);
+  });
+
+  it("lists the latest entries of all tenants on the audit page, with the operator's name and links to the tenants", async () => {
+    const tenantId = randomUUID();
+    const displayName = `Audited <Co> ${randomUUID().slice(0, 6)}`;
+    expect((await post("consoleRegister", "/api/console/register", { tenantId, displayName })).status).toBe(201);
+    const linkId = (await services.tenantAdmin.links(tenantId))[0]?.id ?? "";
+    expect((await revokeLink(tenantId, linkId)).status).toBe(303);
+
+    const page = await get("consoleAudit", "/api/console/audit");
+    expect(page.status).toBe(200);
+    expect(page.body).toContain("<title>Audit trail</title>");
+    // Linked from every page's navigation.
+    expect(page.body).toContain('<a href="/api/console/audit">Audit</a>');
+    expect((await list("")).body).toContain('<a href="/api/console/audit">Audit</a>');
+    expect(page.body).toMatch(/The \d+ most recent entries of all tenants, newest first/);
+    const rowsShown = page.body.slice(page.body.indexOf("<tbody>"), page.body.indexOf("</tbody>")).match(/<tr>/g) ?? [];
+    expect(rowsShown.length).toBeGreaterThan(2);
+    expect(rowsShown.length).toBeLessThanOrEqual(100);
+    const nameHtml = displayName.replace("<", "&lt;").replace(">", "&gt;");
+    const link = `<td><a href="/api/console/tenants/${tenantId}">${nameHtml}</a></td>`;
+    expect(page.body).toContain(`${link}<td>Consent link revoked</td><td>Sandbox operator <span class="muted">(sandbox)</span></td><td>Consent link ${linkId} revoked</td>`);
+    expect(page.body).toContain(`${link}<td>Tenant registered</td><td>Sandbox operator`);
+    // Newest first.
+    expect(page.body.indexOf(`${link}<td>Consent link revoked`)).toBeLessThan(page.body.indexOf(`${link}<td>Tenant registered`));
+    expect(page.body).not.toContain("<Co>");
+
+    // One tenant's activity only.
+    const one = await get("consoleAudit", `/api/console/audit?tenantId=${tenantId.toUpperCase()}`);
+    expect(one.status).toBe(200);
+    expect(one.body).toContain("Showing the activity of");
+    const tenantsShown = new Set([...one.body.matchAll(/<td><a href="\/api\/console\/tenants\/([0-9a-f-]+)">/g)].map((m) => m[1]));
+    expect([...tenantsShown]).toEqual([tenantId]);
+    const bad = await get("consoleAudit", "/api/console/audit?tenantId=nope");
+    expect(bad.status).toBe(400);
   });
 });
 

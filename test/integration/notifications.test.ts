@@ -16,7 +16,7 @@ import { generateAlerts, makeAlert, toMdeTimestamp, type MdeAlert, type MdeSever
 import { WebhookReceiver } from "../fakes/webhookReceiver";
 import { startAzurite, type AzuriteInstance } from "../harness/azurite";
 import { capturingLogger, connectedTenant, deliveryTally, minutesAgo } from "../harness/pullFixture";
-import { completeConsent, secretsOf, startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
+import { completeConsent, requestReconsent, secretsOf, startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
 
 /** Stands for the signature a Teams or Slack webhook URL carries: nothing may ever repeat it. */
 const SIGNATURE = `sig-${randomUUID()}`;
@@ -226,8 +226,7 @@ describe("tenant health changes", () => {
     ]);
 
     // The customer's admin consents again; the tenant's pull state still counts the failed run.
-    const view = (await env.app.http("getTenant", { method: "GET", url: `/api/tenants/${tenantId}`, params: { tenantId } })).json<{ consentUrl: string }>();
-    expect((await completeConsent(env, view.consentUrl)).callback.status).toBe(200);
+    expect((await completeConsent(env, await requestReconsent(env, tenantId))).callback.status).toBe(200);
     await flush();
     expect(receiver.requests).toHaveLength(1);
     await pullAll(tenantId);

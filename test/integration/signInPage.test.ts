@@ -6,6 +6,7 @@ import { signInFormSubmission } from "../fakes/fakeEntra";
 import {
   PUBLIC_BASE_URL,
   completeConsent,
+  cookieHeaderFrom,
   openConsentLink,
   registerTenant,
   startTestEnvironment,
@@ -37,15 +38,16 @@ async function browser(url: string, init: { method?: string; body?: URLSearchPar
 }
 
 /** Registers a tenant and opens its consent link; returns where the app sent the browser. */
-async function startConsent(): Promise<{ tenantId: string; signInPage: string }> {
+async function startConsent(): Promise<{ tenantId: string; signInPage: string; cookie: string }> {
   const { tenantId, consentUrl } = await registerTenant(env, randomUUID(), "Fabrikam <Labs> & \"Co\"");
   const start = await openConsentLink(env, consentUrl);
   expect(start.status).toBe(302);
-  return { tenantId, signInPage: start.location ?? "" };
+  // The browser keeps the cookie the start set: the callback is accepted only with it.
+  return { tenantId, signInPage: start.location ?? "", cookie: cookieHeaderFrom(start) };
 }
 
 /** Shows the sign-in page, clicks a button, follows the 302 to the app's callback. */
-async function answer(signInPage: string, decision: "accept" | "decline") {
+async function answer(signInPage: string, decision: "accept" | "decline", cookie: string) {
   const page = await browser(signInPage);
   expect(page.status).toBe(200);
   const { action, body } = signInFormSubmission(signInPage, page.body, decision);
@@ -53,7 +55,7 @@ async function answer(signInPage: string, decision: "accept" | "decline") {
   expect(answered.status).toBe(302);
   const callbackUrl = answered.location ?? "";
   expect(callbackUrl.startsWith(`${PUBLIC_BASE_URL}/api/consent/callback?`)).toBe(true);
-  const callback = await env.app.http("consentCallback", { method: "GET", url: callbackUrl, params: {} });
+  const callback = await env.app.http("consentCallback", { method: "GET", url: callbackUrl, params: {}, headers: { cookie } });
   return { callbackUrl, callback };
 }
 
@@ -113,8 +115,8 @@ describe("consent through the fake's plain-HTTP sign-in page", () => {
   });
 
   it("Accept leads to the callback, which connects the tenant and stores its refresh token", async () => {
-    const { tenantId, signInPage } = await startConsent();
-    const { callback } = await answer(signInPage, "accept");
+    const { tenantId, signInPage, cookie } = await startConsent();
+    const { callback } = await answer(signInPage, "accept", cookie);
     expect(callback.status).toBe(200);
     expect(callback.body).toContain("Consent complete");
     expect(callback.body).toContain("Fabrikam &lt;Labs&gt; &amp; &quot;Co&quot;");
@@ -124,8 +126,8 @@ describe("consent through the fake's plain-HTTP sign-in page", () => {
   });
 
   it("Decline leads to the callback's refusal page; the tenant stays pending and nothing is stored", async () => {
-    const { tenantId, signInPage } = await startConsent();
-    const { callbackUrl, callback } = await answer(signInPage, "decline");
+    const { tenantId, signInPage, cookie } = await startConsent();
+    const { callbackUrl, callback } = await answer(signInPage, "decline", cookie);
     expect(new URL(callbackUrl).searchParams.get("error_description")).toBe("AADSTS65004: User declined to consent to access the app.");
     expect(callback.status).toBe(403);
     expect(callback.body).toContain("Consent was declined");
