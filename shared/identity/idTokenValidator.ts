@@ -1,5 +1,5 @@
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from "jose";
-import { jwtRefusalOf } from "./jwtRefusal";
+import { jwtRefusalOf, type JwtRefusal } from "./jwtRefusal";
 import type { Clock } from "../clock";
 import type { HttpClient } from "../http/httpClient";
 
@@ -10,16 +10,7 @@ export interface VerifiedIdentity {
 }
 
 /** Why an id token was refused. */
-export type IdTokenRejection =
-  | "invalid"
-  | "invalid_signature"
-  | "expired"
-  | "not_yet_valid"
-  | "wrong_audience"
-  | "wrong_issuer"
-  | "missing_claim"
-  | "tenant_mismatch"
-  | "nonce_mismatch";
+export type IdTokenRejection = JwtRefusal | "wrong_issuer" | "tenant_mismatch" | "nonce_mismatch";
 
 /** An id token was refused; the message is safe to log (it never quotes the token). */
 export class IdTokenRejectedError extends Error {

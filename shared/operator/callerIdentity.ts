@@ -1,5 +1,5 @@
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload } from "jose";
-import { jwtRefusalOf } from "../identity/jwtRefusal";
+import { jwtRefusalOf, type JwtRefusal } from "../identity/jwtRefusal";
 import type { Clock } from "../clock";
 import type { AppConfig } from "../config";
 import { decideAccess, decodeClientPrincipal, OPERATOR_ROLE, type ClientPrincipal, type HeaderReader } from "../console/access";
@@ -44,13 +44,8 @@ export const SANDBOX_ACTOR: Readonly<OperatorActor> = { kind: "sandbox", id: "sa
 /** Why a caller was refused; in the error message and the log line, never the token. */
 export type OperatorRefusal =
   /** 401 invalid_operator_token */
-  | "invalid"
-  | "invalid_signature"
-  | "expired"
-  | "not_yet_valid"
-  | "wrong_audience"
+  | JwtRefusal
   | "wrong_issuer"
-  | "missing_claim"
   /** 401 operator_identity_required */
   | "identity_required"
   /** 403 operator_forbidden */
