@@ -30,6 +30,12 @@ function operatorIdentityDeps(services: Services): OperatorIdentityDeps {
  */
 export function operatorApi(request: HttpRequest, context: InvocationContext, run: OperatorHandler): Promise<HttpResponseInit> {
   const identified: Handler = async (services, log) => {
+    // A browser page of another site must not drive the API with a signed-in operator's cookies
+    // (and a leaked key): browsers say so in Sec-Fetch-Site; API clients send no such header.
+    if (request.headers.get("sec-fetch-site") === "cross-site") {
+      log.warn("operator request refused", { code: "cross_site_request", status: 403 });
+      throw new AppError("cross_site_request", "The operator API does not take requests from another site's pages.", 403);
+    }
     let actor: OperatorActor;
     try {
       actor = await identifyOperator(request.headers, operatorIdentityDeps(services));

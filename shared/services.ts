@@ -275,7 +275,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     tokens,
     signingKey,
     entra,
-    consent: new ConsentFlow({ config, tenants, sessions, signingKey, entra, tokens, links, audit, clock, resetPullState }),
+    consent: new ConsentFlow({ config, tenants, sessions, signingKey, entra, tokens, links, audit, clock }),
     audit,
     consentSessions: sessions,
     tenantAdmin,

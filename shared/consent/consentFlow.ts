@@ -9,13 +9,13 @@ import { IdTokenRejectedError } from "../identity/idTokenValidator";
 import { classifyTokenFailure } from "../identity/tokenErrors";
 import type { LogFields, Logger } from "../logging";
 import { newAccessTokenKey, newGeneration, type TenantTokenStore } from "../secrets/tenantTokens";
-import type { TenantRegistry } from "../state/tenantRegistry";
+import type { TenantRecord, TenantRegistry } from "../state/tenantRegistry";
 import { ALERT_SOURCE_PROFILES, sourceOf, isAlertSource, type AlertSourceKind } from "../sources/alertSources";
 import type { PageCookie } from "../ui/page";
 import { isGuid } from "../validation";
 import { verifyConsentLink, type ConsentLinkQuery } from "./consentLink";
 import { linkRefusal, type ConsentLinkRecord, type ConsentLinkStore, type LinkRefusal } from "./consentLinks";
-import { ConsentSessionLimitError, SESSION_LIFETIME_MS, type ConsentSessionStore } from "./consentSessions";
+import { ConsentSessionLimitError, SESSION_LIFETIME_MS, type ConsentSession, type ConsentSessionStore } from "./consentSessions";
 import { renderPage, type ConsentPageOptions, type HtmlPage } from "./pages";
 import type { SigningKeyProvider } from "./signingKey";
 
@@ -72,8 +72,6 @@ export interface ConsentFlowDeps {
   links: ConsentLinkStore;
   audit: AuditTrail;
   clock: Clock;
-  /** Forgets the tenant's pull state: a consent that moves it to another source starts its checkpoint afresh. */
-  resetPullState?: (tenantId: string) => Promise<void>;
 }
 
 export interface CallbackQuery {
@@ -156,6 +154,9 @@ export class ConsentFlow {
   /** The page for a link its record no longer lets start a sign-in. */
   private linkRefused(refusal: LinkRefusal): ConsentResponse {
     if (refusal === "revoked") return this.page(410, "This consent link was withdrawn", this.askForNewLink);
+    if (refusal === "in_use") {
+      return this.page(409, "This consent link is being used right now", "Another sign-in through this link is finishing at this moment. If that was not you, tell your provider.", "Otherwise wait a minute and open the link again.");
+    }
     if (refusal === "spent") {
       return this.page(
         410,
@@ -189,7 +190,7 @@ export class ConsentFlow {
     }
     const linkId = linkQuery.link as string;
     const link = await this.deps.links.get(tenant, linkId, record.createdAt);
-    const refusal = linkRefusal(link, record.status);
+    const refusal = linkRefusal(link, record);
     if (refusal) {
       log.warn("consent link refused by its record", { tenantId: tenant, reason: refusal, ...step("start", "refused", `link_${refusal}`) });
       return this.linkRefused(refusal);
@@ -256,6 +257,17 @@ export class ConsentFlow {
     const { session } = claim;
     const tenantId = session.tenantId;
 
+    const tenant = await this.deps.tenants.get(tenantId);
+    if (!tenant || tenant.status === "offboarded") {
+      log.warn("consent callback for a tenant that is not registered", { tenantId, ...step("callback", "refused", "tenant_not_registered") });
+      return this.page(410, "This consent link is no longer active", this.askForNewLink);
+    }
+    // The link may have been revoked, spent or superseded while this admin signed in; only a link
+    // that may still be used gets to write anything, an error code included.
+    const link = await this.deps.links.get(tenantId, session.linkId, tenant.createdAt);
+    const refusal = linkRefusal(link, tenant);
+    if (refusal) return this.refusedByLink(tenantId, refusal, log);
+
     const error = query.get("error");
     if (error) {
       const code = KNOWN_ERROR_CODES.has(error) ? error : "authorization_error";
@@ -271,19 +283,36 @@ export class ConsentFlow {
       return this.page(400, "This sign-in response is not valid", "It carried no authorization code.");
     }
 
-    const tenant = await this.deps.tenants.get(tenantId);
-    if (!tenant || tenant.status === "offboarded") {
-      log.warn("consent callback for a tenant that is not registered", { tenantId, ...step("callback", "refused", "tenant_not_registered") });
-      return this.page(410, "This consent link is no longer active", this.askForNewLink);
+    // One finishing sign-in per link: a second callback through the same link waits its turn or is refused.
+    const claimant = stateHash(state);
+    const claimRefusal = await this.deps.links.claim(tenantId, session.linkId, tenant, claimant);
+    if (claimRefusal) return this.refusedByLink(tenantId, claimRefusal, log);
+    const release = () => this.deps.links.release(tenantId, session.linkId, claimant).catch(() => undefined);
+    const response = await this.connect(tenant, session, code, log);
+    if (response.connected) {
+      await this.deps.links.markUsed(tenantId, session.linkId);
+    } else {
+      await release();
     }
-    // The link may have been revoked, or spent by another admin, while this one signed in.
+    return response.page;
+  }
+
+  private refusedByLink(tenantId: string, refusal: LinkRefusal, log: Logger): ConsentResponse {
+    log.warn("consent callback refused by the link's record", { tenantId, reason: refusal, ...step("callback", "refused", `link_${refusal}`) });
+    return this.linkRefused(refusal);
+  }
+
+  /** Redeems the code, stores the refresh token and marks the tenant connected; the link is held meanwhile. */
+  private async connect(
+    tenant: TenantRecord,
+    session: ConsentSession,
+    code: string,
+    log: Logger,
+  ): Promise<{ connected: boolean; page: ConsentResponse }> {
+    const tenantId = tenant.tenantId;
     const link = await this.deps.links.get(tenantId, session.linkId, tenant.createdAt);
-    const refusal = linkRefusal(link, tenant.status);
-    if (refusal) {
-      log.warn("consent callback refused by the link's record", { tenantId, reason: refusal, ...step("callback", "refused", `link_${refusal}`) });
-      return this.linkRefused(refusal);
-    }
     const source = consentSource(tenant.source, link);
+    const failed = (page: ConsentResponse) => ({ connected: false, page });
 
     let redeemed;
     try {
@@ -295,7 +324,12 @@ export class ConsentFlow {
         scope: ALERT_SOURCE_PROFILES[source].scope,
       });
     } catch (failure) {
-      return this.redeemFailed(tenantId, failure, log);
+      return failed(await this.redeemFailed(tenantId, failure, log));
+    }
+    // Read again right before the stored consent is replaced: a revocation meanwhile still wins.
+    if (await this.deps.links.revokedSince(tenantId, session.linkId)) {
+      log.warn("consent link revoked while its sign-in finished; nothing stored", { tenantId, ...step("callback", "refused", "link_revoked") });
+      return failed(this.linkRefused("revoked"));
     }
 
     try {
@@ -310,17 +344,19 @@ export class ConsentFlow {
       await this.recordError(tenantId, "secret_store_unavailable", "The refresh token could not be stored in Key Vault").catch(
         () => undefined,
       );
-      return this.page(503, "Consent could not be saved", "The sign-in worked, but the token could not be stored. Nothing was saved. Please open the consent link again in a few minutes.");
+      return failed(
+        this.page(503, "Consent could not be saved", "The sign-in worked, but the token could not be stored. Nothing was saved. Please open the consent link again in a few minutes."),
+      );
     }
 
     const nowIso = new Date(this.deps.clock()).toISOString();
     const consenter = redeemed.identity.username || redeemed.identity.objectId;
-    let offboardedMeanwhile = false;
+    let goneMeanwhile = false;
     let before: { consentedBy?: string; consentedByObjectId?: string; source: AlertSourceKind } | undefined;
     await this.deps.tenants.update(tenantId, (current) => {
-      // The operator may have offboarded the tenant while the admin was signing in.
-      if (current.status === "offboarded") {
-        offboardedMeanwhile = true;
+      // The operator may have offboarded (or offboarded and registered again) the tenant meanwhile.
+      if (current.status === "offboarded" || current.createdAt !== tenant.createdAt) {
+        goneMeanwhile = true;
         return undefined;
       }
       before = { source: sourceOf(current), ...(current.consentedBy ? { consentedBy: current.consentedBy } : {}), ...(current.consentedByObjectId ? { consentedByObjectId: current.consentedByObjectId } : {}) };
@@ -337,14 +373,17 @@ export class ConsentFlow {
         lastErrorAt: undefined,
       };
     });
-    if (offboardedMeanwhile) {
+    if (goneMeanwhile) {
       await this.deps.tokens.remove(tenantId);
       log.warn("consent completed for a tenant offboarded meanwhile; token removed", { tenantId, ...step("callback", "refused", "tenant_offboarded") });
-      return this.page(410, "This consent link is no longer active", this.askForNewLink);
+      return failed(this.page(410, "This consent link is no longer active", this.askForNewLink));
     }
-    await this.deps.links.markUsed(tenantId, session.linkId);
     const admin = { kind: "customer_admin", id: redeemed.identity.objectId, name: consenter };
     await this.deps.audit.record({ tenantId, action: "consent_completed", actor: admin, detail: `Consent given through link ${session.linkId} for source ${source}` });
+    // The pull resets its own state when it meets the new source (shared/pull/tenantPull.ts), under its lease.
+    if (before && before.source !== source) {
+      await this.deps.audit.record({ tenantId, action: "source_changed", actor: admin, detail: `Alert source changed from ${before.source} to ${source}` });
+    }
     if (before && isDifferentConsenter(before, redeemed.identity.objectId, consenter)) {
       await this.deps.audit.record({
         tenantId,
@@ -354,13 +393,8 @@ export class ConsentFlow {
       });
       log.warn("consent given by a different user than the current consenter", { tenantId, ...step("callback", "connected", "consenter_changed") });
     }
-    if (before && before.source !== source) {
-      // A new source has its own time field and cursor: its checkpoint starts with the first-run look-back.
-      await this.deps.resetPullState?.(tenantId);
-      await this.deps.audit.record({ tenantId, action: "source_changed", actor: admin, detail: `Alert source changed from ${before.source} to ${source}` });
-    }
     log.info("tenant connected", { tenantId, source, ...step("callback", "connected") });
-    return { kind: "page", page: this.connectedPage(tenant.displayName, tenantId, source, redeemed.identity.username) };
+    return { connected: true, page: { kind: "page", page: this.connectedPage(tenant.displayName, tenantId, source, redeemed.identity.username) } };
   }
 
   private connectedPage(displayName: string, tenantId: string, source: AlertSourceKind, username: string): HtmlPage {

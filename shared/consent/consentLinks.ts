@@ -31,7 +31,7 @@ export interface ConsentLinkRecord {
 }
 
 /** Why a link may not start a sign-in (or finish one). */
-export type LinkRefusal = "unknown_link" | "revoked" | "spent";
+export type LinkRefusal = "unknown_link" | "revoked" | "spent" | "in_use";
 
 interface LinkEntity {
   partitionKey: string;
@@ -45,7 +45,13 @@ interface LinkEntity {
   usedAt: string;
   revokedAt: string;
   revokedBy: string;
+  /** The sign-in (a hash of its state) finishing through the link right now, and since when. */
+  claimedBy?: string;
+  claimedAt?: string;
 }
+
+/** A claim older than a sign-in can live is a callback that died: it no longer holds the link. */
+const CLAIM_LIFETIME_MS = 15 * 60_000;
 
 /** Links listed per tenant: the newest this many (a tenant with more has had a very long life). */
 const LIST_LIMIT = 200;
@@ -150,6 +156,57 @@ export class ConsentLinkStore {
     }
   }
 
+  /**
+   * Takes the link for one finishing sign-in (`claimant`, a hash of its state), so two callbacks
+   * through one link cannot both replace the consent: the read, the check and the write are one
+   * ETag-guarded step. Refused while another live callback holds it, or when the link may not be
+   * used for the tenant as it is now.
+   */
+  async claim(
+    tenantId: string,
+    linkId: string,
+    tenant: { createdAt: string; status: string; consentedAt?: string },
+    claimant: string,
+  ): Promise<LinkRefusal | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      const entity = await this.read(tenantId, linkId);
+      const link = entity && entity.registeredAt === tenant.createdAt ? toRecord(entity) : undefined;
+      const refusal = linkRefusal(link, tenant);
+      if (refusal || !entity) return refusal ?? "unknown_link";
+      const now = this.clock();
+      const held = entity.claimedBy && entity.claimedBy !== claimant && now - Date.parse(entity.claimedAt ?? "") < CLAIM_LIFETIME_MS;
+      if (held) return "in_use";
+      try {
+        await (await this.table()).updateEntity(
+          { partitionKey: tenantId, rowKey: linkId, claimedBy: claimant, claimedAt: new Date(now).toISOString() },
+          "Merge",
+          { etag: entity.etag },
+        );
+        return undefined;
+      } catch (error) {
+        if (!isConcurrencyConflict(error) || attempt >= 4) throw error;
+      }
+    }
+  }
+
+  /** Gives the link back when the sign-in holding it did not connect the tenant (declined, failed). */
+  async release(tenantId: string, linkId: string, claimant: string): Promise<void> {
+    const entity = await this.read(tenantId, linkId);
+    if (!entity || entity.claimedBy !== claimant) return;
+    await (await this.table())
+      .updateEntity({ partitionKey: tenantId, rowKey: linkId, claimedBy: "", claimedAt: "" }, "Merge", { etag: entity.etag })
+      .catch((error: unknown) => {
+        // Someone else wrote meanwhile (a revocation): their write stands, the claim lapses on its own.
+        if (!isConcurrencyConflict(error)) throw error;
+      });
+  }
+
+  /** Whether the link was revoked since it was claimed (read again just before the consent is stored). */
+  async revokedSince(tenantId: string, linkId: string): Promise<boolean> {
+    const entity = await this.read(tenantId, linkId);
+    return !entity || Boolean(entity.revokedAt);
+  }
+
   /** Marks the link spent by a consent that connected the tenant. */
   async markUsed(tenantId: string, linkId: string): Promise<void> {
     await (await this.table()).updateEntity(
@@ -160,14 +217,17 @@ export class ConsentLinkStore {
 }
 
 /**
- * Whether a link may start (or finish) a sign-in for a tenant in `status`. A tenant waiting for
- * consent takes any live link of its registration; a connected tenant only a re-consent link the
- * operator asked for and nobody has used yet. Offboarded tenants are refused before this.
+ * Whether a link may start (or finish) a sign-in for the tenant as it is now. A link that once
+ * connected the tenant is spent for good. A tenant waiting for consent takes any other live link
+ * of its registration; a connected tenant only a re-consent link the operator asked for after the
+ * current consent (an older one was superseded by that consent). Offboarded tenants are refused
+ * before this.
  */
-export function linkRefusal(link: ConsentLinkRecord | undefined, status: string): LinkRefusal | undefined {
+export function linkRefusal(link: ConsentLinkRecord | undefined, tenant: { status: string; consentedAt?: string }): LinkRefusal | undefined {
   if (!link) return "unknown_link";
   if (link.revokedAt) return "revoked";
-  if (status === "pending_consent" || status === "reconsent_required") return undefined;
-  if (link.purpose === "reconsent" && !link.usedAt) return undefined;
+  if (link.usedAt) return "spent";
+  if (tenant.status === "pending_consent" || tenant.status === "reconsent_required") return undefined;
+  if (link.purpose === "reconsent" && (!tenant.consentedAt || link.createdAt > tenant.consentedAt)) return undefined;
   return "spent";
 }

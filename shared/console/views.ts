@@ -438,13 +438,14 @@ function linkState(link: LinkView): LinkState {
 
 /**
  * Whether the link could start a sign-in right now. This mirrors the consent flow's rule
- * (shared/consent/consentLinks.ts `linkRefusal`): a tenant waiting for consent takes any live link
- * of its registration, a used one included; a connected tenant only an unused re-consent link.
- * The status column says so, because "Active" or "Used" alone would mislead in both directions.
+ * (shared/consent/consentLinks.ts `linkRefusal`): a used link never again; a tenant waiting for
+ * consent takes any other live link of its registration; a connected tenant only a re-consent link
+ * issued after its current consent. The status column says so, because "Active" alone would mislead.
  */
 function linkWorks(link: LinkView, view: TenantView): boolean {
-  if (link.revoked || link.expired || view.status === "offboarded") return false;
-  return waitsForConsent(view) || (link.purpose === "reconsent" && !link.used);
+  if (link.revoked || link.expired || link.used || view.status === "offboarded") return false;
+  if (waitsForConsent(view)) return true;
+  return link.purpose === "reconsent" && (!view.consentedAt || link.created > view.consentedAt);
 }
 
 function linkPurpose(link: LinkView): SafeHtml {
@@ -458,9 +459,7 @@ function linkStatus(link: LinkView, view: TenantView, now: number): SafeHtml {
   if (state === "revoked") return html`${label} ${when(link.revokedAt, now)}${link.revokedBy ? html` by ${link.revokedBy}` : ""}`;
   if (state === "expired") return label;
   const works = linkWorks(link, view);
-  if (state === "used") {
-    return html`${label} ${when(link.usedAt, now)}${works ? html`<br><span class="muted">Works again while the tenant waits for a consent</span>` : ""}`;
-  }
+  if (state === "used") return html`${label} ${when(link.usedAt, now)}`;
   return works ? label : html`${label}<br><span class="muted">Starts no sign-in while the tenant is connected</span>`;
 }
 
@@ -469,12 +468,11 @@ function linksTable(ctx: PageContext, view: TenantView, links: readonly LinkView
   return html`<div class="table-wrap"><table><caption>${links.length} consent link${links.length === 1 ? "" : "s"} issued since the tenant was registered, newest first</caption>
 <thead><tr><th scope="col">Created</th><th scope="col">Expires</th><th scope="col">Purpose</th><th scope="col">Status</th><th scope="col">Issued by</th>${revocable ? html`<th scope="col">Action</th>` : ""}</tr></thead>
 <tbody>${links.map((link) => {
-    // Revocable while it is neither revoked nor expired, used ones included: a used link works
-    // again if the tenant comes to need a consent before the link expires.
+    // A used link starts nothing any more: only live ones are offered for revocation.
     const action =
       !revocable
         ? ""
-        : link.revoked || link.expired
+        : link.revoked || link.expired || link.used
           ? html`<td><span class="muted">None</span></td>`
           : html`<td><form method="post" action="${tenantPath(view.tenantId)}/links/${encodeURIComponent(link.id)}/revoke">${csrfField(ctx)}<button type="submit" class="button button-secondary">Revoke<span class="visually-hidden"> the link created ${link.created.slice(0, 16).replace("T", " ")} UTC</span></button></form></td>`;
     return html`<tr data-link-id="${link.id}"><th scope="row">${when(link.created, ctx.now)}</th><td>${when(link.expires, ctx.now)}</td><td>${linkPurpose(link)}</td><td>${linkStatus(link, view, ctx.now)}</td><td>${link.issuedBy}</td>${action}</tr>`;

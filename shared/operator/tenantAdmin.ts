@@ -247,14 +247,18 @@ export class TenantAdmin {
     return linkView(revoked, this.deps.clock());
   }
 
-  /** Deletes the tenant's tokens from Key Vault first, then marks it offboarded: its links stop working. */
+  /**
+   * Marks the tenant offboarded first, then deletes its tokens from Key Vault: a consent finishing
+   * meanwhile finds the status and removes what it wrote, and nothing written before the status
+   * survives the delete. Its links stop working with the status.
+   */
   async offboard(tenantIdParam: string, actor: AuditActor, log: Logger): Promise<TenantView> {
     const tenantId = requireGuid(tenantIdParam);
     const existing = await this.existing(tenantId);
-    await this.deps.tokens.remove(tenantId);
     const record = await this.deps.tenants.update(tenantId, (current) =>
       current.status === "offboarded" ? undefined : { status: "offboarded" },
     );
+    await this.deps.tokens.remove(tenantId);
     // After the status: a pull that started before it stops at its next page, and its next save
     // finds no state to write to.
     await this.deps.resetPullState?.(tenantId);

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { isAlertSource, type AlertSourceKind } from "../sources/alertSources";
 import { odata, type TableClient } from "@azure/data-tables";
 import { TABLES } from "../storage/names";
 import type { Clock } from "../clock";
@@ -48,6 +49,8 @@ export interface InvalidSpan {
  * health. One entity per tenant so that one ETag guards all of it.
  */
 export interface PullState {
+  /** The source this state's checkpoint, window and dedupe set belong to (absent on older rows: "mde"). */
+  source?: AlertSourceKind;
   /** Every alert with lastUpdateTime below this was delivered (the end of the last finished window). */
   watermark?: string;
   window?: WindowProgress;
@@ -183,6 +186,8 @@ function fromEntity(entity: Entity, delivered: DeliveredVersions): PullState {
   if (invalid) state.invalidSpan = invalid;
   const sinks = sinkProgressOf(entity);
   if (sinks) state.sinks = sinks;
+  const source = str(entity["source"]);
+  if (isAlertSource(source)) state.source = source;
   for (const key of [
     "watermark",
     "accessTokenCipher",
@@ -214,6 +219,7 @@ function toEntity(tenantId: string, state: PullState, lease: { owner: string; un
   return {
     partitionKey: PARTITION,
     rowKey: tenantId,
+    source: state.source ?? "",
     watermark: state.watermark ?? "",
     windowFrom: state.window?.from ?? "",
     windowTo: state.window?.to ?? "",

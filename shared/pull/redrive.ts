@@ -35,7 +35,7 @@ const LEASE_MS = 180_000;
 
 /** The raw text as a page: an alert-level letter holds one element of `value`. */
 function asPage(letter: DeadLetter): string | undefined {
-  if (letter.reason === "foreign_next_link") return undefined;
+  if (letter.reason === "foreign_next_link" || letter.reason === "next_link_loop") return undefined;
   return letter.reason === "invalid_page" ? letter.raw : `{"value":[${letter.raw}]}`;
 }
 

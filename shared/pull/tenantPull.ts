@@ -235,10 +235,20 @@ export class TenantPull {
     const workMs = Math.max(1, (deps.settings.maxRunSeconds + deps.settings.requestTimeoutSeconds) * 1000 + deliveryGraceMs - (Date.now() - startedReal));
     const bounds: RunBounds = { work: AbortSignal.timeout(workMs), release: AbortSignal.timeout(workMs + releaseGraceMs) };
     let windowOpened = false;
+    let sourceSwitched = false;
+    const source = sourceOf(tenant);
     // The new window is stored with the lease itself: no write of its own before the first page.
     let lease: PullLease | undefined;
     try {
       lease = await deps.pullState.acquire(tenantId, owner, leaseMs, (state) => {
+      // A consent moved the tenant to another source: its checkpoint starts afresh, here under the
+      // lease so no run of the old source can write after it. Sink progress and parked pages stay:
+      // they hold alerts already read that a sink still owes.
+      if ((state.source ?? "mde") !== source) {
+        forgetSourceProgress(state);
+        sourceSwitched = true;
+      }
+      state.source = source;
       if (state.window) return;
       const window = nextWindow({
         watermark: state.watermark,
@@ -263,6 +273,11 @@ export class TenantPull {
     if (!lease) {
       log.info("pull skipped: another pull of this tenant holds the lease", { tenantId });
       return { outcome: "busy" };
+    }
+    if (sourceSwitched) {
+      // The emptied dedupe set replaces the old one (and its spill) at the first save.
+      lease.markDeliveredChanged();
+      log.info("pull state reset for the tenant's new alert source", { tenantId, source });
     }
     reader.budget.restore(tenantId, lease.state.apiCalls);
     lease.state.lastRunAt = new Date(started).toISOString();
@@ -791,7 +806,8 @@ class WindowRead {
 
   private async ensureConnected(): Promise<void> {
     const current = await this.deps.tenants.get(this.tenant.tenantId, this.call);
-    if (!current || current.status !== "connected") throw new TenantNoLongerConnected();
+    // A new consent that moved the tenant to another source ends this run too: the next one resets.
+    if (!current || current.status !== "connected" || sourceOf(current) !== this.source) throw new TenantNoLongerConnected();
   }
 
   /**
@@ -878,8 +894,11 @@ class WindowRead {
     this.instant = progress;
     for (; progress.pass < INSTANT_PASSES; Object.assign(progress, { pass: progress.pass + 1, skip: 0, foundNew: false })) {
       let next: string | undefined;
+      // Links are counted by pages, not alerts: a chain of empty pages must end too.
+      let pages = 0;
+      const followed = new Set<string>();
       for (;;) {
-        if (progress.skip >= MAX_INSTANT_PAGES * this.top) {
+        if (progress.skip >= MAX_INSTANT_PAGES * this.top || pages++ >= MAX_INSTANT_PAGES) {
           this.warn("instant_page_limit", `One millisecond held more than ${MAX_INSTANT_PAGES} pages; the pull moved on after reading that many`);
           break;
         }
@@ -906,6 +925,12 @@ class WindowRead {
         if (linked) {
           // A link to another origin was dead-lettered as a report by deliver(); it is never followed.
           if (page.nextLink === undefined || !this.sameOrigin(page.nextLink)) break;
+          if (followed.has(page.nextLink)) {
+            this.warn("next_link_loop", "The alert API answered a nextLink it had already given inside one millisecond; the pass ended there instead of looping");
+            await this.deadLetter("next_link_loop", sub, progress.skip, page.nextLink);
+            break;
+          }
+          followed.add(page.nextLink);
           next = page.nextLink;
         }
       }
@@ -1040,4 +1065,16 @@ function sourceReader(deps: TenantPullDeps, tenant: TenantRecord): SourceReader 
     baseUrl: defenderBaseUrl(deps.defenderApiBaseUrl, tenant.defenderRegion),
     maxTop: MDE_MAX_TOP,
   };
+}
+
+/** What belongs to one source's reading: checkpoint, window, dedupe set, token cache, call budget. */
+function forgetSourceProgress(state: PullState): void {
+  delete state.watermark;
+  delete state.window;
+  delete state.invalidSpan;
+  delete state.accessTokenCipher;
+  delete state.accessTokenExpiresAt;
+  delete state.clockSkewMs;
+  state.delivered.clear();
+  state.apiCalls = [];
 }

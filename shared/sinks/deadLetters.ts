@@ -17,6 +17,8 @@ export type DeadLetterReason =
   | "page_too_large"
   /** The page pointed its `@odata.nextLink` at another host: never followed, kept for the operator. */
   | "foreign_next_link"
+  /** A nextLink the API had already given in the same pass (a loop): kept as a report, not followed again. */
+  | "next_link_loop"
   /** A sink refused the version as larger than it can ever take (see `sink`). */
   | "oversized"
   /** A sink refused the version as invalid, every time it was sent (see `sink`). */

@@ -106,7 +106,8 @@ export type GraphAlertOrder = "newest" | "oldest" | "shuffled";
 /** How a skip token pages: an offset into an order evaluated again per request, or a snapshot taken by the first page. */
 export type GraphPaging = "offset" | "snapshot";
 /** Where nextLinks point: this fake (normal), FOREIGN_NEXT_LINK_ORIGIN, or another path on this host. */
-export type GraphNextLinkMode = "normal" | "foreign" | "otherPath";
+/** "loop": every followed link answers an empty page whose nextLink is that same link (a service stuck in a loop). */
+export type GraphNextLinkMode = "normal" | "foreign" | "otherPath" | "loop";
 
 export interface GraphRecordedRequest {
   /** The fake's clock when the response was decided. */
@@ -610,9 +611,11 @@ export class FakeGraph extends FakeHttpsServer {
       if (!(err instanceof GraphError)) throw err;
       return refuse(state, err);
     }
+    const looping = this.nextLinkMode === "loop" && followedLink;
+    if (looping) page = { items: [], next: undefined };
     const mask = !withUnknown && this.options.unknownEnumMembers === "mask";
     const items = page.items.map((s) => state.poisoned.get(s.id) ?? JSON.stringify(mask && s.evolvable ? masked(build(s)) : build(s)));
-    const nextLink = page.next === undefined ? undefined : this.nextLinkFor(page.next);
+    const nextLink = looping ? `${this.url}${url.pathname}${url.search}` : page.next === undefined ? undefined : this.nextLinkFor(page.next);
     let body = renderPage(items, nextLink);
     // Any strict prefix of a JSON object's text is invalid JSON.
     if (corrupt) body = body.slice(0, body.length >>> 1);

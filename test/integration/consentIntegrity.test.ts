@@ -169,6 +169,49 @@ describe("consent links after connect", () => {
   });
 });
 
+describe("one link, two sign-ins at once", () => {
+  it("lets only one of two concurrent callbacks through one re-consent link replace the consent", async () => {
+    const { tenantId, consentUrl } = await registerTenant(env);
+    expect((await completeConsent(env, consentUrl)).callback.status).toBe(200);
+    const reconsentUrl = await requestReconsent(env, tenantId);
+    const versions = tokenVersions(tenantId);
+    // Two browsers open the same link and both finish signing in.
+    const starts = [track(await openConsentLink(env, reconsentUrl)), track(await openConsentLink(env, reconsentUrl))];
+    const callbacks = await Promise.all(starts.map(async (start) => (await env.browserGet(start.location ?? "")).location ?? ""));
+    const answers = await Promise.all(
+      callbacks.map((url, i) =>
+        env.app.http("consentCallback", { method: "GET", url, params: {}, headers: { cookie: cookieHeaderFrom(starts[i] as HttpResult) } }),
+      ),
+    );
+    answers.forEach(track);
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 409].sort());
+    expect(answers.find((a) => a.status === 409)?.body).toContain("being used right now");
+    expect(tokenVersions(tenantId)).toBe(versions + 1);
+    const completed = (await audit(`?tenantId=${tenantId}`)).entries.filter((entry) => entry.action === "consent_completed");
+    expect(completed).toHaveLength(2);
+  });
+
+  it("refuses a link spent by a consent even after the tenant comes to need a new one, and one superseded by a later consent", async () => {
+    const { tenantId, consentUrl } = await registerTenant(env);
+    expect((await completeConsent(env, consentUrl)).callback.status).toBe(200);
+    const older = await requestReconsent(env, tenantId);
+    const newer = await requestReconsent(env, tenantId);
+    expect((await completeConsent(env, newer)).callback.status).toBe(200);
+    // The older link was issued before the consent that is now current: superseded.
+    const superseded = track(await openConsentLink(env, older));
+    expect(superseded.status).toBe(410);
+    // The tenant loses its consent; the link that once connected it still starts nothing.
+    const svc = await import("../../shared/services");
+    const { loadConfig } = await import("../../shared/config");
+    const services = svc.createServices(loadConfig({ ...process.env, ...env.env }));
+    await services.tenants.update(tenantId, () => ({ status: "reconsent_required" }));
+    expect(track(await openConsentLink(env, consentUrl)).status).toBe(410);
+    expect(track(await openConsentLink(env, newer)).status).toBe(410);
+    // An unused link of the registration (the superseded one) works again while a consent is needed.
+    expect(track(await openConsentLink(env, older)).status).toBe(302);
+  });
+});
+
 describe("revoking a link", () => {
   it("stops a revoked link from starting a sign-in, and a sign-in started before the revocation from finishing", async () => {
     const { tenantId, consentUrl } = await registerTenant(env);

@@ -223,6 +223,31 @@ function flakySink(svc: Services, plan: (call: number) => "fail" | "store_then_f
   };
 }
 
+describe("a service that misbehaves while paging", () => {
+  it("ends a pass whose nextLink comes back again (a loop of empty pages) after one repeat, reports it, and moves on", async () => {
+    const tenantId = await graphTenant();
+    const at = toGraphTimestamp(Date.now() - 30 * 60_000);
+    env.graph.addAlerts(tenantId, Array.from({ length: 12 }, (_, i) => makeGraphAlert({ id: `loop-${tenantId}-${i}`, tenantId, lastUpdateDateTime: at })));
+    env.graph.setNextLinkMode("loop");
+    try {
+      const svc = services({ pageSize: 5 });
+      const outcome = await pull(tenantId, svc);
+      expect(outcome).toMatchObject({ outcome: "pulled", complete: true });
+      // Each pass: the first page, one followed link, and the repeat it answered: never hundreds.
+      const followed = env.graph.requests(tenantId).filter((r) => r.followedLink).length;
+      expect(followed).toBeGreaterThan(0);
+      expect(followed).toBeLessThanOrEqual(6);
+      const state = await svc.pullState.read(tenantId);
+      expect(state?.lastWarningCode).toBe("next_link_loop");
+      expect(state?.window).toBeUndefined();
+      const letters = await svc.deadLetters.list(tenantId);
+      expect(letters.map((l) => l.reason)).toContain("next_link_loop");
+    } finally {
+      env.graph.setNextLinkMode("normal");
+    }
+  }, 60_000);
+});
+
 describe("failures on the way to the sink", () => {
   it("keeps the checkpoint when the sink fails, and the next run delivers everything once", async () => {
     const tenantId = await graphTenant();
@@ -277,10 +302,11 @@ describe("a tenant moved from mde to graph", () => {
     expect(callback.status).toBe(200);
     const view = (await env.app.http("getTenant", { method: "GET", url: `/api/tenants/${tenantId}`, params: { tenantId } })).json<Record<string, unknown>>();
     expect(view).toMatchObject({ source: "graph", status: "connected" });
-    // The checkpoint starts afresh for the new source.
-    expect((await svc.pullState.read(tenantId))?.watermark).toBeUndefined();
+    // The pull resets the checkpoint itself, under its lease, when it meets the new source.
+    expect((await svc.pullState.read(tenantId))?.source).toBe("mde");
 
     await pullUntilQuiet(tenantId, svc);
+    expect((await svc.pullState.read(tenantId))?.source).toBe("graph");
     const envelopes = await deliveredEnvelopes(env, tenantId);
     expect(envelopes.filter((e) => e.source === "mde")).toHaveLength(30);
     expect(envelopes.filter((e) => e.source === "graph")).toHaveLength(25);
