@@ -1,5 +1,6 @@
+import type { Agent } from "node:https";
 import type { TokenCredential } from "@azure/identity";
-import { SecretClient } from "@azure/keyvault-secrets";
+import { SecretClient, type PollerLike, type PollOperationState } from "@azure/keyvault-secrets";
 import { statusOf } from "../errors";
 
 export interface StoredSecret {
@@ -18,8 +19,17 @@ export interface SecretWriteOptions {
 export interface SecretStore {
   /** The latest enabled version, or undefined when the secret is absent, deleted or disabled. */
   get(name: string): Promise<StoredSecret | undefined>;
+  /**
+   * Writes a new version. A name that is soft-deleted is recovered first (the vault has purge
+   * protection, so recovering is the only way to use the name again); one whose delete or
+   * recovery is still running is waited for, up to a bound, and then refused with a 409.
+   */
   set(name: string, value: string, options: SecretWriteOptions): Promise<void>;
-  /** Soft-deletes every version; a later `set` of the same name recovers the name first. */
+  /**
+   * Soft-deletes every version and waits, up to a bound, until the vault has finished. Resolves
+   * once the secret can no longer be read: finished, or accepted and still running past the
+   * bound (a later `set` copes with that). Throws when the secret could not be deleted.
+   */
   delete(name: string): Promise<void>;
   /** Value of the oldest enabled version: lets racing writers of a generated secret agree on one. */
   getOldest(name: string): Promise<string | undefined>;
@@ -61,17 +71,48 @@ export interface KeyVaultSecretStoreOptions {
   localDevCaPem?: string;
   /** Each operation, retries included, is abandoned after this long (default 30 s). */
   timeoutMs?: number;
+  /**
+   * How long `delete` waits for the soft delete to finish (default 5 s): long enough for the
+   * usual case, so a re-registration right after an offboarding finds the name settled, short
+   * enough for an operator's request. Past it the delete still completes on the service's side.
+   */
+  deleteWaitMs?: number;
+  /**
+   * How long `set` waits for a delete or a recovery of the same name that is still running
+   * (default 20 s, within what a consent page load can take). Past it, `set` fails with 409.
+   */
+  transitionWaitMs?: number;
+  /** Pause between two looks at a running delete or recovery (default 500 ms; the SDK's own is 2 s). */
+  pollIntervalMs?: number;
+  /**
+   * The connection agent, for a proxy; tests use it to reach a `*.vault.azure.net` name on
+   * loopback, so the challenge-resource check can stay on. Without `localDevCaPem` it must trust
+   * the vault's certificate itself.
+   */
+  agent?: Agent;
 }
+
+/**
+ * The innererror codes Key Vault sends with a 409 on a name that is not live (the error's `code`
+ * is only "Conflict"). `ObjectIsBeingRecovered` or any other code means "in transit, look again
+ * shortly"; with no code at all, a look at the deleted secrets decides.
+ */
+const DELETED_BUT_RECOVERABLE = "ObjectIsDeletedButRecoverable";
+const BEING_DELETED = "ObjectIsBeingDeleted";
 
 export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): SecretStore {
   const client = new SecretClient(options.vaultUrl, options.credential, {
     retryOptions: { maxRetries: 2, retryDelayInMs: 200, maxRetryDelayInMs: 2_000 },
+    ...(options.agent ? { agent: options.agent } : {}),
     ...(options.localDevCaPem
       ? { tlsOptions: { ca: options.localDevCaPem }, disableChallengeResourceVerification: true }
       : {}),
   });
 
   const timeoutMs = options.timeoutMs ?? 30_000;
+  const deleteWaitMs = options.deleteWaitMs ?? 5_000;
+  const transitionWaitMs = options.transitionWaitMs ?? 20_000;
+  const pollIntervalMs = options.pollIntervalMs ?? 500;
   const bounded = () => ({ abortSignal: AbortSignal.timeout(timeoutMs) });
   // Drop the SDK's message: a RestError can echo the request body, which is the secret.
   const failure = (operation: string, error: unknown): SecretStoreError =>
@@ -84,7 +125,54 @@ export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): 
     }
   };
 
-  const isDeletedButRecoverable = (error: unknown): boolean => statusOf(error) === 409;
+  /**
+   * Polls a delete or recover poller until it is done or the deadline passes (then false). Each
+   * poll is one request with the client's timeout; the SDK's pollUntilDone is not used because
+   * its loop cannot be stopped from outside and would keep polling after we gave up.
+   */
+  const pollUntil = async <T>(poller: PollerLike<PollOperationState<T>, T>, deadline: number): Promise<boolean> => {
+    while (!poller.isDone()) {
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      await sleep(Math.min(pollIntervalMs, left));
+      await poller.poll(bounded());
+    }
+    return true;
+  };
+
+  /** Waits for a running delete (ours or another caller's) until the name is listed as deleted, or the deadline. */
+  const awaitDeleted = async (name: string, deadline: number): Promise<void> => {
+    for (;;) {
+      try {
+        await client.getDeletedSecret(name, bounded());
+        return;
+      } catch (error) {
+        if (statusOf(error) !== 404) throw error;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) return;
+      await sleep(Math.min(pollIntervalMs, left));
+    }
+  };
+
+  /**
+   * Recovers a soft-deleted name and waits for the recovery, up to the deadline. A 409 or 404
+   * from the recover means another caller's delete or recovery is under way or has just ended:
+   * the caller's loop looks again rather than failing.
+   */
+  const recover = async (name: string, deadline: number): Promise<void> => {
+    let poller: PollerLike<PollOperationState<unknown>, unknown>;
+    try {
+      poller = await client.beginRecoverDeletedSecret(name, { intervalInMs: pollIntervalMs, ...bounded() });
+    } catch (error) {
+      const status = statusOf(error);
+      if (status !== 409 && status !== 404) throw error;
+      // Pause before the caller's next write, so a name stuck between states is not hammered.
+      await sleep(Math.min(pollIntervalMs, deadline - Date.now()));
+      return;
+    }
+    await pollUntil(poller, deadline);
+  };
 
   return {
     async get(name) {
@@ -101,24 +189,65 @@ export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): 
 
     async set(name, value, writeOptions) {
       const write = () => client.setSecret(name, value, { contentType: writeOptions.contentType, tags: writeOptions.tags, ...bounded() });
-      try {
-        await write();
-      } catch (error) {
-        if (!isDeletedButRecoverable(error)) throw failure("set", error);
-        await guarded("recover", async () => {
-          const poller = await client.beginRecoverDeletedSecret(name, { intervalInMs: 500, ...bounded() });
-          await poller.pollUntilDone(bounded());
-        });
-        await guarded("set", write);
+      // One deadline for the whole wait, however the name moves between states meanwhile.
+      const deadline = Date.now() + transitionWaitMs;
+      for (;;) {
+        let conflict: unknown;
+        try {
+          await write();
+          return;
+        } catch (error) {
+          if (statusOf(error) !== 409) throw failure("set", error);
+          conflict = error;
+        }
+        const code = innerErrorCode(conflict);
+        // Deleted and settled: only a recover frees the name (purge protection forbids a purge).
+        // Without a known code, a look at the deleted secrets tells the same.
+        const deleted =
+          code === DELETED_BUT_RECOVERABLE || (code === undefined && (await guarded("recover", () => isDeleted(name))));
+        if (deleted) await guarded("recover", () => recover(name, deadline));
+        else if (code === BEING_DELETED) await guarded("recover", () => awaitDeleted(name, deadline));
+        // Being recovered, or unknown: another writer is moving the name; look again shortly.
+        else if (Date.now() < deadline) await sleep(Math.min(pollIntervalMs, deadline - Date.now()));
+        if (Date.now() >= deadline) {
+          // One last write: the transition may have ended just now. Its 409 is the answer.
+          try {
+            await write();
+            return;
+          } catch (error) {
+            throw failure("set", error);
+          }
+        }
       }
     },
 
     async delete(name) {
-      try {
-        await client.beginDeleteSecret(name, bounded());
-      } catch (error) {
-        if (statusOf(error) === 404) return;
-        throw failure("delete", error);
+      const deadline = Date.now() + deleteWaitMs;
+      for (;;) {
+        let poller: PollerLike<PollOperationState<unknown>, unknown>;
+        try {
+          poller = await client.beginDeleteSecret(name, { intervalInMs: pollIntervalMs, ...bounded() });
+        } catch (error) {
+          const status = statusOf(error);
+          // Nothing live: never written, or deleted already.
+          if (status === 404) return;
+          if (status !== 409) throw failure("delete", error);
+          // Another delete of it is running: same outcome, so wait for that one as for our own.
+          if (innerErrorCode(error) === BEING_DELETED) {
+            await awaitDeleted(name, deadline).catch(() => undefined);
+            return;
+          }
+          // Being recovered (a consent re-creating it): the token must still go, so wait and delete
+          // what the recovery brings back. Past the deadline that is a failure, never a silent success.
+          if (Date.now() >= deadline) throw new SecretStoreError("delete", 409);
+          await sleep(Math.min(pollIntervalMs, deadline - Date.now()));
+          continue;
+        }
+        // The delete is accepted and the secret unreadable from here on. Waiting for it to settle
+        // is a courtesy to the next set of the name (which copes anyway), so a failed or slow poll
+        // ends the wait rather than failing an offboarding that has already happened.
+        await pollUntil(poller, deadline).catch(() => undefined);
+        return;
       }
     },
 
@@ -145,6 +274,17 @@ export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): 
     },
   };
 
+  async function isDeleted(name: string): Promise<boolean> {
+    try {
+      await client.getDeletedSecret(name, bounded());
+      return true;
+    } catch (error) {
+      if (statusOf(error) === 404) return false;
+      throw error;
+    }
+  }
+
+  /** Every page: the SDK follows the service's nextLink itself (lists page at 25 items). */
   async function listVersions(name: string): Promise<SecretVersionInfo[]> {
     const found: SecretVersionInfo[] = [];
     try {
@@ -158,6 +298,17 @@ export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): 
     }
     return found.sort((a, b) => a.createdOn - b.createdOn);
   }
+}
+
+/** The `innererror.code` of a Key Vault error, as the SDK parses it into `details`. */
+function innerErrorCode(error: unknown): string | undefined {
+  const details = typeof error === "object" && error !== null ? (error as { details?: unknown }).details : undefined;
+  const code = (details as { error?: { innerError?: { code?: unknown } } } | undefined)?.error?.innerError?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 }
 
 function isAbort(error: unknown): boolean {

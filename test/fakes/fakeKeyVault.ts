@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { registerSecrets } from "../harness/secrecy";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import {
   FakeHttpsServer,
@@ -21,6 +22,29 @@ export interface FakeKeyVaultOptions extends TlsMaterial {
   acceptedToken: string;
   /** Tenant put into the WWW-Authenticate challenge; the SDK passes it to getToken. */
   tenantId: string;
+  /** The unkind modes below start off (instant deletes, one page); setRealism() changes them later. */
+  realism?: KeyVaultRealism;
+}
+
+/**
+ * How much like the service the fake behaves where that costs time or requests. The defaults
+ * (all zero or unset) keep the older instant behaviour other tests were written against.
+ */
+export interface KeyVaultRealism {
+  /**
+   * A DELETE is accepted at once but the soft delete completes this much later. Meanwhile the
+   * secret is neither readable nor listed as deleted (GET /deletedsecrets/{name} 404s, which the
+   * SDK's delete poller reads as "still running"), and a PUT, recover or second DELETE answers 409
+   * `ObjectIsBeingDeleted`, as the service does.
+   */
+  deleteDelayMs?: number;
+  /** The same for a recover: the secret comes back only this much later, 409 `ObjectIsBeingRecovered` meanwhile. */
+  recoverDelayMs?: number;
+  /**
+   * Lists answer at most this many items per page with a `nextLink` (the service pages at 25);
+   * unset means one page. A request's `maxresults` can only lower it.
+   */
+  pageSize?: number;
 }
 
 export interface KeyVaultFailure {
@@ -81,6 +105,18 @@ interface SecretRecord {
   name: string;
   versions: SecretVersion[];
   deleted?: { deletedDate: number; scheduledPurgeDate: number };
+  /** A delete or recover the service has accepted but not finished: the name is in neither state until `until` (epoch ms). */
+  pending?: { kind: "deleting" | "recovering"; until: number };
+}
+
+/** Where a name stands; `state()` settles first, so a finished delete or recover is seen as done. */
+export type SecretState = "absent" | "live" | "deleting" | "deleted" | "recovering";
+
+/** A 409 the fake answered because a name was in transit, with the innererror code a client has to act on. */
+export interface KeyVaultConflict {
+  method: string;
+  name: string;
+  innerCode: string;
 }
 
 const NAME_PATTERN = /^[0-9a-zA-Z-]{1,127}$/;
@@ -102,6 +138,18 @@ class KvError extends Error {
 
 export class FakeKeyVault extends FakeHttpsServer {
   readonly stats: KeyVaultStats = { get: 0, set: 0, update: 0, delete: 0, list: 0 };
+  /** Every 409 answered because a name was deleted or a delete or recover still running, oldest first (cleared by resetStats). */
+  readonly conflicts: KeyVaultConflict[] = [];
+  /**
+   * How many challenge 401s were sent, and how many of them to a request with no token at all
+   * (the SDK's first request on a client): proof that the challenge path ran.
+   */
+  readonly challenges = { total: 0, withoutToken: 0 };
+  private readonly realism: { deleteDelayMs: number; recoverDelayMs: number; pageSize: number | undefined } = {
+    deleteDelayMs: 0,
+    recoverDelayMs: 0,
+    pageSize: undefined,
+  };
 
   private readonly acceptedToken: string;
   private readonly tenantId: string;
@@ -118,6 +166,21 @@ export class FakeKeyVault extends FakeHttpsServer {
     super(options);
     this.acceptedToken = options.acceptedToken;
     this.tenantId = options.tenantId;
+    this.setRealism(options.realism ?? {});
+    // For the after-each secrecy scan: its bearer token and every value ever stored in it.
+    registerSecrets(() => [this.acceptedToken, ...this.allValues()], "fake Key Vault token or stored value");
+  }
+
+  /** Changes the given realism settings (see KeyVaultRealism); omitted ones keep their value. A pageSize of 0 means one page again. */
+  setRealism(realism: KeyVaultRealism): void {
+    if (realism.deleteDelayMs !== undefined) this.realism.deleteDelayMs = Math.max(0, realism.deleteDelayMs);
+    if (realism.recoverDelayMs !== undefined) this.realism.recoverDelayMs = Math.max(0, realism.recoverDelayMs);
+    if (realism.pageSize !== undefined) this.realism.pageSize = realism.pageSize > 0 ? Math.floor(realism.pageSize) : undefined;
+  }
+
+  /** Where a name stands now, without HTTP or stats: lets a test tell a finished delete from one still running. */
+  stateOf(name: string): SecretState {
+    return this.state(this.secrets.get(name.toLowerCase()));
   }
 
   setFailure(failure: KeyVaultFailure | null): void {
@@ -179,13 +242,16 @@ export class FakeKeyVault extends FakeHttpsServer {
     this.stats.update = 0;
     this.stats.delete = 0;
     this.stats.list = 0;
+    this.conflicts.length = 0;
+    this.challenges.total = 0;
+    this.challenges.withoutToken = 0;
   }
 
   /** Latest version of a live (not soft-deleted) secret, read without going through HTTP or counting stats. */
   peekLatest(name: string): SecretPeek | undefined {
     const record = this.secrets.get(name.toLowerCase());
     const latest = record?.versions.at(-1);
-    if (!record || record.deleted || !latest) return undefined;
+    if (!record || this.state(record) !== "live" || !latest) return undefined;
     const peek: SecretPeek = { value: latest.value, enabled: latest.enabled, versions: record.versions.length };
     if (latest.contentType !== undefined) peek.contentType = latest.contentType;
     if (latest.tags !== undefined) peek.tags = { ...latest.tags };
@@ -257,6 +323,8 @@ export class FakeKeyVault extends FakeHttpsServer {
 
   /** The SDK only acquires a token after this exact challenge; a 401 without it or with an empty body makes the SDK throw a TypeError. */
   private challenge(res: ServerResponse, hadToken: boolean): void {
+    this.challenges.total += 1;
+    if (!hadToken) this.challenges.withoutToken += 1;
     sendJson(
       res,
       401,
@@ -295,6 +363,19 @@ export class FakeKeyVault extends FakeHttpsServer {
           : null,
       );
       sendEmpty(res, 204);
+    } else if (req.method === "POST" && path === "/_fake/realism") {
+      // For fakes run in another process (the local stack, the bench): same fields as KeyVaultRealism.
+      const body = parseJsonObject(req.body);
+      const number = (key: string): number | undefined => (typeof body?.[key] === "number" ? body[key] : undefined);
+      const deleteDelayMs = number("deleteDelayMs");
+      const recoverDelayMs = number("recoverDelayMs");
+      const pageSize = number("pageSize");
+      this.setRealism({
+        ...(deleteDelayMs !== undefined ? { deleteDelayMs } : {}),
+        ...(recoverDelayMs !== undefined ? { recoverDelayMs } : {}),
+        ...(pageSize !== undefined ? { pageSize } : {}),
+      });
+      sendEmpty(res, 204);
     } else if (req.method === "POST" && path === "/_fake/down") {
       this.setDown(parseJsonObject(req.body)?.down === true);
       sendEmpty(res, 204);
@@ -311,7 +392,7 @@ export class FakeKeyVault extends FakeHttpsServer {
 
     if (collection === "secrets") {
       if (segments.length === 1 || (segments.length === 2 && name === "")) {
-        if (m === "GET") return this.listSecrets(res);
+        if (m === "GET") return this.listSecrets(req, res);
         throw methodNotAllowed(m);
       }
       if (name === undefined) throw notFoundRoute(req);
@@ -319,19 +400,19 @@ export class FakeKeyVault extends FakeHttpsServer {
         throw new KvError(501, "NotImplemented", "Backup/restore is not supported by the fake vault.");
       }
       if (segments.length === 2) {
-        if (m === "PUT") return this.setSecret(name, req.body, res);
-        if (m === "GET") return this.getSecret(name, "", res);
-        if (m === "DELETE") return this.deleteSecret(name, res);
-        if (m === "PATCH") return this.updateSecret(name, "", req.body, res);
+        if (m === "PUT") return this.setSecret(name, req.body, req, res);
+        if (m === "GET") return this.getSecret(name, "", req, res);
+        if (m === "DELETE") return this.deleteSecret(name, req, res);
+        if (m === "PATCH") return this.updateSecret(name, "", req, res);
         throw methodNotAllowed(m);
       }
       if (segments.length === 3 && third !== undefined) {
-        if (third === "versions" && m === "GET") return this.listVersions(name, res);
+        if (third === "versions" && m === "GET") return this.listVersions(name, req, res);
         if (third === "backup" && m === "POST") {
           throw new KvError(501, "NotImplemented", "Backup/restore is not supported by the fake vault.");
         }
-        if (m === "GET") return this.getSecret(name, third, res);
-        if (m === "PATCH") return this.updateSecret(name, third, req.body, res);
+        if (m === "GET") return this.getSecret(name, third, req, res);
+        if (m === "PATCH") return this.updateSecret(name, third, req, res);
         throw methodNotAllowed(m);
       }
       throw notFoundRoute(req);
@@ -339,25 +420,26 @@ export class FakeKeyVault extends FakeHttpsServer {
 
     if (collection === "deletedsecrets") {
       if (segments.length === 1) {
-        if (m === "GET") return this.listDeleted(res);
+        if (m === "GET") return this.listDeleted(req, res);
         throw methodNotAllowed(m);
       }
       if (name === undefined || name === "") throw notFoundRoute(req);
       if (segments.length === 2) {
-        if (m === "GET") return this.getDeleted(name, res);
-        if (m === "DELETE") return this.purge(name, res);
+        if (m === "GET") return this.getDeleted(name, req, res);
+        if (m === "DELETE") return this.purge(name, req, res);
         throw methodNotAllowed(m);
       }
       if (segments.length === 3 && third === "recover") {
-        if (m === "POST") return this.recover(name, res);
+        if (m === "POST") return this.recover(name, req, res);
         throw methodNotAllowed(m);
       }
     }
     throw notFoundRoute(req);
   }
 
-  private setSecret(name: string, rawBody: Buffer, res: ServerResponse): void {
+  private setSecret(name: string, rawBody: Buffer, req: FakeRequest, res: ServerResponse): void {
     checkName(name);
+    this.refuseInTransit(req, name, { orDeleted: true });
     const body = parseJsonObject(rawBody);
     if (!body) throw new KvError(400, "BadParameter", "The request body is missing or is not a JSON object.");
     const value = body.value;
@@ -365,7 +447,7 @@ export class FakeKeyVault extends FakeHttpsServer {
     const attributes = isRecord(body.attributes) ? body.attributes : {};
     const { record, version } = this.addVersion(name, value, body, attributes);
     this.stats.set += 1;
-    sendJson(res, 200, this.bundle(record, version, true));
+    sendJson(res, 200, this.bundle(record, version, true, req));
   }
 
   /** The shared part of PUT and putSecret: validates, then appends a version (creating the secret if needed). */
@@ -381,13 +463,8 @@ export class FakeKeyVault extends FakeHttpsServer {
     }
     const key = name.toLowerCase();
     const existing = this.secrets.get(key);
-    if (existing?.deleted) {
-      throw new KvError(
-        409,
-        "Conflict",
-        `Secret ${existing.name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged.`,
-      );
-    }
+    const state = this.state(existing);
+    if (existing && state !== "live" && state !== "absent") throw conflictFor(state, existing.name);
     const now = nowSeconds();
     const version: SecretVersion = {
       version: randomBytes(16).toString("hex"),
@@ -403,7 +480,7 @@ export class FakeKeyVault extends FakeHttpsServer {
     return { record, version };
   }
 
-  private getSecret(name: string, versionId: string, res: ServerResponse): void {
+  private getSecret(name: string, versionId: string, req: FakeRequest, res: ServerResponse): void {
     const record = this.liveRecord(name);
     const version = versionId === "" ? record.versions.at(-1) : record.versions.find((v) => v.version === versionId);
     if (!version) throw secretNotFound(versionId === "" ? name : `${name}/${versionId}`);
@@ -411,10 +488,11 @@ export class FakeKeyVault extends FakeHttpsServer {
       throw new KvError(403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled");
     }
     this.stats.get += 1;
-    sendJson(res, 200, this.bundle(record, version, true));
+    sendJson(res, 200, this.bundle(record, version, true, req));
   }
 
-  private updateSecret(name: string, versionId: string, rawBody: Buffer, res: ServerResponse): void {
+  private updateSecret(name: string, versionId: string, req: FakeRequest, res: ServerResponse): void {
+    const rawBody = req.body;
     const record = this.liveRecord(name);
     const version = versionId === "" ? record.versions.at(-1) : record.versions.find((v) => v.version === versionId);
     if (!version) throw secretNotFound(versionId === "" ? name : `${name}/${versionId}`);
@@ -425,99 +503,177 @@ export class FakeKeyVault extends FakeHttpsServer {
     applyMutableFields(version, body, attributes);
     version.updated = nowSeconds();
     this.stats.update += 1;
-    sendJson(res, 200, this.bundle(record, version, false));
+    sendJson(res, 200, this.bundle(record, version, false, req));
   }
 
-  private deleteSecret(name: string, res: ServerResponse): void {
+  private deleteSecret(name: string, req: FakeRequest, res: ServerResponse): void {
+    checkName(name);
+    // A second DELETE while the first still runs, or one racing a recover, is refused like a PUT.
+    this.refuseInTransit(req, name);
     const record = this.liveRecord(name);
     const now = nowSeconds();
     record.deleted = { deletedDate: now, scheduledPurgeDate: now + RETENTION_DAYS * 24 * 3600 };
+    if (this.realism.deleteDelayMs > 0) record.pending = { kind: "deleting", until: Date.now() + this.realism.deleteDelayMs };
     this.stats.delete += 1;
-    sendJson(res, 200, this.deletedBundle(record));
+    // The answer is the deleted bundle (with recoveryId) at once, even while the delete still runs.
+    sendJson(res, 200, this.deletedBundle(record, req));
   }
 
-  private getDeleted(name: string, res: ServerResponse): void {
+  private getDeleted(name: string, req: FakeRequest, res: ServerResponse): void {
     const record = this.deletedRecord(name);
     this.stats.get += 1;
-    sendJson(res, 200, this.deletedBundle(record));
+    sendJson(res, 200, this.deletedBundle(record, req));
   }
 
-  private purge(name: string, res: ServerResponse): void {
+  private purge(name: string, req: FakeRequest, res: ServerResponse): void {
+    checkName(name);
+    this.refuseInTransit(req, name);
     const record = this.deletedRecord(name);
     this.secrets.delete(record.name.toLowerCase());
     this.stats.delete += 1;
     sendEmpty(res, 204);
   }
 
-  private recover(name: string, res: ServerResponse): void {
+  private recover(name: string, req: FakeRequest, res: ServerResponse): void {
+    checkName(name);
+    this.refuseInTransit(req, name);
     const record = this.deletedRecord(name);
-    delete record.deleted;
     const latest = record.versions.at(-1);
     if (!latest) throw secretNotFound(name);
+    // The deleted marker stays until the recovery finishes: meanwhile the name is in neither state.
+    if (this.realism.recoverDelayMs > 0) record.pending = { kind: "recovering", until: Date.now() + this.realism.recoverDelayMs };
+    else delete record.deleted;
     this.stats.update += 1;
-    sendJson(res, 200, this.bundle(record, latest, false));
+    sendJson(res, 200, this.bundle(record, latest, false, req));
   }
 
-  private listSecrets(res: ServerResponse): void {
-    const value = [...this.secrets.values()]
-      .filter((r) => !r.deleted)
+  private listSecrets(req: FakeRequest, res: ServerResponse): void {
+    const base = this.publicUrl(req);
+    const items = [...this.secrets.values()]
+      .filter((r) => this.state(r) === "live")
       .flatMap((r) => {
         const latest = r.versions.at(-1);
-        return latest ? [this.item(`${this.url}/secrets/${r.name}`, latest)] : [];
+        return latest ? [this.item(`${base}/secrets/${r.name}`, latest)] : [];
       });
     this.stats.list += 1;
-    sendJson(res, 200, { value, nextLink: null });
+    sendJson(res, 200, this.page(req, items));
   }
 
-  private listVersions(name: string, res: ServerResponse): void {
+  private listVersions(name: string, req: FakeRequest, res: ServerResponse): void {
     checkName(name);
+    const base = this.publicUrl(req);
     const record = this.secrets.get(name.toLowerCase());
-    // The service lists nothing (rather than 404) for an unknown or soft-deleted name.
-    const versions = record && !record.deleted ? record.versions : [];
-    const value = versions.map((v) => this.item(`${this.url}/secrets/${record?.name ?? name}/${v.version}`, v));
+    // The service lists nothing (rather than 404) for an unknown, soft-deleted or in-transit name.
+    const versions = record && this.state(record) === "live" ? record.versions : [];
+    const items = versions.map((v) => this.item(`${base}/secrets/${record?.name ?? name}/${v.version}`, v));
     this.stats.list += 1;
-    sendJson(res, 200, { value, nextLink: null });
+    sendJson(res, 200, this.page(req, items));
   }
 
-  private listDeleted(res: ServerResponse): void {
-    const value = [...this.secrets.values()]
-      .filter((r) => r.deleted)
+  private listDeleted(req: FakeRequest, res: ServerResponse): void {
+    const base = this.publicUrl(req);
+    const items = [...this.secrets.values()]
+      .filter((r) => this.state(r) === "deleted")
       .flatMap((r) => {
         const latest = r.versions.at(-1);
         if (!latest || !r.deleted) return [];
         return [
           {
-            ...this.item(`${this.url}/secrets/${r.name}`, latest),
-            recoveryId: `${this.url}/deletedsecrets/${r.name}`,
+            ...this.item(`${base}/secrets/${r.name}`, latest),
+            recoveryId: `${base}/deletedsecrets/${r.name}`,
             deletedDate: r.deleted.deletedDate,
             scheduledPurgeDate: r.deleted.scheduledPurgeDate,
           },
         ];
       });
     this.stats.list += 1;
-    sendJson(res, 200, { value, nextLink: null });
+    sendJson(res, 200, this.page(req, items));
+  }
+
+  /**
+   * One page of a listing. The continuation is an opaque `$skiptoken` in a `nextLink` that also
+   * carries api-version and maxresults, the shape the service uses; the SDK follows the link as
+   * given, so a client that ignored nextLink would see only the first page.
+   */
+  private page(req: FakeRequest, items: Record<string, unknown>[]): { value: Record<string, unknown>[]; nextLink: string | null } {
+    const params = req.url.searchParams;
+    const requested = Number(params.get("maxresults") ?? "");
+    const configured = this.realism.pageSize;
+    const size =
+      Number.isInteger(requested) && requested > 0 ? Math.min(requested, configured ?? requested) : (configured ?? Number.POSITIVE_INFINITY);
+    const token = params.get("$skiptoken");
+    let offset = 0;
+    if (token !== null) {
+      const parsed = parseSkipToken(token);
+      if (parsed === undefined) throw new KvError(400, "BadParameter", "The $skiptoken is not valid.");
+      offset = parsed;
+    }
+    const value = items.slice(offset, offset + size);
+    const next = offset + value.length;
+    if (!Number.isFinite(size) || next >= items.length) return { value, nextLink: null };
+    const link = new URL(`${this.publicUrl(req)}${req.url.pathname}`);
+    link.searchParams.set("api-version", params.get("api-version") ?? "");
+    link.searchParams.set("$skiptoken", Buffer.from(JSON.stringify({ NextMarker: next })).toString("base64url"));
+    link.searchParams.set("maxresults", String(size));
+    return { value, nextLink: link.toString() };
+  }
+
+  /**
+   * The vault's origin as the client addressed it: ids and nextLinks carry the name the client
+   * used, as the service's carry its DNS name (127.0.0.1:port here, or a *.vault.azure.net name a
+   * test maps to loopback, so the SDK's challenge-resource check can stay on).
+   */
+  private publicUrl(req: FakeRequest): string {
+    const host = req.headers.host;
+    return typeof host === "string" && /^[0-9A-Za-z.-]+(:[0-9]{1,5})?$/.test(host) ? `https://${host}` : this.url;
+  }
+
+  /** Finishes a delete or recover whose time has come; the fake keeps no timers, so every look at a record settles it first. */
+  private state(record: SecretRecord | undefined): SecretState {
+    if (!record) return "absent";
+    if (record.pending && record.pending.until <= Date.now()) {
+      if (record.pending.kind === "recovering") delete record.deleted;
+      delete record.pending;
+    }
+    if (record.pending) return record.pending.kind;
+    return record.deleted ? "deleted" : "live";
+  }
+
+  /**
+   * 409 while a delete or recover of this name still runs (and, for a PUT, while it is deleted),
+   * recorded so a test can tell which path a client went through.
+   */
+  private refuseInTransit(req: FakeRequest, name: string, options: { orDeleted?: boolean } = {}): void {
+    const record = this.secrets.get(name.toLowerCase());
+    const state = this.state(record);
+    const refused = state === "deleting" || state === "recovering" || (options.orDeleted === true && state === "deleted");
+    if (!record || !refused) return;
+    const error = conflictFor(state, record.name);
+    this.conflicts.push({ method: req.method, name: record.name, innerCode: error.innerCode ?? "" });
+    throw error;
   }
 
   private liveRecord(name: string): SecretRecord {
     checkName(name);
     const record = this.secrets.get(name.toLowerCase());
-    if (!record || record.deleted || record.versions.length === 0) throw secretNotFound(name);
+    if (!record || this.state(record) !== "live" || record.versions.length === 0) throw secretNotFound(name);
     return record;
   }
 
+  /** Only a finished soft delete: while the delete runs, GET /deletedsecrets/{name} 404s, which the SDK's poller reads as "not yet". */
   private deletedRecord(name: string): SecretRecord {
     checkName(name);
     const record = this.secrets.get(name.toLowerCase());
-    if (!record?.deleted) {
+    if (!record || this.state(record) !== "deleted") {
       throw new KvError(404, "SecretNotFound", `Deleted Secret not found: ${name}`);
     }
     return record;
   }
 
-  private bundle(record: SecretRecord, version: SecretVersion, withValue: boolean): Record<string, unknown> {
+  private bundle(record: SecretRecord, version: SecretVersion, withValue: boolean, req: FakeRequest): Record<string, unknown> {
     const bundle: Record<string, unknown> = {};
     if (withValue) bundle.value = version.value;
-    bundle.id = `${this.url}/secrets/${record.name}/${version.version}`;
+    bundle.id = `${this.publicUrl(req)}/secrets/${record.name}/${version.version}`;
     if (version.contentType !== undefined) bundle.contentType = version.contentType;
     bundle.attributes = attributesJson(version);
     bundle.tags = version.tags ?? {};
@@ -525,12 +681,12 @@ export class FakeKeyVault extends FakeHttpsServer {
   }
 
   /** A deleted bundle never carries the value, like the service. */
-  private deletedBundle(record: SecretRecord): Record<string, unknown> {
+  private deletedBundle(record: SecretRecord, req: FakeRequest): Record<string, unknown> {
     const latest = record.versions.at(-1);
     if (!latest || !record.deleted) throw secretNotFound(record.name);
     return {
-      ...this.bundle(record, latest, false),
-      recoveryId: `${this.url}/deletedsecrets/${record.name}`,
+      ...this.bundle(record, latest, false, req),
+      recoveryId: `${this.publicUrl(req)}/deletedsecrets/${record.name}`,
       deletedDate: record.deleted.deletedDate,
       scheduledPurgeDate: record.deleted.scheduledPurgeDate,
     };
@@ -605,6 +761,34 @@ function checkName(name: string): void {
       "BadParameter",
       `The request URI contains an invalid name: ${name}. Names may only contain 0-9, a-z, A-Z and -, up to 127 characters.`,
     );
+  }
+}
+
+/** The 409 for a name that is deleted or on its way in or out of the deleted state; the innererror code says which. */
+function conflictFor(state: SecretState, name: string): KvError {
+  switch (state) {
+    case "deleting":
+      return new KvError(409, "Conflict", `Secret ${name} is currently being deleted.`, "ObjectIsBeingDeleted");
+    case "recovering":
+      return new KvError(409, "Conflict", `Secret ${name} is currently being recovered.`, "ObjectIsBeingRecovered");
+    default:
+      return new KvError(
+        409,
+        "Conflict",
+        `Secret ${name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged.`,
+        "ObjectIsDeletedButRecoverable",
+      );
+  }
+}
+
+/** The offset inside a `$skiptoken` this fake issued, or undefined for anything else. */
+function parseSkipToken(token: string): number | undefined {
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
+    const marker = isRecord(parsed) ? parsed.NextMarker : undefined;
+    return typeof marker === "number" && Number.isInteger(marker) && marker >= 0 ? marker : undefined;
+  } catch {
+    return undefined;
   }
 }
 
