@@ -343,6 +343,23 @@ describe("re-consent requests", () => {
   });
 });
 
+describe("the operator API from a browser", () => {
+  it("refuses a request another site's page sends (Sec-Fetch-Site: cross-site) with 403, and changes nothing", async () => {
+    const tenantId = randomUUID();
+    const result = track(
+      await env.app.http("registerTenant", {
+        method: "POST",
+        url: "/api/tenants",
+        headers: { "content-type": "text/plain", "sec-fetch-site": "cross-site" },
+        body: JSON.stringify({ tenantId, displayName: "Planted" }),
+      }),
+    );
+    expect(result.status).toBe(403);
+    expect(result.json<{ error: { code: string } }>().error.code).toBe("cross_site_request");
+    expect(track(await env.app.http("getTenant", { method: "GET", url: `/api/tenants/${tenantId}`, params: { tenantId } })).status).toBe(404);
+  });
+});
+
 describe("secrecy", () => {
   it("puts no token, secret or link signature into any response of these routes", () => {
     const secrets = secretsOf(env);
