@@ -47,6 +47,8 @@ interface AuditEntity {
 /** How far back a listing looks (months of partitions) before it stops. */
 const LOOKBACK_MONTHS = 24;
 export const MAX_AUDIT_LIMIT = 500;
+/** How far back recordOnce looks for the same entry: far more than one tenant's changes in a retry's time. */
+const RECORD_ONCE_LOOKBACK = 100;
 /** Larger than any epoch ms until the year 2286: newer entries get smaller row keys and list first. */
 const INVERT_BASE = 9_999_999_999_999;
 
@@ -80,6 +82,18 @@ export class AuditTrail {
     };
     await (await this.tables.open(TABLES.audit)).createEntity(entity);
     return toEntry(entity);
+  }
+
+  /**
+   * Records the entry unless the tenant's recent trail already holds the same action and detail:
+   * a retried operation whose change landed but whose entry did not gets it now, and a repeat
+   * does not count twice. `detail` must therefore name what makes the change unique (a link id,
+   * the registration time).
+   */
+  async recordOnce(entry: { tenantId: string; action: AuditAction; actor: AuditActor; detail: string }): Promise<void> {
+    const recent = await this.list({ tenantId: entry.tenantId, limit: RECORD_ONCE_LOOKBACK });
+    if (recent.some((existing) => existing.action === entry.action && existing.detail === entry.detail.slice(0, 512))) return;
+    await this.record(entry);
   }
 
   /** The newest `limit` entries, of one tenant when `tenantId` is given. */

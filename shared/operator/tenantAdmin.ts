@@ -237,13 +237,11 @@ export class TenantAdmin {
   async revokeLink(tenantIdParam: string, linkIdParam: string, actor: AuditActor, log: Logger): Promise<LinkView> {
     const record = await this.existing(requireGuid(tenantIdParam));
     const linkId = requireLinkId(linkIdParam);
-    const before = await this.deps.links.get(record.tenantId, linkId, record.createdAt);
     const revoked = await this.deps.links.revoke(record.tenantId, linkId, record.createdAt, actor);
     if (!revoked) throw notFound("link_not_found", "This tenant has no consent link with this id.");
-    if (!before?.revokedAt) {
-      await this.audited(record.tenantId, "consent_link_revoked", actor, `Consent link ${linkId} revoked`);
-      log.info("consent link revoked", { tenantId: record.tenantId });
-    }
+    // Once per link, also when a retry finds it revoked by an attempt whose entry did not land.
+    await this.deps.audit.recordOnce({ tenantId: record.tenantId, action: "consent_link_revoked", actor, detail: `Consent link ${linkId} revoked` });
+    log.info("consent link revoked", { tenantId: record.tenantId });
     return linkView(revoked, this.deps.clock());
   }
 
@@ -262,7 +260,13 @@ export class TenantAdmin {
     // After the status: a pull that started before it stops at its next page, and its next save
     // finds no state to write to.
     await this.deps.resetPullState?.(tenantId);
-    if (existing.status !== "offboarded") await this.audited(tenantId, "tenant_offboarded", actor, `Offboarded "${existing.displayName}"; its tokens and pull state were deleted`);
+    // Also on a retry of an offboarding whose entry did not land (the registration time makes it unique).
+    await this.deps.audit.recordOnce({
+      tenantId,
+      action: "tenant_offboarded",
+      actor,
+      detail: `Offboarded "${existing.displayName}" (registered ${existing.createdAt}); its tokens and pull state were deleted`,
+    });
     log.info("tenant offboarded", { tenantId });
     return this.withSource(record);
   }

@@ -1,6 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../shared/config";
 import { tenantTokenSecretName } from "../../shared/secrets/tenantTokens";
+import { createServices } from "../../shared/services";
+import { TABLES } from "../../shared/storage/names";
 import type { HttpResult } from "../harness/functionsHost";
 import {
   completeConsent,
@@ -326,6 +329,50 @@ describe("the audit trail", () => {
     expect((await audit("?tenantId=not-a-guid")).status).toBe(400);
     expect((await audit("?limit=0")).status).toBe(400);
     expect((await audit("?limit=100000")).status).toBe(400);
+  });
+});
+
+describe("an audit entry that did not land", () => {
+  it("is written by the retry of an offboarding or a revocation, and only once", async () => {
+    const { tenantId, consentUrl } = await registerTenant(env);
+    let failNextAuditWrite = false;
+    const services = createServices(loadConfig({ ...process.env, ...env.env }), {
+      wrapTables: (tables) => ({
+        async open(name) {
+          const table = await tables.open(name);
+          if (name !== TABLES.audit) return table;
+          return new Proxy(table, {
+            get(target, property, receiver) {
+              if (property === "createEntity" && failNextAuditWrite) {
+                failNextAuditWrite = false;
+                return async () => {
+                  throw Object.assign(new Error("storage unavailable"), { name: "RestError", statusCode: 503 });
+                };
+              }
+              const value: unknown = Reflect.get(target, property, receiver);
+              return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+            },
+          });
+        },
+      }),
+    });
+    const actor = { kind: "function_key", id: "function-key", name: "Function key holder" };
+    const log = { info: () => undefined, warn: () => undefined, error: () => undefined };
+
+    failNextAuditWrite = true;
+    await expect(services.tenantAdmin.revokeLink(tenantId, linkIdOf(consentUrl), actor, log)).rejects.toThrow();
+    await services.tenantAdmin.revokeLink(tenantId, linkIdOf(consentUrl), actor, log);
+    await services.tenantAdmin.revokeLink(tenantId, linkIdOf(consentUrl), actor, log);
+
+    failNextAuditWrite = true;
+    await expect(services.tenantAdmin.offboard(tenantId, actor, log)).rejects.toThrow();
+    expect((await tenantView(tenantId))["status"]).toBe("offboarded");
+    await services.tenantAdmin.offboard(tenantId, actor, log);
+    await services.tenantAdmin.offboard(tenantId, actor, log);
+
+    const actions = (await audit(`?tenantId=${tenantId}`)).entries.map((entry) => entry.action);
+    expect(actions.filter((action) => action === "consent_link_revoked")).toHaveLength(1);
+    expect(actions.filter((action) => action === "tenant_offboarded")).toHaveLength(1);
   });
 });
 
