@@ -10,7 +10,8 @@ import type { NamedSink } from "../../shared/sinks/sinkSet";
 import type { PullReport } from "../../shared/pull/observer";
 import { generateAlerts, makeAlert, toMdeTimestamp } from "../fakes/alerts";
 import { capturingLogger, connectedTenant, minutesAgo, type StoredEnvelope } from "../harness/pullFixture";
-import { PUBLIC_BASE_URL, startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
+import { completeConsent, PUBLIC_BASE_URL, requestReconsent, startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
+import { generateGraphAlerts } from "../fakes/graphAlerts";
 
 /**
  * Two sinks at once, one of them down for a while: the API is read once, the healthy sink gets
@@ -67,6 +68,43 @@ function duplicatesOf(versions: string[]): string[] {
 
 function services(sinks: NamedSink[]): Services {
   return createServices(loadConfig({ ...process.env, ...env.env }), { sleep: async () => undefined, sinks });
+}
+
+describe("a source switch while a sink is behind", () => {
+  it("keeps the pages parked for the sink that was down, so it still gets every MDE alert after the tenant moved to Graph", async () => {
+    const tenantId = await connectedTenant(env);
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 120, { start: minutesAgo(50), spacingMs: 20_000 }));
+    env.graph.addAlerts(tenantId, generateGraphAlerts(tenantId, 30, { start: minutesAgo(90), spacingMs: 60_000 }));
+    const healthyStore = container();
+    const flakyStore = container();
+    let flakyDown = true;
+    const svc = services([
+      { name: "blob", sink: new BlobAlertSink(healthyStore) },
+      { name: "splunk", sink: switchable(flakyStore, () => flakyDown) },
+    ]);
+    expect(await svc.tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled", alerts: 120 });
+    expect(pullHealthOf(await svc.pullState.read(tenantId), Date.now).sinks?.["splunk"]?.parkedPages).toBeGreaterThan(0);
+
+    // The customer consents for Graph while the SIEM is still down.
+    expect((await completeConsent(env, await requestReconsent(env, tenantId, { source: "graph" }))).callback.status).toBe(200);
+    flakyDown = false;
+    for (let run = 0; run < 3; run++) expect((await svc.tenantPull.run(tenantId, capturingLogger())).outcome).toBe("pulled");
+
+    const mdeIds = new Set(env.defender.alerts(tenantId).map((a) => a.id));
+    const caughtUp = await allLines(flakyStore, tenantId);
+    expect(caughtUp.filter((line) => line.source === "mde" && mdeIds.has(line.alert.id))).toHaveLength(120);
+    expect(caughtUp.filter((line) => line.source === "graph")).toHaveLength(30);
+    expect((await svc.pullState.read(tenantId))?.source).toBe("graph");
+  }, 60_000);
+});
+
+async function allLines(target: ContainerClient, tenantId: string): Promise<StoredEnvelope[]> {
+  const lines: StoredEnvelope[] = [];
+  for await (const blob of target.listBlobsFlat({ prefix: `${tenantId}/` })) {
+    const text = (await target.getBlobClient(blob.name).downloadToBuffer()).toString("utf8");
+    for (const line of text.split("\n")) if (line) lines.push(JSON.parse(line) as StoredEnvelope);
+  }
+  return lines;
 }
 
 describe("several sinks, each with its own progress", () => {
