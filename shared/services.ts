@@ -259,6 +259,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     tenants,
     links,
     audit,
+    sessions,
     tokens,
     signingKey,
     clock,

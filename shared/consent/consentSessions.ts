@@ -337,14 +337,27 @@ export class ConsentSessionStore {
     throw new ConsentSessionLimitError("tenant", 1);
   }
 
+  /**
+   * Frees the places a revoked link's sign-ins hold: whoever filled the link's cap to lock the
+   * customer out loses them with the link, and a new link starts at once.
+   */
+  async releaseLink(tenantId: string, linkId: string): Promise<void> {
+    const table = await this.tables.open(TABLES.consentSessions);
+    await this.dropOpen(table, tenantId, (entry) => entry.l === linkId);
+  }
+
   /** Drops a claimed session from its tenant's limit row, so the capacity frees before expiry. */
   private async release(table: TableClient, tenantId: string, stateHash: string): Promise<void> {
+    await this.dropOpen(table, tenantId, (entry) => entry.h === stateHash);
+  }
+
+  private async dropOpen(table: TableClient, tenantId: string, drop: (entry: OpenEntry) => boolean): Promise<void> {
     const keys = limitKey(tenantId);
     for (let attempt = 1; attempt <= 3; attempt++) {
       const current = await this.read<LimitEntity>(table, keys.partitionKey, keys.rowKey);
       if (!current) return;
       const open = parseOpen(current.open);
-      const rest = open.filter((existing) => existing.h !== stateHash);
+      const rest = open.filter((existing) => !drop(existing));
       if (rest.length === open.length) return;
       try {
         await table.updateEntity({ ...keys, open: JSON.stringify(rest) }, "Merge", { etag: current.etag });

@@ -39,6 +39,8 @@ export interface TenantAdminDeps {
   signingKey: SigningKeyProvider;
   clock: Clock;
   health?: TenantViewDecorator;
+  /** Frees the sign-in places a revoked link holds (shared/consent/consentSessions.ts). */
+  sessions?: { releaseLink(tenantId: string, linkId: string): Promise<void> };
   /** Forgets the tenant's pull state (checkpoint, dedupe set, cached tokens). */
   resetPullState?: (tenantId: string) => Promise<void>;
 }
@@ -239,6 +241,7 @@ export class TenantAdmin {
     const linkId = requireLinkId(linkIdParam);
     const revoked = await this.deps.links.revoke(record.tenantId, linkId, record.createdAt, actor);
     if (!revoked) throw notFound("link_not_found", "This tenant has no consent link with this id.");
+    await this.deps.sessions?.releaseLink(record.tenantId, linkId);
     // Once per link, also when a retry finds it revoked by an attempt whose entry did not land.
     await this.deps.audit.recordOnce({ tenantId: record.tenantId, action: "consent_link_revoked", actor, detail: `Consent link ${linkId} revoked` });
     log.info("consent link revoked", { tenantId: record.tenantId });

@@ -245,6 +245,20 @@ describe("revoking a link", () => {
     expect(actions.filter((action) => action === "consent_link_revoked")).toHaveLength(1);
   });
 
+  it("frees the sign-in places a revoked link's holder filled, so the customer's new link starts at once", async () => {
+    const { tenantId, consentUrl } = await registerTenant(env);
+    const second = await requestReconsent(env, tenantId);
+    const third = await requestReconsent(env, tenantId);
+    // Someone with the leaked links opens each ten times: the tenant's 30 places are taken.
+    for (const url of [consentUrl, second, third]) {
+      for (let i = 0; i < 10; i++) expect((await openConsentLink(env, url)).status).toBe(302);
+    }
+    const fresh = await requestReconsent(env, tenantId);
+    expect((await openConsentLink(env, fresh)).status).toBe(429);
+    expect((await revoke(tenantId, linkIdOf(consentUrl))).status).toBe(200);
+    expect(track(await openConsentLink(env, fresh)).status).toBe(302);
+  });
+
   it("answers 404 for a link the tenant never had, or a malformed link id, and changes nothing", async () => {
     const { tenantId } = await registerTenant(env);
     expect((await revoke(tenantId, "AAAAAAAAAAAAAAAAAAAAAA")).status).toBe(404);
