@@ -911,8 +911,15 @@ class WindowRead {
           await this.deadLetter(error.tooLarge ? "page_too_large" : "invalid_page", sub, progress.skip, error.raw);
           progress.skip += this.top;
           await this.acknowledge();
-          // Without the page there is no link to the one after it: the pass ends here.
-          if (linked) break;
+          // Without the page there is no link to the one after it: the pass ends here, and what
+          // lies behind it in that millisecond may not be read at all. Say so where health shows it.
+          if (linked) {
+            this.warn(
+              "instant_pages_unreachable",
+              `A page inside the crowded millisecond ${isoMs(sub.from)} was dead-lettered; the alert API links its later pages only from it, so alerts behind it in that millisecond may be missing`,
+            );
+            break;
+          }
           continue;
         }
         this.checkTime();
