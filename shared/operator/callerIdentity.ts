@@ -266,9 +266,16 @@ export class OperatorTokenVerifier {
     const now = this.options.clock();
     const cached = this.cached;
     if (cached && (refresh ? now - cached.fetchedAt < JWKS_REFETCH_COOLDOWN_MS : cached.until > now)) return cached.keys;
-    this.inFlight ??= this.fetchKeys().finally(() => {
-      this.inFlight = undefined;
-    });
+    this.inFlight ??= this.fetchKeys()
+      .catch((error: unknown) => {
+        // Entra ID's keys rotate over weeks: during an outage the keys last read still verify
+        // today's tokens, so an expired cache is served rather than every caller refused.
+        if (cached && !refresh) return cached.keys;
+        throw error;
+      })
+      .finally(() => {
+        this.inFlight = undefined;
+      });
     return this.inFlight;
   }
 

@@ -167,6 +167,20 @@ describe("OperatorTokenVerifier", () => {
     }
   });
 
+  it("keeps verifying with the keys it last read while Entra ID cannot serve them, once its cache has expired", async () => {
+    clock = NOW;
+    const tokens = verifier();
+    await tokens.verify(await token());
+    keysAnswer = () => ({ status: 503, body: "" });
+    try {
+      clock = NOW + 61 * 60_000;
+      expect(await tokens.verify(await token({ exp: Math.floor(clock / 1000) + 600, iat: Math.floor(clock / 1000) }))).toMatchObject({ kind: "entra_app" });
+    } finally {
+      keysAnswer = () => ({ status: 200, body: JSON.stringify({ keys: [signing.jwk] }) });
+      clock = NOW;
+    }
+  });
+
   it("names a user by object id and a trimmed name of at most 128 characters", async () => {
     const oid = "12345678-1234-4234-8234-123456789012";
     const user = await token({ scp: "access_as_user", oid, sub: "pairwise-subject", name: ` ${"N".repeat(200)} `, idtyp: undefined });
