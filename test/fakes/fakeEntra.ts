@@ -1,6 +1,7 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { registerSecrets } from "../harness/secrecy";
 import { exportJWK, generateKeyPair, jwtVerify, SignJWT, type GenerateKeyPairResult, type JWK } from "jose";
 import {
   BodyTooLargeError,
@@ -204,6 +205,8 @@ export class FakeEntra extends FakeHttpsServer {
     this.clients = new Map(options.clients.map((c) => [c.clientId, { ...c, redirectUris: [...c.redirectUris] }]));
     this.accessTokenLifetimeSeconds = options.accessTokenLifetimeSeconds ?? 3599;
     this.clock = options.clock ?? Date.now;
+    // For the after-each secrecy scan: every code and token issued, and the clients' secrets.
+    registerSecrets(() => [...this.secrets, ...[...this.clients.values()].map((c) => c.clientSecret)], "fake Entra issued code/token or client secret");
   }
 
   protected override async beforeStart(): Promise<void> {

@@ -18,6 +18,7 @@
  */
 import type { Server } from "node:net";
 import { create_container, message as amqp, type AmqpError, type Connection, type Delivery, type EventContext, type Message, type Sender } from "rhea";
+import { registerSecrets } from "../harness/secrecy";
 import { createTestCertificate } from "./tls";
 
 /** Event Hubs Standard: 1 MB per publication (the SDK reads it from the link's attach). */
@@ -67,6 +68,7 @@ export class FakeEventHubs {
   private stall: "none" | "stored" = "none";
 
   constructor(private readonly options: FakeEventHubsOptions) {
+    registerSecrets(() => [this.options.acceptedToken], "fake Event Hubs accepted token");
     this.container.on("connection_open", (context: EventContext) => this.connections.add(context.connection));
     this.container.on("disconnected", (context: EventContext) => this.connections.delete(context.connection));
     this.container.on("sender_open", (context: EventContext) => this.senderOpened(context));

@@ -1,5 +1,6 @@
 import type { ServerResponse } from "node:http";
 import { gunzipSync } from "node:zlib";
+import { registerSecrets } from "../harness/secrecy";
 import { FakeHttpsServer, isRecord, sendEmpty, sendJson, type FakeRequest, type TlsMaterial } from "./http";
 
 /**
@@ -83,6 +84,7 @@ export class FakeLogsIngestion extends FakeHttpsServer {
   constructor(options: FakeLogsIngestionOptions) {
     super(options);
     this.options = options;
+    registerSecrets(() => [this.options.acceptedToken], "fake Logs Ingestion accepted token");
     this.columns = new Map(options.columns.map((column) => [column.name, column.type]));
   }
 

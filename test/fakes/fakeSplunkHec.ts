@@ -1,5 +1,6 @@
 import type { ServerResponse } from "node:http";
 import { jsonValueEnd } from "../../shared/sinks/splunk/hecEvents";
+import { registerSecrets } from "../harness/secrecy";
 import { FakeHttpsServer, isRecord, sendJson, type FakeRequest, type TlsMaterial } from "./http";
 
 /**
@@ -147,6 +148,7 @@ export class FakeSplunkHec extends FakeHttpsServer {
   constructor(options: FakeSplunkHecOptions) {
     super(options);
     for (const token of options.tokens) this.tokens.set(token.token, token);
+    registerSecrets(() => [...this.tokens.keys()], "fake Splunk HEC token");
     this.maxContentLength = Math.min(options.maxContentLength ?? 1_000_000, MAX_BODY_BYTES);
   }
 

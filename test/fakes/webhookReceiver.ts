@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, ServerResponse } from "node:http";
+import { registerSecrets } from "../harness/secrecy";
 import { FakeHttpsServer, sendEmpty, sendJson, type FakeRequest, type TlsMaterial } from "./http";
 
 /** One request the receiver got, whatever it answered. */
@@ -26,14 +27,19 @@ export type ReceiverMode = "up" | "error" | "refuse";
 export class WebhookReceiver extends FakeHttpsServer {
   private mode: ReceiverMode = "up";
   readonly requests: ReceivedWebhook[] = [];
+  /** Every URL handed out: a webhook URL is a credential (its signature query), for the secrecy scan. */
+  private readonly urls: string[] = [];
 
   constructor(tls: TlsMaterial) {
     super(tls);
+    registerSecrets(() => this.urls, "webhook receiver URL");
   }
 
   /** A webhook URL on this receiver; the tests give it a signature-like query, as Teams and Slack URLs have. */
   webhookUrl(pathAndQuery: string): string {
-    return `${this.url}${pathAndQuery}`;
+    const url = `${this.url}${pathAndQuery}`;
+    this.urls.push(url);
+    return url;
   }
 
   /** Bodies of the requests it accepted, parsed. */

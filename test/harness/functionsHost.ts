@@ -3,6 +3,7 @@ import Module, { createRequire } from "node:module";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { inspect } from "node:util";
 import type * as AzureFunctions from "@azure/functions";
+import { recordOutput } from "./secrecy";
 
 /**
  * Runs the real, compiled app in-process without the Functions host (whose
@@ -90,6 +91,7 @@ function createFakeCore(): Record<string, unknown> {
     // Its presence also tells @azure/functions the "host" supports HTTP streaming checks.
     log(level: string, category: string, message: string): void {
       state.systemLogs.push({ level, category, message });
+      recordOutput("host system log", `${level} ${category}`, message);
     },
   };
 }
@@ -302,6 +304,7 @@ export function loadApp(entry?: string): RegisteredApp {
         logHandler: (level, ...args) => {
           const entry: LogEntry = { level, message: args.map(stringifyLogArg).join(" "), functionName, invocationId };
           app.logs.push(entry);
+          recordOutput("context.log", `${functionName} ${invocationId} [${level}]`, entry.message);
           notifyLogListeners(entryPath, entry);
         },
       });
@@ -331,6 +334,11 @@ export function loadApp(entry?: string): RegisteredApp {
       const bodyBytes = new Uint8Array(await response.arrayBuffer());
       // What response.text() returns: UTF-8 with a leading BOM dropped.
       const body = new TextDecoder().decode(bodyBytes);
+      // For the after-each secrecy scan (test/harness/secrecy.setup.ts): everything a client would see.
+      const requestLine = `${name}: ${method} ${new URL(url).pathname} -> ${response.status}`;
+      recordOutput("http response body", requestLine, body);
+      recordOutput("http response headers", requestLine, [...response.headers].map(([k, v]) => `${k}: ${v}`).join("\n"));
+      if (response.cookies.length > 0) recordOutput("http response cookies", requestLine, JSON.stringify(response.cookies));
       return {
         status: response.status,
         headers: response.headers,
@@ -439,6 +447,8 @@ export function captureConsole(opts: { passthrough?: boolean } = {}): ConsoleCap
     const original = console[m];
     console[m] = (...args: unknown[]): void => {
       lines.push(args.map(stringifyLogArg).join(" "));
+      // Swallowed output never reaches the secrecy setup file's own console wrapper.
+      if (!opts.passthrough) recordOutput(`console.${m} (captureConsole)`, "", lines.at(-1) ?? "");
       if (!opts.passthrough) return;
       insideConsole = true;
       try {
@@ -452,6 +462,7 @@ export function captureConsole(opts: { passthrough?: boolean } = {}): ConsoleCap
     stream.write = function (this: NodeJS.WriteStream, chunk: unknown, ...rest: unknown[]): boolean {
       if (!insideConsole) lines.push(typeof chunk === "string" ? chunk : Buffer.from(chunk as Uint8Array).toString("utf8"));
       if (!opts.passthrough && !insideConsole) {
+        recordOutput(`${stream === process.stderr ? "stderr" : "stdout"} (captureConsole)`, "", lines.at(-1) ?? "");
         const callback = rest.find((r): r is () => void => typeof r === "function");
         if (callback !== undefined) process.nextTick(callback);
         return true;

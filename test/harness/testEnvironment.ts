@@ -7,6 +7,7 @@ import type { FakeGraph } from "../fakes/fakeGraph";
 import type { FakeKeyVault } from "../fakes/fakeKeyVault";
 import { PUBLIC_BASE_URL, startFakeStack } from "../fakes/fakeStack";
 import { loadApp, type HttpResult, type RegisteredApp } from "./functionsHost";
+import { registerSecrets } from "./secrecy";
 
 export { PUBLIC_BASE_URL };
 
@@ -75,7 +76,7 @@ export async function startTestEnvironment(
   Object.assign(process.env, env);
   const app = loadApp();
   const agent = new Agent({ connect: { ca: stack.certPem } });
-  return {
+  const testEnvironment: TestEnvironment = {
     app,
     entra,
     vault,
@@ -97,6 +98,9 @@ export async function startTestEnvironment(
       await agent.close();
     },
   };
+  // The after-each secrecy scan (test/harness/secrecy.setup.ts) looks for all of these.
+  registerSecrets(() => secretsOf(testEnvironment), "test environment secret (secretsOf)");
+  return testEnvironment;
 }
 
 export async function registerTenant(
