@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import type { TokenCredential } from "@azure/identity";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../shared/config";
@@ -10,7 +10,8 @@ import { generateAlerts } from "../fakes/alerts";
 import { FakeLogsIngestion } from "../fakes/fakeLogsIngestion";
 import { FakeSplunkHec } from "../fakes/fakeSplunkHec";
 import { capturingLogger, connectedTenant, deliveredEnvelopes, minutesAgo } from "../harness/pullFixture";
-import { startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
+import { completeConsent, registerTenant, startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
+import { generateGraphAlerts } from "../fakes/graphAlerts";
 
 /**
  * One deployment, three sinks, chosen by app settings alone: ALERT_SINKS=blob,sentinel,splunk and
@@ -93,6 +94,26 @@ describe("sinks chosen by settings", () => {
     const health = pullHealthOf(await services.pullState.read(tenantId), Date.now);
     expect(Object.keys(health.sinks ?? {}).sort()).toEqual(["blob", "sentinel", "splunk"]);
     expect(Object.values(health.sinks ?? {}).every((sink) => sink.parkedPages === 0 && sink.lastDeliveryAt !== null)).toBe(true);
+  });
+
+  it("delivers a Graph tenant's Defender XDR alerts to Blob, Sentinel and Splunk exactly like an MDE tenant's, marked as Graph", async () => {
+    const { tenantId, consentUrl } = await registerTenant(env, randomUUID(), "Graph everywhere", { source: "graph" });
+    expect((await completeConsent(env, consentUrl)).callback.status).toBe(200);
+    env.graph.addAlerts(tenantId, generateGraphAlerts(tenantId, 120, { start: minutesAgo(40), spacingMs: 15_000 }));
+    const services = createServices(loadConfig(settings()), { sleep: async () => undefined, credential: managedIdentity });
+    expect(await services.tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled", alerts: 120, complete: true });
+
+    const served = [...env.graph.served(tenantId).keys()].sort();
+    expect(served).toHaveLength(120);
+    const blob = (await deliveredEnvelopes(env, tenantId)).map((e) => `${e.alert.id}@${String(e.alert["lastUpdateDateTime"])}`).sort();
+    const rows = sentinel.rows().filter((row) => row["CustomerTenantId"] === tenantId);
+    const events = splunk.indexed().filter((event) => event.fields?.["tenant_id"] === tenantId);
+    expect(blob).toEqual(served);
+    expect(rows.map((row) => `${String(row["AlertId"])}@${String((row["Alert"] as { lastUpdateDateTime: string }).lastUpdateDateTime)}`).sort()).toEqual(served);
+    expect(events.map((event) => { const alert = event.event as { id: string; lastUpdateDateTime: string }; return `${alert.id}@${alert.lastUpdateDateTime}`; }).sort()).toEqual(served);
+    expect(rows.every((row) => row["Source"] === "graph" && typeof row["AlertTitle"] === "string")).toBe(true);
+    // Not the add-on's MDE sourcetype, whose extractions expect the MDE API's shape.
+    expect(events.every((event) => event.sourcetype === "_json" && event.fields?.["source"] === "graph")).toBe(true);
   });
 
   it("keeps Blob and Sentinel exact while Splunk is busy for a cycle, then catches Splunk up from its parked pages", async () => {

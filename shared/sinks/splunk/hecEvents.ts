@@ -11,9 +11,17 @@ import type { AlertEnvelope, RefusedVersion } from "../alertSink";
 /** What every event of one sink carries besides the alert. */
 export interface EventMetadata {
   source: string;
+  /** For Defender for Endpoint alerts (SPLUNK_SOURCETYPE). */
   sourcetype: string;
   index?: string;
 }
+
+/**
+ * The sourcetype of Microsoft Graph alerts_v2 events. The add-on's Defender sourcetypes parse the
+ * MDE API's shape, which Graph alerts do not have; `_json` is Splunk's own JSON sourcetype, so the
+ * fields are extracted at search time without any add-on (CIM aliases are the MSSP's own).
+ */
+export const GRAPH_SPLUNK_SOURCETYPE = "_json";
 
 /** One event ready to send: its text and its size in bytes (the request cap counts bytes). */
 export interface HecEvent {
@@ -32,13 +40,14 @@ export function epochSeconds(ms: number): string {
   return `${seconds}.${String(whole - seconds * 1000).padStart(3, "0")}`;
 }
 
-/** Builds event texts for one sink; the constant metadata is encoded once. */
+/** Builds event texts for one sink; the constant metadata is encoded once per alert source. */
 export class EventWriter {
-  private readonly head: string;
+  private readonly heads: Readonly<Record<AlertEnvelope["source"], string>>;
 
   constructor(metadata: EventMetadata) {
     const index = metadata.index === undefined ? "" : `,"index":${JSON.stringify(metadata.index)}`;
-    this.head = `"source":${JSON.stringify(metadata.source)},"sourcetype":${JSON.stringify(metadata.sourcetype)}${index}`;
+    const head = (sourcetype: string) => `"source":${JSON.stringify(metadata.source)},"sourcetype":${JSON.stringify(sourcetype)}${index}`;
+    this.heads = { mde: head(metadata.sourcetype), graph: head(GRAPH_SPLUNK_SOURCETYPE) };
   }
 
   /** The event for an envelope; `alertJson` replaces the alert's own text when it was trimmed. */
@@ -46,7 +55,7 @@ export class EventWriter {
     const fields =
       `{"tenant_id":${JSON.stringify(envelope.tenantId)},"tenant_name":${JSON.stringify(envelope.tenantName)},` +
       `"source":${JSON.stringify(envelope.source)}${trimmed ? `,"truncated":${JSON.stringify(trimmed.member)}` : ""}}`;
-    const text = `{"time":${epochSeconds(envelope.alert.updatedAtMs)},${this.head},"fields":${fields},"event":${trimmed?.alertJson ?? envelope.alert.json}}`;
+    const text = `{"time":${epochSeconds(envelope.alert.updatedAtMs)},${this.heads[envelope.source]},"fields":${fields},"event":${trimmed?.alertJson ?? envelope.alert.json}}`;
     return { text, bytes: Buffer.byteLength(text, "utf8"), envelope };
   }
 
