@@ -155,7 +155,8 @@ export class SubWindowPlanner {
  * answers) it holds the sub-window's earliest alerts, so the left part up to its last time is
  * what it covered: that part will read short, and the density of the page sizes what follows.
  * In any other order the page is a sample: cut at its median time, so both parts hold some of
- * it. Alerts all at the first millisecond: cut right after it, so it is read on its own.
+ * it, and size what follows by its spread. Alerts all at the first millisecond: cut right after
+ * it, so it is read on its own.
  */
 function cutPoint(head: SubWindow, times: readonly number[]): { at: number; density?: number } {
   const inside = times.filter((t) => t >= head.from && t < head.to);
@@ -168,7 +169,11 @@ function cutPoint(head: SubWindow, times: readonly number[]): { at: number; dens
   const sorted = [...inside].sort((a, b) => a - b);
   const median = sorted[Math.floor(sorted.length / 2)];
   if (median === undefined) return { at: head.from + Math.floor((head.to - head.from) / 2) };
-  return { at: median > head.from ? median : head.from + 1 };
+  // The page's own spread still says how dense the alerts are at least (exactly so when the API
+  // answers newest first, as Graph does): the parts after the cut are sized by it instead of
+  // being found full and cut again.
+  const spread = (sorted[sorted.length - 1] as number) - (sorted[0] as number);
+  return { at: median > head.from ? median : head.from + 1, ...(sorted.length >= 2 ? { density: sorted.length / Math.max(1, spread) } : {}) };
 }
 
 function spreadOf(times: readonly number[]): number | undefined {
