@@ -1,0 +1,108 @@
+#!/usr/bin/env node
+// Mutation testing of shared/ with Stryker (scripts/stryker.config.mjs), score per folder.
+//
+//   npm run mutate                          the folders the mutation target covers (FOLDERS below)
+//   npm run mutate -- shared/consent        one folder (or several: shared/consent shared/identity)
+//   npm run mutate -- consent --concurrency 1   a bare name means shared/<name>; --options go to Stryker
+//
+// One Stryker run covers every chosen folder (one dry run, one build of the sandbox); the scores
+// are then read from its JSON report (test-artifacts/mutation/mutation.json, beside the HTML one):
+//
+//   score = (killed + timeout) / (killed + timeout + survived + no coverage)
+//
+// which is Stryker's own mutation score. A mutant that is equivalent (no test can tell it from the
+// original) is disabled in the source with a reason, `// Stryker disable next-line <mutator>: why`,
+// so it counts as ignored and leaves the denominator; this script lists those reasons. Mutants
+// that do not compile or crash on load (compile/runtime errors) do not count either.
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const CONFIG = "scripts/stryker.config.mjs";
+const REPORT = path.join(ROOT, "test-artifacts", "mutation", "mutation.json");
+const FOLDERS = ["identity", "consent", "pull", "defender", "secrets", "state", "sinks"].map((name) => `shared/${name}`);
+
+function usage(message) {
+  console.error(`${message}\nusage: npm run mutate [-- [shared/<folder> ...] [--<stryker option> <value> ...]]`);
+  process.exit(2);
+}
+
+// Stryker's buildCommand (no shell, so no `&&`): in the sandbox, compile the instrumented sources
+// as `npm test` does, so that the tests that run the compiled app run the mutants too.
+if (process.argv[2] === "--build-sandbox") {
+  for (const script of ["build", "build:local"]) {
+    const build = spawnSync("npm", ["run", script], { stdio: "inherit", shell: process.platform === "win32" });
+    if (build.status !== 0) process.exit(build.status ?? 1);
+  }
+  process.exit(0);
+}
+
+const args = process.argv.slice(2);
+const folders = [];
+const strykerArgs = [];
+for (let i = 0; i < args.length; i++) {
+  const arg = args[i];
+  if (arg.startsWith("-")) {
+    strykerArgs.push(arg);
+    if (!arg.includes("=") && args[i + 1] !== undefined && !args[i + 1].startsWith("-")) strykerArgs.push(args[++i]);
+    continue;
+  }
+  const folder = (arg.includes("/") ? arg : `shared/${arg}`).replace(/\\/g, "/").replace(/\/+$/, "");
+  if (!folder.startsWith("shared/") || !existsSync(path.join(ROOT, folder))) usage(`not a folder under shared/: ${arg}`);
+  folders.push(folder);
+}
+const chosen = folders.length > 0 ? folders : FOLDERS;
+
+// A folder's .ts files and its subfolders'; type-only files (types.ts) have nothing to mutate.
+const mutate = [...chosen.map((folder) => `${folder}/**/*.ts`), "!shared/**/types.ts"];
+
+// The package exports no bin path: find it beside its package.json.
+const corePackage = createRequire(import.meta.url).resolve("@stryker-mutator/core/package.json");
+const stryker = path.join(path.dirname(corePackage), "bin", "stryker.js");
+console.log(`mutate: ${chosen.join(" ")}`);
+const started = Date.now();
+const run = spawnSync(process.execPath, [stryker, "run", CONFIG, "--mutate", mutate.join(","), ...strykerArgs], { cwd: ROOT, stdio: "inherit" });
+const seconds = Math.round((Date.now() - started) / 1000);
+if (run.error) throw run.error;
+
+if (!existsSync(REPORT)) {
+  console.error(`mutate: Stryker wrote no report (${path.relative(ROOT, REPORT)}); exit code ${run.status}`);
+  process.exit(run.status || 1);
+}
+
+const report = JSON.parse(readFileSync(REPORT, "utf8"));
+const STATUSES = ["Killed", "Timeout", "Survived", "NoCoverage", "Ignored", "CompileError", "RuntimeError"];
+const rows = new Map(chosen.map((folder) => [folder, Object.fromEntries(STATUSES.map((status) => [status, 0]))]));
+const ignored = [];
+for (const [file, { mutants }] of Object.entries(report.files)) {
+  const relative = path.relative(ROOT, path.resolve(ROOT, file)).replace(/\\/g, "/");
+  const folder = chosen.find((candidate) => relative.startsWith(`${candidate}/`));
+  if (folder === undefined) continue;
+  for (const mutant of mutants) {
+    const row = rows.get(folder);
+    row[mutant.status] = (row[mutant.status] ?? 0) + 1;
+    if (mutant.status === "Ignored") ignored.push(`${relative}:${mutant.location.start.line} ${mutant.mutatorName}: ${mutant.statusReason ?? "(no reason)"}`);
+  }
+}
+
+const percent = (part, whole) => (whole === 0 ? "n/a" : `${((100 * part) / whole).toFixed(1)} %`);
+const table = [["folder", "score", "killed", "timeout", "survived", "no cov.", "ignored", "errors"]];
+const total = Object.fromEntries(STATUSES.map((status) => [status, 0]));
+for (const [folder, row] of [...rows, ["all", total]]) {
+  if (folder !== "all") for (const status of STATUSES) total[status] += row[status];
+  const detected = row.Killed + row.Timeout;
+  const valid = detected + row.Survived + row.NoCoverage;
+  table.push([folder, percent(detected, valid), row.Killed, row.Timeout, row.Survived, row.NoCoverage, row.Ignored, row.CompileError + row.RuntimeError].map(String));
+}
+const widths = table[0].map((_, column) => Math.max(...table.map((line) => line[column].length)));
+console.log("\nMutation score per folder: (killed + timeout) / (killed + timeout + survived + no coverage)");
+for (const line of table) console.log(line.map((cell, column) => (column === 0 ? cell.padEnd(widths[column]) : cell.padStart(widths[column]))).join("  "));
+if (ignored.length > 0) {
+  console.log(`\nIgnored (disabled in the source as equivalent), ${ignored.length}:`);
+  for (const line of ignored) console.log(`  ${line}`);
+}
+console.log(`\nStryker took ${Math.floor(seconds / 60)} min ${seconds % 60} s; report: test-artifacts/mutation/mutation.html`);
+process.exit(run.status ?? 1);

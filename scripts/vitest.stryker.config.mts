@@ -1,0 +1,29 @@
+// The vitest configuration that Stryker's vitest runner loads (scripts/stryker.config.mjs): the
+// project's own, except for the pool. The runner asks vitest for worker threads, but the tests
+// need child processes as in vitest.config.mts: the app is loaded with a native require and
+// patches Module._load, and some tests change the time zone through process.env.TZ, which a worker
+// thread ignores. A plugin puts the pool back once vitest has resolved the runner's options.
+// Left out: the tests that read the sources' text or check the repository, Bicep and docs
+// (test/infra/, test/unit/layout.test.ts), which fail on instrumented sources and test no behaviour.
+import { defineConfig, mergeConfig } from "vitest/config";
+import base from "../vitest.config.mts";
+
+export default mergeConfig(
+  base,
+  defineConfig({
+    test: {
+      exclude: ["**/node_modules/**", "test/infra/**", "test/unit/layout.test.ts"],
+      // What a test file's beforeAll/afterAll reach counts for that file's tests, not as static.
+      setupFiles: ["scripts/stryker-hook-coverage.mjs"],
+    },
+    plugins: [
+      {
+        name: "stryker-forks-pool",
+        configureVitest({ vitest, project }: { vitest: { config: { pool: string } }; project: { config: { pool: string } } }) {
+          vitest.config.pool = "forks";
+          project.config.pool = "forks";
+        },
+      },
+    ],
+  }),
+);
