@@ -2,7 +2,28 @@ import { randomInt, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
-import { performance } from "node:perf_hooks";
+import {
+  admitUnderQuota,
+  boundedRange,
+  clearVersions,
+  compareKeyed as compareStored,
+  countServed,
+  firstIndex,
+  hash32,
+  isServedAt,
+  newestVersions,
+  removeAllVersions,
+  removeExact,
+  resetBookkeeping,
+  restartStream,
+  runStreamTick,
+  setQuota,
+  streamStatusOf,
+  trackedDelay,
+  type Bound,
+  type Quota,
+  type StreamPace,
+} from "./alertApiFaults";
 import { generateAlerts, makeAlert, toMdeTimestamp, type MdeAlert, type MdeEvidence } from "./alerts";
 
 /**
@@ -35,8 +56,6 @@ export const MAX_PAGE_SIZE = 10_000;
 /** Origin of the nextLink served in "foreign" mode; a client must refuse to send its token there. */
 export const FOREIGN_NEXT_LINK_ORIGIN = "https://attacker.example.test";
 const ALERT_PERMISSIONS = ["Alert.Read.All", "Alert.ReadWrite.All", "Alert.Read", "Alert.ReadWrite"];
-const MINUTE_MS = 60_000;
-const HOUR_MS = 3_600_000;
 
 export interface DefenderTokenClaims {
   tid: string;
@@ -117,10 +136,7 @@ export interface PageInfo {
 
 export type AfterPageHook = (info: PageInfo) => void;
 
-export interface Quota {
-  perMinute: number;
-  perHour?: number;
-}
+export type { Quota };
 
 export interface AlertStreamOptions {
   /** Arrivals per minute (new alerts plus updates); 0 stops the stream. */
@@ -138,24 +154,12 @@ export interface AlertStreamStatus {
   updated: number;
 }
 
-interface AlertStream extends AlertStreamStatus {
-  timer: NodeJS.Timeout;
-  /** performance.now() when the current rate was set; arrivals are counted from there. */
-  since: number;
-  arrivals: number;
-  /** Streamed alerts not yet Resolved: the candidates for an update. */
-  open: string[];
+interface AlertStream extends AlertStreamStatus, StreamPace {
   /** Last lastUpdateTime handed out, as whole ms plus a sub-ms counter, so versions never tie. */
   stampMs: number;
   stampSub: number;
 }
 
-/** Bounds the stream's timer: often enough for a smooth rate, rarely enough to stay cheap. */
-const STREAM_MIN_TICK_MS = 20;
-const STREAM_MAX_TICK_MS = 1000;
-/** Ten thousand a second is far beyond any tenant; the cap keeps a typo from flooding memory. */
-const STREAM_MAX_PER_MINUTE = 600_000;
-const DEFAULT_UPDATE_SHARE = 0.1;
 
 interface StoredAlert {
   /** lastUpdateTime normalised to a fixed width so string order equals time order. */
@@ -202,8 +206,6 @@ interface TenantState {
   afterPage: AfterPageHook | null;
 }
 
-type Bound = { op: "ge" | "gt" | "le" | "lt"; key: string };
-
 // The zone is optional so a test can serve the zone-less timestamps some services emit; the
 // fake reads them as UTC, as the real service means them.
 const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?Z?$/;
@@ -223,39 +225,8 @@ export function mdeTimestampKey(value: string): string | null {
   return `${value.slice(0, 19)}.${(frac ?? "").padEnd(7, "0")}Z`;
 }
 
-function compareStored(a: StoredAlert, b: StoredAlert): number {
-  if (a.key !== b.key) return a.key < b.key ? -1 : 1;
-  if (a.id !== b.id) return a.id < b.id ? -1 : 1;
-  return 0;
-}
-
 function compareShuffled(a: StoredAlert, b: StoredAlert): number {
   return a.shuffleKey - b.shuffleKey || compareStored(a, b);
-}
-
-/** First index whose element satisfies `pred`; `pred` must be monotone (false… then true…). */
-function firstIndex(items: readonly StoredAlert[], pred: (item: StoredAlert) => boolean): number {
-  let lo = 0;
-  let hi = items.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    const item = items[mid];
-    if (item !== undefined && pred(item)) hi = mid;
-    else lo = mid + 1;
-  }
-  return lo;
-}
-
-/**
- * 32-bit FNV-1a followed by murmur3's finaliser: alert ids and timestamps differ
- * only in a few trailing characters, and plain FNV would leave them nearly in order.
- */
-function hash32(text: string, seed: number): number {
-  let h = (0x811c9dc5 ^ seed) >>> 0;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
 }
 
 function toStored(alert: MdeAlert, visibleAt: number, seed: number): StoredAlert {
@@ -281,43 +252,9 @@ function versionChain(newest: StoredAlert): StoredAlert[] {
   return chain;
 }
 
-/** A version is served once it is visible and until some newer version of the alert is. */
-function isServedAt(stored: StoredAlert, now: number): boolean {
-  if (stored.visibleAt > now) return false;
-  for (let next = stored.supersededBy; next !== undefined; next = next.supersededBy) {
-    if (next.visibleAt <= now) return false;
-  }
-  return true;
-}
-
 function resolveVisibleAt(visibleAt: VisibleAt | undefined, alert: MdeAlert): number {
   if (visibleAt === undefined) return Number.NEGATIVE_INFINITY;
   return typeof visibleAt === "function" ? visibleAt(alert) : visibleAt;
-}
-
-/** The [start, end) range of `sorted` that the filter's bounds select (end may be below start: empty). */
-function boundedRange(sorted: readonly StoredAlert[], bounds: readonly Bound[]): { start: number; end: number } {
-  let start = 0;
-  let end = sorted.length;
-  for (const { op, key } of bounds) {
-    if (op === "ge") start = Math.max(start, firstIndex(sorted, (a) => a.key >= key));
-    else if (op === "gt") start = Math.max(start, firstIndex(sorted, (a) => a.key > key));
-    else if (op === "le") end = Math.min(end, firstIndex(sorted, (a) => a.key > key));
-    else end = Math.min(end, firstIndex(sorted, (a) => a.key >= key));
-  }
-  return { start, end: Math.max(start, end) };
-}
-
-/**
- * Milliseconds until one more request fits in a sliding window of `windowMs`
- * holding at most `limit` requests, or 0 if it fits now.
- */
-function msUntilSlot(admitted: readonly number[], now: number, windowMs: number, limit: number): number {
-  const inWindow = admitted.filter((t) => t > now - windowMs);
-  if (inWindow.length < limit) return 0;
-  // Enough of the oldest must age out to leave limit-1; the last of those frees the slot.
-  const freeing = inWindow[inWindow.length - limit] ?? now;
-  return freeing + windowMs - now;
 }
 
 /** The page as JSON text, built by hand so a poisoned alert's raw text lands in it verbatim. */
@@ -502,25 +439,16 @@ export class FakeDefender {
 
   /** Deletes every version of an alert; returns false if the tenant had no such alert. */
   removeAlert(tenantId: string, id: string): boolean {
-    const state = this.tenant(tenantId);
-    const newest = state.byId.get(id);
-    if (newest === undefined) return false;
-    for (const version of versionChain(newest)) this.removeSorted(state, version);
-    state.byId.delete(id);
-    return true;
+    return removeAllVersions(this.tenant(tenantId), id);
   }
 
   removeAll(tenantId: string): void {
-    const state = this.tenant(tenantId);
-    state.sorted = [];
-    state.byId.clear();
-    state.hasDelayedVersions = false;
+    clearVersions(this.tenant(tenantId));
   }
 
   /** The newest version of each of the tenant's alerts (visible yet or not), in (lastUpdateTime, id) order. */
   alerts(tenantId: string): MdeAlert[] {
-    const state = this.tenant(tenantId);
-    return state.sorted.filter((s) => state.byId.get(s.id) === s).map(toAlert);
+    return newestVersions(this.tenant(tenantId)).map(toAlert);
   }
 
   setOrder(tenantId: string, mode: AlertOrder): void {
@@ -565,13 +493,7 @@ export class FakeDefender {
 
   /** Answers 429 with Retry-After to requests beyond a sliding per-minute (and optional per-hour) limit; null lifts it. */
   enforceQuota(tenantId: string, quota: Quota | null): void {
-    const isLimit = (n: unknown): boolean => typeof n === "number" && Number.isInteger(n) && n >= 1;
-    if (quota !== null && (!isLimit(quota.perMinute) || (quota.perHour !== undefined && !isLimit(quota.perHour)))) {
-      throw new Error("FakeDefender: quota limits must be positive integers");
-    }
-    const state = this.tenant(tenantId);
-    state.quota = quota === null ? null : { ...quota };
-    state.admitted = [];
+    setQuota(this.tenant(tenantId), quota, "FakeDefender");
   }
 
   /** Runs synchronously after each 200 page for the tenant is computed and before it is sent; null removes it. */
@@ -615,11 +537,7 @@ export class FakeDefender {
   /** Clears counters, recorded requests, served() and pageRequests() (so afterPage's index restarts at 0). */
   resetStats(): void {
     this.counters = { requests: 0, byTenant: {}, byStatus: {} };
-    for (const state of this.tenants.values()) {
-      state.requests = [];
-      state.served = new Map();
-      state.pageRequests = 0;
-    }
+    resetBookkeeping(this.tenants.values());
   }
 
   /**
@@ -632,45 +550,15 @@ export class FakeDefender {
    * the counters and the alerts still open for updates.
    */
   streamAlerts(tenantId: string, options: AlertStreamOptions | null): void {
-    const perMinute = options?.perMinute ?? 0;
-    const updateShare = options?.updateShare ?? DEFAULT_UPDATE_SHARE;
-    // Checked before the running stream is touched, so a bad call leaves it as it was.
-    if (!Number.isFinite(perMinute) || perMinute < 0 || perMinute > STREAM_MAX_PER_MINUTE) {
-      throw new Error(`FakeDefender: perMinute must be from 0 to ${STREAM_MAX_PER_MINUTE}`);
-    }
-    if (!Number.isFinite(updateShare) || updateShare < 0 || updateShare > 1) {
-      throw new Error("FakeDefender: updateShare must be from 0 to 1");
-    }
-    const previous = this.streams.get(tenantId);
-    if (previous !== undefined) clearInterval(previous.timer);
-    if (perMinute === 0) {
-      this.streams.delete(tenantId);
-      return;
-    }
-    const tickMs = Math.min(STREAM_MAX_TICK_MS, Math.max(STREAM_MIN_TICK_MS, 60_000 / perMinute));
-    const timer = setInterval(() => this.streamTick(tenantId), tickMs);
-    // A forgotten stream must never keep a test process alive.
-    timer.unref();
-    this.streams.set(tenantId, {
-      perMinute,
-      updateShare,
-      created: previous?.created ?? 0,
-      updated: previous?.updated ?? 0,
-      timer,
-      since: performance.now(),
-      arrivals: 0,
-      open: previous?.open ?? [],
+    restartStream(this.streams, tenantId, options, "FakeDefender", () => this.streamTick(tenantId), (previous) => ({
       stampMs: previous?.stampMs ?? Number.NEGATIVE_INFINITY,
       stampSub: previous?.stampSub ?? 0,
-    });
+    }));
   }
 
   /** The tenant's stream settings and counters, or null when none is running. */
   streamStatus(tenantId: string): AlertStreamStatus | null {
-    const stream = this.streams.get(tenantId);
-    if (stream === undefined) return null;
-    const { perMinute, updateShare, created, updated } = stream;
-    return { perMinute, updateShare, created, updated };
+    return streamStatusOf(this.streams.get(tenantId));
   }
 
   seed(request: SeedRequest): number {
@@ -684,22 +572,14 @@ export class FakeDefender {
   private streamTick(tenantId: string): void {
     const stream = this.streams.get(tenantId);
     if (stream === undefined) return;
-    try {
-      // The first arrival is due at once, then one every 60,000/perMinute ms.
-      const due = Math.floor((stream.perMinute * (performance.now() - stream.since)) / 60_000) + 1 - stream.arrivals;
-      // After a stalled event loop, catch up by at most ten seconds' worth; the rest is skipped.
-      const cap = Math.max(1, Math.ceil(stream.perMinute / 6));
-      stream.arrivals += Math.max(0, due - cap);
-      for (let i = 0; i < Math.min(due, cap); i++) {
-        stream.arrivals++;
-        if (stream.open.length > 0 && Math.random() < stream.updateShare) this.streamUpdate(tenantId, stream);
-        else this.streamNew(tenantId, stream);
-      }
-    } catch (err) {
-      // A throw in a timer would take the whole process down; stop this stream and say why.
-      process.stderr.write(`[FakeDefender] alert stream for ${tenantId} stopped: ${err instanceof Error ? err.message : String(err)}\n`);
-      this.streamAlerts(tenantId, null);
-    }
+    runStreamTick(
+      stream,
+      { update: () => this.streamUpdate(tenantId, stream), create: () => this.streamNew(tenantId, stream) },
+      (message) => {
+        process.stderr.write(`[FakeDefender] alert stream for ${tenantId} stopped: ${message}\n`);
+        this.streamAlerts(tenantId, null);
+      },
+    );
   }
 
   private streamNew(tenantId: string, stream: AlertStream): void {
@@ -837,15 +717,7 @@ export class FakeDefender {
 
   /** Removes this exact version: two versions of one alert may share (lastUpdateTime, id). */
   private removeSorted(state: TenantState, stored: StoredAlert): void {
-    const { sorted } = state;
-    for (let i = firstIndex(sorted, (item) => compareStored(item, stored) >= 0); i < sorted.length; i++) {
-      const item = sorted[i];
-      if (item === undefined || compareStored(item, stored) !== 0) return;
-      if (item === stored) {
-        sorted.splice(i, 1);
-        return;
-      }
-    }
+    removeExact(state.sorted, stored);
   }
 
   /** The page of alerts a query selects, at most `limit` of them, in the tenant's serving order. */
@@ -916,18 +788,7 @@ export class FakeDefender {
    * admitted (it then holds a slot for the length of each window).
    */
   private admit(state: TenantState): number {
-    const { quota } = state;
-    if (quota === null) return 0;
-    const now = this.now();
-    const waitMs = Math.max(
-      msUntilSlot(state.admitted, now, MINUTE_MS, quota.perMinute),
-      quota.perHour === undefined ? 0 : msUntilSlot(state.admitted, now, HOUR_MS, quota.perHour),
-    );
-    if (waitMs > 0) return Math.ceil(waitMs / 1000);
-    const horizon = now - (quota.perHour === undefined ? MINUTE_MS : HOUR_MS);
-    state.admitted = state.admitted.filter((t) => t > horizon);
-    state.admitted.push(now);
-    return 0;
+    return admitUnderQuota(state, this.now());
   }
 
   private quotaFault(res: ServerResponse, state: TenantState, url: URL, waitSeconds: number): () => void {
@@ -980,11 +841,7 @@ export class FakeDefender {
   }
 
   private recordServed(state: TenantState, page: readonly StoredAlert[]): void {
-    for (const stored of page) {
-      if (state.poisoned.has(stored.id)) continue;
-      const key = servedKey(stored);
-      state.served.set(key, (state.served.get(key) ?? 0) + 1);
-    }
+    countServed(state, page, servedKey);
   }
 
   private nextLink(url: URL, query: ParsedQuery, size: number): string | undefined {
@@ -1014,13 +871,7 @@ export class FakeDefender {
   }
 
   private delay(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.pendingTimers.delete(timer);
-        resolve();
-      }, ms);
-      this.pendingTimers.add(timer);
-    });
+    return trackedDelay(this.pendingTimers, ms);
   }
 
   private record(state: TenantState | null, query: URLSearchParams, status: number): void {

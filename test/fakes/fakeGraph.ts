@@ -1,6 +1,27 @@
 import { randomInt, randomUUID } from "node:crypto";
 import type { ServerResponse } from "node:http";
-import { performance } from "node:perf_hooks";
+import {
+  admitUnderQuota,
+  boundedRange,
+  clearVersions,
+  compareKeyed as compareStored,
+  countServed,
+  firstIndex,
+  hash32,
+  isServedAt,
+  newestVersions,
+  MINUTE_MS,
+  removeAllVersions,
+  removeExact,
+  resetBookkeeping,
+  restartStream,
+  runStreamTick,
+  setQuota,
+  streamStatusOf,
+  trackedDelay,
+  type Bound,
+  type StreamPace,
+} from "./alertApiFaults";
 import { FOREIGN_NEXT_LINK_ORIGIN, mdeTimestampKey } from "./fakeDefender";
 import {
   DEFAULT_GRAPH_SERVICE_SOURCES,
@@ -70,8 +91,6 @@ export const GRAPH_DEFAULT_PAGE_SIZE = 100;
 export const PREFER_UNKNOWN_ENUM_MEMBERS = "include-unknown-enum-members";
 export { FOREIGN_NEXT_LINK_ORIGIN };
 
-const MINUTE_MS = 60_000;
-const HOUR_MS = 3_600_000;
 /** Snapshots kept per tenant for "snapshot" paging; older ones answer 400 like expired ones. */
 const MAX_SNAPSHOTS = 64;
 
@@ -205,11 +224,7 @@ interface Snapshot {
   versions: StoredAlert[];
 }
 
-interface AlertStream extends GraphAlertStreamStatus {
-  timer: NodeJS.Timeout;
-  since: number;
-  arrivals: number;
-  open: string[];
+interface AlertStream extends GraphAlertStreamStatus, StreamPace {
   serviceSources: readonly GraphServiceSource[];
 }
 
@@ -243,8 +258,6 @@ interface TenantState {
   requestCount: number;
 }
 
-type Bound = { op: "ge" | "gt" | "le" | "lt"; key: string };
-
 /** A Graph error answer: status, `error.code`, message and extra headers. */
 class GraphError extends Error {
   constructor(
@@ -275,11 +288,6 @@ interface SkipToken {
   /** Snapshot id ("snapshot" paging). */
   s?: string;
 }
-
-const STREAM_MIN_TICK_MS = 20;
-const STREAM_MAX_TICK_MS = 1000;
-const STREAM_MAX_PER_MINUTE = 600_000;
-const DEFAULT_UPDATE_SHARE = 0.1;
 
 export class FakeGraph extends FakeHttpsServer {
   private readonly tenants = new Map<string, TenantState>();
@@ -357,25 +365,16 @@ export class FakeGraph extends FakeHttpsServer {
 
   /** Deletes every version of an alert; false when the tenant had none. */
   removeAlert(tenantId: string, id: string): boolean {
-    const state = this.tenant(tenantId);
-    const newest = state.byId.get(id);
-    if (newest === undefined) return false;
-    for (let v: StoredAlert | undefined = newest; v !== undefined; v = v.supersedes) removeSorted(state, v);
-    state.byId.delete(id);
-    return true;
+    return removeAllVersions(this.tenant(tenantId), id);
   }
 
   removeAll(tenantId: string): void {
-    const state = this.tenant(tenantId);
-    state.sorted = [];
-    state.byId.clear();
-    state.hasDelayedVersions = false;
+    clearVersions(this.tenant(tenantId));
   }
 
   /** The newest version of each of the tenant's alerts (visible yet or not), oldest first. */
   alerts(tenantId: string): GraphAlert[] {
-    const state = this.tenant(tenantId);
-    return state.sorted.filter((s) => state.byId.get(s.id) === s).map(build);
+    return newestVersions(this.tenant(tenantId)).map(build);
   }
 
   /** `count` generated alerts from `start`, `spacingMs` apart, cycling through the XDR sources. Returns the tenant's alert count. */
@@ -450,13 +449,7 @@ export class FakeGraph extends FakeHttpsServer {
 
   /** Answers 429 with Retry-After beyond a sliding per-minute (and optional per-hour) limit; null lifts it. */
   enforceQuota(tenantId: string, quota: { perMinute: number; perHour?: number } | null): void {
-    const isLimit = (n: unknown): boolean => typeof n === "number" && Number.isInteger(n) && n >= 1;
-    if (quota !== null && (!isLimit(quota.perMinute) || (quota.perHour !== undefined && !isLimit(quota.perHour)))) {
-      throw new Error("FakeGraph: quota limits must be positive integers");
-    }
-    const state = this.tenant(tenantId);
-    state.quota = quota === null ? null : { ...quota };
-    state.admitted = [];
+    setQuota(this.tenant(tenantId), quota, "FakeGraph");
   }
 
   /** Runs after each 200 page for the tenant is computed and before it is sent; null removes it. */
@@ -475,40 +468,13 @@ export class FakeGraph extends FakeHttpsServer {
    * called with null or perMinute 0, or stop().
    */
   streamAlerts(tenantId: string, options: GraphAlertStreamOptions | null): void {
-    const perMinute = options?.perMinute ?? 0;
-    const updateShare = options?.updateShare ?? DEFAULT_UPDATE_SHARE;
-    if (!Number.isFinite(perMinute) || perMinute < 0 || perMinute > STREAM_MAX_PER_MINUTE) {
-      throw new Error(`FakeGraph: perMinute must be from 0 to ${STREAM_MAX_PER_MINUTE}`);
-    }
-    if (!Number.isFinite(updateShare) || updateShare < 0 || updateShare > 1) throw new Error("FakeGraph: updateShare must be from 0 to 1");
-    const previous = this.streams.get(tenantId);
-    if (previous !== undefined) clearInterval(previous.timer);
-    if (perMinute === 0) {
-      this.streams.delete(tenantId);
-      return;
-    }
-    const tickMs = Math.min(STREAM_MAX_TICK_MS, Math.max(STREAM_MIN_TICK_MS, 60_000 / perMinute));
-    const timer = setInterval(() => this.streamTick(tenantId), tickMs);
-    // A forgotten stream must never keep a test process alive.
-    timer.unref();
-    this.streams.set(tenantId, {
-      perMinute,
-      updateShare,
-      created: previous?.created ?? 0,
-      updated: previous?.updated ?? 0,
-      timer,
-      since: performance.now(),
-      arrivals: 0,
-      open: previous?.open ?? [],
+    restartStream(this.streams, tenantId, options, "FakeGraph", () => this.streamTick(tenantId), (previous) => ({
       serviceSources: options?.serviceSources ?? previous?.serviceSources ?? DEFAULT_GRAPH_SERVICE_SOURCES,
-    });
+    }));
   }
 
   streamStatus(tenantId: string): GraphAlertStreamStatus | null {
-    const stream = this.streams.get(tenantId);
-    if (stream === undefined) return null;
-    const { perMinute, updateShare, created, updated } = stream;
-    return { perMinute, updateShare, created, updated };
+    return streamStatusOf(this.streams.get(tenantId));
   }
 
   // ---- introspection ------------------------------------------------------
@@ -534,11 +500,7 @@ export class FakeGraph extends FakeHttpsServer {
   /** Clears counters, recorded requests, served() and pageRequests(). */
   resetStats(): void {
     this.counters = emptyStats();
-    for (const state of this.tenants.values()) {
-      state.requests = [];
-      state.served = new Map();
-      state.pageRequests = 0;
-    }
+    resetBookkeeping(this.tenants.values());
   }
 
   // ---- HTTP ---------------------------------------------------------------
@@ -624,13 +586,7 @@ export class FakeGraph extends FakeHttpsServer {
     state.pageRequests++;
     this.counters.pages++;
     this.counters.servedAlerts += page.items.length;
-    if (!corrupt && this.options.recordServed !== false) {
-      for (const s of page.items) {
-        if (state.poisoned.has(s.id)) continue;
-        const key = `${s.id}@${s.lastUpdateDateTime}`;
-        state.served.set(key, (state.served.get(key) ?? 0) + 1);
-      }
-    }
+    if (!corrupt && this.options.recordServed !== false) countServed(state, page.items, (s) => `${s.id}@${s.lastUpdateDateTime}`);
     record(state, 200, page.items.length);
     this.write(res, 200, body);
   }
@@ -749,18 +705,7 @@ export class FakeGraph extends FakeHttpsServer {
 
   /** Seconds the tenant must wait under its quota, or 0 when admitted (it then holds a slot). */
   private admit(state: TenantState): number {
-    const { quota } = state;
-    if (quota === null) return 0;
-    const now = this.now();
-    const waitMs = Math.max(
-      msUntilSlot(state.admitted, now, MINUTE_MS, quota.perMinute),
-      quota.perHour === undefined ? 0 : msUntilSlot(state.admitted, now, HOUR_MS, quota.perHour),
-    );
-    if (waitMs > 0) return Math.ceil(waitMs / 1000);
-    const horizon = now - (quota.perHour === undefined ? MINUTE_MS : HOUR_MS);
-    state.admitted = state.admitted.filter((t) => t > horizon);
-    state.admitted.push(now);
-    return 0;
+    return admitUnderQuota(state, this.now());
   }
 
   private claimFault(state: TenantState, followedLink: boolean): GraphError | undefined {
@@ -850,21 +795,14 @@ export class FakeGraph extends FakeHttpsServer {
   private streamTick(tenantId: string): void {
     const stream = this.streams.get(tenantId);
     if (stream === undefined) return;
-    try {
-      const due = Math.floor((stream.perMinute * (performance.now() - stream.since)) / 60_000) + 1 - stream.arrivals;
-      // After a stalled event loop, catch up by at most ten seconds' worth; the rest is skipped.
-      const cap = Math.max(1, Math.ceil(stream.perMinute / 6));
-      stream.arrivals += Math.max(0, due - cap);
-      for (let i = 0; i < Math.min(due, cap); i++) {
-        stream.arrivals++;
-        if (stream.open.length > 0 && Math.random() < stream.updateShare) this.streamUpdate(tenantId, stream);
-        else this.streamNew(tenantId, stream);
-      }
-    } catch (err) {
-      // A throw in a timer would take the whole process down; stop this stream and say why.
-      process.stderr.write(`[FakeGraph] alert stream for ${tenantId} stopped: ${err instanceof Error ? err.message : String(err)}\n`);
-      this.streamAlerts(tenantId, null);
-    }
+    runStreamTick(
+      stream,
+      { update: () => this.streamUpdate(tenantId, stream), create: () => this.streamNew(tenantId, stream) },
+      (message) => {
+        process.stderr.write(`[FakeGraph] alert stream for ${tenantId} stopped: ${message}\n`);
+        this.streamAlerts(tenantId, null);
+      },
+    );
   }
 
   private streamNew(tenantId: string, stream: AlertStream): void {
@@ -913,13 +851,7 @@ export class FakeGraph extends FakeHttpsServer {
   }
 
   private delay(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.pendingTimers.delete(timer);
-        resolve();
-      }, ms);
-      this.pendingTimers.add(timer);
-    });
+    return trackedDelay(this.pendingTimers, ms);
   }
 
   private sendError(res: ServerResponse, error: GraphError): void {
@@ -1088,56 +1020,8 @@ function masked(alert: GraphAlert): GraphAlert {
   };
 }
 
-function compareStored(a: StoredAlert, b: StoredAlert): number {
-  if (a.key !== b.key) return a.key < b.key ? -1 : 1;
-  if (a.id !== b.id) return a.id < b.id ? -1 : 1;
-  return 0;
-}
-
-/** First index whose element satisfies `pred`; `pred` must be monotone (false… then true…). */
-function firstIndex(items: readonly StoredAlert[], pred: (item: StoredAlert) => boolean): number {
-  let lo = 0;
-  let hi = items.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    const item = items[mid];
-    if (item !== undefined && pred(item)) hi = mid;
-    else lo = mid + 1;
-  }
-  return lo;
-}
-
 function removeSorted(state: TenantState, stored: StoredAlert): void {
-  const { sorted } = state;
-  for (let i = firstIndex(sorted, (item) => compareStored(item, stored) >= 0); i < sorted.length; i++) {
-    const item = sorted[i];
-    if (item === undefined || compareStored(item, stored) !== 0) return;
-    if (item === stored) {
-      sorted.splice(i, 1);
-      return;
-    }
-  }
-}
-
-/** A version is served once it is visible and until some newer version of the alert is. */
-function isServedAt(stored: StoredAlert, now: number): boolean {
-  if (stored.visibleAt > now) return false;
-  for (let next = stored.supersededBy; next !== undefined; next = next.supersededBy) {
-    if (next.visibleAt <= now) return false;
-  }
-  return true;
-}
-
-function boundedRange(sorted: readonly StoredAlert[], bounds: readonly Bound[]): { start: number; end: number } {
-  let start = 0;
-  let end = sorted.length;
-  for (const { op, key } of bounds) {
-    if (op === "ge") start = Math.max(start, firstIndex(sorted, (a) => a.key >= key));
-    else if (op === "gt") start = Math.max(start, firstIndex(sorted, (a) => a.key > key));
-    else if (op === "le") end = Math.min(end, firstIndex(sorted, (a) => a.key > key));
-    else end = Math.min(end, firstIndex(sorted, (a) => a.key >= key));
-  }
-  return { start, end: Math.max(start, end) };
+  removeExact(state.sorted, stored);
 }
 
 /** `lastUpdateDateTime {ge|gt|le|lt} {DateTimeOffset}`, once or twice joined by `and`. */
@@ -1175,20 +1059,4 @@ function decodeSkipToken(raw: string): SkipToken | undefined {
 function renderPage(items: readonly string[], nextLink: string | undefined): string {
   const link = nextLink === undefined ? "" : `,"@odata.nextLink":${JSON.stringify(nextLink)}`;
   return `{"@odata.context":${JSON.stringify(GRAPH_ODATA_CONTEXT)}${link},"value":[${items.join(",")}]}`;
-}
-
-function msUntilSlot(admitted: readonly number[], now: number, windowMs: number, limit: number): number {
-  const inWindow = admitted.filter((t) => t > now - windowMs);
-  if (inWindow.length < limit) return 0;
-  const freeing = inWindow[inWindow.length - limit] ?? now;
-  return freeing + windowMs - now;
-}
-
-/** 32-bit FNV-1a with murmur3's finaliser (ids and timestamps differ only in a few characters). */
-function hash32(text: string, seed: number): number {
-  let h = (0x811c9dc5 ^ seed) >>> 0;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
 }

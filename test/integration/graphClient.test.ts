@@ -1,11 +1,8 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { createServer, type Server } from "node:https";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Agent, request } from "undici";
-import { RateBudget } from "../../shared/defender/rateBudget";
-import type { FetchedPage, PageQuery } from "../../shared/defender/types";
+import type { FetchedPage } from "../../shared/defender/types";
 import { GRAPH_BUDGET_LIMITS, GRAPH_MAX_TOP, GraphClient, graphMaxPageBytes } from "../../shared/graph/graphClient";
 import { createHttpClient, type HttpClient } from "../../shared/http/httpClient";
 import { DefenderApiError, InvalidPageError } from "../../shared/sources/sourceErrors";
@@ -13,6 +10,7 @@ import { FakeEntra, GRAPH_RESOURCE } from "../fakes/fakeEntra";
 import { FakeGraph, FOREIGN_NEXT_LINK_ORIGIN, GRAPH_ALERTS_ROUTE, type GraphTokenClaims } from "../fakes/fakeGraph";
 import { generateGraphAlerts, makeGraphAlert, type GraphServiceSource } from "../fakes/graphAlerts";
 import { createTestCertificate, type TestCertificate } from "../fakes/tls";
+import { clientRig, expectFailure, idsOf, tinyHttpsServer, type ClientRig, type TinyServer } from "../harness/alertClientFixture";
 
 /**
  * The production Graph client on the app's real HTTP client, against the fake Graph over HTTPS
@@ -54,94 +52,34 @@ beforeEach(() => {
   fake.setNextLinkMode("normal");
 });
 
-interface Rig {
-  client: GraphClient;
-  budget: RateBudget;
-  sleeps: number[];
-  acquires: number;
-  now: () => number;
-  query: (tenantId: string, overrides?: Partial<PageQuery>) => PageQuery;
-  tokenCalls: boolean[];
-}
+type Rig = ClientRig<GraphClient>;
 
-/** A client on the real HTTP stack with a fake clock that only the injected sleep moves. */
+/** A GraphClient on the real HTTP stack with a fake clock that only the injected sleep moves. */
 function rig(options: { requestTimeoutMs?: number; maxAttempts?: number; maxRetryAfterMs?: number; perMinute?: number; perHour?: number; baseUrl?: string } = {}): Rig {
-  let now = Date.now();
-  const sleeps: number[] = [];
-  const clock = () => now;
-  const sleep = async (ms: number) => {
-    sleeps.push(ms);
-    now += ms;
-  };
-  const state = { acquires: 0 };
-  class CountingBudget extends RateBudget {
-    override async acquire(tenantId: string, deadline: number): Promise<void> {
-      state.acquires++;
-      return super.acquire(tenantId, deadline);
-    }
-  }
-  const budget = new CountingBudget({
-    clock,
-    sleep,
-    source: "graph",
-    perMinute: options.perMinute ?? GRAPH_BUDGET_LIMITS.perMinute,
-    perHour: options.perHour ?? GRAPH_BUDGET_LIMITS.perHour,
-  });
-  const client = new GraphClient({
-    http,
-    userAgent: UA,
-    requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
-    budget,
-    clock,
-    sleep,
-    random: () => 0.5,
-    ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
-    ...(options.maxRetryAfterMs ? { maxRetryAfterMs: options.maxRetryAfterMs } : {}),
-  });
-  const tokenCalls: boolean[] = [];
-  return {
-    client,
-    budget,
-    sleeps,
-    get acquires() {
-      return state.acquires;
+  return clientRig({
+    budget: {
+      source: "graph",
+      perMinute: options.perMinute ?? GRAPH_BUDGET_LIMITS.perMinute,
+      perHour: options.perHour ?? GRAPH_BUDGET_LIMITS.perHour,
     },
-    now: clock,
-    tokenCalls,
-    query: (tenantId, overrides = {}) => ({
-      tenantId,
-      from: FROM,
-      to: TO,
-      top: 50,
-      skip: 0,
-      expandEvidence: false,
-      baseUrl: options.baseUrl ?? fake.url,
-      accessToken: async (force) => {
-        tokenCalls.push(force);
-        const token = `tok-${tenantId}`;
-        issuedTokens.add(token);
-        return token;
-      },
-      deadline: now + 10 * 60_000,
-      ...overrides,
-    }),
-  };
+    client: (deps) =>
+      new GraphClient({
+        http,
+        userAgent: UA,
+        requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
+        ...deps,
+        ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
+        ...(options.maxRetryAfterMs ? { maxRetryAfterMs: options.maxRetryAfterMs } : {}),
+      }),
+    from: FROM,
+    to: TO,
+    baseUrl: options.baseUrl ?? fake.url,
+    issuedTokens,
+  });
 }
-
-const idsOf = (page: FetchedPage): string[] => page.alerts.map((a) => a.id);
 
 /** The DefenderApiError a page request fails with (recorded for the secrecy check at the end). */
-async function failure(pending: Promise<FetchedPage>): Promise<DefenderApiError> {
-  let page: FetchedPage;
-  try {
-    page = await pending;
-  } catch (error) {
-    expect(error).toBeInstanceOf(DefenderApiError);
-    seenErrors.push(error as DefenderApiError);
-    return error as DefenderApiError;
-  }
-  throw new Error(`expected the page request to fail, it returned ${page.alerts.length} alerts`);
-}
+const failure = (pending: Promise<FetchedPage>): Promise<DefenderApiError> => expectFailure(pending, seenErrors);
 
 function seeded(count: number, sources: readonly GraphServiceSource[] = XDR): { tenantId: string; ids: string[] } {
   const tenantId = randomUUID();
@@ -153,24 +91,7 @@ function seeded(count: number, sources: readonly GraphServiceSource[] = XDR): { 
 }
 
 /** A tiny HTTPS server for what the fake cannot do (exact request bytes, hand-written bodies). */
-async function tinyServer(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; requests: IncomingMessage[]; close: () => Promise<void> }> {
-  const requests: IncomingMessage[] = [];
-  const server: Server = createServer({ cert: cert.certPem, key: cert.keyPem }, (req, res) => {
-    requests.push(req);
-    handler(req, res);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `https://127.0.0.1:${port}`,
-    requests,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
+const tinyServer = (handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<TinyServer> => tinyHttpsServer(cert, handler);
 
 describe("GraphClient.fetchPage: the request", () => {
   it("sends the documented URL with $filter and $top only, the bearer token, Accept, Prefer and the User-Agent", async () => {

@@ -1,17 +1,15 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { createServer, type Server } from "node:https";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DefenderApiError, DefenderClient, httpDate, InvalidPageError, retryAfterMs } from "../../shared/defender/defenderClient";
-import { RateBudget } from "../../shared/defender/rateBudget";
 import { defenderBaseUrl } from "../../shared/defender/regions";
-import type { FetchedPage, PageQuery } from "../../shared/defender/types";
+import type { FetchedPage } from "../../shared/defender/types";
 import { createHttpClient, type HttpClient } from "../../shared/http/httpClient";
 import { canonicalTimestamp } from "../../shared/time/timestamps";
 import { generateAlerts } from "../fakes/alerts";
 import { FakeDefender, FOREIGN_NEXT_LINK_ORIGIN, type DefenderTokenClaims } from "../fakes/fakeDefender";
 import { createTestCertificate, type TestCertificate } from "../fakes/tls";
+import { clientRig, expectFailure, idsOf, tinyHttpsServer, type ClientRig, type TinyServer } from "../harness/alertClientFixture";
 
 const UA = "MdePartner-Contoso-AlertCollector/1.2.3";
 const FROM = "2025-01-01T00:00:00.000Z";
@@ -48,94 +46,32 @@ afterAll(async () => {
   await fake?.stop();
 });
 
-interface Rig {
-  client: DefenderClient;
-  budget: RateBudget;
-  sleeps: number[];
-  acquires: number;
-  now: () => number;
-  query: (tenantId: string, overrides?: Partial<PageQuery>) => PageQuery;
-  tokenCalls: boolean[];
-}
+type Rig = ClientRig<DefenderClient>;
 
-/** A client on the real HTTP stack with a fake clock that only the injected sleep moves. */
+/** A DefenderClient on the real HTTP stack with a fake clock that only the injected sleep moves. */
 function rig(options: { requestTimeoutMs?: number; maxAttempts?: number; perMinute?: number; perHour?: number; baseUrl?: string } = {}): Rig {
-  let now = Date.now();
-  const sleeps: number[] = [];
-  const clock = () => now;
-  const sleep = async (ms: number) => {
-    sleeps.push(ms);
-    now += ms;
-  };
-  const state = { acquires: 0 };
-  class CountingBudget extends RateBudget {
-    override async acquire(tenantId: string, deadline: number): Promise<void> {
-      state.acquires++;
-      return super.acquire(tenantId, deadline);
-    }
-  }
-  const budget = new CountingBudget({
-    clock,
-    sleep,
-    ...(options.perMinute ? { perMinute: options.perMinute } : {}),
-    ...(options.perHour ? { perHour: options.perHour } : {}),
-  });
-  const client = new DefenderClient({
-    http,
-    userAgent: UA,
-    requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
-    budget,
-    clock,
-    sleep,
-    random: () => 0.5,
-    ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
-  });
-  const tokenCalls: boolean[] = [];
-  const r: Rig = {
-    client,
-    budget,
-    sleeps,
-    get acquires() {
-      return state.acquires;
+  return clientRig({
+    budget: {
+      ...(options.perMinute ? { perMinute: options.perMinute } : {}),
+      ...(options.perHour ? { perHour: options.perHour } : {}),
     },
-    now: clock,
-    tokenCalls,
-    query: (tenantId, overrides = {}) => ({
-      tenantId,
-      from: FROM,
-      to: TO,
-      top: 50,
-      skip: 0,
-      expandEvidence: false,
-      baseUrl: options.baseUrl ?? fake.url,
-      accessToken: async (force) => {
-        tokenCalls.push(force);
-        const token = `tok-${tenantId}`;
-        issuedTokens.add(token);
-        return token;
-      },
-      deadline: now + 10 * 60_000,
-      ...overrides,
-    }),
-  };
-  return r;
+    client: (deps) =>
+      new DefenderClient({
+        http,
+        userAgent: UA,
+        requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
+        ...deps,
+        ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
+      }),
+    from: FROM,
+    to: TO,
+    baseUrl: options.baseUrl ?? fake.url,
+    issuedTokens,
+  });
 }
-
-/** The page's alert ids, in the order served. */
-const idsOf = (page: FetchedPage): string[] => page.alerts.map((a) => a.id);
 
 /** The DefenderApiError a page request fails with (recorded for the secrecy check at the end). */
-async function failure(pending: Promise<FetchedPage>): Promise<DefenderApiError> {
-  let page: FetchedPage;
-  try {
-    page = await pending;
-  } catch (error) {
-    expect(error).toBeInstanceOf(DefenderApiError);
-    seenErrors.push(error as DefenderApiError);
-    return error as DefenderApiError;
-  }
-  throw new Error(`expected the page request to fail, it returned ${page.alerts.length} alerts`);
-}
+const failure = (pending: Promise<FetchedPage>): Promise<DefenderApiError> => expectFailure(pending, seenErrors);
 
 function seeded(count: number, target: FakeDefender = fake): { tenantId: string; ids: string[] } {
   const tenantId = randomUUID();
@@ -145,24 +81,7 @@ function seeded(count: number, target: FakeDefender = fake): { tenantId: string;
 }
 
 /** A tiny HTTPS server for what the fake cannot do (exact headers, hand-written bodies). */
-async function tinyServer(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; requests: IncomingMessage[]; close: () => Promise<void> }> {
-  const requests: IncomingMessage[] = [];
-  const server: Server = createServer({ cert: cert.certPem, key: cert.keyPem }, (req, res) => {
-    requests.push(req);
-    handler(req, res);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `https://127.0.0.1:${port}`,
-    requests,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
+const tinyServer = (handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<TinyServer> => tinyHttpsServer(cert, handler);
 
 function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   res.writeHead(status, { "content-type": "application/json", ...headers });
