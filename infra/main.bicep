@@ -23,6 +23,26 @@ param clientId string = ''
 @description('Tenant id of the MSSP (home tenant of the app registration).')
 param msspTenantId string = tenant().tenantId
 
+@description('The MSSP app registration\'s own credential (MSSP_CLIENT_CREDENTIAL): managedIdentity (default, no secret anywhere: the app\'s user-assigned identity signs a client assertion that the registration\'s federated credential trusts), certificate (a Key Vault certificate in the credential vault, MSSP_CLIENT_CERTIFICATE_NAME) or secret (a client secret in the credential vault, MSSP_CLIENT_SECRET). infra/register-app.sh creates the matching credential on the registration.')
+@allowed([
+  'managedIdentity'
+  'certificate'
+  'secret'
+])
+param clientCredentialType string = 'managedIdentity'
+
+@description('clientCredentialType certificate: name of the Key Vault certificate in the credential vault (MSSP_CLIENT_CERTIFICATE_NAME) that infra/register-app.sh creates; letters, digits and hyphens.')
+@minLength(1)
+@maxLength(127)
+param clientCertificateName string = 'mssp-client-certificate'
+
+@description('Consent model of a tenant registered without one (DEFAULT_CONSENT_MODEL): delegated (an administrator\'s refresh token) or application (admin consent to application permissions, client-credential tokens).')
+@allowed([
+  'delegated'
+  'application'
+])
+param defaultConsentModel string = 'delegated'
+
 @description('Defender for Endpoint API geography: empty for the global endpoint https://api.security.microsoft.com, or us, eu, uk, au, swa, ina for https://<region>.api.security.microsoft.com.')
 @allowed([
   ''
@@ -191,7 +211,7 @@ param alertFailingCycles int = 3
 @description('Optional object id of the person or pipeline that runs infra/register-app.sh. Used only with grantDeployerVaultAccess.')
 param deployerPrincipalId string = ''
 
-@description('Grant deployerPrincipalId Key Vault Secrets Officer on the credential vault (never on the tokens vault), so infra/register-app.sh can store the client secret. Turn it on for the run that needs it only: a later deployment without it does not remove the assignment, delete it afterwards or use PIM (docs/deploy.md "No standing access").')
+@description('Grant deployerPrincipalId the role infra/register-app.sh needs on the credential vault (never on the tokens vault) for the chosen clientCredentialType: Key Vault Secrets Officer to store the client secret (secret), Key Vault Certificates Officer to create the certificate (certificate), nothing with managedIdentity (no credential is stored). Turn it on for the run that needs it only: a later deployment without it does not remove the assignment, delete it afterwards or use PIM (docs/deploy.md "No standing access").')
 param grantDeployerVaultAccess bool = false
 
 @description('Principal type of deployerPrincipalId.')
@@ -317,7 +337,9 @@ var appRoleTable = [
     principal: 'app'
   }
   {
-    role: 'Key Vault Secrets User' // reads mssp-client-secret (and the webhook URL, HEC token): read only
+    // Reads mssp-client-secret, or the certificate's private key through its backing secret (and the
+    // webhook URL, HEC token): read only.
+    role: 'Key Vault Secrets User'
     roleId: '4633458b-17de-408a-b874-0445c86b69e6'
     scope: 'credentialVault'
     principal: 'app'
@@ -350,18 +372,33 @@ var deploymentRoleTable = [
   }
 ]
 
+// The deployer's role, by clientCredentialType: what infra/register-app.sh needs to put the app's
+// credential into the credential vault. With managedIdentity there is nothing to store, so no role.
 var deployerRoleTable = [
   {
-    role: 'Key Vault Secrets Officer' // lets infra/register-app.sh store mssp-client-secret; never the tokens vault
+    role: 'Key Vault Secrets Officer' // secret: lets infra/register-app.sh store mssp-client-secret; never the tokens vault
     roleId: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
     scope: 'credentialVault'
     principal: 'deployer'
   }
 ]
+var deployerCertificateRoleTable = [
+  {
+    role: 'Key Vault Certificates Officer' // certificate: lets infra/register-app.sh create the certificate; never the tokens vault
+    roleId: 'a4417e6f-fecd-4de8-b567-7b0420556985'
+    scope: 'credentialVault'
+    principal: 'deployer'
+  }
+]
+var deployerRolesByCredential = {
+  secret: deployerRoleTable
+  certificate: deployerCertificateRoleTable
+  managedIdentity: []
+}
 
 // Known at the start of the deployment (required for a `for` loop): no module outputs in here.
 var deployerGranted = grantDeployerVaultAccess && !empty(deployerPrincipalId)
-var roleTable = concat(appRoleTable, containerRoleTable, deploymentRoleTable, deployerGranted ? deployerRoleTable : [])
+var roleTable = concat(appRoleTable, containerRoleTable, deploymentRoleTable, deployerGranted ? deployerRolesByCredential[clientCredentialType] : [])
 
 // ---------------------------------------------------------------------------------------------
 // Resources
@@ -530,6 +567,10 @@ module functionApp 'modules/functionapp.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     clientId: clientId
+    clientCredentialType: clientCredentialType
+    clientCertificateName: clientCertificateName
+    defaultConsentModel: defaultConsentModel
+    azdServiceName: 'api'
     msspTenantId: msspTenantId
     entraAuthorityHost: entraAuthorityHost
     defenderApiBaseUrl: defenderApiBaseUrl
@@ -602,6 +643,10 @@ module consoleAuth 'modules/consoleAuth.bicep' = {
     functionAppName: functionApp.outputs.name
     clientId: clientId
     msspTenantId: tenant().tenantId
+    // Staff sign-in redeems its code with the app's credential: the client secret, or (certificate
+    // and managedIdentity) the managed identity's assertion through the registration's federated
+    // credential, so no secret exists for the console either.
+    credentialSettingName: clientCredentialType == 'secret' ? 'MSSP_CLIENT_SECRET' : 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID'
   }
 }
 
@@ -615,8 +660,12 @@ output CONSENT_CALLBACK_URL string = 'https://${functionApp.outputs.defaultHostN
 @description('The tokens vault (KEY_VAULT_URL): refresh tokens and the consent-link signing key.')
 output KEY_VAULT_NAME string = tokensVault.outputs.name
 output KEY_VAULT_URL string = tokensVault.outputs.uri
-@description('The credential vault: mssp-client-secret and the other secrets app settings reference (infra/register-app.sh writes here).')
+@description('The credential vault: the app\'s credential (mssp-client-secret or the certificate; none with managedIdentity) and the other secrets app settings reference (infra/register-app.sh writes here).')
 output CREDENTIAL_VAULT_NAME string = credentialVault.outputs.name
+@description('The app credential type (MSSP_CLIENT_CREDENTIAL); infra/register-app.sh creates the matching credential.')
+output MSSP_CLIENT_CREDENTIAL string = clientCredentialType
+@description('clientCredentialType certificate: the Key Vault certificate to create; empty otherwise.')
+output MSSP_CLIENT_CERTIFICATE_NAME string = clientCredentialType == 'certificate' ? clientCertificateName : ''
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output ALERTS_CONTAINER string = alertsContainer
 output MSSP_TENANT_ID string = msspTenantId

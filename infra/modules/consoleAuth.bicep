@@ -12,6 +12,13 @@ param clientId string
 @description('The MSSP tenant: only its accounts can sign in to the console.')
 param msspTenantId string
 
+@description('App setting holding the credential the sign-in redeems its code with: MSSP_CLIENT_SECRET (a Key Vault reference to the client secret), or OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID (the client id of the managed identity whose assertion the registration\'s federated credential trusts: no secret).')
+@allowed([
+  'MSSP_CLIENT_SECRET'
+  'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID'
+])
+param credentialSettingName string
+
 resource site 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
 }
@@ -37,8 +44,9 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(clientId)) {
           // A single-tenant issuer: a multi-tenant app registration, but only MSSP staff sign in here.
           openIdIssuer: '${environment().authentication.loginEndpoint}${msspTenantId}/v2.0'
           clientId: clientId
-          // The app setting that already holds the app registration's secret (a Key Vault reference).
-          clientSecretSettingName: 'MSSP_CLIENT_SECRET'
+          // Never a secret value here: the name of the app setting holding a Key Vault reference
+          // to the client secret, or the managed identity's client id for a federated assertion.
+          clientSecretSettingName: credentialSettingName
         }
         validation: {
           allowedAudiences: [

@@ -36,7 +36,7 @@ param deploymentContainerName string
 @description('Application Insights component (its connection string is read here, not passed around).')
 param appInsightsName string
 
-@description('Credential vault name: the app\'s own secrets, read through Key Vault references (MSSP_CLIENT_SECRET, NOTIFY_WEBHOOK_URL, SPLUNK_HEC_TOKEN).')
+@description('Credential vault name: the app\'s own secrets, read through Key Vault references (MSSP_CLIENT_SECRET with clientCredentialType secret, NOTIFY_WEBHOOK_URL, SPLUNK_HEC_TOKEN), and the certificate the app loads itself with clientCredentialType certificate.')
 param credentialVaultName string
 
 @description('Tokens vault URI (KEY_VAULT_URL): refresh tokens and the consent-link signing key, written at runtime.')
@@ -58,8 +58,21 @@ param instanceMemoryMB int
 @maxValue(1000)
 param maximumInstanceCount int
 
+@description('azd service name this app is deployed as (tag azd-service-name, on the site only: azd looks the target up by it); empty: no tag.')
+param azdServiceName string = ''
+
 // ---- values of the app's own settings (defaults live in main.bicep) ----
 param clientId string
+@description('MSSP_CLIENT_CREDENTIAL: managedIdentity, certificate or secret.')
+@allowed([
+  'managedIdentity'
+  'certificate'
+  'secret'
+])
+param clientCredentialType string
+@description('MSSP_CLIENT_CERTIFICATE_NAME with clientCredentialType certificate.')
+param clientCertificateName string
+param defaultConsentModel string
 param msspTenantId string
 param entraAuthorityHost string
 param defenderApiBaseUrl string
@@ -118,7 +131,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
-  tags: tags
+  tags: empty(azdServiceName) ? tags : union(tags, { 'azd-service-name': azdServiceName })
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
@@ -179,6 +192,23 @@ resource publishingPolicies 'Microsoft.Web/sites/basicPublishingCredentialsPolic
   }
 ]
 
+// The app credential's settings, by clientCredentialType: only the chosen type's exist, so with
+// managedIdentity there is no secret setting and no Key Vault reference to one at all.
+// OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID is App Service authentication's (console sign-in) way to
+// redeem its code with the identity's assertion instead of a secret (consoleAuth.bicep).
+var credentialSettings = {
+  secret: {
+    MSSP_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${credentialVaultName};SecretName=mssp-client-secret)'
+  }
+  certificate: {
+    MSSP_CLIENT_CERTIFICATE_NAME: clientCertificateName
+    OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID: identityClientId
+  }
+  managedIdentity: {
+    OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID: identityClientId
+  }
+}
+
 // A separate config resource (not siteConfig.appSettings) so MSSP_PUBLIC_BASE_URL can use the
 // site's real default host name without a self-reference cycle.
 // Flex deprecations: no FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION /
@@ -186,7 +216,7 @@ resource publishingPolicies 'Microsoft.Web/sites/basicPublishingCredentialsPolic
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
-  properties: {
+  properties: union({
     // Functions host storage, identity-based (no connection string, no key).
     AzureWebJobsStorage__accountName: storageAccountName
     AzureWebJobsStorage__credential: 'managedidentity'
@@ -196,9 +226,11 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Platform: Application Insights with Entra ID (local auth is disabled on the component).
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
-    // The multi-tenant Entra app registration (infra/register-app.sh).
+    // The multi-tenant Entra app registration (infra/register-app.sh) and how the app proves it is
+    // that registration (credentialSettings above); AZURE_CLIENT_ID's identity signs the assertion.
     MSSP_CLIENT_ID: clientId
-    MSSP_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${credentialVaultName};SecretName=mssp-client-secret)'
+    MSSP_CLIENT_CREDENTIAL: clientCredentialType
+    DEFAULT_CONSENT_MODEL: defaultConsentModel
     MSSP_TENANT_ID: msspTenantId
     MSSP_PUBLIC_BASE_URL: 'https://${site.properties.defaultHostName}'
     KEY_VAULT_URL: tokensVaultUri
@@ -239,7 +271,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SPLUNK_HEC_ACK: splunkHecAck ? 'true' : 'false'
     EVENTHUB_FULLY_QUALIFIED_NAMESPACE: eventHubNamespace
     EVENTHUB_NAME: eventHubName
-  }
+  }, credentialSettings[clientCredentialType])
 }
 
 output name string = site.name

@@ -13,26 +13,20 @@ import {
   LOCAL_DEV_SETTING_NAMES,
   loadConfig,
 } from "../../shared/config";
-import {
-  INFRA_DIR,
-  type ObjectEntry,
-  type ScannedBicep,
-  listBicepFiles,
-  listInfraFiles,
-  literal,
-  matchingClose,
-  modules,
-  objectEntries,
-  params,
-  readBicep,
-  resourceBody,
-} from "./bicepText";
+import { type ScannedBicep, INFRA_DIR, listBicepFiles, listInfraFiles, literal, modules, params, readBicep } from "./bicepText";
+import { credentialBranches, extractAppSettings, settingsFor } from "./appSettingsText";
 
 /**
  * Settings Bicep sets that the config module does not read: platform settings consumed by the
  * Functions host / Application Insights agent, not by app code.
  */
-const PLATFORM_SETTINGS = ["APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] as const;
+const PLATFORM_SETTINGS = [
+  "APPLICATIONINSIGHTS_CONNECTION_STRING",
+  "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+  // App Service authentication (the console's sign-in) redeems its code with this managed
+  // identity's assertion instead of a client secret (infra/modules/consoleAuth.bicep).
+  "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID",
+] as const;
 
 /**
  * Settings the config module reads that Bicep deliberately does NOT set. Keep this minimal: a
@@ -47,6 +41,9 @@ const CONFIG_SETTINGS_NOT_IN_BICEP: Record<string, string> = {
   AzureWebJobsStorage__blobServiceUri: "alternative to AzureWebJobsStorage__accountName",
   AzureWebJobsStorage__queueServiceUri: "alternative to AzureWebJobsStorage__accountName",
   AzureWebJobsStorage__tableServiceUri: "alternative to AzureWebJobsStorage__accountName",
+  // The federated credential infra/register-app.sh creates trusts the app's own identity, which
+  // AZURE_CLIENT_ID names; another identity would have to be attached to the site and trusted by hand.
+  MSSP_FIC_IDENTITY_CLIENT_ID: "alternative to AZURE_CLIENT_ID for the client assertion",
 };
 
 /** Settings Flex Consumption rejects or ignores ("Flex Consumption plan deprecations"). */
@@ -62,43 +59,6 @@ const FLEX_DEPRECATED = [
   "SCM_DO_BUILD_DURING_DEPLOYMENT",
 ];
 
-interface Setting extends ObjectEntry {
-  readonly file: string;
-}
-
-/**
- * Extracts every app setting declared in infra/*.bicep. Two shapes are recognised:
- *  1. a `Microsoft.Web/sites/config` resource named 'appsettings': each top-level key of its
- *     `properties` object is a setting (`KEY: value`);
- *  2. a `siteConfig.appSettings` array of `{ name: 'KEY', value: ... }` objects.
- * Shape 1 is what infra uses; shape 2 is recognised so that a later switch can't bypass the test.
- */
-function extractAppSettings(): Setting[] {
-  const settings: Setting[] = [];
-  for (const file of listBicepFiles()) {
-    const scanned = readBicep(file);
-    // shape 1
-    for (const match of scanned.code.matchAll(/^[ \t]*resource[ \t]+([A-Za-z_][A-Za-z0-9_]*)[ \t]+'Microsoft\.Web\/sites\/config@/gm)) {
-      const { body } = resourceBody(scanned, match[1] as string);
-      if (literal(body.find((entry) => entry.key === "name")?.value) !== "appsettings") continue;
-      const properties = body.find((entry) => entry.key === "properties");
-      if (!properties || scanned.masked[properties.valueIndex] !== "{") {
-        throw new Error(`${file}: appsettings resource ${match[1]} has no literal properties object`);
-      }
-      settings.push(...objectEntries(scanned, properties.valueIndex).map((entry) => ({ ...entry, file })));
-    }
-    // shape 2
-    for (const match of scanned.masked.matchAll(/\bappSettings[ \t]*:[ \t]*\[/g)) {
-      const open = (match.index ?? 0) + match[0].length - 1;
-      const body = scanned.code.slice(open, matchingClose(scanned.masked, open));
-      for (const nameMatch of body.matchAll(/\bname[ \t]*:[ \t]*'([^']+)'/g)) {
-        settings.push({ key: nameMatch[1] as string, value: "", valueIndex: open, file });
-      }
-    }
-  }
-  return settings;
-}
-
 const settings = extractAppSettings();
 const settingNames = settings.map((setting) => setting.key);
 const byName = new Map(settings.map((setting) => [setting.key, setting]));
@@ -108,6 +68,9 @@ describe("infra app settings vs shared/config.ts", () => {
   it("finds the app settings block", () => {
     expect(settings.length).toBeGreaterThan(10);
     expect(new Set(settingNames).size, "a setting is declared twice").toBe(settingNames.length);
+    // every credential type MSSP_CLIENT_CREDENTIAL accepts in main.bicep has its settings
+    const allowed = params(readBicep("main.bicep")).find((p) => p.name === "clientCredentialType")?.decorators.find((d) => d.name === "allowed")?.args ?? "";
+    expect(credentialBranches().sort()).toEqual([...allowed.matchAll(/'([^']*)'/g)].map((m) => m[1]).sort());
   });
 
   it("sets nothing the config module does not read (except platform settings)", () => {
@@ -150,10 +113,80 @@ describe("infra app settings vs shared/config.ts", () => {
     }
   });
 
-  it("takes MSSP_CLIENT_SECRET from a Key Vault reference, never a literal", () => {
+  it("takes MSSP_CLIENT_SECRET from a Key Vault reference, never a literal, and only with the secret credential", () => {
     const secret = byName.get("MSSP_CLIENT_SECRET");
     // From the credential vault, which the app may only read (test/infra/roles.test.ts).
     expect(secret?.value).toMatch(/^'@Microsoft\.KeyVault\(VaultName=\$\{credentialVaultName\};SecretName=mssp-client-secret\)'$/);
+    expect(secret?.only).toEqual(["secret"]);
+  });
+
+  it("with managedIdentity (the default) deploys no client secret setting and no reference to one", () => {
+    expect(literal(params(main).find((p) => p.name === "clientCredentialType")?.defaultValue)).toBe("managedIdentity");
+    const deployed = settingsFor(settings, "managedIdentity");
+    expect(deployed.map((s) => s.key)).not.toContain("MSSP_CLIENT_SECRET");
+    expect(deployed.map((s) => s.key)).not.toContain("MSSP_CLIENT_CERTIFICATE_NAME");
+    expect(deployed.filter((s) => /mssp-client-secret|SecretName=mssp/i.test(s.value))).toEqual([]);
+    expect(deployed.filter((s) => /@Microsoft\.KeyVault/.test(s.value)).map((s) => s.key).sort()).toEqual(["NOTIFY_WEBHOOK_URL", "SPLUNK_HEC_TOKEN"]);
+    const byKey = new Map(deployed.map((s) => [s.key, s.value]));
+    expect(byKey.get("MSSP_CLIENT_CREDENTIAL")).toBe("clientCredentialType");
+    // The assertion comes from the app's user-assigned identity (AZURE_CLIENT_ID), which the
+    // console's sign-in uses too.
+    expect(byKey.get("AZURE_CLIENT_ID")).toBe("identityClientId");
+    expect(byKey.get("OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID")).toBe("identityClientId");
+  });
+
+  it("with certificate names the Key Vault certificate and deploys no client secret setting", () => {
+    const deployed = new Map(settingsFor(settings, "certificate").map((s) => [s.key, s.value]));
+    expect(deployed.get("MSSP_CLIENT_CERTIFICATE_NAME")).toBe("clientCertificateName");
+    expect(deployed.has("MSSP_CLIENT_SECRET")).toBe(false);
+    expect(deployed.get("OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID")).toBe("identityClientId");
+    expect(functionAppModule?.params.find((e) => e.key === "clientCertificateName")?.value).toBe("clientCertificateName");
+    // A certificate name, which Key Vault restricts to letters, digits and hyphens.
+    expect(literal(params(main).find((p) => p.name === "clientCertificateName")?.defaultValue)).toMatch(/^[A-Za-z0-9-]+$/);
+  });
+
+  it("with secret keeps today's settings: the secret reference, no certificate, no managed-identity assertion for the sign-in", () => {
+    const deployed = new Map(settingsFor(settings, "secret").map((s) => [s.key, s.value]));
+    expect(deployed.has("MSSP_CLIENT_SECRET")).toBe(true);
+    expect(deployed.has("MSSP_CLIENT_CERTIFICATE_NAME")).toBe(false);
+    expect(deployed.has("OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID")).toBe(false);
+  });
+
+  it("deploys, for each credential type, exactly what the config module needs to load that credential", () => {
+    // Sample values for the settings only some credential types get (Bicep expressions otherwise).
+    const samples: Record<string, string> = {
+      MSSP_CLIENT_SECRET: "not-a-real-secret",
+      MSSP_CLIENT_CERTIFICATE_NAME: literal(params(main).find((p) => p.name === "clientCertificateName")?.defaultValue) ?? "",
+      OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID: REQUIRED_ENV.AZURE_CLIENT_ID,
+    };
+    const { MSSP_CLIENT_SECRET: _secret, ...withoutSecret } = REQUIRED_ENV;
+    for (const type of credentialBranches()) {
+      const env: Record<string, string> = { ...withoutSecret, MSSP_CLIENT_CREDENTIAL: type };
+      for (const setting of settings.filter((s) => s.only?.includes(type))) {
+        expect(samples[setting.key], `${type}: no sample for ${setting.key}`).toBeDefined();
+        env[setting.key] = samples[setting.key] as string;
+      }
+      const credential = loadConfig(env).credential;
+      expect(credential.kind, type).toBe(type);
+      if (credential.kind === "managedIdentity") {
+        // the app's user-assigned identity, which register-app.sh's federated credential trusts
+        expect(credential.identitySetting).toBe("AZURE_CLIENT_ID");
+        expect(credential.identityClientId).toBe(REQUIRED_ENV.AZURE_CLIENT_ID);
+      }
+    }
+  });
+
+  it("deploys the credential type and default consent model main.bicep allows, and the code accepts each", () => {
+    expect(functionAppModule?.params.find((e) => e.key === "clientCredentialType")?.value).toBe("clientCredentialType");
+    expect(functionAppModule?.params.find((e) => e.key === "defaultConsentModel")?.value).toBe("defaultConsentModel");
+    expect(byName.get("DEFAULT_CONSENT_MODEL")?.value).toBe("defaultConsentModel");
+    const consent = params(main).find((p) => p.name === "defaultConsentModel");
+    expect(literal(consent?.defaultValue)).toBe("delegated");
+    const allowedConsent = [...(consent?.decorators.find((d) => d.name === "allowed")?.args ?? "").matchAll(/'([^']*)'/g)].map((m) => m[1] as string);
+    expect(allowedConsent.sort()).toEqual(["application", "delegated"]);
+    for (const value of allowedConsent) {
+      expect(() => loadConfig({ ...REQUIRED_ENV, DEFAULT_CONSENT_MODEL: value }), `DEFAULT_CONSENT_MODEL=${value}`).not.toThrow();
+    }
   });
 
   it("uses the identity-based host storage connection with the user-assigned identity", () => {

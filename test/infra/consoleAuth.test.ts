@@ -4,7 +4,8 @@
  * API reachable, and wired from main.bicep with the app registration's client id.
  */
 import { describe, expect, it } from "vitest";
-import { modules, readBicep, resourceBody } from "./bicepText";
+import { extractAppSettings } from "./appSettingsText";
+import { modules, params, readBicep, resourceBody } from "./bicepText";
 
 const main = readBicep("main.bicep");
 const auth = readBicep("modules/consoleAuth.bicep");
@@ -29,8 +30,24 @@ describe("console sign-in (App Service authentication)", () => {
     expect(code).toMatch(/requireAuthentication: false/);
     expect(code).toMatch(/unauthenticatedClientAction: 'AllowAnonymous'/);
     expect(code).toMatch(/requireHttps: true/);
-    // The secret stays a Key Vault reference behind the existing app setting; never a literal.
-    expect(code).toMatch(/clientSecretSettingName: 'MSSP_CLIENT_SECRET'/);
+    // Only ever the NAME of an app setting, never a secret value.
+    expect(code).toMatch(/clientSecretSettingName: credentialSettingName$/m);
     expect(code).not.toMatch(/clientSecret:/);
+    const allowed = params(auth).find((p) => p.name === "credentialSettingName")?.decorators.find((d) => d.name === "allowed")?.args ?? "";
+    expect([...allowed.matchAll(/'([^']*)'/g)].map((m) => m[1]).sort()).toEqual(["MSSP_CLIENT_SECRET", "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID"]);
+  });
+
+  it("redeems the sign-in code with the client secret only for the secret credential, else with the managed identity's assertion", () => {
+    const mod = modules(main).find((m) => m.path === "modules/consoleAuth.bicep");
+    expect(mod?.params.find((entry) => entry.key === "credentialSettingName")?.value).toBe(
+      "clientCredentialType == 'secret' ? 'MSSP_CLIENT_SECRET' : 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID'",
+    );
+    // Each setting the sign-in may name exists exactly for the credential types that name it.
+    const settings = extractAppSettings();
+    const only = (key: string) => settings.find((s) => s.key === key)?.only;
+    expect(only("MSSP_CLIENT_SECRET")).toEqual(["secret"]);
+    expect([...(only("OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID") ?? [])].sort()).toEqual(["certificate", "managedIdentity"]);
+    // The managed identity is the app's own, the one the registration's federated credential trusts.
+    expect(settings.find((s) => s.key === "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID")?.value).toBe("identityClientId");
   });
 });

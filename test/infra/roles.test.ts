@@ -90,9 +90,15 @@ function effectiveRows(withDeployer: boolean): string[] {
     ...row,
     scope: row.scope === "'container:${deploymentContainerName}'" ? `container:${deploymentContainerName()}` : row.scope,
   }));
-  return [...roleTable("appRoleTable"), ...containerRows, ...deploymentRows, ...(withDeployer ? roleTable("deployerRoleTable") : [])].map(
+  const deployerRows = withDeployer ? [...roleTable("deployerRoleTable"), ...roleTable("deployerCertificateRoleTable")] : [];
+  return [...roleTable("appRoleTable"), ...containerRows, ...deploymentRows, ...deployerRows].map(
     (row) => `${row.principal}: ${row.role} @ ${row.scope}`,
   );
+}
+
+/** The deployer's role table for each clientCredentialType (deployerRolesByCredential in main.bicep). */
+function deployerTablesByCredential(): Record<string, string> {
+  return Object.fromEntries(objectEntries(main, varValueIndex(main, "deployerRolesByCredential")).map((e) => [e.key, e.value]));
 }
 
 function deploymentContainerName(): string {
@@ -143,7 +149,7 @@ describe("role assignments in infra/", () => {
   });
 
   it("names each role id correctly in the role tables", () => {
-    const all = ["appRoleTable", "containerRoleTable", "deploymentRoleTable", "deployerRoleTable"].flatMap(roleTable);
+    const all = ["appRoleTable", "containerRoleTable", "deploymentRoleTable", "deployerRoleTable", "deployerCertificateRoleTable"].flatMap(roleTable);
     expect(all.length).toBeGreaterThanOrEqual(9);
     for (const row of all) {
       expect(roles[row.role], `unknown role name '${row.role}'`).toBeDefined();
@@ -252,14 +258,24 @@ describe("role assignments in infra/", () => {
     expect(functionAppBicep.code).toMatch(/^\s*AzureWebJobsStorage__clientId: identityClientId$/m);
   });
 
-  it("grants the deployer Key Vault Secrets Officer on the credential vault only, and only when grantDeployerVaultAccess is on", () => {
+  it("grants the deployer one role on the credential vault only, the one its credential type needs, and only when grantDeployerVaultAccess is on", () => {
     expect(roleTable("deployerRoleTable").map((row) => `${row.principal}: ${row.role} @ ${row.scope}`)).toEqual([
       "deployer: Key Vault Secrets Officer @ credentialVault",
     ]);
+    expect(roleTable("deployerCertificateRoleTable").map((row) => `${row.principal}: ${row.role} @ ${row.scope}`)).toEqual([
+      "deployer: Key Vault Certificates Officer @ credentialVault",
+    ]);
+    // secret: store the client secret; certificate: create the certificate; managedIdentity:
+    // nothing is stored anywhere, so no role at all.
+    expect(deployerTablesByCredential()).toEqual({
+      secret: "deployerRoleTable",
+      certificate: "deployerCertificateRoleTable",
+      managedIdentity: "[]",
+    });
     expect(effectiveRows(true).filter((row) => row.startsWith("deployer: ") && !row.endsWith("@ credentialVault"))).toEqual([]);
     expect(mainVar("deployerGranted")).toBe("grantDeployerVaultAccess && !empty(deployerPrincipalId)");
     expect(mainVar("roleTable")).toBe(
-      "concat(appRoleTable, containerRoleTable, deploymentRoleTable, deployerGranted ? deployerRoleTable : [])",
+      "concat(appRoleTable, containerRoleTable, deploymentRoleTable, deployerGranted ? deployerRolesByCredential[clientCredentialType] : [])",
     );
     const grant = params(main).find((p) => p.name === "grantDeployerVaultAccess");
     expect(grant?.type).toBe("bool");
@@ -290,7 +306,7 @@ describe("role assignments in infra/", () => {
       appInsights: "monitoring.outputs.appInsightsName",
     });
     expect(scopeKinds).toEqual({ storage: "storage", tokensVault: "keyVault", credentialVault: "keyVault", appInsights: "appInsights" });
-    for (const row of ["appRoleTable", "deployerRoleTable"].flatMap(roleTable)) expect(Object.keys(scopeNames), row.role).toContain(row.scope);
+    for (const row of ["appRoleTable", "deployerRoleTable", "deployerCertificateRoleTable"].flatMap(roleTable)) expect(Object.keys(scopeNames), row.role).toContain(row.scope);
     // No role assignment is declared anywhere but in the roleAssignment module, except the one
     // each sink module grants on the resource it creates itself (a workspace may be in another
     // resource group, out of the role table's reach).
