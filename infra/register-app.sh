@@ -59,7 +59,7 @@ deployment, in these steps:
                       api://AzureADTokenExchange. No Key Vault access is needed.
      certificate      unless --skip-secret: create a new version of the Key Vault certificate
                       MSSP_CLIENT_CERTIFICATE_NAME in the credential vault (self-signed, RSA 2048,
-                      PEM, the private key never leaves Key Vault), then append its public key to
+                      PEM, the private key is stored only in Key Vault), then append its public key to
                       the registration. Needs Key Vault Certificates Officer on the credential
                       vault for the run. Also adds the federated credential above: the console's
                       sign-in (App Service authentication) uses the managed identity.

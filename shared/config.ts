@@ -39,9 +39,39 @@ export interface LocalDevSettings {
   sandbox?: boolean;
 }
 
+/** MSSP_CLIENT_CREDENTIAL: how the MSSP app registration proves itself to Entra ID. */
+export const APP_CREDENTIAL_KINDS = ["secret", "certificate", "managedIdentity"] as const;
+export type AppCredentialKind = (typeof APP_CREDENTIAL_KINDS)[number];
+
+/** The app's own credential, as the settings chose it (shared/identity/appCredential.ts turns it into MSAL's). */
+export type AppCredentialSettings =
+  | {
+      kind: "secret";
+      /** MSSP_CLIENT_SECRET: never logged, shown or stored by the app. */
+      clientSecret: string;
+    }
+  | {
+      kind: "certificate";
+      /** MSSP_CLIENT_CERTIFICATE_NAME: the Key Vault certificate (read through its backing secret, PEM). */
+      certificateName: string;
+      /**
+       * MSSP_CLIENT_CERTIFICATE_VAULT_URL: the vault that holds it (the deployment's read-only
+       * credential vault); absent means KEY_VAULT_URL's.
+       */
+      vaultUrl?: string;
+    }
+  | {
+      kind: "managedIdentity";
+      /** Client id of the managed identity whose token is the client assertion (the federated credential's subject). */
+      identityClientId: string;
+      /** The setting that named it: MSSP_FIC_IDENTITY_CLIENT_ID, else AZURE_CLIENT_ID. */
+      identitySetting: "MSSP_FIC_IDENTITY_CLIENT_ID" | "AZURE_CLIENT_ID";
+    };
+
 export interface AppConfig {
   clientId: string;
-  clientSecret: string;
+  /** MSSP_CLIENT_CREDENTIAL and the settings of the chosen kind. */
+  credential: AppCredentialSettings;
   msspTenantId: string;
   publicBaseUrl: string;
   redirectUri: string;
@@ -53,6 +83,8 @@ export interface AppConfig {
   graphApiBaseUrl: string;
   /** DEFAULT_ALERT_SOURCE: the source of a tenant registered without one. */
   defaultAlertSource: AlertSourceKind;
+  /** DEFAULT_CONSENT_MODEL: the consent model of a tenant registered without one. */
+  defaultConsentModel: "delegated" | "application";
   consentLinkTtlHours: number;
   pull: PullSettings;
   /** Client id of the user-assigned managed identity (AZURE_CLIENT_ID); absent means system-assigned or developer login. */
@@ -118,6 +150,10 @@ export interface PullSettings {
 export const APP_SETTING_NAMES = [
   "MSSP_CLIENT_ID",
   "MSSP_CLIENT_SECRET",
+  "MSSP_CLIENT_CREDENTIAL",
+  "MSSP_CLIENT_CERTIFICATE_NAME",
+  "MSSP_FIC_IDENTITY_CLIENT_ID",
+  "MSSP_CLIENT_CERTIFICATE_VAULT_URL",
   "MSSP_TENANT_ID",
   "MSSP_PUBLIC_BASE_URL",
   "KEY_VAULT_URL",
@@ -133,6 +169,7 @@ export const APP_SETTING_NAMES = [
   "DEFENDER_API_BASE_URL",
   "GRAPH_API_BASE_URL",
   "DEFAULT_ALERT_SOURCE",
+  "DEFAULT_CONSENT_MODEL",
   "CONSENT_LINK_TTL_HOURS",
   "PULL_SCHEDULE",
   "ALERTS_CONTAINER",
@@ -371,6 +408,79 @@ function readSignInBaseUrl(reader: SettingsReader): string | undefined {
   return url || undefined;
 }
 
+/** A Key Vault object name: 1-127 letters, digits and hyphens. */
+const KEY_VAULT_OBJECT_NAME = /^[0-9A-Za-z-]{1,127}$/;
+
+/**
+ * MSSP_CLIENT_CREDENTIAL and what the chosen kind needs. Without the setting, a configured
+ * MSSP_CLIENT_SECRET keeps today's behaviour (secret); otherwise the secretless default is the
+ * managed identity. "Set" means present at all: a placeholder or an unresolved Key Vault
+ * reference in MSSP_CLIENT_SECRET still chooses `secret`, and is reported as what it is.
+ */
+function readCredential(reader: SettingsReader, env: Env): AppCredentialSettings {
+  const explicit = reader.raw("MSSP_CLIENT_CREDENTIAL");
+  const secretPresent = Boolean(env["MSSP_CLIENT_SECRET"]?.trim());
+  let kind: AppCredentialKind;
+  if (explicit === undefined) {
+    kind = secretPresent ? "secret" : "managedIdentity";
+  } else {
+    const chosen = APP_CREDENTIAL_KINDS.find((candidate) => candidate.toLowerCase() === explicit.toLowerCase());
+    if (!chosen) {
+      reader.problems.push("MSSP_CLIENT_CREDENTIAL must be secret, certificate or managedIdentity");
+      return { kind: "secret", clientSecret: reader.raw("MSSP_CLIENT_SECRET") ?? "" };
+    }
+    kind = chosen;
+  }
+  const because = explicit === undefined ? "" : " when MSSP_CLIENT_CREDENTIAL is " + kind;
+  switch (kind) {
+    case "secret":
+      return {
+        kind,
+        clientSecret: reader.required(
+          "MSSP_CLIENT_SECRET",
+          `is required${because}: the client secret of the MSSP app registration (in Azure, a Key Vault reference)`,
+        ),
+      };
+    case "certificate": {
+      const certificateName = reader.required(
+        "MSSP_CLIENT_CERTIFICATE_NAME",
+        "is required when MSSP_CLIENT_CREDENTIAL is certificate: the name of the Key Vault certificate (in the " +
+          "MSSP_CLIENT_CERTIFICATE_VAULT_URL vault, else the KEY_VAULT_URL one) whose public key is uploaded to the MSSP app registration",
+      );
+      if (certificateName && !KEY_VAULT_OBJECT_NAME.test(certificateName)) {
+        reader.problems.push("MSSP_CLIENT_CERTIFICATE_NAME must be a Key Vault certificate name (1-127 letters, digits and hyphens)");
+      }
+      const vaultUrl =
+        reader.raw("MSSP_CLIENT_CERTIFICATE_VAULT_URL") === undefined
+          ? undefined
+          : reader.httpsUrl("MSSP_CLIENT_CERTIFICATE_VAULT_URL", undefined, { allowLoopbackHttp: true });
+      return { kind, certificateName, ...(vaultUrl ? { vaultUrl } : {}) };
+    }
+    case "managedIdentity": {
+      const fic = reader.raw("MSSP_FIC_IDENTITY_CLIENT_ID");
+      const identitySetting = fic === undefined ? "AZURE_CLIENT_ID" : "MSSP_FIC_IDENTITY_CLIENT_ID";
+      const identityClientId = fic ?? reader.raw("AZURE_CLIENT_ID");
+      if (identityClientId === undefined) {
+        const why =
+          explicit === undefined
+            ? "MSSP_CLIENT_CREDENTIAL is managedIdentity by default because MSSP_CLIENT_SECRET is not set"
+            : "MSSP_CLIENT_CREDENTIAL is managedIdentity";
+        reader.missing(
+          "AZURE_CLIENT_ID",
+          `${why}: set AZURE_CLIENT_ID (the app's user-assigned identity) or MSSP_FIC_IDENTITY_CLIENT_ID to the client id of the ` +
+            "managed identity the app registration's federated credential trusts, or set MSSP_CLIENT_SECRET (or MSSP_CLIENT_CERTIFICATE_NAME " +
+            "with MSSP_CLIENT_CREDENTIAL certificate) to use a secret or a certificate instead",
+        );
+        return { kind, identityClientId: "", identitySetting };
+      }
+      if (!GUID.test(identityClientId)) {
+        reader.problems.push(`${identitySetting} must be a GUID (the client id of the managed identity used as the app's federated credential)`);
+      }
+      return { kind, identityClientId: identityClientId.toLowerCase(), identitySetting };
+    }
+  }
+}
+
 /** MSSP_DISPLAY_NAME: optional, at most 100 characters, no control characters. */
 function readMsspDisplayName(reader: SettingsReader): string {
   const value = reader.raw("MSSP_DISPLAY_NAME");
@@ -477,7 +587,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
   const publicBaseUrl = reader.httpsUrl("MSSP_PUBLIC_BASE_URL", undefined, { allowLoopbackHttp: true });
   const config: AppConfig = {
     clientId: reader.guid("MSSP_CLIENT_ID"),
-    clientSecret: reader.required("MSSP_CLIENT_SECRET"),
+    credential: readCredential(reader, env),
     msspTenantId: reader.guid("MSSP_TENANT_ID"),
     publicBaseUrl,
     redirectUri: `${publicBaseUrl}/api/consent/callback`,
@@ -487,6 +597,9 @@ export function loadConfig(env: Env = process.env): AppConfig {
     defenderApiBaseUrl: reader.httpsUrl("DEFENDER_API_BASE_URL", "https://api.security.microsoft.com"),
     graphApiBaseUrl: reader.httpsUrl("GRAPH_API_BASE_URL", "https://graph.microsoft.com"),
     defaultAlertSource: reader.pattern("DEFAULT_ALERT_SOURCE", "mde", /^(mde|graph)$/, "must be mde or graph") as AlertSourceKind,
+    defaultConsentModel: reader.pattern("DEFAULT_CONSENT_MODEL", "delegated", /^(delegated|application)$/, "must be delegated or application") as
+      | "delegated"
+      | "application",
     consentLinkTtlHours: reader.integer("CONSENT_LINK_TTL_HOURS", 168, 1, 24 * 30),
     pull: {
       schedule: reader.raw("PULL_SCHEDULE") ?? DEFAULT_PULL_SCHEDULE,

@@ -2,12 +2,15 @@ import { DefaultAzureCredential, type TokenCredential } from "@azure/identity";
 import { systemClock, type Clock } from "./clock";
 import { loadConfig, type AppConfig } from "./config";
 import { ConsentFlow } from "./consent/consentFlow";
+import { ApplicationConsentVerifier } from "./consent/applicationConsent";
+import { createSourceProbe } from "./consent/sourceProbe";
 import { ConsentSessionStore } from "./consent/consentSessions";
 import { ConsentLinkStore } from "./consent/consentLinks";
 import { AuditTrail } from "./audit/auditTrail";
 import { SigningKeyProvider } from "./consent/signingKey";
 import { createHttpClient, type HttpClient } from "./http/httpClient";
 import { EntraClient } from "./identity/entraClient";
+import { createAppCredential } from "./identity/appCredential";
 import { TenantAdmin } from "./operator/tenantAdmin";
 import { followableNextLink, GRAPH_BUDGET_LIMITS, GRAPH_MAX_TOP, GraphClient } from "./graph/graphClient";
 import { createKeyVaultSecretStore, type SecretStore } from "./secrets/secretStore";
@@ -131,7 +134,18 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
   const signingKey = new SigningKeyProvider(secrets, clock);
   const entra = new EntraClient({
     clientId: config.clientId,
-    clientSecret: config.clientSecret,
+    credential: createAppCredential(config.credential, {
+      // A certificate usually sits in the read-only credential vault, apart from the tokens vault.
+      secrets:
+        config.credential.kind === "certificate" && config.credential.vaultUrl
+          ? createKeyVaultSecretStore({
+              vaultUrl: config.credential.vaultUrl,
+              credential: vaultCredential,
+              ...(config.localDev.caCertPem ? { localDevCaPem: config.localDev.caCertPem } : {}),
+              timeoutMs: storageTimeoutMs,
+            })
+          : secrets,
+    }),
     authorityHost: config.entraAuthorityHost,
     redirectUri: config.redirectUri,
     http,
@@ -276,7 +290,23 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     tokens,
     signingKey,
     entra,
-    consent: new ConsentFlow({ config, tenants, sessions, signingKey, entra, tokens, links, audit, clock }),
+    consent: new ConsentFlow({
+      config,
+      tenants,
+      sessions,
+      signingKey,
+      entra,
+      tokens,
+      links,
+      audit,
+      clock,
+      application: new ApplicationConsentVerifier({
+        entra,
+        clock,
+        sleep,
+        probe: createSourceProbe({ defender, graph: graph.client, defenderApiBaseUrl: config.defenderApiBaseUrl, graphApiBaseUrl: config.graphApiBaseUrl, clock }),
+      }),
+    }),
     audit,
     consentSessions: sessions,
     tenantAdmin,

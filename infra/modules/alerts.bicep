@@ -112,7 +112,7 @@ var alertRules = [
   {
     key: 'app-credential'
     displayName: 'MSSP connector: the MSSP application credential is rejected'
-    description: 'Entra ID rejected the MSSP application\'s client secret: every tenant stops. Rotate MSSP_CLIENT_SECRET (docs/operations.md).'
+    description: 'Entra ID rejected the MSSP application\'s credential (MSSP_CLIENT_CREDENTIAL): every tenant stops. Renew the secret or certificate, or check the federated credential (docs/app-credential.md).'
     severity: 1
     evaluationFrequency: 'PT5M'
     windowSize: 'PT15M'

@@ -202,6 +202,8 @@ var credentialSettings = {
   }
   certificate: {
     MSSP_CLIENT_CERTIFICATE_NAME: clientCertificateName
+    // The certificate is in the credential vault, which the app reads itself (KEY_VAULT_URL is the tokens vault).
+    MSSP_CLIENT_CERTIFICATE_VAULT_URL: 'https://${credentialVaultName}${environment().suffixes.keyvaultDns}/'
     OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID: identityClientId
   }
   managedIdentity: {

@@ -1,3 +1,4 @@
+import { credentialRemedy } from "../identity/appCredential";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { DEFAULT_MSSP_DISPLAY_NAME, type AppConfig, type LocalDevSettings } from "../config";
 import type { Clock } from "../clock";
@@ -6,14 +7,16 @@ import { readCookie } from "../console/csrf";
 import { errorKind } from "../errors";
 import type { EntraClient } from "../identity/entraClient";
 import { IdTokenRejectedError } from "../identity/idTokenValidator";
-import { classifyTokenFailure } from "../identity/tokenErrors";
+import { classifyTokenFailure, type TokenFailure } from "../identity/tokenErrors";
 import type { LogFields, Logger } from "../logging";
 import { newAccessTokenKey, newGeneration, type TenantTokenStore } from "../secrets/tenantTokens";
 import type { TenantRecord, TenantRegistry } from "../state/tenantRegistry";
 import { ALERT_SOURCE_PROFILES, sourceOf, isAlertSource, type AlertSourceKind } from "../sources/alertSources";
 import type { PageCookie } from "../ui/page";
 import { isGuid } from "../validation";
+import type { ApplicationConsentVerifier } from "./applicationConsent";
 import { verifyConsentLink, type ConsentLinkQuery } from "./consentLink";
+import { APPLICATION_PERMISSIONS, consentModelOf, isConsentModel, type ConsentModel } from "./consentModel";
 import { linkRefusal, type ConsentLinkRecord, type ConsentLinkStore, type LinkRefusal } from "./consentLinks";
 import { ConsentSessionLimitError, SESSION_LIFETIME_MS, type ConsentSession, type ConsentSessionStore } from "./consentSessions";
 import { renderPage, type ConsentPageOptions, type HtmlPage } from "./pages";
@@ -72,6 +75,8 @@ export interface ConsentFlowDeps {
   links: ConsentLinkStore;
   audit: AuditTrail;
   clock: Clock;
+  /** Proves an application-permission consent (shared/consent/applicationConsent.ts). */
+  application: ApplicationConsentVerifier;
 }
 
 export interface CallbackQuery {
@@ -207,6 +212,13 @@ export class ConsentFlow {
       return response;
     }
     const source = consentSource(record.source, link);
+    if (consentModelFor(record, link) === "application") {
+      // The admin-consent endpoint: same server-side state, same browser binding, no code and no PKCE
+      // (nothing is redeemed: the callback proves the consent with a client-credential token).
+      const adminConsentUrl = this.deps.entra.adminConsentUrl({ tenantId: tenant, scope: APPLICATION_PERMISSIONS[source].scope, state: session.state });
+      log.info("consent started", { tenantId: tenant, source, consentModel: "application", ...step("start", "started") });
+      return { kind: "redirect", location: signInRedirect(adminConsentUrl, this.deps.config.localDev?.signInBaseUrl), cookies: [stateCookie(session.state)] };
+    }
     const authorizeUrl = await this.deps.entra.authorizeUrl({
       tenantId: tenant,
       state: session.state,
@@ -277,6 +289,7 @@ export class ConsentFlow {
         ? this.page(403, "Consent was declined", "The administrator declined the permission request, so no access was granted. You can open the consent link again to retry.")
         : this.page(400, "Consent was not completed", `Microsoft Entra ID answered: ${code}.`, "Open the consent link again to retry.");
     }
+    if (consentModelFor(tenant, link) === "application") return this.finishApplication(query, tenant, session, state, log);
     const code = query.get("code");
     if (!code || code.length > 4096) {
       log.warn("consent callback without a usable authorization code", { tenantId, ...step("callback", "refused", "missing_code") });
@@ -352,18 +365,26 @@ export class ConsentFlow {
     const nowIso = new Date(this.deps.clock()).toISOString();
     const consenter = redeemed.identity.username || redeemed.identity.objectId;
     let goneMeanwhile = false;
-    let before: { consentedBy?: string; consentedByObjectId?: string; source: AlertSourceKind } | undefined;
+    let before: { consentedBy?: string; consentedByObjectId?: string; source: AlertSourceKind; consentModel: ConsentModel } | undefined;
     await this.deps.tenants.update(tenantId, (current) => {
       // The operator may have offboarded (or offboarded and registered again) the tenant meanwhile.
       if (current.status === "offboarded" || current.createdAt !== tenant.createdAt) {
         goneMeanwhile = true;
         return undefined;
       }
-      before = { source: sourceOf(current), ...(current.consentedBy ? { consentedBy: current.consentedBy } : {}), ...(current.consentedByObjectId ? { consentedByObjectId: current.consentedByObjectId } : {}) };
-      const changedConsenter = isDifferentConsenter(current, redeemed.identity.objectId, consenter);
+      // A consent given the application way had no user: the next user is no "different" one.
+      const wasDelegated = consentModelOf(current) === "delegated";
+      before = {
+        source: sourceOf(current),
+        consentModel: consentModelOf(current),
+        ...(wasDelegated && current.consentedBy ? { consentedBy: current.consentedBy } : {}),
+        ...(wasDelegated && current.consentedByObjectId ? { consentedByObjectId: current.consentedByObjectId } : {}),
+      };
+      const changedConsenter = wasDelegated && isDifferentConsenter(current, redeemed.identity.objectId, consenter);
       return {
         status: "connected",
         source,
+        consentModel: "delegated",
         consentedBy: consenter,
         consentedByObjectId: redeemed.identity.objectId,
         consentedAt: nowIso,
@@ -383,6 +404,9 @@ export class ConsentFlow {
     // The pull resets its own state when it meets the new source (shared/pull/tenantPull.ts), under its lease.
     if (before && before.source !== source) {
       await this.deps.audit.record({ tenantId, action: "source_changed", actor: admin, detail: `Alert source changed from ${before.source} to ${source}` });
+    }
+    if (before && before.consentModel !== "delegated") {
+      await this.deps.audit.record({ tenantId, action: "consent_completed", actor: admin, detail: `Consent model changed from ${before.consentModel} to delegated; a refresh token is stored from now on` });
     }
     if (before && isDifferentConsenter(before, redeemed.identity.objectId, consenter)) {
       await this.deps.audit.record({
@@ -433,6 +457,157 @@ export class ConsentFlow {
     );
   }
 
+  /**
+   * The admin-consent callback. Its `tenant` and `admin_consent` parameters prove nothing (anyone
+   * can type them): the consent counts only once a client-credential token for the link's tenant,
+   * with the role, has read from the source. A `tenant` naming another organization is refused at
+   * once, since no proof for the link's tenant can come of it.
+   */
+  private async finishApplication(query: CallbackQuery, tenant: TenantRecord, session: ConsentSession, state: string, log: Logger): Promise<ConsentResponse> {
+    const tenantId = tenant.tenantId;
+    const named = query.get("tenant");
+    if (named !== null && named.toLowerCase() !== tenantId) {
+      log.warn("admin consent callback names another tenant; nothing changed", { tenantId, consentModel: "application", ...step("callback", "refused", "tenant_mismatch") });
+      return this.page(
+        403,
+        "Consent was given for a different organization",
+        "The consent did not come from the organization this link was issued for, so it was not used. Nothing was saved.",
+        "Open the consent link again and consent as an administrator of the organization the link was sent to.",
+      );
+    }
+    const claimant = stateHash(state);
+    const claimRefusal = await this.deps.links.claim(tenantId, session.linkId, tenant, claimant);
+    if (claimRefusal) return this.refusedByLink(tenantId, claimRefusal, log);
+    const response = await this.connectApplication(tenant, session, log);
+    if (response.connected) {
+      await this.deps.links.markUsed(tenantId, session.linkId);
+    } else {
+      await this.deps.links.release(tenantId, session.linkId, claimant).catch(() => undefined);
+    }
+    return response.page;
+  }
+
+  private async connectApplication(tenant: TenantRecord, session: ConsentSession, log: Logger): Promise<{ connected: boolean; page: ConsentResponse }> {
+    const tenantId = tenant.tenantId;
+    const link = await this.deps.links.get(tenantId, session.linkId, tenant.createdAt);
+    const source = consentSource(tenant.source, link);
+    const failed = (page: ConsentResponse) => ({ connected: false, page });
+    const proof = await this.deps.application.prove({ tenantId, source, ...(tenant.defenderRegion ? { defenderRegion: tenant.defenderRegion } : {}) });
+    const fields = { tenantId, source, consentModel: "application" };
+    if (proof.kind === "pending") {
+      // Not a failure: a fresh consent takes a while to reach the token service. The link stays usable.
+      log.info("admin consent not usable yet", { ...fields, reason: proof.reason, ...step("callback", "refused", "consent_pending") });
+      return failed(
+        this.page(
+          202,
+          "Almost done: the consent is not active yet",
+          `Microsoft Entra ID does not yet let ${this.msspName} read your alerts with the permission you granted. A new consent can take a minute to take effect. Nothing was saved yet.`,
+          "Please try again in a minute: open the consent link again. If you did not grant the consent, grant it when Microsoft asks.",
+        ),
+      );
+    }
+    if (proof.kind === "wrong_tenant") {
+      log.warn("app-only token was for another tenant; nothing stored", { ...fields, ...step("callback", "failed", "tenant_mismatch") });
+      return failed(this.page(403, "Consent could not be verified", "Microsoft Entra ID answered for a different organization. Nothing was saved. Open the consent link again."));
+    }
+    if (proof.kind === "source_unavailable") {
+      log.warn("could not confirm the access at the alert source", { ...fields, error: proof.code, ...step("callback", "failed", proof.code) });
+      return failed(this.page(503, "Consent could not be confirmed", "The consent was received, but the alert service could not be reached to confirm the access. Nothing was saved. Please open the consent link again in a few minutes."));
+    }
+    if (proof.kind === "token_failed") return failed(await this.tokenFailed(tenantId, proof.failure, log));
+
+    if (await this.deps.links.revokedSince(tenantId, session.linkId)) {
+      log.warn("consent link revoked while its consent finished; nothing stored", { ...fields, ...step("callback", "refused", "link_revoked") });
+      return failed(this.linkRefused("revoked"));
+    }
+    const nowIso = new Date(this.deps.clock()).toISOString();
+    let goneMeanwhile = false;
+    let before: { source: AlertSourceKind; consentModel: ConsentModel } | undefined;
+    await this.deps.tenants.update(tenantId, (current) => {
+      if (current.status === "offboarded" || current.createdAt !== tenant.createdAt) {
+        goneMeanwhile = true;
+        return undefined;
+      }
+      before = { source: sourceOf(current), consentModel: consentModelOf(current) };
+      return {
+        status: "connected",
+        source,
+        consentModel: "application",
+        // No user consented: the tenant's administrator granted the app a permission.
+        consentedBy: ADMIN_CONSENT_NAME,
+        consentedByObjectId: undefined,
+        consentedAt: nowIso,
+        lastErrorCode: undefined,
+        lastErrorMessage: undefined,
+        lastErrorAt: undefined,
+      };
+    });
+    if (goneMeanwhile) {
+      log.warn("admin consent completed for a tenant offboarded meanwhile", { ...fields, ...step("callback", "refused", "tenant_offboarded") });
+      return failed(this.page(410, "This consent link is no longer active", this.askForNewLink));
+    }
+    // A refresh token from an earlier delegated consent is no longer needed: it goes.
+    let tokenDeleted = true;
+    await this.deps.tokens.remove(tenantId).catch((error: unknown) => {
+      tokenDeleted = false;
+      log.warn("could not delete the tenant's former refresh token", { ...fields, error: errorKind(error) });
+    });
+    const admin = { kind: "customer_admin", id: proof.servicePrincipalId ?? "", name: ADMIN_CONSENT_NAME };
+    await this.deps.audit.record({
+      tenantId,
+      action: "consent_completed",
+      actor: admin,
+      detail: `Admin consent given through link ${session.linkId} for source ${source} (application permission ${APPLICATION_PERMISSIONS[source].role})`,
+    });
+    if (before && before.source !== source) {
+      await this.deps.audit.record({ tenantId, action: "source_changed", actor: admin, detail: `Alert source changed from ${before.source} to ${source}` });
+    }
+    if (before && before.consentModel !== "application") {
+      await this.deps.audit.record({
+        tenantId,
+        action: "consent_completed",
+        actor: admin,
+        detail: tokenDeleted
+          ? `Consent model changed from ${before.consentModel} to application; the stored refresh token was deleted`
+          : `Consent model changed from ${before.consentModel} to application; the stored refresh token could not be deleted yet`,
+      });
+    }
+    log.info("tenant connected", { ...fields, ...step("callback", "connected") });
+    return {
+      connected: true,
+      page: {
+        kind: "page",
+        page: renderPage(
+          200,
+          {
+            title: "Consent complete",
+            paragraphs: [
+              `Thank you. ${tenant.displayName} is now connected.`,
+              `${this.msspName} now reads your ${source === "graph" ? "Microsoft Defender XDR alerts through Microsoft Graph" : "Microsoft Defender for Endpoint alerts"} with the application permission ${APPLICATION_PERMISSIONS[source].label}. No user account is involved and no token of yours is kept. Nothing else is needed.`,
+              "To end this access at any time, remove the application under Enterprise applications in the Microsoft Entra admin center.",
+            ],
+            details: [["Your tenant ID (for reference)", tenantId]],
+          },
+          this.pageOptions,
+        ),
+      },
+    };
+  }
+
+  /** A client-credential request Entra ID refused for a reason other than a consent still propagating. */
+  private async tokenFailed(tenantId: string, failure: TokenFailure, log: Logger): Promise<ConsentResponse> {
+    const errorCode = failure.aadsts ?? failure.error;
+    log.warn("client-credential token for the consent refused", { tenantId, error: failure.error, aadsts: failure.aadsts, category: failure.category, ...step("callback", "failed", errorCode) });
+    if (failure.category === "app_credential") {
+      return this.page(502, "Consent could not be completed", `The application of ${this.msspName} is misconfigured. Nothing was saved; the monitoring of ${this.msspName} reports this failure to them.`);
+    }
+    if (failure.category === "transient") {
+      return this.page(503, "Consent could not be completed", "Microsoft Entra ID is temporarily unavailable. Nothing was saved. Please open the consent link again in a few minutes.");
+    }
+    await this.recordError(tenantId, errorCode, "The admin consent could not be verified");
+    return this.page(400, "Consent could not be completed", `Microsoft Entra ID refused access for the consent (${errorCode}). Nothing was saved. Open the consent link again.`);
+  }
+
   private async redeemFailed(tenantId: string, failure: unknown, log: Logger): Promise<ConsentResponse> {
     if (failure instanceof IdTokenRejectedError) {
       log.warn("consent rejected: id token did not match the link", { tenantId, reason: failure.reason, ...step("callback", "failed", failure.reason) });
@@ -457,7 +632,7 @@ export class ConsentFlow {
       ...step("callback", "failed", errorCode),
     });
     if (classified.category === "app_credential") {
-      log.error("the MSSP application's credential was rejected by Entra ID; check MSSP_CLIENT_SECRET", {
+      log.error(`the MSSP application's credential was rejected by Entra ID; ${credentialRemedy()}`, {
         tenantId,
         error: errorCode,
         category: classified.category,
@@ -476,6 +651,14 @@ export class ConsentFlow {
     const at = new Date(this.deps.clock()).toISOString();
     await this.deps.tenants.update(tenantId, () => ({ lastErrorCode: code, lastErrorMessage: message, lastErrorAt: at }));
   }
+}
+
+/** How the consenting tenant is named where a user's name would be: nobody signed in to the app. */
+const ADMIN_CONSENT_NAME = "Tenant administrator (admin consent)";
+
+/** The model a consent is for: the link's (a re-consent that moves the tenant) or the tenant's own. */
+function consentModelFor(tenant: { consentModel?: ConsentModel }, link: ConsentLinkRecord | undefined): ConsentModel {
+  return isConsentModel(link?.consentModel) ? link.consentModel : consentModelOf(tenant);
 }
 
 /** The source a consent is for: the link's (a re-consent that moves the tenant) or the tenant's own. */

@@ -22,6 +22,8 @@ export interface ConsentLinkRecord {
   purpose: LinkPurpose;
   /** The alert source the consent is for, when the link asks for a source other than the tenant's. */
   source?: string;
+  /** The consent model the consent is for, when the link moves the tenant to another model. */
+  consentModel?: string;
   createdAt: string;
   expiresAt: string;
   issuedBy: string;
@@ -39,6 +41,8 @@ interface LinkEntity {
   registeredAt: string;
   purpose: string;
   source: string;
+  /** Absent on links issued before consent models existed. */
+  consentModel?: string;
   createdAt: string;
   expiresAt: string;
   issuedBy: string;
@@ -62,6 +66,7 @@ function toRecord(entity: LinkEntity): ConsentLinkRecord {
     tenantId: entity.partitionKey,
     purpose: entity.purpose === "reconsent" ? "reconsent" : "registration",
     ...(entity.source ? { source: entity.source } : {}),
+    ...(entity.consentModel ? { consentModel: entity.consentModel } : {}),
     createdAt: entity.createdAt,
     expiresAt: entity.expiresAt,
     issuedBy: entity.issuedBy,
@@ -93,6 +98,7 @@ export class ConsentLinkStore {
     ttlMs: number;
     issuedBy: LinkActor;
     source?: string;
+    consentModel?: string;
   }): Promise<ConsentLinkRecord & { expiresAtMs: number }> {
     const now = this.clock();
     // Whole seconds: the link's `exp` is in seconds and must name the same instant.
@@ -103,6 +109,7 @@ export class ConsentLinkStore {
       registeredAt: input.registeredAt,
       purpose: input.purpose,
       source: input.source ?? "",
+      consentModel: input.consentModel ?? "",
       createdAt: new Date(now).toISOString(),
       expiresAt: new Date(expiresAtMs).toISOString(),
       issuedBy: input.issuedBy.name.slice(0, 128),

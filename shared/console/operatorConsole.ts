@@ -1,5 +1,6 @@
 import type { AppConfig } from "../config";
 import type { Clock } from "../clock";
+import type { ConsentModel } from "../consent/consentModel";
 import { AppError, describeError } from "../errors";
 import type { Logger } from "../logging";
 import type { AuditActor, AuditEntry } from "../audit/auditTrail";
@@ -48,6 +49,8 @@ export type ConsoleRoute = "tenants" | "register" | "tenant" | "consentLink" | "
 
 export interface OperatorConsoleDeps {
   config: Pick<AppConfig, "publicBaseUrl" | "msspDisplayName" | "easyAuthEnabled" | "localDev" | "msspTenantId" | "defaultAlertSource"> & {
+    /** DEFAULT_CONSENT_MODEL: the register form's preselected model (delegated when absent). */
+    defaultConsentModel?: ConsentModel;
     pull: Pick<AppConfig["pull"], "schedule">;
   };
   tenantAdmin: TenantAdmin;
@@ -88,6 +91,8 @@ function fieldMessage(problem: RegistrationProblem): string {
       return "Choose one of the listed regions.";
     case "source":
       return "Choose one of the listed alert sources.";
+    case "consentModel":
+      return "Choose one of the listed consent models.";
     default:
       return problem.message;
   }
@@ -114,6 +119,10 @@ async function mapLimited<T, R>(items: readonly T[], limit: number, run: (item: 
 export class OperatorConsole {
   private readonly cycleMs: number;
   private readonly origin: string;
+
+  private get defaultModel(): ConsentModel {
+    return this.deps.config.defaultConsentModel ?? "delegated";
+  }
 
   constructor(private readonly deps: OperatorConsoleDeps) {
     this.cycleMs = estimateCycleMs(deps.config.pull.schedule);
@@ -159,8 +168,8 @@ export class OperatorConsole {
         const ctx: PageContext = { ...base, csrf: token, ...(cookie ? { cookies: [cookie] } : {}) };
         if (route === "tenants") return await this.tenants(ctx, request);
         if (route === "register") {
-          const blank = { tenantId: "", displayName: "", defenderRegion: "", source: this.deps.config.defaultAlertSource };
-          return registerPage(ctx, blank, {}, this.deps.config.defaultAlertSource);
+          const blank = { tenantId: "", displayName: "", defenderRegion: "", source: this.deps.config.defaultAlertSource, consentModel: this.defaultModel };
+          return registerPage(ctx, blank, {}, this.deps.config.defaultAlertSource, 200, this.defaultModel);
         }
         if (route === "tenant") return await this.tenant(ctx, request);
         if (route === "audit") return await this.audit(ctx, request);
@@ -301,9 +310,17 @@ export class OperatorConsole {
   private async issueLink(ctx: PageContext, request: ConsoleRequest, form: URLSearchParams, log: Logger): Promise<HtmlPage> {
     const tenantId = this.tenantIdOf(request);
     const source = (form.get("source") ?? "").trim().slice(0, 16);
-    // An unknown source is TenantAdmin's to refuse (400), like the operator API's.
-    const link = await this.deps.tenantAdmin.requestReconsent(tenantId, source ? { source } : undefined, actorOf(ctx), log);
-    log.info("console: consent link issued", { tenantId, linkId: link.linkId, ...(source ? { source } : {}), operator: ctx.operator?.name });
+    const consentModel = (form.get("consentModel") ?? "").trim().slice(0, 16);
+    // An unknown source or model is TenantAdmin's to refuse (400), like the operator API's.
+    const body = { ...(source ? { source } : {}), ...(consentModel ? { consentModel } : {}) };
+    const link = await this.deps.tenantAdmin.requestReconsent(tenantId, Object.keys(body).length > 0 ? body : undefined, actorOf(ctx), log);
+    log.info("console: consent link issued", {
+      tenantId,
+      linkId: link.linkId,
+      ...(source ? { source } : {}),
+      ...(consentModel ? { consentModel } : {}),
+      operator: ctx.operator?.name,
+    });
     return tenantPage(ctx, { ...(await this.tenantData(ctx, tenantId)), link, notice: "A new consent link was issued." });
   }
 
@@ -361,12 +378,14 @@ export class OperatorConsole {
       displayName: (form.get("displayName") ?? "").slice(0, 1024),
       defenderRegion: (form.get("defenderRegion") ?? "").trim().slice(0, 16),
       source: (form.get("source") ?? "").trim().slice(0, 16),
+      consentModel: (form.get("consentModel") ?? "").trim().slice(0, 16),
     };
     const body = {
       tenantId: values.tenantId,
       displayName: values.displayName,
       ...(values.defenderRegion ? { defenderRegion: values.defenderRegion } : {}),
       ...(values.source ? { source: values.source } : {}),
+      ...(values.consentModel ? { consentModel: values.consentModel } : {}),
     };
     const checked = checkRegistration(body);
     if (checked.problems) {
@@ -375,7 +394,7 @@ export class OperatorConsole {
         const key = problem.field === "body" ? "form" : problem.field;
         errors[key] ??= fieldMessage(problem);
       }
-      return registerPage(ctx, values, errors, this.deps.config.defaultAlertSource, 400);
+      return registerPage(ctx, values, errors, this.deps.config.defaultAlertSource, 400, this.defaultModel);
     }
     let registered: TenantView;
     try {
@@ -388,6 +407,7 @@ export class OperatorConsole {
           { tenantId: "This tenant is already registered. Offboard it first to register it again." },
           this.deps.config.defaultAlertSource,
           409,
+          this.defaultModel,
         );
       }
       throw error;

@@ -4,6 +4,7 @@ import type { ConsentLink, LinkView, TenantView } from "../operator/tenantAdmin"
 import type { PullHealth, SinkHealth } from "../pull/health";
 import type { PullRun } from "../pull/pullHistory";
 import { ALERT_SOURCES, ALERT_SOURCE_PROFILES, isAlertSource, type AlertSourceKind } from "../sources/alertSources";
+import { CONSENT_MODELS, CONSENT_MODEL_SUMMARIES, isConsentModel, permissionLabel, type ConsentModel } from "../consent/consentModel";
 import { DEFENDER_REGIONS } from "../state/tenantRegistry";
 import { CONSOLE_SCRIPT_PATH, CONSOLE_STYLESHEET_PATH } from "../ui/assets";
 import { CONSOLE_PAGE_HEADERS, SANDBOX_BANNER, copyField, html, renderDocument, type HtmlPage, type PageCookie, type SafeHtml } from "../ui/page";
@@ -124,6 +125,24 @@ export const SOURCE_GRANTS: Readonly<Record<AlertSourceKind, string>> = {
 
 function sourceBadge(source: AlertSourceKind, short = false): SafeHtml {
   return html`${short ? SOURCE_SHORT[source] : sourceLabel(source)} <code>${source}</code>`;
+}
+
+// ---- consent models ----------------------------------------------------------------------------
+
+const MODEL_LABELS: Readonly<Record<ConsentModel, string>> = {
+  delegated: "Delegated (an administrator's sign-in)",
+  application: "Application permission (admin consent)",
+};
+
+function modelBadge(model: ConsentModel): SafeHtml {
+  return html`${MODEL_LABELS[model]} <code>${model}</code>`;
+}
+
+/** The list's source cell names the model only when it is not the original one, so the common case stays short. */
+function sourceCell(view: TenantView): SafeHtml {
+  return view.consentModel === "application"
+    ? html`${sourceBadge(view.source, true)}<br><span class="muted">application consent</span>`
+    : sourceBadge(view.source, true);
 }
 
 // ---- the audit trail ---------------------------------------------------------------------------
@@ -256,7 +275,7 @@ ${query.q || query.status || query.sort !== "name" ? html`<a href="${CONSOLE_PAT
 <th scope="row"><a href="${tenantPath(view.tenantId)}">${view.displayName}</a></th>
 <td><code>${view.tenantId}</code></td>
 <td>${badge(verdict.status)}</td>
-<td>${sourceBadge(view.source, true)}</td>
+<td>${sourceCell(view)}</td>
 <td>${when(health?.lastSuccessfulPullAt, ctx.now)}</td>
 <td class="num">${count(health?.alertsInLastPull)}</td>
 <td class="num">${count(alerts24h)}</td>
@@ -296,6 +315,7 @@ export interface RegisterValues {
   displayName: string;
   defenderRegion: string;
   source: string;
+  consentModel: string;
 }
 
 export type RegisterErrors = Partial<Record<keyof RegisterValues | "form", string>>;
@@ -336,12 +356,29 @@ ${ALERT_SOURCES.map(
 </fieldset>`;
 }
 
+/** The consent-model choice: radio buttons, each with one line on what it means for the customer. */
+function consentModelChoice(value: string, error: string | undefined, defaultModel: ConsentModel): SafeHtml {
+  const chosen = isConsentModel(value) ? value : defaultModel;
+  const describedBy = ["consentModel-hint", ...(error ? ["consentModel-error"] : [])].join(" ");
+  return html`<fieldset class="field" id="consentModel" tabindex="-1" aria-describedby="${describedBy}">
+<legend><strong>Consent model</strong></legend>
+<p class="hint" id="consentModel-hint">How the customer grants access. This app's default (DEFAULT_CONSENT_MODEL) is ${MODEL_LABELS[defaultModel]}. Changing it later takes a new consent.</p>
+${error ? html`<p class="field-error" id="consentModel-error"><span class="visually-hidden">Error: </span>${error}</p>` : ""}
+${CONSENT_MODELS.map(
+  (model) => html`<div class="choice"><input type="radio" id="consentModel-${model}" name="consentModel" value="${model}"${model === chosen ? html` checked` : ""} aria-describedby="consentModel-${model}-hint"${error ? html` aria-invalid="true"` : ""}>
+<label for="consentModel-${model}">${MODEL_LABELS[model]}</label>
+<p class="hint" id="consentModel-${model}-hint">${CONSENT_MODEL_SUMMARIES[model]}</p></div>`,
+)}
+</fieldset>`;
+}
+
 export function registerPage(
   ctx: PageContext,
   values: RegisterValues,
   errors: RegisterErrors,
   defaultSource: AlertSourceKind,
   status = 200,
+  defaultModel: ConsentModel = "delegated",
 ): HtmlPage {
   const problems = Object.entries(errors) as Array<[keyof RegisterErrors, string]>;
   const summary = problems.length
@@ -376,6 +413,7 @@ ${field(
   errors,
 )}
 ${sourceChoice(values.source, errors.source, defaultSource)}
+${consentModelChoice(values.consentModel, errors.consentModel, defaultModel)}
 <button type="submit" class="button">Register tenant</button>
 </form>`;
   return consolePage(ctx, status, "Register a tenant", html`${summary}
@@ -450,7 +488,8 @@ function linkWorks(link: LinkView, view: TenantView): boolean {
 
 function linkPurpose(link: LinkView): SafeHtml {
   const purpose = link.purpose === "reconsent" ? "New consent" : "First consent";
-  return link.source ? html`${purpose}, moves the tenant to ${sourceLabel(link.source)}` : html`${purpose}`;
+  const moves = [...(link.source ? [sourceLabel(link.source)] : []), ...(link.consentModel ? [`${link.consentModel} consent`] : [])];
+  return moves.length > 0 ? html`${purpose}, moves the tenant to ${moves.join(" and ")}` : html`${purpose}`;
 }
 
 function linkStatus(link: LinkView, view: TenantView, now: number): SafeHtml {
@@ -494,13 +533,17 @@ function linksSection(ctx: PageContext, data: TenantPageData): SafeHtml {
 function mintedLink(ctx: PageContext, data: TenantPageData, link: ConsentLink): SafeHtml {
   const record = data.links?.find((candidate) => candidate.id === link.linkId);
   const target = record?.source ?? data.view.source;
+  const targetModel = record?.consentModel ?? data.view.consentModel;
   const replaces = record?.purpose === "reconsent" && data.view.status === "connected";
   return html`<div class="notice notice-ok">
 ${copyField("consent-link", "Consent link", link.consentUrl)}
 <p>Expires ${when(link.consentUrlExpiresAt, ctx.now)}. Send it only to the customer's administrator: whoever has it can start this tenant's consent.</p>
 ${replaces ? html`<p><strong>Whoever opens this link can replace the tenant's current consent with their own sign-in. It works once.</strong></p>` : ""}
 ${record?.source ? html`<p>Once the consent through it completes, the tenant moves to ${sourceLabel(record.source)} and its checkpoint starts afresh.</p>` : ""}
-<p>What the customer must grant for ${sourceLabel(target)}: ${SOURCE_GRANTS[target]}</p>
+${record?.consentModel ? html`<p>Once the consent through it completes, the tenant moves to ${MODEL_LABELS[record.consentModel]}.</p>` : ""}
+${targetModel === "application"
+  ? html`<p>What the customer must grant: an administrator consents to ${permissionLabel("application", target)} for this app; no user's token is kept.</p>`
+  : html`<p>What the customer must grant for ${sourceLabel(target)}: ${SOURCE_GRANTS[target]}</p>`}
 </div>`;
 }
 
@@ -509,7 +552,7 @@ function consentSection(ctx: PageContext, data: TenantPageData): SafeHtml {
   if (view.status === "offboarded") return html`<p>This tenant is offboarded: its links no longer work. Register it again to connect it.</p>`;
   const explain =
     view.status === "connected"
-      ? html`<p>The tenant is connected. <strong>A new consent link lets whoever opens it replace the current consent</strong> (and the refresh token stored for it) with their own sign-in. It works once, until it expires or is revoked. Request one only when the customer must consent again or move to another source, and send it only to the customer's administrator.</p>`
+      ? html`<p>The tenant is connected. <strong>A new consent link lets whoever opens it replace the current consent</strong>${view.consentModel === "delegated" ? " (and the refresh token stored for it)" : ""} with their own sign-in. It works once, until it expires or is revoked. Request one only when the customer must consent again or move to another source, and send it only to the customer's administrator.</p>`
       : html`<p>Consent links are shown only when they are issued. Request a new one to send to the customer's administrator; earlier links keep working until they expire or are revoked below.</p>`;
   const others = ALERT_SOURCES.filter((source) => source !== view.source);
   const form = html`<form method="post" action="${tenantPath(view.tenantId)}/consent-link">${csrfField(ctx)}
@@ -517,6 +560,11 @@ function consentSection(ctx: PageContext, data: TenantPageData): SafeHtml {
 <p class="hint" id="moveSource-hint">The tenant reads from ${sourceLabel(view.source)}. To move it, pick another source: it moves once the consent through the new link completes, and its checkpoint then starts afresh.</p>
 <select id="moveSource" name="source" aria-describedby="moveSource-hint"><option value="">Keep ${sourceLabel(view.source)}</option>${others.map(
     (source) => html`<option value="${source}">Move to ${sourceLabel(source)}</option>`,
+  )}</select></div>
+<div class="field"><label for="moveModel">Move to another consent model (optional)</label>
+<p class="hint" id="moveModel-hint">The tenant uses ${MODEL_LABELS[view.consentModel]}. To move it, pick the other model: it moves once the consent through the new link completes.</p>
+<select id="moveModel" name="consentModel" aria-describedby="moveModel-hint"><option value="">Keep ${MODEL_LABELS[view.consentModel]}</option>${CONSENT_MODELS.filter((model) => model !== view.consentModel).map(
+    (model) => html`<option value="${model}">Move to ${MODEL_LABELS[model]}</option>`,
   )}</select></div>
 <button type="submit" class="button">Request a new consent</button>
 </form>`;
@@ -548,6 +596,7 @@ export function tenantPage(ctx: PageContext, data: TenantPageData, status = 200)
 <dt>Status</dt><dd>${badge(verdict.status)}</dd>
 <dt>Tenant ID</dt><dd><code>${view.tenantId}</code></dd>
 <dt>Alert source</dt><dd>${sourceBadge(view.source)}</dd>
+<dt>Consent model</dt><dd>${modelBadge(view.consentModel)}</dd>
 <dt>Defender API region</dt><dd>${view.defenderRegion ?? "Global endpoint"}</dd>
 <dt>Registered</dt><dd>${when(view.createdAt, ctx.now)}</dd>
 <dt>Consented by</dt><dd>${view.consentedBy ?? html`<span class="muted">Not yet</span>`}${view.previousConsentedBy ? html` <span class="muted">(before: ${view.previousConsentedBy})</span>` : ""}</dd>

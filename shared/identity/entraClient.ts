@@ -1,6 +1,7 @@
 import { ConfidentialClientApplication, LogLevel, type Configuration } from "@azure/msal-node";
 import type { Clock } from "../clock";
 import type { HttpClient } from "../http/httpClient";
+import type { AppCredential } from "./appCredential";
 import { IdTokenValidator, type VerifiedIdentity } from "./idTokenValidator";
 import { createMsalNetworkClient } from "./msalNetworkClient";
 
@@ -15,7 +16,8 @@ const MICROSOFT_AUTHORITY_HOSTS = new Set([
 
 export interface EntraClientOptions {
   clientId: string;
-  clientSecret: string;
+  /** The app registration's own credential (MSSP_CLIENT_CREDENTIAL): secret, certificate or managed identity. */
+  credential: Pick<AppCredential, "msal">;
   authorityHost: string;
   redirectUri: string;
   http: HttpClient;
@@ -83,7 +85,7 @@ export class EntraClient {
     const config: Configuration = {
       auth: {
         clientId: this.options.clientId,
-        clientSecret: this.options.clientSecret,
+        ...this.options.credential.msal(),
         authority: `${this.options.authorityHost}/${tenantId}`,
         knownAuthorities: this.knownAuthorities,
         ...(this.customHost ? { authorityMetadata: this.authorityMetadata(tenantId) } : {}),
@@ -151,4 +153,75 @@ export class EntraClient {
       refreshToken: refreshTokenFrom(app) ?? input.refreshToken,
     };
   }
+
+  /**
+   * The tenant's admin-consent endpoint (v2.0) for an application permission: `scope` must be a
+   * `{resource}/.default`. Entra ID answers it with a redirect that carries no code and no token,
+   * only `tenant`, `admin_consent` and `state`, which anyone can forge: the caller proves the
+   * consent with acquireAppToken instead.
+   */
+  adminConsentUrl(input: { tenantId: string; scope: string; state: string }): string {
+    const url = new URL(`${this.options.authorityHost}/${encodeURIComponent(input.tenantId)}/v2.0/adminconsent`);
+    url.searchParams.set("client_id", this.options.clientId);
+    url.searchParams.set("scope", input.scope);
+    url.searchParams.set("redirect_uri", this.options.redirectUri);
+    url.searchParams.set("state", input.state);
+    return url.toString();
+  }
+
+  /**
+   * A client-credential (app-only) token for one customer tenant and one resource (`scope` is
+   * `{resource}/.default`), with the claims the app decides on. Like every call here it runs on
+   * a fresh MSAL instance with an empty cache; skipCache keeps MSAL from even looking.
+   */
+  async acquireAppToken(input: { tenantId: string; scope: string }): Promise<AppToken> {
+    const requestedAt = this.options.clock();
+    const wallClockAtRequest = Date.now();
+    const result = await this.app(input.tenantId).acquireTokenByClientCredential({ scopes: [input.scope], skipCache: true });
+    if (!result?.accessToken || !result.expiresOn) throw new Error("token response carried no access token");
+    const lifetimeMs = result.expiresOn.getTime() - wallClockAtRequest;
+    return { accessToken: result.accessToken, accessTokenExpiresAt: requestedAt + lifetimeMs, claims: appTokenClaims(result.accessToken) };
+  }
+}
+
+/** What the app reads from an app-only access token it was just issued. */
+export interface AppTokenClaims {
+  /** The tenant the token was issued in. */
+  tid: string;
+  /** The application permissions (app roles) granted in that tenant. */
+  roles: string[];
+  /** `app` for an app-only token. */
+  idtyp?: string;
+  /** The app's service principal in that tenant. */
+  oid?: string;
+}
+
+export interface AppToken {
+  accessToken: string;
+  /** When the access token expires, on the injected clock. */
+  accessTokenExpiresAt: number;
+  claims: AppTokenClaims;
+}
+
+/**
+ * The claims of an access token that came straight from the token endpoint over TLS: read, not
+ * verified (a client must not validate tokens meant for another resource, and this one cannot
+ * have been tampered with on the way). A token that is not a JWT has no claims to offer.
+ */
+function appTokenClaims(accessToken: string): AppTokenClaims {
+  const payload = accessToken.split(".")[1];
+  let claims: Record<string, unknown> = {};
+  try {
+    const parsed: unknown = payload ? JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) : undefined;
+    if (typeof parsed === "object" && parsed !== null) claims = parsed as Record<string, unknown>;
+  } catch {
+    claims = {};
+  }
+  const roles = Array.isArray(claims["roles"]) ? claims["roles"].filter((role): role is string => typeof role === "string") : [];
+  return {
+    tid: typeof claims["tid"] === "string" ? claims["tid"].toLowerCase() : "",
+    roles,
+    ...(typeof claims["idtyp"] === "string" ? { idtyp: claims["idtyp"] } : {}),
+    ...(typeof claims["oid"] === "string" ? { oid: claims["oid"] } : {}),
+  };
 }

@@ -16,8 +16,11 @@ export interface TokenFailure {
 }
 
 const APP_CREDENTIAL_CODES = new Set(["7000215", "7000222", "700027", "50012"]);
-// The customer disabled or removed our enterprise app: theirs to fix, by consenting again.
-const CUSTOMER_APP_CODES = new Set(["700016", "7000112"]);
+// The customer disabled or removed our enterprise app, or its consent: theirs to fix, by consenting
+// again. 7000229 (no service principal in the tenant) comes as invalid_client and 500011 (resource
+// principal not found) or 65001 (no consent) with other errors; checked first, so none of them is
+// taken for our own credential's fault.
+const CUSTOMER_APP_CODES = new Set(["700016", "7000112", "7000229", "500011", "65001"]);
 // MSAL's own checks of a response (nonce, state, missing tokens): retrying the same answer cannot help.
 const CLIENT_VALIDATION_ERRORS = new Set(["nonce_mismatch", "state_mismatch", "token_parsing_error", "no_tokens_found"]);
 const TRANSIENT_CODES = new Set(["50033", "90006", "90033", "90090", "50087", "90024", "90055", "50196"]);

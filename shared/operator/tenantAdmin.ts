@@ -3,6 +3,7 @@ import type { Clock } from "../clock";
 import { type AuditAction, type AuditActor, type AuditEntry, type AuditTrail, MAX_AUDIT_LIMIT } from "../audit/auditTrail";
 import { buildConsentUrl } from "../consent/consentLink";
 import type { ConsentLinkRecord, ConsentLinkStore, LinkPurpose } from "../consent/consentLinks";
+import { CONSENT_MODELS, consentModelOf, isConsentModel, type ConsentModel } from "../consent/consentModel";
 import type { SigningKeyProvider } from "../consent/signingKey";
 import { badRequest, conflict, notFound } from "../errors";
 import type { Logger } from "../logging";
@@ -22,6 +23,7 @@ export const MAX_DISPLAY_NAME_LENGTH = 128;
 /** What the operator API shows of a tenant: status and health, never a secret. */
 export interface TenantView extends TenantRecord {
   source: AlertSourceKind;
+  consentModel: ConsentModel;
   consentUrl?: string;
   consentUrlExpiresAt?: string;
   linkId?: string;
@@ -31,7 +33,10 @@ export interface TenantView extends TenantRecord {
 export type TenantViewDecorator = (tenants: TenantRecord[]) => Promise<Map<string, Record<string, unknown>>>;
 
 export interface TenantAdminDeps {
-  config: Pick<AppConfig, "publicBaseUrl" | "consentLinkTtlHours" | "defaultAlertSource">;
+  config: Pick<AppConfig, "publicBaseUrl" | "consentLinkTtlHours" | "defaultAlertSource"> & {
+    /** DEFAULT_CONSENT_MODEL (delegated when absent). */
+    defaultConsentModel?: ConsentModel;
+  };
   tenants: TenantRegistry;
   links: ConsentLinkStore;
   audit: AuditTrail;
@@ -50,11 +55,12 @@ export interface RegistrationInput {
   displayName: string;
   defenderRegion?: DefenderRegion;
   source?: AlertSourceKind;
+  consentModel?: ConsentModel;
 }
 
 /** One problem with a registration, tied to the field it concerns (the console shows it there). */
 export interface RegistrationProblem {
-  field: "tenantId" | "displayName" | "defenderRegion" | "source" | "body";
+  field: "tenantId" | "displayName" | "defenderRegion" | "source" | "consentModel" | "body";
   kind: "required" | "invalid" | "too_long" | "control_characters" | "unknown_field";
   /** The operator API's wording. */
   message: string;
@@ -67,7 +73,7 @@ export function checkRegistration(body: unknown): { input: RegistrationInput; pr
   }
   const input = body as Record<string, unknown>;
   const problems: RegistrationProblem[] = [];
-  const known = new Set(["tenantId", "displayName", "defenderRegion", "source"]);
+  const known = new Set(["tenantId", "displayName", "defenderRegion", "source", "consentModel"]);
   for (const key of Object.keys(input)) {
     if (!known.has(key)) problems.push({ field: "body", kind: "unknown_field", message: `unknown field "${key.slice(0, 40)}"` });
   }
@@ -94,6 +100,10 @@ export function checkRegistration(body: unknown): { input: RegistrationInput; pr
   if (source !== undefined && !isAlertSource(source)) {
     problems.push({ field: "source", kind: "invalid", message: `source must be one of ${ALERT_SOURCES.join(", ")}` });
   }
+  const consentModel = input["consentModel"];
+  if (consentModel !== undefined && !isConsentModel(consentModel)) {
+    problems.push({ field: "consentModel", kind: "invalid", message: `consentModel must be one of ${CONSENT_MODELS.join(", ")}` });
+  }
   if (problems.length > 0) return { problems };
   return {
     input: {
@@ -101,6 +111,7 @@ export function checkRegistration(body: unknown): { input: RegistrationInput; pr
       displayName: displayName as string,
       ...(region !== undefined ? { defenderRegion: region as DefenderRegion } : {}),
       ...(isAlertSource(source) ? { source } : {}),
+      ...(isConsentModel(consentModel) ? { consentModel } : {}),
     },
   };
 }
@@ -126,6 +137,8 @@ export interface LinkView {
   id: string;
   purpose: LinkPurpose;
   source: AlertSourceKind | null;
+  /** The consent model the link moves the tenant to; absent when it keeps the tenant's. */
+  consentModel?: ConsentModel;
   created: string;
   expires: string;
   expired: boolean;
@@ -142,16 +155,29 @@ function requireGuid(tenantId: string): string {
   return tenantId.toLowerCase();
 }
 
-/** The body of a re-consent request: empty, or `{"source": "mde" | "graph"}` to move the tenant to another source. */
-export function parseReconsent(body: unknown): { source?: AlertSourceKind } {
+/**
+ * The body of a re-consent request: empty, or `{"source": "mde" | "graph"}` to move the tenant to
+ * another source, and/or `{"consentModel": "delegated" | "application"}` to move it to another
+ * consent model.
+ */
+export function parseReconsent(body: unknown): { source?: AlertSourceKind; consentModel?: ConsentModel } {
   if (body === undefined || body === null) return {};
   if (typeof body !== "object" || Array.isArray(body)) throw badRequest("invalid_body", "The body must be a JSON object (or empty).");
   const input = body as Record<string, unknown>;
-  const unknown = Object.keys(input).filter((key) => key !== "source");
+  const unknown = Object.keys(input).filter((key) => key !== "source" && key !== "consentModel");
   if (unknown.length > 0) throw badRequest("invalid_body", `unknown field "${(unknown[0] as string).slice(0, 40)}"`);
-  if (input["source"] === undefined) return {};
-  if (!isAlertSource(input["source"])) throw badRequest("invalid_source", `source must be one of ${ALERT_SOURCES.join(", ")}`);
-  return { source: input["source"] };
+  const parsed: { source?: AlertSourceKind; consentModel?: ConsentModel } = {};
+  if (input["source"] !== undefined) {
+    if (!isAlertSource(input["source"])) throw badRequest("invalid_source", `source must be one of ${ALERT_SOURCES.join(", ")}`);
+    parsed.source = input["source"];
+  }
+  if (input["consentModel"] !== undefined) {
+    if (!isConsentModel(input["consentModel"])) {
+      throw badRequest("invalid_consent_model", `consentModel must be one of ${CONSENT_MODELS.join(", ")}`);
+    }
+    parsed.consentModel = input["consentModel"];
+  }
+  return parsed;
 }
 
 /** A link id from a path: the shape the app issues, or a 404 (an unknown id is simply not there). */
@@ -174,7 +200,11 @@ export class TenantAdmin {
     const key = await this.deps.signingKey.get();
     let record: TenantRecord;
     try {
-      record = await this.deps.tenants.create({ ...input, source: input.source ?? this.deps.config.defaultAlertSource });
+      record = await this.deps.tenants.create({
+        ...input,
+        source: input.source ?? this.deps.config.defaultAlertSource,
+        consentModel: input.consentModel ?? this.deps.config.defaultConsentModel ?? "delegated",
+      });
       // A tenant registered again starts from the first-run look-back, not a months-old checkpoint.
       await this.deps.resetPullState?.(record.tenantId);
     } catch (error) {
@@ -184,7 +214,7 @@ export class TenantAdmin {
       throw error;
     }
     const link = await this.issueLink(record, key, "registration", actor);
-    await this.audited(record.tenantId, "tenant_registered", actor, `Registered "${record.displayName}" with source ${sourceOf(record)}; consent link ${link.linkId} issued`);
+    await this.audited(record.tenantId, "tenant_registered", actor, `Registered "${record.displayName}" with source ${sourceOf(record)} and ${consentModelOf(record)} consent; consent link ${link.linkId} issued`);
     log.info("tenant registered", { tenantId: record.tenantId });
     return { ...this.withSource(record), ...link };
   }
@@ -210,19 +240,25 @@ export class TenantAdmin {
    */
   async requestReconsent(tenantIdParam: string, body: unknown, actor: AuditActor, log: Logger): Promise<ConsentLink> {
     const tenantId = requireGuid(tenantIdParam);
-    const { source } = parseReconsent(body);
+    const { source, consentModel } = parseReconsent(body);
     const key = await this.deps.signingKey.get();
     const record = await this.existing(tenantId);
     if (record.status === "offboarded") {
       throw conflict("tenant_offboarded", "This tenant is offboarded. Register it again to issue a consent link.");
     }
     const switching = source !== undefined && source !== sourceOf(record);
-    const purpose: LinkPurpose = record.status === "connected" || switching ? "reconsent" : "registration";
-    const link = await this.issueLink(record, key, purpose, actor, switching ? source : undefined);
+    const changingModel = consentModel !== undefined && consentModel !== consentModelOf(record);
+    const purpose: LinkPurpose = record.status === "connected" || switching || changingModel ? "reconsent" : "registration";
+    const link = await this.issueLink(record, key, purpose, actor, switching ? source : undefined, changingModel ? consentModel : undefined);
     const action: AuditAction = purpose === "reconsent" ? "reconsent_requested" : "consent_link_issued";
-    const detail = switching
-      ? `Consent link ${link.linkId} issued to move the tenant from ${sourceOf(record)} to ${source}`
-      : `Consent link ${link.linkId} issued (tenant ${record.status})`;
+    const moves = [
+      ...(switching ? [`from ${sourceOf(record)} to ${source}`] : []),
+      ...(changingModel ? [`from ${consentModelOf(record)} to ${consentModel} consent`] : []),
+    ];
+    const detail =
+      moves.length > 0
+        ? `Consent link ${link.linkId} issued to move the tenant ${moves.join(" and ")}`
+        : `Consent link ${link.linkId} issued (tenant ${record.status})`;
     await this.audited(tenantId, action, actor, detail);
     // The link itself is never logged: it is what lets someone start this tenant's consent.
     log.info("consent link issued", { tenantId, purpose });
@@ -299,7 +335,14 @@ export class TenantAdmin {
     await this.deps.audit.record({ tenantId, action, actor, detail });
   }
 
-  private async issueLink(record: TenantRecord, key: Buffer, purpose: LinkPurpose, actor: AuditActor, source?: AlertSourceKind): Promise<ConsentLink> {
+  private async issueLink(
+    record: TenantRecord,
+    key: Buffer,
+    purpose: LinkPurpose,
+    actor: AuditActor,
+    source?: AlertSourceKind,
+    consentModel?: ConsentModel,
+  ): Promise<ConsentLink> {
     const issued = await this.deps.links.issue({
       tenantId: record.tenantId,
       registeredAt: record.createdAt,
@@ -307,6 +350,7 @@ export class TenantAdmin {
       ttlMs: this.deps.config.consentLinkTtlHours * 3600_000,
       issuedBy: actor,
       ...(source ? { source } : {}),
+      ...(consentModel ? { consentModel } : {}),
     });
     return {
       consentUrl: buildConsentUrl(this.deps.config.publicBaseUrl, key, {
@@ -321,7 +365,7 @@ export class TenantAdmin {
   }
 
   private withSource(record: TenantRecord): TenantView {
-    return { ...record, source: sourceOf(record) };
+    return { ...record, source: sourceOf(record), consentModel: consentModelOf(record) };
   }
 
   private async decorate(records: TenantRecord[]): Promise<TenantView[]> {
@@ -342,6 +386,7 @@ function linkView(link: ConsentLinkRecord, now: number): LinkView {
     id: link.linkId,
     purpose: link.purpose,
     source: isAlertSource(link.source) ? link.source : null,
+    ...(isConsentModel(link.consentModel) ? { consentModel: link.consentModel } : {}),
     created: link.createdAt,
     expires: link.expiresAt,
     expired: Date.parse(link.expiresAt) <= now,

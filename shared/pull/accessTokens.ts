@@ -1,4 +1,7 @@
 import type { Clock } from "../clock";
+import { APPLICATION_PERMISSIONS, type ConsentModel } from "../consent/consentModel";
+import { DefenderApiError } from "../sources/sourceErrors";
+import { ALERT_SOURCE_PROFILES, type AlertSourceKind } from "../sources/alertSources";
 import { DEFENDER_ALERT_SCOPE, type EntraClient } from "../identity/entraClient";
 import { classifyTokenFailure, type TokenFailure } from "../identity/tokenErrors";
 import type { TenantTokenBundle, TenantTokenStore } from "../secrets/tenantTokens";
@@ -51,14 +54,24 @@ export class AccessTokenSource {
   /**
    * A token getter bound to one pull; `state` receives the refreshed cache for the caller to save.
    * `scope` names the resource (the tenant's alert source): the one refresh token is redeemed for
-   * it, and a cached token of another resource is never served for it.
+   * it, and a cached token of another resource is never served for it. `model` "application"
+   * gets client-credential tokens for `scope` (a `{resource}/.default`) instead: no Key Vault read.
    */
   forPull(
     tenantId: string,
     state: PullState,
     deadline = Number.POSITIVE_INFINITY,
     scope: string = DEFENDER_ALERT_SCOPE,
+    model: ConsentModel = "delegated",
   ): (forceRefresh: boolean) => Promise<string> {
+    if (model === "application") {
+      // A tenant moved here from the delegated model: its old token copy and refresh-token age no
+      // longer describe anything (health would show an age for a token that was deleted).
+      delete state.accessTokenCipher;
+      delete state.accessTokenExpiresAt;
+      delete state.refreshTokenObtainedAt;
+      return this.forApplication(tenantId, deadline, scope);
+    }
     const memoryKey = `${tenantId}\n${scope}`;
     // The cipher's associated data names the resource too (MDE keeps the bare tenant id it always had).
     const cipherContext = scope === DEFENDER_ALERT_SCOPE ? tenantId : `${tenantId} ${scope}`;
@@ -126,6 +139,29 @@ export class AccessTokenSource {
     }
   }
 
+  /**
+   * App-only tokens for a tenant of the application model, kept in memory only: a new one costs
+   * one token request and no secret, so there is nothing worth the pull state's encrypted copy
+   * (and no per-tenant key to encrypt it with). Its memory key is its own `.default` scope, which
+   * no delegated token ever has.
+   */
+  private forApplication(tenantId: string, deadline: number, scope: string): (forceRefresh: boolean) => Promise<string> {
+    const memoryKey = `${tenantId}\n${scope}`;
+    return async (forceRefresh) => {
+      const now = this.deps.clock();
+      if (!forceRefresh) {
+        const cached = this.memory.get(memoryKey);
+        if (cached && cached.expiresAt - EXPIRY_SKEW_MS > now) {
+          this.stats.memoryHits++;
+          return cached.token;
+        }
+      }
+      const issued = await this.withRetry(deadline, () => this.deps.entra.acquireAppToken({ tenantId, scope }));
+      this.memory.set(memoryKey, { token: issued.accessToken, expiresAt: issued.accessTokenExpiresAt });
+      return issued.accessToken;
+    };
+  }
+
   /** Forget a tenant's in-memory tokens, of every resource (after a 401 or an offboarding). */
   forget(tenantId: string): void {
     const prefix = `${tenantId}\n`;
@@ -133,12 +169,16 @@ export class AccessTokenSource {
   }
 
   /** Transient token-endpoint failures are retried with backoff, never past the pull's deadline. */
-  private async refreshWithRetry(tenantId: string, refreshToken: string, deadline: number, scope: string) {
+  private refreshWithRetry(tenantId: string, refreshToken: string, deadline: number, scope: string) {
+    return this.withRetry(deadline, () => this.deps.entra.refresh({ tenantId, refreshToken, scope }));
+  }
+
+  private async withRetry<T>(deadline: number, request: () => Promise<T>): Promise<T> {
     const retries = this.deps.transientRetries ?? 3;
     for (let attempt = 0; ; attempt++) {
       try {
         this.stats.tokenRequests++;
-        return await this.deps.entra.refresh({ tenantId, refreshToken, scope });
+        return await request();
       } catch (error) {
         const failure = classifyTokenFailure(error);
         const delay = Math.min(30_000, 1_000 * 2 ** attempt) * (0.5 + Math.random() / 2);
@@ -149,4 +189,33 @@ export class AccessTokenSource {
       }
     }
   }
+}
+
+/**
+ * The failures that, for a tenant of the application model, mean its consent is gone: Entra ID
+ * refusing the client-credential token for a customer-side reason (service principal deleted,
+ * 7000229, 700016, 500011, 65001: category "reconsent"), or the source answering 403 because the
+ * app role was removed. Undefined for anything else, which the pull classifies as for any tenant.
+ */
+export function classifyApplicationFailure(
+  error: unknown,
+  source: AlertSourceKind,
+): { code: string; message: string; category: "reconsent" } | undefined {
+  const permission = APPLICATION_PERMISSIONS[source];
+  if (error instanceof TokenUnavailableError && error.failure.category === "reconsent") {
+    return {
+      category: "reconsent",
+      code: error.failure.aadsts ?? error.failure.error,
+      message: `Entra ID no longer issues the app a token for this tenant (the admin consent or the app was removed); the customer's administrator must consent again to ${permission.label}`,
+    };
+  }
+  if (error instanceof DefenderApiError && error.code === "forbidden") {
+    const prefix = error.source === "graph" ? "graph" : "defender";
+    return {
+      category: "reconsent",
+      code: `${prefix}_forbidden`,
+      message: `The ${ALERT_SOURCE_PROFILES[source].label} refused the app's token: the application permission ${permission.role} is missing (removed by the customer); their administrator must consent again`,
+    };
+  }
+  return undefined;
 }

@@ -1,6 +1,7 @@
 import { odata, type TableEntityResult } from "@azure/data-tables";
 import { TABLES } from "../storage/names";
 import type { Clock } from "../clock";
+import { isConsentModel, type ConsentModel } from "../consent/consentModel";
 import { isAlertSource, type AlertSourceKind } from "../sources/alertSources";
 import { isConcurrencyConflict, type TableFactory } from "./tables";
 
@@ -18,6 +19,8 @@ export interface TenantRecord {
   defenderRegion?: DefenderRegion;
   /** Where its alerts are read; absent on records written before sources existed (= "mde"). */
   source?: AlertSourceKind;
+  /** How the tenant grants access; absent on records written before consent models existed (= "delegated"). */
+  consentModel?: ConsentModel;
   consentedBy?: string;
   /** The consenting user's object id: a re-consent by someone else is flagged. */
   consentedByObjectId?: string;
@@ -41,6 +44,7 @@ interface TenantEntity {
   status: string;
   defenderRegion?: string;
   source?: string;
+  consentModel?: string;
   consentedBy?: string;
   consentedByObjectId?: string;
   consentedAt?: string;
@@ -57,6 +61,7 @@ const PARTITION = "tenant";
 const OPTIONAL_FIELDS = [
   "defenderRegion",
   "source",
+  "consentModel",
   "consentedBy",
   "consentedByObjectId",
   "consentedAt",
@@ -96,6 +101,8 @@ function toRecord(entity: TableEntityResult<TenantEntity>): TenantRecord {
   }
   // A value this version does not know is not guessed at: the tenant reads as the original source.
   if (record.source !== undefined && !isAlertSource(record.source)) delete record.source;
+  // Likewise an unknown model reads as the original one.
+  if (record.consentModel !== undefined && !isConsentModel(record.consentModel)) delete record.consentModel;
   return record;
 }
 
@@ -177,7 +184,13 @@ export class TenantRegistry {
    * Registers a tenant. An offboarded tenant may be registered again; any other existing
    * tenant is a conflict.
    */
-  async create(input: { tenantId: string; displayName: string; defenderRegion?: DefenderRegion; source?: AlertSourceKind }): Promise<TenantRecord> {
+  async create(input: {
+    tenantId: string;
+    displayName: string;
+    defenderRegion?: DefenderRegion;
+    source?: AlertSourceKind;
+    consentModel?: ConsentModel;
+  }): Promise<TenantRecord> {
     const now = new Date(this.clock()).toISOString();
     const record: TenantRecord = {
       tenantId: input.tenantId,
@@ -185,6 +198,7 @@ export class TenantRegistry {
       status: "pending_consent",
       ...(input.defenderRegion ? { defenderRegion: input.defenderRegion } : {}),
       ...(input.source ? { source: input.source } : {}),
+      ...(input.consentModel ? { consentModel: input.consentModel } : {}),
       createdAt: now,
       updatedAt: now,
     };

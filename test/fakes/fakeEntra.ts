@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypt
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { registerSecrets } from "../harness/secrecy";
+import { AssertionRejection, authenticateByAssertion, ClientAssertionVerifier } from "./clientAssertions";
 import { exportJWK, generateKeyPair, jwtVerify, SignJWT, type GenerateKeyPairResult, type JWK } from "jose";
 import {
   BodyTooLargeError,
@@ -92,9 +93,25 @@ export interface ApiAccessTokenOptions {
 export interface VerifiedAccessToken {
   tid: string;
   aud: string;
-  scp: string;
+  /** Delegated tokens: the user's consented permissions. */
+  scp?: string;
+  /** App-only tokens (`idtyp` app): the app roles granted in the tenant, empty when none. */
+  roles?: string[];
   exp: number;
 }
+
+/**
+ * How a fresh admin consent shows while it "propagates" (Entra ID takes up to a minute or so):
+ * the client-credential grant refused with AADSTS7000229 (no service principal yet), or tokens
+ * issued without the new role.
+ */
+export type PropagationSymptom = "no_service_principal" | "no_role";
+
+/** The application permissions the fake app registration asks for at admin consent, per resource. */
+export const DEFAULT_APPLICATION_PERMISSIONS: Readonly<Record<string, readonly string[]>> = {
+  [DEFENDER_RESOURCE]: ["Alert.Read.All"],
+  [GRAPH_RESOURCE]: ["SecurityAlert.Read.All"],
+};
 
 interface ResolvedUser {
   oid: string;
@@ -157,6 +174,8 @@ const OIDC_SCOPES = new Set(["openid", "profile", "email", "offline_access"]);
 /** Form field of the sign-in page's two submit buttons; no OAuth parameter has this name. */
 const DECISION_FIELD = "fake_consent_decision";
 const AUTHORIZE_ROUTE = "oauth2/v2.0/authorize";
+/** The v2.0 admin-consent endpoint (protocol.md §1): application permissions, no code, no token. */
+const ADMIN_CONSENT_ROUTE = "v2.0/adminconsent";
 
 class TokenEndpointError extends Error {
   constructor(
@@ -174,6 +193,8 @@ export class FakeEntra extends FakeHttpsServer {
   readonly stats: EntraStats = { authorizeRequests: 0, tokenRequests: { authorization_code: 0, refresh_token: 0 } };
 
   private readonly clients: Map<string, FakeEntraClient>;
+  /** Certificates and federated credentials of the clients, and the issuers trusted for the latter. */
+  readonly clientAssertions: ClientAssertionVerifier;
   private readonly accessTokenLifetimeSeconds: number;
   private clock: () => number;
   private signingKey: KeyPair | undefined;
@@ -199,12 +220,21 @@ export class FakeEntra extends FakeHttpsServer {
   private interactive = false;
   private browserServer: HttpServer | undefined;
   private browserBaseUrl: string | undefined;
+  /**
+   * Application permissions granted by admin consent, per `${clientId}|${tid}`: the app's service
+   * principal in that tenant and its app-role assignments (resource-qualified, `{resource}/{role}`).
+   */
+  private readonly appGrants = new Map<string, { roles: Set<string>; consentedAt: number }>();
+  private propagation: { delayMs: number; symptom: PropagationSymptom } = { delayMs: 0, symptom: "no_service_principal" };
+  /** Client-credential requests answered (issued or refused after client authentication). */
+  appTokenRequests = 0;
 
   constructor(options: FakeEntraOptions) {
     super(options);
     this.clients = new Map(options.clients.map((c) => [c.clientId, { ...c, redirectUris: [...c.redirectUris] }]));
     this.accessTokenLifetimeSeconds = options.accessTokenLifetimeSeconds ?? 3599;
     this.clock = options.clock ?? Date.now;
+    this.clientAssertions = new ClientAssertionVerifier(() => this.clock());
     // For the after-each secrecy scan: every code and token issued, and the clients' secrets.
     registerSecrets(() => [...this.secrets, ...[...this.clients.values()].map((c) => c.clientSecret)], "fake Entra issued code/token or client secret");
   }
@@ -314,6 +344,150 @@ export class FakeEntra extends FakeHttpsServer {
     }
   }
 
+  // ---- application permissions (admin consent, client credentials) ----------------------------
+
+  /**
+   * A fresh admin consent is not usable for `delayMs` (on the fake's clock): client-credential
+   * requests for the tenant are refused with AADSTS7000229, or (symptom "no_role") answered with
+   * tokens that lack the new role. 0 turns it off.
+   */
+  setAppConsentPropagation(delayMs: number, symptom: PropagationSymptom = "no_service_principal"): void {
+    this.propagation = { delayMs, symptom };
+  }
+
+  /** Ends a propagation delay at once for every tenant (as if a minute had passed). */
+  completeAppConsentPropagation(): void {
+    for (const grant of this.appGrants.values()) grant.consentedAt = Number.NEGATIVE_INFINITY;
+  }
+
+  /** As an admin consent would: the app's service principal in the tenant, with these roles (`{resource}/{role}`). */
+  grantAppConsent(tenantId: string, clientId: string, roles: readonly string[], consentedAt = this.clock()): void {
+    const key = `${clientId}|${tenantId.toLowerCase()}`;
+    const grant = this.appGrants.get(key) ?? { roles: new Set<string>(), consentedAt };
+    for (const role of roles) grant.roles.add(role);
+    grant.consentedAt = consentedAt;
+    this.appGrants.set(key, grant);
+  }
+
+  /** The customer deletes the app's service principal (Enterprise applications > Delete): AADSTS7000229 from then on. */
+  removeAppConsent(tenantId: string): void {
+    const tid = tenantId.toLowerCase();
+    for (const key of [...this.appGrants.keys()]) if (key.endsWith(`|${tid}`)) this.appGrants.delete(key);
+  }
+
+  /** The customer removes one app-role assignment (`{resource}/{role}`, or every role when omitted); tokens are issued without it. */
+  removeAppRole(tenantId: string, role?: string): void {
+    const tid = tenantId.toLowerCase();
+    for (const [key, grant] of this.appGrants) {
+      if (!key.endsWith(`|${tid}`)) continue;
+      if (role === undefined) grant.roles.clear();
+      else grant.roles.delete(role);
+    }
+  }
+
+  /** The app roles granted to the client in the tenant, sorted; undefined when it has no service principal there. */
+  appRoles(tenantId: string, clientId: string): string[] | undefined {
+    const grant = this.appGrants.get(`${clientId}|${tenantId.toLowerCase()}`);
+    return grant ? [...grant.roles].sort() : undefined;
+  }
+
+  /**
+   * GET /{tenant}/v2.0/adminconsent: the tenant's administrator grants the app's application
+   * permissions for the scope's resource (`{resource}/.default`). Untrusted client or redirect
+   * URI: an error page; otherwise the answer goes back to the redirect URI with `admin_consent`,
+   * `tenant`, `scope` and `state`, or with `error` (setConsentBehaviour "deny").
+   */
+  private adminConsent(req: FakeRequest, res: ServerResponse, pathTenant: string): void {
+    if (req.method !== "GET") {
+      errorPage(res, 900561, "The endpoint only accepts GET requests.");
+      return;
+    }
+    this.stats.authorizeRequests += 1;
+    const q = req.url.searchParams;
+    this.lastAuthorize = new URLSearchParams(q);
+    const clientId = q.get("client_id") ?? "";
+    const client = this.clients.get(clientId);
+    if (!client) {
+      errorPage(res, 700016, `Application with identifier '${clientId}' was not found in the directory '${pathTenant}'.`);
+      return;
+    }
+    const redirectUri = q.get("redirect_uri");
+    if (!redirectUri || !client.redirectUris.includes(redirectUri)) {
+      errorPage(res, 50011, `The redirect URI '${redirectUri ?? ""}' specified in the request does not match the redirect URIs configured for the application '${clientId}'.`);
+      return;
+    }
+    if (pathTenant === "common") {
+      errorPage(res, 90130, "The admin consent endpoint does not accept the 'common' tenant; use a tenant id or 'organizations'.");
+      return;
+    }
+    const state = q.get("state");
+    const scopes = splitScopes(q.get("scope"));
+    const resource = scopes.length === 1 && scopes[0]?.endsWith("/.default") ? scopes[0].slice(0, -"/.default".length) : undefined;
+    if (!resource) {
+      redirect(res, errorLocation({ redirectUri, state }, "invalid_request", "AADSTS70011: The provided value for the input parameter 'scope' is not valid: application permissions need one '{resource}/.default'."));
+      return;
+    }
+    const behaviour = this.consentBehaviourFor(pathTenant);
+    if (behaviour.kind === "deny") {
+      redirect(res, errorLocation({ redirectUri, state }, behaviour.error, behaviour.errorDescription ?? defaultDenyDescription(behaviour.error)));
+      return;
+    }
+    const tid = resolveUser(pathTenant, behaviour.user).tid.toLowerCase();
+    const roles = (DEFAULT_APPLICATION_PERMISSIONS[resource] ?? []).map((role) => `${resource}/${role}`);
+    this.grantAppConsent(tid, clientId, roles);
+    const params = new URLSearchParams({ admin_consent: "True", tenant: tid, scope: `${resource}/.default` });
+    if (state !== null) params.set("state", state);
+    redirect(res, appendQuery(redirectUri, params));
+  }
+
+  /** The client_credentials grant: an app-only token for one resource in one customer tenant. */
+  private async clientCredentials(form: URLSearchParams, client: FakeEntraClient, pathTenant: string): Promise<Record<string, unknown>> {
+    this.appTokenRequests += 1;
+    const tid = pathTenant.toLowerCase();
+    if (!GUID.test(tid)) {
+      throw new TokenEndpointError(400, "invalid_request", 90009, "The client credentials grant needs a tenant id or domain, not a multi-tenant alias.");
+    }
+    const scopes = splitScopes(form.get("scope"));
+    const resource = scopes.length === 1 && scopes[0]?.endsWith("/.default") ? scopes[0].slice(0, -"/.default".length) : undefined;
+    if (!resource) {
+      throw new TokenEndpointError(400, "invalid_scope", 1002012, "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).");
+    }
+    const grant = this.appGrants.get(`${client.clientId}|${tid}`);
+    const propagating = grant !== undefined && this.clock() - grant.consentedAt < this.propagation.delayMs;
+    if (!grant || (propagating && this.propagation.symptom === "no_service_principal")) {
+      throw new TokenEndpointError(
+        401,
+        "invalid_client",
+        7000229,
+        `The client application ${client.clientId} is missing service principal in the tenant ${tid}. See instructions here: https://go.microsoft.com/fwlink/?linkid=2225119`,
+      );
+    }
+    const roles = propagating ? [] : [...grant.roles].filter((role) => role.startsWith(`${resource}/`)).map((role) => role.slice(resource.length + 1));
+    const nowS = Math.floor(this.clock() / 1000);
+    const servicePrincipal = stableGuid(`sp:${tid}:${client.clientId}`);
+    const accessToken = await new SignJWT({
+      aud: resource,
+      iss: `https://sts.windows.net/${tid}/`,
+      iat: nowS,
+      nbf: nowS,
+      exp: nowS + this.accessTokenLifetimeSeconds,
+      appid: client.clientId,
+      appidacr: "1",
+      idtyp: "app",
+      oid: servicePrincipal,
+      sub: servicePrincipal,
+      tid,
+      uti: randomBytes(16).toString("base64url"),
+      ver: "1.0",
+      // Entra omits the claim when no role is assigned.
+      ...(roles.length > 0 ? { roles } : {}),
+    })
+      .setProtectedHeader({ alg: "RS256", typ: "JWT", kid: this.kid })
+      .sign(this.requireKey(this.signingKey).privateKey);
+    this.remember(accessToken);
+    return { token_type: "Bearer", expires_in: this.accessTokenLifetimeSeconds, ext_expires_in: this.accessTokenLifetimeSeconds, access_token: accessToken };
+  }
+
   resetStats(): void {
     this.stats.authorizeRequests = 0;
     this.stats.tokenRequests.authorization_code = 0;
@@ -336,12 +510,13 @@ export class FakeEntra extends FakeHttpsServer {
         algorithms: ["RS256"],
         currentDate: new Date(this.clock()),
       });
-      const { tid, aud, scp, exp, iss } = payload;
-      if (typeof tid !== "string" || typeof aud !== "string" || typeof scp !== "string" || typeof exp !== "number") {
-        return null;
-      }
+      const { tid, aud, scp, exp, iss, idtyp, roles } = payload;
+      if (typeof tid !== "string" || typeof aud !== "string" || typeof exp !== "number") return null;
       if (iss !== `https://sts.windows.net/${tid}/`) return null;
-      return { tid, aud, scp, exp };
+      if (typeof scp === "string") return { tid, aud, scp, exp };
+      // An app-only token: its permissions are its roles (none at all is a token a resource refuses).
+      if (idtyp !== "app") return null;
+      return { tid, aud, exp, roles: Array.isArray(roles) ? roles.filter((r): r is string => typeof r === "string") : [] };
     } catch {
       return null;
     }
@@ -417,7 +592,7 @@ export class FakeEntra extends FakeHttpsServer {
     try {
       const url = new URL(req.url ?? "/", this.browserBaseUrl ?? "http://127.0.0.1");
       const [, , ...rest] = url.pathname.split("/");
-      if (url.pathname.startsWith("/_fake/") || rest.join("/") !== AUTHORIZE_ROUTE) {
+      if (url.pathname.startsWith("/_fake/") || (rest.join("/") !== AUTHORIZE_ROUTE && rest.join("/") !== ADMIN_CONSENT_ROUTE)) {
         sendJson(res, 404, { error: "not_found", error_description: "The plain-HTTP listener of the fake Entra serves only the sign-in page." });
         return;
       }
@@ -454,7 +629,8 @@ export class FakeEntra extends FakeHttpsServer {
       route === "discovery/instance" ||
       route === AUTHORIZE_ROUTE ||
       route === "oauth2/v2.0/token" ||
-      route === "oauth2/v2.0/logout";
+      route === "oauth2/v2.0/logout" ||
+      route === ADMIN_CONSENT_ROUTE;
     if (!known) {
       sendJson(res, 404, { error: "not_found", error_description: `No route ${req.method} ${path} in the fake Entra.` });
       return;
@@ -481,6 +657,9 @@ export class FakeEntra extends FakeHttpsServer {
         return;
       case "oauth2/v2.0/logout":
         this.logout(req, res);
+        return;
+      case ADMIN_CONSENT_ROUTE:
+        this.adminConsent(req, res, tenant);
         return;
     }
   }
@@ -742,13 +921,14 @@ export class FakeEntra extends FakeHttpsServer {
         throw injected(this.allTokenFailure.failure);
       }
 
-      const client = this.authenticateClient(req, form, pathTenant);
+      const client = await this.authenticateClient(req, form, pathTenant);
       if (!grantType) {
         throw new TokenEndpointError(400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.");
       }
       let body: Record<string, unknown>;
       if (grantType === "authorization_code") body = await this.redeemCode(form, client, pathTenant);
       else if (grantType === "refresh_token") body = await this.redeemRefreshToken(form, client, pathTenant);
+      else if (grantType === "client_credentials") body = await this.clientCredentials(form, client, pathTenant);
       else {
         throw new TokenEndpointError(400, "unsupported_grant_type", 70003, `The app requested an unsupported grant type '${grantType}'.`);
       }
@@ -759,7 +939,7 @@ export class FakeEntra extends FakeHttpsServer {
     }
   }
 
-  private authenticateClient(req: FakeRequest, form: URLSearchParams, pathTenant: string): FakeEntraClient {
+  private async authenticateClient(req: FakeRequest, form: URLSearchParams, pathTenant: string): Promise<FakeEntraClient> {
     let clientId = form.get("client_id");
     let secret = form.get("client_secret");
     const authorization = req.headers.authorization;
@@ -783,6 +963,14 @@ export class FakeEntra extends FakeHttpsServer {
         700016,
         `Application with identifier '${clientId}' was not found in the directory '${pathTenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.`,
       );
+    }
+    // Certificate and federated credentials (test/fakes/clientAssertions.ts).
+    try {
+      const tokenEndpoint = `${this.url}/${pathTenant}/oauth2/v2.0/token`;
+      if (await authenticateByAssertion(this.clientAssertions, { clientId, form, tokenEndpoint, secretSent: Boolean(secret) })) return client;
+    } catch (err) {
+      if (err instanceof AssertionRejection) throw new TokenEndpointError(err.status, err.error, err.code, err.message);
+      throw err;
     }
     if (!secret) {
       throw new TokenEndpointError(

@@ -3,6 +3,8 @@ import { FakeDefender } from "./fakeDefender";
 import { FakeEntra } from "./fakeEntra";
 import { FakeGraph } from "./fakeGraph";
 import { FakeKeyVault } from "./fakeKeyVault";
+import { FakeManagedIdentity } from "./fakeManagedIdentity";
+import { TOKEN_EXCHANGE_AUDIENCE } from "./clientAssertions";
 import { createTestCertificate } from "./tls";
 
 /** The app's public origin with the fakes: never contacted, only used to build links. */
@@ -28,6 +30,14 @@ export interface FakeStack {
    * LOCAL_DEV_SIGN_IN_BASE_URL), so a person's browser never meets the self-signed certificate.
    */
   signInUrl?: string;
+  /**
+   * With `managedIdentity`: the function app's managed-identity endpoint (IDENTITY_ENDPOINT and
+   * IDENTITY_HEADER), with one user-assigned identity that the MSSP app trusts through a
+   * federated identity credential on the fake Entra.
+   */
+  managedIdentity?: FakeManagedIdentity;
+  /** That identity's client id (AZURE_CLIENT_ID). */
+  managedIdentityClientId?: string;
   stop(): Promise<void>;
 }
 
@@ -38,6 +48,8 @@ export interface FakeStackOptions {
   recordServed?: boolean;
   /** Also serve the fake Entra's /authorize over plain HTTP on loopback and expose it as `signInUrl`. */
   browserSignIn?: boolean;
+  /** Also start the managed-identity endpoint, its identity the federated credential of the MSSP app. */
+  managedIdentity?: boolean;
 }
 
 /** Used by the test environment and by the benchmark's fakes process alike. */
@@ -69,11 +81,26 @@ export async function startFakeStack(options: FakeStackOptions = {}): Promise<Fa
     ...(options.recordServed === undefined ? {} : { recordServed: options.recordServed }),
   });
   await Promise.all([entra.start(), vault.start(), defender.start(), graph.start()]);
+  let managedIdentity: FakeManagedIdentity | undefined;
+  const identity = { clientId: randomUUID(), objectId: randomUUID() };
+  if (options.managedIdentity) {
+    // Entra issues the identity's tokens, so their issuer is this MSSP tenant at the fake Entra.
+    const issuer = `${entra.url}/${msspTenantId}/v2.0`;
+    managedIdentity = new FakeManagedIdentity({ issuer, tenantId: msspTenantId, identities: [identity] });
+    await managedIdentity.start().catch(async (err: unknown) => {
+      await Promise.allSettled([entra.stop(), vault.stop(), defender.stop(), graph.stop()]);
+      throw err;
+    });
+    entra.clientAssertions.trustIssuer(issuer, managedIdentity.publicKey);
+    entra.clientAssertions.setFederatedCredentials(clientId, [
+      { name: "function-app-identity", issuer, subject: identity.objectId, audiences: [TOKEN_EXCHANGE_AUDIENCE] },
+    ]);
+  }
   let signInUrl: string | undefined;
   if (options.browserSignIn) {
     // Only one ephemeral port more; should it fail, the three servers just started must not leak.
     signInUrl = await entra.startBrowserListener().catch(async (err: unknown) => {
-      await Promise.allSettled([entra.stop(), vault.stop(), defender.stop(), graph.stop()]);
+      await Promise.allSettled([entra.stop(), vault.stop(), defender.stop(), graph.stop(), managedIdentity?.stop()]);
       throw err;
     });
   }
@@ -90,8 +117,9 @@ export async function startFakeStack(options: FakeStackOptions = {}): Promise<Fa
     msspTenantId,
     vaultToken,
     ...(signInUrl === undefined ? {} : { signInUrl }),
+    ...(managedIdentity === undefined ? {} : { managedIdentity, managedIdentityClientId: identity.clientId }),
     stop: async () => {
-      await Promise.allSettled([entra.stop(), vault.stop(), defender.stop(), graph.stop()]);
+      await Promise.allSettled([entra.stop(), vault.stop(), defender.stop(), graph.stop(), managedIdentity?.stop()]);
     },
   };
 }

@@ -5,6 +5,7 @@ import type { FakeDefender } from "../fakes/fakeDefender";
 import type { FakeEntra } from "../fakes/fakeEntra";
 import type { FakeGraph } from "../fakes/fakeGraph";
 import type { FakeKeyVault } from "../fakes/fakeKeyVault";
+import type { FakeManagedIdentity } from "../fakes/fakeManagedIdentity";
 import { PUBLIC_BASE_URL, startFakeStack } from "../fakes/fakeStack";
 import { loadApp, type HttpResult, type RegisteredApp } from "./functionsHost";
 import { registerSecrets } from "./secrecy";
@@ -26,6 +27,8 @@ export interface TestEnvironment {
   certPem: string;
   /** With `browserSignIn`: the fake Entra's plain-HTTP sign-in origin, also set as LOCAL_DEV_SIGN_IN_BASE_URL. */
   signInUrl?: string;
+  /** With `managedIdentity`: the function app's managed-identity endpoint (IDENTITY_ENDPOINT, IDENTITY_HEADER, AZURE_CLIENT_ID set). */
+  managedIdentity?: FakeManagedIdentity;
   /** Fetch that trusts the fakes' CA and does not follow redirects (a browser's first hop). */
   browserGet(url: string): Promise<{ status: number; location: string | null; body: string }>;
   stop(): Promise<void>;
@@ -44,6 +47,12 @@ export interface TestEnvironmentOptions {
    * settings that point the app at it. `extraEnv` still wins over what it returns.
    */
   beforeLoad?: (tls: { certPem: string; keyPem: string }) => Promise<Record<string, string>>;
+  /**
+   * Start the managed-identity endpoint and set IDENTITY_ENDPOINT, IDENTITY_HEADER and
+   * AZURE_CLIENT_ID as App Service does; the MSSP app trusts the identity by a federated
+   * credential. The app's credential stays the secret unless MSSP_CLIENT_CREDENTIAL says otherwise.
+   */
+  managedIdentity?: boolean;
 }
 
 export async function startTestEnvironment(
@@ -52,7 +61,7 @@ export async function startTestEnvironment(
 ): Promise<TestEnvironment> {
   // browserSignIn: the consent start sends the browser to the fake's plain-HTTP sign-in listener,
   // whose port is only known once it listens, so the setting is filled in here.
-  const stack = await startFakeStack({ browserSignIn: options.browserSignIn === true });
+  const stack = await startFakeStack({ browserSignIn: options.browserSignIn === true, managedIdentity: options.managedIdentity === true });
   const { entra, vault, defender, graph, clientId, clientSecret, msspTenantId, vaultToken } = stack;
   const env: Record<string, string> = {
     MSSP_CLIENT_ID: clientId,
@@ -70,6 +79,9 @@ export async function startTestEnvironment(
     LOCAL_DEV_CA_CERT_FILE: stack.certFile,
     LOCAL_DEV_VAULT_TOKEN: vaultToken,
     ...(stack.signInUrl === undefined ? {} : { LOCAL_DEV_SIGN_IN_BASE_URL: stack.signInUrl }),
+    ...(stack.managedIdentity && stack.managedIdentityClientId
+      ? { ...stack.managedIdentity.environment, AZURE_CLIENT_ID: stack.managedIdentityClientId }
+      : {}),
     ...(options.beforeLoad ? await options.beforeLoad({ certPem: stack.certPem, keyPem: stack.keyPem }) : {}),
     ...extraEnv,
   };
@@ -89,6 +101,7 @@ export async function startTestEnvironment(
     vaultToken,
     certPem: stack.certPem,
     ...(stack.signInUrl === undefined ? {} : { signInUrl: stack.signInUrl }),
+    ...(stack.managedIdentity === undefined ? {} : { managedIdentity: stack.managedIdentity }),
     async browserGet(url) {
       const response = await fetch(url, { dispatcher: agent, redirect: "manual" });
       return { status: response.status, location: response.headers.get("location"), body: await response.text() };
@@ -159,6 +172,17 @@ export async function completeConsent(
 }
 
 /** The Cookie header a browser would send back after this response's Set-Cookie (name=value pairs). */
+/**
+ * A customer administrator grants the application permission at the fake's admin-consent
+ * endpoint directly (no consent link): for tests of the app credential, not of the consent flow.
+ */
+export async function grantAdminConsent(env: TestEnvironment, tenantId: string, scope = "https://api.securitycenter.microsoft.com/.default"): Promise<void> {
+  const consent = new URL(`${env.entra.url}/${tenantId}/v2.0/adminconsent`);
+  consent.search = new URLSearchParams({ client_id: env.clientId, scope, redirect_uri: `${PUBLIC_BASE_URL}/api/consent/callback`, state: randomUUID() }).toString();
+  const answer = await env.browserGet(consent.toString());
+  if (answer.status !== 302) throw new Error(`admin consent for ${tenantId} answered ${answer.status}`);
+}
+
 export function cookieHeaderFrom(response: HttpResult): string {
   return response.cookies
     .filter((cookie) => cookie.value !== "" && cookie.maxAge !== 0)

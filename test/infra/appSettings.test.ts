@@ -138,6 +138,8 @@ describe("infra app settings vs shared/config.ts", () => {
   it("with certificate names the Key Vault certificate and deploys no client secret setting", () => {
     const deployed = new Map(settingsFor(settings, "certificate").map((s) => [s.key, s.value]));
     expect(deployed.get("MSSP_CLIENT_CERTIFICATE_NAME")).toBe("clientCertificateName");
+    // The certificate is read from the credential vault, not from KEY_VAULT_URL's tokens vault.
+    expect(deployed.get("MSSP_CLIENT_CERTIFICATE_VAULT_URL")).toContain("credentialVaultName");
     expect(deployed.has("MSSP_CLIENT_SECRET")).toBe(false);
     expect(deployed.get("OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID")).toBe("identityClientId");
     expect(functionAppModule?.params.find((e) => e.key === "clientCertificateName")?.value).toBe("clientCertificateName");
@@ -157,6 +159,7 @@ describe("infra app settings vs shared/config.ts", () => {
     const samples: Record<string, string> = {
       MSSP_CLIENT_SECRET: "not-a-real-secret",
       MSSP_CLIENT_CERTIFICATE_NAME: literal(params(main).find((p) => p.name === "clientCertificateName")?.defaultValue) ?? "",
+      MSSP_CLIENT_CERTIFICATE_VAULT_URL: "https://kvc-sample.vault.azure.net/",
       OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID: REQUIRED_ENV.AZURE_CLIENT_ID,
     };
     const { MSSP_CLIENT_SECRET: _secret, ...withoutSecret } = REQUIRED_ENV;
