@@ -8,6 +8,7 @@
 //     [--skip-baseline] [--skip-warm] [--skip-backlog] [--cpu-prof-dir DIR]
 //     [--sinks | --no-sinks] [--sink-runs blob,sentinel,splunk,eventhubs,multi]
 //     [--source mde|graph|all] [--graph-tenants <--tenants>] [--graph-backlog 20000]
+//     [--coldstart | --no-coldstart] [--coldstart-runs 7]
 //   --cpu-prof-dir DIR writes CPU profiles of the cold cycle (this process), the fakes and the backlog child.
 //   --source (default all: both parts, each against fakes and an Azurite of its own): mde runs the Defender
 //   part (every section but the Graph part, the per-sink runs included), graph only the Graph part: the same
@@ -20,6 +21,10 @@
 //   child with fresh fakes; --sinks runs only that section (`npm run bench -- --sinks`), --no-sinks skips it,
 //   --sink-runs picks runs (multi = ALERT_SINKS=blob,sentinel,splunk; splunk-ack = HEC with indexer
 //   acknowledgement, not in the default list). In the full bench the blob row is the backlog section's run.
+//   Cold start (on by default, first, before any fake or Azurite runs): bundles dist/ into deploy/ (`npm run
+//   bundle` without its tsc step) and times require() of the bundle and of the plain entry in fresh node
+//   processes, median of --coldstart-runs each (scripts/bench-coldstart.mjs); --coldstart runs only that part,
+//   --no-coldstart skips it, --sinks and --source graph leave it out.
 // Needs `npm run build` (dist/) and `tsc -p test/fakes/tsconfig.bench.json` (dist-bench/).
 import { fork, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -33,6 +38,7 @@ import {
   blobIds, combinedCaFile, DEFAULT_SINK_RUNS, eventHubsSinks, exactlyOnce, expectedIds, fakeManagedIdentity, runLabel, SINK_RUNS,
   sinkFakeCertificate, sinkRunEnv, startSinkFake, timeSinkWrites,
 } from "./bench-sinks.mjs";
+import { coldStartChecks, coldStartPart, reportColdStart } from "./bench-coldstart.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(import.meta.url);
@@ -56,6 +62,8 @@ function parseArgs(argv) {
     skipWarm: false,
     skipBacklog: false,
     sinks: "also", // "also" (after the other sections), "only" (--sinks) or "no" (--no-sinks)
+    coldstart: "also", // "also" (before the other sections), "only" (--coldstart) or "no" (--no-coldstart)
+    coldstartRuns: 7,
     sinkRuns: DEFAULT_SINK_RUNS,
     source: "all", // "mde", "graph" or "all": which sources' parts run
     graphTenants: undefined, // --tenants unless given
@@ -78,12 +86,17 @@ function parseArgs(argv) {
     "--setup-concurrency": "setupConcurrency",
     "--graph-tenants": "graphTenants",
     "--graph-backlog": "graphBacklog",
+    "--coldstart-runs": "coldstartRuns",
   };
   const flags = { "--skip-baseline": "skipBaseline", "--skip-warm": "skipWarm", "--skip-backlog": "skipBacklog" };
   for (let i = 0; i < argv.length; i++) {
     let [name, value] = argv[i].split("=", 2);
     if (flags[name]) {
       opts[flags[name]] = true;
+    } else if (name === "--coldstart" || name === "--no-coldstart") {
+      const mode = name === "--coldstart" ? "only" : "no";
+      if (opts.coldstart !== "also" && opts.coldstart !== mode) usage("--coldstart and --no-coldstart exclude each other");
+      opts.coldstart = mode;
     } else if (name === "--sinks" || name === "--no-sinks") {
       const mode = name === "--sinks" ? "only" : "no";
       if (opts.sinks !== "also" && opts.sinks !== mode) usage("--sinks and --no-sinks exclude each other");
@@ -124,6 +137,9 @@ function parseArgs(argv) {
   if (opts.source === "graph" && opts.sinks === "only") usage("--sinks runs the Defender backlog per sink; it does not go with --source graph");
   if (opts.source === "graph") opts.sinks = "no";
   if (opts.sinks === "only" && opts.backlog < 1) usage("--sinks needs a --backlog of at least 1");
+  if (opts.coldstartRuns < 1) usage("--coldstart-runs must be at least 1");
+  // By default the cold start goes with the full bench and --source mde, not with a run of one other part.
+  if (opts.coldstart === "also" && (opts.sinks === "only" || opts.source === "graph")) opts.coldstart = "no";
   if (opts.backlogPageSize !== undefined && (opts.backlogPageSize < 1 || opts.backlogPageSize > 10_000)) usage("--backlog-page-size must be 1..10000");
   return opts;
 }
@@ -532,8 +548,13 @@ function check(label, ok, detail, previous) {
  * - mde: the run recorded before the current pull design (README, $skip paging with overlapping
  *   pages, 2,500-alert pages).
  * - graph: the first run of the Graph part (docs/performance.md#graph-source).
+ * - coldStart: issue 14's figures, before the bundle existed (docs/performance.md#cold-start).
  */
 const PREVIOUS = {
+  coldStart: {
+    bundle: "181–194 ms (a trial esbuild bundle, issue 14, quiet machine)",
+    plain: "≈510 ms, 674 modules (issue 14, quiet machine)",
+  },
   mde: {
     coldCycle: "11.7 s",
     speedUp: "11.1×",
@@ -859,6 +880,16 @@ async function sinksOnly(opts, app, say, started) {
   sayVerdict(say, started);
 }
 
+/** `--coldstart`: only the cold-start part. */
+function coldStartOnly(say, coldStart, started) {
+  say("");
+  reportColdStart(say, coldStart, fmt);
+  say("── targets ──────────────────────────────────────────────────────────────────────────────────");
+  for (const l of coldStartChecks(coldStart, check, PREVIOUS.coldStart, fmt)) say(`  ${l}`);
+  say("");
+  sayVerdict(say, started);
+}
+
 /** The closing lines of a bench run: the missed targets, or that all were met, and the run's time. */
 function sayVerdict(say, started) {
   if (fails.length) {
@@ -1121,6 +1152,9 @@ async function main(opts) {
   const app = loadApp();
   const log = app.silentLogger;
   const say = (line) => console.log(line);
+  // First, while no fake or Azurite takes CPU from the fresh processes it times.
+  const coldStart = opts.coldstart === "no" ? undefined : await coldStartPart({ root, mainEntry: JSON.parse(readFileSync(join(root, "package.json"), "utf8")).main, runs: opts.coldstartRuns, say });
+  if (opts.coldstart === "only") return coldStartOnly(say, coldStart, started);
   if (opts.sinks === "only") return sinksOnly(opts, app, say, started);
   const sources = sourcesOf(opts);
 
@@ -1175,12 +1209,14 @@ async function main(opts) {
   if (defender) reportDefender(say, defender, opts, concurrency, app);
   if (graph) reportGraph(say, graph, opts, concurrency, app);
   if (sinkRuns) reportSinkBacklogs(say, opts, sinkRuns);
+  if (coldStart) reportColdStart(say, coldStart, fmt);
 
   say("── targets ──────────────────────────────────────────────────────────────────────────────────");
   const lines = [];
   if (defender) lines.push(...defenderChecks(defender, opts));
   if (graph) lines.push(...graphChecks(graph, opts));
   if (sinkRuns) lines.push(...sinkBacklogChecks(opts, sinkRuns));
+  if (coldStart) lines.push(...coldStartChecks(coldStart, check, PREVIOUS.coldStart, fmt));
   for (const l of lines) say(`  ${l}`);
   say("");
   sayVerdict(say, started);

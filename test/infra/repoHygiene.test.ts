@@ -263,7 +263,7 @@ describe("GitHub workflows", () => {
     expect(test).toMatch(/sudo apt-get install -y --no-install-recommends chromium/);
   });
 
-  it("deploy.yml: dispatched or called with a resource group and an environment; builds, prunes, deploys the Bicep, publishes", () => {
+  it("deploy.yml: dispatched or called with a resource group and an environment; builds the bundle, deploys the Bicep, publishes deploy/", () => {
     expect(keysOf(deploy, "on")).toEqual(["workflow_dispatch", "workflow_call"]);
     const triggers = /^on:\n([\s\S]*?)^\S/m.exec(deploy)?.[1] ?? "";
     const [dispatch = "", call = ""] = triggers.split(/^ {2}workflow_call:$/m);
@@ -273,9 +273,9 @@ describe("GitHub workflows", () => {
       expect(block, trigger).toMatch(/^ {6}environment:$/m);
     }
     expect(deploy).toMatch(/environment: \$\{\{ inputs\.environment \}\}/);
-    expect(deploy).toMatch(/npm ci\b[\s\S]*npm run build[\s\S]*npm prune --omit=dev/);
+    expect(deploy).toMatch(/npm ci\b[\s\S]*npm run bundle/);
     expect(deploy).toMatch(/az deployment group create[\s\S]*--template-file infra\/main\.bicep[\s\S]*clientId=/);
-    expect(deploy).toMatch(/uses: Azure\/functions-action@v1[\s\S]*respect-funcignore: true/);
+    expect(deploy).toMatch(/uses: Azure\/functions-action@v1[\s\S]*package: deploy\n[\s\S]*respect-funcignore: true/);
     expect(deploy).toMatch(/uses: \.\/\.github\/workflows\/test\.yml/);
   });
 

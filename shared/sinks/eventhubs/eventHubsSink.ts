@@ -12,7 +12,6 @@ import type { EventHubsSettings } from "./settings";
  */
 export const EVENT_HUBS_RETRY: Readonly<RetryOptions> = Object.freeze({
   maxRetries: 2,
-  mode: RetryMode.Exponential,
   retryDelayInMs: 500,
   maxRetryDelayInMs: 4_000,
   timeoutInMs: 20_000,
@@ -38,7 +37,8 @@ export interface EventHubsConnectionOptions {
 /** A producer for the configured hub, signed in with the given identity, with the bounded retry policy. */
 export function createEventHubsProducer(settings: EventHubsSettings, credential: TokenCredential, options: EventHubsConnectionOptions = {}): EventHubProducerClient {
   return new EventHubProducerClient(settings.fullyQualifiedNamespace, settings.eventHubName, credential, {
-    retryOptions: { ...EVENT_HUBS_RETRY },
+    // The mode is read here, not in the constant: a module-level read would load the Event Hubs SDK on every cold start.
+    retryOptions: { ...EVENT_HUBS_RETRY, mode: RetryMode.Exponential },
     ...(options.customEndpointAddress === undefined ? {} : { customEndpointAddress: options.customEndpointAddress }),
   });
 }
