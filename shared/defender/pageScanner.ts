@@ -20,6 +20,11 @@ import { canonicalTimestamp } from "../time/timestamps";
  * inside a string or a nested object or array. So `{"id":"a"} x` is one (invalid) element, not
  * a broken page. Valid JSON always delimits to itself, so the common path validates and
  * delimits in a single pass; the structural rescan only runs for elements that fail validation.
+ *
+ * Nothing that is skipped is parsed: member names are compared in place (decoded only when they
+ * contain a backslash), and runs of simple members are validated by one regex call each (see
+ * "Runs" below). test/unit/pageScannerProperty.test.ts holds the scanner to JSON.parse on
+ * generated and real-shaped pages and their broken copies; scripts/scanner-bench.mjs times it.
  */
 export interface ScannedAlert {
   id: string;
@@ -222,6 +227,49 @@ function memberKind(text: string, start: number, end: number, escaped: boolean, 
   return MEMBER_OTHER;
 }
 
+// Runs: a run of simple members or array items (a string, a number, a literal, `{}` or a short
+// array of those) is validated by one native regex call instead of token by token; most members
+// of an alert are such values. A run consumes only complete, valid pieces separated by commas and
+// ends after a piece, so the token loop resumes in exactly the state it would have reached reading
+// them itself (a value has just ended). Anything else (a nested object or a larger array, a line
+// break, a top-level `id` or time member, an alert's own member name with an escape, invalid text)
+// ends the run and is read by the token loop.
+/** A string with at most 16 escapes (bounded for the same reason as RUN_PIECES; a longer one ends the run). */
+const STRING = String.raw`"[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*){0,16}"`;
+const NUMBER = String.raw`-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?`;
+const SCALAR = `(?:${STRING}|${NUMBER}|true|false|null)`;
+const BLANKS = "[ \\t]*";
+/** Pieces per regex call at most: each repetition holds backtracking state, so an unbounded run overflows the regex stack. */
+const RUN_PIECES = 64;
+
+function run(piece: string): RegExp {
+  return new RegExp(`${piece}(?:${BLANKS},${BLANKS}${piece}){0,${RUN_PIECES - 1}}`, "y");
+}
+
+/** A value a run takes whole: a scalar, `{}`, or an array of at most 16 scalars (alerts have many such: tags, roles, techniques). */
+const VALUE = `(?:${SCALAR}|\\{${BLANKS}\\}|\\[${BLANKS}(?:${SCALAR}(?:${BLANKS},${BLANKS}${SCALAR}){0,15}${BLANKS})?\\])`;
+const memberPiece = (name: string): string => `${name}${BLANKS}:${BLANKS}${VALUE}`;
+const ITEM_RUN = run(VALUE);
+const NESTED_MEMBER_RUN = run(memberPiece(STRING));
+/** Member runs for the alert's own members, by time field: they stop before `id` and the time member, which the token loop records. */
+const TOP_MEMBER_RUNS = new Map<string, RegExp>();
+
+function topMemberRun(timeField: string): RegExp {
+  let members = TOP_MEMBER_RUNS.get(timeField);
+  if (members === undefined) {
+    const quoted = timeField.replace(/[\\^$.*+?()[\]{}|]/g, "\\$&");
+    members = run(memberPiece(String.raw`"(?!(?:id|${quoted})")[^"\\\x00-\x1f]*"`));
+    TOP_MEMBER_RUNS.set(timeField, members);
+  }
+  return members;
+}
+
+/** Index past the run of simple pieces that `pieces` matches at `i`, or `i` when there is none. */
+function skipRun(text: string, i: number, pieces: RegExp): number {
+  pieces.lastIndex = i;
+  return pieces.test(text) ? pieces.lastIndex : i;
+}
+
 /**
  * Validates the JSON value that starts at `start` (no leading whitespace) as strict RFC 8259 JSON,
  * without building it; iterative, so deep nesting cannot overflow the call stack. Returns the index
@@ -236,6 +284,7 @@ function validateValue(text: string, start: number, timeField: string): number {
   let depth = 0;
   /** The member whose value comes next, when that member is a top-level `id` or time member. */
   let pending = MEMBER_OTHER;
+  const topMembers = topMemberRun(timeField);
   for (;;) {
     // A value starts at i.
     let c = codeAt(text, i);
@@ -270,17 +319,21 @@ function validateValue(text: string, start: number, timeField: string): number {
           i++;
         } else {
           pending = MEMBER_OTHER;
-          if (isObject) {
-            // The first member's name and colon.
-            if (c !== QUOTE) return -1;
-            const nameEnd = scanString(text, i);
-            if (nameEnd < 0) return -1;
-            if (depth === 1) pending = memberKind(text, i, nameEnd, stringEscaped, timeField);
-            i = skipWhitespace(text, nameEnd);
-            if (codeAt(text, i) !== COLON) return -1;
-            i = skipWhitespace(text, i + 1);
+          const runEnd = skipRun(text, i, isObject ? (depth === 1 ? topMembers : NESTED_MEMBER_RUN) : ITEM_RUN);
+          if (runEnd !== i) i = runEnd;
+          else {
+            if (isObject) {
+              // The first member's name and colon.
+              if (c !== QUOTE) return -1;
+              const nameEnd = scanString(text, i);
+              if (nameEnd < 0) return -1;
+              if (depth === 1) pending = memberKind(text, i, nameEnd, stringEscaped, timeField);
+              i = skipWhitespace(text, nameEnd);
+              if (codeAt(text, i) !== COLON) return -1;
+              i = skipWhitespace(text, i + 1);
+            }
+            continue;
           }
-          continue;
         }
       } else if (c === MINUS || (c >= ZERO && c <= NINE)) {
         i = scanNumber(text, i);
@@ -306,6 +359,11 @@ function validateValue(text: string, start: number, timeField: string): number {
       const container = containers[depth - 1];
       if (c === COMMA) {
         i = skipWhitespace(text, i + 1);
+        const runEnd = skipRun(text, i, container === IN_OBJECT ? (depth === 1 ? topMembers : NESTED_MEMBER_RUN) : ITEM_RUN);
+        if (runEnd !== i) {
+          i = runEnd;
+          continue;
+        }
         if (container === IN_OBJECT) {
           if (codeAt(text, i) !== QUOTE) return -1;
           const nameEnd = scanString(text, i);

@@ -1,3 +1,5 @@
+import { CompactVersionSet } from "./compactVersionSet";
+
 /** Version hash → the version's lastUpdateTime in epoch seconds (kept for pruning). */
 export type DeliveredVersions = Map<string, number>;
 
@@ -36,7 +38,7 @@ export function encodeDelivered(delivered: DeliveredVersions, options: { unbound
 }
 
 export function decodeDelivered(source: Record<string, unknown>): DeliveredVersions {
-  const delivered: DeliveredVersions = new Map();
+  const delivered: DeliveredVersions = new CompactVersionSet();
   for (let i = 0; i <= EXTRA_PROPERTIES; i++) {
     const chunk = source[i === 0 ? "delivered" : `delivered${i}`];
     if (typeof chunk !== "string" || !chunk) continue;

@@ -7,6 +7,7 @@ import { statusOf } from "../errors";
 import { isConcurrencyConflict, type TableFactory } from "../state/tables";
 import { boundedSignal, type CallOptions } from "../sinks/alertSink";
 import type { SinkProgress, SinkProgressMap } from "../sinks/sinkSet";
+import { CompactVersionSet } from "./compactVersionSet";
 import { decodeDelivered, encodeDelivered, type DeliveredVersions } from "./deliveredVersions";
 
 export type { DeliveredVersions } from "./deliveredVersions";
@@ -441,7 +442,7 @@ export class PullStateStore {
       // A spilled set that is gone can only mean re-delivery of the overlap, never a loss.
       delivered = decodeDelivered({ delivered: body ?? "" });
     } else {
-      delivered = entity ? decodeDelivered(entity) : new Map();
+      delivered = entity ? decodeDelivered(entity) : new CompactVersionSet();
     }
     const state = entity ? fromEntity(entity, delivered) : emptyState();
     prepare?.(state);
@@ -647,5 +648,5 @@ function incidentsOf(entity: Entity): PullIncidents {
 }
 
 export function emptyState(): PullState {
-  return { delivered: new Map(), apiCalls: [], consecutiveFailures: 0, deadLetters: 0 };
+  return { delivered: new CompactVersionSet(), apiCalls: [], consecutiveFailures: 0, deadLetters: 0 };
 }

@@ -1,3 +1,4 @@
+import { credentialRemedy } from "../identity/appCredential";
 import { randomUUID } from "node:crypto";
 import type { Clock } from "../clock";
 import type { PullSettings } from "../config";
@@ -14,7 +15,8 @@ import { ParkingError } from "../sinks/parking";
 import type { Refusal, SinkSet } from "../sinks/sinkSet";
 import type { TenantRecord, TenantRegistry } from "../state/tenantRegistry";
 import { ALERT_SOURCE_PROFILES, sourceOf, type AlertSourceKind } from "../sources/alertSources";
-import { TokenUnavailableError, type AccessTokenSource } from "./accessTokens";
+import { classifyApplicationFailure, TokenUnavailableError, type AccessTokenSource } from "./accessTokens";
+import { consentModelOf, tokenScope, type ConsentModel } from "../consent/consentModel";
 import type { PullHistoryStore, PullRun } from "./pullHistory";
 import { LeaseLostError, type InstantProgress, type PullLease, type PullState, type PullStateStore } from "./pullState";
 import { healthLevel, NOTABLE_LIST_LIMIT, severityRank, type NotableAlert, type PullObserver, type PullReport, type Severity } from "./observer";
@@ -408,9 +410,9 @@ export class TenantPull {
     // Whatever the call said, it was cut short by the run's own bound, not by the service.
     const { code, message, category } = bounds.work.aborted
       ? { code: "run_out_of_time", message: "The run's time was up while the sink or storage still had not answered; the next run resumes at the same page", category: "transient" as const }
-      : classifyFailure(error, sourceOf(tenant));
+      : classifyFailure(error, sourceOf(tenant), consentModelOf(tenant));
     if (category === "app_credential") {
-      log.error("MSSP application credential rejected by Entra ID: every tenant is affected; rotate MSSP_CLIENT_SECRET", { tenantId, error: code });
+      log.error(`MSSP application credential rejected by Entra ID: every tenant is affected; ${credentialRemedy()}`, { tenantId, error: code });
     } else {
       log.warn("pull failed", { tenantId, error: code, category, detail: describeError(error) });
     }
@@ -451,8 +453,13 @@ function oldestSinkBehindMs(state: PullState, now: number): number {
 function classifyFailure(
   error: unknown,
   source: AlertSourceKind = "mde",
+  model: ConsentModel = "delegated",
 ): { code: string; message: string; category: "reconsent" | "app_credential" | "transient" } {
   const profile = ALERT_SOURCE_PROFILES[source];
+  if (model === "application") {
+    const applicationFailure = classifyApplicationFailure(error, source);
+    if (applicationFailure) return applicationFailure;
+  }
   if (error instanceof TokenUnavailableError) {
     const category = error.failure.category;
     return {
@@ -572,7 +579,8 @@ class WindowRead {
     this.call = { signal: work };
     this.notableRank = deps.notableSeverity === undefined ? Number.POSITIVE_INFINITY : severityRank(deps.notableSeverity);
     this.pulledAt = new Date(deps.clock()).toISOString();
-    const tokens = deps.tokens.forPull(tenant.tenantId, this.state, deadline, ALERT_SOURCE_PROFILES[this.source].scope);
+    const model = consentModelOf(tenant);
+    const tokens = deps.tokens.forPull(tenant.tenantId, this.state, deadline, tokenScope(model, this.source), model);
     this.accessToken = async (force) => {
       if (force) deps.tokens.forget(tenant.tenantId);
       return tokens(force);

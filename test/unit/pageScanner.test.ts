@@ -148,6 +148,29 @@ describe("scanPage", () => {
     expect(scanned.rejected.map((r) => [r.index, r.reason])).toEqual([[1, "invalid_json"]]);
   });
 
+  it("validates long runs of simple members and items, finds an error deep inside one, and sees an id after thousands of members", () => {
+    const items = Array.from({ length: 100_000 }, (_, n) => ['"s"', String(n), "true", "null", "-1.5e3", '"é😀\\"\\u00e9"', `"${"\\n".repeat(40)}"`][n % 7] ?? "0");
+    const members = Array.from({ length: 5_000 }, (_, n) => `"m${n}":${n % 2 === 0 ? n : '"v"'}`);
+    const alert = (list: string[], ms = members): string => `{"id":"first","lastUpdateTime":"${T}",${ms.join(",")},"list":[${list.join(", ")}],"id":"last"}`;
+    const good = alert(items);
+    const leadingZero = [...items];
+    leadingZero[77_777] = "01";
+    const rawTab = [...items];
+    rawTab[88_888] = '"a\tb"';
+    const badEscape = [...items];
+    badEscape[99_999] = `"${"\\t".repeat(20)}\\x"`;
+    const withoutComma = [...members];
+    withoutComma[4_000] = '"m4000":1 "x":2';
+    const scanned = scanPage(page(good, alert(leadingZero), alert(rawTab), alert(items, withoutComma), alert(badEscape)));
+    expect(scanned.alerts.map((a) => [a.id, a.json === good])).toEqual([["last", true]]);
+    expect(scanned.rejected.map((r) => [r.index, r.reason])).toEqual([
+      [1, "invalid_json"],
+      [2, "invalid_json"],
+      [3, "invalid_json"],
+      [4, "invalid_json"],
+    ]);
+  });
+
   it.each([
     ['{"value":[{"id":"da1","lastUpdateTime":"x"}', "unbalanced"],
     ['{"value":[{"id":"da1","lastUpdateTime":"x"}]', "unbalanced"],
