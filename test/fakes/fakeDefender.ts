@@ -116,8 +116,12 @@ export interface UpdateAlertOptions {
   visibleAt?: number;
 }
 
-/** "sorted": (lastUpdateTime, id). "shuffled": a stable pseudo-random order that has nothing to do with time. */
-export type AlertOrder = "sorted" | "shuffled";
+/**
+ * "sorted": (lastUpdateTime, id). "shuffled": a stable pseudo-random order that has nothing to do with time.
+ * "unstable": a new pseudo-random order for every request, as the service promises no order at all,
+ * so `$skip` paging over it repeats and misses alerts.
+ */
+export type AlertOrder = "sorted" | "shuffled" | "unstable";
 
 /**
  * false: no nextLink. true: a full page links to the next $skip.
@@ -227,6 +231,13 @@ export function mdeTimestampKey(value: string): string | null {
 
 function compareShuffled(a: StoredAlert, b: StoredAlert): number {
   return a.shuffleKey - b.shuffleKey || compareStored(a, b);
+}
+
+/** The "unstable" order's sort key: the alert's shuffle key mixed with a per-request salt. */
+function unstableKey(shuffleKey: number, salt: number): number {
+  let h = Math.imul(shuffleKey ^ Math.imul(salt, 0x9e3779b1), 0x85ebca6b);
+  h ^= h >>> 13;
+  return Math.imul(h, 0xc2b2ae35) >>> 0;
 }
 
 function toStored(alert: MdeAlert, visibleAt: number, seed: number): StoredAlert {
@@ -732,6 +743,10 @@ export class FakeDefender {
     let window = state.sorted.slice(start, end);
     if (state.hasDelayedVersions) window = window.filter((s) => isServedAt(s, now));
     if (state.order === "shuffled") window.sort(compareShuffled);
+    if (state.order === "unstable") {
+      const salt = this.counters.requests;
+      window.sort((a, b) => unstableKey(a.shuffleKey, salt) - unstableKey(b.shuffleKey, salt) || compareStored(a, b));
+    }
     return window.slice(query.skip, query.skip + limit);
   }
 

@@ -1,0 +1,125 @@
+import type { TableClient } from "@azure/data-tables";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../shared/config";
+import { createServices, type ServiceOverrides, type Services } from "../../shared/services";
+import type { TableFactory } from "../../shared/state/tables";
+import { TABLES } from "../../shared/storage/names";
+import { generateAlerts } from "../fakes/alerts";
+import { capturingLogger, connectedTenant, deliveredEnvelopes, minutesAgo } from "../harness/pullFixture";
+import { startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
+
+/**
+ * Two pulls that both read a tenant's existing pull state, with its lease free, before either
+ * writes: the read says "free" to both, so only the ETag condition on the write that takes the
+ * lease can keep the second one out.
+ */
+
+let env: TestEnvironment;
+
+beforeAll(async () => {
+  env = await startTestEnvironment({ PULL_SETTLE_SECONDS: "0", PULL_PAGE_SIZE: "50" });
+});
+afterAll(async () => {
+  await env?.stop();
+});
+
+function services(overrides: ServiceOverrides = {}): Services {
+  return createServices(loadConfig({ ...process.env, ...env.env }), { sleep: async () => undefined, ...overrides });
+}
+
+/** Resolves when `open()` is called, or after `ms` at the latest (a missed interleaving then shows as a plain run). */
+function gate(ms = 10_000): { opened: Promise<void>; open: () => void } {
+  let open = (): void => undefined;
+  const opened = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    open = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+  });
+  return { opened, open };
+}
+
+/** The pull-state table with `getEntity` and `updateEntity` passed through hooks. */
+function around(hooks: {
+  afterRead?: () => void;
+  beforeWrite?: () => Promise<void>;
+}): (tables: TableFactory) => TableFactory {
+  return (tables) => ({
+    async open(name) {
+      const client = await tables.open(name);
+      if (name !== TABLES.pullState) return client;
+      return new Proxy(client, {
+        get(target, property, receiver) {
+          if (property === "getEntity" && hooks.afterRead) {
+            const read = async <T extends object = Record<string, unknown>>(partitionKey: string, rowKey: string, options?: Parameters<TableClient["getEntity"]>[2]) => {
+              const entity = await target.getEntity<T>(partitionKey, rowKey, options);
+              hooks.afterRead?.();
+              return entity;
+            };
+            return read;
+          }
+          if (property === "updateEntity" && hooks.beforeWrite) {
+            const update: TableClient["updateEntity"] = async (...args) => {
+              await hooks.beforeWrite?.();
+              return target.updateEntity(...args);
+            };
+            return update;
+          }
+          return Reflect.get(target, property, receiver) as unknown;
+        },
+      });
+    },
+  });
+}
+
+/** Two processes whose first pull-state write waits until both have read it once (bounded). */
+function interleaved(): { first: Services; second: Services } {
+  const bothRead = gate();
+  let reads = 0;
+  const instance = (): Services => {
+    let read = false;
+    let wrote = false;
+    return services({
+      wrapTables: around({
+        afterRead: () => {
+          if (read) return;
+          read = true;
+          if (++reads === 2) bothRead.open();
+        },
+        beforeWrite: async () => {
+          if (wrote) return;
+          wrote = true;
+          await bothRead.opened;
+        },
+      }),
+    });
+  };
+  return { first: instance(), second: instance() };
+}
+
+describe("the lease on existing pull state, both pulls reading before either writes", () => {
+  it("lets only one of two acquires take a free lease", async () => {
+    const tenantId = await connectedTenant(env);
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 10, { start: minutesAgo(20), spacingMs: 5_000 }));
+    expect(await services().tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled" });
+    const { first, second } = interleaved();
+    const [a, b] = await Promise.all([first.pullState.acquire(tenantId, "a", 60_000), second.pullState.acquire(tenantId, "b", 60_000)]);
+    expect([a !== undefined, b !== undefined].filter(Boolean)).toHaveLength(1);
+    const owner = (await services().pullState.read(tenantId))?.leaseOwner;
+    expect(owner).toBe(a ? "a" : "b");
+  });
+
+  it("lets one of two pulls run and the other exit busy; every alert is delivered once", async () => {
+    const tenantId = await connectedTenant(env);
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 20, { start: minutesAgo(30), spacingMs: 5_000 }));
+    expect(await services().tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled" });
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 120, { start: minutesAgo(8), spacingMs: 3_000 }).map((a, i) => ({ ...a, id: `${a.id}-race-${i}` })));
+    const { first, second } = interleaved();
+    const [a, b] = await Promise.all([first.tenantPull.run(tenantId, capturingLogger(), "a"), second.tenantPull.run(tenantId, capturingLogger(), "b")]);
+    expect([a.outcome, b.outcome].sort()).toEqual(["busy", "pulled"]);
+    const ids = (await deliveredEnvelopes(env, tenantId)).map((e) => `${e.alert.id}@${e.alert.lastUpdateTime}`);
+    expect(ids.length).toBe(140);
+    expect(new Set(ids).size).toBe(140);
+  });
+});
