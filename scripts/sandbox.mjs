@@ -91,10 +91,12 @@ async function main() {
   const clientSecret = `sandbox-${randomBytes(18).toString("base64url")}`;
   const msspTenantId = randomUUID();
   const vaultToken = `sandbox-vault-${randomBytes(18).toString("base64url")}`;
+  const msspDisplayName = process.env.MSSP_DISPLAY_NAME || "Sandbox MSSP";
   const entra = new FakeEntra({
     certPem: tls.certPem,
     keyPem: tls.keyPem,
-    clients: [{ clientId, clientSecret, redirectUris: [`${baseUrl}/api/consent/callback`] }],
+    // Named as the admin-consent prompt shows an app registration: its name and its publisher, the MSSP.
+    clients: [{ clientId, clientSecret, redirectUris: [`${baseUrl}/api/consent/callback`], displayName: "MSSP Defender connector", publisherName: msspDisplayName }],
   });
   const vault = new FakeKeyVault({ certPem: tls.certPem, keyPem: tls.keyPem, acceptedToken: vaultToken, tenantId: msspTenantId });
   const defender = new FakeDefender({ certPem: tls.certPem, keyPem: tls.keyPem, verifyAccessToken: (token) => entra.verifyAccessToken(token), latencyMs: 50 });
@@ -120,7 +122,7 @@ async function main() {
     LOCAL_DEV_SIGN_IN_BASE_URL: signInUrl,
     // The console needs no sign-in here (in Azure it requires App Service authentication).
     LOCAL_DEV_SANDBOX: "true",
-    MSSP_DISPLAY_NAME: process.env.MSSP_DISPLAY_NAME || "Sandbox MSSP",
+    MSSP_DISPLAY_NAME: msspDisplayName,
     // Alerts of a sandbox are seconds old; a short settle shows them on the next pull.
     PULL_SETTLE_SECONDS: "5",
     MDE_PARTNER_COMPANY: "Sandbox",
@@ -171,6 +173,7 @@ async function main() {
     }
     return response.headers.get("location");
   };
+  // Either model: the sign-in (delegated) or the admin-consent prompt (application), then the callback.
   const consentAutomatically = async (consentUrl) => {
     // The simulated admin approves without a page; people get the page (interactive) later.
     entra.setInteractive(false);
@@ -193,18 +196,26 @@ async function main() {
     else defender.streamAlerts(tenantId, { perMinute: opts.alertsPerMinute });
   };
   let reconsentTenant;
+  let applicationTenant;
   for (let i = 0; i < opts.tenants; i++) {
     const tenantId = randomUUID();
     const displayName = i < names.length ? names[i] : `Customer ${i + 1}`;
     // The second customer reads Defender XDR alerts through Microsoft Graph; the others the Defender for Endpoint API.
     const source = i === 1 ? "graph" : "mde";
-    const registered = await api("POST", "/api/tenants", { tenantId, displayName, source });
+    // The first was connected by admin consent to an application permission (no refresh token);
+    // the others by an administrator's sign-in. A lone customer stays delegated: the re-consent
+    // demo revokes a refresh token, which an application-model tenant does not have.
+    const consentModel = i === 0 && opts.tenants > 1 ? "application" : "delegated";
+    const registered = await api("POST", "/api/tenants", { tenantId, displayName, source, consentModel });
     if (registered.status !== 201) throw new Error(`registering a simulated tenant failed: HTTP ${registered.status}`);
     const backlog = { start: new Date(Date.now() - 2 * 3600_000), spacingMs: 5 * 60_000 };
     if (source === "graph") graph.addAlerts(tenantId, generateGraphAlerts(tenantId, 20 + 10 * i, backlog));
     else defender.addAlerts(tenantId, generateAlerts(tenantId, 20 + 10 * i, backlog));
     await consentAutomatically(registered.json.consentUrl);
+    const connected = await api("GET", `/api/tenants/${tenantId}`);
+    if (connected.json?.status !== "connected") throw new Error(`the simulated consent of ${displayName} (${consentModel}) did not connect it: ${connected.json?.status}`);
     stream(tenantId, source);
+    if (consentModel === "application") applicationTenant = displayName;
     if (i === Math.min(2, opts.tenants - 1)) reconsentTenant = { tenantId, displayName };
   }
   // A tenant registered while the sandbox runs gets simulated alerts too.
@@ -233,11 +244,11 @@ Sandbox running. ${SIMULATED}
 
   console           ${baseUrl}  (${baseUrl}/api/console: register a tenant, copy its consent link, open it, Accept)
   operator API      ${baseUrl}/api/tenants            (no key needed in the sandbox)
-  sign-in page      ${signInUrl}  (simulated Microsoft Entra ID)
+  sign-in page      ${signInUrl}  (simulated Microsoft Entra ID: sign-in and admin-consent prompts)
   storage           Azurite ${azurite.reused ? "(already running: tenants of earlier runs show as needing re-consent)" : "(in memory, gone at exit)"} on 127.0.0.1:10000-10002
   fakes (HTTPS)     Entra ${entra.url}, Key Vault ${vault.url}, Defender ${defender.url}, Graph ${graph.url}
   simulated tenants ${opts.tenants}, ${opts.alertsPerMinute} alerts/min each; pulls every ${opts.timerSeconds} s
-${reconsentTenant ? `  re-consent demo   ${reconsentTenant.displayName} needs re-consent after ${opts.reconsentAfterMinutes} min\n` : ""}
+${applicationTenant ? `  consent models    ${applicationTenant} by admin consent (application permission), the others by an admin's sign-in (delegated)\n` : ""}${reconsentTenant ? `  re-consent demo   ${reconsentTenant.displayName} needs re-consent after ${opts.reconsentAfterMinutes} min\n` : ""}
 Stop with Ctrl-C.
 `);
 }

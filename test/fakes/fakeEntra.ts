@@ -33,6 +33,10 @@ export interface FakeEntraClient {
   clientId: string;
   clientSecret: string;
   redirectUris: string[];
+  /** The app registration's name, as Entra's consent prompts show it; "MSSP connector" when unset. */
+  displayName?: string;
+  /** Who publishes the app (the MSSP), as the admin-consent prompt shows it; "unverified" when unset. */
+  publisherName?: string;
 }
 
 export interface FakeEntraOptions extends TlsMaterial {
@@ -113,6 +117,15 @@ export const DEFAULT_APPLICATION_PERMISSIONS: Readonly<Record<string, readonly s
   [GRAPH_RESOURCE]: ["SecurityAlert.Read.All"],
 };
 
+/**
+ * How Entra's admin-consent prompt names each resource and application permission (the API's
+ * display name and the permission's admin-consent display name, as in the Entra admin center).
+ */
+const APPLICATION_PERMISSION_NAMES: Readonly<Record<string, { api: string; roles: Readonly<Record<string, string>> }>> = {
+  [DEFENDER_RESOURCE]: { api: "WindowsDefenderATP", roles: { "Alert.Read.All": "Read all alerts" } },
+  [GRAPH_RESOURCE]: { api: "Microsoft Graph", roles: { "SecurityAlert.Read.All": "Read all security alerts" } },
+};
+
 interface ResolvedUser {
   oid: string;
   tid: string;
@@ -143,6 +156,21 @@ interface AuthorizeRequest {
   nonce: string | null;
   wantsClientInfo: boolean;
 }
+
+/** An admin-consent request that passed every check; what an Accept or Cancel answers. */
+interface AdminConsentRequest {
+  pathTenant: string;
+  client: FakeEntraClient;
+  redirectUri: string;
+  state: string | null;
+  /** The one resource of the `{resource}/.default` scope. */
+  resource: string;
+}
+
+type AdminConsentCheck =
+  | { kind: "valid"; request: AdminConsentRequest }
+  | { kind: "errorPage"; code: number; message: string }
+  | { kind: "errorRedirect"; location: string };
 
 type AuthorizeCheck =
   | { kind: "valid"; request: AuthorizeRequest }
@@ -258,7 +286,8 @@ export class FakeEntra extends FakeHttpsServer {
 
   /**
    * Interactive: a valid GET /authorize answers with a sign-in page where a person chooses
-   * Accept or Decline, instead of redirecting at once. Off by default so tests stay unattended.
+   * Accept or Decline (GET /adminconsent: a permission prompt with Accept or Cancel), instead of
+   * redirecting at once. Off by default so tests stay unattended.
    * Accept then does what the non-interactive path does (including setConsentBehaviour).
    */
   setInteractive(enabled: boolean): void {
@@ -395,49 +424,102 @@ export class FakeEntra extends FakeHttpsServer {
    * GET /{tenant}/v2.0/adminconsent: the tenant's administrator grants the app's application
    * permissions for the scope's resource (`{resource}/.default`). Untrusted client or redirect
    * URI: an error page; otherwise the answer goes back to the redirect URI with `admin_consent`,
-   * `tenant`, `scope` and `state`, or with `error` (setConsentBehaviour "deny").
+   * `tenant`, `scope` and `state`, or with `error` (setConsentBehaviour "deny"). Interactive, a
+   * GET shows the permission prompt instead, and its POST (Accept or Cancel) answers; the POST
+   * goes through the same checks as the GET.
    */
   private adminConsent(req: FakeRequest, res: ServerResponse, pathTenant: string): void {
-    if (req.method !== "GET") {
+    if (req.method !== "GET" && req.method !== "POST") {
       errorPage(res, 900561, "The endpoint only accepts GET requests.");
       return;
     }
-    this.stats.authorizeRequests += 1;
-    const q = req.url.searchParams;
-    this.lastAuthorize = new URLSearchParams(q);
+    let params: URLSearchParams;
+    if (req.method === "GET") {
+      this.stats.authorizeRequests += 1;
+      params = req.url.searchParams;
+      this.lastAuthorize = new URLSearchParams(params);
+    } else {
+      const form = signInForm(req);
+      if (!form) {
+        errorPage(res, 900144, "The consent answer must be an application/x-www-form-urlencoded form.");
+        return;
+      }
+      params = form;
+    }
+    const checked = this.validateAdminConsent(pathTenant, params);
+    if (checked.kind === "errorPage") {
+      errorPage(res, checked.code, checked.message);
+      return;
+    }
+    if (checked.kind === "errorRedirect") {
+      redirect(res, checked.location);
+      return;
+    }
+    const request = checked.request;
+    if (req.method === "GET") {
+      if (this.interactive) this.sendAdminConsentPage(res, request, params);
+      else redirect(res, this.decideAdminConsent(request));
+      return;
+    }
+    const decision = params.get(DECISION_FIELD);
+    if (decision === "accept") {
+      redirect(res, this.decideAdminConsent(request));
+    } else if (decision === "decline") {
+      // Cancel on Entra's prompt: the app hears access_denied (AADSTS65004), nothing is granted.
+      redirect(res, errorLocation(request, "access_denied", defaultDenyDescription("access_denied")));
+    } else {
+      errorPage(res, 900144, `The consent answer must contain '${DECISION_FIELD}' with the value 'accept' or 'decline'.`);
+    }
+  }
+
+  /** Everything Entra checks before it would show the admin-consent prompt. */
+  private validateAdminConsent(pathTenant: string, q: URLSearchParams): AdminConsentCheck {
     const clientId = q.get("client_id") ?? "";
     const client = this.clients.get(clientId);
     if (!client) {
-      errorPage(res, 700016, `Application with identifier '${clientId}' was not found in the directory '${pathTenant}'.`);
-      return;
+      return { kind: "errorPage", code: 700016, message: `Application with identifier '${clientId}' was not found in the directory '${pathTenant}'.` };
     }
     const redirectUri = q.get("redirect_uri");
     if (!redirectUri || !client.redirectUris.includes(redirectUri)) {
-      errorPage(res, 50011, `The redirect URI '${redirectUri ?? ""}' specified in the request does not match the redirect URIs configured for the application '${clientId}'.`);
-      return;
+      return {
+        kind: "errorPage",
+        code: 50011,
+        message: `The redirect URI '${redirectUri ?? ""}' specified in the request does not match the redirect URIs configured for the application '${clientId}'.`,
+      };
     }
     if (pathTenant === "common") {
-      errorPage(res, 90130, "The admin consent endpoint does not accept the 'common' tenant; use a tenant id or 'organizations'.");
-      return;
+      return { kind: "errorPage", code: 90130, message: "The admin consent endpoint does not accept the 'common' tenant; use a tenant id or 'organizations'." };
     }
     const state = q.get("state");
     const scopes = splitScopes(q.get("scope"));
     const resource = scopes.length === 1 && scopes[0]?.endsWith("/.default") ? scopes[0].slice(0, -"/.default".length) : undefined;
     if (!resource) {
-      redirect(res, errorLocation({ redirectUri, state }, "invalid_request", "AADSTS70011: The provided value for the input parameter 'scope' is not valid: application permissions need one '{resource}/.default'."));
-      return;
+      return {
+        kind: "errorRedirect",
+        location: errorLocation({ redirectUri, state }, "invalid_request", "AADSTS70011: The provided value for the input parameter 'scope' is not valid: application permissions need one '{resource}/.default'."),
+      };
     }
-    const behaviour = this.consentBehaviourFor(pathTenant);
+    return { kind: "valid", request: { pathTenant, client, redirectUri, state, resource } };
+  }
+
+  /** Where the browser goes once the admin has accepted (or, when not interactive, at once). */
+  private decideAdminConsent(request: AdminConsentRequest): string {
+    const behaviour = this.consentBehaviourFor(request.pathTenant);
     if (behaviour.kind === "deny") {
-      redirect(res, errorLocation({ redirectUri, state }, behaviour.error, behaviour.errorDescription ?? defaultDenyDescription(behaviour.error)));
-      return;
+      return errorLocation(request, behaviour.error, behaviour.errorDescription ?? defaultDenyDescription(behaviour.error));
     }
-    const tid = resolveUser(pathTenant, behaviour.user).tid.toLowerCase();
-    const roles = (DEFAULT_APPLICATION_PERMISSIONS[resource] ?? []).map((role) => `${resource}/${role}`);
-    this.grantAppConsent(tid, clientId, roles);
-    const params = new URLSearchParams({ admin_consent: "True", tenant: tid, scope: `${resource}/.default` });
-    if (state !== null) params.set("state", state);
-    redirect(res, appendQuery(redirectUri, params));
+    const tid = resolveUser(request.pathTenant, behaviour.user).tid.toLowerCase();
+    const roles = (DEFAULT_APPLICATION_PERMISSIONS[request.resource] ?? []).map((role) => `${request.resource}/${role}`);
+    this.grantAppConsent(tid, request.client.clientId, roles);
+    const params = new URLSearchParams({ admin_consent: "True", tenant: tid, scope: `${request.resource}/.default` });
+    if (request.state !== null) params.set("state", request.state);
+    return appendQuery(request.redirectUri, params);
+  }
+
+  private sendAdminConsentPage(res: ServerResponse, request: AdminConsentRequest, params: URLSearchParams): void {
+    const behaviour = this.consentBehaviourFor(request.pathTenant);
+    const signingInAs = behaviour.kind === "approve" ? resolveUser(request.pathTenant, behaviour.user).preferredUsername : undefined;
+    sendConsentPage(res, renderAdminConsentPage(request, params, signingInAs), request.redirectUri);
   }
 
   /** The client_credentials grant: an app-only token for one resource in one customer tenant. */
@@ -892,17 +974,7 @@ export class FakeEntra extends FakeHttpsServer {
     const behaviour = this.consentBehaviourFor(request.pathTenant);
     const signingInAs =
       behaviour.kind === "approve" ? resolveUser(request.pathTenant, behaviour.user).preferredUsername : undefined;
-    const html = renderSignInPage(request, params, signingInAs);
-    res.writeHead(200, {
-      "content-type": "text/html; charset=utf-8",
-      "content-length": String(Buffer.byteLength(html)),
-      "cache-control": "no-store",
-      "content-security-policy": signInPageCsp(request.redirectUri),
-      "referrer-policy": "no-referrer",
-      "x-content-type-options": "nosniff",
-      "x-frame-options": "DENY",
-    });
-    res.end(html);
+    sendConsentPage(res, renderSignInPage(request, params, signingInAs), request.redirectUri);
   }
 
   // ---- /token --------------------------------------------------------------------------
@@ -1313,8 +1385,9 @@ export class FakeEntra extends FakeHttpsServer {
 }
 
 /**
- * What a browser submits when a person clicks Accept or Decline on the interactive sign-in page:
- * the form's action, resolved against the page's URL, and its fields. For tests and for scripted
+ * What a browser submits when a person clicks Accept or Decline on the interactive sign-in page
+ * (or Accept or Cancel, as "decline", on the admin-consent prompt): the form's action, resolved
+ * against the page's URL, and its fields. For tests and for scripted
  * checks of a local sandbox; it reads only this fake's own markup.
  */
 export function signInFormSubmission(
@@ -1422,6 +1495,20 @@ function signInPageCsp(redirectUri: string): string {
   return `default-src 'none'; style-src 'unsafe-inline'; form-action 'self' ${redirectSource}; frame-ancestors 'none'; base-uri 'none'`;
 }
 
+/** The sign-in and admin-consent prompts: never cached, framed or sent on as a Referer. */
+function sendConsentPage(res: ServerResponse, html: string, redirectUri: string): void {
+  res.writeHead(200, {
+    "content-type": "text/html; charset=utf-8",
+    "content-length": String(Buffer.byteLength(html)),
+    "cache-control": "no-store",
+    "content-security-policy": signInPageCsp(redirectUri),
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+  });
+  res.end(html);
+}
+
 const SIGN_IN_STYLE = [
   "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f2f2f2;color:#1b1b1b;line-height:1.5}",
   ".banner{padding:.75rem 1rem;background:#fff4ce;border-bottom:2px solid #8a6d00;color:#3b2f00;text-align:center}.banner p{margin:0}",
@@ -1432,17 +1519,76 @@ const SIGN_IN_STYLE = [
   "button{font:inherit;padding:.5rem 1.5rem;border:2px solid #0067b8;cursor:pointer}",
   "button:focus-visible{outline:3px solid #1b1b1b;outline-offset:2px}",
   ".accept{background:#0067b8;color:#fff}.decline{background:#fff;color:#0067b8}",
+  ".subtitle{margin-top:-.5rem;font-weight:600}.permissions{padding-left:1.25rem}.permissions li{margin:.25rem 0}",
 ].join("");
+
+const SIMULATED_BANNER =
+  '<header class="banner"><p><strong>Simulated Microsoft cloud for local testing.</strong> This page is not Microsoft Entra ID: no real account is used and nothing leaves this computer.</p></header>';
+
+/** The original parameters as hidden fields, so the POST can be validated exactly like the GET. */
+function hiddenFields(params: URLSearchParams): string {
+  return [...params]
+    .filter(([name]) => name !== DECISION_FIELD)
+    .map(([name, value]) => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`)
+    .join("\n");
+}
+
+/**
+ * The simulated admin-consent prompt, laid out like Entra's ("Permissions requested", "Accept for
+ * your organization"): the app and its publisher, each application permission by its API, Cancel
+ * and Accept. Every value from the request is escaped.
+ */
+function renderAdminConsentPage(request: AdminConsentRequest, params: URLSearchParams, signingInAs: string | undefined): string {
+  const names = APPLICATION_PERMISSION_NAMES[request.resource];
+  const api = names?.api ?? request.resource;
+  const roles = DEFAULT_APPLICATION_PERMISSIONS[request.resource] ?? [];
+  const permissions =
+    roles.length > 0
+      ? roles
+          .map((role) => `<li><strong>${escapeHtml(names?.roles[role] ?? role)}</strong> (${escapeHtml(api)} <code>${escapeHtml(role)}</code>, application permission)</li>`)
+          .join("")
+      : `<li>The application permissions of <code>${escapeHtml(request.resource)}</code> (none known to this simulation)</li>`;
+  const appName = request.client.displayName ?? "MSSP connector";
+  const publisher = request.client.publisherName ?? "unverified";
+  const user = signingInAs === undefined ? "" : `<p>You are signed in as <strong>${escapeHtml(signingInAs)}</strong>.</p>`;
+  const action = `/${encodeURIComponent(request.pathTenant)}/${ADMIN_CONSENT_ROUTE}`;
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>Permissions requested (simulated Microsoft Entra ID)</title>
+<style>${SIGN_IN_STYLE}</style></head>
+<body>
+${SIMULATED_BANNER}
+<main>
+<h1 id="heading">Permissions requested</h1>
+<p class="subtitle">Accept for your organization</p>
+${user}
+<dl>
+<dt>Application</dt><dd>${escapeHtml(appName)}</dd>
+<dt>Publisher</dt><dd>${escapeHtml(publisher)}</dd>
+<dt>Application (client) ID</dt><dd><code>${escapeHtml(request.client.clientId)}</code></dd>
+<dt>Your organization (tenant ID)</dt><dd><code>${escapeHtml(request.pathTenant)}</code></dd>
+</dl>
+<p>This app would like to, without a signed-in user:</p>
+<ul class="permissions">${permissions}</ul>
+<p>If you accept, this app gets this access for your whole organization, and nobody else in it is asked. You can remove it at any time under Enterprise applications.</p>
+<form method="post" action="${escapeHtml(action)}" aria-labelledby="heading">
+${hiddenFields(params)}
+<div class="actions">
+<button type="submit" class="decline" name="${DECISION_FIELD}" value="decline">Cancel</button>
+<button type="submit" class="accept" name="${DECISION_FIELD}" value="accept">Accept</button>
+</div>
+</form>
+</main>
+</body></html>`;
+}
 
 /**
  * The simulated consent prompt. Every value from the request is escaped; the original
  * parameters ride along as hidden fields so the POST can be validated exactly like the GET.
  */
 function renderSignInPage(request: AuthorizeRequest, params: URLSearchParams, signingInAs: string | undefined): string {
-  const hidden = [...params]
-    .filter(([name]) => name !== DECISION_FIELD)
-    .map(([name, value]) => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`)
-    .join("\n");
+  const hidden = hiddenFields(params);
   const scopes = request.scopes.map((scope) => `<li><code>${escapeHtml(scope)}</code></li>`).join("");
   const user = signingInAs === undefined ? "" : `<p>You are signed in as <strong>${escapeHtml(signingInAs)}</strong>.</p>`;
   const action = `/${encodeURIComponent(request.pathTenant)}/${AUTHORIZE_ROUTE}`;
@@ -1452,7 +1598,7 @@ function renderSignInPage(request: AuthorizeRequest, params: URLSearchParams, si
 <title>Sign in (simulated Microsoft Entra ID)</title>
 <style>${SIGN_IN_STYLE}</style></head>
 <body>
-<header class="banner"><p><strong>Simulated Microsoft cloud for local testing.</strong> This page is not Microsoft Entra ID: no real account is used and nothing leaves this computer.</p></header>
+${SIMULATED_BANNER}
 <main>
 <h1 id="heading">Permissions requested</h1>
 ${user}
