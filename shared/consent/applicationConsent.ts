@@ -83,9 +83,10 @@ export class ApplicationConsentVerifier {
         accessToken: token.accessToken,
       });
     } catch (error) {
-      if (error instanceof DefenderApiError && (error.code === "forbidden" || error.code === "unauthorized")) {
-        return { kind: "pending", reason: `source_${error.code}` };
-      }
+      // The token carries the role (checked above): a 403 is the source refusing for its own reasons
+      // (not licensed, turned off), which no waiting or new consent changes. A 401 may be a token
+      // the source does not accept yet.
+      if (error instanceof DefenderApiError && error.code === "unauthorized") return { kind: "pending", reason: "source_unauthorized" };
       return { kind: "source_unavailable", code: error instanceof DefenderApiError ? `source_${error.code}` : "source_unavailable" };
     }
     return { kind: "proven", servicePrincipalId: token.claims.oid };

@@ -106,6 +106,8 @@ const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set([
   "invalid_request",
   "unauthorized_client",
   "access_denied",
+  // The admin-consent endpoint's answer when the administrator cancels (client-credentials docs).
+  "permission_denied",
   "unsupported_response_type",
   "invalid_scope",
   "server_error",
@@ -283,9 +285,10 @@ export class ConsentFlow {
     const error = query.get("error");
     if (error) {
       const code = KNOWN_ERROR_CODES.has(error) ? error : "authorization_error";
-      log.warn("consent answered with an error", { tenantId, error: code, ...step("callback", code === "access_denied" ? "declined" : "failed", code) });
+      const declined = code === "access_denied" || code === "permission_denied";
+      log.warn("consent answered with an error", { tenantId, error: code, ...step("callback", declined ? "declined" : "failed", code) });
       await this.recordError(tenantId, code, "The consent sign-in was not completed");
-      return code === "access_denied"
+      return declined
         ? this.page(403, "Consent was declined", "The administrator declined the permission request, so no access was granted. You can open the consent link again to retry.")
         : this.page(400, "Consent was not completed", `Microsoft Entra ID answered: ${code}.`, "Open the consent link again to retry.");
     }
@@ -510,6 +513,17 @@ export class ConsentFlow {
       log.warn("app-only token was for another tenant; nothing stored", { ...fields, ...step("callback", "failed", "tenant_mismatch") });
       return failed(this.page(403, "Consent could not be verified", "Microsoft Entra ID answered for a different organization. Nothing was saved. Open the consent link again."));
     }
+    if (proof.kind === "source_unavailable" && proof.code === "source_forbidden") {
+      log.warn("the alert source refused an app token that carries the role", { ...fields, error: proof.code, ...step("callback", "failed", proof.code) });
+      return failed(
+        this.page(
+          403,
+          "Consent could not be confirmed",
+          `The permission was granted, but the ${ALERT_SOURCE_PROFILES[source].label} refused access with it. Is the product licensed and turned on in your tenant? Nothing was saved.`,
+          "Once the service is available to your tenant, open the consent link again.",
+        ),
+      );
+    }
     if (proof.kind === "source_unavailable") {
       log.warn("could not confirm the access at the alert source", { ...fields, error: proof.code, ...step("callback", "failed", proof.code) });
       return failed(this.page(503, "Consent could not be confirmed", "The consent was received, but the alert service could not be reached to confirm the access. Nothing was saved. Please open the consent link again in a few minutes."));
@@ -597,7 +611,11 @@ export class ConsentFlow {
   /** A client-credential request Entra ID refused for a reason other than a consent still propagating. */
   private async tokenFailed(tenantId: string, failure: TokenFailure, log: Logger): Promise<ConsentResponse> {
     const errorCode = failure.aadsts ?? failure.error;
-    log.warn("client-credential token for the consent refused", { tenantId, error: failure.error, aadsts: failure.aadsts, category: failure.category, ...step("callback", "failed", errorCode) });
+    if (failure.category === "app_credential") {
+      log.error(`the MSSP application's credential was rejected by Entra ID; ${credentialRemedy()}`, { tenantId, error: errorCode, category: failure.category, ...step("callback", "failed", errorCode) });
+    } else {
+      log.warn("client-credential token for the consent refused", { tenantId, error: failure.error, aadsts: failure.aadsts, category: failure.category, ...step("callback", "failed", errorCode) });
+    }
     if (failure.category === "app_credential") {
       return this.page(502, "Consent could not be completed", `The application of ${this.msspName} is misconfigured. Nothing was saved; the monitoring of ${this.msspName} reports this failure to them.`);
     }

@@ -1,8 +1,8 @@
 import { createPrivateKey, X509Certificate, type KeyObject } from "node:crypto";
-import { ManagedIdentityCredential, type TokenCredential } from "@azure/identity";
+import { CredentialUnavailableError, ManagedIdentityCredential, type TokenCredential } from "@azure/identity";
 import { ClientAssertion, CryptoProvider } from "@azure/msal-node";
 import type { AppCredentialKind, AppCredentialSettings } from "../config";
-import type { SecretStore } from "../secrets/secretStore";
+import { SecretStoreError, type SecretStore } from "../secrets/secretStore";
 
 /**
  * The MSSP app registration's own credential, turned into what MSAL's
@@ -81,6 +81,11 @@ export interface AppCredentialDeps {
 export const CERTIFICATE_RELOAD_MS = 60 * 60_000;
 /** A managed-identity token is renewed this long before it expires (Entra checks `exp` on every request). */
 const TOKEN_RENEW_MARGIN_MS = 5 * 60_000;
+/**
+ * How long the managed-identity endpoint may take: every token request of the process waits on
+ * this one fetch, and @azure/identity's managed-identity path ignores an abort signal.
+ */
+export const MANAGED_IDENTITY_TIMEOUT_MS = 15_000;
 
 const REMEDIES: Record<AppCredentialKind, string> = {
   secret: "rotate MSSP_CLIENT_SECRET (a new client secret on the app registration, then the Key Vault secret it references)",
@@ -132,16 +137,27 @@ export function createAppCredential(settings: AppCredentialSettings, deps: AppCr
 
 /** The managed-identity token for the token exchange, fetched once per lifetime; concurrent callers share one request. */
 function cachedToken(identity: TokenCredential, now: () => number): () => Promise<string> {
-  let current: { token: string; renewAt: number } | undefined;
+  let current: { token: string; renewAt: number; expiresAt: number } | undefined;
   let pending: Promise<string> | undefined;
   return async () => {
     if (current && now() < current.renewAt) return current.token;
     pending ??= (async () => {
       try {
-        const result = await identity.getToken(TOKEN_EXCHANGE_SCOPE);
+        const result = await withinBound(identity.getToken(TOKEN_EXCHANGE_SCOPE), MANAGED_IDENTITY_TIMEOUT_MS);
         if (!result?.token) throw new AppCredentialError("no_managed_identity_token", "the managed identity returned no token for the token exchange");
-        current = { token: result.token, renewAt: result.expiresOnTimestamp - TOKEN_RENEW_MARGIN_MS };
+        current = { token: result.token, renewAt: result.expiresOnTimestamp - TOKEN_RENEW_MARGIN_MS, expiresAt: result.expiresOnTimestamp };
         return result.token;
+      } catch (error) {
+        // A renewal that failed for a moment: the token in hand still works until it expires.
+        if (current && now() < current.expiresAt - 60_000) return current.token;
+        // No managed identity with that client id on this host: a setting to fix, not an outage.
+        if (error instanceof CredentialUnavailableError) {
+          throw new AppCredentialError(
+            "managed_identity_unavailable",
+            "no managed identity answers for the client id in MSSP_FIC_IDENTITY_CLIENT_ID or AZURE_CLIENT_ID (is the user-assigned identity attached to the function app?)",
+          );
+        }
+        throw error;
       } finally {
         pending = undefined;
       }
@@ -150,12 +166,31 @@ function cachedToken(identity: TokenCredential, now: () => number): () => Promis
   };
 }
 
+/** The promise's value, or a rejection once `ms` have passed without one. */
+function withinBound<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the managed-identity endpoint did not answer within ${ms / 1000} s`)), ms);
+    timer.unref();
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
+
 /** The certificate, read from Key Vault on first use and again once CERTIFICATE_RELOAD_MS has passed. */
 function cachedCertificate(name: string, secrets: SecretStore, now: () => number): () => Promise<LoadedCertificate> {
   let current: { certificate: LoadedCertificate; loadedAt: number } | undefined;
   let pending: Promise<LoadedCertificate> | undefined;
   const load = async (): Promise<LoadedCertificate> => {
-    const stored = await secrets.get(name);
+    const stored = await secrets.get(name).catch((error: unknown) => {
+      // No read access to the vault is a deployment to fix (the role, the firewall), not an outage.
+      if (error instanceof SecretStoreError && (error.status === 401 || error.status === 403)) {
+        throw new AppCredentialError(
+          "certificate_forbidden",
+          "the app's identity may not read the certificate named by MSSP_CLIENT_CERTIFICATE_NAME (Key Vault Secrets User on its vault, and the vault's network rules)",
+        );
+      }
+      throw error;
+    });
     if (!stored) {
       throw new AppCredentialError(
         "certificate_not_found",

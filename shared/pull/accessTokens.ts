@@ -1,5 +1,5 @@
 import type { Clock } from "../clock";
-import { APPLICATION_PERMISSIONS, type ConsentModel } from "../consent/consentModel";
+import { APPLICATION_PERMISSIONS, carriesRole, type ConsentModel } from "../consent/consentModel";
 import { DefenderApiError } from "../sources/sourceErrors";
 import { ALERT_SOURCE_PROFILES, type AlertSourceKind } from "../sources/alertSources";
 import { DEFENDER_ALERT_SCOPE, type EntraClient } from "../identity/entraClient";
@@ -47,6 +47,8 @@ export interface TokenStats {
  */
 export class AccessTokenSource {
   private readonly memory = new Map<string, { token: string; expiresAt: number }>();
+  /** Application tenants whose last app-only token lacked the permission's role (the grant was removed or has not arrived). */
+  private readonly withoutRole = new Set<string>();
   readonly stats: TokenStats = { memoryHits: 0, vaultReads: 0, vaultWrites: 0, vaultWriteFailures: 0, tokenRequests: 0 };
 
   constructor(private readonly deps: AccessTokenSourceDeps) {}
@@ -64,14 +66,7 @@ export class AccessTokenSource {
     scope: string = DEFENDER_ALERT_SCOPE,
     model: ConsentModel = "delegated",
   ): (forceRefresh: boolean) => Promise<string> {
-    if (model === "application") {
-      // A tenant moved here from the delegated model: its old token copy and refresh-token age no
-      // longer describe anything (health would show an age for a token that was deleted).
-      delete state.accessTokenCipher;
-      delete state.accessTokenExpiresAt;
-      delete state.refreshTokenObtainedAt;
-      return this.forApplication(tenantId, deadline, scope);
-    }
+    if (model === "application") return this.forApplication(tenantId, state, deadline, scope);
     const memoryKey = `${tenantId}\n${scope}`;
     // The cipher's associated data names the resource too (MDE keeps the bare tenant id it always had).
     const cipherContext = scope === DEFENDER_ALERT_SCOPE ? tenantId : `${tenantId} ${scope}`;
@@ -145,9 +140,10 @@ export class AccessTokenSource {
    * (and no per-tenant key to encrypt it with). Its memory key is its own `.default` scope, which
    * no delegated token ever has.
    */
-  private forApplication(tenantId: string, deadline: number, scope: string): (forceRefresh: boolean) => Promise<string> {
+  private forApplication(tenantId: string, state: PullState, deadline: number, scope: string): (forceRefresh: boolean) => Promise<string> {
     const memoryKey = `${tenantId}\n${scope}`;
     return async (forceRefresh) => {
+      await this.removeDelegatedLeftovers(tenantId, state);
       const now = this.deps.clock();
       if (!forceRefresh) {
         const cached = this.memory.get(memoryKey);
@@ -157,9 +153,35 @@ export class AccessTokenSource {
         }
       }
       const issued = await this.withRetry(deadline, () => this.deps.entra.acquireAppToken({ tenantId, scope }));
+      const source = sourceOfApplicationScope(scope);
+      if (source && !carriesRole(issued.claims.roles, source)) this.withoutRole.add(tenantId);
+      else this.withoutRole.delete(tenantId);
       this.memory.set(memoryKey, { token: issued.accessToken, expiresAt: issued.accessTokenExpiresAt });
       return issued.accessToken;
     };
+  }
+
+  /**
+   * A tenant moved here from the delegated model: the consent deleted its refresh token, but a
+   * delete that failed then would leave a live refresh token nobody uses. The pull state's marks
+   * of a delegated token (its age, the encrypted access token) stay until the delete is known to
+   * have happened, so a failed delete is tried again by the next pull.
+   */
+  private async removeDelegatedLeftovers(tenantId: string, state: PullState): Promise<void> {
+    if (state.refreshTokenObtainedAt === undefined && state.accessTokenCipher === undefined) return;
+    try {
+      await this.deps.tokens.remove(tenantId);
+    } catch {
+      return;
+    }
+    delete state.accessTokenCipher;
+    delete state.accessTokenExpiresAt;
+    delete state.refreshTokenObtainedAt;
+  }
+
+  /** Whether the tenant's last app-only token lacked the role its source needs: a 403 then means the grant is gone. */
+  issuedWithoutRole(tenantId: string): boolean {
+    return this.withoutRole.has(tenantId);
   }
 
   /** Forget a tenant's in-memory tokens, of every resource (after a 401 or an offboarding). */
@@ -200,7 +222,8 @@ export class AccessTokenSource {
 export function classifyApplicationFailure(
   error: unknown,
   source: AlertSourceKind,
-): { code: string; message: string; category: "reconsent" } | undefined {
+  tokenLackedRole: boolean,
+): { code: string; message: string; category: "reconsent" | "transient" } | undefined {
   const permission = APPLICATION_PERMISSIONS[source];
   if (error instanceof TokenUnavailableError && error.failure.category === "reconsent") {
     return {
@@ -211,6 +234,15 @@ export function classifyApplicationFailure(
   }
   if (error instanceof DefenderApiError && error.code === "forbidden") {
     const prefix = error.source === "graph" ? "graph" : "defender";
+    // The token carried the role, so the grant is there: a new consent cannot fix this refusal
+    // (a feature turned off, no licence); it is shown and retried, the tenant stays connected.
+    if (!tokenLackedRole) {
+      return {
+        category: "transient",
+        code: `${prefix}_forbidden`,
+        message: `The ${ALERT_SOURCE_PROFILES[source].label} refused the app's token although it carries ${permission.role} (is the product licensed and enabled in the tenant?)`,
+      };
+    }
     return {
       category: "reconsent",
       code: `${prefix}_forbidden`,
@@ -218,4 +250,9 @@ export function classifyApplicationFailure(
     };
   }
   return undefined;
+}
+
+/** The source whose application permission a `{resource}/.default` scope asks for. */
+function sourceOfApplicationScope(scope: string): AlertSourceKind | undefined {
+  return (Object.keys(APPLICATION_PERMISSIONS) as AlertSourceKind[]).find((source) => APPLICATION_PERMISSIONS[source].scope === scope);
 }

@@ -410,7 +410,7 @@ export class TenantPull {
     // Whatever the call said, it was cut short by the run's own bound, not by the service.
     const { code, message, category } = bounds.work.aborted
       ? { code: "run_out_of_time", message: "The run's time was up while the sink or storage still had not answered; the next run resumes at the same page", category: "transient" as const }
-      : classifyFailure(error, sourceOf(tenant), consentModelOf(tenant));
+      : classifyFailure(error, sourceOf(tenant), consentModelOf(tenant), this.deps.tokens.issuedWithoutRole(tenantId));
     if (category === "app_credential") {
       log.error(`MSSP application credential rejected by Entra ID: every tenant is affected; ${credentialRemedy()}`, { tenantId, error: code });
     } else {
@@ -454,10 +454,11 @@ function classifyFailure(
   error: unknown,
   source: AlertSourceKind = "mde",
   model: ConsentModel = "delegated",
+  tokenLackedRole = false,
 ): { code: string; message: string; category: "reconsent" | "app_credential" | "transient" } {
   const profile = ALERT_SOURCE_PROFILES[source];
   if (model === "application") {
-    const applicationFailure = classifyApplicationFailure(error, source);
+    const applicationFailure = classifyApplicationFailure(error, source, tokenLackedRole);
     if (applicationFailure) return applicationFailure;
   }
   if (error instanceof TokenUnavailableError) {

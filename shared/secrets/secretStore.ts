@@ -13,6 +13,11 @@ export interface SecretWriteOptions {
   contentType: string;
   /** Tags are readable by anyone who can list secrets: never put a secret in one. */
   tags: Record<string, string>;
+  /**
+   * Only a new version of a live secret: a name that is deleted or being deleted is refused with
+   * its 409, never recovered. For writers that must not bring back what someone deleted.
+   */
+  existingOnly?: boolean;
 }
 
 /** Key Vault, narrowed to what the app needs. Values never appear in errors or logs. */
@@ -197,7 +202,7 @@ export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): 
           await write();
           return;
         } catch (error) {
-          if (statusOf(error) !== 409) throw failure("set", error);
+          if (statusOf(error) !== 409 || writeOptions.existingOnly) throw failure("set", error);
           conflict = error;
         }
         const code = innerErrorCode(conflict);

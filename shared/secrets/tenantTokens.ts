@@ -67,8 +67,9 @@ export class TenantTokenStore {
     return undefined;
   }
 
-  async write(tenantId: string, bundle: TenantTokenBundle): Promise<void> {
+  async write(tenantId: string, bundle: TenantTokenBundle, options: { existingOnly?: boolean } = {}): Promise<void> {
     await this.secrets.set(tenantTokenSecretName(tenantId), JSON.stringify(bundle), {
+      ...options,
       contentType: TENANT_TOKEN_CONTENT_TYPE,
       tags: {
         tenantId: tenantId.toLowerCase(),
@@ -83,13 +84,15 @@ export class TenantTokenStore {
    * Writes a rotated refresh token unless a newer consent is stored, and makes sure a consent
    * that lands between the check and the write still wins: Key Vault has no conditional write,
    * so after writing, the version history is read and a newer consent's bundle is put back on
-   * top. Returns the bundle that is current afterwards.
+   * top. Returns the bundle that is current afterwards. A rotation never creates or recovers the
+   * secret: one deleted meanwhile (offboarding, a move to the application model) stays deleted.
    */
   async writeRotation(tenantId: string, next: TenantTokenBundle): Promise<TenantTokenBundle> {
     const name = tenantTokenSecretName(tenantId);
     const stored = await this.read(tenantId);
-    if (stored && generationTime(stored.generation) > generationTime(next.generation)) return stored;
-    await this.write(tenantId, next);
+    if (!stored) return next;
+    if (generationTime(stored.generation) > generationTime(next.generation)) return stored;
+    await this.write(tenantId, next, { existingOnly: true });
     const versions = await this.secrets.versions(name);
     const newest = versions.reduce<(typeof versions)[number] | undefined>((best, version) => {
       const generation = version.tags["generation"] ?? LEGACY_GENERATION;
@@ -106,6 +109,7 @@ export class TenantTokenStore {
     await this.secrets.set(name, consent, {
       contentType: TENANT_TOKEN_CONTENT_TYPE,
       tags: { ...newest.tags },
+      existingOnly: true,
     });
     return (await this.read(tenantId)) ?? next;
   }

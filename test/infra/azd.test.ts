@@ -132,23 +132,30 @@ describe("infra/main.parameters.json (azd)", () => {
     expect(parametersFile.parameters["location"]?.value).toBe("${AZURE_LOCATION}");
     expect(parametersFile.parameters["tags"]?.value).toEqual({ "azd-env-name": "${AZURE_ENV_NAME}" });
     expect(parametersFile.parameters["deployerPrincipalId"]?.value).toBe("${AZURE_PRINCIPAL_ID}");
-    expect(parametersFile.parameters["deployerPrincipalType"]?.value).toBe("${AZURE_PRINCIPAL_TYPE}");
+    expect(parametersFile.parameters["deployerPrincipalType"]?.value).toBe("${AZURE_PRINCIPAL_TYPE=User}");
     // the values azd gives AZURE_PRINCIPAL_TYPE are among the parameter's allowed ones
     const allowed = mainParams.get("deployerPrincipalType")?.decorators.find((d) => d.name === "allowed")?.args ?? "";
     for (const type of ["User", "ServicePrincipal"]) expect(allowed).toContain(`'${type}'`);
   });
 
-  it("every other ${VAR} is documented in docs/deploy.md; unset, the Bicep default applies (secretless managedIdentity)", () => {
+  it("every other ${VAR} is documented in docs/deploy.md; unset, it falls back to the Bicep default (secretless managedIdentity)", () => {
     const own = Object.values(parametersFile.parameters).flatMap(({ value }) => variables(value)).filter((v) => !AZD_VARIABLES.includes(v));
     expect(own).toContain("MSSP_CLIENT_ID");
     expect(own).toContain("MSSP_CLIENT_CREDENTIAL");
     for (const variable of own) expect(deployDocs, `${variable} is not documented`).toContain(`\`${variable}\``);
     expect(parametersFile.parameters["clientId"]?.value).toBe("${MSSP_CLIENT_ID}");
-    expect(parametersFile.parameters["clientCredentialType"]?.value).toBe("${MSSP_CLIENT_CREDENTIAL}");
+    expect(parametersFile.parameters["clientCredentialType"]?.value).toBe("${MSSP_CLIENT_CREDENTIAL=managedIdentity}");
     expect(literal(mainParams.get("clientCredentialType")?.defaultValue)).toBe("managedIdentity");
     for (const name of Object.keys(parametersFile.parameters)) {
       if (name === "location" || name === "tags") continue;
       expect(mainParams.get(name)?.defaultValue, `${name} needs a default for an unset variable`).toBeDefined();
+      // azd passes an unset variable on as "" (it does not fall back to the Bicep default), which
+      // fails @minLength and @allowed: the parameters file repeats each non-empty default.
+      const declared = mainParams.get(name)?.defaultValue?.trim() ?? "";
+      const fallback = literal(declared) ?? (/^(true|false|\d+)$/.test(declared) ? declared : undefined);
+      const value = JSON.stringify(parametersFile.parameters[name]?.value);
+      if (fallback) expect(value, `${name} must fall back to ${fallback}`).toMatch(new RegExp(`\\$\\{[A-Z_]+=${fallback}\\}`));
+      else expect(value, `${name}: an empty default needs no fallback`).not.toContain("=");
     }
   });
 });

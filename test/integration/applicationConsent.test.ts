@@ -6,6 +6,7 @@ import { createServices } from "../../shared/services";
 import { tenantTokenSecretName } from "../../shared/secrets/tenantTokens";
 import { generateAlerts } from "../fakes/alerts";
 import { DEFENDER_RESOURCE } from "../fakes/fakeEntra";
+import { KvError } from "../fakes/fakeKeyVault";
 import { generateGraphAlerts } from "../fakes/graphAlerts";
 import type { HttpResult } from "../harness/functionsHost";
 import { capturingLogger, deliveredEnvelopes, minutesAgo, pipelineServices } from "../harness/pullFixture";
@@ -47,6 +48,7 @@ type View = {
   source: string;
   lastErrorCode?: string;
   lastErrorMessage?: string;
+  health?: { lastPullErrorCode: string | null; lastPullErrorMessage: string | null };
   consentedBy?: string;
 };
 
@@ -254,6 +256,11 @@ describe("admin consent (application model)", () => {
     expect(callback.body).toContain("Consent was declined");
     expect(await view(tenantId)).toMatchObject({ status: "pending_consent", lastErrorCode: "access_denied" });
     expect(env.entra.appRoles(tenantId, env.clientId)).toBeUndefined();
+    // The admin-consent endpoint's own word for a cancel reads the same to the admin.
+    env.entra.setConsentBehaviour(tenantId, { kind: "deny", error: "permission_denied" });
+    const cancelled = await completeConsent(env, consentUrl);
+    expect(cancelled.callback.status).toBe(403);
+    expect(cancelled.callback.body).toContain("Consent was declined");
 
     env.entra.setConsentBehaviour(tenantId, { kind: "approve" });
     const retry = await completeConsent(env, consentUrl);
@@ -313,6 +320,16 @@ describe("consent removed", () => {
     expect(after.lastErrorMessage).toContain("Alert.Read.All");
   });
 
+  it("keeps the tenant connected when the API refuses a token that carries the role: no new consent would help", async () => {
+    const tenantId = await connectedApplicationTenant("Refused With Role");
+    env.defender.fail(tenantId, { status: 403, times: 3 });
+    const outcome = await pull(tenantId);
+    expect(outcome).toMatchObject({ outcome: "failed", code: "defender_forbidden", category: "transient" });
+    const after = await view(tenantId);
+    expect(after).toMatchObject({ status: "connected", health: { lastPullErrorCode: "defender_forbidden" } });
+    expect(after.health?.lastPullErrorMessage).toContain("carries Alert.Read.All");
+  });
+
   it("stops a pull whose consent is removed in the middle, keeping the pages already delivered", async () => {
     const tenantId = await connectedApplicationTenant("Removed During");
     env.defender.addAlerts(tenantId, generateAlerts(tenantId, 150, { start: minutesAgo(120), spacingMs: 30_000 }));
@@ -336,6 +353,26 @@ describe("consent removed", () => {
 });
 
 describe("moving a tenant between consent models", () => {
+  it("deletes at the next pull a refresh token that the move to the application model could not delete", async () => {
+    const { tenantId, consentUrl } = await registerTenant(env, randomUUID(), "Leftover Token");
+    expect((await completeConsent(env, consentUrl)).callback.status).toBe(200);
+    expect(await pull(tenantId)).toMatchObject({ outcome: "pulled" });
+    const name = tenantTokenSecretName(tenantId);
+    env.vault.onRequest((request) => {
+      if (request.method === "DELETE" && request.name === name) throw new KvError(403, "Forbidden", "Injected: the delete is refused.");
+    });
+    try {
+      const moved = await completeConsent(env, await requestReconsent(env, tenantId, { consentModel: "application" }));
+      expect(moved.callback.status).toBe(200);
+    } finally {
+      env.vault.onRequest(null);
+    }
+    expect(storedSecret(tenantId)).toBeDefined();
+    expect((await auditDetails(tenantId)).some((d) => d.includes("the stored refresh token could not be deleted yet"))).toBe(true);
+    expect(await pull(tenantId)).toMatchObject({ outcome: "pulled" });
+    expect(storedSecret(tenantId)).toBeUndefined();
+  });
+
   it("moves delegated → application (the refresh token is deleted) and back (a refresh token is stored again)", async () => {
     const { tenantId, consentUrl } = await registerTenant(env, randomUUID(), "Mover");
     const delegated = await completeConsent(env, consentUrl);

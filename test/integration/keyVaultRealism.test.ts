@@ -222,6 +222,45 @@ describe("the secret store against an unkind vault", () => {
     });
   });
 
+  describe("a rotation never brings back a deleted token", () => {
+    const rotationBundle = (refreshToken: string): TenantTokenBundle => ({ refreshToken, refreshTokenObtainedAt: 5_000, accessTokenKey: newAccessTokenKey(), generation: newGeneration(1_000) });
+
+    it("leaves a token deleted before the rotation read it deleted, and writes nothing", async () => {
+      const { secrets } = store();
+      const tokens = new TenantTokenStore(secrets);
+      const customer = randomUUID();
+      await tokens.write(customer, rotationBundle(`rt-consent-${randomBytes(6).toString("hex")}`));
+      await tokens.remove(customer);
+      vault.resetStats();
+      await tokens.writeRotation(customer, rotationBundle(`rt-rotated-${randomBytes(6).toString("hex")}`));
+      expect(vault.stateOf(tenantTokenSecretName(customer))).toBe("deleted");
+      expect(vault.stats.set).toBe(0);
+      expect(await tokens.read(customer)).toBeUndefined();
+    });
+
+    it("refuses the write, without recovering the name, when the delete lands between the rotation's read and its write", async () => {
+      const { secrets } = store();
+      const tokens = new TenantTokenStore(secrets);
+      const customer = randomUUID();
+      const name = tenantTokenSecretName(customer);
+      await tokens.write(customer, rotationBundle(`rt-consent-${randomBytes(6).toString("hex")}`));
+      // The operator offboards (or the tenant moves to the application model) just before the PUT.
+      let deleted = false;
+      vault.onRequest((request) => {
+        if (deleted || request.method !== "PUT" || request.name !== name) return;
+        deleted = true;
+        vault.softDelete(name);
+      });
+      try {
+        await expect(tokens.writeRotation(customer, rotationBundle(`rt-rotated-${randomBytes(6).toString("hex")}`))).rejects.toThrow();
+      } finally {
+        vault.onRequest(null);
+      }
+      expect(vault.stateOf(name)).toBe("deleted");
+      expect(await tokens.read(customer)).toBeUndefined();
+    });
+  });
+
   describe("lists that page", () => {
     afterAll(() => vault.setRealism({ pageSize: 0 }));
 

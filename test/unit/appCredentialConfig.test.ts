@@ -1,8 +1,9 @@
 import { generate } from "selfsigned";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { CredentialUnavailableError } from "@azure/identity";
 import { ConfigError, loadConfig } from "../../shared/config";
-import { AppCredentialError, createAppCredential, credentialRemedy, parseCertificate } from "../../shared/identity/appCredential";
-import type { SecretStore } from "../../shared/secrets/secretStore";
+import { AppCredentialError, createAppCredential, credentialRemedy, MANAGED_IDENTITY_TIMEOUT_MS, parseCertificate } from "../../shared/identity/appCredential";
+import { SecretStoreError, type SecretStore } from "../../shared/secrets/secretStore";
 
 const base = {
   MSSP_CLIENT_ID: "11111111-2222-3333-4444-555555555555",
@@ -225,5 +226,75 @@ describe("the managed-identity assertion", () => {
     clock += 6 * 60_000;
     expect(await auth.clientAssertion(request)).toBe("mi-token-2");
     expect(scopes).toEqual(["api://AzureADTokenExchange/.default", "api://AzureADTokenExchange/.default"]);
+  });
+
+  const managedIdentityAssertion = (getToken: () => Promise<{ token: string; expiresOnTimestamp: number }>, now: () => number = Date.now) => {
+    const auth = createAppCredential(
+      { kind: "managedIdentity", identityClientId: IDENTITY, identitySetting: "AZURE_CLIENT_ID" },
+      { secrets: storeWith({}), managedIdentity: { getToken }, now },
+    ).msal();
+    if (!("clientAssertion" in auth)) throw new Error("expected an assertion callback");
+    return () => auth.clientAssertion({ clientId: "c" });
+  };
+
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("gives up on a managed-identity endpoint that never answers, within its bound, and asks again next time", async () => {
+    vi.useFakeTimers();
+    let calls = 0;
+    const assertion = managedIdentityAssertion(() => {
+      calls++;
+      return calls === 1 ? new Promise(() => undefined) : Promise.resolve({ token: "mi-token-late", expiresOnTimestamp: Date.now() + 3600_000 });
+    });
+    const first = assertion();
+    const settled = expect(first).rejects.toThrow(/did not answer within 15 s/);
+    await vi.advanceTimersByTimeAsync(MANAGED_IDENTITY_TIMEOUT_MS);
+    await settled;
+    expect(await assertion()).toBe("mi-token-late");
+  });
+
+  it("keeps signing with the token in hand while a renewal fails, and fails once that token is near expiry", async () => {
+    let clock = 1_000_000;
+    let fail = false;
+    const assertion = managedIdentityAssertion(
+      async () => {
+        if (fail) throw new Error("endpoint down");
+        return { token: "mi-token-first", expiresOnTimestamp: clock + 3600_000 };
+      },
+      () => clock,
+    );
+    expect(await assertion()).toBe("mi-token-first");
+    fail = true;
+    clock += 56 * 60_000; // inside the renewal margin: a renewal is attempted and fails
+    expect(await assertion()).toBe("mi-token-first");
+    clock += 4 * 60_000; // within a minute of expiry: no longer served
+    await expect(assertion()).rejects.toThrow("endpoint down");
+  });
+
+  it("reports a managed identity the host does not have as the app's credential, naming the settings", async () => {
+    const assertion = managedIdentityAssertion(async () => {
+      throw new CredentialUnavailableError("ManagedIdentityCredential: no identity with that client id");
+    });
+    await expect(assertion()).rejects.toMatchObject({ errorCode: "invalid_client", reason: "managed_identity_unavailable" });
+    await expect(assertion()).rejects.toThrow(/AZURE_CLIENT_ID/);
+  });
+});
+
+describe("the certificate's vault refusing the app", () => {
+  it("reports a 403 from Key Vault as the app's credential (a role or firewall to fix), not as an outage", async () => {
+    const forbidden: SecretStore = {
+      ...storeWith({}),
+      get: async () => {
+        throw new SecretStoreError("get", 403);
+      },
+    };
+    const auth = createAppCredential({ kind: "certificate", certificateName: "mssp-app-cert" }, { secrets: forbidden }).msal();
+    if (!("clientAssertion" in auth)) throw new Error("expected an assertion callback");
+    await expect(auth.clientAssertion({ clientId: "c", tokenEndpoint: "https://x.test/t/oauth2/v2.0/token" })).rejects.toMatchObject({
+      errorCode: "invalid_client",
+      reason: "certificate_forbidden",
+    });
   });
 });
