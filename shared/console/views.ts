@@ -85,7 +85,9 @@ function duration(ms: number): string {
   return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
 }
 
-function tokenAge(hours: number | null | undefined): SafeHtml {
+function tokenAge(hours: number | null | undefined, consentModel?: string): SafeHtml {
+  // An application-model tenant has no refresh token to age: say so rather than "Unknown".
+  if (consentModel === "application") return html`<span class="muted">None (application permission)</span>`;
   if (hours === null || hours === undefined) return html`<span class="muted">Unknown</span>`;
   return html`${hours < 48 ? `${hours} h` : `${Math.floor(hours / 24)} days`}`;
 }
@@ -279,7 +281,7 @@ ${query.q || query.status || query.sort !== "name" ? html`<a href="${CONSOLE_PAT
 <td>${when(health?.lastSuccessfulPullAt, ctx.now)}</td>
 <td class="num">${count(health?.alertsInLastPull)}</td>
 <td class="num">${count(alerts24h)}</td>
-<td>${tokenAge(health?.refreshTokenAgeHours)}</td>
+<td>${tokenAge(health?.refreshTokenAgeHours, view.consentModel)}</td>
 <td>${lastError(view, health)}</td>
 </tr>`,
         )
@@ -609,7 +611,7 @@ export function tenantPage(ctx: PageContext, data: TenantPageData, status = 200)
 <dt>Last successful pull</dt><dd>${when(health?.lastSuccessfulPullAt, ctx.now)}</dd>
 <dt>Alerts in last pull</dt><dd>${count(health?.alertsInLastPull)}</dd>
 <dt>Alerts in last 24 h</dt><dd>${count(data.alerts24h)}</dd>
-<dt>Refresh-token age</dt><dd>${tokenAge(health?.refreshTokenAgeHours)}</dd>
+<dt>Refresh-token age</dt><dd>${tokenAge(health?.refreshTokenAgeHours, view.consentModel)}</dd>
 <dt>Failed pulls in a row</dt><dd>${health?.consecutiveFailures ?? 0}</dd>
 <dt>Checkpoint</dt><dd>${health?.checkpoint ? when(health.checkpoint, ctx.now) : html`<span class="muted">None yet</span>`}</dd>
 <dt>Catching up</dt><dd>${health?.catchingUp ? html`Yes, read up to ${when(health.catchingUpPosition, ctx.now)}` : "No"}</dd>
@@ -639,7 +641,11 @@ ${
   const offboard = offboarded
     ? ""
     : html`<section class="danger" aria-labelledby="offboard-heading"><h2 id="offboard-heading">Offboard this tenant</h2>
-<p>Offboarding deletes the tenant's refresh token from Key Vault, stops its pulls and makes its consent links stop working. Alerts already delivered stay in the sink.</p>
+${
+      view.consentModel === "application"
+        ? html`<p>Offboarding stops the tenant's pulls and makes its consent links stop working; no token of it is stored. Its administrator's grant to this app stays until they remove the enterprise application in the Microsoft Entra admin center: ask them to. Alerts already delivered stay in the sink.</p>`
+        : html`<p>Offboarding deletes the tenant's refresh token from Key Vault, stops its pulls and makes its consent links stop working. Alerts already delivered stay in the sink.</p>`
+    }
 <form method="post" action="${tenantPath(view.tenantId)}/offboard" novalidate>${csrfField(ctx)}
 <div class="field"><label for="confirmName">Type the tenant's display name to confirm</label>
 <p class="hint" id="confirmName-hint">Type exactly: ${view.displayName}</p>

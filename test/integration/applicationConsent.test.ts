@@ -169,6 +169,10 @@ describe("console", () => {
     expect(made.body).toContain("Application permission (admin consent) <code>application</code>");
     expect(made.body).toContain("no user's token is kept");
     expect(await view(tenantId)).toMatchObject({ consentModel: "application" });
+    // No refresh token to age, and offboarding cannot take back the customer's grant: the page says both.
+    const tenantPage = await consoleGet("consoleTenant", `/api/console/tenants/${tenantId}`, { tenantId });
+    expect(tenantPage.body).toContain("None (application permission)");
+    expect(tenantPage.body).toContain("remove the enterprise application");
 
     // A new consent that moves the tenant back to the delegated model, from the tenant page.
     const issued = await consolePost("consoleConsentLink", `/api/console/tenants/${tenantId}/consent-link`, { consentModel: "delegated" }, { tenantId });
