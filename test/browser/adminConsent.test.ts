@@ -1,10 +1,7 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { createServer } from "node:net";
-import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { startAzurite, type AzuriteInstance } from "../harness/azurite";
-import { checkAccessibility, saveScreenshot, useBrowser, watchPage, type AccessibilityReport, type BrowserContext, type Page, type PageWatch } from "../harness/browser";
+import { describe, expect, it, vi } from "vitest";
+import { consoleProfiles, expectAccessible, useSandboxProcess } from "../harness/sandboxProcess";
+import { saveScreenshot, useBrowser, type Page } from "../harness/browser";
 
 /**
  * Issue 13 in the sandbox, as people use it, in Debian's Chromium: `scripts/sandbox.mjs` runs as a
@@ -21,93 +18,16 @@ import { checkAccessibility, saveScreenshot, useBrowser, watchPage, type Accessi
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 180_000 });
 
-const SANDBOX = fileURLToPath(new URL("../../scripts/sandbox.mjs", import.meta.url));
-const VIEWPORT = { width: 1280, height: 800 };
 const PROMPT_TITLE = "Permissions requested (simulated Microsoft Entra ID)";
 /** The sandbox's first simulated customer, connected by admin consent at start. */
 const APPLICATION_CUSTOMER = "Contoso Ltd";
 
-let azurite: AzuriteInstance | undefined;
-let sandbox: ChildProcess | undefined;
-let output = "";
-let port = 0;
-let base = "";
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port: free } = server.address() as { port: number };
-      server.close(() => resolve(free));
-    });
-  });
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, intervalMs = 250): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (sandbox && sandbox.exitCode !== null) throw new Error(`the sandbox exited (code ${sandbox.exitCode}) while waiting for ${what}; its output:\n${output}`);
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms; sandbox output:\n${output}`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
-
-beforeAll(async () => {
-  // Its own storage: the sandbox's pull loop would otherwise take other test files' queue messages.
-  azurite = await startAzurite();
-  port = await freePort();
-  base = `http://localhost:${port}`;
-  sandbox = spawn(
-    process.execPath,
-    [SANDBOX, "--tenants", "3", "--timer-seconds", "2", "--alerts-per-minute", "60", "--reconsent-after-minutes", "0"],
-    {
-      env: { ...process.env, PORT: String(port), SANDBOX_STORAGE_CONNECTION_STRING: azurite.connectionString },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  sandbox.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")));
-  sandbox.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")));
-  await until("the sandbox banner", async () => (output.includes("Sandbox running") ? true : undefined), 150_000);
-});
-
-afterAll(async () => {
-  if (sandbox && sandbox.exitCode === null && sandbox.signalCode === null) {
-    const exited = new Promise<void>((resolve) => sandbox?.once("exit", () => resolve()));
-    sandbox.kill("SIGINT");
-    const stopped = await Promise.race([exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 15_000))]);
-    if (!stopped) sandbox.kill("SIGKILL");
-  }
-  await azurite?.stop();
-});
+const sandbox = useSandboxProcess(["--tenants", "3", "--timer-seconds", "2", "--alerts-per-minute", "60", "--reconsent-after-minutes", "0"]);
 
 // Registered after the hooks above, so closed before them.
 const browser = useBrowser();
 
-let operator: { context: BrowserContext; page: Page; watch: PageWatch } | undefined;
-async function operatorPage(): Promise<{ page: Page; watch: PageWatch }> {
-  if (!operator) {
-    const context = await browser().newContext({ viewport: VIEWPORT });
-    const page = await context.newPage();
-    operator = { context, page, watch: watchPage(page) };
-  }
-  return operator;
-}
-
-/** A customer's admin: a fresh profile without the console's cookies. */
-async function adminPage(): Promise<{ page: Page; watch: PageWatch }> {
-  const page = await (await browser().newContext({ viewport: VIEWPORT })).newPage();
-  return { page, watch: watchPage(page) };
-}
-
-async function expectAccessible(page: Page): Promise<AccessibilityReport> {
-  const report = await checkAccessibility(page);
-  expect(report.failing, `${report.url}\n${report.summary}`).toEqual([]);
-  expect(report.passes.length).toBeGreaterThan(5); // axe did run
-  return report;
-}
+const { operatorPage, adminPage } = consoleProfiles(browser);
 
 async function navigateBy(page: Page, action: () => Promise<void>) {
   const [response] = await Promise.all([page.waitForNavigation({ waitUntil: "load" }), action()]);
@@ -141,7 +61,7 @@ async function tableRows(page: Page): Promise<Row[]> {
 
 /** Registers an application-model tenant through the console's form, choosing the source and the model as an operator would. */
 async function registerApplicationTenant(page: Page, tenantId: string, displayName: string, source: "mde" | "graph"): Promise<string> {
-  await page.goto(`${base}/api/console/register`);
+  await page.goto(`${sandbox.base}/api/console/register`);
   await page.locator("#tenantId").fill(tenantId);
   await page.locator("#displayName").fill(displayName);
   await page.locator(`#source-${source}`).check();
@@ -149,7 +69,7 @@ async function registerApplicationTenant(page: Page, tenantId: string, displayNa
   const response = await navigateBy(page, () => page.getByRole("button", { name: "Register tenant" }).click());
   expect(response?.status()).toBe(201);
   const link = await page.locator("#consent-link").inputValue();
-  expect(link.startsWith(`${base}/api/consent/${tenantId}?`), link).toBe(true);
+  expect(link.startsWith(`${sandbox.base}/api/consent/${tenantId}?`), link).toBe(true);
   return link;
 }
 
@@ -161,7 +81,7 @@ async function openPrompt(page: Page, link: string, tenantId: string): Promise<U
   // The simulated Entra ID's admin-consent endpoint, plain http on loopback, another port than the app.
   expect(prompt.protocol).toBe("http:");
   expect(prompt.hostname).toBe("localhost");
-  expect(prompt.port).not.toBe(String(port));
+  expect(prompt.port).not.toBe(new URL(sandbox.base).port);
   expect(prompt.pathname).toBe(`/${tenantId}/v2.0/adminconsent`);
   expect(await page.title()).toBe(PROMPT_TITLE);
   expect(await page.getByRole("heading", { level: 1 }).innerText()).toBe("Permissions requested");
@@ -173,10 +93,10 @@ const mdeCustomer = { tenantId: randomUUID(), displayName: "Litware Inc", consen
 describe("admin consent (application model) in the sandbox, in a browser", () => {
   it("1. the sandbox's application-model customer is listed with its model, healthy, with alerts", async () => {
     const { page } = await operatorPage();
-    const row = await until(
+    const row = await sandbox.until(
       `${APPLICATION_CUSTOMER} healthy with alerts in its last pull`,
       async () => {
-        await page.goto(`${base}/api/console`);
+        await page.goto(`${sandbox.base}/api/console`);
         const found = (await tableRows(page)).find((r) => r.name === APPLICATION_CUSTOMER);
         return found && found.status === "Healthy" && Number(found.alertsInLastPull.replace(/,/g, "")) > 0 ? found : undefined;
       },
@@ -190,7 +110,7 @@ describe("admin consent (application model) in the sandbox, in a browser", () =>
     await navigateBy(page, () => page.getByRole("link", { name: APPLICATION_CUSTOMER, exact: true }).click());
     const facts = await page.locator("dl.facts").first().innerText();
     expect(facts).toMatch(/Consent model\s+Application permission \(admin consent\) application/);
-    expect(output).toContain(`${APPLICATION_CUSTOMER} by admin consent (application permission)`);
+    expect(sandbox.output).toContain(`${APPLICATION_CUSTOMER} by admin consent (application permission)`);
   });
 
   it("2. an application tenant registered in the console: the prompt names the app, the MSSP and Read all alerts; Accept connects it", async () => {
@@ -216,7 +136,7 @@ describe("admin consent (application model) in the sandbox, in a browser", () =>
     const accepted = await navigateBy(page, () => page.getByRole("button", { name: "Accept" }).click());
     expect(accepted?.status()).toBe(200);
     const landed = new URL(page.url());
-    expect(landed.origin).toBe(base);
+    expect(landed.origin).toBe(sandbox.base);
     expect(landed.pathname).toBe("/api/consent/callback");
     expect(await page.title()).toBe("Consent complete");
     const shown = await page.locator("main").innerText();
@@ -233,10 +153,10 @@ describe("admin consent (application model) in the sandbox, in a browser", () =>
   it("3. the console then shows that tenant healthy with its model and alerts pulled with app-only tokens", async () => {
     const { page } = await operatorPage();
     // The sandbox streams alerts to tenants registered while it runs (it looks every 15 s), pulls every 2 s.
-    const row = await until(
+    const row = await sandbox.until(
       "the application tenant healthy with alerts in its last pull",
       async () => {
-        await page.goto(`${base}/api/console?q=${mdeCustomer.tenantId}`);
+        await page.goto(`${sandbox.base}/api/console?q=${mdeCustomer.tenantId}`);
         const [found] = await tableRows(page);
         return found && found.status === "Healthy" && Number(found.alertsInLastPull.replace(/,/g, "")) > 0 ? found : undefined;
       },
@@ -246,7 +166,7 @@ describe("admin consent (application model) in the sandbox, in a browser", () =>
     expect(row).toMatchObject({ name: mdeCustomer.displayName, tenantId: mdeCustomer.tenantId });
     expect(row.source).toMatch(/mde/);
     expect(row.source).toMatch(/application consent/);
-    await page.goto(`${base}/api/console/tenants/${mdeCustomer.tenantId}`);
+    await page.goto(`${sandbox.base}/api/console/tenants/${mdeCustomer.tenantId}`);
     const facts = await page.locator("dl.facts").first().innerText();
     expect(facts).toMatch(/Consent model\s+Application permission \(admin consent\) application/);
     expect(facts).toMatch(/Status\s+Healthy/);
@@ -266,7 +186,7 @@ describe("admin consent (application model) in the sandbox, in a browser", () =>
     const declined = await navigateBy(page, () => page.getByRole("button", { name: "Cancel" }).click());
     expect(declined?.status()).toBe(403);
     const landed = new URL(page.url());
-    expect(landed.origin).toBe(base);
+    expect(landed.origin).toBe(sandbox.base);
     expect(landed.pathname).toBe("/api/consent/callback");
     // What Entra ID sends back on Cancel.
     expect(landed.searchParams.get("error")).toBe("access_denied");
@@ -277,7 +197,7 @@ describe("admin consent (application model) in the sandbox, in a browser", () =>
     expect(watch.pageErrors).toEqual([]);
     expect(watch.consoleErrors.filter((line) => !line.startsWith("Failed to load resource: the server responded with a status of 403 "))).toEqual([]);
 
-    await operatorSide.page.goto(`${base}/api/console?q=${tenantId}`);
+    await operatorSide.page.goto(`${sandbox.base}/api/console?q=${tenantId}`);
     const [row] = await tableRows(operatorSide.page);
     expect(row).toMatchObject({ tenantId, name: "Wide World Importers", status: "Pending consent" });
   });

@@ -1,19 +1,7 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { createServer } from "node:net";
-import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { startAzurite, type AzuriteInstance } from "../harness/azurite";
-import {
-  checkAccessibility,
-  saveScreenshot,
-  useBrowser,
-  watchPage,
-  type AccessibilityReport,
-  type BrowserContext,
-  type Page,
-  type PageWatch,
-} from "../harness/browser";
+import { describe, expect, it, vi } from "vitest";
+import { consoleProfiles, expectAccessible, useSandboxProcess } from "../harness/sandboxProcess";
+import { saveScreenshot, useBrowser, type Page, type PageWatch } from "../harness/browser";
 
 /**
  * The sandbox as a person uses it, end to end in Debian's Chromium: `scripts/sandbox.mjs` runs as
@@ -40,85 +28,15 @@ interface FocusedElement {
 declare const document: { activeElement: FocusedElement | null; body: unknown };
 declare const navigator: { clipboard: { readText(): Promise<string> } };
 
-const SANDBOX = fileURLToPath(new URL("../../scripts/sandbox.mjs", import.meta.url));
 const SIMULATED_TENANTS = ["Contoso Ltd", "Northwind Traders", "Fabrikam Inc"];
 const HOSTILE_NAME = "<img src=x onerror=alert(1)><b>bold</b>";
-const VIEWPORT = { width: 1280, height: 800 };
 
-let azurite: AzuriteInstance | undefined;
-let sandbox: ChildProcess | undefined;
-let output = "";
-let port = 0;
-let base = "";
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port: free } = server.address() as { port: number };
-      server.close(() => resolve(free));
-    });
-  });
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, intervalMs = 250): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (sandbox && sandbox.exitCode !== null) throw new Error(`the sandbox exited (code ${sandbox.exitCode}) while waiting for ${what}; its output:\n${output}`);
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms; sandbox output:\n${output}`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
-
-beforeAll(async () => {
-  // Its own storage: the sandbox's pull loop would otherwise take other test files' queue messages.
-  azurite = await startAzurite();
-  port = await freePort();
-  base = `http://localhost:${port}`;
-  sandbox = spawn(process.execPath, [SANDBOX, "--tenants", "3", "--timer-seconds", "2", "--alerts-per-minute", "60"], {
-    env: { ...process.env, PORT: String(port), SANDBOX_STORAGE_CONNECTION_STRING: azurite.connectionString },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  sandbox.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")));
-  sandbox.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")));
-  await until("the sandbox banner", async () => (output.includes("Sandbox running") ? true : undefined), 150_000);
-  expect(output).toContain(`${base}/api/console`);
-});
-
-afterAll(async () => {
-  if (sandbox && sandbox.exitCode === null && sandbox.signalCode === null) sandbox.kill("SIGKILL");
-  await azurite?.stop();
-});
+const sandbox = useSandboxProcess(["--tenants", "3", "--timer-seconds", "2", "--alerts-per-minute", "60"]);
 
 // Registered after the hooks above, so closed before them.
 const browser = useBrowser();
 
-/** The operator's browser profile: one context, its console cookies kept from test to test. */
-let operator: { context: BrowserContext; page: Page; watch: PageWatch } | undefined;
-async function operatorPage(): Promise<{ page: Page; watch: PageWatch }> {
-  if (!operator) {
-    const context = await browser().newContext({ viewport: VIEWPORT });
-    const page = await context.newPage();
-    operator = { context, page, watch: watchPage(page) };
-  }
-  return operator;
-}
-
-/** A customer's admin: a fresh profile without the console's cookies. */
-async function adminPage(): Promise<{ page: Page; watch: PageWatch }> {
-  const page = await (await browser().newContext({ viewport: VIEWPORT })).newPage();
-  return { page, watch: watchPage(page) };
-}
-
-async function expectAccessible(page: Page): Promise<AccessibilityReport> {
-  const report = await checkAccessibility(page);
-  expect(report.failing, `${report.url}\n${report.summary}`).toEqual([]);
-  expect(report.passes.length).toBeGreaterThan(5); // axe did run
-  return report;
-}
+const { operatorPage, adminPage, forgetOperator } = consoleProfiles(browser);
 
 /** Console errors other than Chromium's note of an expected error status of a document. */
 function unexpectedConsoleErrors(watch: PageWatch, expectedStatuses: number[] = []): string[] {
@@ -183,13 +101,13 @@ async function tableRows(page: Page): Promise<Row[]> {
 
 /** Registers a tenant through the console's form (pointer and typing; the keyboard-only path is test 2). */
 async function registerInConsole(page: Page, tenantId: string, displayName: string): Promise<string> {
-  await page.goto(`${base}/api/console/register`);
+  await page.goto(`${sandbox.base}/api/console/register`);
   await page.locator("#tenantId").fill(tenantId);
   await page.locator("#displayName").fill(displayName);
   const response = await navigateBy(page, () => page.getByRole("button", { name: "Register tenant" }).click());
   expect(response?.status()).toBe(201);
   const link = await page.locator("#consent-link").inputValue();
-  expect(link.startsWith(`${base}/api/consent/${tenantId}?`), link).toBe(true);
+  expect(link.startsWith(`${sandbox.base}/api/consent/${tenantId}?`), link).toBe(true);
   return link;
 }
 
@@ -199,7 +117,7 @@ const customer = { tenantId: randomUUID(), displayName: "Tailspin Toys", consent
 describe("the sandbox's console and consent pages in a browser", () => {
   it("1. lists the three simulated tenants, says the cloud is simulated, and is accessible", async () => {
     const { page } = await operatorPage();
-    const response = await page.goto(`${base}/api/console`);
+    const response = await page.goto(`${sandbox.base}/api/console`);
     expect(response?.status()).toBe(200);
     expect(await page.title()).toBe("Tenants");
     expect(await page.getByRole("note").innerText()).toMatch(/Simulated Microsoft cloud/);
@@ -211,7 +129,7 @@ describe("the sandbox's console and consent pages in a browser", () => {
 
   it("2. registers a tenant from the keyboard alone, with inline validation, and copies its consent link", async () => {
     const { page } = await operatorPage();
-    await page.goto(`${base}/api/console`);
+    await page.goto(`${sandbox.base}/api/console`);
     // Keyboard only from here: Tab to the register link, Enter.
     await tabTo(page, `a[href="/api/console/register"]`);
     await navigateBy(page, () => page.keyboard.press("Enter"));
@@ -248,17 +166,17 @@ describe("the sandbox's console and consent pages in a browser", () => {
     expect(await page.getByRole("heading", { level: 1 }).innerText()).toBe(customer.displayName);
     expect(await page.getByRole("status").first().innerText()).toMatch(/The tenant is registered/);
     customer.consentUrl = await page.locator("#consent-link").inputValue();
-    expect(customer.consentUrl.startsWith(`${base}/api/consent/${customer.tenantId}?`), customer.consentUrl).toBe(true);
+    expect(customer.consentUrl.startsWith(`${sandbox.base}/api/consent/${customer.tenantId}?`), customer.consentUrl).toBe(true);
     expect(new URL(customer.consentUrl).searchParams.get("sig")).toBeTruthy();
     await expectAccessible(page);
 
     // Copy, from the keyboard: Tab to the Copy button, Enter, and read the clipboard.
-    await page.context().grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
+    await page.context().grantPermissions(["clipboard-read", "clipboard-write"], { origin: sandbox.base });
     await tabTo(page, `button[data-copy-target="consent-link"]`);
     expect(await page.locator(`button[data-copy-target="consent-link"]`).innerText()).toMatch(/^Copy/);
     await page.keyboard.press("Enter");
     const copyStatus = page.locator(`[data-copy-status-for="consent-link"]`);
-    await until("the copy status", async () => ((await copyStatus.innerText()) ? true : undefined), 10_000, 100);
+    await sandbox.until("the copy status", async () => ((await copyStatus.innerText()) ? true : undefined), 10_000, 100);
     expect(await copyStatus.innerText()).toBe("Copied to the clipboard.");
     expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(customer.consentUrl);
   });
@@ -275,7 +193,7 @@ describe("the sandbox's console and consent pages in a browser", () => {
     // The simulated Entra ID on plain http on loopback (another port than the app): no certificate to warn about.
     expect(signIn.protocol).toBe("http:");
     expect(signIn.hostname).toBe("localhost");
-    expect(signIn.port).not.toBe(String(port));
+    expect(signIn.port).not.toBe(new URL(sandbox.base).port);
     expect(signIn.pathname).toBe(`/${customer.tenantId}/oauth2/v2.0/authorize`);
     expect(await page.title()).toBe("Sign in (simulated Microsoft Entra ID)");
     expect(await page.locator("body").innerText()).toMatch(/Simulated Microsoft cloud/);
@@ -286,7 +204,7 @@ describe("the sandbox's console and consent pages in a browser", () => {
     const accepted = await navigateBy(page, () => page.getByRole("button", { name: /Accept/ }).click());
     expect(accepted?.status()).toBe(200);
     const landed = new URL(page.url());
-    expect(landed.origin).toBe(base);
+    expect(landed.origin).toBe(sandbox.base);
     expect(landed.pathname).toBe("/api/consent/callback");
     expect(await page.title()).toBe("Consent complete");
     const shown = await visibleText(page);
@@ -311,10 +229,10 @@ describe("the sandbox's console and consent pages in a browser", () => {
     const { page } = await operatorPage();
     // The sandbox streams alerts to tenants registered while it runs (it looks every 15 s), pulls
     // every 2 s and reads alerts once they are 5 s old.
-    const row = await until(
+    const row = await sandbox.until(
       "the new tenant healthy with alerts in its last pull",
       async () => {
-        await page.goto(`${base}/api/console?q=${customer.tenantId}`);
+        await page.goto(`${sandbox.base}/api/console?q=${customer.tenantId}`);
         const [found] = await tableRows(page);
         return found && found.status === "Healthy" && Number(found.alertsInLastPull.replace(/,/g, "")) > 0 ? found : undefined;
       },
@@ -326,7 +244,7 @@ describe("the sandbox's console and consent pages in a browser", () => {
     expect(row.source).toMatch(/mde$/);
 
     // The picture for the docs: every tenant listed, as an operator sees them.
-    const response = await page.goto(`${base}/api/console`);
+    const response = await page.goto(`${sandbox.base}/api/console`);
     expect(response?.status()).toBe(200);
     const rows = await tableRows(page);
     expect(rows.map((r) => r.name).sort()).toEqual([...SIMULATED_TENANTS, customer.displayName].sort());
@@ -358,7 +276,7 @@ describe("the sandbox's console and consent pages in a browser", () => {
     expect(await page.title()).toBe(HOSTILE_NAME);
     expect(await page.locator("b, img").count()).toBe(0);
 
-    await page.goto(`${base}/api/console`);
+    await page.goto(`${sandbox.base}/api/console`);
     const rows = await tableRows(page);
     expect(rows.find((r) => r.tenantId === tenantId)?.name).toBe(HOSTILE_NAME);
     expect(await page.locator("b, img").count()).toBe(0);
@@ -393,16 +311,16 @@ describe("the sandbox's console and consent pages in a browser", () => {
     expect(watch.pageErrors).toEqual([]);
     expect(unexpectedConsoleErrors(watch, [403])).toEqual([]);
 
-    await operatorSide.page.goto(`${base}/api/console?q=${tenantId}`);
+    await operatorSide.page.goto(`${sandbox.base}/api/console?q=${tenantId}`);
     const [row] = await tableRows(operatorSide.page);
     expect(row).toMatchObject({ tenantId, name: "Woodgrove Bank", status: "Pending consent" });
-    await operatorSide.page.goto(`${base}/api/console/tenants/${tenantId}`);
+    await operatorSide.page.goto(`${sandbox.base}/api/console/tenants/${tenantId}`);
     expect(await operatorSide.page.locator("dl.facts .badge").first().innerText()).toBe("Pending consent");
   });
 
   it("8. requests a new consent, revokes the link from its Revoke button, and the audit page shows it", async () => {
     const { page, watch } = await operatorPage();
-    await page.goto(`${base}/api/console/tenants/${customer.tenantId}`);
+    await page.goto(`${sandbox.base}/api/console/tenants/${customer.tenantId}`);
     // Connected: the page says what a new link can do before anyone asks for one.
     expect(await page.locator("main").innerText()).toMatch(/A new consent link lets whoever opens it replace the current consent/);
     const issued = await navigateBy(page, () => page.getByRole("button", { name: "Request a new consent" }).click());
@@ -454,11 +372,7 @@ describe("the sandbox's console and consent pages in a browser", () => {
   it("stops on Ctrl-C (SIGINT) with exit code 0", async () => {
     // Close the browser's connections first, so the sandbox's shutdown waits for none.
     await Promise.all(browser().browser.contexts().map((context) => context.close()));
-    operator = undefined;
-    const child = sandbox;
-    expect(child?.exitCode, "the sandbox is still running").toBeNull();
-    const exited = new Promise<number | null>((resolve) => child?.once("exit", (code) => resolve(code)));
-    child?.kill("SIGINT");
-    expect(await exited, output).toBe(0);
+    forgetOperator();
+    expect(await sandbox.interrupt(), sandbox.output).toBe(0);
   });
 });
