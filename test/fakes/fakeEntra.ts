@@ -167,17 +167,27 @@ interface AdminConsentRequest {
   resource: string;
 }
 
-type AdminConsentCheck =
-  | { kind: "valid"; request: AdminConsentRequest }
-  | { kind: "errorPage"; code: number; message: string }
-  | { kind: "errorRedirect"; location: string };
+type AdminConsentCheck = PromptCheck<AdminConsentRequest>;
 
-type AuthorizeCheck =
-  | { kind: "valid"; request: AuthorizeRequest }
+type AuthorizeCheck = PromptCheck<AuthorizeRequest>;
+
+/** What checking a browser prompt's parameters found. */
+type PromptCheck<R> =
+  | { kind: "valid"; request: R }
   /** Client or redirect URI not trusted: Entra shows its own error page and never redirects. */
   | { kind: "errorPage"; code: number; message: string }
   /** Trusted redirect URI, bad request otherwise: the error goes back to the app. */
   | { kind: "errorRedirect"; location: string };
+
+/** One browser prompt (the sign-in, the admin consent): how its parameters are checked, shown and answered. */
+interface Prompt<R> {
+  /** "sign-in" or "consent", for the error messages. */
+  answer: string;
+  validate(params: URLSearchParams): PromptCheck<R>;
+  show(res: ServerResponse, request: R, params: URLSearchParams): void;
+  /** Where Accept sends the browser. */
+  accept(request: R): string;
+}
 
 interface RefreshGrant {
   clientId: string;
@@ -429,47 +439,12 @@ export class FakeEntra extends FakeHttpsServer {
    * goes through the same checks as the GET.
    */
   private adminConsent(req: FakeRequest, res: ServerResponse, pathTenant: string): void {
-    if (req.method !== "GET" && req.method !== "POST") {
-      errorPage(res, 900561, "The endpoint only accepts GET requests.");
-      return;
-    }
-    let params: URLSearchParams;
-    if (req.method === "GET") {
-      this.stats.authorizeRequests += 1;
-      params = req.url.searchParams;
-      this.lastAuthorize = new URLSearchParams(params);
-    } else {
-      const form = signInForm(req);
-      if (!form) {
-        errorPage(res, 900144, "The consent answer must be an application/x-www-form-urlencoded form.");
-        return;
-      }
-      params = form;
-    }
-    const checked = this.validateAdminConsent(pathTenant, params);
-    if (checked.kind === "errorPage") {
-      errorPage(res, checked.code, checked.message);
-      return;
-    }
-    if (checked.kind === "errorRedirect") {
-      redirect(res, checked.location);
-      return;
-    }
-    const request = checked.request;
-    if (req.method === "GET") {
-      if (this.interactive) this.sendAdminConsentPage(res, request, params);
-      else redirect(res, this.decideAdminConsent(request));
-      return;
-    }
-    const decision = params.get(DECISION_FIELD);
-    if (decision === "accept") {
-      redirect(res, this.decideAdminConsent(request));
-    } else if (decision === "decline") {
-      // Cancel on Entra's prompt: the app hears access_denied (AADSTS65004), nothing is granted.
-      redirect(res, errorLocation(request, "access_denied", defaultDenyDescription("access_denied")));
-    } else {
-      errorPage(res, 900144, `The consent answer must contain '${DECISION_FIELD}' with the value 'accept' or 'decline'.`);
-    }
+    this.prompt(req, res, {
+      answer: "consent",
+      validate: (params) => this.validateAdminConsent(pathTenant, params),
+      show: (out, request, params) => this.sendAdminConsentPage(out, request, params),
+      accept: (request) => this.decideAdminConsent(request),
+    });
   }
 
   /** Everything Entra checks before it would show the admin-consent prompt. */
@@ -809,6 +784,21 @@ export class FakeEntra extends FakeHttpsServer {
    * tampered POST meets the same error pages and error redirects as a bad GET.
    */
   private authorize(req: FakeRequest, res: ServerResponse, pathTenant: string): void {
+    this.prompt(req, res, {
+      answer: "sign-in",
+      validate: (params) => this.validateAuthorize(pathTenant, params),
+      show: (out, request, params) => this.sendSignInPage(out, request, params),
+      accept: (request) => this.decide(request),
+    });
+  }
+
+  /**
+   * A browser prompt: GET is the request (shown as a page when interactive, answered at once
+   * otherwise); POST is the page's answer, carrying the same parameters as form fields. Both go
+   * through the same checks, so a tampered POST meets the same error pages and redirects as a bad
+   * GET. Cancel sends access_denied (AADSTS65004) back, as Entra does; nothing is granted.
+   */
+  private prompt<R extends { redirectUri: string; state: string | null }>(req: FakeRequest, res: ServerResponse, prompt: Prompt<R>): void {
     if (req.method !== "GET" && req.method !== "POST") {
       errorPage(res, 900561, "The endpoint only accepts GET and POST requests in this fake.");
       return;
@@ -821,13 +811,12 @@ export class FakeEntra extends FakeHttpsServer {
     } else {
       const form = signInForm(req);
       if (!form) {
-        errorPage(res, 900144, "The sign-in answer must be an application/x-www-form-urlencoded form.");
+        errorPage(res, 900144, `The ${prompt.answer} answer must be an application/x-www-form-urlencoded form.`);
         return;
       }
       params = form;
     }
-
-    const checked = this.validateAuthorize(pathTenant, params);
+    const checked = prompt.validate(params);
     if (checked.kind === "errorPage") {
       errorPage(res, checked.code, checked.message);
       return;
@@ -838,17 +827,17 @@ export class FakeEntra extends FakeHttpsServer {
     }
     const request = checked.request;
     if (req.method === "GET") {
-      if (this.interactive) this.sendSignInPage(res, request, params);
-      else redirect(res, this.decide(request));
+      if (this.interactive) prompt.show(res, request, params);
+      else redirect(res, prompt.accept(request));
       return;
     }
     const decision = params.get(DECISION_FIELD);
     if (decision === "accept") {
-      redirect(res, this.decide(request));
+      redirect(res, prompt.accept(request));
     } else if (decision === "decline") {
       redirect(res, errorLocation(request, "access_denied", defaultDenyDescription("access_denied")));
     } else {
-      errorPage(res, 900144, `The sign-in answer must contain '${DECISION_FIELD}' with the value 'accept' or 'decline'.`);
+      errorPage(res, 900144, `The ${prompt.answer} answer must contain '${DECISION_FIELD}' with the value 'accept' or 'decline'.`);
     }
   }
 
