@@ -4,6 +4,7 @@
 //   npm run mutate                          the folders the mutation target covers (FOLDERS below)
 //   npm run mutate -- shared/consent        one folder (or several: shared/consent shared/identity)
 //   npm run mutate -- consent --concurrency 1   a bare name means shared/<name>; --options go to Stryker
+//   npm run mutate -- identity --whole-suite    every test file, not the folder's list (TEST_FILES below)
 //
 // One Stryker run covers every chosen folder (one dry run, one build of the sandbox); the scores
 // are then read from its JSON report (test-artifacts/mutation/mutation.json, beside the HTML one):
@@ -25,6 +26,24 @@ const CONFIG = "scripts/stryker.config.mjs";
 const REPORT = path.join(ROOT, "test-artifacts", "mutation", "mutation.json");
 const FOLDERS = ["identity", "consent", "pull", "defender", "secrets", "state", "sinks"].map((name) => `shared/${name}`);
 
+// The test files that can kill a folder's mutants: its unit tests and the integration files that
+// drive it through the fakes. With a list for every chosen folder, the dry run and each mutant run
+// those files only (minutes instead of the whole suite's ~10 min dry run and hours of mutants); a
+// folder without a list, or --whole-suite, runs every test file. A list that misses a test only
+// lowers the score (a mutant that test would kill shows as survived), it never raises it.
+const TEST_FILES = {
+  // Unit tests only: EntraClient runs the real MSAL against a scripted token endpoint there. The
+  // integration files that reach identity (appCredential, consent) start the app in beforeAll, so
+  // each mutant they reach re-ran a whole file: 1 h 30 min estimated instead of minutes.
+  "shared/identity": [
+    "test/unit/idTokenValidator.test.ts",
+    "test/unit/tokenErrors.test.ts",
+    "test/unit/appCredentialConfig.test.ts",
+    "test/unit/identityMutants.test.ts",
+    "test/unit/entraClient.test.ts",
+  ],
+};
+
 function usage(message) {
   console.error(`${message}\nusage: npm run mutate [-- [shared/<folder> ...] [--<stryker option> <value> ...]]`);
   process.exit(2);
@@ -43,8 +62,13 @@ if (process.argv[2] === "--build-sandbox") {
 const args = process.argv.slice(2);
 const folders = [];
 const strykerArgs = [];
+let wholeSuite = false;
 for (let i = 0; i < args.length; i++) {
   const arg = args[i];
+  if (arg === "--whole-suite") {
+    wholeSuite = true;
+    continue;
+  }
   if (arg.startsWith("-")) {
     strykerArgs.push(arg);
     if (!arg.includes("=") && args[i + 1] !== undefined && !args[i + 1].startsWith("-")) strykerArgs.push(args[++i]);
@@ -62,9 +86,17 @@ const mutate = [...chosen.map((folder) => `${folder}/**/*.ts`), "!shared/**/type
 // The package exports no bin path: find it beside its package.json.
 const corePackage = createRequire(import.meta.url).resolve("@stryker-mutator/core/package.json");
 const stryker = path.join(path.dirname(corePackage), "bin", "stryker.js");
+// scripts/vitest.stryker.config.mts reads the list from the environment (Stryker's test-runner
+// processes inherit it), so that even a mutant reached while a file loads runs only these files.
+const listed = !wholeSuite && chosen.every((folder) => TEST_FILES[folder] !== undefined);
+const testFiles = listed ? [...new Set(chosen.flatMap((folder) => TEST_FILES[folder]))].filter((file) => existsSync(path.join(ROOT, file))) : [];
+const env = { ...process.env };
+if (testFiles.length > 0) env.STRYKER_TEST_FILES = testFiles.join(",");
+else delete env.STRYKER_TEST_FILES;
 console.log(`mutate: ${chosen.join(" ")}`);
+console.log(testFiles.length > 0 ? `tests: ${testFiles.join(" ")}` : "tests: the whole suite (no test list for every chosen folder, or --whole-suite)");
 const started = Date.now();
-const run = spawnSync(process.execPath, [stryker, "run", CONFIG, "--mutate", mutate.join(","), ...strykerArgs], { cwd: ROOT, stdio: "inherit" });
+const run = spawnSync(process.execPath, [stryker, "run", CONFIG, "--mutate", mutate.join(","), ...strykerArgs], { cwd: ROOT, stdio: "inherit", env });
 const seconds = Math.round((Date.now() - started) / 1000);
 if (run.error) throw run.error;
 

@@ -49,6 +49,10 @@ export default {
   timeoutMS: 60_000,
   timeoutFactor: 2,
   dryRunTimeoutMinutes: 60,
+  // With --incremental (scripts/mutate.mjs passes it), a run keeps the result of every mutant
+  // whose code and covering tests did not change since the last one: after a new test only the
+  // mutants that test reaches run again. Delete the file for a clean measurement.
+  incrementalFile: "test-artifacts/mutation/stryker-incremental.json",
   tempDirName: "test-artifacts/stryker-tmp",
   cleanTempDir: "always",
   reporters: ["progress", "clear-text", "json", "html"],

@@ -5,10 +5,14 @@
 // thread ignores. A plugin puts the pool back once vitest has resolved the runner's options.
 // Left out: the tests that read the sources' text or check the repository, Bicep and docs
 // (test/infra/, test/unit/layout.test.ts), which fail on instrumented sources and test no behaviour.
+// STRYKER_TEST_FILES (set by scripts/mutate.mjs from its per-folder lists): the only test files
+// that take part, in the dry run and in every mutant's run.
 import { defineConfig, mergeConfig } from "vitest/config";
 import base from "../vitest.config.mts";
 
-export default mergeConfig(
+const listed = (process.env.STRYKER_TEST_FILES ?? "").split(",").filter((file) => file.length > 0);
+
+const config = mergeConfig(
   base,
   defineConfig({
     test: {
@@ -27,3 +31,7 @@ export default mergeConfig(
     ],
   }),
 );
+// Set after the merge, which would append the list to the project's include instead of replacing it.
+if (listed.length > 0 && config.test) config.test.include = listed;
+
+export default config;

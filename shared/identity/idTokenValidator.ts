@@ -72,6 +72,7 @@ export class IdTokenValidator {
     if (payload.iss !== `${this.authorityHost}/${tid}/v2.0`) throw new IdTokenRejectedError("wrong_issuer");
     if (tid !== expected.tenantId.toLowerCase()) throw new IdTokenRejectedError("tenant_mismatch");
     // MSAL does not compare the nonce when it redeems a code: this is the only check.
+    // Stryker disable next-line ConditionalExpression: a nonce that is not a string never equals the session's, which is one; the type test says so outright
     if (typeof payload["nonce"] !== "string" || payload["nonce"] !== expected.nonce) throw new IdTokenRejectedError("nonce_mismatch");
     const oid = typeof payload["oid"] === "string" ? payload["oid"] : "";
     const username = typeof payload["preferred_username"] === "string" ? payload["preferred_username"] : "";

@@ -73,6 +73,8 @@ async function rejection(idToken: string, expected = { tenantId: TENANT, nonce: 
     if (error instanceof IdTokenRejectedError) {
       // The message is for logs: it names the reason and never quotes the token.
       expect(error.message).not.toContain(idToken.slice(0, 20));
+      expect(error.message).toBe(`id token rejected: ${error.reason}`);
+      expect(error.name).toBe("IdTokenRejectedError");
       return error.reason;
     }
     throw error;
@@ -134,5 +136,74 @@ describe("IdTokenValidator", () => {
     const [header, payload] = (await token()).split(".");
     expect(await rejection(`${header}.${payload}.`)).toBe("invalid_signature");
     expect(await rejection("not-a-jwt")).toBe("invalid");
+  });
+});
+
+describe("IdTokenValidator's signing keys and claims it passes on", () => {
+  it("reads the tenant's signing keys once an hour, with a bounded GET", async () => {
+    let clock = NOW;
+    const requests: Array<{ url: string; method: string; timeoutMs: number | undefined }> = [];
+    const http: HttpClient = {
+      async send(url, request) {
+        requests.push({ url, method: request.method, timeoutMs: request.timeoutMs });
+        return jwksClient.send(url, request);
+      },
+    };
+    const v = new IdTokenValidator(http, AUTHORITY, CLIENT_ID, () => clock);
+    await v.validate(await token(), { tenantId: TENANT, nonce: NONCE });
+    clock += 60 * 60_000 - 1;
+    await v.validate(await token(), { tenantId: TENANT, nonce: NONCE });
+    expect(requests).toHaveLength(1);
+    clock += 1;
+    await v.validate(await token(), { tenantId: TENANT, nonce: NONCE });
+    expect(requests).toHaveLength(2);
+    expect(requests[0]).toEqual({ url: `${AUTHORITY}/${TENANT}/discovery/v2.0/keys`, method: "GET", timeoutMs: expect.any(Number) });
+    expect(requests[0]?.timeoutMs).toBeLessThanOrEqual(30_000);
+  });
+
+  it("reports unavailable signing keys as an outage, not as a refused token", async () => {
+    for (const answer of [
+      { status: 503, headers: {}, body: "" },
+      { status: 200, headers: {}, body: JSON.stringify({ value: [] }) },
+    ]) {
+      const v = new IdTokenValidator({ send: async () => answer }, AUTHORITY, CLIENT_ID, () => NOW);
+      const outcome = await v.validate(await token(), { tenantId: TENANT, nonce: NONCE }).catch((error: unknown) => error);
+      expect(outcome).toBeInstanceOf(Error);
+      expect(outcome).not.toBeInstanceOf(IdTokenRejectedError);
+      expect((outcome as Error).message).toMatch(/signing keys/);
+    }
+  });
+
+  it("accepts a tenant id in upper case in the token and returns it in lower case", async () => {
+    const upper = TENANT.toUpperCase();
+    const identity = await validator().validate(await token({ tid: upper }), { tenantId: TENANT, nonce: NONCE });
+    expect(identity.tenantId).toBe(TENANT);
+  });
+
+  it("passes on an empty object id and user name when the token carries none", async () => {
+    const identity = await validator().validate(await token({ oid: undefined, preferred_username: 42 }), { tenantId: TENANT, nonce: NONCE });
+    expect(identity).toEqual({ tenantId: TENANT, objectId: "", username: "" });
+  });
+
+  it("refuses a tenant id that is not a string, and an iat that is not a timestamp", async () => {
+    expect(await rejection(await token({ tid: 7 }))).toBe("missing_claim");
+    expect(await rejection(await token({ tid: "" }))).toBe("missing_claim");
+    expect(await rejection(await token({ iat: "yesterday" }))).toBe("not_yet_valid");
+  });
+
+  it("gives the reason of the second check when a token with an unknown key is also expired", async () => {
+    const next = await generateKeyPair("RS256");
+    const jwk = { ...(await exportJWK(next.publicKey)), kid: "k3", alg: "RS256", use: "sig" };
+    const v = validator();
+    await v.validate(await token(), { tenantId: TENANT, nonce: NONCE });
+    published = [signing.jwk, jwk];
+    try {
+      const stale = await token({ exp: nowS - 400 }, { key: next.privateKey, kid: "k3" });
+      const outcome = await v.validate(stale, { tenantId: TENANT, nonce: NONCE }).catch((error: unknown) => error);
+      expect(outcome).toBeInstanceOf(IdTokenRejectedError);
+      expect((outcome as IdTokenRejectedError).reason).toBe("expired");
+    } finally {
+      published = [signing.jwk];
+    }
   });
 });
