@@ -260,9 +260,28 @@ export class TenantAdmin {
         ? `Consent link ${link.linkId} issued to move the tenant ${moves.join(" and ")}`
         : `Consent link ${link.linkId} issued (tenant ${record.status})`;
     await this.audited(tenantId, action, actor, detail);
+    // Two live links of different models could each finish a consent, and the tenant would end
+    // with whichever finished last (a delegated one after an application one leaves no token):
+    // a link that moves the model supersedes the tenant's other unused links.
+    if (changingModel) await this.revokeOtherLinks(record, link.linkId, actor);
     // The link itself is never logged: it is what lets someone start this tenant's consent.
     log.info("consent link issued", { tenantId, purpose });
     return link;
+  }
+
+  private async revokeOtherLinks(record: TenantRecord, keptLinkId: string, actor: AuditActor): Promise<void> {
+    const now = this.deps.clock();
+    for (const other of await this.deps.links.list(record.tenantId, record.createdAt)) {
+      if (other.linkId === keptLinkId || other.usedAt || other.revokedAt || Date.parse(other.expiresAt) <= now) continue;
+      await this.deps.links.revoke(record.tenantId, other.linkId, record.createdAt, actor);
+      await this.deps.sessions?.releaseLink(record.tenantId, other.linkId);
+      await this.deps.audit.recordOnce({
+        tenantId: record.tenantId,
+        action: "consent_link_revoked",
+        actor,
+        detail: `Consent link ${other.linkId} revoked: superseded by link ${keptLinkId}, which moves the consent model`,
+      });
+    }
   }
 
   /** Every link issued for the tenant's current registration, newest first. */

@@ -357,6 +357,16 @@ describe("consent removed", () => {
 });
 
 describe("moving a tenant between consent models", () => {
+  it("revokes the tenant's other unused links when a link that moves the consent model is issued", async () => {
+    const { tenantId, consentUrl } = await registerTenant(env, randomUUID(), "Two Links");
+    const moving = await requestReconsent(env, tenantId, { consentModel: "application" });
+    // The delegated link could otherwise finish after the admin consent and leave the tenant delegated without a token.
+    expect((await openConsentLink(env, consentUrl)).status).toBe(410);
+    expect((await auditDetails(tenantId)).some((d) => d.startsWith("consent_link_revoked:") && d.includes("superseded by link"))).toBe(true);
+    expect((await completeConsent(env, moving)).callback.status).toBe(200);
+    expect(await view(tenantId)).toMatchObject({ status: "connected", consentModel: "application" });
+  });
+
   it("deletes at the next pull a refresh token that the move to the application model could not delete", async () => {
     const { tenantId, consentUrl } = await registerTenant(env, randomUUID(), "Leftover Token");
     expect((await completeConsent(env, consentUrl)).callback.status).toBe(200);
