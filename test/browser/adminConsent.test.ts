@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it, vi } from "vitest";
-import { consoleProfiles, expectAccessible, useSandboxProcess } from "../harness/sandboxProcess";
+import { consoleProfiles, expectAccessible, navigateBy, tableRows, useSandboxProcess } from "../harness/sandboxProcess";
 import { saveScreenshot, useBrowser, type Page } from "../harness/browser";
 
 /**
@@ -29,35 +29,6 @@ const browser = useBrowser();
 
 const { operatorPage, adminPage } = consoleProfiles(browser);
 
-async function navigateBy(page: Page, action: () => Promise<void>) {
-  const [response] = await Promise.all([page.waitForNavigation({ waitUntil: "load" }), action()]);
-  return response;
-}
-
-interface Row {
-  name: string;
-  tenantId: string;
-  status: string;
-  source: string;
-  alertsInLastPull: string;
-}
-
-async function tableRows(page: Page): Promise<Row[]> {
-  return page.locator("main table tbody tr").evaluateAll((rows) =>
-    rows
-      .filter((row) => row.querySelector("th"))
-      .map((row) => {
-        const cells = row.querySelectorAll("td");
-        return {
-          name: row.querySelector("th")?.textContent?.trim() ?? "",
-          tenantId: cells[0]?.textContent?.trim() ?? "",
-          status: cells[1]?.textContent?.trim() ?? "",
-          source: cells[2]?.textContent?.trim() ?? "",
-          alertsInLastPull: cells[4]?.textContent?.trim() ?? "",
-        };
-      }),
-  );
-}
 
 /** Registers an application-model tenant through the console's form, choosing the source and the model as an operator would. */
 async function registerApplicationTenant(page: Page, tenantId: string, displayName: string, source: "mde" | "graph"): Promise<string> {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it, vi } from "vitest";
-import { consoleProfiles, expectAccessible, useSandboxProcess } from "../harness/sandboxProcess";
+import { consoleProfiles, expectAccessible, navigateBy, tableRows, useSandboxProcess } from "../harness/sandboxProcess";
 import { saveScreenshot, useBrowser, type Page, type PageWatch } from "../harness/browser";
 
 /**
@@ -67,37 +67,6 @@ async function tabTo(page: Page, selector: string, maxPresses = 40): Promise<voi
   throw new Error(`Tab never reached ${selector}; focus went through: ${seen.join(", ")}`);
 }
 
-/** Runs a keyboard action that submits or follows a link, and returns the response of the new document. */
-async function navigateBy(page: Page, action: () => Promise<void>) {
-  const [response] = await Promise.all([page.waitForNavigation({ waitUntil: "load" }), action()]);
-  return response;
-}
-
-interface Row {
-  name: string;
-  tenantId: string;
-  status: string;
-  source: string;
-  alertsInLastPull: string;
-}
-
-/** The tenants table as shown. */
-async function tableRows(page: Page): Promise<Row[]> {
-  return page.locator("main table tbody tr").evaluateAll((rows) =>
-    rows
-      .filter((row) => row.querySelector("th"))
-      .map((row) => {
-        const cells = row.querySelectorAll("td");
-        return {
-          name: row.querySelector("th")?.textContent?.trim() ?? "",
-          tenantId: cells[0]?.textContent?.trim() ?? "",
-          status: cells[1]?.textContent?.trim() ?? "",
-          source: cells[2]?.textContent?.trim() ?? "",
-          alertsInLastPull: cells[4]?.textContent?.trim() ?? "",
-        };
-      }),
-  );
-}
 
 /** Registers a tenant through the console's form (pointer and typing; the keyboard-only path is test 2). */
 async function registerInConsole(page: Page, tenantId: string, displayName: string): Promise<string> {

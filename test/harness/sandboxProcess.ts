@@ -134,3 +134,36 @@ export async function expectAccessible(page: Page): Promise<AccessibilityReport>
   expect(report.passes.length).toBeGreaterThan(5); // axe did run
   return report;
 }
+
+/** Runs an action that submits a form or follows a link, and returns the response of the new document. */
+export async function navigateBy(page: Page, action: () => Promise<void>) {
+  const [response] = await Promise.all([page.waitForNavigation({ waitUntil: "load" }), action()]);
+  return response;
+}
+
+/** One row of the console's tenants table, as shown. */
+export interface Row {
+  name: string;
+  tenantId: string;
+  status: string;
+  source: string;
+  alertsInLastPull: string;
+}
+
+/** The console's tenants table as shown. */
+export async function tableRows(page: Page): Promise<Row[]> {
+  return page.locator("main table tbody tr").evaluateAll((rows) =>
+    rows
+      .filter((row) => row.querySelector("th"))
+      .map((row) => {
+        const cells = row.querySelectorAll("td");
+        return {
+          name: row.querySelector("th")?.textContent?.trim() ?? "",
+          tenantId: cells[0]?.textContent?.trim() ?? "",
+          status: cells[1]?.textContent?.trim() ?? "",
+          source: cells[2]?.textContent?.trim() ?? "",
+          alertsInLastPull: cells[4]?.textContent?.trim() ?? "",
+        };
+      }),
+  );
+}
