@@ -65,6 +65,8 @@ export class AccessTokenSource {
     deadline = Number.POSITIVE_INFINITY,
     scope: string = DEFENDER_ALERT_SCOPE,
     model: ConsentModel = "delegated",
+    /** Runs before a refresh token is redeemed: the pull claims its lease there (see PullLease). */
+    beforeRefresh: () => Promise<void> = async () => undefined,
   ): (forceRefresh: boolean) => Promise<string> {
     if (model === "application") return this.forApplication(tenantId, state, deadline, scope);
     const memoryKey = `${tenantId}\n${scope}`;
@@ -98,6 +100,7 @@ export class AccessTokenSource {
           return token;
         }
       }
+      await beforeRefresh();
       const refreshed = await this.refreshWithRetry(tenantId, current.refreshToken, deadline, scope);
       state.accessTokenCipher = encryptToken(current.accessTokenKey, cipherContext, refreshed.accessToken);
       state.accessTokenExpiresAt = refreshed.accessTokenExpiresAt;

@@ -99,9 +99,21 @@ export interface DedupeSpillStore {
 
 type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
 
-const PARTITION = "pull";
+/**
+ * Each tenant's pull state is the row `pull` of a partition of its own (the tenant id), so the
+ * fleet's pulls are not held to one partition's ~2,000 operations a second. Earlier versions kept
+ * every tenant in the partition `pull` (row key: the tenant id); such a row is read until the
+ * tenant's first write moves it (see PullStateStore.write).
+ */
+const ROW = "pull";
+const LEGACY_PARTITION = "pull";
+/** Marks a legacy row whose state moved: its lease keeps a still-running older version out for a while. */
+const MOVED_OWNER = "moved";
+const MOVED_LEASE_MS = 3600_000;
+const pullKey = (tenantId: string): { partitionKey: string; rowKey: string } => ({ partitionKey: tenantId, rowKey: ROW });
 /** What pull health reads of the entity (readAll). */
 const HEALTH_COLUMNS = [
+  "PartitionKey",
   "RowKey",
   "watermark",
   "windowFrom",
@@ -218,8 +230,7 @@ function fromEntity(entity: Entity, delivered: DeliveredVersions): PullState {
 
 function toEntity(tenantId: string, state: PullState, lease: { owner: string; until: number }, extra: Record<string, unknown>): Entity {
   return {
-    partitionKey: PARTITION,
-    rowKey: tenantId,
+    ...pullKey(tenantId),
     source: state.source ?? "",
     watermark: state.watermark ?? "",
     windowFrom: state.window?.from ?? "",
@@ -257,10 +268,20 @@ function toEntity(tenantId: string, state: PullState, lease: { owner: string; un
   };
 }
 
-/** Thrown when another writer changed (or offboarding removed) the entity: this pull must stop. */
+/**
+ * Thrown when another writer changed (or offboarding removed) the entity: this pull must stop.
+ * `busy`: another pull wrote first while this one had not written at all (its lease was never
+ * claimed), so this one did nothing and simply yields, as if it had found the lease held.
+ */
 export class LeaseLostError extends Error {
-  constructor(readonly reason: "taken" | "reset" = "taken") {
-    super(reason === "reset" ? "the tenant's pull state was reset" : "pull lease lost to another instance");
+  constructor(readonly reason: "taken" | "reset" | "busy" = "taken") {
+    super(
+      reason === "reset"
+        ? "the tenant's pull state was reset"
+        : reason === "busy"
+          ? "another pull of the tenant wrote first"
+          : "pull lease lost to another instance",
+    );
     this.name = "LeaseLostError";
   }
 }
@@ -269,14 +290,20 @@ export class LeaseLostError extends Error {
 const OWN_WRITES_KEPT = 16;
 
 /**
- * A held pull lease. Every save is conditioned on the ETag of the previous one, so two pulls of
- * one tenant can never both write: the second to arrive fails and stops. The lease is short;
- * every save renews it and `keepAlive` renews it while a slow call runs, so a pull that dies
- * blocks its tenant only briefly and a live one never loses it to a slow page. Saves run one at
- * a time, in the order they were asked for.
+ * A pull lease. Every save is conditioned on the ETag of the previous one (the first on the ETag
+ * the state was read with), so two pulls of one tenant can never both write: the second to arrive
+ * fails and stops. The lease is short; every save renews it and `keepAlive` renews it while a slow
+ * call runs, so a pull that dies blocks its tenant only briefly and a live one never loses it to a
+ * slow page. Saves run one at a time, in the order they were asked for.
+ *
+ * A lease from `open` is not yet claimed: nothing is written until the pull first needs it (its
+ * first save, `claim` before anything leaves the pull, or the closing release). A quiet tenant's
+ * cycle is then one read and one write; a pull that meets a rival's write before its own first
+ * one did nothing and ends busy.
  */
 export class PullLease {
   private released = false;
+  private claimed: boolean;
   /** The dedupe set changed since it was last written (a spilled set is rewritten only then). */
   private deliveredChanged = false;
   private queue: Promise<unknown> = Promise.resolve();
@@ -289,12 +316,23 @@ export class PullLease {
     private readonly store: PullStateStore,
     readonly tenantId: string,
     readonly owner: string,
-    private etag: string,
+    /** The entity's ETag, or undefined when the tenant has no pull state yet (the first write creates it). */
+    private etag: string | undefined,
     private until: number,
     private readonly leaseMs: number,
     private spill: string | undefined,
     public state: PullState,
-  ) {}
+    claimed = true,
+    /** The ETag of a row in the legacy partition that the first write moves (see PullStateStore.write). */
+    private legacyEtag?: string,
+  ) {
+    this.claimed = claimed;
+  }
+
+  /** The lease is written to storage: everything done from now on is this pull's alone. */
+  get isClaimed(): boolean {
+    return this.claimed;
+  }
 
   /** Epoch ms at which the lease lapses unless renewed. */
   get expiresAt(): number {
@@ -308,12 +346,22 @@ export class PullLease {
 
   /** Writes the state and renews the lease. */
   save(options?: CallOptions): Promise<void> {
-    return this.serialized(async () => {
-      if (this.released) return;
-      const until = this.store.now() + this.leaseMs;
-      await this.persist({ owner: this.owner, until }, options);
-      this.until = until;
-    });
+    return this.serialized(() => this.renew(options));
+  }
+
+  /**
+   * Writes the lease unless it already is: call it before anything that must happen under a held
+   * lease (a sink write, a dead letter, a refresh-token redemption).
+   */
+  claim(options?: CallOptions): Promise<void> {
+    return this.serialized(() => (this.claimed ? Promise.resolve() : this.renew(options)));
+  }
+
+  private async renew(options?: CallOptions): Promise<void> {
+    if (this.released) return;
+    const until = this.store.now() + this.leaseMs;
+    await this.persist({ owner: this.owner, until }, options);
+    this.until = until;
   }
 
   release(options?: CallOptions): Promise<void> {
@@ -371,14 +419,19 @@ export class PullLease {
         ...(changed ? {} : { unchangedSpill: this.spill }),
         writeId,
         ownWrites: this.ownWrites,
+        ...(this.legacyEtag === undefined ? {} : { legacyEtag: this.legacyEtag }),
         ...(options?.signal ? { signal: options.signal } : {}),
       });
     } catch (error) {
       if (changed) this.deliveredChanged = true;
+      // Nothing of this pull was written or sent: a rival got there first, which is not a loss.
+      if (!this.claimed && error instanceof LeaseLostError && error.reason === "taken") throw new LeaseLostError("busy");
       throw error;
     }
     this.etag = written.etag;
     this.spill = written.spill;
+    this.claimed = true;
+    this.legacyEtag = undefined;
   }
 }
 
@@ -415,24 +468,37 @@ export class PullStateStore {
     return { abortSignal: boundedSignal(this.timeoutMs, options) };
   }
 
-  private async readEntity(partition: string, tenantId: string): Promise<(Entity & { etag: string }) | undefined> {
+  private async readEntity(partitionKey: string, rowKey: string): Promise<(Entity & { etag: string }) | undefined> {
     const table = await this.table();
     try {
-      return await table.getEntity<Entity>(partition, tenantId, this.signal());
+      return await table.getEntity<Entity>(partitionKey, rowKey, this.signal());
     } catch (error) {
       if (statusOf(error) === 404) return undefined;
       throw error;
     }
   }
 
+  /** The tenant's pull row: its own partition's, else a legacy one not yet moved (one more read only for a tenant with neither). */
+  private async readPullRow(tenantId: string): Promise<{ entity: Entity & { etag: string }; legacy: boolean } | undefined> {
+    const { partitionKey, rowKey } = pullKey(tenantId);
+    const entity = await this.readEntity(partitionKey, rowKey);
+    if (entity) return { entity, legacy: false };
+    const legacy = await this.readEntity(LEGACY_PARTITION, tenantId);
+    return legacy ? { entity: legacy, legacy: true } : undefined;
+  }
+
   /**
-   * Takes the tenant's lease for `leaseMs`, or returns undefined if another pull holds an
-   * unexpired one. `prepare` may change the state before the lease is written, so what it
-   * decides (a new window) is stored by the same conditional write that takes the lease.
+   * Reads the tenant's state for a pull, or returns undefined if another pull holds an unexpired
+   * lease. Nothing is written: the returned lease is claimed by its first write (see PullLease).
+   * `prepare` may change the state first, so what it decides (a new window) is stored by that
+   * same conditional write.
    */
-  async acquire(tenantId: string, owner: string, leaseMs: number, prepare?: (state: PullState) => void): Promise<PullLease | undefined> {
-    const entity = await this.readEntity(PARTITION, tenantId);
-    if (entity && str(entity["leaseOwner"]) && (num(entity["leaseUntil"]) ?? 0) > this.clock() && entity["leaseOwner"] !== owner) {
+  async open(tenantId: string, owner: string, leaseMs: number, prepare?: (state: PullState) => void): Promise<PullLease | undefined> {
+    const row = await this.readPullRow(tenantId);
+    const entity = row?.entity;
+    // A moved legacy row with no row in the tenant's partition: its move stopped half-way; finish it.
+    const leaseOwner = str(entity?.["leaseOwner"]);
+    if (entity && leaseOwner && !(row.legacy && leaseOwner === MOVED_OWNER) && (num(entity["leaseUntil"]) ?? 0) > this.clock() && leaseOwner !== owner) {
       return undefined;
     }
     const spill = entity ? str(entity["deliveredBlob"]) : undefined;
@@ -446,22 +512,20 @@ export class PullStateStore {
     }
     const state = entity ? fromEntity(entity, delivered) : emptyState();
     prepare?.(state);
-    const until = this.clock() + leaseMs;
-    const table = await this.table();
-    const writeId = randomUUID();
+    const legacyEtag = row?.legacy ? entity?.etag : undefined;
+    return new PullLease(this, tenantId, owner, row?.legacy ? undefined : entity?.etag, this.clock() + leaseMs, leaseMs, spill, state, false, legacyEtag);
+  }
+
+  /** `open` and claim at once: the lease is written before this returns (undefined if another pull holds or takes it). */
+  async acquire(tenantId: string, owner: string, leaseMs: number, prepare?: (state: PullState) => void): Promise<PullLease | undefined> {
+    const lease = await this.open(tenantId, owner, leaseMs, prepare);
     try {
-      let etag: string;
-      const row = toEntity(tenantId, state, { owner, until }, { writeId, deliveredBlob: spill ?? "", ...encodeDelivered(spill ? new Map() : delivered) });
-      if (entity) {
-        etag = (await table.updateEntity(row, "Replace", { etag: entity.etag, ...this.signal() })).etag ?? "";
-      } else {
-        etag = (await table.createEntity(row, this.signal())).etag ?? "";
-      }
-      return new PullLease(this, tenantId, owner, etag, until, leaseMs, spill, state);
+      await lease?.claim();
     } catch (error) {
-      if (isConcurrencyConflict(error) || statusOf(error) === 409) return undefined;
+      if (error instanceof LeaseLostError && error.reason === "busy") return undefined;
       throw error;
     }
+    return lease;
   }
 
   /**
@@ -473,19 +537,23 @@ export class PullStateStore {
     state: PullState,
     lease: { owner: string; until: number },
     at: {
-      etag: string;
+      /** Undefined: the entity does not exist yet and this write creates it. */
+      etag: string | undefined;
       previousSpill: string | undefined;
       /** The dedupe set is unchanged and already in this blob. */
       unchangedSpill?: string;
       writeId: string;
       /** This lease's recent write ids, `writeId` among them. */
       ownWrites: readonly string[];
+      /** The state was read from this legacy row: mark it moved (conditionally) before creating the new one. */
+      legacyEtag?: string;
       signal?: AbortSignal;
     },
   ): Promise<{ etag: string; spill: string | undefined }> {
     const options = at.signal ? { signal: at.signal } : undefined;
     const table = await this.table();
     const { writeId, unchangedSpill } = at;
+    if (at.legacyEtag !== undefined) await this.markMoved(table, tenantId, at.legacyEtag, writeId, at.ownWrites, options);
     let inline = unchangedSpill ? encodeDelivered(new Map()) : encodeDelivered(state.delivered);
     let spill: string | undefined = unchangedSpill;
     if (inline === undefined) {
@@ -500,9 +568,12 @@ export class PullStateStore {
     // Twice at most: a 412 against an earlier write of ours whose answer was lost is retried once.
     for (let attempt = 0; newEtag === undefined; attempt++) {
       try {
-        newEtag = (await table.updateEntity(row, "Replace", { etag, ...this.signal(options) })).etag ?? "";
+        const answer = etag === undefined ? await table.createEntity(row, this.signal(options)) : await table.updateEntity(row, "Replace", { etag, ...this.signal(options) });
+        newEtag = answer.etag ?? "";
       } catch (error) {
-        const stored = isConcurrencyConflict(error) ? await this.storedWrite(tenantId) : undefined;
+        // A create that meets an existing row is the same refusal as an update that meets another ETag.
+        const refused = isConcurrencyConflict(error) || (etag === undefined && statusOf(error) === 409);
+        const stored = refused ? await this.storedWrite(tenantId) : undefined;
         if (stored?.writeId === writeId) {
           // Our own write committed and its answer was lost; the SDK's retry met our success.
           newEtag = stored.etag;
@@ -511,8 +582,8 @@ export class PullStateStore {
           etag = stored.etag;
         } else {
           // Only a definite refusal frees the new blob: after a timeout the row may point at it.
-          if (spill && spill !== unchangedSpill && isConcurrencyConflict(error)) void this.removeSpill(spill);
-          if (isConcurrencyConflict(error)) throw new LeaseLostError("taken");
+          if (spill && spill !== unchangedSpill && refused) void this.removeSpill(spill);
+          if (refused) throw new LeaseLostError("taken");
           if (statusOf(error) === 404) throw new LeaseLostError("reset");
           throw error;
         }
@@ -522,6 +593,33 @@ export class PullStateStore {
     return { etag: newEtag, spill };
   }
 
+  /**
+   * Marks the tenant's legacy row moved, under its ETag: a pull of an earlier version still
+   * running (a deployment in progress) then finds it leased for an hour, and of two pulls moving
+   * it only one gets past here. The row keeps its state, so a move cut short is finished by the
+   * next pull (open ignores this lease), and a rollback resumes from it after the hour.
+   */
+  private async markMoved(
+    table: TableClient,
+    tenantId: string,
+    etag: string,
+    writeId: string,
+    ownWrites: readonly string[],
+    options: CallOptions | undefined,
+  ): Promise<void> {
+    const row = { partitionKey: LEGACY_PARTITION, rowKey: tenantId, leaseOwner: MOVED_OWNER, leaseUntil: this.clock() + MOVED_LEASE_MS, writeId };
+    try {
+      await table.updateEntity(row, "Merge", { etag, ...this.signal(options) });
+    } catch (error) {
+      if (statusOf(error) === 404) throw new LeaseLostError("reset");
+      if (!isConcurrencyConflict(error)) throw error;
+      // Our own mark, committed with its answer lost, or another writer's: only the first goes on.
+      const stored = await this.readEntity(LEGACY_PARTITION, tenantId).catch(() => undefined);
+      const storedId = stored?.["writeId"];
+      if (typeof storedId !== "string" || !ownWrites.includes(storedId)) throw new LeaseLostError("taken");
+    }
+  }
+
   private async removeSpill(name: string): Promise<void> {
     await this.spill.remove(name, AbortSignal.timeout(this.timeoutMs)).catch(() => undefined);
   }
@@ -529,7 +627,8 @@ export class PullStateStore {
   /** The write id and ETag the row holds now, or undefined if it cannot be read. */
   private async storedWrite(tenantId: string): Promise<{ writeId: string; etag: string } | undefined> {
     try {
-      const entity = await this.readEntity(PARTITION, tenantId);
+      const { partitionKey, rowKey } = pullKey(tenantId);
+      const entity = await this.readEntity(partitionKey, rowKey);
       const writeId = entity ? str(entity["writeId"]) : undefined;
       return entity && writeId ? { writeId, etag: entity.etag } : undefined;
     } catch {
@@ -544,9 +643,15 @@ export class PullStateStore {
     // Only the health columns: the dedupe set (up to ~1 MB a tenant) and the token cache stay in
     // storage, so listing 1,000 tenants stays a few hundred kilobytes.
     for await (const entity of table.listEntities<Entity>({
-      queryOptions: { filter: odata`PartitionKey eq ${PARTITION}`, select: [...HEALTH_COLUMNS] },
+      queryOptions: { filter: odata`RowKey eq ${ROW}`, select: [...HEALTH_COLUMNS] },
     })) {
-      if (entity.rowKey) states.set(entity.rowKey, fromEntity(entity, new Map()));
+      if (entity.partitionKey) states.set(entity.partitionKey, fromEntity(entity, new Map()));
+    }
+    // Tenants not pulled since an upgrade (see ROW) are still in the legacy partition.
+    for await (const entity of table.listEntities<Entity>({
+      queryOptions: { filter: odata`PartitionKey eq ${LEGACY_PARTITION}`, select: [...HEALTH_COLUMNS] },
+    })) {
+      if (entity.rowKey && !states.has(entity.rowKey)) states.set(entity.rowKey, fromEntity(entity, new Map()));
     }
     for await (const entity of table.listEntities<Entity>({ queryOptions: { filter: odata`PartitionKey eq ${INCIDENT_PARTITION}` } })) {
       const state = entity.rowKey ? states.get(entity.rowKey) : undefined;
@@ -557,11 +662,13 @@ export class PullStateStore {
 
   /** The tenant's pull state as stored (tests and diagnostics), without taking the lease. */
   async read(tenantId: string): Promise<(PullState & { leaseOwner?: string; leaseUntil?: number }) | undefined> {
-    const entity = await this.readEntity(PARTITION, tenantId);
-    if (!entity) return undefined;
+    const row = await this.readPullRow(tenantId);
+    if (!row) return undefined;
+    const { entity } = row;
     const spill = str(entity["deliveredBlob"]);
     const delivered = spill ? decodeDelivered({ delivered: (await this.spill.read(spill, AbortSignal.timeout(this.timeoutMs))) ?? "" }) : decodeDelivered(entity);
-    const owner = str(entity["leaseOwner"]);
+    // A moved legacy row's lease only keeps older versions out: no pull holds it.
+    const owner = row.legacy && entity["leaseOwner"] === MOVED_OWNER ? undefined : str(entity["leaseOwner"]);
     return { ...fromEntity(entity, delivered), ...(owner ? { leaseOwner: owner, leaseUntil: num(entity["leaseUntil"]) ?? 0 } : {}) };
   }
 
@@ -572,9 +679,9 @@ export class PullStateStore {
    */
   async reset(tenantId: string): Promise<void> {
     const table = await this.table();
-    for (const partition of [PARTITION, INCIDENT_PARTITION]) {
+    for (const [partitionKey, rowKey] of [[tenantId, ROW], [LEGACY_PARTITION, tenantId], [INCIDENT_PARTITION, tenantId]] as const) {
       try {
-        await table.deleteEntity(partition, tenantId, this.signal());
+        await table.deleteEntity(partitionKey, rowKey, this.signal());
       } catch (error) {
         if (statusOf(error) !== 404) throw error;
       }
@@ -586,19 +693,17 @@ export class PullStateStore {
   async recordFailure(tenantId: string, code: string, message: string): Promise<void> {
     const table = await this.table();
     for (let attempt = 0; attempt < 5; attempt++) {
-      const entity = await this.readEntity(PARTITION, tenantId);
+      const row = await this.readPullRow(tenantId);
+      const entity = row?.entity;
       try {
         if (!entity) {
-          await table.createEntity(
-            { partitionKey: PARTITION, rowKey: tenantId, lastErrorCode: code, lastErrorMessage: message, consecutiveFailures: 1 },
-            this.signal(),
-          );
+          await table.createEntity({ ...pullKey(tenantId), lastErrorCode: code, lastErrorMessage: message, consecutiveFailures: 1 }, this.signal());
           return;
         }
+        // Where the state is: a legacy row is moved, checkpoint and all, by the tenant's next pull.
         await table.updateEntity(
           {
-            partitionKey: PARTITION,
-            rowKey: tenantId,
+            ...(row.legacy ? { partitionKey: LEGACY_PARTITION, rowKey: tenantId } : pullKey(tenantId)),
             lastErrorCode: code,
             lastErrorMessage: message,
             consecutiveFailures: (num(entity["consecutiveFailures"]) ?? 0) + 1,

@@ -239,10 +239,11 @@ export class TenantPull {
     let windowOpened = false;
     let sourceSwitched = false;
     const source = sourceOf(tenant);
-    // The new window is stored with the lease itself: no write of its own before the first page.
+    // Read only: the lease (and the new window with it) is written by the pull's first save, so a
+    // quiet tenant's cycle costs one read and one write (see PullLease).
     let lease: PullLease | undefined;
     try {
-      lease = await deps.pullState.acquire(tenantId, owner, leaseMs, (state) => {
+      lease = await deps.pullState.open(tenantId, owner, leaseMs, (state) => {
       // A consent moved the tenant to another source: its checkpoint starts afresh, here under the
       // lease so no run of the old source can write after it. Sink progress and parked pages stay:
       // they hold alerts already read that a sink still owes.
@@ -402,6 +403,10 @@ export class TenantPull {
   private async failed(tenant: TenantRecord, lease: PullLease, bounds: RunBounds, error: unknown, log: Logger): Promise<PullOutcome> {
     const { deps } = this;
     const tenantId = tenant.tenantId;
+    if (error instanceof LeaseLostError && error.reason === "busy") {
+      log.info("pull skipped: another pull of this tenant took the lease first", { tenantId });
+      return { outcome: "busy" };
+    }
     if (error instanceof LeaseLostError) {
       log.warn("pull stopped: lease lost to another pull", { tenantId, reason: error.reason });
       if (error.reason === "taken") await deps.pullState.recordIncident(tenantId, "lease_lost").catch(() => undefined);
@@ -568,20 +573,21 @@ class WindowRead {
     private readonly deadline: number,
     work: AbortSignal,
     private readonly log: Logger,
-    /** This run opened the window (stored with the lease); otherwise it resumes one. */
+    /** This run opened the window (stored by its first save); otherwise it resumes a stored one. */
     private readonly windowOpened: boolean,
   ) {
     this.state = lease.state;
     this.overlapMs = deps.settings.overlapMinutes * 60_000;
     this.top = Math.min(deps.settings.pageSize, reader.maxTop);
     this.source = sourceOf(tenant);
-    this.windowSaved = this.state.window !== undefined;
-    this.resumedWrite = this.windowSaved && !windowOpened;
+    this.windowSaved = this.state.window !== undefined && !windowOpened;
+    this.resumedWrite = this.windowSaved;
     this.call = { signal: work };
     this.notableRank = deps.notableSeverity === undefined ? Number.POSITIVE_INFINITY : severityRank(deps.notableSeverity);
     this.pulledAt = new Date(deps.clock()).toISOString();
     const model = consentModelOf(tenant);
-    const tokens = deps.tokens.forPull(tenant.tenantId, this.state, deadline, tokenScope(model, this.source), model);
+    // A refresh token is redeemed (and its rotation written back) only under a claimed lease.
+    const tokens = deps.tokens.forPull(tenant.tenantId, this.state, deadline, tokenScope(model, this.source), model, () => lease.claim(this.call));
     this.accessToken = async (force) => {
       if (force) deps.tokens.forget(tenant.tenantId);
       return tokens(force);
@@ -798,7 +804,7 @@ class WindowRead {
     const apiTo = page.apiDate + DATE_RESOLUTION_MS - this.deps.settings.settleSeconds * 1000;
     if (apiTo < this.planner.to) {
       this.planner.clip(apiTo);
-      // The window stored with the lease ends later: store the cut before anything is written.
+      // A stored window ends later: store the cut before anything is written.
       this.windowSaved = false;
     }
   }
@@ -967,6 +973,7 @@ class WindowRead {
   private async drainParked(): Promise<void> {
     const { sinkSet } = this.deps;
     if (!sinkSet) return;
+    if (Object.values(this.state.sinks ?? {}).some((entry) => entry.parkedTo > entry.parkedFrom)) await this.lease.claim(this.call);
     // A third of the run at most: a long backlog for one sink must not hold back the others' new pages.
     const started = this.deps.clock();
     await sinkSet.drain(this.tenant.tenantId, (this.state.sinks ??= {}), {
@@ -986,6 +993,7 @@ class WindowRead {
   }
 
   private async deadLetter(reason: DeadLetterReason, sub: SubWindow, skip: number, raw: string, sink?: string): Promise<void> {
+    await this.lease.claim(this.call);
     const at = new Date(this.deps.clock()).toISOString();
     // A refusal drained before the window is planned belongs to its own page's span.
     const window = this.planner ? { from: isoMs(this.windowFrom), to: isoMs(this.planner.to) } : { from: isoMs(sub.from), to: isoMs(sub.to) };
@@ -1015,9 +1023,9 @@ class WindowRead {
     this.log.warn(message, { tenantId: this.tenant.tenantId, warning: code });
   }
 
-  /** Before the window's first sink write, so a crash after it resumes this window, not a new one. */
+  /** Before each sink write: claims the lease, and stores a window new to this run, so a crash after the write resumes it. */
   private async saveWindowOnce(): Promise<void> {
-    if (this.windowSaved) return;
+    if (this.windowSaved) return this.lease.claim(this.call);
     this.recordProgress();
     await this.lease.save(this.call);
     this.windowSaved = true;

@@ -74,7 +74,7 @@ function around(hooks: {
 }
 
 /** Two processes whose first pull-state write waits until both have read it once (bounded). */
-function interleaved(): { first: Services; second: Services } {
+function interleaved(onWrite: () => void = () => undefined): { first: Services; second: Services } {
   const bothRead = gate();
   let reads = 0;
   const instance = (): Services => {
@@ -88,6 +88,7 @@ function interleaved(): { first: Services; second: Services } {
           if (++reads === 2) bothRead.open();
         },
         beforeWrite: async () => {
+          onWrite();
           if (wrote) return;
           wrote = true;
           await bothRead.opened;
@@ -121,5 +122,77 @@ describe("the lease on existing pull state, both pulls reading before either wri
     const ids = (await deliveredEnvelopes(env, tenantId)).map((e) => `${e.alert.id}@${e.alert.lastUpdateTime}`);
     expect(ids.length).toBe(140);
     expect(new Set(ids).size).toBe(140);
+  });
+});
+
+describe("the lease is written by the pull's first write, not by a write of its own", () => {
+  /** Counts the pull-state table's point reads and writes of one services instance. */
+  function counting(onWrite?: () => void): { svc: Services; reads: () => number; writes: () => number } {
+    let reads = 0;
+    let writes = 0;
+    const svc = services({
+      wrapTables: around({
+        afterRead: () => void reads++,
+        beforeWrite: async () => {
+          writes++;
+          onWrite?.();
+        },
+      }),
+    });
+    return { svc, reads: () => reads, writes: () => writes };
+  }
+
+  it("costs a quiet tenant one read and one write of its pull state per cycle, and moves its checkpoint", async () => {
+    const tenantId = await connectedTenant(env);
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 10, { start: minutesAgo(20), spacingMs: 5_000 }));
+    expect(await services().tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled", alerts: 10 });
+    const before = await services().pullState.read(tenantId);
+    const { svc, reads, writes } = counting();
+    expect(await svc.tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled", alerts: 0, complete: true });
+    expect({ reads: reads(), writes: writes() }).toEqual({ reads: 1, writes: 1 });
+    const after = await services().pullState.read(tenantId);
+    expect(after?.leaseOwner).toBeUndefined();
+    expect(after?.lastRunAt).not.toBe(before?.lastRunAt);
+    expect(after?.lastAlertCount).toBe(0);
+  });
+
+  it("ends one of two quiet pulls that both read first busy, with one write, and no lease_lost in health", async () => {
+    const tenantId = await connectedTenant(env);
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 10, { start: minutesAgo(20), spacingMs: 5_000 }));
+    expect(await services().tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled" });
+    const stored = await services().pullState.read(tenantId);
+    let writes = 0;
+    const { first, second } = interleaved(() => void writes++);
+    const [a, b] = await Promise.all([first.tenantPull.run(tenantId, capturingLogger(), "a"), second.tenantPull.run(tenantId, capturingLogger(), "b")]);
+    expect([a.outcome, b.outcome].sort()).toEqual(["busy", "pulled"]);
+    // Both tried their one write; the ETag let only the first land.
+    expect(writes).toBe(2);
+    const after = await services().pullState.read(tenantId);
+    expect(after?.leaseOwner).toBeUndefined();
+    expect(after?.lastRunAt).not.toBe(stored?.lastRunAt);
+    const listed = await env.app.http("getTenant", { method: "GET", url: `/api/tenants/${tenantId}`, params: { tenantId } });
+    const health = listed.json<{ health: { warnings: Array<{ code: string }> } }>().health;
+    expect(health.warnings.map((w) => w.code)).not.toContain("lease_lost");
+    expect((await deliveredEnvelopes(env, tenantId)).length).toBe(10);
+  });
+
+  it("claims the lease before it redeems the refresh token, so two pulls never both redeem it", async () => {
+    const tenantId = await connectedTenant(env);
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 5, { start: minutesAgo(20), spacingMs: 5_000 }));
+    expect(await services().tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled" });
+    // Two hours on: the cached access token has expired and this process has none in memory.
+    const later = (): number => Date.now() + 2 * 3600_000;
+    const refreshes = (): number => env.entra.stats.tokenRequests.refresh_token;
+    const atStart = refreshes();
+    const atWrites: number[] = [];
+    let reads = 0;
+    const svc = services({
+      clock: later,
+      wrapTables: around({ afterRead: () => void reads++, beforeWrite: async () => void atWrites.push(refreshes()) }),
+    });
+    expect(await svc.tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled", alerts: 0 });
+    expect(refreshes()).toBe(atStart + 1);
+    // The first write (the claim) came before the redemption; the closing one after it.
+    expect(atWrites).toEqual([atStart, atStart + 1]);
   });
 });
