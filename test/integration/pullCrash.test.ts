@@ -142,7 +142,8 @@ class ChildPool {
 /** What a lapsed lease looks like to the next pull: the dead owner's lease ran out. */
 async function lapseLease(tenantId: string): Promise<void> {
   try {
-    await pullState.updateEntity({ partitionKey: "pull", rowKey: tenantId, leaseUntil: 0 }, "Merge");
+    // The tenant's own partition, row "pull" (see PullStateStore).
+    await pullState.updateEntity({ partitionKey: tenantId, rowKey: "pull", leaseUntil: 0 }, "Merge");
   } catch (error) {
     // Killed before it took the lease: nothing to lapse.
     if ((error as { statusCode?: number }).statusCode !== 404) throw error;
