@@ -1,5 +1,6 @@
 import { app, type InvocationContext, type Timer } from "@azure/functions";
 import { pullScheduleForRegistration } from "../shared/config";
+import { runPoisonedRequest, runPullRequest } from "../shared/pull/pullRequests";
 import { enqueueConnectedTenants, parsePullRequest } from "../shared/pull/scheduler";
 import { QUEUES } from "../shared/storage/names";
 import { loggerFor } from "./runtime";
@@ -10,9 +11,19 @@ export async function schedulePulls(timer: Timer, context: InvocationContext): P
   if (timer.isPastDue) log.warn("pull schedule is running late");
   const services = servicesOrRefuse(context, "the pull fan-out");
   if (!services) return;
-  const { tenants, pullQueue, clock, notifications } = services;
+  const { tenants, pullQueue, pullState, clock, notifications, config } = services;
   try {
-    await enqueueConnectedTenants({ tenants, queue: pullQueue, now: clock }, log);
+    await enqueueConnectedTenants(
+      {
+        tenants,
+        queue: pullQueue,
+        now: clock,
+        pullStates: () => pullState.readAll(),
+        tenantsPerMessage: config.pull.tenantsPerMessage,
+        pageSize: config.pull.pageSize,
+      },
+      log,
+    );
   } finally {
     // Once per cycle, after the fan-out: the last cycle's notification events as one message.
     // Never throws, and runs even when the fan-out failed (the outbox is independent of it).
@@ -28,28 +39,27 @@ export async function pullTenant(message: unknown, context: InvocationContext): 
     log.error("dropping a malformed pull request message");
     return;
   }
-  // Invalid settings: logged and the message consumed; the next fan-out enqueues the tenant again.
-  const services = servicesOrRefuse(context, `the pull of tenant ${request.tenantId}`);
+  // Invalid settings: logged and the message consumed; the next fan-out enqueues the tenants again.
+  const services = servicesOrRefuse(context, `the pull of tenant ${request.tenantIds.join(", ")}`);
   if (!services) return;
-  const outcome = await services.tenantPull.run(request.tenantId, log, context.invocationId);
-  // Expected failures are recorded on the tenant and retried next cycle; only the unexpected
-  // ones throw, so the queue's retry and poison handling apply to them alone.
-  if (outcome.outcome === "failed" && outcome.code === "pull_failed") {
-    throw new Error(`pull of tenant ${request.tenantId} failed unexpectedly`);
-  }
+  await runPullRequest(request, { tenantPull: services.tenantPull, queue: services.pullQueue, now: services.clock }, log, context.invocationId);
 }
 
 export async function pullTenantPoisoned(message: unknown, context: InvocationContext): Promise<void> {
   const log = loggerFor(context);
   const request = parsePullRequest(message);
   if (!request) return;
-  log.error("tenant pull failed repeatedly and was moved to the poison queue", { tenantId: request.tenantId });
   const services = servicesOrRefuse(context, "recording the poisoned pull");
   if (!services) return;
-  await services.pullState.recordFailure(
-    request.tenantId,
-    "pull_poisoned",
-    "The pull failed on every retry; see the function logs for this tenant",
+  await runPoisonedRequest(
+    request,
+    {
+      queue: services.pullQueue,
+      now: services.clock,
+      recordPoisoned: (tenantId) =>
+        services.pullState.recordFailure(tenantId, "pull_poisoned", "The pull failed on every retry; see the function logs for this tenant"),
+    },
+    log,
   );
 }
 

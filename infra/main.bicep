@@ -159,6 +159,11 @@ param pullFirstRunLookbackHours int = 24
 @maxValue(10000)
 param pullPageSize int = 2500
 
+@description('Quiet tenants that may share one pull queue message (1: one message per tenant).')
+@minValue(1)
+@maxValue(32)
+param pullTenantsPerMessage int = 8
+
 @description('Request alert evidence ($expand=evidence); larger responses.')
 param pullExpandEvidence bool = false
 
@@ -583,6 +588,7 @@ module functionApp 'modules/functionapp.bicep' = {
     pullSettleSeconds: pullSettleSeconds
     pullFirstRunLookbackHours: pullFirstRunLookbackHours
     pullPageSize: pullPageSize
+    pullTenantsPerMessage: pullTenantsPerMessage
     pullExpandEvidence: pullExpandEvidence
     refreshTokenPersistAgeHours: refreshTokenPersistAgeHours
     defenderRequestTimeoutSeconds: defenderRequestTimeoutSeconds

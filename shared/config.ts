@@ -127,6 +127,9 @@ export interface NotificationSettings {
   minSeverity: Severity;
 }
 
+/** The most tenants one pull queue message may name (PULL_TENANTS_PER_MESSAGE's upper bound). */
+export const MAX_TENANTS_PER_MESSAGE = 32;
+
 export interface PullSettings {
   schedule: string;
   alertsContainer: string;
@@ -138,6 +141,8 @@ export interface PullSettings {
   refreshTokenPersistAgeHours: number;
   requestTimeoutSeconds: number;
   maxRunSeconds: number;
+  /** Quiet tenants one queue message may name (1: a message per tenant); see enqueueConnectedTenants. */
+  tenantsPerMessage: number;
   partnerCompany: string;
   partnerProduct: string;
 }
@@ -181,6 +186,7 @@ export const APP_SETTING_NAMES = [
   "REFRESH_TOKEN_PERSIST_AGE_HOURS",
   "DEFENDER_REQUEST_TIMEOUT_SECONDS",
   "PULL_MAX_RUN_SECONDS",
+  "PULL_TENANTS_PER_MESSAGE",
   "MDE_PARTNER_COMPANY",
   "MDE_PARTNER_PRODUCT",
   "MSSP_DISPLAY_NAME",
@@ -621,6 +627,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
       // With the request timeout and a margin, inside host.json functionTimeout (10 min): a pull
       // stops on its own, checkpoint saved, before the host kills it (checked again below).
       maxRunSeconds: reader.integer("PULL_MAX_RUN_SECONDS", 480, 10, 480),
+      tenantsPerMessage: reader.integer("PULL_TENANTS_PER_MESSAGE", 8, 1, MAX_TENANTS_PER_MESSAGE),
       partnerCompany: reader.pattern("MDE_PARTNER_COMPANY", "MSSP", /^[A-Za-z0-9]{1,64}$/, "must be 1-64 letters or digits"),
       partnerProduct: reader.pattern(
         "MDE_PARTNER_PRODUCT",

@@ -85,6 +85,7 @@ param pullOverlapMinutes int
 param pullSettleSeconds int
 param pullFirstRunLookbackHours int
 param pullPageSize int
+param pullTenantsPerMessage int
 param pullExpandEvidence bool
 param refreshTokenPersistAgeHours int
 param defenderRequestTimeoutSeconds int
@@ -248,6 +249,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     PULL_SETTLE_SECONDS: string(pullSettleSeconds)
     PULL_FIRST_RUN_LOOKBACK_HOURS: string(pullFirstRunLookbackHours)
     PULL_PAGE_SIZE: string(pullPageSize)
+    PULL_TENANTS_PER_MESSAGE: string(pullTenantsPerMessage)
     PULL_EXPAND_EVIDENCE: pullExpandEvidence ? 'true' : 'false'
     REFRESH_TOKEN_PERSIST_AGE_HOURS: string(refreshTokenPersistAgeHours)
     DEFENDER_REQUEST_TIMEOUT_SECONDS: string(defenderRequestTimeoutSeconds)

@@ -117,7 +117,7 @@ describe("alert rules", () => {
       expect([`log.error("${message}`, `log.error(\`${message}`].some((call) => source(file).includes(call)), `${file}: log.error("${message}...`).toBe(true);
     }
     expect(rule("pull-poisoned").query).toContain('Message has "moved to the poison queue"');
-    expect(source("functions/pull.ts")).toMatch(/log\.error\("[^"]*moved to the poison queue"/);
+    expect(source("shared/pull/pullRequests.ts")).toMatch(/log\.error\("[^"]*moved to the poison queue"/);
   });
 
   it("alerts per tenant where a tenant is concerned, and once for the app credential", () => {

@@ -1,0 +1,146 @@
+import { QueueServiceClient, type QueueClient } from "@azure/storage-queue";
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
+import { runPoisonedRequest, runPullRequest } from "../../shared/pull/pullRequests";
+import { parsePullRequest } from "../../shared/pull/scheduler";
+import type { PullOutcome } from "../../shared/pull/tenantPull";
+import { QUEUES } from "../../shared/storage/names";
+import { generateAlerts } from "../fakes/alerts";
+import { capturingLogger, connectedTenant, deliveredEnvelopes, minutesAgo, pipelineServices } from "../harness/pullFixture";
+import { startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
+
+/**
+ * Quiet tenants share pull queue messages (PULL_TENANTS_PER_MESSAGE): fewer queue operations per
+ * tenant-cycle, while each tenant keeps its own bounds, retries and place in the poison queue.
+ */
+
+let env: TestEnvironment;
+let queue: QueueClient;
+
+beforeAll(async () => {
+  env = await startTestEnvironment({ PULL_SETTLE_SECONDS: "0", PULL_PAGE_SIZE: "50", PULL_TENANTS_PER_MESSAGE: "3" });
+  queue = QueueServiceClient.fromConnectionString(inject("storageConnectionString")).getQueueClient(QUEUES.tenantPulls);
+  await queue.createIfNotExists();
+});
+afterAll(async () => {
+  await env?.stop();
+});
+beforeEach(async () => {
+  await queue.clearMessages();
+});
+
+type Message = { tenantId?: string; tenantIds?: string[]; enqueuedAt: string };
+
+async function drain(): Promise<Message[]> {
+  const messages: Message[] = [];
+  for (;;) {
+    const received = await queue.receiveMessages({ numberOfMessages: 32, visibilityTimeout: 300 });
+    if (received.receivedMessageItems.length === 0) return messages;
+    for (const m of received.receivedMessageItems) messages.push(JSON.parse(Buffer.from(m.messageText, "base64").toString("utf8")) as Message);
+  }
+}
+
+const namesOf = (m: Message): string[] => m.tenantIds ?? (m.tenantId ? [m.tenantId] : []);
+
+/** A connected tenant pulled once with `alerts` alerts (quiet afterwards when fewer than a page). */
+async function pulledTenant(alerts: number): Promise<string> {
+  const tenantId = await connectedTenant(env);
+  env.defender.addAlerts(tenantId, generateAlerts(tenantId, alerts, { start: minutesAgo(20), spacingMs: 2_000 }));
+  expect(await pipelineServices(env).tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled" });
+  return tenantId;
+}
+
+describe("quiet tenants share pull messages", () => {
+  it("groups quiet tenants up to the setting, and sends a first pull, a backlog and a failing tenant alone", async () => {
+    const quiet = [await pulledTenant(3), await pulledTenant(0), await pulledTenant(10), await pulledTenant(1)];
+    const fresh = await connectedTenant(env, "Never pulled");
+    // A full page in its last run: it may have more to read.
+    const busy = await pulledTenant(60);
+    const failing = await pulledTenant(2);
+    env.defender.fail(failing, { status: 403, times: 1 });
+    expect(await pipelineServices(env).tenantPull.run(failing, capturingLogger())).toMatchObject({ outcome: "failed", code: "defender_forbidden" });
+
+    await env.app.timer("schedulePulls");
+    const messages = await drain();
+    const named = messages.flatMap(namesOf);
+    // Every connected tenant of the registry (other tests' too) once, no message over the limit.
+    expect(new Set(named).size).toBe(named.length);
+    expect(messages.every((m) => namesOf(m).length >= 1 && namesOf(m).length <= 3)).toBe(true);
+    for (const alone of [fresh, busy, failing]) {
+      expect(messages.filter((m) => namesOf(m).includes(alone))).toEqual([expect.objectContaining({ tenantId: alone })]);
+    }
+    for (const id of quiet) expect(named).toContain(id);
+    // Groups of three: all four quiet tenants but the last group's odd one out share messages.
+    const grouped = messages.filter((m) => m.tenantIds !== undefined).flatMap(namesOf);
+    expect(quiet.filter((id) => grouped.includes(id)).length).toBeGreaterThanOrEqual(3);
+    // Fewer messages than tenants: the point of it.
+    expect(messages.length).toBeLessThan(named.length);
+  });
+
+  it("pulls every tenant of a group message through the app's queue trigger, each once", async () => {
+    const tenants = [await pulledTenant(2), await pulledTenant(2), await pulledTenant(2)];
+    for (const [i, id] of tenants.entries()) {
+      env.defender.addAlerts(id, generateAlerts(id, 4 + i, { start: minutesAgo(5), spacingMs: 1_000 }).map((a, j) => ({ ...a, id: `${a.id}-g${j}` })));
+    }
+    await env.app.queue("pullTenant", JSON.stringify({ tenantIds: tenants, enqueuedAt: new Date().toISOString() }));
+    for (const [i, id] of tenants.entries()) {
+      const ids = (await deliveredEnvelopes(env, id)).map((e) => `${e.alert.id}@${e.alert.lastUpdateTime}`);
+      expect(ids.length).toBe(2 + 4 + i);
+      expect(new Set(ids).size).toBe(ids.length);
+    }
+    expect(await drain()).toEqual([]);
+  });
+
+  it("sends a tenant whose pull fails unexpectedly in a group again on its own, and completes the message for the others", async () => {
+    const [good, bad, other] = ["a", "b", "c"].map((c) => `${c.repeat(8)}-0000-4000-8000-000000000000`) as [string, string, string];
+    const ran: string[] = [];
+    const tenantPull = {
+      async run(tenantId: string): Promise<PullOutcome> {
+        ran.push(tenantId);
+        if (tenantId === bad) return { outcome: "failed", code: "pull_failed", category: "transient" };
+        if (tenantId === other) throw new Error("boom");
+        return { outcome: "pulled", alerts: 0, complete: true, deadLetters: 0 };
+      },
+    };
+    const log = capturingLogger();
+    await runPullRequest({ tenantIds: [good, bad, other], enqueuedAt: "" }, { tenantPull, queue: async () => queue, now: Date.now }, log, "inv");
+    expect(ran.sort()).toEqual([good, bad, other].sort());
+    const resent = await drain();
+    expect(resent.map((m) => m.tenantId).sort()).toEqual([bad, other].sort());
+    expect(resent.every((m) => m.tenantIds === undefined)).toBe(true);
+    // A single-tenant message still throws, so the queue's retries and poison queue apply to it.
+    await expect(runPullRequest({ tenantIds: [bad], enqueuedAt: "" }, { tenantPull, queue: async () => queue, now: Date.now }, log, "inv")).rejects.toThrow(
+      /failed unexpectedly/,
+    );
+    expect(await drain()).toEqual([]);
+  });
+
+  it("splits a poisoned group into messages of one, recording nothing on its tenants", async () => {
+    const tenants = [await pulledTenant(1), await pulledTenant(1)];
+    await env.app.queue("pullTenantPoisoned", JSON.stringify({ tenantIds: tenants, enqueuedAt: new Date().toISOString() }));
+    expect((await drain()).map((m) => m.tenantId).sort()).toEqual([...tenants].sort());
+    for (const id of tenants) expect((await pipelineServices(env).pullState.read(id))?.lastErrorCode).toBeUndefined();
+    // When even that fails, each is recorded as poisoned.
+    const recorded: string[] = [];
+    const broken = async (): Promise<QueueClient> => {
+      throw new Error("queue unavailable");
+    };
+    const log = capturingLogger();
+    await runPoisonedRequest({ tenantIds: tenants, enqueuedAt: "" }, { queue: broken, now: Date.now, recordPoisoned: async (id) => void recorded.push(id) }, log);
+    expect(recorded.sort()).toEqual([...tenants].sort());
+    // The line the pull-poisoned alert rule (infra) looks for, once per tenant.
+    expect(log.lines.filter((line) => line.startsWith("error") && line.includes("moved to the poison queue"))).toHaveLength(2);
+  });
+
+  it("reads both message forms and refuses a malformed one", () => {
+    const a = "AAAAAAAA-0000-4000-8000-000000000000";
+    expect(parsePullRequest(JSON.stringify({ tenantId: a, enqueuedAt: "t" }))).toEqual({ tenantIds: [a.toLowerCase()], enqueuedAt: "t" });
+    expect(parsePullRequest({ tenantIds: [a, a.toLowerCase()] })).toEqual({ tenantIds: [a.toLowerCase()], enqueuedAt: "" });
+    const many = Array.from({ length: 33 }, (_, i) => `${String(i).padStart(8, "0")}-0000-4000-8000-000000000000`);
+    expect(parsePullRequest({ tenantIds: many })).toBeUndefined();
+    expect(parsePullRequest({ tenantIds: many.slice(0, 32) })?.tenantIds).toHaveLength(32);
+    expect(parsePullRequest({ tenantIds: [] })).toBeUndefined();
+    expect(parsePullRequest({ tenantIds: [a, "not-a-tenant"] })).toBeUndefined();
+    expect(parsePullRequest({ tenantIds: a })).toBeUndefined();
+    expect(parsePullRequest("{")).toBeUndefined();
+  });
+});
