@@ -1,6 +1,6 @@
 import { app, type InvocationContext, type Timer } from "@azure/functions";
 import { pullScheduleForRegistration } from "../shared/config";
-import { runPoisonedRequest, runPullRequest } from "../shared/pull/pullRequests";
+import { reportPoisoned, runPoisonedRequest, runPullRequest } from "../shared/pull/pullRequests";
 import { enqueueConnectedTenants, parsePullRequest } from "../shared/pull/scheduler";
 import { QUEUES } from "../shared/storage/names";
 import { loggerFor } from "./runtime";
@@ -49,8 +49,14 @@ export async function pullTenantPoisoned(message: unknown, context: InvocationCo
   const log = loggerFor(context);
   const request = parsePullRequest(message);
   if (!request) return;
+  const [only] = request.tenantIds;
+  if (only !== undefined && request.tenantIds.length === 1) reportPoisoned(log, only);
   const services = servicesOrRefuse(context, "recording the poisoned pull");
-  if (!services) return;
+  if (!services) {
+    // A group cannot be split without settings: each of its tenants is reported instead.
+    if (request.tenantIds.length > 1) for (const tenantId of request.tenantIds) reportPoisoned(log, tenantId);
+    return;
+  }
   await runPoisonedRequest(
     request,
     {

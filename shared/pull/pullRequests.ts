@@ -56,10 +56,16 @@ export async function runPullRequest(request: PullRequestMessage, deps: PullRequ
   if (unsent.length > 0) throw new UnexpectedPullFailure(unsent);
 }
 
+/** The line the pull-poisoned alert rule (infra/modules/alerts.bicep) looks for. */
+export function reportPoisoned(log: Logger, tenantId: string): void {
+  log.error("tenant pull failed repeatedly and was moved to the poison queue", { tenantId });
+}
+
 /**
- * A message the queue gave up on. One tenant: recorded as `pull_poisoned` on that tenant. A group
- * is split instead (its tenants sent alone), so that only the tenant that really keeps failing
- * ends up poisoned; if even that fails, each of them is recorded.
+ * A message the queue gave up on. One tenant: recorded as `pull_poisoned` on that tenant (the
+ * caller has reported it first, before anything that needs settings). A group is split instead
+ * (its tenants sent alone), so that only the tenant that really keeps failing ends up poisoned;
+ * if even that fails, each of them is reported and recorded.
  */
 export async function runPoisonedRequest(
   request: PullRequestMessage,
@@ -75,7 +81,7 @@ export async function runPoisonedRequest(
     poisoned = unsent;
   }
   for (const tenantId of poisoned) {
-    log.error("tenant pull failed repeatedly and was moved to the poison queue", { tenantId });
+    if (request.tenantIds.length > 1) reportPoisoned(log, tenantId);
     await deps.recordPoisoned(tenantId);
   }
 }
