@@ -102,7 +102,11 @@ export class SubWindowPlanner {
     const cut = cutPoint(head, times);
     // A full page proves at least this density; sizing on less would overfill the next pages too.
     this.estimate = Math.max(this.estimate ?? 0, cut.density ?? 0, this.pageSize / (head.to - head.from));
-    this.plan.splice(0, 1, { from: head.from, to: cut.at });
+    // A page not in time order is a sample whose spread still gives the density where it lies:
+    // newest first (Graph), it is exactly that of the sub-window's newest alerts, and a left part
+    // sized by it reads short at once instead of coming back full and being halved again.
+    const at = cut.sample && cut.density !== undefined ? clamp(head.from + Math.floor((TARGET_FILL * this.pageSize) / cut.density), head.from + 1, cut.at) : cut.at;
+    this.plan.splice(0, 1, { from: head.from, to: at });
     this.settled = false;
     return true;
   }
@@ -158,7 +162,7 @@ export class SubWindowPlanner {
  * it, and size what follows by its spread. Alerts all at the first millisecond: cut right after
  * it, so it is read on its own.
  */
-function cutPoint(head: SubWindow, times: readonly number[]): { at: number; density?: number } {
+function cutPoint(head: SubWindow, times: readonly number[]): { at: number; density?: number; sample?: boolean } {
   const inside = times.filter((t) => t >= head.from && t < head.to);
   const ascending = inside.every((t, i) => i === 0 || t >= (inside[i - 1] as number));
   const first = inside[0];
@@ -173,7 +177,7 @@ function cutPoint(head: SubWindow, times: readonly number[]): { at: number; dens
   // answers newest first, as Graph does): the parts after the cut are sized by it instead of
   // being found full and cut again.
   const spread = (sorted[sorted.length - 1] as number) - (sorted[0] as number);
-  return { at: median > head.from ? median : head.from + 1, ...(sorted.length >= 2 ? { density: sorted.length / Math.max(1, spread) } : {}) };
+  return { at: median > head.from ? median : head.from + 1, sample: true, ...(sorted.length >= 2 ? { density: sorted.length / Math.max(1, spread) } : {}) };
 }
 
 function spreadOf(times: readonly number[]): number | undefined {
