@@ -939,6 +939,7 @@ export class FakeDefender {
       return this.write(res, 200, "{}");
     }
     if (route === "POST /_fake/stream") return this.controlStream(req, res);
+    if (route === "POST /_fake/quota") return this.controlQuota(req, res);
     if (route === "POST /_fake/clock-offset") {
       const o = await readJsonObject(req);
       if (typeof o === "string") return this.sendError(res, 400, o);
@@ -963,6 +964,39 @@ export class FakeDefender {
       return this.write(res, 200, "{}");
     }
     return this.sendError(res, 404, `Unknown control route: ${route}`);
+  }
+
+  /**
+   * `{tenantId, perMinute, perHour?, admitted?}` enforces the quota as enforceQuota does, counting
+   * `admitted` (fake-clock ms, at most 10,000) as requests already made in its windows: a tenant
+   * that has pulled at its quota for the past hour. `{tenantId, quota: null}` lifts it.
+   */
+  private async controlQuota(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const o = await readJsonObject(req);
+    if (typeof o === "string") return this.sendError(res, 400, o);
+    const { tenantId, perMinute, perHour, admitted } = o;
+    if (typeof tenantId !== "string" || tenantId === "") return this.sendError(res, 400, "tenantId is required.");
+    if (o.quota === null) {
+      this.enforceQuota(tenantId, null);
+      return this.write(res, 200, "{}");
+    }
+    const earlier = admitted === undefined ? [] : admitted;
+    if (
+      typeof perMinute !== "number" ||
+      (perHour !== undefined && typeof perHour !== "number") ||
+      !Array.isArray(earlier) ||
+      earlier.length > 10_000 ||
+      !earlier.every((t) => typeof t === "number" && Number.isFinite(t))
+    ) {
+      return this.sendError(res, 400, "Expected {tenantId, perMinute, perHour?, admitted?: number[] (at most 10,000)} or {tenantId, quota: null}.");
+    }
+    try {
+      this.enforceQuota(tenantId, perHour === undefined ? { perMinute } : { perMinute, perHour });
+    } catch (err) {
+      return this.sendError(res, 400, err instanceof Error ? err.message : String(err));
+    }
+    this.tenant(tenantId).admitted = (earlier as number[]).slice().sort((a, b) => a - b);
+    return this.write(res, 200, "{}");
   }
 
   /** `{tenantId, perMinute, updateShare?}`; perMinute 0 stops. Answers with streamStatus (null when stopped). */
