@@ -37,8 +37,13 @@ interface RunBounds {
   release: AbortSignal;
 }
 
-/** Pages requested ahead of the one being delivered: hides the API's latency on a backlog. */
+/** Pages in flight at most, the one being read included: hides the API's latency on a backlog. */
 const READ_AHEAD = 3;
+/**
+ * ...and no more than this many bytes of them, as estimated from the alerts read so far: three
+ * 2,500-alert pages fit, two 10,000-alert ones do not, so large pages do not multiply memory.
+ */
+const READ_AHEAD_BYTES = 24 * 1024 * 1024;
 /** Passes over a single millisecond that holds more than a page, until two agree. */
 const INSTANT_PASSES = 3;
 /** Pages read inside one millisecond per pass before giving up on it (10,000 alerts at 1 ms is already absurd). */
@@ -543,6 +548,8 @@ class WindowRead {
   private readonly top: number;
   private readonly source: AlertSourceKind;
   private readonly inFlight = new Map<string, Promise<FetchedPage>>();
+  /** Mean JSON length of the alerts of the last page read (sizes the read-ahead). */
+  private bytesPerAlert: number | undefined;
   private readonly accessToken: (force: boolean) => Promise<string>;
   private readonly pulledAt: string;
   /** What every sink, dead-letter, tenant and progress call of this run is bounded by. */
@@ -645,6 +652,7 @@ class WindowRead {
           await this.acknowledge();
           continue;
         }
+        this.measure(page);
         this.checkTime();
         if (!checkedClock) {
           checkedClock = true;
@@ -740,7 +748,21 @@ class WindowRead {
 
   /** Requests the next few planned sub-windows so the API's latency overlaps the sink's. */
   private prefetch(): void {
-    for (const sub of this.planner.upcoming(READ_AHEAD)) this.request(sub, 0);
+    for (const sub of this.planner.upcoming(this.readAhead())) this.request(sub, 0);
+  }
+
+  /** How many pages may be in flight: one until a page has shown how large alerts are, then by bytes. */
+  private readAhead(): number {
+    if (this.bytesPerAlert === undefined) return 1;
+    const fit = Math.floor(READ_AHEAD_BYTES / (this.bytesPerAlert * this.top));
+    return Math.max(2, Math.min(READ_AHEAD, fit));
+  }
+
+  private measure(page: FetchedPage): void {
+    if (page.alerts.length === 0) return;
+    let bytes = 0;
+    for (const alert of page.alerts) bytes += alert.json.length;
+    this.bytesPerAlert = bytes / page.alerts.length;
   }
 
   private key(sub: SubWindow, skip: number): string {
