@@ -29,6 +29,14 @@ export const PULL_HISTORY_KEEP_ROWS = 50;
  * default 5-minute schedule 50 rows only reach back about four hours.
  */
 export const PULL_HISTORY_KEEP_MS = 25 * 3600_000;
+/**
+ * A tenant's rows are pruned at most once per this much run time per process: the prune lists
+ * the tenant's partition (about 300 rows at the default schedule), which cost more than the rest
+ * of a quiet pull's storage calls. Rows then outlive their limits by up to an hour.
+ */
+export const PULL_HISTORY_PRUNE_EVERY_MS = 3600_000;
+/** Tenants whose last prune this process remembers; beyond that it forgets and prunes anew. */
+const PRUNES_REMEMBERED = 100_000;
 
 /** 13 digits cover every millisecond time up to the year 2286. */
 const MAX_TIME = 9_999_999_999_999;
@@ -63,6 +71,9 @@ function toRun(row: Row): PullRun | undefined {
 }
 
 export class PullHistoryStore {
+  /** Run time (`at`, ms) of each tenant's last prune in this process. */
+  private readonly lastPrune = new Map<string, number>();
+
   constructor(
     private readonly deps: {
       tables: TableFactory;
@@ -80,7 +91,7 @@ export class PullHistoryStore {
     return { abortSignal: AbortSignal.timeout(this.deps.timeoutMs) };
   }
 
-  /** Adds a run, then drops what is beyond both retention limits. */
+  /** Adds a run, then (at most hourly, see PULL_HISTORY_PRUNE_EVERY_MS) drops what is beyond both retention limits. */
   async record(tenantId: string, run: PullRun): Promise<void> {
     const table = await this.table();
     const at = Date.parse(run.at);
@@ -98,7 +109,12 @@ export class PullHistoryStore {
       },
       this.signal(),
     );
+    const runAt = Number.isFinite(at) ? at : this.deps.clock();
+    const pruned = this.lastPrune.get(tenantId);
+    if (pruned !== undefined && Math.abs(runAt - pruned) < PULL_HISTORY_PRUNE_EVERY_MS) return;
     await this.prune(tenantId, table);
+    if (this.lastPrune.size >= PRUNES_REMEMBERED) this.lastPrune.clear();
+    this.lastPrune.set(tenantId, runAt);
   }
 
   /** The newest runs first. */

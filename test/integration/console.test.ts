@@ -604,6 +604,31 @@ describe("tenant page", () => {
     expect(await store.alertsSince(busy, now - 30 * 60_000)).toBe(2 * 31);
   }, 60_000);
 
+  it("lists a tenant's history to prune it at most once an hour of runs, not after every run", async () => {
+    let listings = 0;
+    const counted = pipelineServices(env, {
+      wrapTables: (tables) => ({
+        async open(name) {
+          const client = await tables.open(name);
+          return new Proxy(client, {
+            get(target, property, receiver) {
+              if (property === "listEntities") listings++;
+              return Reflect.get(target, property, receiver) as unknown;
+            },
+          });
+        },
+      }),
+    });
+    const tenantId = randomUUID();
+    const start = Date.now() - 3 * 3600_000;
+    // Three hours of runs five minutes apart: 36 runs, pruned at the first and once an hour after.
+    for (let i = 0; i < 36; i++) {
+      await counted.pullHistory.record(tenantId, { at: new Date(start + i * 5 * 60_000).toISOString(), outcome: "succeeded", alerts: 0, durationMs: 5 });
+    }
+    expect(listings).toBe(3);
+    expect(await counted.pullHistory.recent(tenantId, 1000)).toHaveLength(36);
+  }, 60_000);
+
   it("renders a display name with markup as text everywhere", async () => {
     const hostile = `<img src=x onerror=alert(1)> "Evil" & 'Co' ${randomUUID().slice(0, 6)}`;
     const tenantId = randomUUID();
