@@ -42,7 +42,12 @@ export async function pullTenant(message: unknown, context: InvocationContext): 
   // Invalid settings: logged and the message consumed; the next fan-out enqueues the tenants again.
   const services = servicesOrRefuse(context, `the pull of tenant ${request.tenantIds.join(", ")}`);
   if (!services) return;
-  await runPullRequest(request, { tenantPull: services.tenantPull, queue: services.pullQueue, now: services.clock }, log, context.invocationId);
+  await runPullRequest(
+    request,
+    { tenantPull: services.tenantPull, queue: services.pullQueue, now: services.clock, slots: services.pullSlots },
+    log,
+    context.invocationId,
+  );
 }
 
 export async function pullTenantPoisoned(message: unknown, context: InvocationContext): Promise<void> {

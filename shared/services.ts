@@ -28,6 +28,7 @@ import { RateBudget } from "./defender/rateBudget";
 import { AccessTokenSource } from "./pull/accessTokens";
 import { pullHealthDecorator } from "./pull/health";
 import { PullHistoryStore } from "./pull/pullHistory";
+import { PullSlots } from "./pull/pullSlots";
 import { OperatorConsole } from "./console/operatorConsole";
 import { PullStateStore } from "./pull/pullState";
 import { TenantPull, type PullTimings, type SourceReader } from "./pull/tenantPull";
@@ -65,6 +66,8 @@ export interface Services {
   tenantPull: TenantPull;
   /** One row per pull run, for the console. */
   pullHistory: PullHistoryStore;
+  /** Pulls running in this process (a group message's tenants wait for a slot). */
+  pullSlots: PullSlots;
   operatorConsole: OperatorConsole;
   deadLetters: DeadLetterStore;
   redrive: DeadLetterRedrive;
@@ -314,6 +317,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     accessTokens,
     tenantPull,
     pullHistory,
+    pullSlots: new PullSlots(),
     operatorConsole: new OperatorConsole({ config, tenantAdmin, history: pullHistory, clock }),
     deadLetters,
     redrive: new DeadLetterRedrive({ tenants, pullState, deadLetters, sink, sinkName: first.name, clock }),

@@ -1,6 +1,7 @@
 import type { QueueClient } from "@azure/storage-queue";
 import { describeError } from "../errors";
 import type { Logger } from "../logging";
+import type { PullSlots } from "./pullSlots";
 import { enqueueAlone, type PullRequestMessage } from "./scheduler";
 import type { PullOutcome } from "./tenantPull";
 
@@ -8,7 +9,14 @@ export interface PullRequestDeps {
   tenantPull: { run(tenantId: string, log: Logger, owner?: string): Promise<PullOutcome> };
   queue: () => Promise<QueueClient>;
   now: () => number;
+  /** The process's pull slots: a group's tenants wait for one (see PullSlots). */
+  slots: PullSlots;
+  /** How long a group's tenant waits for a slot before it is sent again on its own. */
+  slotWaitMs?: number;
 }
+
+/** Long enough for quiet pulls (a fraction of a second each) to free slots, short beside the function timeout. */
+export const SLOT_WAIT_MS = 60_000;
 
 /** Thrown for a pull that failed in a way no later cycle is known to cure: the queue's retries and poison queue take over. */
 export class UnexpectedPullFailure extends Error {
@@ -32,27 +40,42 @@ const unexpected = (outcome: PullOutcome): boolean => outcome.outcome === "faile
 export async function runPullRequest(request: PullRequestMessage, deps: PullRequestDeps, log: Logger, invocationId: string): Promise<void> {
   const [only] = request.tenantIds;
   if (only !== undefined && request.tenantIds.length === 1) {
-    if (unexpected(await deps.tenantPull.run(only, log, invocationId))) throw new UnexpectedPullFailure([only]);
+    const release = deps.slots.take();
+    try {
+      if (unexpected(await deps.tenantPull.run(only, log, invocationId))) throw new UnexpectedPullFailure([only]);
+    } finally {
+      release();
+    }
     return;
   }
   const failed: string[] = [];
+  const deferred: string[] = [];
   await Promise.all(
     request.tenantIds.map(async (tenantId) => {
+      const release = await deps.slots.acquire(deps.slotWaitMs ?? SLOT_WAIT_MS);
+      if (!release) {
+        deferred.push(tenantId);
+        return;
+      }
       try {
         if (unexpected(await deps.tenantPull.run(tenantId, log, invocationId))) failed.push(tenantId);
       } catch (error) {
         log.error("tenant pull threw in a group; it is sent again on its own", { tenantId, detail: describeError(error) });
         failed.push(tenantId);
+      } finally {
+        release();
       }
     }),
   );
-  if (failed.length === 0) return;
+  if (failed.length === 0 && deferred.length === 0) return;
   const enqueuedAt = new Date(deps.now()).toISOString();
   const unsent: string[] = [];
-  for (const tenantId of failed) {
+  for (const tenantId of [...failed, ...deferred]) {
     await enqueueAlone(deps.queue, tenantId, enqueuedAt).catch(() => unsent.push(tenantId));
   }
-  log.warn("tenants whose pull failed unexpectedly in a group were sent again on their own", { tenants: failed.length - unsent.length });
+  if (failed.length > 0) log.warn("tenants whose pull failed unexpectedly in a group were sent again on their own", { tenants: failed.length });
+  // Every slot busy for a minute: this instance is saturated; others pick these messages up.
+  if (deferred.length > 0) log.warn("tenants of a group found no free pull slot and were sent again on their own", { tenants: deferred.length });
   if (unsent.length > 0) throw new UnexpectedPullFailure(unsent);
 }
 
@@ -69,7 +92,7 @@ export function reportPoisoned(log: Logger, tenantId: string): void {
  */
 export async function runPoisonedRequest(
   request: PullRequestMessage,
-  deps: Omit<PullRequestDeps, "tenantPull"> & { recordPoisoned: (tenantId: string) => Promise<void> },
+  deps: Pick<PullRequestDeps, "queue" | "now"> & { recordPoisoned: (tenantId: string) => Promise<void> },
   log: Logger,
 ): Promise<void> {
   let poisoned = request.tenantIds;

@@ -1,6 +1,8 @@
 import { QueueServiceClient, type QueueClient } from "@azure/storage-queue";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
+import { readFileSync } from "node:fs";
 import { runPoisonedRequest, runPullRequest } from "../../shared/pull/pullRequests";
+import { PULL_SLOTS, PullSlots } from "../../shared/pull/pullSlots";
 import { parsePullRequest } from "../../shared/pull/scheduler";
 import type { PullOutcome } from "../../shared/pull/tenantPull";
 import { QUEUES } from "../../shared/storage/names";
@@ -102,16 +104,54 @@ describe("quiet tenants share pull messages", () => {
       },
     };
     const log = capturingLogger();
-    await runPullRequest({ tenantIds: [good, bad, other], enqueuedAt: "" }, { tenantPull, queue: async () => queue, now: Date.now }, log, "inv");
+    await runPullRequest({ tenantIds: [good, bad, other], enqueuedAt: "" }, { tenantPull, queue: async () => queue, now: Date.now, slots: new PullSlots() }, log, "inv");
     expect(ran.sort()).toEqual([good, bad, other].sort());
     const resent = await drain();
     expect(resent.map((m) => m.tenantId).sort()).toEqual([bad, other].sort());
     expect(resent.every((m) => m.tenantIds === undefined)).toBe(true);
     // A single-tenant message still throws, so the queue's retries and poison queue apply to it.
-    await expect(runPullRequest({ tenantIds: [bad], enqueuedAt: "" }, { tenantPull, queue: async () => queue, now: Date.now }, log, "inv")).rejects.toThrow(
+    await expect(runPullRequest({ tenantIds: [bad], enqueuedAt: "" }, { tenantPull, queue: async () => queue, now: Date.now, slots: new PullSlots() }, log, "inv")).rejects.toThrow(
       /failed unexpectedly/,
     );
     expect(await drain()).toEqual([]);
+  });
+
+  it("never runs more of a group's pulls than the process's free slots; a tenant that finds none within the wait is sent again alone", async () => {
+    const ids = ["1", "2", "3", "4", "5"].map((c) => `${c.repeat(8)}-0000-4000-8000-000000000000`);
+    const slots = new PullSlots(3);
+    // A single-tenant message already running holds a slot: the host counts it, so it is never refused one.
+    const single = slots.take();
+    let running = 0;
+    let most = 0;
+    const finish: Array<() => void> = [];
+    const tenantPull = {
+      async run(): Promise<PullOutcome> {
+        most = Math.max(most, ++running);
+        await new Promise<void>((resolve) => finish.push(resolve));
+        running--;
+        return { outcome: "pulled", alerts: 0, complete: true, deadLetters: 0 };
+      },
+    };
+    const done = runPullRequest({ tenantIds: ids, enqueuedAt: "" }, { tenantPull, queue: async () => queue, now: Date.now, slots, slotWaitMs: 1_000 }, capturingLogger(), "inv");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(running).toBe(2);
+    // One pull ends: the next waiting tenant takes its slot at once.
+    finish.shift()?.();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(running).toBe(2);
+    // The rest wait out the second and are handed back to the queue, one message each.
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    for (const end of finish.splice(0)) end();
+    await done;
+    expect(most).toBe(2);
+    expect((await drain()).map((m) => m.tenantId)).toHaveLength(2);
+    single();
+    expect(slots.inUse).toBe(0);
+  });
+
+  it("counts as many slots as host.json lets queue messages run at once", () => {
+    const host = JSON.parse(readFileSync("host.json", "utf8")) as { extensions: { queues: { batchSize: number; newBatchThreshold: number } } };
+    expect(PULL_SLOTS).toBe(host.extensions.queues.batchSize + host.extensions.queues.newBatchThreshold);
   });
 
   it("splits a poisoned group into messages of one, recording nothing on its tenants", async () => {
