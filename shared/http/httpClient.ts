@@ -107,6 +107,9 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
  * The body as text, refusing one over `maxBytes`: by its Content-Length before reading anything,
  * or as soon as the bytes read pass the limit, so an oversized answer never sits in memory whole.
  */
+/** The largest body given its whole buffer before its bytes arrive (a 10,000-alert page is ~27 MB). */
+const PREALLOCATE_MAX_BYTES = 64 * 1024 * 1024;
+
 async function readBounded(response: Dispatcher.ResponseData, maxBytes: number, host: string): Promise<string> {
   const declared = Number(response.headers["content-length"]);
   if (Number.isFinite(declared) && declared > maxBytes) {
@@ -115,7 +118,8 @@ async function readBounded(response: Dispatcher.ResponseData, maxBytes: number, 
   }
   // A declared length gets one buffer filled as the chunks arrive, each chunk garbage at once:
   // a 27 MB page then costs its bytes once, not chunks and their concatenation side by side.
-  const into = Number.isFinite(declared) && declared > 0 ? Buffer.allocUnsafe(declared) : undefined;
+  // Only up to a bound: a peer that declares much and sends little must not cost it up front.
+  const into = Number.isFinite(declared) && declared > 0 && declared <= PREALLOCATE_MAX_BYTES ? Buffer.allocUnsafe(declared) : undefined;
   /** Bytes copied into `into`; anything past its length (or without one) is kept as chunks. */
   let filled = 0;
   const chunks: Buffer[] = [];

@@ -65,10 +65,10 @@ export class AccessTokenSource {
     deadline = Number.POSITIVE_INFINITY,
     scope: string = DEFENDER_ALERT_SCOPE,
     model: ConsentModel = "delegated",
-    /** Runs before a refresh token is redeemed: the pull claims its lease there (see PullLease). */
+    /** Runs before a refresh token is redeemed or a leftover one deleted: the pull claims its lease there (see PullLease). */
     beforeRefresh: () => Promise<void> = async () => undefined,
   ): (forceRefresh: boolean) => Promise<string> {
-    if (model === "application") return this.forApplication(tenantId, state, deadline, scope);
+    if (model === "application") return this.forApplication(tenantId, state, deadline, scope, beforeRefresh);
     const memoryKey = `${tenantId}\n${scope}`;
     // The cipher's associated data names the resource too (MDE keeps the bare tenant id it always had).
     const cipherContext = scope === DEFENDER_ALERT_SCOPE ? tenantId : `${tenantId} ${scope}`;
@@ -143,10 +143,17 @@ export class AccessTokenSource {
    * (and no per-tenant key to encrypt it with). Its memory key is its own `.default` scope, which
    * no delegated token ever has.
    */
-  private forApplication(tenantId: string, state: PullState, deadline: number, scope: string): (forceRefresh: boolean) => Promise<string> {
+  private forApplication(
+    tenantId: string,
+    state: PullState,
+    deadline: number,
+    scope: string,
+    /** Runs before a Key Vault delete: the pull claims its lease there, as before a redemption. */
+    beforeDelete: () => Promise<void>,
+  ): (forceRefresh: boolean) => Promise<string> {
     const memoryKey = `${tenantId}\n${scope}`;
     return async (forceRefresh) => {
-      await this.removeDelegatedLeftovers(tenantId, state);
+      await this.removeDelegatedLeftovers(tenantId, state, beforeDelete);
       const now = this.deps.clock();
       if (!forceRefresh) {
         const cached = this.memory.get(memoryKey);
@@ -170,8 +177,9 @@ export class AccessTokenSource {
    * of a delegated token (its age, the encrypted access token) stay until the delete is known to
    * have happened, so a failed delete is tried again by the next pull.
    */
-  private async removeDelegatedLeftovers(tenantId: string, state: PullState): Promise<void> {
+  private async removeDelegatedLeftovers(tenantId: string, state: PullState, beforeDelete: () => Promise<void>): Promise<void> {
     if (state.refreshTokenObtainedAt === undefined && state.accessTokenCipher === undefined) return;
+    await beforeDelete();
     try {
       await this.deps.tokens.remove(tenantId);
     } catch {

@@ -325,6 +325,11 @@ export class PullLease {
     claimed = true,
     /** The ETag of a row in the legacy partition that the first write moves (see PullStateStore.write). */
     private legacyEtag?: string,
+    /**
+     * Runs before a write that creates the tenant's row (its first pull): an offboarding that
+     * came after `open` found nothing to delete, so only this check can stop the row coming back.
+     */
+    private readonly beforeCreate?: () => Promise<void>,
   ) {
     this.claimed = claimed;
   }
@@ -408,6 +413,7 @@ export class PullLease {
     // Cleared first: versions marked while this write is under way are written by the next one.
     const changed = this.deliveredChanged;
     this.deliveredChanged = false;
+    if (this.etag === undefined && this.legacyEtag === undefined) await this.beforeCreate?.();
     const writeId = randomUUID();
     this.ownWrites.push(writeId);
     if (this.ownWrites.length > OWN_WRITES_KEPT) this.ownWrites.shift();
@@ -493,7 +499,13 @@ export class PullStateStore {
    * `prepare` may change the state first, so what it decides (a new window) is stored by that
    * same conditional write.
    */
-  async open(tenantId: string, owner: string, leaseMs: number, prepare?: (state: PullState) => void): Promise<PullLease | undefined> {
+  async open(
+    tenantId: string,
+    owner: string,
+    leaseMs: number,
+    prepare?: (state: PullState) => void,
+    options: { beforeCreate?: () => Promise<void> } = {},
+  ): Promise<PullLease | undefined> {
     const row = await this.readPullRow(tenantId);
     const entity = row?.entity;
     // A moved legacy row with no row in the tenant's partition: its move stopped half-way; finish it.
@@ -513,7 +525,7 @@ export class PullStateStore {
     const state = entity ? fromEntity(entity, delivered) : emptyState();
     prepare?.(state);
     const legacyEtag = row?.legacy ? entity?.etag : undefined;
-    return new PullLease(this, tenantId, owner, row?.legacy ? undefined : entity?.etag, this.clock() + leaseMs, leaseMs, spill, state, false, legacyEtag);
+    return new PullLease(this, tenantId, owner, row?.legacy ? undefined : entity?.etag, this.clock() + leaseMs, leaseMs, spill, state, false, legacyEtag, options.beforeCreate);
   }
 
   /** `open` and claim at once: the lease is written before this returns (undefined if another pull holds or takes it). */

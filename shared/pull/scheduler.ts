@@ -89,9 +89,15 @@ export function pullMessage(tenantIds: readonly string[], enqueuedAt: string): R
   return tenantIds.length === 1 ? { tenantId: tenantIds[0], enqueuedAt } : { tenantIds: [...tenantIds], enqueuedAt };
 }
 
+/** A resend runs at the end of an invocation that may be near its timeout: bounded. */
+const RESEND_TIMEOUT_MS = 10_000;
+
 /** Sends one tenant's pull in a message of its own (a tenant taken out of a group). */
 export async function enqueueAlone(queue: () => Promise<QueueClient>, tenantId: string, enqueuedAt: string): Promise<void> {
-  await (await queue()).sendMessage(encodeQueueMessage(pullMessage([tenantId], enqueuedAt)), { messageTimeToLive: MESSAGE_TTL_SECONDS });
+  await (await queue()).sendMessage(encodeQueueMessage(pullMessage([tenantId], enqueuedAt)), {
+    messageTimeToLive: MESSAGE_TTL_SECONDS,
+    abortSignal: AbortSignal.timeout(RESEND_TIMEOUT_MS),
+  });
 }
 
 async function groupTenants(

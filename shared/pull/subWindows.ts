@@ -31,6 +31,8 @@ export class SubWindowPlanner {
   private estimate: number | undefined;
   /** False between a split and the next completed sub-window: the density is a guess then. */
   private settled = true;
+  /** The last split sized its left part by the page's density; this is where the median cut would have been. */
+  private probe: { median: number } | undefined;
 
   constructor(
     window: { from: number; to: number },
@@ -106,6 +108,9 @@ export class SubWindowPlanner {
     // newest first (Graph), it is exactly that of the sub-window's newest alerts, and a left part
     // sized by it reads short at once instead of coming back full and being halved again.
     const at = cut.sample && cut.density !== undefined ? clamp(head.from + Math.floor((TARGET_FILL * this.pageSize) / cut.density), head.from + 1, cut.at) : cut.at;
+    // If that part comes back nearly empty, the page was a burst (a bulk update in a few ms) that
+    // says nothing of the hours before it: the median cut is the one to make then (see complete).
+    this.probe = at < cut.at ? { median: cut.at } : undefined;
     this.plan.splice(0, 1, { from: head.from, to: at });
     this.settled = false;
     return true;
@@ -120,6 +125,13 @@ export class SubWindowPlanner {
     if (!head) return;
     this.done = head.to;
     this.settled = true;
+    const probe = this.probe;
+    this.probe = undefined;
+    if (probe && (count ?? 0) < (TARGET_FILL * this.pageSize) / 4 && probe.median > this.done) {
+      // Far sparser than the page's density said: read up to the median cut next instead.
+      this.plan.unshift({ from: this.done, to: probe.median });
+      this.settled = false;
+    }
     if (count === undefined) return;
     const spread = spreadOf(times);
     if (count >= 2 && spread !== undefined) {

@@ -41,7 +41,7 @@ interface RunBounds {
 const READ_AHEAD = 3;
 /**
  * ...and no more than this many bytes of them, as estimated from the alerts read so far: three
- * 2,500-alert pages fit, two 10,000-alert ones do not, so large pages do not multiply memory.
+ * 2,500-alert pages fit; a 10,000-alert page (about 27 MB) is read with nothing ahead of it.
  */
 const READ_AHEAD_BYTES = 24 * 1024 * 1024;
 /** Passes over a single millisecond that holds more than a page, until two agree. */
@@ -158,6 +158,11 @@ class HoldPosition extends Error {
 }
 
 /** The tenant was offboarded (or lost its consent) while its pull ran: stop without writing. */
+/** A new consent that moved the tenant to another source ends a run too: the next one resets. */
+function isStillConnected(current: TenantRecord | undefined, source: AlertSourceKind): boolean {
+  return current !== undefined && current.status === "connected" && sourceOf(current) === source;
+}
+
 class TenantNoLongerConnected extends Error {
   constructor() {
     super("tenant is no longer connected");
@@ -178,12 +183,16 @@ export class TenantPull {
     this.timings = { ...DEFAULT_TIMINGS, ...deps.timings };
   }
 
-  /** Pulls the tenant once and records the run in the pull history (best-effort). */
-  async run(tenantId: string, log: Logger, owner: string = randomUUID()): Promise<PullOutcome> {
+  /**
+   * Pulls the tenant once and records the run in the pull history (best-effort). `waitedMs`: time
+   * the invocation already spent before this run (waiting for a pull slot), taken off its bounds
+   * so that the run still ends inside the function timeout.
+   */
+  async run(tenantId: string, log: Logger, owner: string = randomUUID(), waitedMs = 0): Promise<PullOutcome> {
     const startedAt = this.deps.clock();
     let outcome: PullOutcome;
     try {
-      outcome = await this.pull(tenantId, log, owner);
+      outcome = await this.pull(tenantId, log, owner, waitedMs);
     } catch (error) {
       await this.recordRun(tenantId, startedAt, { outcome: "failed", code: "pull_failed", category: "transient" }, log);
       throw error;
@@ -213,12 +222,12 @@ export class TenantPull {
     );
   }
 
-  private async pull(tenantId: string, log: Logger, owner: string): Promise<PullOutcome> {
+  private async pull(tenantId: string, log: Logger, owner: string, waitedMs: number): Promise<PullOutcome> {
     const { deps } = this;
     // A point read, not a cached list: an offboarding must stop the very next pull.
-    // The run's time counts from here: the point read below is part of it.
+    // The run's time counts from here (its bounds less any wait before it): the point read below is part of it.
     const started = deps.clock();
-    const startedReal = Date.now();
+    const startedReal = Date.now() - waitedMs;
     let tenant: TenantRecord | undefined;
     try {
       tenant = await deps.tenants.get(tenantId);
@@ -236,7 +245,7 @@ export class TenantPull {
       return { outcome: "failed", code: "source_not_configured", category: "transient" };
     }
 
-    const deadline = started + deps.settings.maxRunSeconds * 1000;
+    const deadline = started - waitedMs + deps.settings.maxRunSeconds * 1000;
     const { leaseMs, deliveryGraceMs, releaseGraceMs } = this.timings;
     // Real time (the bounds are timers), counted from the same start as the deadline.
     const workMs = Math.max(1, (deps.settings.maxRunSeconds + deps.settings.requestTimeoutSeconds) * 1000 + deliveryGraceMs - (Date.now() - startedReal));
@@ -248,6 +257,11 @@ export class TenantPull {
     // quiet tenant's cycle costs one read and one write (see PullLease).
     let lease: PullLease | undefined;
     try {
+      // A first pull creates the tenant's row: checked again just before, so an offboarding
+      // meanwhile (which found no row to delete) cannot bring it back.
+      const beforeCreate = async (): Promise<void> => {
+        if (!isStillConnected(await deps.tenants.get(tenantId), source)) throw new TenantNoLongerConnected();
+      };
       lease = await deps.pullState.open(tenantId, owner, leaseMs, (state) => {
       // A consent moved the tenant to another source: its checkpoint starts afresh, here under the
       // lease so no run of the old source can write after it. Sink progress and parked pages stay:
@@ -274,7 +288,7 @@ export class TenantPull {
       const [from, to] = [isoMs(window.from), isoMs(window.to)];
       state.window = { from, to, position: from, nextEnd: to };
       windowOpened = true;
-      });
+      }, { beforeCreate });
     } catch (error) {
       return this.unavailableBeforeLease(tenantId, error, log);
     }
@@ -398,7 +412,7 @@ export class TenantPull {
     try {
       await lease.release({ signal });
     } catch (error) {
-      if (error instanceof LeaseLostError) throw error;
+      if (error instanceof LeaseLostError || error instanceof TenantNoLongerConnected) throw error;
       // The lease lapses on its own shortly; say so where the operator looks.
       log.warn("could not release the pull lease", { tenantId: lease.tenantId, detail: describeError(error) });
       await this.deps.pullState.recordIncident(lease.tenantId, "release_failed").catch(() => undefined);
@@ -435,6 +449,9 @@ export class TenantPull {
     try {
       await this.release(lease, bounds.release, log);
     } catch (saveError) {
+      // Another pull wrote first, or the tenant went: this run did nothing worth a failure.
+      if (saveError instanceof LeaseLostError && saveError.reason === "busy") return { outcome: "busy" };
+      if (saveError instanceof TenantNoLongerConnected) return { outcome: "skipped", reason: "not_connected" };
       log.warn("could not record the pull failure", { tenantId, detail: describeError(saveError) });
     }
     if (category === "reconsent") {
@@ -755,7 +772,7 @@ class WindowRead {
   private readAhead(): number {
     if (this.bytesPerAlert === undefined) return 1;
     const fit = Math.floor(READ_AHEAD_BYTES / (this.bytesPerAlert * this.top));
-    return Math.max(2, Math.min(READ_AHEAD, fit));
+    return Math.max(1, Math.min(READ_AHEAD, fit));
   }
 
   private measure(page: FetchedPage): void {
@@ -842,9 +859,7 @@ class WindowRead {
   }
 
   private async ensureConnected(): Promise<void> {
-    const current = await this.deps.tenants.get(this.tenant.tenantId, this.call);
-    // A new consent that moved the tenant to another source ends this run too: the next one resets.
-    if (!current || current.status !== "connected" || sourceOf(current) !== this.source) throw new TenantNoLongerConnected();
+    if (!isStillConnected(await this.deps.tenants.get(this.tenant.tenantId, this.call), this.source)) throw new TenantNoLongerConnected();
   }
 
   /**

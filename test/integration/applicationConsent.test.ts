@@ -367,6 +367,24 @@ describe("moving a tenant between consent models", () => {
     expect(await view(tenantId)).toMatchObject({ status: "connected", consentModel: "application" });
   });
 
+  it("leaves no pull state and delivers nothing when the tenant is offboarded before its first pull writes anything", async () => {
+    const tenantId = await connectedApplicationTenant("Gone Before First Write");
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 5, { start: minutesAgo(10), spacingMs: 1_000 }));
+    // The first page is throttled once; the operator offboards while the pull waits it out. The
+    // pull has written nothing yet (an application-model token needs no claim), so offboarding
+    // found no pull state to delete: the pull's first write must not create it.
+    env.defender.throttle(tenantId, { times: 1, retryAfterSeconds: 1 });
+    const svc = pipelineServices(env, {
+      sleep: async () => {
+        const offboarded = await env.app.http("offboardTenant", { method: "DELETE", url: `/api/tenants/${tenantId}`, params: { tenantId } });
+        expect(offboarded.status).toBeLessThan(300);
+      },
+    });
+    expect(await svc.tenantPull.run(tenantId, capturingLogger())).toEqual({ outcome: "skipped", reason: "not_connected" });
+    expect(await svc.pullState.read(tenantId)).toBeUndefined();
+    expect(await deliveredEnvelopes(env, tenantId)).toHaveLength(0);
+  });
+
   it("deletes at the next pull a refresh token that the move to the application model could not delete", async () => {
     const { tenantId, consentUrl } = await registerTenant(env, randomUUID(), "Leftover Token");
     expect((await completeConsent(env, consentUrl)).callback.status).toBe(200);

@@ -176,6 +176,39 @@ describe("the lease is written by the pull's first write, not by a write of its 
     expect((await deliveredEnvelopes(env, tenantId)).length).toBe(10);
   });
 
+  it("ends busy, recording no failure, a pull that failed after another pull wrote first", async () => {
+    const tenantId = await connectedTenant(env);
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 5, { start: minutesAgo(20), spacingMs: 5_000 }));
+    expect(await services().tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled" });
+    // Right after this pull reads its state, another runs to the end; then this one's API call fails.
+    let raced = false;
+    const late = services({
+      wrapTables: (tables) => ({
+        async open(name) {
+          const client = await tables.open(name);
+          if (name !== TABLES.pullState) return client;
+          return new Proxy(client, {
+            get(target, property, receiver) {
+              if (property !== "getEntity") return Reflect.get(target, property, receiver) as unknown;
+              return async (...args: Parameters<TableClient["getEntity"]>) => {
+                const entity = await target.getEntity(...args);
+                if (!raced) {
+                  raced = true;
+                  expect(await services().tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled" });
+                  env.defender.fail(tenantId, { status: 503, times: 50 });
+                }
+                return entity;
+              };
+            },
+          });
+        },
+      }),
+    });
+    expect(await late.tenantPull.run(tenantId, capturingLogger())).toEqual({ outcome: "busy" });
+    const listed = await env.app.http("getTenant", { method: "GET", url: `/api/tenants/${tenantId}`, params: { tenantId } });
+    expect(listed.json<{ status: string; health: { consecutiveFailures: number } }>()).toMatchObject({ status: "connected", health: { consecutiveFailures: 0 } });
+  });
+
   it("claims the lease before it redeems the refresh token, so two pulls never both redeem it", async () => {
     const tenantId = await connectedTenant(env);
     env.defender.addAlerts(tenantId, generateAlerts(tenantId, 5, { start: minutesAgo(20), spacingMs: 5_000 }));

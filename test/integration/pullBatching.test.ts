@@ -123,9 +123,11 @@ describe("quiet tenants share pull messages", () => {
     const single = slots.take();
     let running = 0;
     let most = 0;
+    const waits: number[] = [];
     const finish: Array<() => void> = [];
     const tenantPull = {
-      async run(): Promise<PullOutcome> {
+      async run(_tenantId: string, _log: unknown, _owner?: string, waitedMs = 0): Promise<PullOutcome> {
+        waits.push(waitedMs);
         most = Math.max(most, ++running);
         await new Promise<void>((resolve) => finish.push(resolve));
         running--;
@@ -144,9 +146,24 @@ describe("quiet tenants share pull messages", () => {
     for (const end of finish.splice(0)) end();
     await done;
     expect(most).toBe(2);
+    // The one that waited for a slot was told how long, to take it off its own bounds.
+    expect(waits).toHaveLength(3);
+    expect(Math.max(...waits)).toBeGreaterThanOrEqual(80);
     expect((await drain()).map((m) => m.tenantId)).toHaveLength(2);
     single();
     expect(slots.inUse).toBe(0);
+  });
+
+  it("takes the time a tenant waited for its slot off the pull's own bounds", async () => {
+    const tenantId = await connectedTenant(env);
+    env.defender.addAlerts(tenantId, generateAlerts(tenantId, 300, { start: minutesAgo(30), spacingMs: 5_000 }));
+    const { maxRunSeconds } = pipelineServices(env).config.pull;
+    // Waited the whole run time already: the pull stops at its first chance, checkpoint saved.
+    const outcome = await pipelineServices(env).tenantPull.run(tenantId, capturingLogger(), "waited", maxRunSeconds * 1000);
+    expect(outcome).toMatchObject({ outcome: "pulled", complete: false });
+    expect(outcome.outcome === "pulled" && outcome.alerts).toBeLessThan(300);
+    expect(await pipelineServices(env).tenantPull.run(tenantId, capturingLogger())).toMatchObject({ outcome: "pulled", complete: true });
+    expect(new Set((await deliveredEnvelopes(env, tenantId)).map((e) => e.alert.id)).size).toBe(300);
   });
 
   it("counts as many slots as host.json lets queue messages run at once", () => {

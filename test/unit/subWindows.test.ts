@@ -416,6 +416,23 @@ describe("SubWindowPlanner simulation", () => {
     for (const resumeEvery of [1, 7]) expectTiling(simulate(times, window, 1_000, { order: "newest", resumeEvery }), times, window, 1_000);
   });
 
+  it("reads a newest-first window with a tight burst in a few reads, not by the burst's density", () => {
+    // One alert a minute, and a bulk update of `count` alerts within `width` ms at `at` of the
+    // window: sizing the hours before the burst by the burst's density cost up to 275 reads (review H12).
+    for (const [hours, at, width, count] of [[24, 0.99, 2, 10_000], [24, 0.9, 3, 3_000], [24, 0.5, 1, 2_600], [1, 0.5, 1, 2_600]] as const) {
+      const span = { from: T0, to: T0 + hours * 3_600_000 };
+      const times: number[] = [];
+      for (let t = span.from; t < span.to; t += 60_000) times.push(t + 17);
+      const burst = span.from + Math.floor(at * (span.to - span.from));
+      for (let i = 0; i < count; i++) times.push(burst + (i % width));
+      times.sort((a, b) => a - b);
+      const sim = simulate(times, span, 2_500, { order: "newest" });
+      expectTiling(sim, times, span, 2_500);
+      console.log(`${hours} h of one alert a minute and ${count} alerts in ${width} ms at ${at}, page 2,500, API order newest: ${sim.reads} reads`);
+      expect(sim.reads, `${hours} h, burst at ${at}`).toBeLessThanOrEqual(12);
+    }
+  });
+
   it("tiles a window with no alerts at all in one read", () => {
     const sim = simulate([], window, 500);
     expect(sim.reads).toBe(1);
