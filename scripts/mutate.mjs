@@ -42,6 +42,41 @@ const TEST_FILES = {
     "test/unit/identityMutants.test.ts",
     "test/unit/entraClient.test.ts",
   ],
+  // Unit tests only, for the same reason. TenantRegistry and the table factory run against the
+  // run's Azurite (globalSetup) through the real @azure/data-tables client; tableTimeouts against
+  // a socket that never answers. The integration files that reach state start the app.
+  "shared/state": ["test/unit/tableTimeouts.test.ts", "test/unit/stateMutants.test.ts"],
+  // Unit tests that run the real @azure/keyvault-secrets client against the HTTPS fake Key Vault
+  // (test/fakes/fakeKeyVault.ts), its slow deletes, recovers and paged lists included, without
+  // starting the app: keyVaultRealism.test.ts covers the same ground but its second half starts
+  // the app in beforeAll, which every mutant it reaches would pay for.
+  "shared/secrets": ["test/unit/appCredentialConfig.test.ts", "test/unit/secretsMutants.test.ts"],
+  // The client, the page scanner and the budget are pure or talk to a scripted HTTPS endpoint.
+  "shared/defender": [
+    "test/unit/defenderClient.test.ts",
+    "test/unit/pageScanner.test.ts",
+    "test/unit/pageScannerProperty.test.ts",
+    "test/unit/rateBudget.test.ts",
+    "test/unit/pullWindow.test.ts",
+    "test/unit/sentinelRecords.test.ts",
+    "test/unit/defenderMutants.test.ts",
+  ],
+  // Unit tests, plus blobAlertSink.test.ts, which runs the real @azure/storage-blob client against
+  // the run's Azurite without starting the app. The Splunk, Sentinel and Event Hubs integration
+  // files start the app in beforeAll (every mutant they reach would re-run a whole file):
+  // sinksMutants.test.ts drives those sinks against the HTTPS fakes directly instead.
+  "shared/sinks": [
+    "test/unit/sinkSet.test.ts",
+    "test/unit/sinkSettings.test.ts",
+    "test/unit/splunkSettings.test.ts",
+    "test/unit/eventHubsSettings.test.ts",
+    "test/unit/sentinelSettings.test.ts",
+    "test/unit/sentinelRecords.test.ts",
+    "test/unit/envelopeEvidence.test.ts",
+    "test/unit/blobNamesDocumented.test.ts",
+    "test/integration/blobAlertSink.test.ts",
+    "test/unit/sinksMutants.test.ts",
+  ],
 };
 
 function usage(message) {

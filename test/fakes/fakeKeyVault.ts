@@ -237,6 +237,20 @@ export class FakeKeyVault extends FakeHttpsServer {
     record.deleted = { deletedDate: now, scheduledPurgeDate: now + RETENTION_DAYS * 24 * 3600 };
   }
 
+  /**
+   * The race of an offboarding (or a move to the application model) with a rotation: the next PUT
+   * of `name` finds it soft-deleted just before it lands. Returns what disarms the hook.
+   */
+  softDeleteBeforeNextPut(name: string): () => void {
+    let deleted = false;
+    this.onRequest((request) => {
+      if (deleted || request.method !== "PUT" || request.name !== name) return;
+      deleted = true;
+      this.softDelete(name);
+    });
+    return () => this.onRequest(null);
+  }
+
   override async stop(): Promise<void> {
     for (const res of this.hung) res.destroy();
     this.hung.clear();

@@ -245,16 +245,11 @@ describe("the secret store against an unkind vault", () => {
       const name = tenantTokenSecretName(customer);
       await tokens.write(customer, rotationBundle(`rt-consent-${randomBytes(6).toString("hex")}`));
       // The operator offboards (or the tenant moves to the application model) just before the PUT.
-      let deleted = false;
-      vault.onRequest((request) => {
-        if (deleted || request.method !== "PUT" || request.name !== name) return;
-        deleted = true;
-        vault.softDelete(name);
-      });
+      const disarm = vault.softDeleteBeforeNextPut(name);
       try {
         await expect(tokens.writeRotation(customer, rotationBundle(`rt-rotated-${randomBytes(6).toString("hex")}`))).rejects.toThrow();
       } finally {
-        vault.onRequest(null);
+        disarm();
       }
       expect(vault.stateOf(name)).toBe("deleted");
       expect(await tokens.read(customer)).toBeUndefined();

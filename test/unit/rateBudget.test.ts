@@ -1,21 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { DefenderApiError } from "../../shared/defender/defenderClient";
 import { RateBudget } from "../../shared/defender/rateBudget";
+import { fakeTime as fakeTimeFrom } from "../harness/fakeTime";
 
 const T0 = Date.parse("2025-06-01T12:00:00Z");
 const FAR = T0 + 24 * 3600_000;
 
-function fakeTime(start = T0) {
-  const state = { now: start, sleeps: [] as number[] };
-  return {
-    state,
-    clock: () => state.now,
-    sleep: async (ms: number) => {
-      state.sleeps.push(ms);
-      state.now += ms;
-    },
-  };
-}
+const fakeTime = (start = T0) => fakeTimeFrom(start);
 
 describe("RateBudget", () => {
   it("allows 90 calls a minute by default; the 91st waits until the first leaves the window", async () => {
