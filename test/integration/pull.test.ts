@@ -176,7 +176,7 @@ describe("alert pull", () => {
 });
 
 describe("scheduling and tenant isolation", () => {
-  it("enqueues one message per connected tenant; one tenant failing does not stop the others", async () => {
+  it("enqueues every connected tenant once (a tenant never pulled in a message of its own); one tenant failing does not stop the others", async () => {
     const healthy = await connectedTenant(env, "Healthy");
     const broken = await connectedTenant(env, "Broken");
     const pending = randomUUID();
