@@ -33,6 +33,8 @@ export class SubWindowPlanner {
   private settled = true;
   /** The last split sized its left part by the page's density; this is where the median cut would have been. */
   private probe: { median: number } | undefined;
+  /** A page's density proved wrong for what lay before it: median cuts until a sub-window reads well filled again. */
+  private densityMisled = false;
 
   constructor(
     window: { from: number; to: number },
@@ -107,7 +109,7 @@ export class SubWindowPlanner {
     // A page not in time order is a sample whose spread still gives the density where it lies:
     // newest first (Graph), it is exactly that of the sub-window's newest alerts, and a left part
     // sized by it reads short at once instead of coming back full and being halved again.
-    const at = cut.sample && cut.density !== undefined ? clamp(head.from + Math.floor((TARGET_FILL * this.pageSize) / cut.density), head.from + 1, cut.at) : cut.at;
+    const at = cut.sample && cut.density !== undefined && !this.densityMisled ? clamp(head.from + Math.floor((TARGET_FILL * this.pageSize) / cut.density), head.from + 1, cut.at) : cut.at;
     // If that part comes back nearly empty, the page was a burst (a bulk update in a few ms) that
     // says nothing of the hours before it: the median cut is the one to make then (see complete).
     this.probe = at < cut.at ? { median: cut.at } : undefined;
@@ -127,10 +129,16 @@ export class SubWindowPlanner {
     this.settled = true;
     const probe = this.probe;
     this.probe = undefined;
-    if (probe && (count ?? 0) < (TARGET_FILL * this.pageSize) / 4 && probe.median > this.done) {
-      // Far sparser than the page's density said: read up to the median cut next instead.
+    const sparse = (count ?? 0) < (TARGET_FILL * this.pageSize) / 4;
+    if (probe && sparse && probe.median > this.done) {
+      // Far sparser than the page's density said: read up to the median cut next instead, and
+      // cut at medians until a sub-window reads well filled again (alerts packed at one end of
+      // a long stretch would otherwise send every split on the same empty probe).
       this.plan.unshift({ from: this.done, to: probe.median });
       this.settled = false;
+      this.densityMisled = true;
+    } else if (!sparse) {
+      this.densityMisled = false;
     }
     if (count === undefined) return;
     const spread = spreadOf(times);

@@ -46,6 +46,12 @@ const READ_AHEAD = 3;
 const READ_AHEAD_BYTES = 24 * 1024 * 1024;
 /** Passes over a single millisecond that holds more than a page, until two agree. */
 const INSTANT_PASSES = 3;
+/**
+ * The same by links (Graph): its order inside the millisecond may change with every request, so
+ * one pass that finds nothing new is weak evidence (a missing alert can escape a pass by chance).
+ * Two such passes in a row end it, within this many.
+ */
+const LINKED_INSTANT_PASSES = 8;
 /** Pages read inside one millisecond per pass before giving up on it (10,000 alerts at 1 ms is already absurd). */
 const MAX_INSTANT_PAGES = 200;
 /** Host and API clocks further apart than this are reported in health. */
@@ -944,7 +950,9 @@ class WindowRead {
     const linked = this.source === "graph";
     if (linked) progress.skip = 0;
     this.instant = progress;
-    for (; progress.pass < INSTANT_PASSES; Object.assign(progress, { pass: progress.pass + 1, skip: 0, foundNew: false })) {
+    const passes = linked ? LINKED_INSTANT_PASSES : INSTANT_PASSES;
+    let quietPasses = 0;
+    for (; progress.pass < passes; Object.assign(progress, { pass: progress.pass + 1, skip: 0, foundNew: false })) {
       let next: string | undefined;
       // Links are counted by pages, not alerts: a chain of empty pages must end too.
       let pages = 0;
@@ -994,7 +1002,8 @@ class WindowRead {
         }
       }
       // The first pass always counts as finding something: only a re-read can confirm.
-      if (progress.pass > 0 && !progress.foundNew) {
+      quietPasses = progress.pass > 0 && !progress.foundNew ? quietPasses + 1 : 0;
+      if (quietPasses >= (linked ? 2 : 1)) {
         this.instant = undefined;
         return;
       }
