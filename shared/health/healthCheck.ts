@@ -15,6 +15,7 @@ import { errorKind, statusOf } from "../errors";
 import type { DeliveryStatus } from "../notifications/deliveryStatus";
 import type { Services } from "../services";
 import { TABLES } from "../storage/names";
+import { bounded } from "../time/bounded";
 
 export type CheckStatus = "healthy" | "unhealthy" | "skipped";
 
@@ -46,15 +47,6 @@ const PROBE_KEYS = { partitionKey: "~health", rowKey: "~probe" } as const;
 
 class TimedOut extends Error {}
 
-/** Resolves or rejects with `work`, or rejects with TimedOut after `ms`; a late failure is swallowed. */
-function bounded<T>(work: Promise<T>, ms: number): Promise<T> {
-  work.catch(() => undefined);
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TimedOut()), ms);
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
-}
 
 function failure(error: unknown, timeoutMs: number): string {
   if (error instanceof TimedOut || (error as { timedOut?: unknown })?.timedOut === true) {
@@ -68,7 +60,7 @@ function failure(error: unknown, timeoutMs: number): string {
 async function probe(run: (signal: AbortSignal) => Promise<unknown>, timeoutMs: number): Promise<CheckResult> {
   const started = Date.now();
   try {
-    await bounded(run(AbortSignal.timeout(timeoutMs)), timeoutMs);
+    await bounded(run(AbortSignal.timeout(timeoutMs)), timeoutMs, () => new TimedOut());
     return { status: "healthy", durationMs: Date.now() - started };
   } catch (error) {
     return { status: "unhealthy", reason: failure(error, timeoutMs), durationMs: Date.now() - started };
@@ -101,7 +93,7 @@ export async function checkNotifications(services: Pick<Services, "notifications
   const started = Date.now();
   let status: DeliveryStatus;
   try {
-    status = await bounded(notifications.status.read(AbortSignal.timeout(timeoutMs)), timeoutMs);
+    status = await bounded(notifications.status.read(AbortSignal.timeout(timeoutMs)), timeoutMs, () => new TimedOut());
   } catch {
     return { status: "skipped", reason: "the delivery status could not be read", durationMs: Date.now() - started };
   }

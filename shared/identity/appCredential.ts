@@ -3,6 +3,7 @@ import { CredentialUnavailableError, ManagedIdentityCredential, type TokenCreden
 import { ClientAssertion, CryptoProvider } from "@azure/msal-node";
 import type { AppCredentialKind, AppCredentialSettings } from "../config";
 import { SecretStoreError, type SecretStore } from "../secrets/secretStore";
+import { bounded } from "../time/bounded";
 
 /**
  * The MSSP app registration's own credential, turned into what MSAL's
@@ -143,7 +144,11 @@ function cachedToken(identity: TokenCredential, now: () => number): () => Promis
     if (current && now() < current.renewAt) return current.token;
     pending ??= (async () => {
       try {
-        const result = await withinBound(identity.getToken(TOKEN_EXCHANGE_SCOPE), MANAGED_IDENTITY_TIMEOUT_MS);
+        const result = await bounded(
+          identity.getToken(TOKEN_EXCHANGE_SCOPE),
+          MANAGED_IDENTITY_TIMEOUT_MS,
+          () => new Error(`the managed-identity endpoint did not answer within ${MANAGED_IDENTITY_TIMEOUT_MS / 1000} s`),
+        );
         if (!result?.token) throw new AppCredentialError("no_managed_identity_token", "the managed identity returned no token for the token exchange");
         current = { token: result.token, renewAt: result.expiresOnTimestamp - TOKEN_RENEW_MARGIN_MS, expiresAt: result.expiresOnTimestamp };
         return result.token;
@@ -166,15 +171,6 @@ function cachedToken(identity: TokenCredential, now: () => number): () => Promis
   };
 }
 
-/** The promise's value, or a rejection once `ms` have passed without one. */
-function withinBound<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`the managed-identity endpoint did not answer within ${ms / 1000} s`)), ms);
-    timer.unref();
-  });
-  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
-}
 
 /** The certificate, read from Key Vault on first use and again once CERTIFICATE_RELOAD_MS has passed. */
 function cachedCertificate(name: string, secrets: SecretStore, now: () => number): () => Promise<LoadedCertificate> {

@@ -334,11 +334,6 @@ export class PullLease {
     this.claimed = claimed;
   }
 
-  /** The lease is written to storage: everything done from now on is this pull's alone. */
-  get isClaimed(): boolean {
-    return this.claimed;
-  }
-
   /** Epoch ms at which the lease lapses unless renewed. */
   get expiresAt(): number {
     return this.until;

@@ -4,6 +4,7 @@ import { describeError } from "../errors";
 import type { Logger } from "../logging";
 import type { TenantRegistry } from "../state/tenantRegistry";
 import { encodeQueueMessage } from "../state/queues";
+import { bounded } from "../time/bounded";
 import type { PullState } from "./pullState";
 
 /**
@@ -109,7 +110,7 @@ async function groupTenants(
   if (size === 1 || !deps.pullStates || tenantIds.length < 2) return tenantIds.map((id) => [id]);
   let states: ReadonlyMap<string, PullState>;
   try {
-    states = await withTimeout(deps.pullStates(), QUIET_READ_TIMEOUT_MS);
+    states = await bounded(deps.pullStates(), QUIET_READ_TIMEOUT_MS, () => new Error(`no answer in ${QUIET_READ_TIMEOUT_MS} ms`));
   } catch (error) {
     log.warn("could not read the pull states to group quiet tenants; one message per tenant this cycle", { detail: describeError(error) });
     return tenantIds.map((id) => [id]);
@@ -125,14 +126,6 @@ async function groupTenants(
   const groups = alone;
   for (let i = 0; i < quiet.length; i += size) groups.push(quiet.slice(i, i + size));
   return groups;
-}
-
-function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** Parses a queue message (already base64-decoded by the host); undefined if malformed. */
