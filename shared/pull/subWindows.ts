@@ -4,8 +4,18 @@ export interface SubWindow {
   to: number;
 }
 
-/** How full a sub-window is aimed to be: room for the estimate to be off before a page fills. */
+/**
+ * How full a sub-window is aimed to be at first, and again after a page came back full: room for
+ * the density estimate to be off before a page fills (a full page costs a second read).
+ */
 const TARGET_FILL = 0.8;
+/**
+ * While reads keep coming back as the density said, the aim rises towards a page less this many
+ * standard deviations of a sub-window's count (Poisson: √count), the noise no estimate removes:
+ * 97.5 % of a 10,000-alert page, 92.4 % of a 1,000-alert one. A steady backlog then costs about
+ * 1.03 requests per page instead of 1.25, which is what the API's hourly quota is spent on.
+ */
+const NOISE_MARGIN_SD = 2.5;
 /** How much weight the newest sub-window's density gets in the running estimate. */
 const DENSITY_WEIGHT = 0.5;
 /** An empty sub-window: the next one may be this many times longer (quiet stretches are crossed fast). */
@@ -35,12 +45,17 @@ export class SubWindowPlanner {
   private probe: { median: number } | undefined;
   /** A page's density proved wrong for what lay before it: median cuts until a sub-window reads well filled again. */
   private densityMisled = false;
+  /** Alerts a sub-window is sized to hold: from TARGET_FILL of a page up to `fillCeiling`. */
+  private fill: number;
+  private readonly fillCeiling: number;
 
   constructor(
     window: { from: number; to: number },
     progress: { position: number; nextEnd: number; density?: number },
     private readonly pageSize: number,
   ) {
+    this.fill = TARGET_FILL * pageSize;
+    this.fillCeiling = Math.max(this.fill, fillCeiling(pageSize));
     this.windowTo = window.to;
     this.done = Math.max(window.from, progress.position);
     this.estimate = progress.density;
@@ -109,7 +124,8 @@ export class SubWindowPlanner {
     // A page not in time order is a sample whose spread still gives the density where it lies:
     // newest first (Graph), it is exactly that of the sub-window's newest alerts, and a left part
     // sized by it reads short at once instead of coming back full and being halved again.
-    const at = cut.sample && cut.density !== undefined && !this.densityMisled ? clamp(head.from + Math.floor((TARGET_FILL * this.pageSize) / cut.density), head.from + 1, cut.at) : cut.at;
+    this.fill = TARGET_FILL * this.pageSize;
+    const at = cut.sample && cut.density !== undefined && !this.densityMisled ? clamp(head.from + Math.floor(this.fill / cut.density), head.from + 1, cut.at) : cut.at;
     // If that part comes back nearly empty, the page was a burst (a bulk update in a few ms) that
     // says nothing of the hours before it: the median cut is the one to make then (see complete).
     this.probe = at < cut.at ? { median: cut.at } : undefined;
@@ -141,10 +157,14 @@ export class SubWindowPlanner {
       this.densityMisled = false;
     }
     if (count === undefined) return;
+    // Short, yet filled as planned: the estimate holds here, so the aim can come closer to a page.
+    if (count >= this.fill / 2) this.fill += (this.fillCeiling - this.fill) / 2;
     const spread = spreadOf(times);
     if (count >= 2 && spread !== undefined) {
       // Alerts cluster: the density where they are, not averaged over empty hours, sizes the next read.
-      this.estimate = count / Math.max(1, (spread * count) / (count - 1));
+      const observed = count / Math.max(1, (spread * count) / (count - 1));
+      const previous = this.estimate;
+      this.estimate = previous !== undefined && observed < 2 * previous && previous < 2 * observed ? DENSITY_WEIGHT * observed + (1 - DENSITY_WEIGHT) * previous : observed;
       return;
     }
     if (count === 0) {
@@ -170,8 +190,14 @@ export class SubWindowPlanner {
 
   private span(): number {
     if (this.estimate === undefined || this.estimate <= 0) return Number.POSITIVE_INFINITY;
-    return Math.max(1, Math.floor((TARGET_FILL * this.pageSize) / this.estimate));
+    return Math.max(1, Math.floor(this.fill / this.estimate));
   }
+}
+
+/** The count λ with λ + NOISE_MARGIN_SD·√λ = pageSize: the fullest aim that random arrival alone seldom overflows. */
+function fillCeiling(pageSize: number): number {
+  const root = (-NOISE_MARGIN_SD + Math.sqrt(NOISE_MARGIN_SD * NOISE_MARGIN_SD + 4 * pageSize)) / 2;
+  return root * root;
 }
 
 /**
