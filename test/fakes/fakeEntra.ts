@@ -252,6 +252,7 @@ export class FakeEntra extends FakeHttpsServer {
    */
   private readonly consented = new Map<string, Set<string>>();
   private allTokenFailure: CountedFailure | undefined;
+  private codeHold: { waiting: number; released: Promise<void>; release: () => void } | undefined;
   private readonly idOverrides = new Map<string, { override: IdTokenOverride; remaining: number }>();
   private readonly secrets: string[] = [];
   private lastAuthorize: URLSearchParams | undefined;
@@ -381,6 +382,24 @@ export class FakeEntra extends FakeHttpsServer {
     for (const grant of this.refreshTokens.values()) {
       if (grant.user.tid.toLowerCase() === tid) grant.revoked = true;
     }
+  }
+
+  /**
+   * Holds every authorization-code redemption until `release()` (or 10 s, so a test that forgets
+   * cannot hang), as a slow token endpoint would: a test can then act while a callback is midway.
+   */
+  holdCodeRedemptions(): { waiting: () => number; release: () => void } {
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const hold = { waiting: 0, released, release };
+    this.codeHold = hold;
+    return {
+      waiting: () => hold.waiting,
+      release: () => {
+        if (this.codeHold === hold) this.codeHold = undefined;
+        hold.release();
+      },
+    };
   }
 
   // ---- application permissions (admin consent, client credentials) ----------------------------
@@ -976,6 +995,14 @@ export class FakeEntra extends FakeHttpsServer {
       const form = new URLSearchParams(req.body.toString("utf8"));
       const grantType = form.get("grant_type");
       if (grantType === "authorization_code" || grantType === "refresh_token") this.stats.tokenRequests[grantType] += 1;
+      const hold = grantType === "authorization_code" ? this.codeHold : undefined;
+      if (hold) {
+        hold.waiting += 1;
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([hold.released, new Promise<void>((resolve) => (timer = setTimeout(resolve, 10_000)))]);
+        clearTimeout(timer);
+        hold.waiting -= 1;
+      }
 
       if (this.allTokenFailure && this.allTokenFailure.remaining > 0) {
         this.allTokenFailure.remaining -= 1;

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadConfig } from "../../shared/config";
 import { tenantTokenSecretName } from "../../shared/secrets/tenantTokens";
 import { createServices } from "../../shared/services";
@@ -178,16 +178,25 @@ describe("one link, two sign-ins at once", () => {
     expect((await completeConsent(env, consentUrl)).callback.status).toBe(200);
     const reconsentUrl = await requestReconsent(env, tenantId);
     const versions = tokenVersions(tenantId);
-    // Two browsers open the same link and both finish signing in.
+    // Two browsers open the same link and both finish signing in; the first callback is still
+    // redeeming its code (the token endpoint holds it) when the second arrives.
     const starts = [track(await openConsentLink(env, reconsentUrl)), track(await openConsentLink(env, reconsentUrl))];
     const callbacks = await Promise.all(starts.map(async (start) => (await env.browserGet(start.location ?? "")).location ?? ""));
-    const answers = await Promise.all(
-      callbacks.map((url, i) =>
-        env.app.http("consentCallback", { method: "GET", url, params: {}, headers: { cookie: cookieHeaderFrom(starts[i] as HttpResult) } }),
-      ),
-    );
+    const hold = env.entra.holdCodeRedemptions();
+    const callback = (i: number) =>
+      env.app.http("consentCallback", { method: "GET", url: callbacks[i] ?? "", params: {}, headers: { cookie: cookieHeaderFrom(starts[i] as HttpResult) } });
+    const first = callback(0);
+    const second = (async () => {
+      try {
+        await vi.waitFor(() => expect(hold.waiting()).toBe(1), { timeout: 10_000, interval: 5 });
+        return await callback(1);
+      } finally {
+        hold.release();
+      }
+    })();
+    const answers = await Promise.all([first, second]);
     answers.forEach(track);
-    expect(answers.map((a) => a.status).sort()).toEqual([200, 409].sort());
+    expect(answers.map((a) => a.status)).toEqual([200, 409]);
     expect(answers.find((a) => a.status === 409)?.body).toContain("being used right now");
     expect(tokenVersions(tenantId)).toBe(versions + 1);
     const completed = (await audit(`?tenantId=${tenantId}`)).entries.filter((entry) => entry.action === "consent_completed");
