@@ -10,7 +10,7 @@
 //     [--sinks | --no-sinks] [--sink-runs blob,sentinel,splunk,eventhubs,multi]
 //     [--source mde|graph|all] [--graph-tenants <--tenants>] [--graph-backlog 20000]
 //     [--coldstart | --no-coldstart] [--coldstart-runs 7]
-//   --cpu-prof-dir DIR writes CPU profiles of the cold cycle (this process), the fakes and the backlog child.
+//   --cpu-prof-dir DIR writes CPU profiles of the cold cycle and the first warm one (this process), the fakes and the backlog child.
 //   Warm cycles (Defender part): besides Key Vault and token calls, this process's CPU (the app's; the fakes and
 //   Azurite are other processes) and its HTTP requests to Azurite (table reads/writes, queue, blob; counted on
 //   the http.client.request.start diagnostics channel, scripts/bench-storageops.mjs) per tenant-cycle: the
@@ -1183,7 +1183,9 @@ async function defenderPart({ app, config, control, log, opts, say, concurrency,
           return control.seed(id, n, newest, 30_000);
         });
         const services = mode === "warm process" ? cold.services : app.createServices(config, { clock });
-        const r = await runCycle({ services, control, log, tenants: steadyTenants, concurrency });
+        // --cpu-prof-dir: the first warm cycle of the long-lived process too (warm.cpuprofile).
+        const profile = mode === "warm process" && c === 0 ? { profileDir: opts.cpuProfDir, profileName: "warm.cpuprofile" } : {};
+        const r = await runCycle({ services, control, log, tenants: steadyTenants, concurrency, ...profile });
         r.expected = expected;
         cycles.push(r);
       }
