@@ -48,6 +48,13 @@ export class SubWindowPlanner {
   /** Alerts a sub-window is sized to hold: from TARGET_FILL of a page up to `fillCeiling`. */
   private fill: number;
   private readonly fillCeiling: number;
+  /**
+   * The span of the last full page not in time order, from its earliest to its latest alert, and
+   * how dense it was: reads planned before it stop at its start rather than run into it at a
+   * quieter stretch's density (an alert storm cost several full reads each), and reads inside it
+   * are sized for its density at least.
+   */
+  private crowd: { from: number; to: number; density: number } | undefined;
   /** Reads in a row that came back short yet at least half as full as aimed. */
   private filledAsPlanned = 0;
 
@@ -95,7 +102,7 @@ export class SubWindowPlanner {
       if (!item || item.from !== cursor) {
         if (!this.settled && result.length > 0) break;
         const gapEnd = item ? item.from : this.windowTo;
-        item = { from: cursor, to: cursor + Math.min(this.span(), gapEnd - cursor) };
+        item = { from: cursor, to: cursor + Math.min(this.gapSpan(cursor), gapEnd - cursor) };
         this.plan.splice(i, 0, item);
       }
       result.push(item);
@@ -137,6 +144,7 @@ export class SubWindowPlanner {
     // If that part comes back nearly empty, the page was a burst (a bulk update in a few ms) that
     // says nothing of the hours before it: the median cut is the one to make then (see complete).
     this.probe = at < cut.at ? { median: cut.at } : undefined;
+    this.crowd = cut.sample && cut.density !== undefined && cut.span !== undefined ? { from: cut.span.from, to: cut.span.to, density: cut.density } : undefined;
     this.plan.splice(0, 1, { from: head.from, to: at });
     this.settled = false;
     return true;
@@ -150,6 +158,7 @@ export class SubWindowPlanner {
     const head = this.plan.shift();
     if (!head) return;
     this.done = head.to;
+    if (this.crowd && this.done >= this.crowd.to) this.crowd = undefined;
     this.settled = true;
     const probe = this.probe;
     this.probe = undefined;
@@ -201,9 +210,17 @@ export class SubWindowPlanner {
     }
   }
 
-  private span(): number {
-    if (this.estimate === undefined || this.estimate <= 0) return Number.POSITIVE_INFINITY;
-    return Math.max(1, Math.floor(this.fill / this.estimate));
+  private span(density = this.estimate): number {
+    if (density === undefined || density <= 0) return Number.POSITIVE_INFINITY;
+    return Math.max(1, Math.floor(this.fill / density));
+  }
+
+  /** How long a sub-window planned to start at `from` is. */
+  private gapSpan(from: number): number {
+    const crowd = this.crowd;
+    if (!crowd || from >= crowd.to) return this.span();
+    if (from < crowd.from) return Math.min(this.span(), crowd.from - from);
+    return this.span(Math.max(this.estimate ?? 0, crowd.density));
   }
 }
 
@@ -221,7 +238,7 @@ function fillCeiling(pageSize: number): number {
  * it, and size what follows by its spread. Alerts all at the first millisecond: cut right after
  * it, so it is read on its own.
  */
-function cutPoint(head: SubWindow, times: readonly number[]): { at: number; density?: number; sample?: boolean } {
+function cutPoint(head: SubWindow, times: readonly number[]): { at: number; density?: number; sample?: boolean; span?: SubWindow } {
   const inside = times.filter((t) => t >= head.from && t < head.to);
   const ascending = inside.every((t, i) => i === 0 || t >= (inside[i - 1] as number));
   const first = inside[0];
@@ -236,7 +253,7 @@ function cutPoint(head: SubWindow, times: readonly number[]): { at: number; dens
   // answers newest first, as Graph does): the parts after the cut are sized by it instead of
   // being found full and cut again.
   const spread = (sorted[sorted.length - 1] as number) - (sorted[0] as number);
-  return { at: median > head.from ? median : head.from + 1, sample: true, ...(sorted.length >= 2 ? { density: sorted.length / Math.max(1, spread) } : {}) };
+  return { at: median > head.from ? median : head.from + 1, sample: true, span: { from: sorted[0] as number, to: (sorted[sorted.length - 1] as number) + 1 }, ...(sorted.length >= 2 ? { density: sorted.length / Math.max(1, spread) } : {}) };
 }
 
 function spreadOf(times: readonly number[]): number | undefined {

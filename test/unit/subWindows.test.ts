@@ -517,6 +517,25 @@ describe("SubWindowPlanner simulation", () => {
     expect(sim.reads).toBeLessThanOrEqual(150);
   });
 
+  it("reads a newest-first window of alert storms without running into each storm at the quiet hours' density", () => {
+    // 48 storms a day, each about four minutes at twenty times the background rate, 100,000 alerts
+    // in all: a read sized for the background that reaches a storm comes back full. After one such
+    // page, reads stop where its alerts begin and are sized for its density inside it (about 470
+    // reads before; the floor is 100).
+    const random = seededRandom(4848);
+    const times: number[] = [];
+    while (times.length < 100_000) {
+      const at = random() * DAY;
+      if (random() < (Math.sin((2 * Math.PI * 48 * at) / DAY) > 0.9 ? 1 : 0.05)) times.push(T0 + Math.floor(at));
+    }
+    times.sort((a, b) => a - b);
+    const sim = simulate(times, window, 1_000, { order: "newest" });
+    expectTiling(sim, times, window, 1_000);
+    console.log(`48 storms a day, 100,000 alerts, page 1,000, API order newest: ${sim.reads} reads`);
+    expect(sim.reads).toBeLessThanOrEqual(410);
+    for (const resumeEvery of [1, 5]) expectTiling(simulate(times, window, 1_000, { order: "newest", resumeEvery }), times, window, 1_000);
+  });
+
   it("tiles a window with no alerts at all in one read", () => {
     const sim = simulate([], window, 500);
     expect(sim.reads).toBe(1);
