@@ -10,12 +10,16 @@ export interface SubWindow {
  */
 const TARGET_FILL = 0.8;
 /**
- * While reads keep coming back as the density said, the aim rises towards a page less this many
- * standard deviations of a sub-window's count (Poisson: √count), the noise no estimate removes:
- * 97.5 % of a 10,000-alert page, 92.4 % of a 1,000-alert one. A steady backlog then costs about
- * 1.03 requests per page instead of 1.25, which is what the API's hourly quota is spent on.
+ * While reads keep coming back as the density said, the aim moves towards a page less this many
+ * standard deviations of a sub-window's count, the noise no estimate removes. For alerts that
+ * arrive at random (a count's variance is the count) that is 97.5 % of a 10,000-alert page and
+ * 92.4 % of a 1,000-alert one, and a steady backlog costs about 1.07 requests per page instead of
+ * 1.26, which is what the API's hourly quota is spent on. Alerts that come in clusters, or at a
+ * rate that keeps rising, vary more: the variance observed (`dispersion`) widens the margin.
  */
 const NOISE_MARGIN_SD = 2.5;
+/** How much weight the newest read gets in the running dispersion. */
+const DISPERSION_WEIGHT = 0.3;
 /** How much weight the newest sub-window's density gets in the running estimate. */
 const DENSITY_WEIGHT = 0.5;
 /** An empty sub-window: the next one may be this many times longer (quiet stretches are crossed fast). */
@@ -45,9 +49,13 @@ export class SubWindowPlanner {
   private probe: { median: number } | undefined;
   /** A page's density proved wrong for what lay before it: median cuts until a sub-window reads well filled again. */
   private densityMisled = false;
-  /** Alerts a sub-window is sized to hold: from TARGET_FILL of a page up to `fillCeiling`. */
+  /** Alerts a sub-window is sized to hold: from TARGET_FILL of a page up to `fillCeiling()`. */
   private fill: number;
-  private readonly fillCeiling: number;
+  /**
+   * How much more than random arrival the counts of reads planned from the density vary: the
+   * running mean of (count − aim)² / aim, which is 1 for alerts that arrive at random.
+   */
+  private dispersion = 1;
   /**
    * The span of the last full page not in time order, from its earliest to its latest alert, and
    * how dense it was: reads planned before it stop at its start rather than run into it at a
@@ -64,7 +72,6 @@ export class SubWindowPlanner {
     private readonly pageSize: number,
   ) {
     this.fill = TARGET_FILL * pageSize;
-    this.fillCeiling = Math.max(this.fill, fillCeiling(pageSize));
     this.windowTo = window.to;
     this.done = Math.max(window.from, progress.position);
     this.estimate = progress.density;
@@ -127,6 +134,8 @@ export class SubWindowPlanner {
   split(times: readonly number[] = []): boolean {
     const head = this.plan[0];
     if (!head || head.to - head.from < 2) return false;
+    // A head planned from the density that came back full overshot its aim by at least this much.
+    if (this.settled && this.estimate !== undefined) this.observe(this.pageSize);
     const cut = cutPoint(head, times);
     // A full page proves at least this density; sizing on less would overfill the next pages too.
     this.estimate = Math.max(this.estimate ?? 0, cut.density ?? 0, this.pageSize / (head.to - head.from));
@@ -157,17 +166,20 @@ export class SubWindowPlanner {
   complete(count: number | undefined, times: readonly number[] = []): void {
     const head = this.plan.shift();
     if (!head) return;
+    const plannedByDensity = this.settled && this.estimate !== undefined;
     this.done = head.to;
     if (this.crowd && this.done >= this.crowd.to) this.crowd = undefined;
     this.settled = true;
     const probe = this.probe;
     this.probe = undefined;
     const sparse = (count ?? 0) < (TARGET_FILL * this.pageSize) / 4;
-    if (probe && sparse && probe.median > this.done) {
+    // The window may have been clipped since the probe was taken: never plan past its end.
+    const median = probe ? Math.min(probe.median, this.windowTo) : this.done;
+    if (sparse && median > this.done) {
       // Far sparser than the page's density said: read up to the median cut next instead, and
       // cut at medians until a sub-window reads well filled again (alerts packed at one end of
       // a long stretch would otherwise send every split on the same empty probe).
-      this.plan.unshift({ from: this.done, to: probe.median });
+      this.plan.unshift({ from: this.done, to: median });
       this.settled = false;
       this.densityMisled = true;
     } else if (!sparse) {
@@ -177,7 +189,8 @@ export class SubWindowPlanner {
     // Short, yet filled as planned twice in a row: the estimate holds here, so the aim can come
     // closer to a page (after one such read alone, alerts that come in spikes overflowed more).
     if (count >= this.fill / 2) {
-      if (++this.filledAsPlanned >= 2) this.fill += (this.fillCeiling - this.fill) / 2;
+      if (plannedByDensity) this.observe(count);
+      if (++this.filledAsPlanned >= 2) this.fill += (this.fillCeiling() - this.fill) / 2;
     } else {
       this.filledAsPlanned = 0;
     }
@@ -210,6 +223,22 @@ export class SubWindowPlanner {
     }
   }
 
+  /** Counts a read planned for `fill` alerts that held `count` into the dispersion. */
+  private observe(count: number): void {
+    this.dispersion = DISPERSION_WEIGHT * ((count - this.fill) ** 2 / this.fill) + (1 - DISPERSION_WEIGHT) * this.dispersion;
+  }
+
+  /**
+   * The count λ with λ + NOISE_MARGIN_SD·√(dispersion·λ) = pageSize: the fullest aim that the
+   * counts' observed noise (never taken as less than random arrival's) seldom overflows, and
+   * never under TARGET_FILL of a page.
+   */
+  private fillCeiling(): number {
+    const spread = NOISE_MARGIN_SD * Math.sqrt(Math.max(1, this.dispersion));
+    const root = (-spread + Math.sqrt(spread * spread + 4 * this.pageSize)) / 2;
+    return Math.max(TARGET_FILL * this.pageSize, root * root);
+  }
+
   private span(density = this.estimate): number {
     if (density === undefined || density <= 0) return Number.POSITIVE_INFINITY;
     return Math.max(1, Math.floor(this.fill / density));
@@ -224,11 +253,6 @@ export class SubWindowPlanner {
   }
 }
 
-/** The count λ with λ + NOISE_MARGIN_SD·√λ = pageSize: the fullest aim that random arrival alone seldom overflows. */
-function fillCeiling(pageSize: number): number {
-  const root = (-NOISE_MARGIN_SD + Math.sqrt(NOISE_MARGIN_SD * NOISE_MARGIN_SD + 4 * pageSize)) / 2;
-  return root * root;
-}
 
 /**
  * Where to cut a full sub-window. When the page came in time order (as the service usually

@@ -83,6 +83,31 @@ describe("SubWindowPlanner", () => {
     expect(planner.head()).toEqual({ from: 1, to: 1 + 8000 });
   });
 
+  it("keeps a wider margin below a page when reads vary more than alerts arriving at random would", () => {
+    const pageSize = 500;
+    // Eight reads each planned from the density; `deviation` alerts more or fewer than planned, in turn.
+    const aims = (deviation: number): number[] => {
+      const planner = new SubWindowPlanner({ from: 0, to: 100_000_000 }, { position: 0, nextEnd: 400, density: 1 }, pageSize);
+      const seen: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        const head = planner.head() as SubWindow;
+        const span = head.to - head.from;
+        seen.push(Math.round(span * (planner.density as number)));
+        const count = Math.min(pageSize - 1, Math.max(1, Math.round(span * (planner.density as number)) + (i % 2 === 0 ? deviation : -deviation)));
+        // The alerts spread evenly over the span: the density observed is the count's.
+        planner.complete(count, Array.from({ length: count }, (_, k) => head.from + Math.floor((k * span) / count)));
+      }
+      return seen;
+    };
+    const steady = aims(0);
+    const noisy = aims(60);
+    console.log(`aims, counts as planned: ${steady.join(" ")}; counts 60 off in turn: ${noisy.join(" ")}`);
+    // As planned: up to a page less 2.5 √count (447 of 500). 60 off (dispersion about 8): lower.
+    expect(Math.max(...steady)).toBeGreaterThanOrEqual(445);
+    expect(Math.max(...steady)).toBeLessThanOrEqual(aimCeiling(pageSize) + 1);
+    expect(Math.max(...noisy)).toBeLessThanOrEqual(430);
+  });
+
   it("splits any head down to one millisecond in about log2(span) steps, losing nothing after it", () => {
     const planner = fresh(T0, T0 + DAY, 500);
     let splits = 0;
@@ -244,6 +269,20 @@ describe("SubWindowPlanner", () => {
     planner.clip(T0 + DAY - 90_000);
     expect(planner.head()).toEqual({ from: T0, to: T0 + DAY - 90_000 });
     expect(planner.nextEnd()).toBe(T0 + DAY - 90_000);
+  });
+
+  it("clip() between a split and the read of its left part never lets the next read go past the new end (review H16)", () => {
+    const planner = new SubWindowPlanner({ from: 0, to: 100_000 }, { position: 0, nextEnd: 100_000 }, 100);
+    // A full page served newest first, all of it near the end: the left part is sized by its density.
+    expect(planner.split(Array.from({ length: 100 }, (_, i) => 90_099 - i))).toBe(true);
+    expect(planner.head()).toEqual({ from: 0, to: 79 });
+    planner.clip(50_000);
+    // The left part is empty: the next read would go to the page's median cut, which is past the end now.
+    planner.complete(0);
+    const next = planner.head() as SubWindow;
+    expect(next.from).toBe(79);
+    expect(next.to).toBeLessThanOrEqual(50_000);
+    expect(planner.to).toBe(50_000);
   });
 
   it("resumes with a head of exactly [position, nextEnd)", () => {
