@@ -78,6 +78,12 @@ export type SecretRequestHook = (req: SecretRequestInfo) => void | Promise<void>
 export interface PutSecretOptions {
   tags?: Record<string, string>;
   contentType?: string;
+  /**
+   * The creation time the version reports (default now). The service does not promise to list a
+   * secret's versions oldest first, and a restored backup keeps its versions' creation times:
+   * this lets a test list versions in another order than their age.
+   */
+  createdOn?: Date;
 }
 
 export interface SecretPeek {
@@ -227,7 +233,16 @@ export class FakeKeyVault extends FakeHttpsServer {
     const fields: Record<string, unknown> = {};
     if (options.tags !== undefined) fields.tags = options.tags;
     if (options.contentType !== undefined) fields.contentType = options.contentType;
-    return this.addVersion(name, value, fields, {}).version.version;
+    const { version } = this.addVersion(name, value, fields, {});
+    if (options.createdOn !== undefined) version.created = Math.floor(options.createdOn.getTime() / 1000);
+    return version.version;
+  }
+
+  /** Enables or disables one version of a live secret, as a PATCH of its attributes would, without HTTP or stats. */
+  setEnabled(name: string, version: string, enabled: boolean): void {
+    const found = this.liveRecord(name).versions.find((v) => v.version === version);
+    if (!found) throw secretNotFound(`${name}/${version}`);
+    found.enabled = enabled;
   }
 
   /** Soft-deletes a live secret at once, as a finished DELETE would, without HTTP or stats (for races set up from a request hook). */

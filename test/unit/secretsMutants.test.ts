@@ -13,7 +13,7 @@ import {
   TenantTokenStore,
   type TenantTokenBundle,
 } from "../../shared/secrets/tenantTokens";
-import { FakeKeyVault } from "../fakes/fakeKeyVault";
+import { FakeKeyVault, KvError } from "../fakes/fakeKeyVault";
 import { createTestCertificate, type TestCertificate } from "../fakes/tls";
 
 /**
@@ -50,9 +50,9 @@ function credential(): TokenCredential & { asked: (string | undefined)[] } {
   };
 }
 
-/** The store as local development builds it (the test CA trusted, the challenge-resource check off), with short waits. */
-function store(overrides: Partial<KeyVaultSecretStoreOptions> = {}): SecretStore {
-  return createKeyVaultSecretStore({
+/** The options of a store as local development builds it (the test CA trusted, the challenge-resource check off), with short waits. */
+function storeDefaults(): KeyVaultSecretStoreOptions {
+  return {
     vaultUrl: vault.url,
     credential: credential(),
     localDevCaPem: cert.certPem,
@@ -60,8 +60,11 @@ function store(overrides: Partial<KeyVaultSecretStoreOptions> = {}): SecretStore
     pollIntervalMs: 40,
     deleteWaitMs: 2_000,
     transitionWaitMs: 2_000,
-    ...overrides,
-  });
+  };
+}
+
+function store(overrides: Partial<KeyVaultSecretStoreOptions> = {}): SecretStore {
+  return createKeyVaultSecretStore({ ...storeDefaults(), ...overrides });
 }
 
 const unique = (prefix: string) => `${prefix}-${randomBytes(5).toString("hex")}`;
@@ -408,6 +411,256 @@ describe("the Key Vault secret store", () => {
   });
 });
 
+describe("the Key Vault secret store, at the edges of its waits and refusals", () => {
+  // A poll interval longer than the wait itself: every pause must end at the wait's bound, not a whole interval later.
+  const slowPolls = { pollIntervalMs: 5_000 };
+
+  it("waits out a name in transit by writing again once per poll interval (500 ms unless told), and by nothing else", async () => {
+    const name = unique("cadence");
+    await store().set(name, "cadence-1", plain);
+    const seen: string[] = [];
+    // Every write finds the name being recovered (by another caller, say): the store can only look again later.
+    vault.onRequest((request) => {
+      if (request.name !== name) return;
+      seen.push(request.method);
+      if (request.method === "PUT") throw new KvError(409, "Conflict", `Secret ${name} is currently being recovered.`, "ObjectIsBeingRecovered");
+    });
+    try {
+      const byDefault = createKeyVaultSecretStore({ ...storeDefaults(), pollIntervalMs: undefined, transitionWaitMs: 1_200 });
+      await expect(byDefault.set(name, "cadence-2", plain)).rejects.toMatchObject({ status: 409, message: "Key Vault set failed with HTTP 409" });
+      // Writes at 0, 500 and 1,000 ms and a last one at the 1,200 ms bound; no look at the deleted secrets between them.
+      expect(seen.every((method) => method === "PUT")).toBe(true);
+      expect(seen.length).toBeGreaterThanOrEqual(3);
+      expect(seen.length).toBeLessThanOrEqual(5);
+
+      seen.length = 0;
+      await expect(store({ pollIntervalMs: 100, transitionWaitMs: 1_000 }).set(name, "cadence-3", plain)).rejects.toMatchObject({ status: 409 });
+      // About ten writes 100 ms apart, not two or three 500 ms apart.
+      expect(seen.every((method) => method === "PUT")).toBe(true);
+      expect(seen.length).toBeGreaterThanOrEqual(5);
+      expect(seen.length).toBeLessThanOrEqual(12);
+    } finally {
+      vault.onRequest(null);
+    }
+    expect(vault.peekLatest(name)).toMatchObject({ value: "cadence-1", versions: 1 });
+  });
+
+  it("reads a disabled secret or version as absent, and still fails on any other refusal", async () => {
+    const secrets = store();
+    const name = unique("disabled");
+    const first = vault.putSecret(name, "dis-one-111");
+    const second = vault.putSecret(name, "dis-two-222");
+    // The vault answers a disabled version's GET with 403 SecretDisabled: absent, as documented.
+    vault.setEnabled(name, second, false);
+    expect(await secrets.get(name)).toBeUndefined();
+    expect(await secrets.getVersion(name, second)).toBeUndefined();
+    expect(await secrets.getVersion(name, first)).toBe("dis-one-111");
+    // A 403 for any other reason (a missing role) is a failure, never a silent "absent".
+    vault.setFailure({ status: 403, times: 1 });
+    const refused = await failureOf(secrets.get(name));
+    expect(refused).toMatchObject({ name: "SecretStoreError", status: 403, message: "Key Vault get failed with HTTP 403" });
+    vault.setFailure({ status: 403, times: 1 });
+    await expect(secrets.getVersion(name, first)).rejects.toMatchObject({ status: 403, message: "Key Vault get failed with HTTP 403" });
+  });
+
+  it("orders versions by their creation time, not by the order the vault lists them in", async () => {
+    const secrets = store();
+    const name = unique("age-order");
+    const now = Date.now();
+    const ages = { middle: now - 100_000, newest: now, oldest: now - 200_000 };
+    for (const [age, at] of Object.entries(ages)) vault.putSecret(name, `${age}-value-${at}`, { tags: { age }, createdOn: new Date(at) });
+    const versions = await secrets.versions(name);
+    expect(versions.map((v) => v.tags["age"])).toEqual(["oldest", "middle", "newest"]);
+    expect(versions.map((v) => v.createdOn)).toEqual([ages.oldest, ages.middle, ages.newest].map((at) => Math.floor(at / 1000) * 1000));
+    expect(await secrets.getOldest(name)).toBe(`oldest-value-${ages.oldest}`);
+  });
+
+  it("recovers nothing when a bare 409 comes from a live name: one look at the deleted secrets, then the write", async () => {
+    const secrets = store();
+    const name = unique("bare-live");
+    await secrets.set(name, "bare-live-1", plain);
+    const seen: string[] = [];
+    vault.onRequest((request) => {
+      if (request.name === name) seen.push(request.method);
+    });
+    // The injected 409 is answered before the hook: the hook sees what follows it.
+    vault.setFailure({ status: 409, code: "Conflict", times: 1 });
+    try {
+      await secrets.set(name, "bare-live-2", plain);
+    } finally {
+      vault.onRequest(null);
+    }
+    expect(seen).toEqual(["GET", "PUT"]);
+    expect(vault.peekLatest(name)).toMatchObject({ value: "bare-live-2", versions: 2 });
+  });
+
+  it("looks again after a recovery refused with 409 or 404, and reports any other refusal as the recovery's", async () => {
+    const refusals = {
+      409: (name: string) => new KvError(409, "Conflict", `Secret ${name} is currently being recovered.`, "ObjectIsBeingRecovered"),
+      404: (name: string) => new KvError(404, "SecretNotFound", `Deleted Secret not found: ${name}`),
+    };
+    for (const [status, refusal] of Object.entries(refusals)) {
+      const secrets = store();
+      const name = unique(`recover-${status}`);
+      await secrets.set(name, "recover-refused-1", plain);
+      await secrets.delete(name);
+      let refused = 0;
+      vault.onRequest((request) => {
+        if (request.method !== "POST" || request.name !== name || refused > 0) return;
+        refused += 1;
+        throw refusal(name);
+      });
+      try {
+        await secrets.set(name, "recover-refused-2", plain);
+      } finally {
+        vault.onRequest(null);
+      }
+      expect(refused).toBe(1);
+      expect(vault.peekLatest(name)).toMatchObject({ value: "recover-refused-2", versions: 2 });
+    }
+
+    const secrets = store();
+    const name = unique("recover-403");
+    await secrets.set(name, "recover-forbidden-1", plain);
+    await secrets.delete(name);
+    vault.onRequest((request) => {
+      if (request.method === "POST" && request.name === name) throw new KvError(403, "Forbidden", "The caller does not have secrets/recover permission.");
+    });
+    let error: unknown;
+    try {
+      error = await failureOf(secrets.set(name, "recover-forbidden-2", plain));
+    } finally {
+      vault.onRequest(null);
+    }
+    expect(error).toMatchObject({ name: "SecretStoreError", status: 403, message: "Key Vault recover failed with HTTP 403" });
+    expect(vault.stateOf(name)).toBe("deleted");
+  });
+
+  it("reports a refused look at another caller's running delete as the recovery's failure, and writes nothing", async () => {
+    vault.setRealism({ deleteDelayMs: 1_000 });
+    try {
+      const name = unique("look-refused");
+      await store().set(name, "look-refused-1", plain);
+      await store({ deleteWaitMs: 50 }).delete(name);
+      expect(vault.stateOf(name)).toBe("deleting");
+      let written = false;
+      let refused = 0;
+      vault.onRequest((request) => {
+        if (request.name !== name) return;
+        if (request.method === "PUT") written = true;
+        else if (written && request.method === "GET") {
+          refused += 1;
+          throw new KvError(403, "Forbidden", "The caller does not have secrets/get permission on deleted secrets.");
+        }
+      });
+      let error: unknown;
+      try {
+        error = await failureOf(store({ transitionWaitMs: 3_000 }).set(name, "look-refused-2", plain));
+      } finally {
+        vault.onRequest(null);
+      }
+      expect(error).toMatchObject({ name: "SecretStoreError", status: 403, message: "Key Vault recover failed with HTTP 403" });
+      expect(refused).toBe(1);
+      expect(vault.allValues()).not.toContain("look-refused-2");
+    } finally {
+      vault.setRealism({ deleteDelayMs: 0 });
+    }
+  });
+
+  it("gives up a recovery the vault never answers, after its timeout, and says so", async () => {
+    const secrets = store({ timeoutMs: 400 });
+    const name = unique("recover-stall");
+    await secrets.set(name, "recover-stall-1", plain);
+    await secrets.delete(name);
+    // The write's 409 comes back; the recovery's first request (the SDK looks at the live secret first) never does.
+    vault.onRequest((request) => {
+      if (request.method !== "PUT" || request.name !== name) return;
+      vault.onRequest(null);
+      vault.hang(1);
+    });
+    const started = Date.now();
+    let error: unknown;
+    try {
+      error = await failureOf(secrets.set(name, "recover-stall-2", plain));
+    } finally {
+      vault.onRequest(null);
+      vault.hang(0);
+    }
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(error).toMatchObject({ name: "SecretStoreError", status: undefined, timedOut: true, message: "Key Vault recover failed (no answer in time)" });
+    expect(vault.stateOf(name)).toBe("deleted");
+  });
+
+  it("a write or a delete waiting out another caller's recovery stops at its bound, not a poll interval later", async () => {
+    vault.setRealism({ recoverDelayMs: 1_500 });
+    try {
+      const name = unique("bound-recovering");
+      const secrets = store({ transitionWaitMs: 5_000 });
+      await secrets.set(name, "bound-recovering-1", plain);
+      await secrets.delete(name);
+      const first = secrets.set(name, "bound-recovering-2", plain);
+      while (vault.stateOf(name) !== "recovering") await sleep(10);
+
+      let started = Date.now();
+      const refused = await failureOf(store({ ...slowPolls, transitionWaitMs: 300 }).set(name, "bound-recovering-3", plain));
+      expect(Date.now() - started).toBeLessThan(2_000);
+      expect(refused).toMatchObject({ name: "SecretStoreError", status: 409, message: "Key Vault set failed with HTTP 409" });
+
+      started = Date.now();
+      const undeleted = await failureOf(store({ ...slowPolls, deleteWaitMs: 300 }).delete(name));
+      expect(Date.now() - started).toBeLessThan(2_000);
+      expect(undeleted).toMatchObject({ name: "SecretStoreError", status: 409, message: "Key Vault delete failed with HTTP 409" });
+
+      await first;
+      expect(vault.peekLatest(name)?.value).toBe("bound-recovering-2");
+    } finally {
+      vault.setRealism({ recoverDelayMs: 0 });
+    }
+  });
+
+  it("a write or a delete waiting out another caller's delete stops looking at its bound", async () => {
+    vault.setRealism({ deleteDelayMs: 3_000 });
+    try {
+      const name = unique("bound-deleting");
+      await store().set(name, "bound-deleting-1", plain);
+      await store({ deleteWaitMs: 50 }).delete(name);
+      expect(vault.stateOf(name)).toBe("deleting");
+
+      let started = Date.now();
+      await store({ ...slowPolls, deleteWaitMs: 300 }).delete(name);
+      expect(Date.now() - started).toBeLessThan(1_500);
+      expect(vault.stateOf(name)).toBe("deleting");
+
+      started = Date.now();
+      const refused = await failureOf(store({ ...slowPolls, transitionWaitMs: 300 }).set(name, "bound-deleting-2", plain));
+      expect(Date.now() - started).toBeLessThan(1_500);
+      expect(refused).toMatchObject({ name: "SecretStoreError", status: 409, message: "Key Vault set failed with HTTP 409" });
+      expect(vault.stateOf(name)).toBe("deleting");
+    } finally {
+      vault.setRealism({ deleteDelayMs: 0 });
+    }
+  });
+
+  it("after a refused recovery, pauses at most until its bound before the last write", async () => {
+    const name = unique("bound-recover-refused");
+    await store().set(name, "bound-refused-1", plain);
+    await store().delete(name);
+    vault.onRequest((request) => {
+      if (request.method === "POST" && request.name === name) throw new KvError(409, "Conflict", `Secret ${name} is currently being recovered.`, "ObjectIsBeingRecovered");
+    });
+    const started = Date.now();
+    let error: unknown;
+    try {
+      error = await failureOf(store({ ...slowPolls, transitionWaitMs: 300 }).set(name, "bound-refused-2", plain));
+    } finally {
+      vault.onRequest(null);
+    }
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(error).toMatchObject({ name: "SecretStoreError", status: 409, message: "Key Vault set failed with HTTP 409" });
+    expect(vault.stateOf(name)).toBe("deleted");
+  });
+});
+
 describe("tenant tokens", () => {
   const bundle = (generationAt: number, overrides: Partial<TenantTokenBundle> = {}): TenantTokenBundle => ({
     refreshToken: `rt-${randomBytes(9).toString("hex")}`,
@@ -597,5 +850,84 @@ describe("tenant tokens", () => {
     // First consent, the rotation, the new consent: no repair write on top.
     expect(vault.peekLatest(name)?.versions).toBe(3);
     expect(await tokens.read(tenantId)).toEqual(consent);
+  });
+
+  it("reads a disabled bundle as none: the tenant has to consent again", async () => {
+    const tokens = new TenantTokenStore(store());
+    const tenantId = randomUUID();
+    const name = tenantTokenSecretName(tenantId);
+    await tokens.write(tenantId, bundle(1_000));
+    const [only] = await store().versions(name);
+    vault.setEnabled(name, only?.version ?? "", false);
+    expect(await tokens.read(tenantId)).toBeUndefined();
+  });
+
+  it("a rotation with no newer consent stored costs one read, one write and one listing", async () => {
+    const tokens = new TenantTokenStore(store());
+    const tenantId = randomUUID();
+    const consent = bundle(4_000);
+    await tokens.write(tenantId, consent);
+    vault.resetStats();
+    const rotated = { ...bundle(4_000), generation: consent.generation };
+    expect(await tokens.writeRotation(tenantId, rotated)).toEqual(rotated);
+    expect(vault.stats).toEqual({ get: 1, set: 1, update: 0, delete: 0, list: 1 });
+    expect(await tokens.read(tenantId)).toEqual(rotated);
+  });
+
+  it("keeps what is on top when the newer consent's version is disabled before it can be put back", async () => {
+    const tokens = new TenantTokenStore(store());
+    const tenantId = randomUUID();
+    const name = tenantTokenSecretName(tenantId);
+    await tokens.write(tenantId, bundle(1_000));
+    const consent = bundle(9_000);
+    const older = bundle(5_000);
+    let consentVersion = "";
+    let phase: "before-write" | "before-list" | "done" = "before-write";
+    vault.onRequest((request) => {
+      if (request.name !== name) return;
+      if (phase === "before-write" && request.method === "PUT") {
+        // The newest consent lands just before the rotation's write...
+        consentVersion = vault.putSecret(name, JSON.stringify(consent), { contentType: TENANT_TOKEN_CONTENT_TYPE, tags: { generation: consent.generation } });
+        phase = "before-list";
+      } else if (phase === "before-list" && request.method === "GET") {
+        // ...an older one on top of the rotation, before the history is read...
+        vault.putSecret(name, JSON.stringify(older), { contentType: TENANT_TOKEN_CONTENT_TYPE, tags: { generation: older.generation } });
+        phase = "done";
+      } else if (request.method === "GET" && request.version === consentVersion) {
+        // ...and the newest consent's version is disabled before it can be read back.
+        vault.setEnabled(name, consentVersion, false);
+      }
+    });
+    try {
+      expect(await tokens.writeRotation(tenantId, bundle(2_000))).toEqual(older);
+    } finally {
+      vault.onRequest(null);
+    }
+    // Nothing was written over it: first bundle, consent, rotation, older consent.
+    expect(vault.peekLatest(name)?.versions).toBe(4);
+    expect(await tokens.read(tenantId)).toEqual(older);
+  });
+
+  it("does not bring back a token deleted just before the newer consent is put back on top", async () => {
+    const tokens = new TenantTokenStore(store());
+    const tenantId = randomUUID();
+    const name = tenantTokenSecretName(tenantId);
+    await tokens.write(tenantId, bundle(1_000));
+    const consent = bundle(9_000);
+    let puts = 0;
+    vault.onRequest((request) => {
+      if (request.name !== name || request.method !== "PUT") return;
+      puts += 1;
+      // The consent lands before the rotation's write; the offboarding before the repair write.
+      if (puts === 1) vault.putSecret(name, JSON.stringify(consent), { contentType: TENANT_TOKEN_CONTENT_TYPE, tags: { generation: consent.generation } });
+      if (puts === 2) vault.softDelete(name);
+    });
+    try {
+      await expect(tokens.writeRotation(tenantId, bundle(2_000))).rejects.toMatchObject({ name: "SecretStoreError", status: 409 });
+    } finally {
+      vault.onRequest(null);
+    }
+    expect(puts).toBe(2);
+    expect(vault.stateOf(name)).toBe("deleted");
   });
 });
