@@ -46,12 +46,31 @@ const TEST_FILES = {
   // run's Azurite (globalSetup) through the real @azure/data-tables client; tableTimeouts against
   // a socket that never answers. The integration files that reach state start the app.
   "shared/state": ["test/unit/tableTimeouts.test.ts", "test/unit/stateMutants.test.ts"],
+  // Unit tests only: consentMutants.test.ts wires the flow, its sessions, links, signing key and
+  // the application-consent proof as shared/services.ts does, through MSAL and the Key Vault SDK
+  // against the HTTPS fakes and the run's Azurite, without the app. The consent integration files
+  // start the app in beforeAll, which every mutant they reach would pay for.
+  "shared/consent": ["test/unit/consentLink.test.ts", "test/unit/consentMutants.test.ts"],
   // Unit tests that run the real @azure/keyvault-secrets client against the HTTPS fake Key Vault
   // (test/fakes/fakeKeyVault.ts), its slow deletes, recovers and paged lists included, without
   // starting the app: keyVaultRealism.test.ts covers the same ground but its second half starts
   // the app in beforeAll, which every mutant it reaches would pay for.
   "shared/secrets": ["test/unit/appCredentialConfig.test.ts", "test/unit/secretsMutants.test.ts"],
+  // Unit tests only. The pull's integration files (pull*.test.ts, leaseRace, unstableOrder,
+  // graphPull, hundredDays, ...) start the app and the fakes in beforeAll, which every mutant they
+  // reach would re-run: pullMutants.test.ts drives the pull's modules against the run's Azurite
+  // (queues, tables, blobs) without the app instead. tenantPull.ts is reached by none of them yet.
+  "shared/pull": [
+    "test/unit/subWindows.test.ts",
+    "test/unit/compactVersionSet.test.ts",
+    "test/unit/pullHealth.test.ts",
+    "test/unit/pullWindow.test.ts",
+    "test/unit/pullMutants.test.ts",
+  ],
   // The client, the page scanner and the budget are pure or talk to a scripted HTTPS endpoint.
+  // The whole folder is slow (about 4 h at --concurrency 1): every file here pushes pages, some
+  // of megabytes, through pageScanner.ts's instrumented per-character loops, and its static
+  // mutants run all of them. docs/mutation.md measures it a file or a line range at a time.
   "shared/defender": [
     "test/unit/defenderClient.test.ts",
     "test/unit/pageScanner.test.ts",

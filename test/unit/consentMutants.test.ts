@@ -1,0 +1,1128 @@
+import { createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
+import type { TokenCredential } from "@azure/identity";
+import { TableClient } from "@azure/data-tables";
+import type { Agent } from "undici";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { ApplicationConsentVerifier, DEFAULT_PROPAGATION_DELAYS_MS, type SourceProbe } from "../../shared/consent/applicationConsent";
+import type { ConsentResponse } from "../../shared/consent/consentFlow";
+import { buildConsentUrl, verifyConsentLink } from "../../shared/consent/consentLink";
+import { ConsentLinkStore, linkRefusal, type ConsentLinkRecord } from "../../shared/consent/consentLinks";
+import { APPLICATION_PERMISSIONS, carriesRole, CONSENT_MODEL_SUMMARIES, consentModelOf, isConsentModel, permissionLabel, tokenScope } from "../../shared/consent/consentModel";
+import {
+  ConsentSessionLimitError,
+  ConsentSessionStore,
+  DEFAULT_MAX_OPEN_PER_LINK,
+  DEFAULT_MAX_OPEN_PER_TENANT,
+  LEGACY_LINK_ID,
+  PURGE_GRACE_MS,
+  PURGE_PARTITIONS,
+  SESSION_LIFETIME_MS,
+  sessionPartition,
+} from "../../shared/consent/consentSessions";
+import { renderPage, unexpectedFailurePage } from "../../shared/consent/pages";
+import { SIGNING_KEY_SECRET_NAME, SigningKeyProvider } from "../../shared/consent/signingKey";
+import { createSourceProbe } from "../../shared/consent/sourceProbe";
+import type { Logger, LogFields } from "../../shared/logging";
+import type { SecretStore } from "../../shared/secrets/secretStore";
+import { tenantTokenSecretName } from "../../shared/secrets/tenantTokens";
+import type { Services } from "../../shared/services";
+import { DefenderApiError } from "../../shared/sources/sourceErrors";
+import { createTableFactory, type TableFactory } from "../../shared/state/tables";
+import { TABLES } from "../../shared/storage/names";
+import type { FakeStack } from "../fakes/fakeStack";
+import { registerSecrets } from "../harness/secrecy";
+
+/**
+ * shared/consent without the Functions app (issue 15, mutation testing): the consent flow, its
+ * sessions, links, signing key, pages and the application-consent proof, wired as
+ * shared/services.ts wires them, through MSAL and the Key Vault SDK against the HTTPS fakes and
+ * the run's Azurite, on a clock the tests move. Each test asserts what a customer's admin sees
+ * (the page's status and title) or what an operator finds afterwards (tenant record, Key Vault,
+ * links, audit trail, logs).
+ */
+
+// Set by setup(), which only the describes that drive the fakes or the whole flow run: a mutant
+// that only the pure or table-level tests reach (Stryker reruns the covering tests) pays neither
+// for importing the app's whole service graph nor for starting the fakes.
+let stack: FakeStack;
+let services: Services;
+let agent: Agent;
+let flow: typeof import("../../shared/consent/consentFlow");
+let fetch: typeof import("undici").fetch;
+let ready: Promise<void> | undefined;
+/** The app's clock: real time plus what a test adds (tokens from the fakes carry real times). */
+let offsetMs = 0;
+const clock = () => Date.now() + offsetMs;
+/** Waits the app asked for (the application proof's propagation delays), answered at once. */
+const sleeps: number[] = [];
+
+interface LogLine {
+  level: "info" | "warn" | "error";
+  message: string;
+  fields: LogFields;
+}
+const lines: LogLine[] = [];
+const log: Logger = {
+  info: (message, fields = {}) => void lines.push({ level: "info", message, fields }),
+  warn: (message, fields = {}) => void lines.push({ level: "warn", message, fields }),
+  error: (message, fields = {}) => void lines.push({ level: "error", message, fields }),
+};
+const operator = { kind: "user", id: "op-1", name: "Olivia Operator" };
+
+const noCredential = (): TokenCredential => {
+  throw new Error("no credential for a connection string");
+};
+
+/** The fakes and the services as shared/services.ts wires them, once per file. */
+function setup(): Promise<void> {
+  ready ??= (async () => {
+    const [{ startFakeStack, PUBLIC_BASE_URL }, { loadConfig }, { createServices }, consentFlow, undici] = await Promise.all([
+      import("../fakes/fakeStack"),
+      import("../../shared/config"),
+      import("../../shared/services"),
+      import("../../shared/consent/consentFlow"),
+      import("undici"),
+    ]);
+    flow = consentFlow;
+    fetch = undici.fetch;
+    stack = await startFakeStack();
+    registerSecrets(() => [stack.clientSecret, stack.vaultToken], "consentMutants fake stack credentials");
+    stack.entra.setClock(clock);
+    const config = loadConfig({
+      MSSP_CLIENT_ID: stack.clientId,
+      MSSP_CLIENT_SECRET: stack.clientSecret,
+      MSSP_TENANT_ID: stack.msspTenantId,
+      MSSP_PUBLIC_BASE_URL: PUBLIC_BASE_URL,
+      MSSP_DISPLAY_NAME: "Contoso Security",
+      KEY_VAULT_URL: stack.vault.url,
+      AzureWebJobsStorage: inject("storageConnectionString"),
+      ENTRA_AUTHORITY_HOST: stack.entra.url,
+      DEFENDER_API_BASE_URL: stack.defender.url,
+      GRAPH_API_BASE_URL: stack.graph.url,
+      LOCAL_DEV_CA_CERT_FILE: stack.certFile,
+      LOCAL_DEV_VAULT_TOKEN: stack.vaultToken,
+    });
+    services = createServices(config, {
+      clock,
+      sleep: async (ms) => void sleeps.push(ms),
+      storageTimeoutMs: 10_000,
+    });
+    agent = new undici.Agent({ connect: { ca: stack.certPem } });
+  })();
+  return ready;
+}
+
+afterAll(async () => {
+  await agent?.close();
+  await stack?.stop();
+});
+
+afterEach(() => {
+  offsetMs = 0;
+  sleeps.length = 0;
+  lines.length = 0;
+  if (!stack) return;
+  stack.entra.clearFailures();
+  stack.entra.setAppConsentPropagation(0);
+  stack.vault.setFailure(null);
+});
+
+// ---- helpers ------------------------------------------------------------------------------
+
+function titleOf(body: string): string {
+  return /<title>([^<]*)<\/title>/.exec(body)?.[1] ?? "";
+}
+
+function page(response: ConsentResponse): { status: number; title: string; body: string; headers: Record<string, string>; cookies: NonNullable<import("../../shared/ui/page").PageCookie[]> } {
+  if (response.kind !== "page") throw new Error(`expected a page, got a redirect to ${response.location}`);
+  return { status: response.page.status, title: titleOf(response.page.body), body: response.page.body, headers: response.page.headers, cookies: response.page.cookies ?? [] };
+}
+
+function linkQuery(consentUrl: string): { tenantId: string; query: { link: string | null; exp: string | null; sig: string | null } } {
+  const url = new URL(consentUrl);
+  return {
+    tenantId: url.pathname.split("/").pop() ?? "",
+    query: { link: url.searchParams.get("link"), exp: url.searchParams.get("exp"), sig: url.searchParams.get("sig") },
+  };
+}
+
+async function register(extra: Record<string, unknown> = {}, tenantId = randomUUID()): Promise<{ tenantId: string; consentUrl: string; linkId: string; createdAt: string }> {
+  const view = await services.tenantAdmin.register({ tenantId, displayName: "Fabrikam Ltd", ...extra }, operator, log);
+  return { tenantId, consentUrl: view.consentUrl ?? "", linkId: view.linkId ?? "", createdAt: view.createdAt };
+}
+
+async function start(consentUrl: string): Promise<ConsentResponse> {
+  const { tenantId, query } = linkQuery(consentUrl);
+  return services.consent.start(tenantId, query, log);
+}
+
+function cookieHeader(response: ConsentResponse): string {
+  if (response.kind !== "redirect") throw new Error(`expected a redirect, got ${response.page.status} ${titleOf(response.page.body)}`);
+  return (response.cookies ?? []).map((cookie) => `${cookie.name}=${cookie.value}`).join("; ");
+}
+
+/** The browser's hop through the fake Entra ID: its redirect back to the app's callback. */
+async function authorize(location: string): Promise<URL> {
+  const answer = await fetch(location, { dispatcher: agent, redirect: "manual" });
+  await answer.text();
+  const back = answer.headers.get("location");
+  if (answer.status !== 302 || !back) throw new Error(`authorize answered ${answer.status}`);
+  return new URL(back);
+}
+
+/** Link to callback, as the admin's browser does it. */
+async function consent(consentUrl: string): Promise<{ started: ConsentResponse; callbackUrl: URL; cookie: string; finished: ConsentResponse }> {
+  const started = await start(consentUrl);
+  if (started.kind !== "redirect") throw new Error(`start answered ${started.page.status} ${titleOf(started.page.body)}`);
+  const callbackUrl = await authorize(started.location);
+  const cookie = cookieHeader(started);
+  const finished = await services.consent.callback(callbackUrl.searchParams, cookie, log);
+  return { started, callbackUrl, cookie, finished };
+}
+
+const tenantRecord = async (tenantId: string) => services.tenants.get(tenantId);
+const storedBundle = (tenantId: string) => stack.vault.peekLatest(tenantTokenSecretName(tenantId));
+const auditOf = async (tenantId: string) => (await services.audit.list({ tenantId, limit: 50 })).map((entry) => `${entry.action}: ${entry.detail}`);
+const linkOf = async (tenantId: string, linkId: string, createdAt: string) => services.tenantAdmin.links(tenantId).then(() => new ConsentLinkStore(services.tables, clock).get(tenantId, linkId, createdAt));
+
+/** A table factory with tables of this test's own (the purge and the counts see only its rows). */
+function ownTables(): { factory: TableFactory; raw: (name: string) => TableClient } {
+  const connectionString = inject("storageConnectionString");
+  const suffix = randomBytes(5).toString("hex");
+  const inner = createTableFactory({ kind: "connectionString", connectionString }, noCredential);
+  const nameOf = (name: string) => `${name.replace(/^Mssp/, "M")}${suffix}`;
+  return {
+    factory: { open: (name: string) => inner.open(nameOf(name)) },
+    raw: (name) => TableClient.fromConnectionString(connectionString, nameOf(name), { allowInsecureConnection: true }),
+  };
+}
+
+const sha256hex = (text: string) => createHash("sha256").update(text).digest("hex");
+
+// ---- consent links: signature ---------------------------------------------------------------
+
+describe("a consent link's signature", () => {
+  const key = randomBytes(32);
+  const tenantId = "0b0c4d1e-1111-4222-8333-944445555666";
+  const registeredAt = "2026-11-20T09:00:00.000Z";
+  const linkId = "Ab3_-Ab3_-Ab3_-Ab3_-Ab";
+  const now = Date.UTC(2026, 10, 23, 12);
+  const parts = (url: string) => linkQuery(url).query;
+
+  it("is valid until the second it names, whatever the case of the tenant id and the milliseconds", () => {
+    const url = buildConsentUrl("https://mssp.example", key, { tenantId: tenantId.toUpperCase(), registeredAt, linkId, expiresAt: now + 60_999 });
+    expect(new URL(url).pathname).toBe(`/api/consent/${tenantId.toUpperCase()}`);
+    expect(parts(url).exp).toBe(String(Math.floor((now + 60_000) / 1000)));
+    expect(verifyConsentLink(key, { tenantId, registeredAt }, parts(url), now + 59_999)).toBe("valid");
+    expect(verifyConsentLink(key, { tenantId, registeredAt }, parts(url), now + 60_000)).toBe("expired");
+    expect(parts(url).sig).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    // The signed text is a format: links already sent out must keep verifying after an upgrade.
+    const signed = `consent-link:v3:${tenantId}:${registeredAt}:${linkId}:${Math.floor((now + 60_000) / 1000)}`;
+    expect(parts(url).sig).toBe(createHmac("sha256", key).update(signed).digest("base64url"));
+  });
+
+  it("checks the signature before the expiry, and refuses parts of the wrong shape as malformed", () => {
+    const url = buildConsentUrl("https://mssp.example", key, { tenantId, registeredAt, linkId, expiresAt: now - 1000 });
+    const query = parts(url);
+    expect(verifyConsentLink(randomBytes(32), { tenantId, registeredAt }, query, now)).toBe("bad_signature");
+    expect(verifyConsentLink(key, { tenantId, registeredAt }, query, now)).toBe("expired");
+    const sig = query.sig ?? "";
+    const flipped = `${sig.slice(0, 42)}${sig.endsWith("A") ? "B" : "A"}`;
+    expect(verifyConsentLink(key, { tenantId, registeredAt }, { ...query, sig: flipped }, now)).toBe("bad_signature");
+    for (const bad of [
+      { ...query, link: `${linkId}x` },
+      { ...query, link: `x${linkId}`.slice(0, 22).replace(/^./, "!") },
+      { ...query, exp: "1234567890123" },
+      { ...query, exp: "" },
+      { ...query, exp: `x${query.exp}` },
+      { ...query, sig: `${sig}A` },
+      { ...query, sig: `!${sig.slice(1)}` },
+      { ...query, sig: sig.slice(1) },
+    ]) {
+      expect(verifyConsentLink(key, { tenantId, registeredAt }, bad, now)).toBe("malformed");
+    }
+  });
+});
+
+// ---- consent links: records -----------------------------------------------------------------
+
+describe("the consent link records", () => {
+  const actor = { kind: "user", id: "u", name: `N${"x".repeat(200)}` };
+  const tenant = (over: Partial<{ status: string; consentedAt: string; createdAt: string }> = {}) => ({ status: "pending_consent", createdAt: "r1", ...over });
+
+  it("issue whole-second expiries, name who issued them (128 characters at most) and are found only for their registration", async () => {
+    const { factory } = ownTables();
+    let now = Date.parse("2026-03-01T10:00:00.250Z");
+    const links = new ConsentLinkStore(factory, () => now);
+    const tenantId = randomUUID();
+    const issued = await links.issue({ tenantId, registeredAt: "r1", purpose: "reconsent", ttlMs: 3_600_500, issuedBy: actor, source: "graph", consentModel: "application" });
+    expect(issued.linkId).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(issued).toMatchObject({ tenantId, purpose: "reconsent", source: "graph", consentModel: "application", createdAt: "2026-03-01T10:00:00.250Z", expiresAt: "2026-03-01T11:00:00.000Z", expiresAtMs: Date.parse("2026-03-01T11:00:00.000Z") });
+    expect(issued.issuedBy).toBe(actor.name.slice(0, 128));
+    expect(issued.usedAt).toBeUndefined();
+    expect(await links.get(tenantId, issued.linkId, "r1")).toMatchObject({ linkId: issued.linkId, source: "graph", consentModel: "application" });
+    expect(await links.get(tenantId, issued.linkId, "r0")).toBeUndefined();
+    expect(await links.get(tenantId, "not-a-link-id", "r1")).toBeUndefined();
+    expect(await links.get(tenantId, "Ab3_-Ab3_-Ab3_-Ab3_-Ab", "r1")).toBeUndefined();
+    now += 1000;
+    const plain = await links.issue({ tenantId, registeredAt: "r1", purpose: "registration", ttlMs: 1000, issuedBy: { kind: "k", id: "i", name: "Bob" } });
+    expect(plain).not.toHaveProperty("source");
+    expect(plain).not.toHaveProperty("consentModel");
+    expect(plain.purpose).toBe("registration");
+    await links.issue({ tenantId, registeredAt: "r0", purpose: "registration", ttlMs: 1000, issuedBy: actor });
+    const listed = await links.list(tenantId, "r1");
+    expect(listed.map((link) => link.linkId)).toEqual([plain.linkId, issued.linkId]);
+  });
+
+  it("revoke once (again changes nothing), refuse another registration's link and never forget who revoked", async () => {
+    const { factory } = ownTables();
+    let now = Date.parse("2026-03-01T10:00:00.000Z");
+    const links = new ConsentLinkStore(factory, () => now);
+    const tenantId = randomUUID();
+    const issued = await links.issue({ tenantId, registeredAt: "r1", purpose: "registration", ttlMs: 60_000, issuedBy: actor });
+    expect(await links.revoke(tenantId, issued.linkId, "r2", actor)).toBeUndefined();
+    expect(await links.revokedSince(tenantId, issued.linkId)).toBe(false);
+    now += 5000;
+    const revoked = await links.revoke(tenantId, issued.linkId, "r1", actor);
+    expect(revoked).toMatchObject({ revokedAt: "2026-03-01T10:00:05.000Z", revokedBy: actor.name.slice(0, 128) });
+    now += 5000;
+    expect(await links.revoke(tenantId, issued.linkId, "r1", { kind: "k", id: "i", name: "Someone else" })).toMatchObject({ revokedAt: "2026-03-01T10:00:05.000Z", revokedBy: actor.name.slice(0, 128) });
+    expect(await links.revokedSince(tenantId, issued.linkId)).toBe(true);
+    expect(await links.revokedSince(tenantId, "Ab3_-Ab3_-Ab3_-Ab3_-Ab")).toBe(true);
+    expect(await links.claim(tenantId, issued.linkId, tenant(), "c1")).toBe("revoked");
+  });
+
+  it("let one sign-in claim a link at a time, until it gives it back or 15 minutes pass; spent links stay spent", async () => {
+    const { factory } = ownTables();
+    let now = Date.parse("2026-03-01T10:00:00.000Z");
+    const links = new ConsentLinkStore(factory, () => now);
+    const tenantId = randomUUID();
+    const issued = await links.issue({ tenantId, registeredAt: "r1", purpose: "registration", ttlMs: 3_600_000, issuedBy: actor });
+    expect(await links.claim(tenantId, issued.linkId, tenant({ createdAt: "r0" }), "a")).toBe("unknown_link");
+    expect(await links.claim(tenantId, issued.linkId, tenant(), "a")).toBeUndefined();
+    expect(await links.claim(tenantId, issued.linkId, tenant(), "a")).toBeUndefined();
+    expect(await links.claim(tenantId, issued.linkId, tenant(), "b")).toBe("in_use");
+    now += 15 * 60_000 - 1;
+    expect(await links.claim(tenantId, issued.linkId, tenant(), "b")).toBe("in_use");
+    await links.release(tenantId, issued.linkId, "b");
+    expect(await links.claim(tenantId, issued.linkId, tenant(), "b")).toBe("in_use");
+    now += 1;
+    expect(await links.claim(tenantId, issued.linkId, tenant(), "b")).toBeUndefined();
+    await links.release(tenantId, issued.linkId, "b");
+    expect(await links.claim(tenantId, issued.linkId, tenant(), "c")).toBeUndefined();
+    now += 1000;
+    await links.markUsed(tenantId, issued.linkId);
+    const used = await links.get(tenantId, issued.linkId, "r1");
+    expect(used?.usedAt).toBe(new Date(now).toISOString());
+    expect(await links.claim(tenantId, issued.linkId, tenant(), "c")).toBe("spent");
+    await links.release(tenantId, "Ab3_-Ab3_-Ab3_-Ab3_-Ab", "c");
+  });
+
+  it("decide by the tenant's state which links may still start a sign-in", () => {
+    const link = (over: Partial<ConsentLinkRecord> = {}): ConsentLinkRecord => ({
+      linkId: "l",
+      tenantId: "t",
+      purpose: "registration",
+      createdAt: "2026-03-02T00:00:00.000Z",
+      expiresAt: "2026-03-09T00:00:00.000Z",
+      issuedBy: "o",
+      ...over,
+    });
+    expect(linkRefusal(undefined, { status: "pending_consent" })).toBe("unknown_link");
+    expect(linkRefusal(link({ revokedAt: "x", usedAt: "y" }), { status: "pending_consent" })).toBe("revoked");
+    expect(linkRefusal(link({ usedAt: "y" }), { status: "pending_consent" })).toBe("spent");
+    expect(linkRefusal(link(), { status: "pending_consent" })).toBeUndefined();
+    expect(linkRefusal(link(), { status: "reconsent_required" })).toBeUndefined();
+    expect(linkRefusal(link(), { status: "connected", consentedAt: "2026-03-01T00:00:00.000Z" })).toBe("spent");
+    expect(linkRefusal(link({ purpose: "reconsent" }), { status: "connected", consentedAt: "2026-03-01T00:00:00.000Z" })).toBeUndefined();
+    expect(linkRefusal(link({ purpose: "reconsent" }), { status: "connected" })).toBeUndefined();
+    expect(linkRefusal(link({ purpose: "reconsent" }), { status: "connected", consentedAt: "2026-03-02T00:00:00.000Z" })).toBe("spent");
+    expect(linkRefusal(link({ purpose: "reconsent" }), { status: "connected", consentedAt: "2026-03-03T00:00:00.000Z" })).toBe("spent");
+  });
+});
+
+// ---- signing key ----------------------------------------------------------------------------
+
+describe("the signing key", () => {
+  beforeAll(setup);
+
+  let createKeyVaultSecretStore: typeof import("../../shared/secrets/secretStore").createKeyVaultSecretStore;
+  beforeAll(async () => {
+    ({ createKeyVaultSecretStore } = await import("../../shared/secrets/secretStore"));
+  });
+  function vaultStore(): SecretStore {
+    return createKeyVaultSecretStore({
+      vaultUrl: stack.vault.url,
+      credential: { getToken: async () => ({ token: stack.vaultToken, expiresOnTimestamp: Date.now() + 3_600_000 }) },
+      localDevCaPem: stack.certPem,
+      timeoutMs: 5_000,
+    });
+  }
+  /** The same vault under a name of this test's own (the key's name is fixed). */
+  function renamed(store: SecretStore, name: string, writes: string[]): SecretStore {
+    const map = (n: string) => (n === SIGNING_KEY_SECRET_NAME ? name : n);
+    return {
+      ...store,
+      getOldest: (n) => store.getOldest(map(n)),
+      set: (n, value, options) => {
+        writes.push(n);
+        return store.set(map(n), value, options);
+      },
+    } as SecretStore;
+  }
+
+  it("is made once (32 random bytes, tagged), kept ten minutes, then read again; concurrent callers share one load", async () => {
+    const name = `signing-${randomBytes(4).toString("hex")}`;
+    const writes: string[] = [];
+    let now = 1_000_000;
+    const provider = new SigningKeyProvider(renamed(vaultStore(), name, writes), () => now);
+    const [a, b] = await Promise.all([provider.get(), provider.get()]);
+    expect(writes).toEqual([SIGNING_KEY_SECRET_NAME]);
+    expect(a.length).toBe(32);
+    expect(b.equals(a)).toBe(true);
+    expect(stack.vault.peekLatest(name)).toMatchObject({ contentType: "application/vnd.mssp.hmac-key", tags: { purpose: "consent-link-signing" } });
+    expect(Buffer.from(stack.vault.peekLatest(name)?.value ?? "", "base64").equals(a)).toBe(true);
+    // A newer version appears: the cached key is used until ten minutes pass, and the oldest after.
+    stack.vault.putSecret(name, randomBytes(32).toString("base64"));
+    stack.vault.setFailure({ status: 500, times: 1 });
+    now += 10 * 60_000 - 1;
+    expect((await provider.get()).equals(a)).toBe(true);
+    stack.vault.setFailure(null);
+    now += 1;
+    expect((await provider.get()).equals(a)).toBe(true);
+    expect(writes).toHaveLength(1);
+  });
+
+  it("refuses a key shorter than 32 bytes", async () => {
+    const name = `signing-${randomBytes(4).toString("hex")}`;
+    stack.vault.putSecret(name, randomBytes(31).toString("base64"));
+    const provider = new SigningKeyProvider(renamed(vaultStore(), name, []), () => 0);
+    await expect(provider.get()).rejects.toThrow("consent link signing key in Key Vault is missing or shorter than 32 bytes");
+    const exact = `signing-${randomBytes(4).toString("hex")}`;
+    stack.vault.putSecret(exact, randomBytes(32).toString("base64"));
+    expect((await new SigningKeyProvider(renamed(vaultStore(), exact, []), () => 0).get()).length).toBe(32);
+  });
+});
+
+// ---- pages and models -----------------------------------------------------------------------
+
+describe("the pages", () => {
+  it("carry the title, the MSSP's name, the safety headers, and the copy script only with copyable values", () => {
+    const plain = renderPage(418, { title: "A title", paragraphs: ["First <b>", "Second"] }, { msspName: "Tailspin" });
+    expect(plain.status).toBe(418);
+    expect(titleOf(plain.body)).toBe("A title");
+    expect(plain.body).toContain("<p>First &lt;b&gt;</p>");
+    expect(plain.body).toContain("Connecting Microsoft Defender for Endpoint to Tailspin");
+    expect(plain.body).toContain("This consent was requested by Tailspin.");
+    expect(plain.body).not.toContain("copy.js");
+    expect(plain.body).not.toContain("<script");
+    expect(plain.body).toContain('<body class="consent">');
+    // Nothing in the page's main part but its title and paragraphs.
+    const mainText = (body: string) => (/<main[^>]*>([\s\S]*)<\/main>/.exec(body)?.[1] ?? "").replace(/<[^>]*>/g, "").replace(/\s+/g, " ").trim();
+    expect(mainText(plain.body)).toBe("A title First &lt;b&gt;Second");
+    expect(plain.body).not.toContain("<ol");
+    expect(plain.body).not.toContain("<dl");
+    expect(plain.body).not.toContain("Simulated Microsoft cloud");
+    expect(plain.headers["Content-Security-Policy"]).toContain("frame-ancestors 'none'");
+    expect(plain.headers["Cache-Control"]).toBe("no-store");
+    const full = renderPage(
+      200,
+      { title: "T", paragraphs: [], steps: ["one"], copyable: [["Application ID", "app-1"]], details: [["Ref", "r-9"]] },
+      { sandbox: true },
+    );
+    expect(full.body).toContain('<ol class="steps"><li>one</li></ol>');
+    expect(full.body).toContain("app-1");
+    expect(full.body).toContain('<div class="copy-values">');
+    expect(full.body).toContain('<input id="value-1"');
+    expect(full.body).toContain('<dl class="facts">');
+    expect(full.body).toContain("copy.js");
+    expect(full.body).toContain("<dt>Ref</dt><dd><code>r-9</code></dd>");
+    expect(full.body).toContain("Simulated Microsoft cloud (sandbox)");
+    expect(full.body).toMatch(/Connecting Microsoft Defender for Endpoint to (?!Tailspin)\S/);
+    const empty = renderPage(200, { title: "T", paragraphs: [], steps: [], copyable: [], details: [] });
+    expect(mainText(empty.body)).toBe("T");
+    expect(empty.body).not.toContain("<ol");
+    expect(empty.body).not.toContain("copy-values");
+    expect(empty.body).not.toContain("<dl");
+  });
+
+  it("answer an unexpected failure with 503 and only a reference", () => {
+    const failure = unexpectedFailurePage("ref-123", { msspName: "Tailspin" });
+    expect(failure.status).toBe(503);
+    expect(titleOf(failure.body)).toBe("Something went wrong");
+    expect(failure.body).toContain("give Tailspin this reference:");
+    expect(failure.body).toContain("<dt>Reference</dt><dd><code>ref-123</code></dd>");
+    expect(failure.body).toContain("consent may not have taken effect");
+    expect(unexpectedFailurePage("r").body).toMatch(/give \S+/);
+    expect(unexpectedFailurePage("r").body).not.toContain("give  this");
+  });
+});
+
+describe("the consent models", () => {
+  it("name the permission and scope of each model and source", () => {
+    expect(isConsentModel("delegated")).toBe(true);
+    expect(isConsentModel("application")).toBe(true);
+    expect(isConsentModel("Application")).toBe(false);
+    expect(isConsentModel(1)).toBe(false);
+    expect(consentModelOf({})).toBe("delegated");
+    expect(consentModelOf({ consentModel: "application" })).toBe("application");
+    expect(tokenScope("application", "mde")).toBe("https://api.securitycenter.microsoft.com/.default");
+    expect(tokenScope("application", "graph")).toBe("https://graph.microsoft.com/.default");
+    expect(tokenScope("delegated", "mde")).toBe("https://api.securitycenter.microsoft.com/Alert.Read");
+    expect(tokenScope("delegated", "graph")).toBe("https://graph.microsoft.com/SecurityAlert.Read.All");
+    expect(permissionLabel("application", "mde")).toBe("WindowsDefenderATP Alert.Read.All (application)");
+    expect(permissionLabel("application", "graph")).toBe("Microsoft Graph SecurityAlert.Read.All (application)");
+    expect(permissionLabel("delegated", "mde")).not.toContain("(application)");
+    expect(APPLICATION_PERMISSIONS.mde.resource).toBe("https://api.securitycenter.microsoft.com");
+    expect(APPLICATION_PERMISSIONS.graph.resource).toBe("https://graph.microsoft.com");
+    expect(CONSENT_MODEL_SUMMARIES.delegated).toContain("refresh token in Key Vault");
+    expect(CONSENT_MODEL_SUMMARIES.application).toContain("stores no token at all");
+  });
+
+  it("accept a token's roles only when they carry the source's read permission or its ReadWrite form", () => {
+    expect(carriesRole(["Alert.Read.All"], "mde")).toBe(true);
+    expect(carriesRole(["x", "Alert.ReadWrite.All"], "mde")).toBe(true);
+    expect(carriesRole(["SecurityAlert.Read.All"], "mde")).toBe(false);
+    expect(carriesRole([], "mde")).toBe(false);
+    expect(carriesRole(["SecurityAlert.Read.All"], "graph")).toBe(true);
+    expect(carriesRole(["SecurityAlert.ReadWrite.All"], "graph")).toBe(true);
+    expect(carriesRole(["Alert.Read.All"], "graph")).toBe(false);
+  });
+});
+
+// ---- sessions -------------------------------------------------------------------------------
+
+describe("the sign-in sessions", () => {
+  const key = randomBytes(32);
+
+  it("derive verifier, S256 challenge and nonce from the state and keep only the state's hash", async () => {
+    const { factory, raw } = ownTables();
+    const sessions = new ConsentSessionStore(factory, () => Date.parse("2026-03-01T10:00:00.000Z"));
+    const tenantId = randomUUID();
+    const session = await sessions.begin(key, tenantId, "link-1");
+    expect(session.state).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(session.codeChallenge).toBe(createHash("sha256").update(session.codeVerifier).digest("base64url"));
+    expect(session.codeVerifier).not.toBe(session.nonce);
+    const hash = sha256hex(session.state);
+    const row = await raw(TABLES.consentSessions).getEntity<Record<string, unknown>>(sessionPartition(hash), hash);
+    expect(row).toMatchObject({ kind: "session", tenantId, linkId: "link-1", createdAt: "2026-03-01T10:00:00.000Z", expiresAt: "2026-03-01T10:15:00.000Z", usedAt: "" });
+    expect(JSON.stringify(row)).not.toContain(session.state);
+    expect(JSON.stringify(row)).not.toContain(session.codeVerifier);
+    const claimed = await sessions.claim(key, session.state);
+    expect(claimed).toEqual({ outcome: "claimed", session });
+    expect(await sessions.claim(key, session.state)).toEqual({ outcome: "replayed" });
+    expect(await sessions.claim(key, "x".repeat(43))).toEqual({ outcome: "unknown" });
+    expect(await sessions.claim(key, `${session.state}x`)).toEqual({ outcome: "unknown" });
+    expect((await sessions.begin(key, tenantId)).linkId).toBe(LEGACY_LINK_ID);
+    await expect(sessions.begin(key, tenantId, "bad link")).rejects.toThrow("consent link id must be 1-64 characters of A-Z a-z 0-9 _ -");
+    await expect(sessions.begin(key, "tenant/1", "l")).rejects.toThrow("tenant id is not usable as a table key");
+  });
+
+  it("expire at exactly 15 minutes", async () => {
+    const { factory } = ownTables();
+    let now = Date.parse("2026-03-01T10:00:00.000Z");
+    const sessions = new ConsentSessionStore(factory, () => now);
+    const first = await sessions.begin(key, randomUUID(), "l");
+    const second = await sessions.begin(key, randomUUID(), "l");
+    now += SESSION_LIFETIME_MS - 1;
+    expect((await sessions.claim(key, first.state)).outcome).toBe("claimed");
+    now += 1;
+    expect(await sessions.claim(key, second.state)).toEqual({ outcome: "expired" });
+  });
+
+  it("cap open sign-ins per link and per tenant, say when to retry, and free a place when one is claimed or its link revoked", async () => {
+    const { factory } = ownTables();
+    let now = Date.parse("2026-03-01T10:00:00.000Z");
+    const sessions = new ConsentSessionStore(factory, () => now, { maxOpenPerTenant: 3, maxOpenPerLink: 2 });
+    const tenantId = randomUUID();
+    const a = await sessions.begin(key, tenantId, "la");
+    now += 10_500;
+    await sessions.begin(key, tenantId, "la");
+    const refused = await sessions.begin(key, tenantId, "la").then(() => undefined, (error: unknown) => error);
+    expect(refused).toBeInstanceOf(ConsentSessionLimitError);
+    expect(refused).toMatchObject({ scope: "link", retryAfterSeconds: 890, name: "ConsentSessionLimitError", message: "too many open consent sessions for this link; retry in 890 s" });
+    await sessions.begin(key, tenantId, "lb");
+    await expect(sessions.begin(key, tenantId, "lc")).rejects.toMatchObject({ scope: "tenant", retryAfterSeconds: 890 });
+    expect((await sessions.claim(key, a.state)).outcome).toBe("claimed");
+    await sessions.begin(key, tenantId, "la");
+    await expect(sessions.begin(key, tenantId, "lc")).rejects.toMatchObject({ scope: "tenant" });
+    await sessions.releaseLink(tenantId, "la");
+    await sessions.begin(key, tenantId, "lc");
+    await sessions.releaseLink(tenantId, "unknown-link");
+    await sessions.releaseLink(randomUUID(), "la");
+    // Expired places count no more.
+    now += SESSION_LIFETIME_MS;
+    await sessions.begin(key, tenantId, "la");
+    await sessions.begin(key, tenantId, "la");
+    // Another tenant has its own places.
+    await sessions.begin(key, randomUUID(), "la");
+    expect(DEFAULT_MAX_OPEN_PER_TENANT).toBe(30);
+    expect(DEFAULT_MAX_OPEN_PER_LINK).toBe(10);
+  });
+
+  it("refuse with at least one second to wait, and by default ten per link", async () => {
+    const { factory } = ownTables();
+    let now = Date.parse("2026-03-01T10:00:00.000Z");
+    const sessions = new ConsentSessionStore(factory, () => now);
+    const tenantId = randomUUID();
+    for (let i = 0; i < 10; i++) await sessions.begin(key, tenantId, "l");
+    now += SESSION_LIFETIME_MS - 1;
+    await expect(sessions.begin(key, tenantId, "l")).rejects.toMatchObject({ scope: "link", retryAfterSeconds: 1 });
+  });
+
+  it("read a limit row that was edited by hand as empty rather than refusing starts", async () => {
+    const { factory, raw } = ownTables();
+    const sessions = new ConsentSessionStore(factory, () => Date.parse("2026-03-01T10:00:00.000Z"), { maxOpenPerTenant: 1 });
+    const tenantId = randomUUID();
+    await sessions.begin(key, tenantId, "l");
+    const table = raw(TABLES.consentSessions);
+    const partition = sessionPartition(sha256hex(tenantId));
+    for (const open of ["not json", "{}", JSON.stringify([{ h: 1, l: "l", e: 9e15 }, { h: "x", l: 2, e: 9e15 }, { h: "x", l: "l", e: "9" }, null, 7])]) {
+      await table.updateEntity({ partitionKey: partition, rowKey: `limit_${tenantId}`, open }, "Merge");
+      await sessions.begin(key, tenantId, "l");
+    }
+    await expect(sessions.begin(key, tenantId, "l")).rejects.toMatchObject({ scope: "tenant" });
+  });
+
+  it("purge what expired more than an hour ago, within its bounds, and resume where it stopped", async () => {
+    const { factory, raw } = ownTables();
+    let now = Date.parse("2026-03-01T10:00:00.000Z");
+    const sessions = new ConsentSessionStore(factory, () => now, { maxOpenPerTenant: 100, maxOpenPerLink: 100 });
+    const tenants = [randomUUID(), randomUUID()];
+    const old: string[] = [];
+    for (let i = 0; i < 6; i++) old.push((await sessions.begin(key, tenants[i % 2] as string, "l")).state);
+    now += SESSION_LIFETIME_MS + PURGE_GRACE_MS;
+    const fresh = await sessions.begin(key, randomUUID(), "l");
+    // Exactly at the grace's end: kept.
+    expect(await sessions.purge()).toMatchObject({ deletedSessions: 0, deletedLimitRows: 0, complete: true, partitionsVisited: PURGE_PARTITIONS.length });
+    now += 1;
+    const bounded = await sessions.purge({ maxDeletes: 2 });
+    expect(bounded.complete).toBe(false);
+    expect(bounded.deletedSessions + bounded.deletedLimitRows).toBe(2);
+    expect(PURGE_PARTITIONS).toContain(bounded.nextPartition);
+    const cursor = await raw(TABLES.consentSessions).getEntity<{ nextPartition: string }>("housekeeping", "purgeCursor");
+    expect(cursor.nextPartition).toBe(bounded.nextPartition);
+    const rest = await sessions.purge();
+    expect(rest.complete).toBe(true);
+    expect(bounded.deletedSessions + rest.deletedSessions).toBe(6);
+    expect(bounded.deletedLimitRows + rest.deletedLimitRows).toBe(2);
+    expect(rest.transactions).toBeGreaterThan(0);
+    expect(await sessions.claim(key, old[0] as string)).toEqual({ outcome: "unknown" });
+    expect((await sessions.claim(key, fresh.state)).outcome).toBe("claimed");
+    const timedOut = await sessions.purge({ maxMillis: 0 });
+    expect(timedOut).toMatchObject({ complete: false, deletedSessions: 0, partitionsVisited: 1 });
+  });
+
+  it("still completes a sign-in begun in the old single partition, and the purge empties that partition too", async () => {
+    const { factory, raw } = ownTables();
+    let now = Date.parse("2026-03-01T10:00:00.000Z");
+    const sessions = new ConsentSessionStore(factory, () => now);
+    await sessions.begin(key, randomUUID(), "l"); // creates the table
+    const state = randomBytes(32).toString("base64url");
+    const hash = sha256hex(state);
+    const tenantId = randomUUID();
+    const table = raw(TABLES.consentSessions);
+    await table.createEntity({ partitionKey: "session", rowKey: hash, kind: "session", tenantId, linkId: "", createdAt: new Date(now).toISOString(), expiresAt: new Date(now + 60_000).toISOString(), usedAt: "" });
+    const claimed = await sessions.claim(key, state);
+    expect(claimed).toMatchObject({ outcome: "claimed", session: { tenantId, linkId: LEGACY_LINK_ID, state } });
+    now += 2 * 3_600_000;
+    const report = await sessions.purge();
+    expect(report.deletedSessions).toBeGreaterThanOrEqual(2);
+    await expect(table.getEntity("session", hash)).rejects.toMatchObject({ statusCode: 404 });
+  });
+});
+
+// ---- application consent proof and source probe ---------------------------------------------
+
+describe("the proof of an application consent", () => {
+  beforeAll(setup);
+
+  const noProbe: SourceProbe = async () => undefined;
+
+  it("is proven by a token with the tenant, the role and a source that answers; the service principal is the token's oid", async () => {
+    const tenantId = randomUUID();
+    stack.entra.grantAppConsent(tenantId, stack.clientId, [`${APPLICATION_PERMISSIONS.mde.resource}/Alert.Read.All`]);
+    const probed: unknown[] = [];
+    const verifier = new ApplicationConsentVerifier({ entra: services.entra, clock, sleep: async () => undefined, probe: async (input) => void probed.push(input) });
+    const proof = await verifier.prove({ tenantId: tenantId.toUpperCase(), source: "mde", defenderRegion: "eu" });
+    expect(proof.kind).toBe("proven");
+    expect(proof.kind === "proven" ? proof.servicePrincipalId : undefined).toMatch(/^[0-9a-f-]{36}$/);
+    expect(probed).toEqual([{ tenantId: tenantId.toUpperCase(), source: "mde", defenderRegion: "eu", accessToken: expect.any(String) }]);
+    await verifier.prove({ tenantId, source: "mde" });
+    expect(probed[1]).not.toHaveProperty("defenderRegion");
+  });
+
+  it("waits 1, 2 and 3 s for a consent still spreading, then reports it pending with Entra's code", async () => {
+    const tenantId = randomUUID();
+    const waited: number[] = [];
+    const verifier = new ApplicationConsentVerifier({ entra: services.entra, clock, sleep: async (ms) => void waited.push(ms), probe: noProbe });
+    expect(await verifier.prove({ tenantId, source: "graph" })).toEqual({ kind: "pending", reason: "AADSTS7000229" });
+    expect(waited).toEqual([1000, 2000, 3000]);
+    expect(DEFAULT_PROPAGATION_DELAYS_MS).toEqual([1000, 2000, 3000]);
+    // Granted while it waits: proven at the next attempt, no more waiting.
+    waited.length = 0;
+    const later = new ApplicationConsentVerifier({
+      entra: services.entra,
+      clock,
+      sleep: async (ms) => {
+        waited.push(ms);
+        stack.entra.grantAppConsent(tenantId, stack.clientId, [`${APPLICATION_PERMISSIONS.graph.resource}/SecurityAlert.Read.All`]);
+      },
+      probe: noProbe,
+      propagationDelaysMs: [5, 7],
+    });
+    expect((await later.prove({ tenantId, source: "graph" })).kind).toBe("proven");
+    expect(waited).toEqual([5]);
+    const none = new ApplicationConsentVerifier({ entra: services.entra, clock, sleep: async () => undefined, probe: noProbe, propagationDelaysMs: [] });
+    expect(await none.prove({ tenantId: randomUUID(), source: "mde" })).toEqual({ kind: "pending", reason: "AADSTS7000229" });
+  });
+
+  it("tells a missing role, another tenant's token, Entra's refusal and the source's answers apart", async () => {
+    const tenantId = randomUUID();
+    stack.entra.grantAppConsent(tenantId, stack.clientId, [`${APPLICATION_PERMISSIONS.graph.resource}/SecurityAlert.Read.All`]);
+    const prove = (probe: SourceProbe, source: "mde" | "graph" = "graph", entra = services.entra) =>
+      new ApplicationConsentVerifier({ entra, clock, sleep: async () => undefined, probe, propagationDelaysMs: [] }).prove({ tenantId, source });
+    expect(await prove(noProbe, "mde")).toEqual({ kind: "pending", reason: "role_missing" });
+    const other = randomUUID();
+    stack.entra.grantAppConsent(other, stack.clientId, [`${APPLICATION_PERMISSIONS.graph.resource}/SecurityAlert.Read.All`]);
+    expect(await prove(noProbe, "graph", { acquireAppToken: (input) => services.entra.acquireAppToken({ ...input, tenantId: other }) } as typeof services.entra)).toEqual({ kind: "wrong_tenant" });
+    stack.entra.removeAppRole(tenantId);
+    expect(await prove(noProbe)).toEqual({ kind: "pending", reason: "role_missing" });
+    stack.entra.grantAppConsent(tenantId, stack.clientId, [`${APPLICATION_PERMISSIONS.graph.resource}/SecurityAlert.ReadWrite.All`]);
+    const fail = (code: "unauthorized" | "forbidden" | "server_error") => async () => {
+      throw new DefenderApiError(code, `source said ${code}`);
+    };
+    expect(await prove(fail("unauthorized"))).toEqual({ kind: "pending", reason: "source_unauthorized" });
+    expect(await prove(fail("forbidden"))).toEqual({ kind: "source_unavailable", code: "source_forbidden" });
+    expect(await prove(fail("server_error"))).toEqual({ kind: "source_unavailable", code: "source_server_error" });
+    expect(
+      await prove(async () => {
+        throw new Error("socket");
+      }),
+    ).toEqual({ kind: "source_unavailable", code: "source_unavailable" });
+    stack.entra.failAllTokenRequests({ status: 401, error: "invalid_client", errorCode: 7000215 }, 1);
+    expect(await prove(noProbe)).toMatchObject({ kind: "token_failed", failure: { category: "app_credential", aadsts: "AADSTS7000215" } });
+  });
+
+  it("reads one alert of the last 24 hours from the tenant's source, through the app's clients", async () => {
+    const [{ createHttpClient }, { RateBudget }, { DefenderClient }, { GraphClient }] = await Promise.all([
+      import("../../shared/http/httpClient"),
+      import("../../shared/defender/rateBudget"),
+      import("../../shared/defender/defenderClient"),
+      import("../../shared/graph/graphClient"),
+    ]);
+    const http = createHttpClient({ extraCaPem: stack.certPem });
+    const budget = () => new RateBudget({ clock, sleep: async () => undefined });
+    const deps = { http, userAgent: "test", requestTimeoutMs: 5000, clock, sleep: async () => undefined };
+    const probe = createSourceProbe({
+      defender: new DefenderClient({ ...deps, budget: budget() }),
+      graph: new GraphClient({ ...deps, budget: budget() }),
+      defenderApiBaseUrl: stack.defender.url,
+      graphApiBaseUrl: stack.graph.url,
+      clock,
+    });
+    const tenantId = randomUUID();
+    stack.entra.grantAppConsent(tenantId, stack.clientId, [
+      `${APPLICATION_PERMISSIONS.mde.resource}/Alert.Read.All`,
+      `${APPLICATION_PERMISSIONS.graph.resource}/SecurityAlert.Read.All`,
+    ]);
+    const mde = await services.entra.acquireAppToken({ tenantId, scope: APPLICATION_PERMISSIONS.mde.scope });
+    const before = clock();
+    await probe({ tenantId, source: "mde", defenderRegion: "eu", accessToken: mde.accessToken });
+    const [request] = stack.defender.requests(tenantId);
+    expect(request?.query.get("$top")).toBe("1");
+    // Only whether the source answers matters: no evidence is asked for.
+    expect(request?.query.get("$expand")).toBeNull();
+    const filter = request?.query.get("$filter") ?? "";
+    const times = [...filter.matchAll(/(\d{4}-\d\d-\d\dT[\d:.]+Z)/g)].map((m) => Date.parse(m[1] as string));
+    expect(times).toHaveLength(2);
+    expect(Math.max(...times) - Math.min(...times)).toBe(24 * 3_600_000);
+    expect(Math.max(...times)).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000);
+    expect(Math.max(...times)).toBeLessThanOrEqual(Date.now());
+    const graph = await services.entra.acquireAppToken({ tenantId, scope: APPLICATION_PERMISSIONS.graph.scope });
+    await probe({ tenantId, source: "graph", accessToken: graph.accessToken });
+    await expect(probe({ tenantId, source: "graph", accessToken: mde.accessToken })).rejects.toBeInstanceOf(DefenderApiError);
+    await expect(probe({ tenantId, source: "mde", accessToken: graph.accessToken })).rejects.toBeInstanceOf(DefenderApiError);
+  });
+});
+
+// ---- the consent flow: start ----------------------------------------------------------------
+
+describe("opening a consent link", () => {
+  beforeAll(setup);
+
+  it("sends the admin to Entra ID with PKCE, a fresh state and nonce, consent prompt and the source's scopes, bound to this browser", async () => {
+    const { tenantId, consentUrl } = await register();
+    const started = await start(consentUrl);
+    if (started.kind !== "redirect") throw new Error("expected a redirect");
+    const location = new URL(started.location);
+    expect(`${location.origin}${location.pathname}`).toBe(`${stack.entra.url}/${tenantId}/oauth2/v2.0/authorize`);
+    const q = location.searchParams;
+    expect(q.get("code_challenge_method")).toBe("S256");
+    expect(q.get("code_challenge")).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(q.get("prompt")).toBe("consent");
+    expect(q.get("scope")?.split(" ").sort()).toEqual(["https://api.securitycenter.microsoft.com/Alert.Read", "offline_access", "openid", "profile"]);
+    const state = q.get("state") ?? "";
+    expect(state).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(q.get("nonce")).toMatch(/.{20,}/);
+    expect(started.cookies).toEqual([flow.stateCookie(state)]);
+    const [cookie] = started.cookies ?? [];
+    expect(cookie).toMatchObject({ path: "/", secure: true, httpOnly: true, sameSite: "Lax", maxAge: 900 });
+    expect(cookie?.name).toMatch(/^__Host-consent-[A-Za-z0-9]{16}$/);
+    expect(cookie?.value).toBe(createHash("sha256").update(`consent-state:${state}`).digest("base64url"));
+    expect(cookie?.value).not.toContain(state);
+    // A second start: another state, nonce and challenge.
+    const again = await start(consentUrl);
+    const q2 = new URL(again.kind === "redirect" ? again.location : "https://x").searchParams;
+    expect(q2.get("state")).not.toBe(state);
+    expect(q2.get("nonce")).not.toBe(q.get("nonce"));
+    expect(q2.get("code_challenge")).not.toBe(q.get("code_challenge"));
+    expect(lines.filter((line) => line.message === "consent started")).toHaveLength(2);
+    expect(lines.find((line) => line.message === "consent started")?.fields).toMatchObject({ tenantId, source: "mde", consentStep: "start", outcome: "started" });
+  });
+
+  it("asks a graph tenant for Graph's scope, and moves only the sign-in page's origin for local development", async () => {
+    const { tenantId, consentUrl } = await register({ source: "graph" });
+    const started = await start(consentUrl);
+    const location = new URL(started.kind === "redirect" ? started.location : "https://x");
+    expect(location.searchParams.get("scope")).toContain("https://graph.microsoft.com/SecurityAlert.Read.All");
+    expect(flow.signInRedirect(location.toString(), undefined)).toBe(location.toString());
+    expect(flow.signInRedirect(`${location.toString()}#frag`, "http://127.0.0.1:9999/ignored?x=1")).toBe(`http://127.0.0.1:9999/${tenantId}/oauth2/v2.0/authorize${location.search}#frag`);
+  });
+
+  it.each<[string, (url: string, tenantId: string) => string | Promise<string>, number, string]>([
+    ["a tenant id that is not a GUID", (url) => url.replace(/consent\/[^?]+/, "consent/not-a-guid"), 400, "This consent link is not valid"],
+    ["an unknown tenant", (url) => url.replace(/consent\/[^?]+/, `consent/${randomUUID()}`), 400, "This consent link is not valid"],
+    ["a tampered signature", (url) => url.replace(/sig=./, (m) => (m.endsWith("A") ? "sig=B" : "sig=A")), 400, "This consent link is not valid"],
+    ["a missing signature", (url) => url.replace(/&sig=[^&]+/, ""), 400, "This consent link is not valid"],
+  ])("refuses %s with %i", async (_name, alter, status, title) => {
+    const { tenantId, consentUrl } = await register();
+    const refused = page(await start(await alter(consentUrl, tenantId)));
+    expect([refused.status, refused.title]).toEqual([status, title]);
+    expect(refused.body).toContain("Ask Contoso Security for a new consent link.");
+  });
+
+  it("refuses an expired link (410) and logs why without the link", async () => {
+    const { consentUrl } = await register();
+    offsetMs = 7 * 24 * 3_600_000 + 1000;
+    const refused = page(await start(consentUrl));
+    expect([refused.status, refused.title]).toEqual([410, "This consent link has expired"]);
+    const line = lines.find((entry) => entry.message === "consent link refused");
+    expect(line?.fields).toMatchObject({ reason: "expired", errorCode: "link_expired", outcome: "refused" });
+    expect(JSON.stringify(lines)).not.toContain(linkQuery(consentUrl).query.sig ?? "-");
+  });
+
+  it("refuses a link of an offboarded tenant, a withdrawn link, a spent one and one superseded by a consent", async () => {
+    const off = await register();
+    await services.tenantAdmin.offboard(off.tenantId, operator, log);
+    expect(page(await start(off.consentUrl))).toMatchObject({ status: 410, title: "This consent link is no longer active" });
+
+    const revoked = await register();
+    await services.tenantAdmin.revokeLink(revoked.tenantId, revoked.linkId, operator, log);
+    expect(page(await start(revoked.consentUrl))).toMatchObject({ status: 410, title: "This consent link was withdrawn" });
+
+    const done = await register();
+    const extra = await services.tenantAdmin.requestReconsent(done.tenantId, undefined, operator, log);
+    expect(page((await consent(done.consentUrl)).finished).status).toBe(200);
+    const spent = page(await start(done.consentUrl));
+    expect(spent).toMatchObject({ status: 410, title: "This consent link has already been used" });
+    expect(spent.body).toContain("If Contoso Security asked you to consent again");
+    // A registration link issued before the consent: superseded by it.
+    expect(page(await start(extra.consentUrl))).toMatchObject({ status: 410, title: "This consent link has already been used" });
+    // A re-consent link issued after it works.
+    offsetMs = 1000;
+    const reconsent = await services.tenantAdmin.requestReconsent(done.tenantId, undefined, operator, log);
+    expect((await start(reconsent.consentUrl)).kind).toBe("redirect");
+    const refusals = lines.filter((line) => line.message === "consent link refused by its record").map((line) => [line.fields["reason"], line.fields["errorCode"]]);
+    expect(refusals).toEqual([
+      ["revoked", "link_revoked"],
+      ["spent", "link_spent"],
+      ["spent", "link_spent"],
+    ]);
+  });
+
+  it("refuses the eleventh open sign-in of one link with 429 and Retry-After", async () => {
+    const { consentUrl } = await register();
+    for (let i = 0; i < 10; i++) expect((await start(consentUrl)).kind).toBe("redirect");
+    offsetMs = 5 * 60_000;
+    const refused = page(await start(consentUrl));
+    expect([refused.status, refused.title]).toEqual([429, "Too many sign-ins in progress"]);
+    const retry = Number(refused.headers["Retry-After"]);
+    expect(retry).toBeGreaterThan(595);
+    expect(retry).toBeLessThanOrEqual(601);
+    expect(refused.body).toContain("Please try again in 10 minute(s)");
+    expect(lines.find((line) => line.fields["errorCode"] === "too_many_sign_ins")?.fields).toMatchObject({ scope: "link" });
+  });
+});
+
+// ---- the consent flow: callback -------------------------------------------------------------
+
+describe("finishing a delegated consent", () => {
+  beforeAll(setup);
+
+  it("stores the refresh token in Key Vault only, connects the tenant, spends the link, audits and clears the cookie", async () => {
+    const { tenantId, consentUrl, linkId, createdAt } = await register();
+    stack.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { preferredUsername: "alice@fabrikam.test" } });
+    const { finished, cookie } = await consent(consentUrl);
+    const done = page(finished);
+    expect([done.status, done.title]).toEqual([200, "Consent complete"]);
+    expect(done.body).toContain("Thank you. Fabrikam Ltd is now connected, signed in as alice@fabrikam.test.");
+    expect(done.body).toContain(stack.clientId);
+    expect(done.body).toContain(stack.msspTenantId);
+    expect(done.body).toContain("Settings &gt; Endpoints &gt; APIs &gt; SIEM");
+    expect(done.cookies).toEqual([{ ...flow.stateCookie("x"), name: cookie.split("=")[0] ?? "", value: "", maxAge: 0 }]);
+    const bundle = storedBundle(tenantId);
+    const stored = JSON.parse(bundle?.value ?? "{}") as { refreshToken?: string; refreshTokenObtainedAt?: number };
+    expect(stored.refreshToken).toMatch(/.{16,}/);
+    expect(stack.entra.issuedSecrets()).toContain(stored.refreshToken);
+    expect(Math.abs((stored.refreshTokenObtainedAt ?? 0) - Date.now())).toBeLessThan(60_000);
+    expect(done.body).not.toContain(stored.refreshToken);
+    const record = await tenantRecord(tenantId);
+    expect(record).toMatchObject({ status: "connected", consentModel: "delegated", source: "mde", consentedBy: "alice@fabrikam.test" });
+    expect(record?.consentedByObjectId).toMatch(/^[0-9a-f-]{36}$/);
+    expect((await linkOf(tenantId, linkId, createdAt))?.usedAt).toBeDefined();
+    expect(await auditOf(tenantId)).toContain(`consent_completed: Consent given through link ${linkId} for source mde`);
+    expect(lines.find((line) => line.message === "tenant connected")?.fields).toMatchObject({ tenantId, source: "mde", consentStep: "callback", outcome: "connected" });
+    expect(JSON.stringify(lines)).not.toContain(stored.refreshToken);
+  });
+
+  it("shows Graph's page, and records a new consenter and a new source on a re-consent", async () => {
+    const { tenantId, consentUrl } = await register();
+    stack.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { preferredUsername: "alice@fabrikam.test" } });
+    await consent(consentUrl);
+    offsetMs = 2000;
+    const again = await services.tenantAdmin.requestReconsent(tenantId, { source: "graph" }, operator, log);
+    stack.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { preferredUsername: "bob@fabrikam.test" } });
+    const done = page((await consent(again.consentUrl)).finished);
+    expect(done.body).toContain("through Microsoft Graph");
+    expect(done.body).not.toContain("Settings &gt; Endpoints");
+    expect(await tenantRecord(tenantId)).toMatchObject({ source: "graph", consentedBy: "bob@fabrikam.test", previousConsentedBy: "alice@fabrikam.test" });
+    const audit = await auditOf(tenantId);
+    expect(audit).toContain("source_changed: Alert source changed from mde to graph");
+    expect(audit).toContain("consenter_changed: The consent was given by a different user than before (was alice@fabrikam.test)");
+    expect(lines.some((line) => line.fields["errorCode"] === "consenter_changed")).toBe(true);
+    // The same person again: no new consenter.
+    offsetMs = 4000;
+    const third = await services.tenantAdmin.requestReconsent(tenantId, undefined, operator, log);
+    await consent(third.consentUrl);
+    expect((await auditOf(tenantId)).filter((entry) => entry.startsWith("consenter_changed"))).toHaveLength(1);
+    expect((await auditOf(tenantId)).filter((entry) => entry.startsWith("source_changed"))).toHaveLength(1);
+  });
+
+  it.each<[string, string, (tenantId: string) => void, number, string, string | undefined]>([
+    ["an admin of another tenant", "tenant_mismatch", (t) => stack.entra.setConsentBehaviour(t, { kind: "approve", user: { homeTenantId: randomUUID() } }), 403, "Signed in to a different organization", "tenant_mismatch"],
+    // MSAL compares the nonce first (ClientAuthError nonce_mismatch): a refused sign-in, recorded.
+    ["a nonce of another sign-in", "nonce_mismatch", (t) => stack.entra.idTokenOverrides(t, { nonce: randomUUID() }, 1), 400, "Consent could not be completed", "nonce_mismatch"],
+    ["another issuer", "wrong_issuer", (t) => stack.entra.idTokenOverrides(t, { iss: `https://sts.windows.net/${t}/` }, 1), 400, "The sign-in could not be verified", undefined],
+    ["a declined consent", "access_denied", (t) => stack.entra.setConsentBehaviour(t, { kind: "deny", error: "access_denied" }), 403, "Consent was declined", "access_denied"],
+    ["a cancelled admin consent", "permission_denied", (t) => stack.entra.setConsentBehaviour(t, { kind: "deny", error: "permission_denied" }), 403, "Consent was declined", "permission_denied"],
+    ["an error OAuth does not define", "authorization_error", (t) => stack.entra.setConsentBehaviour(t, { kind: "deny", error: "call_evil_example" }), 400, "Consent was not completed", "authorization_error"],
+    ["another OAuth error", "consent_required", (t) => stack.entra.setConsentBehaviour(t, { kind: "deny", error: "consent_required" }), 400, "Consent was not completed", "consent_required"],
+    ["Entra ID down", "AADSTS50033", () => stack.entra.failAllTokenRequests({ status: 503, error: "temporarily_unavailable", errorCode: 50033 }, 1), 503, "Consent could not be completed", undefined],
+    ["the app's credential refused", "AADSTS7000215", () => stack.entra.failAllTokenRequests({ status: 401, error: "invalid_client", errorCode: 7000215 }, 1), 502, "Consent could not be completed", undefined],
+    ["the code refused", "AADSTS70008", () => stack.entra.failAllTokenRequests({ status: 400, error: "invalid_grant", errorCode: 70008 }, 1), 400, "Consent could not be completed", "AADSTS70008"],
+  ])("refuses %s, stores no token and gives the link back", async (_name, reason, arrange, status, title, recorded) => {
+    const { tenantId, consentUrl } = await register();
+    arrange(tenantId);
+    const result = page((await consent(consentUrl)).finished);
+    expect([result.status, result.title]).toEqual([status, title]);
+    expect(result.body).toMatch(/Nothing was saved|no access was granted|Microsoft Entra ID answered|open the consent link again/i);
+    expect(storedBundle(tenantId)).toBeUndefined();
+    const record = await tenantRecord(tenantId);
+    expect(record?.status).toBe("pending_consent");
+    expect(record?.lastErrorCode).toBe(recorded);
+    if (recorded) expect(record?.lastErrorAt).toBeDefined();
+    expect(lines.some((line) => JSON.stringify(line.fields).includes(reason))).toBe(true);
+    if (reason === "AADSTS7000215") expect(lines.some((line) => line.level === "error" && line.message.startsWith("the MSSP application's credential was rejected"))).toBe(true);
+    stack.entra.clearFailures();
+    stack.entra.setConsentBehaviour(tenantId, { kind: "approve" });
+    expect(page((await consent(consentUrl)).finished).status).toBe(200);
+  });
+
+  it("refuses a callback without state, from another browser, with a forged state, replayed or too late", async () => {
+    const bad = (query: string, cookie: string | null) => services.consent.callback(new URLSearchParams(query), cookie, log).then(page);
+    expect(await bad("code=x", null)).toMatchObject({ status: 400, title: "This sign-in response is not valid" });
+    expect(await bad(`state=${"a".repeat(257)}`, null)).toMatchObject({ status: 400, title: "This sign-in response is not valid" });
+    const { tenantId, consentUrl } = await register();
+    const started = await start(consentUrl);
+    const cookie = cookieHeader(started);
+    const callbackUrl = await authorize(started.kind === "redirect" ? started.location : "");
+    const state = callbackUrl.searchParams.get("state") ?? "";
+    const other = await bad(callbackUrl.search.slice(1), null);
+    expect(other).toMatchObject({ status: 400, title: "Finish the sign-in in the browser that started it" });
+    expect(other.cookies).toEqual([]);
+    const wrong = cookie.replace(/=(.)/, (_m, c: string) => `=${c === "A" ? "B" : "A"}`);
+    expect(await bad(callbackUrl.search.slice(1), wrong)).toMatchObject({ title: "Finish the sign-in in the browser that started it" });
+    expect(await bad(callbackUrl.search.slice(1), `${cookie}x`)).toMatchObject({ title: "Finish the sign-in in the browser that started it" });
+    // A state this app never issued, with its own matching cookie (an attacker's browser).
+    const forged = randomBytes(32).toString("base64url");
+    const forgedCookie = flow.stateCookie(forged);
+    const unknown = await bad(`state=${forged}&code=x`, `${forgedCookie.name}=${forgedCookie.value}`);
+    expect(unknown).toMatchObject({ status: 400, title: "This sign-in response is not valid" });
+    expect(unknown.cookies).toMatchObject([{ name: forgedCookie.name, value: "", maxAge: 0 }]);
+    expect(lines.find((line) => line.fields["reason"] === "state_unknown")).toBeDefined();
+    // The real one, too late: nothing stored; in time it connects, and once only.
+    offsetMs = SESSION_LIFETIME_MS;
+    const late = await bad(callbackUrl.search.slice(1), cookie);
+    expect(late).toMatchObject({ status: 400, title: "This sign-in took too long" });
+    expect(late.body).toContain("Sign-ins must finish within 15 minutes.");
+    expect(storedBundle(tenantId)).toBeUndefined();
+    offsetMs = 0;
+    expect(await bad(callbackUrl.search.slice(1), cookie)).toMatchObject({ status: 200, title: "Consent complete" });
+    expect(await bad(callbackUrl.search.slice(1), cookie)).toMatchObject({ status: 400, title: "This sign-in response was already used" });
+    expect(lines.filter((line) => line.message === "consent callback refused").map((line) => line.fields["errorCode"])).toEqual([
+      "state_other_browser",
+      "state_other_browser",
+      "state_other_browser",
+      "state_unknown",
+      "state_expired",
+      "state_replayed",
+    ]);
+    expect(state).not.toBe("");
+    offsetMs = 1000;
+    const { consentUrl: nextUrl } = await services.tenantAdmin.requestReconsent(tenantId, undefined, operator, log);
+    // A good callback that carries no code.
+    const second = await start(nextUrl);
+    const back = await authorize(second.kind === "redirect" ? second.location : "");
+    back.searchParams.delete("code");
+    expect(await bad(back.search.slice(1), cookieHeader(second))).toMatchObject({ status: 400, title: "This sign-in response is not valid" });
+    const third = await start(nextUrl);
+    const backLong = await authorize(third.kind === "redirect" ? third.location : "");
+    backLong.searchParams.set("code", "c".repeat(4097));
+    const long = await bad(backLong.search.slice(1), cookieHeader(third));
+    expect(long).toMatchObject({ status: 400, title: "This sign-in response is not valid" });
+    expect(long.body).toContain("It carried no authorization code.");
+  });
+
+  it("refuses a sign-in whose tenant was offboarded or whose link was revoked or spent meanwhile", async () => {
+    const run = async (between: (r: { tenantId: string; linkId: string; consentUrl: string }) => Promise<void>) => {
+      const registered = await register();
+      const started = await start(registered.consentUrl);
+      const back = await authorize(started.kind === "redirect" ? started.location : "");
+      await between(registered);
+      const finished = page(await services.consent.callback(back.searchParams, cookieHeader(started), log));
+      return { ...registered, finished };
+    };
+    const off = await run(async ({ tenantId }) => void (await services.tenantAdmin.offboard(tenantId, operator, log)));
+    expect(off.finished).toMatchObject({ status: 410, title: "This consent link is no longer active" });
+    const revoked = await run(async ({ tenantId, linkId }) => void (await services.tenantAdmin.revokeLink(tenantId, linkId, operator, log)));
+    expect(revoked.finished).toMatchObject({ status: 410, title: "This consent link was withdrawn" });
+    expect(storedBundle(revoked.tenantId)).toBeUndefined();
+    const spent = await run(async ({ consentUrl }) => void (await consent(consentUrl)));
+    expect(spent.finished).toMatchObject({ status: 410, title: "This consent link has already been used" });
+  });
+
+  it("lets one of two sign-ins through one link finish at a time, and a revocation during the redemption wins", async () => {
+    const { tenantId, consentUrl, linkId } = await register();
+    const first = await start(consentUrl);
+    const second = await start(consentUrl);
+    const firstBack = await authorize(first.kind === "redirect" ? first.location : "");
+    const secondBack = await authorize(second.kind === "redirect" ? second.location : "");
+    const hold = stack.entra.holdCodeRedemptions();
+    const pending = services.consent.callback(firstBack.searchParams, cookieHeader(first), log);
+    for (let i = 0; i < 200 && hold.waiting() === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(hold.waiting()).toBe(1);
+    const busy = page(await services.consent.callback(secondBack.searchParams, cookieHeader(second), log));
+    expect([busy.status, busy.title]).toEqual([409, "This consent link is being used right now"]);
+    await services.tenantAdmin.revokeLink(tenantId, linkId, operator, log);
+    hold.release();
+    expect(page(await pending)).toMatchObject({ status: 410, title: "This consent link was withdrawn" });
+    expect(storedBundle(tenantId)).toBeUndefined();
+    expect((await tenantRecord(tenantId))?.status).toBe("pending_consent");
+    expect(lines.some((line) => line.message === "consent link revoked while its sign-in finished; nothing stored")).toBe(true);
+  });
+
+  it("answers 503 when Key Vault cannot store the token, records why, and lets the link be used again", async () => {
+    const { tenantId, consentUrl } = await register();
+    const started = await start(consentUrl);
+    const back = await authorize(started.kind === "redirect" ? started.location : "");
+    stack.vault.setFailure({ status: 403 });
+    const failed = page(await services.consent.callback(back.searchParams, cookieHeader(started), log));
+    stack.vault.setFailure(null);
+    expect([failed.status, failed.title]).toEqual([503, "Consent could not be saved"]);
+    expect(await tenantRecord(tenantId)).toMatchObject({ status: "pending_consent", lastErrorCode: "secret_store_unavailable", lastErrorMessage: "The refresh token could not be stored in Key Vault" });
+    expect(lines.find((line) => line.message === "could not store the refresh token")?.level).toBe("error");
+    expect(page((await consent(consentUrl)).finished).status).toBe(200);
+  });
+});
+
+// ---- the consent flow: application model ----------------------------------------------------
+
+describe("finishing an application consent", () => {
+  beforeAll(setup);
+
+  it("sends the admin to the admin-consent endpoint, proves the consent, stores no token and audits the admin", async () => {
+    const { tenantId, consentUrl, linkId } = await register({ consentModel: "application" });
+    const started = await start(consentUrl);
+    if (started.kind !== "redirect") throw new Error("expected a redirect");
+    const location = new URL(started.location);
+    expect(`${location.origin}${location.pathname}`).toBe(`${stack.entra.url}/${tenantId}/v2.0/adminconsent`);
+    expect(location.searchParams.get("scope")).toBe("https://api.securitycenter.microsoft.com/.default");
+    expect(location.searchParams.get("code_challenge")).toBeNull();
+    expect(started.cookies).toEqual([flow.stateCookie(location.searchParams.get("state") ?? "")]);
+    const back = await authorize(started.location);
+    const done = page(await services.consent.callback(back.searchParams, cookieHeader(started), log));
+    expect([done.status, done.title]).toEqual([200, "Consent complete"]);
+    expect(done.body).toContain("with the application permission WindowsDefenderATP Alert.Read.All (application)");
+    expect(done.body).toContain("Microsoft Defender for Endpoint alerts");
+    expect(storedBundle(tenantId)).toBeUndefined();
+    expect(await tenantRecord(tenantId)).toMatchObject({ status: "connected", consentModel: "application", consentedBy: "Tenant administrator (admin consent)" });
+    const [entry] = (await services.audit.list({ tenantId, limit: 50 })).filter((e) => e.action === "consent_completed");
+    expect(entry?.actor).toMatchObject({ kind: "customer_admin", name: "Tenant administrator (admin consent)" });
+    expect(entry?.actor.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(entry?.detail).toBe(`Admin consent given through link ${linkId} for source mde (application permission Alert.Read.All)`);
+    expect(page(await start(consentUrl))).toMatchObject({ status: 410, title: "This consent link has already been used" });
+  });
+
+  it("moves a delegated tenant to the application model, deleting its refresh token", async () => {
+    const { tenantId, consentUrl } = await register();
+    await consent(consentUrl);
+    expect(storedBundle(tenantId)).toBeDefined();
+    offsetMs = 2000;
+    const move = await services.tenantAdmin.requestReconsent(tenantId, { consentModel: "application", source: "graph" }, operator, log);
+    const done = page((await consent(move.consentUrl)).finished);
+    expect(done.body).toContain("Microsoft Defender XDR alerts through Microsoft Graph");
+    expect(storedBundle(tenantId)).toBeUndefined();
+    const audit = await auditOf(tenantId);
+    expect(audit).toContain("consent_completed: Consent model changed from delegated to application; the stored refresh token was deleted");
+    expect(audit).toContain("source_changed: Alert source changed from mde to graph");
+    expect(await tenantRecord(tenantId)).toMatchObject({ consentModel: "application", source: "graph" });
+    // And back: delegated again stores a token and says so.
+    offsetMs = 4000;
+    const back = await services.tenantAdmin.requestReconsent(tenantId, { consentModel: "delegated" }, operator, log);
+    expect(page((await consent(back.consentUrl)).finished).status).toBe(200);
+    expect(storedBundle(tenantId)).toBeDefined();
+    expect(await auditOf(tenantId)).toContain("consent_completed: Consent model changed from application to delegated; a refresh token is stored from now on");
+    expect((await auditOf(tenantId)).filter((entry) => entry.startsWith("consenter_changed"))).toHaveLength(0);
+  });
+
+  it("refuses an answer naming another tenant, and shows pending, refused and unreachable sources without connecting", async () => {
+    const { tenantId, consentUrl } = await register({ consentModel: "application" });
+    const finishWith = async (alter: (back: URL) => void = () => undefined) => {
+      const started = await start(consentUrl);
+      const back = await authorize(started.kind === "redirect" ? started.location : "");
+      alter(back);
+      return page(await services.consent.callback(back.searchParams, cookieHeader(started), log));
+    };
+    const other = await finishWith((back) => back.searchParams.set("tenant", randomUUID()));
+    expect([other.status, other.title]).toEqual([403, "Consent was given for a different organization"]);
+    stack.entra.setAppConsentPropagation(10 * 60_000);
+    const pending = await finishWith();
+    expect([pending.status, pending.title]).toEqual([202, "Almost done: the consent is not active yet"]);
+    expect(sleeps).toEqual([1000, 2000, 3000]);
+    stack.entra.setAppConsentPropagation(0);
+    stack.defender.fail(tenantId, { status: 403, times: 1 });
+    expect(await finishWith()).toMatchObject({ status: 403, title: "Consent could not be confirmed" });
+    stack.defender.fail(tenantId, { status: 400, times: 1 });
+    expect(await finishWith()).toMatchObject({ status: 503, title: "Consent could not be confirmed" });
+    stack.entra.failAllTokenRequests({ status: 401, error: "invalid_client", errorCode: 7000215 }, 1);
+    expect(await finishWith()).toMatchObject({ status: 502, title: "Consent could not be completed" });
+    stack.entra.failAllTokenRequests({ status: 503, error: "temporarily_unavailable", errorCode: 50033 }, 4);
+    expect(await finishWith()).toMatchObject({ status: 503, title: "Consent could not be completed" });
+    stack.entra.failAllTokenRequests({ status: 400, error: "invalid_grant", errorCode: 70008 }, 4);
+    expect(await finishWith()).toMatchObject({ status: 400, title: "Consent could not be completed" });
+    expect(await tenantRecord(tenantId)).toMatchObject({ status: "pending_consent", lastErrorCode: "AADSTS70008", lastErrorMessage: "The admin consent could not be verified" });
+    stack.entra.clearFailures();
+    expect(await finishWith()).toMatchObject({ status: 200, title: "Consent complete" });
+  });
+});
