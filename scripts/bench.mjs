@@ -604,7 +604,7 @@ const PREVIOUS = {
     speedUp: "11.1×",
     backlogRate: "22,453 alerts/s",
     backlogRss: "282 MB",
-    backlogCalls: "≈43 requests (41 overlapping pages + read-ahead), 0.00043 per alert",
+    backlogCalls: "47 requests, 0.00047 per alert (2026-11-30 evening; 54 before the fuller sub-windows)",
     coldCalls: "1.00 per tenant (0.050 per alert)",
     steadyKvReads: { "warm process": "0.083", "fresh process": "1.000" },
     steadyKvWrites: { "warm process": "0", "fresh process": "0" },
@@ -615,14 +615,14 @@ const PREVIOUS = {
     tenantCycleCpu: "4.3–6.1 ms (issue 14)",
     tenantCycleStorage: "1 table read + 2 writes + 1 queue message (issue 14)",
     fleet: "≈ 49,000–70,000 (from 4.3–6.1 ms)",
-    sustainedRate: "≈ 953 alerts/s at 2,500-alert pages (issue 14)",
+    sustainedRate: "3,440 alerts/s at 1.14 requests per page (quota run, 2026-11-30 evening; 2,878 at 1.36 before the fuller sub-windows; issue 14: ≈ 953 at 2,500-alert pages)",
   },
   graph: {
-    coldCycle: "58.43 s (2026-11-30, shared machine, load 5–9)",
+    coldCycle: "22.67 s (2026-11-30 evening, load 2.3–2.7)",
     coldCalls: "1.00 per tenant (0.050 per alert)",
-    backlogRate: "1,188 alerts/s (2026-11-30, shared machine)",
+    backlogRate: "3,458 alerts/s (2026-11-30 evening, load 2.3–2.7)",
     backlogRss: "247 MB",
-    backlogCalls: "66 requests for 20,000 alerts = 330 per 100,000",
+    backlogCalls: "36 requests for 20,000 alerts = 180 per 100,000 (2026-11-30 evening; 66–67 before the fuller sub-windows)",
   },
 };
 
