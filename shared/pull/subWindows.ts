@@ -34,7 +34,8 @@ const EMPTY_GROWTH = 8;
  * verifies). An alert updated while the window is read moves to a later time and so into a
  * later sub-window or window: nothing can shift out from under a page.
  *
- * Sizes come from the density seen so far (alerts per ms), aiming at `TARGET_FILL` of a page.
+ * Sizes come from the density seen so far (alerts per ms), aiming at `TARGET_FILL` of a page at
+ * first and fuller while reads fill as planned (see NOISE_MARGIN_SD).
  * The plan may have gaps (the rest of a split sub-window); they are planned when reached, with
  * the density known by then.
  */

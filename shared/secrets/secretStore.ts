@@ -133,20 +133,17 @@ export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): 
   };
 
   /**
-   * Polls a delete or recover poller until it is done or the deadline passes (then false). Each
-   * poll is one request with the client's timeout; the SDK's pollUntilDone is not used because
-   * its loop cannot be stopped from outside and would keep polling after we gave up.
+   * Polls a delete or recover poller until it is done or the deadline passes. Each poll is one
+   * request with the client's timeout; the SDK's pollUntilDone is not used because its loop
+   * cannot be stopped from outside and would keep polling after we gave up.
    */
-  const pollUntil = async <T>(poller: PollerLike<PollOperationState<T>, T>, deadline: number): Promise<boolean> => {
+  const pollUntil = async <T>(poller: PollerLike<PollOperationState<T>, T>, deadline: number): Promise<void> => {
     while (!poller.isDone()) {
       const left = deadline - Date.now();
-      // Stryker disable next-line BooleanLiteral: both callers await the wait and ignore its result
-      if (left <= 0) return false;
+      if (left <= 0) return;
       await sleep(Math.min(pollIntervalMs, left));
       await poller.poll(bounded());
     }
-    // Stryker disable next-line BooleanLiteral: both callers await the wait and ignore its result
-    return true;
   };
 
   /** Waits for a running delete (ours or another caller's) until the name is listed as deleted, or the deadline. */
