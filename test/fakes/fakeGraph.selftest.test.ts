@@ -290,6 +290,25 @@ describe("FakeGraph alerts_v2: $top and paging", () => {
     expect(new Set(snapshot.ids).size).toBe(60);
     expect(snapshot.ids).toHaveLength(60);
   });
+
+  it("flipping: offset paging reads the newest end of a span twice and never the oldest, pass after pass", async () => {
+    const tenantId = "5a5a5a5a-0000-4000-8000-000000000002";
+    graph.removeAll(tenantId);
+    const { alerts } = seeded(30, { tenantId });
+    graph.setOrder(tenantId, "flipping");
+    const token = `graph-${tenantId}`;
+    const whole = await get(alertsUrl(windowFilter(), 1000), { token });
+    expect((whole.json.value ?? []).map((x) => x.id)).toEqual(newestFirst(alerts));
+    const oldestTen = newestFirst(alerts).slice(20);
+    for (let pass = 0; pass < 2; pass++) {
+      const offset = await pageAll(alertsUrl(windowFilter(), 20), token);
+      expect(offset.pages).toBe(2);
+      expect(offset.ids).toHaveLength(30);
+      // The linked page is the oldest order's last ten: the newest ten again.
+      expect(offset.ids.slice(20)).toEqual([...newestFirst(alerts).slice(0, 10)].reverse());
+      expect(offset.ids.filter((id) => oldestTen.includes(id))).toEqual([]);
+    }
+  });
 });
 
 describe("FakeGraph alerts_v2: versions, Prefer header and faults", () => {

@@ -67,7 +67,8 @@ import { FakeHttpsServer, isRecord, parseJsonObject, sendJson, type FakeRequest,
  * - Order (setOrder): "newest" (default, most recently updated first, as the documentation says
  *   "the most recent alerts are displayed at the top"), "oldest" (lastUpdateDateTime, id), or
  *   "shuffled": a new pseudo-random order for every request, so offset paging over it repeats and
- *   misses alerts; with "snapshot" paging the first page's order holds.
+ *   misses alerts; with "snapshot" paging the first page's order holds. "flipping" (newest
+ *   first on a first page, oldest on linked ones) is the worst case: the same alerts missed every time.
  * - `Prefer: include-unknown-enum-members`: without it, alerts whose serviceSource or
  *   detectionSource is an "evolvable enum" member past unknownFutureValue (e.g.
  *   microsoftDefenderForCloud) are not served (`unknownEnumMembers: "omit"`, the default, as the
@@ -120,8 +121,12 @@ export interface FakeGraphOptions extends TlsMaterial {
   skipTokenTtlMs?: number;
 }
 
-/** "newest": lastUpdateDateTime descending (then id descending). "oldest": ascending. "shuffled": a new order per request. */
-export type GraphAlertOrder = "newest" | "oldest" | "shuffled";
+/**
+ * "newest": lastUpdateDateTime descending (then id descending). "oldest": ascending. "shuffled": a
+ * new order per request. "flipping": newest first on a first page, oldest first on pages reached
+ * by a link: offset paging over it reads the newest end of a span twice and never the oldest.
+ */
+export type GraphAlertOrder = "newest" | "oldest" | "shuffled" | "flipping";
 /** How a skip token pages: an offset into an order evaluated again per request, or a snapshot taken by the first page. */
 export type GraphPaging = "offset" | "snapshot";
 /** Where nextLinks point: this fake (normal), FOREIGN_NEXT_LINK_ORIGIN, or another path on this host. */
@@ -687,7 +692,7 @@ export class FakeGraph extends FakeHttpsServer {
       window = window.filter((s) => isServedAt(s, now));
     }
     if (!withUnknown && this.options.unknownEnumMembers !== "mask") window = window.filter((s) => !s.evolvable);
-    if (state.order === "newest") window.reverse();
+    if (state.order === "newest" || (state.order === "flipping" && query.token === undefined)) window.reverse();
     else if (state.order === "shuffled") {
       const seed = (state.seed ^ Math.imul(state.requestCount, 0x9e3779b1)) >>> 0;
       const keys = new Map(window.map((s) => [s, hash32(`${s.id}\n${s.key}`, seed)]));

@@ -186,6 +186,29 @@ describe("pulling from Microsoft Graph", () => {
     expect(env.graph.requests(tenantId).some((r) => r.followedLink)).toBe(true);
   }, 60_000);
 
+  it("does not take passes that find nothing new as proof when the millisecond's own count says alerts were never read, and says how many", async () => {
+    const tenantId = await graphTenant();
+    const at = toGraphTimestamp(Date.now() - 20 * 60_000);
+    const crowd = Array.from({ length: 1_250 }, (_, i) => makeGraphAlert({ id: `alt-${tenantId}-${String(i).padStart(4, "0")}`, tenantId, lastUpdateDateTime: at }));
+    env.graph.addAlerts(tenantId, crowd);
+    // Offset paging that flips from newest to oldest reads the newest 250 twice and the oldest 250 never.
+    env.graph.setOrder(tenantId, "flipping");
+    const svc = services();
+    const outcome = await pull(tenantId, svc);
+    expect(outcome).toMatchObject({ outcome: "pulled", alerts: 1_000 });
+    const t = await tally(tenantId);
+    expect(t).toMatchObject({ served: 1_000, delivered: 1_000, duplicates: 0, missing: [] });
+    const atMs = Date.parse(at);
+    // Each pass over the millisecond follows one link (1,000 + 250).
+    const passes = env.graph.requests(tenantId).filter((r) => r.followedLink && r.query.get("$filter") === `lastUpdateDateTime ge ${new Date(atMs).toISOString()} and lastUpdateDateTime lt ${new Date(atMs + 1).toISOString()}`);
+    // Every pass found nothing new after the first, yet the pull kept reading to its limit...
+    expect(passes.length).toBe(12);
+    const view = (await env.app.http("getTenant", { method: "GET", url: `/api/tenants/${tenantId}`, params: { tenantId } })).json<{ health: { warnings: Array<{ code: string; message: string }> } }>();
+    // ...and then said so where the operator looks.
+    const warning = view.health.warnings.find((w) => w.code === "unstable_order");
+    expect(warning?.message).toContain("it holds 1250 alerts and its passes read 1000 of them");
+  }, 60_000);
+
   it("waits out a 429 storm as Retry-After asks, and a 5xx in the middle of paging, and still delivers everything once", async () => {
     const tenantId = await graphTenant();
     // A crowded millisecond is read by following the service's nextLinks: where "mid-paging" happens.

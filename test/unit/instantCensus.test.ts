@@ -1,0 +1,74 @@
+import { describe, expect, it } from "vitest";
+import { InstantCensus, type InstantVerdict } from "../../shared/pull/instantCensus";
+
+/** One whole pass that read these versions (repeats included, as offset paging over a moving order gives them). */
+function pass(census: InstantCensus, versions: readonly string[], whole = true): InstantVerdict {
+  census.startPass(whole);
+  for (const version of versions) census.saw(version);
+  return census.endPass();
+}
+
+const range = (from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => `v${from + i}`);
+
+describe("InstantCensus: whether the passes over a crowded millisecond read all of it", () => {
+  it("needs two passes that count the same: one pass proves nothing, however clean", () => {
+    const census = new InstantCensus();
+    expect(pass(census, range(0, 1250))).toBe("unknown");
+    expect(census.verdict).toBe("unknown");
+    expect(pass(census, range(0, 1250))).toBe("complete");
+  });
+
+  it("knows versions are missing while the passes agree on a count their distinct versions fall short of, until they reach it", () => {
+    const census = new InstantCensus();
+    // 1,000 + 250 of a 1,250 millisecond whose order moved between the pages: 250 repeated, 250 unread.
+    expect(pass(census, [...range(0, 1000), ...range(750, 1000)])).toBe("unknown");
+    expect(pass(census, [...range(0, 1000), ...range(0, 250)])).toBe("incomplete");
+    expect(census.shortfall).toEqual({ counted: 1250, read: 1000 });
+    expect(pass(census, [...range(250, 1250), ...range(300, 550)])).toBe("complete");
+    expect(census.shortfall).toBeUndefined();
+  });
+
+  it("starts over when the count changes, so a version that left the millisecond does not stand in for one never read", () => {
+    const census = new InstantCensus();
+    pass(census, range(0, 10));
+    pass(census, range(0, 10));
+    expect(census.verdict).toBe("complete");
+    // v9 was updated (it left); v10 arrived late; v11 arrived late and was missed.
+    expect(pass(census, [...range(0, 9), "v10", "v10"])).toBe("unknown");
+    expect(pass(census, [...range(0, 9), "v10", "v10"])).toBe("incomplete");
+    expect(census.shortfall).toEqual({ counted: 11, read: 10 });
+    expect(pass(census, [...range(0, 9), "v10", "v11"])).toBe("complete");
+  });
+
+  it("cannot judge when the distinct versions outnumber the count: the contents changed, not just the order", () => {
+    const census = new InstantCensus();
+    pass(census, range(0, 10));
+    expect(pass(census, range(5, 15))).toBe("unknown");
+    expect(census.shortfall).toBeUndefined();
+  });
+
+  it("counts nothing from a pass that was resumed part-way or cut short, and forgets what came before it", () => {
+    const census = new InstantCensus();
+    pass(census, range(0, 10));
+    expect(pass(census, range(0, 10), false)).toBe("unknown");
+    expect(pass(census, range(0, 10))).toBe("unknown");
+    expect(pass(census, range(0, 10))).toBe("complete");
+
+    census.startPass(true);
+    for (const version of range(0, 10)) census.saw(version);
+    census.cutShort();
+    expect(census.endPass()).toBe("unknown");
+    expect(census.verdict).toBe("unknown");
+    expect(pass(census, range(0, 10))).toBe("unknown");
+  });
+
+  it("gives up counting past 100,000 versions in a pass rather than holding them all", () => {
+    const census = new InstantCensus();
+    const big = range(0, 100_001);
+    expect(pass(census, big)).toBe("unknown");
+    expect(pass(census, big)).toBe("unknown");
+    const fits = range(0, 100_000);
+    pass(census, fits);
+    expect(pass(census, fits)).toBe("complete");
+  });
+});
