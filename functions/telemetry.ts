@@ -11,7 +11,8 @@ import { BatchLogRecordProcessor, LoggerProvider } from "@opentelemetry/sdk-logs
 import { MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
 import { describeError } from "../shared/errors";
 import { TELEMETRY_SCOPE } from "../shared/telemetry/names";
-import { telemetrySettings, type TelemetrySettings } from "../shared/telemetry/settings";
+import { connectionStringProblem, telemetrySettings, type TelemetrySettings } from "../shared/telemetry/settings";
+import { azureMonitorTemporality, deferredLogExporter, deferredMetricExporter } from "./deferredExporters";
 import { APP_VERSION } from "../shared/version";
 import { skippingExportedLines } from "./hostLogForwarding";
 
@@ -48,11 +49,12 @@ export function startTelemetry(
 ): TelemetryHandle | undefined {
   const settings = telemetrySettings(env);
   if (!settings) return undefined;
-  const credential = ingestionCredential(settings.auth);
-  const exporterOptions: AzureMonitorExporterOptions = {
-    connectionString: settings.connectionString,
-    ...(credential ? { credential } : {}),
-    ...exporterOverrides,
+  const problem = connectionStringProblem(settings.connectionString);
+  if (problem) throw new Error(problem);
+  // Built with the exporters, at the first export: @azure/identity loads then too.
+  const exporterOptions = (): AzureMonitorExporterOptions => {
+    const credential = ingestionCredential(settings.auth);
+    return { connectionString: settings.connectionString, ...(credential ? { credential } : {}), ...exporterOverrides };
   };
   // The host names itself after the site; the same name puts both on one node of the application map.
   const resource = resourceFromAttributes({
@@ -61,13 +63,13 @@ export function startTelemetry(
   });
   const loggerProvider = new LoggerProvider({
     resource,
-    processors: [new BatchLogRecordProcessor(new AzureMonitorLogExporter(exporterOptions))],
+    processors: [new BatchLogRecordProcessor(deferredLogExporter(() => new AzureMonitorLogExporter(exporterOptions())))],
   });
   const meterProvider = new MeterProvider({
     resource,
     readers: [
       new PeriodicExportingMetricReader({
-        exporter: new AzureMonitorMetricExporter(exporterOptions),
+        exporter: deferredMetricExporter(() => new AzureMonitorMetricExporter(exporterOptions()), azureMonitorTemporality),
         exportIntervalMillis: METRIC_EXPORT_INTERVAL_MS,
         // Per-tenant series (tenantId × outcome × category × errorCode on mssp.pulls) pass the
         // SDK's default 2,000 per instrument at a few hundred tenants and would fold into an

@@ -31,3 +31,23 @@ export function telemetrySettings(env: Readonly<Record<string, string | undefine
   const clientId = auth.get("clientid");
   return { connectionString, auth: clientId ? { kind: "managedIdentity", clientId } : { kind: "managedIdentity" } };
 }
+
+const INSTRUMENTATION_KEY = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * Why the Azure Monitor exporter would refuse the connection string, if it would: it reads the
+ * parts that are exactly one `key=value` (others are skipped) and needs an InstrumentationKey that
+ * is a GUID in lower case. The exporter is built only at the first export
+ * (functions/deferredExporters.ts), so this is checked when telemetry starts instead, where a
+ * refusal is reported at once.
+ */
+export function connectionStringProblem(connectionString: string): string | undefined {
+  const pairs = new Map<string, string>();
+  for (const part of connectionString.split(";")) {
+    const kv = part.split("=");
+    if (kv.length === 2) pairs.set((kv[0] as string).toLowerCase(), kv[1] as string);
+  }
+  const key = pairs.get("instrumentationkey");
+  if (!key) return "APPLICATIONINSIGHTS_CONNECTION_STRING has no InstrumentationKey";
+  return INSTRUMENTATION_KEY.test(key) ? undefined : "APPLICATIONINSIGHTS_CONNECTION_STRING has an InstrumentationKey that is not a GUID in lower case";
+}

@@ -1,11 +1,16 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { LogRecord, Logger, LoggerProvider } from "@opentelemetry/api-logs";
+import { AzureMonitorLogExporter, AzureMonitorMetricExporter } from "@azure/monitor-opentelemetry-exporter";
+import { ExportResultCode, type ExportResult } from "@opentelemetry/core";
+import type { LogRecordExporter, ReadableLogRecord } from "@opentelemetry/sdk-logs";
+import { InstrumentType, type PushMetricExporter, type ResourceMetrics } from "@opentelemetry/sdk-metrics";
 import { describe, expect, it } from "vitest";
+import { azureMonitorTemporality, deferredLogExporter, deferredMetricExporter } from "../../functions/deferredExporters";
 import { alreadyExported, skippingExportedLines } from "../../functions/hostLogForwarding";
 import { attributesOf } from "../../shared/telemetry/logRecords";
 import { METRICS } from "../../shared/telemetry/names";
-import { telemetrySettings } from "../../shared/telemetry/settings";
+import { connectionStringProblem, telemetrySettings } from "../../shared/telemetry/settings";
 
 const CONNECTION = "InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/";
 
@@ -25,6 +30,95 @@ describe("telemetry settings", () => {
       auth: { kind: "managedIdentity" },
     });
     expect(telemetrySettings({ APPLICATIONINSIGHTS_CONNECTION_STRING: CONNECTION })?.auth).toEqual({ kind: "key" });
+  });
+});
+
+describe("the connection string, checked when telemetry starts", () => {
+  const candidates = [
+    CONNECTION,
+    "InstrumentationKey=00000000-0000-4000-8000-000000000000",
+    "instrumentationkey=00000000-0000-4000-8000-000000000000;EndpointSuffix=applicationinsights.azure.com",
+    `${CONNECTION};`,
+    "InstrumentationKey=00000000-0000-4000-8000-00000000000G",
+    "InstrumentationKey=AAAAAAAA-0000-4000-8000-000000000000",
+    "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/",
+    "InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=https://x/?a=b",
+    "not a connection string",
+    "InstrumentationKey=00000000-0000-4000-8000-000000000000=x",
+    "",
+  ];
+
+  it("refuses exactly what the Azure Monitor exporter refuses, which is now built only at the first export", () => {
+    for (const connectionString of candidates) {
+      let exporterRefuses = false;
+      try {
+        new AzureMonitorLogExporter({ connectionString, disableOfflineStorage: true });
+      } catch {
+        exporterRefuses = true;
+      }
+      expect(connectionStringProblem(connectionString) !== undefined, connectionString).toBe(exporterRefuses);
+    }
+    expect(connectionStringProblem("IngestionEndpoint=https://x/")).toMatch(/no InstrumentationKey/);
+    expect(connectionStringProblem("InstrumentationKey=AAAAAAAA-0000-4000-8000-000000000000")).toMatch(/not a GUID in lower case/);
+  });
+});
+
+describe("exporters built at the first export", () => {
+  const done = (): Promise<ExportResult> => Promise.resolve({ code: ExportResultCode.SUCCESS });
+
+  it("builds the log exporter only when there is something to send, once, and forwards to it", async () => {
+    const sent: ReadableLogRecord[][] = [];
+    let built = 0;
+    const real: LogRecordExporter = {
+      export: (logs, callback) => {
+        sent.push(logs);
+        callback({ code: ExportResultCode.SUCCESS });
+      },
+      forceFlush: () => Promise.resolve(),
+      shutdown: () => Promise.resolve(),
+    };
+    const exporter = deferredLogExporter(() => {
+      built++;
+      return real;
+    });
+    await exporter.forceFlush();
+    await exporter.shutdown();
+    expect(built).toBe(0);
+    const records = [{ body: "one" }, { body: "two" }] as unknown as ReadableLogRecord[];
+    const results: ExportResult[] = [];
+    exporter.export(records, (r) => results.push(r));
+    exporter.export(records, (r) => results.push(r));
+    expect(built).toBe(1);
+    expect(sent).toEqual([records, records]);
+    expect(results.map((r) => r.code)).toEqual([ExportResultCode.SUCCESS, ExportResultCode.SUCCESS]);
+    await done();
+  });
+
+  it("builds the metric exporter on its first export and answers each instrument's temporality exactly as Azure Monitor's exporter", async () => {
+    let built = 0;
+    let flushed = 0;
+    const real: PushMetricExporter = {
+      export: (_metrics, callback) => callback({ code: ExportResultCode.SUCCESS }),
+      forceFlush: () => {
+        flushed++;
+        return Promise.resolve();
+      },
+      shutdown: () => Promise.resolve(),
+    };
+    const exporter = deferredMetricExporter(() => {
+      built++;
+      return real;
+    }, azureMonitorTemporality);
+    const azureMonitor = new AzureMonitorMetricExporter({ connectionString: CONNECTION, disableOfflineStorage: true });
+    for (const type of Object.values(InstrumentType)) {
+      expect(exporter.selectAggregationTemporality?.(type), type).toBe(azureMonitor.selectAggregationTemporality(type));
+    }
+    await exporter.forceFlush();
+    expect(built).toBe(0);
+    exporter.export({ resource: {}, scopeMetrics: [] } as unknown as ResourceMetrics, () => undefined);
+    await exporter.forceFlush();
+    expect([built, flushed]).toEqual([1, 1]);
+    await azureMonitor.shutdown();
   });
 });
 
