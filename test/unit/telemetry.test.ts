@@ -59,6 +59,15 @@ describe("the connection string, checked when telemetry starts", () => {
       expect(connectionStringProblem(connectionString) !== undefined, connectionString).toBe(exporterRefuses);
     }
     expect(connectionStringProblem("IngestionEndpoint=https://x/")).toMatch(/no InstrumentationKey/);
+  });
+
+  it("keeps telemetry from starting with a connection string the exporter would refuse, naming the setting and not its value", async () => {
+    const { startTelemetry } = await import("../../functions/telemetry");
+    const connectionString = "InstrumentationKey=AAAAAAAA-0000-4000-8000-000000000000;IngestionEndpoint=https://x/";
+    expect(() => startTelemetry({ APPLICATIONINSIGHTS_CONNECTION_STRING: connectionString })).toThrow(
+      /^APPLICATIONINSIGHTS_CONNECTION_STRING has an InstrumentationKey that is not a GUID in lower case$/,
+    );
+    expect(startTelemetry({})).toBeUndefined();
     expect(connectionStringProblem("InstrumentationKey=AAAAAAAA-0000-4000-8000-000000000000")).toMatch(/not a GUID in lower case/);
   });
 });
