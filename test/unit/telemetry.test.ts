@@ -5,7 +5,7 @@ import { AzureMonitorLogExporter, AzureMonitorMetricExporter } from "@azure/moni
 import { ExportResultCode, type ExportResult } from "@opentelemetry/core";
 import type { LogRecordExporter, ReadableLogRecord } from "@opentelemetry/sdk-logs";
 import { InstrumentType, type PushMetricExporter, type ResourceMetrics } from "@opentelemetry/sdk-metrics";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { azureMonitorTemporality, deferredLogExporter, deferredMetricExporter } from "../../functions/deferredExporters";
 import { alreadyExported, skippingExportedLines } from "../../functions/hostLogForwarding";
 import { attributesOf } from "../../shared/telemetry/logRecords";
@@ -101,6 +101,33 @@ describe("exporters built at the first export", () => {
     expect(sent).toEqual([records, records]);
     expect(results.map((r) => r.code)).toEqual([ExportResultCode.SUCCESS, ExportResultCode.SUCCESS]);
     await done();
+  });
+
+  it("says once on stderr when the exporter cannot be built, fails every export with that error, and does not try again", () => {
+    const said = vi.spyOn(console, "error").mockImplementation(() => undefined);
+    try {
+      let attempts = 0;
+      const exporter = deferredLogExporter(() => {
+        attempts++;
+        throw new Error("no credential");
+      });
+      const results: ExportResult[] = [];
+      for (let i = 0; i < 3; i++) exporter.export([], (r) => results.push(r));
+      expect(attempts).toBe(1);
+      expect(results.map((r) => [r.code, r.error?.message])).toEqual(Array.from({ length: 3 }, () => [ExportResultCode.FAILED, "no credential"]));
+      expect(said.mock.calls.map((c) => String(c[0]))).toEqual([
+        // The kind only: an SDK's message may quote the connection string, which holds the instrumentation key.
+        "Error: the log exporter could not be built, so no log records reach Application Insights: Error",
+      ]);
+      const metrics = deferredMetricExporter(() => {
+        throw new Error("bad endpoint");
+      }, azureMonitorTemporality);
+      metrics.export({ resource: {}, scopeMetrics: [] } as unknown as ResourceMetrics, (r) => results.push(r));
+      expect(results.at(-1)?.code).toBe(ExportResultCode.FAILED);
+      expect(String(said.mock.calls.at(-1)?.[0])).toBe("Error: the metric exporter could not be built, so no metrics reach Application Insights: Error");
+    } finally {
+      said.mockRestore();
+    }
   });
 
   it("builds the metric exporter on its first export and answers each instrument's temporality exactly as Azure Monitor's exporter", async () => {
