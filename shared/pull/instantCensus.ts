@@ -2,14 +2,20 @@
  * Whether the passes over one crowded millisecond have read all of it. A pass cannot see what it
  * missed when the API's order shifts between its pages (Graph may answer every request in a new
  * order; offset paging over it repeats some alerts and skips as many). But each whole pass counts
- * what the millisecond holds: when two whole passes in a row count the same, the distinct versions
- * read across the passes of that count either reach it (all read) or fall short (some are known
- * to be missing, whatever a quiet pass suggests).
+ * what the millisecond holds: when whole passes in a row count the same, the distinct versions
+ * read by the second of them and those after either reach that count (all read) or fall short
+ * (some are known to be missing, whatever a quiet pass suggests). The first pass of such a run
+ * only sets the count: an alert it read may have left the millisecond before it ended (updated
+ * by an analyst or automation), and would then stand in for one never read (review H20).
  */
 export type InstantVerdict = "complete" | "incomplete" | "unknown";
 
-/** Versions remembered at most (about 80 bytes each, so at most about 16 MB across two passes): a millisecond larger than this is judged by quiet passes alone. */
-const MAX_CENSUS = 100_000;
+/**
+ * Versions a pass or the union remembers at most (about 80 bytes each; both together, and a
+ * union just merged, stay under about 12 MB): a millisecond larger than this is judged by quiet
+ * passes alone.
+ */
+const MAX_CENSUS = 50_000;
 
 export class InstantCensus {
   private union = new Set<string>();
@@ -26,6 +32,7 @@ export class InstantCensus {
     this.passWhole = whole;
   }
 
+  /** A version read, or a rejected element (it takes a place in the API's paging like any alert). */
   saw(versionHash: string): void {
     this.passCount++;
     if (this.pass.size < MAX_CENSUS) this.pass.add(versionHash);
@@ -48,7 +55,7 @@ export class InstantCensus {
       for (const hash of this.pass) this.union.add(hash);
       this.sameCountPasses++;
     } else {
-      this.union = this.pass;
+      this.union = new Set();
       this.sameCountPasses = 1;
     }
     this.lastCount = this.passCount;

@@ -22,7 +22,7 @@ import { LeaseLostError, type InstantProgress, type PullLease, type PullState, t
 import { healthLevel, NOTABLE_LIST_LIMIT, severityRank, type NotableAlert, type PullObserver, type PullReport, type Severity } from "./observer";
 import { SubWindowPlanner, type SubWindow } from "./subWindows";
 import { InstantCensus } from "./instantCensus";
-import { isoMs, nextWindow, versionHash } from "./window";
+import { isoMs, nextWindow, rawHash, versionHash } from "./window";
 
 export type PullOutcome =
   | { outcome: "pulled"; alerts: number; complete: boolean; deadLetters: number }
@@ -995,6 +995,7 @@ class WindowRead {
         const returned = page.alerts.length + page.rejected.length;
         if (returned === 0 && !(linked && page.nextLink !== undefined)) break;
         for (const alert of page.alerts) census.saw(versionHash(alert));
+        for (const rejected of page.rejected) census.saw(rawHash(rejected.raw));
         if ((await this.deliver(sub, progress.skip, page)) > 0) progress.foundNew = true;
         progress.skip += returned;
         await this.acknowledge();

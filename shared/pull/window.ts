@@ -30,4 +30,9 @@ export function versionHash(alert: { id: string; updatedAtKey: string }): string
   return hash("sha256", `${alert.id}\n${alert.updatedAtKey}`, "base64url").slice(0, 16);
 }
 
+/** The same for an element the pipeline could not read as an alert: its raw text stands for it. */
+export function rawHash(raw: string): string {
+  return `raw:${hash("sha256", raw, "base64url").slice(0, 16)}`;
+}
+
 export const isoMs = (ms: number): string => new Date(ms).toISOString();

@@ -186,6 +186,34 @@ describe("pulling from Microsoft Graph", () => {
     expect(env.graph.requests(tenantId).some((r) => r.followedLink)).toBe(true);
   }, 60_000);
 
+  it("delivers every alert of a crowded millisecond when one of them is updated away while the first pass pages it (shuffled order, review H20)", async () => {
+    // The updated alert was read by the pass, then left: offset paging over the rest skips one
+    // more, and the alert that left must not be counted in place of it (the census rule itself is
+    // pinned by test/unit/instantCensus.test.ts; this runs the pipeline under the same churn).
+    for (let round = 0; round < 3; round++) {
+      const tenantId = await graphTenant(`Moving crowd ${round}`);
+      const at = toGraphTimestamp(Date.now() - 20 * 60_000);
+      const filter = `lastUpdateDateTime ge ${new Date(Date.parse(at)).toISOString()} and lastUpdateDateTime lt ${new Date(Date.parse(at) + 1).toISOString()}`;
+      const crowd = Array.from({ length: 1_250 }, (_, i) => makeGraphAlert({ id: `moving-${tenantId}-${i}`, tenantId, lastUpdateDateTime: at }));
+      env.graph.addAlerts(tenantId, crowd);
+      env.graph.setOrder(tenantId, "shuffled");
+      // The millisecond's first read is the sub-window that finds it full; the passes follow,
+      // each a first page and a followed link. The alert moves after the first pass's first page.
+      let firstPages = 0;
+      let moved = false;
+      env.graph.afterPage(tenantId, ({ query, followedLink }) => {
+        if (moved || followedLink || query.get("$filter") !== filter || ++firstPages < 2) return;
+        moved = true;
+        env.graph.updateAlert(tenantId, crowd[round]?.id ?? "", { status: "resolved" });
+      });
+      await pullUntilQuiet(tenantId, services());
+      env.graph.afterPage(tenantId, null);
+      expect(moved).toBe(true);
+      const t = await tally(tenantId);
+      expect({ round, missing: t.missing, missingFinal: t.missingFinal, duplicates: t.duplicates }).toEqual({ round, missing: [], missingFinal: [], duplicates: 0 });
+    }
+  }, 120_000);
+
   it("does not take passes that find nothing new as proof when the millisecond's own count says alerts were never read, and says how many", async () => {
     const tenantId = await graphTenant();
     const at = toGraphTimestamp(Date.now() - 20 * 60_000);

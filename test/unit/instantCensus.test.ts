@@ -40,10 +40,30 @@ describe("InstantCensus: whether the passes over a crowded millisecond read all 
     expect(pass(census, [...range(0, 9), "v10", "v11"])).toBe("complete");
   });
 
+  it("does not let an alert read by the first pass of a run, that then left the millisecond, stand in for one never read (review H20)", () => {
+    const census = new InstantCensus();
+    // v9 is read on the first page, then updated away: the second page, offset over the nine
+    // left, skips v8. The pass counts 9, as every pass after it will.
+    expect(pass(census, ["v9", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7"])).toBe("unknown");
+    // The next pass reads the nine that are there but, in a new order, misses v8 and repeats v7.
+    expect(pass(census, [...range(0, 8), "v7"])).toBe("incomplete");
+    expect(census.shortfall).toEqual({ counted: 9, read: 8 });
+    expect(pass(census, range(0, 9))).toBe("complete");
+  });
+
+  it("counts a rejected element like an alert: it takes a place in the paging", () => {
+    const census = new InstantCensus();
+    // Five alerts and one element that could not be read, twice in a stable order: all of it.
+    pass(census, [...range(0, 5), "raw:x"]);
+    expect(pass(census, [...range(0, 5), "raw:x"])).toBe("complete");
+  });
+
   it("cannot judge when the distinct versions outnumber the count: the contents changed, not just the order", () => {
     const census = new InstantCensus();
     pass(census, range(0, 10));
-    expect(pass(census, range(5, 15))).toBe("unknown");
+    expect(pass(census, [...range(0, 9), "v0"])).toBe("incomplete");
+    // v0 left and v10 arrived between passes: ten counted still, eleven seen.
+    expect(pass(census, range(1, 11))).toBe("unknown");
     expect(census.shortfall).toBeUndefined();
   });
 
@@ -62,12 +82,12 @@ describe("InstantCensus: whether the passes over a crowded millisecond read all 
     expect(pass(census, range(0, 10))).toBe("unknown");
   });
 
-  it("gives up counting past 100,000 versions in a pass rather than holding them all", () => {
+  it("gives up counting past 50,000 versions in a pass rather than holding them all", () => {
     const census = new InstantCensus();
-    const big = range(0, 100_001);
+    const big = range(0, 50_001);
     expect(pass(census, big)).toBe("unknown");
     expect(pass(census, big)).toBe("unknown");
-    const fits = range(0, 100_000);
+    const fits = range(0, 50_000);
     pass(census, fits);
     expect(pass(census, fits)).toBe("complete");
   });
