@@ -9,6 +9,7 @@ import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { BatchLogRecordProcessor, LoggerProvider } from "@opentelemetry/sdk-logs";
 import { MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
+import { ConfigError } from "../shared/config";
 import { describeError } from "../shared/errors";
 import { TELEMETRY_SCOPE } from "../shared/telemetry/names";
 import { connectionStringProblem, telemetrySettings, type TelemetrySettings } from "../shared/telemetry/settings";
@@ -50,10 +51,12 @@ export function startTelemetry(
   const settings = telemetrySettings(env);
   if (!settings) return undefined;
   const problem = connectionStringProblem(settings.connectionString);
-  if (problem) throw new Error(problem);
-  // Built with the exporters, at the first export: @azure/identity loads then too.
+  if (problem) throw new ConfigError([problem]);
+  // Built with the first exporter, at its first export (in the bundle, that is when the identity
+  // and exporter packages are evaluated), and shared by both: one token cache.
+  let credential: TokenCredential | undefined | null = null;
   const exporterOptions = (): AzureMonitorExporterOptions => {
-    const credential = ingestionCredential(settings.auth);
+    if (credential === null) credential = ingestionCredential(settings.auth);
     return { connectionString: settings.connectionString, ...(credential ? { credential } : {}), ...exporterOverrides };
   };
   // The host names itself after the site; the same name puts both on one node of the application map.
@@ -100,9 +103,14 @@ export function startTelemetry(
   return handle;
 }
 
-// Telemetry must never keep the app from starting (a malformed connection string, say).
-try {
-  startTelemetry();
-} catch (error) {
-  console.error(`Error: telemetry did not start: ${describeError(error)}`);
+/** Telemetry must never keep the app from starting (a malformed connection string, say): it says why on stderr instead. */
+export function startTelemetryOrSay(env: Readonly<Record<string, string | undefined>> = process.env, say: (line: string) => void = console.error): TelemetryHandle | undefined {
+  try {
+    return startTelemetry(env);
+  } catch (error) {
+    say(`Error: telemetry did not start: ${describeError(error)}`);
+    return undefined;
+  }
 }
+
+startTelemetryOrSay();

@@ -62,12 +62,16 @@ describe("the connection string, checked when telemetry starts", () => {
   });
 
   it("keeps telemetry from starting with a connection string the exporter would refuse, naming the setting and not its value", async () => {
-    const { startTelemetry } = await import("../../functions/telemetry");
+    const { startTelemetryOrSay } = await import("../../functions/telemetry");
     const connectionString = "InstrumentationKey=AAAAAAAA-0000-4000-8000-000000000000;IngestionEndpoint=https://x/";
-    expect(() => startTelemetry({ APPLICATIONINSIGHTS_CONNECTION_STRING: connectionString })).toThrow(
-      /^APPLICATIONINSIGHTS_CONNECTION_STRING has an InstrumentationKey that is not a GUID in lower case$/,
-    );
-    expect(startTelemetry({})).toBeUndefined();
+    const said: string[] = [];
+    expect(startTelemetryOrSay({ APPLICATIONINSIGHTS_CONNECTION_STRING: connectionString }, (line) => said.push(line))).toBeUndefined();
+    expect(said).toEqual([
+      "Error: telemetry did not start: ConfigError: Invalid app settings:\n- APPLICATIONINSIGHTS_CONNECTION_STRING has an InstrumentationKey that is not a GUID in lower case",
+    ]);
+    expect(said.join("\n")).not.toContain("AAAAAAAA");
+    expect(startTelemetryOrSay({}, (line) => said.push(line))).toBeUndefined();
+    expect(said).toHaveLength(1);
     expect(connectionStringProblem("InstrumentationKey=AAAAAAAA-0000-4000-8000-000000000000")).toMatch(/not a GUID in lower case/);
   });
 });
