@@ -59,13 +59,16 @@ const TEST_FILES = {
   // Unit tests only. The pull's integration files (pull*.test.ts, leaseRace, unstableOrder,
   // graphPull, hundredDays, ...) start the app and the fakes in beforeAll, which every mutant they
   // reach would re-run: pullMutants.test.ts drives the pull's modules against the run's Azurite
-  // (queues, tables, blobs) without the app instead. tenantPull.ts is reached by none of them yet.
+  // (queues, tables, blobs) without the app instead, and tenantPullMutants.test.ts runs TenantPull,
+  // AccessTokenSource and DeadLetterRedrive as createServices wires them, against the in-process
+  // HTTPS fakes and Azurite (one beforeAll that starts the fakes, no app).
   "shared/pull": [
     "test/unit/subWindows.test.ts",
     "test/unit/compactVersionSet.test.ts",
     "test/unit/pullHealth.test.ts",
     "test/unit/pullWindow.test.ts",
     "test/unit/pullMutants.test.ts",
+    "test/unit/tenantPullMutants.test.ts",
   ],
   // The client, the page scanner and the budget are pure or talk to a scripted HTTPS endpoint.
   // The whole folder is slow (about 4 h at --concurrency 1): every file here pushes pages, some

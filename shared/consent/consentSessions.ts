@@ -180,6 +180,7 @@ function parseOpen(text: string | undefined): OpenEntry[] {
 const retryAfter = (entries: readonly OpenEntry[], now: number): number =>
   Math.max(1, Math.ceil((Math.min(...entries.map((entry) => entry.e)) - now) / 1000));
 
+// Stryker disable next-line ArithmeticOperator: the length of the pause only spreads retries in time; no outcome depends on it
 const jitter = (attempt: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.random() * 20 * attempt));
 
 /**

@@ -52,6 +52,25 @@ export interface FakeStackOptions {
   managedIdentity?: boolean;
 }
 
+/**
+ * The app settings that point the app at the stack: the MSSP app's credentials, the fakes'
+ * endpoints and the trust in their certificate. Storage and the rest are the caller's.
+ */
+export function stackSettings(stack: FakeStack): Record<string, string> {
+  return {
+    MSSP_CLIENT_ID: stack.clientId,
+    MSSP_CLIENT_SECRET: stack.clientSecret,
+    MSSP_TENANT_ID: stack.msspTenantId,
+    MSSP_PUBLIC_BASE_URL: PUBLIC_BASE_URL,
+    KEY_VAULT_URL: stack.vault.url,
+    ENTRA_AUTHORITY_HOST: stack.entra.url,
+    DEFENDER_API_BASE_URL: stack.defender.url,
+    GRAPH_API_BASE_URL: stack.graph.url,
+    LOCAL_DEV_CA_CERT_FILE: stack.certFile,
+    LOCAL_DEV_VAULT_TOKEN: stack.vaultToken,
+  };
+}
+
 /** Used by the test environment and by the benchmark's fakes process alike. */
 export async function startFakeStack(options: FakeStackOptions = {}): Promise<FakeStack> {
   const tls = await createTestCertificate();

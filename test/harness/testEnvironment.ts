@@ -6,7 +6,7 @@ import type { FakeEntra } from "../fakes/fakeEntra";
 import type { FakeGraph } from "../fakes/fakeGraph";
 import type { FakeKeyVault } from "../fakes/fakeKeyVault";
 import type { FakeManagedIdentity } from "../fakes/fakeManagedIdentity";
-import { PUBLIC_BASE_URL, startFakeStack } from "../fakes/fakeStack";
+import { PUBLIC_BASE_URL, stackSettings, startFakeStack } from "../fakes/fakeStack";
 import { loadApp, type HttpResult, type RegisteredApp } from "./functionsHost";
 import { registerSecrets } from "./secrecy";
 
@@ -64,20 +64,11 @@ export async function startTestEnvironment(
   const stack = await startFakeStack({ browserSignIn: options.browserSignIn === true, managedIdentity: options.managedIdentity === true });
   const { entra, vault, defender, graph, clientId, clientSecret, msspTenantId, vaultToken } = stack;
   const env: Record<string, string> = {
-    MSSP_CLIENT_ID: clientId,
-    MSSP_CLIENT_SECRET: clientSecret,
-    MSSP_TENANT_ID: msspTenantId,
-    MSSP_PUBLIC_BASE_URL: PUBLIC_BASE_URL,
-    KEY_VAULT_URL: vault.url,
+    ...stackSettings(stack),
     AzureWebJobsStorage: inject("storageConnectionString"),
-    ENTRA_AUTHORITY_HOST: entra.url,
-    DEFENDER_API_BASE_URL: defender.url,
-    GRAPH_API_BASE_URL: graph.url,
     ALERTS_CONTAINER: `alerts-${randomBytes(6).toString("hex")}`,
     MDE_PARTNER_COMPANY: "TestMssp",
     MDE_PARTNER_PRODUCT: "Connector",
-    LOCAL_DEV_CA_CERT_FILE: stack.certFile,
-    LOCAL_DEV_VAULT_TOKEN: vaultToken,
     ...(stack.signInUrl === undefined ? {} : { LOCAL_DEV_SIGN_IN_BASE_URL: stack.signInUrl }),
     ...(stack.managedIdentity && stack.managedIdentityClientId
       ? { ...stack.managedIdentity.environment, AZURE_CLIENT_ID: stack.managedIdentityClientId }

@@ -1,8 +1,9 @@
 import { createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
 import type { TokenCredential } from "@azure/identity";
-import { TableClient } from "@azure/data-tables";
+import { TableClient, type TransactionAction } from "@azure/data-tables";
 import type { Agent } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { recordingLog } from "../harness/recordingLog";
 import { ApplicationConsentVerifier, DEFAULT_PROPAGATION_DELAYS_MS, type SourceProbe } from "../../shared/consent/applicationConsent";
 import type { ConsentResponse } from "../../shared/consent/consentFlow";
 import { buildConsentUrl, verifyConsentLink } from "../../shared/consent/consentLink";
@@ -22,7 +23,6 @@ import {
 import { renderPage, unexpectedFailurePage } from "../../shared/consent/pages";
 import { SIGNING_KEY_SECRET_NAME, SigningKeyProvider } from "../../shared/consent/signingKey";
 import { createSourceProbe } from "../../shared/consent/sourceProbe";
-import type { Logger, LogFields } from "../../shared/logging";
 import type { SecretStore } from "../../shared/secrets/secretStore";
 import { tenantTokenSecretName } from "../../shared/secrets/tenantTokens";
 import type { Services } from "../../shared/services";
@@ -30,6 +30,7 @@ import { DefenderApiError } from "../../shared/sources/sourceErrors";
 import { createTableFactory, type TableFactory } from "../../shared/state/tables";
 import { TABLES } from "../../shared/storage/names";
 import type { FakeStack } from "../fakes/fakeStack";
+import { AZURITE_ACCOUNT, AZURITE_KEY } from "../harness/azurite";
 import { registerSecrets } from "../harness/secrecy";
 
 /**
@@ -56,17 +57,7 @@ const clock = () => Date.now() + offsetMs;
 /** Waits the app asked for (the application proof's propagation delays), answered at once. */
 const sleeps: number[] = [];
 
-interface LogLine {
-  level: "info" | "warn" | "error";
-  message: string;
-  fields: LogFields;
-}
-const lines: LogLine[] = [];
-const log: Logger = {
-  info: (message, fields = {}) => void lines.push({ level: "info", message, fields }),
-  warn: (message, fields = {}) => void lines.push({ level: "warn", message, fields }),
-  error: (message, fields = {}) => void lines.push({ level: "error", message, fields }),
-};
+const { lines, log } = recordingLog();
 const operator = { kind: "user", id: "op-1", name: "Olivia Operator" };
 
 const noCredential = (): TokenCredential => {
@@ -76,7 +67,7 @@ const noCredential = (): TokenCredential => {
 /** The fakes and the services as shared/services.ts wires them, once per file. */
 function setup(): Promise<void> {
   ready ??= (async () => {
-    const [{ startFakeStack, PUBLIC_BASE_URL }, { loadConfig }, { createServices }, consentFlow, undici] = await Promise.all([
+    const [{ startFakeStack, stackSettings }, { loadConfig }, { createServices }, consentFlow, undici] = await Promise.all([
       import("../fakes/fakeStack"),
       import("../../shared/config"),
       import("../../shared/services"),
@@ -89,18 +80,9 @@ function setup(): Promise<void> {
     registerSecrets(() => [stack.clientSecret, stack.vaultToken], "consentMutants fake stack credentials");
     stack.entra.setClock(clock);
     const config = loadConfig({
-      MSSP_CLIENT_ID: stack.clientId,
-      MSSP_CLIENT_SECRET: stack.clientSecret,
-      MSSP_TENANT_ID: stack.msspTenantId,
-      MSSP_PUBLIC_BASE_URL: PUBLIC_BASE_URL,
+      ...stackSettings(stack),
       MSSP_DISPLAY_NAME: "Contoso Security",
-      KEY_VAULT_URL: stack.vault.url,
       AzureWebJobsStorage: inject("storageConnectionString"),
-      ENTRA_AUTHORITY_HOST: stack.entra.url,
-      DEFENDER_API_BASE_URL: stack.defender.url,
-      GRAPH_API_BASE_URL: stack.graph.url,
-      LOCAL_DEV_CA_CERT_FILE: stack.certFile,
-      LOCAL_DEV_VAULT_TOKEN: stack.vaultToken,
     });
     services = createServices(config, {
       clock,
@@ -198,6 +180,66 @@ function ownTables(): { factory: TableFactory; raw: (name: string) => TableClien
 }
 
 const sha256hex = (text: string) => createHash("sha256").update(text).digest("hex");
+
+/**
+ * Tables whose next ETag-conditioned writes (updateEntity with an etag) each lose a race: just
+ * before each, another instance writes the same entity (a plain merge) or deletes it, so Azurite
+ * answers a real 412 or 404. `beforeSubmit` runs before a transaction is sent (another purge
+ * deleting one of its rows meanwhile).
+ */
+function racingTables(factory: TableFactory): {
+  factory: TableFactory;
+  race: (times: number, how?: "write" | "delete") => void;
+  beforeSubmit: (hook: ((table: TableClient, actions: TransactionAction[]) => Promise<void>) | undefined) => void;
+} {
+  let left = 0;
+  let kind: "write" | "delete" = "write";
+  let submitHook: ((table: TableClient, actions: TransactionAction[]) => Promise<void>) | undefined;
+  return {
+    race: (times, how = "write") => {
+      left = times;
+      kind = how;
+    },
+    beforeSubmit: (hook) => void (submitHook = hook),
+    factory: {
+      open: async (name) => {
+        const table = await factory.open(name);
+        return new Proxy(table, {
+          get(target, property, receiver) {
+            if (property === "submitTransaction") {
+              return async (actions: TransactionAction[]) => {
+                const hook = submitHook;
+                submitHook = undefined;
+                if (hook) await hook(target, actions);
+                return target.submitTransaction(actions);
+              };
+            }
+            if (property !== "updateEntity") return Reflect.get(target, property, receiver) as unknown;
+            return async (...args: Parameters<TableClient["updateEntity"]>) => {
+              const [entity, , options] = args;
+              if (left > 0 && options?.etag !== undefined) {
+                left--;
+                if (kind === "delete") await target.deleteEntity(entity.partitionKey, entity.rowKey);
+                else await target.updateEntity({ partitionKey: entity.partitionKey, rowKey: entity.rowKey, otherWriter: randomUUID() }, "Merge");
+              }
+              return target.updateEntity(...args);
+            };
+          },
+        });
+      },
+    },
+  };
+}
+
+/** A table on a port where nothing listens: every request fails without an HTTP status. */
+const deadTables: TableFactory = {
+  open: async (name) =>
+    TableClient.fromConnectionString(
+      `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};TableEndpoint=http://127.0.0.1:9/${AZURITE_ACCOUNT};`,
+      name,
+      { allowInsecureConnection: true, retryOptions: { maxRetries: 0 } },
+    ),
+};
 
 // ---- consent links: signature ---------------------------------------------------------------
 
@@ -318,6 +360,75 @@ describe("the consent link records", () => {
     await links.release(tenantId, "Ab3_-Ab3_-Ab3_-Ab3_-Ab", "c");
   });
 
+  it("revoke and claim again after another instance wrote the link first, four times at most, and a release that loses such a race leaves the claim to lapse", async () => {
+    const own = ownTables();
+    const { factory, race } = racingTables(own.factory);
+    const now = Date.parse("2026-03-01T10:00:00.000Z");
+    const links = new ConsentLinkStore(factory, () => now);
+    const tenantId = randomUUID();
+    const issue = () => links.issue({ tenantId, registeredAt: "r1", purpose: "registration", ttlMs: 3_600_000, issuedBy: actor });
+    const a = await issue();
+    race(4);
+    expect(await links.revoke(tenantId, a.linkId, "r1", actor)).toMatchObject({ revokedAt: "2026-03-01T10:00:00.000Z" });
+    const b = await issue();
+    race(5);
+    await expect(links.revoke(tenantId, b.linkId, "r1", actor)).rejects.toMatchObject({ statusCode: 412 });
+    expect((await links.get(tenantId, b.linkId, "r1"))?.revokedAt).toBeUndefined();
+    race(4);
+    expect(await links.claim(tenantId, b.linkId, tenant(), "first")).toBeUndefined();
+    expect(await links.claim(tenantId, b.linkId, tenant(), "second")).toBe("in_use");
+    const c = await issue();
+    race(5);
+    await expect(links.claim(tenantId, c.linkId, tenant(), "first")).rejects.toMatchObject({ statusCode: 412 });
+    expect(await links.claim(tenantId, c.linkId, tenant(), "second")).toBeUndefined();
+    race(1);
+    await links.release(tenantId, b.linkId, "first");
+    expect(await links.claim(tenantId, b.linkId, tenant(), "second")).toBe("in_use");
+    await links.release(tenantId, b.linkId, "first");
+    expect(await links.claim(tenantId, b.linkId, tenant(), "second")).toBeUndefined();
+    // Any other failure of the release's write is passed on: here the row vanished meanwhile.
+    race(1, "delete");
+    await expect(links.release(tenantId, b.linkId, "second")).rejects.toMatchObject({ statusCode: 404 });
+  });
+
+  it("list the newest 200 links, the same second's by id, and fail rather than call a link unknown when the table cannot be read", async () => {
+    const { factory, raw } = ownTables();
+    const links = new ConsentLinkStore(factory, () => Date.parse("2026-03-01T10:00:00.000Z"));
+    const tenantId = randomUUID();
+    const twins = [
+      await links.issue({ tenantId, registeredAt: "r1", purpose: "registration", ttlMs: 1000, issuedBy: actor }),
+      await links.issue({ tenantId, registeredAt: "r1", purpose: "registration", ttlMs: 1000, issuedBy: actor }),
+    ];
+    expect((await links.list(tenantId, "r1")).map((link) => link.linkId)).toEqual(twins.map((link) => link.linkId).sort((a, b) => a.localeCompare(b)));
+    const table = raw(TABLES.consentLinks);
+    const older = Array.from({ length: 200 }, (_, i) => ({
+      partitionKey: tenantId,
+      rowKey: `old${String(i).padStart(19, "0")}`,
+      registeredAt: "r1",
+      purpose: "registration",
+      source: "",
+      createdAt: new Date(Date.parse("2026-02-01T00:00:00.000Z") + i * 1000).toISOString(),
+      expiresAt: "2026-02-08T00:00:00.000Z",
+      issuedBy: "o",
+      usedAt: "",
+      revokedAt: "",
+      revokedBy: "",
+    }));
+    for (let i = 0; i < older.length; i += 100) await table.submitTransaction(older.slice(i, i + 100).map((entity) => ["create", entity] as ["create", typeof entity]));
+    const listed = await links.list(tenantId, "r1");
+    expect(listed).toHaveLength(200);
+    expect(listed.slice(0, 2).map((link) => link.linkId)).toEqual(twins.map((link) => link.linkId).sort((a, b) => a.localeCompare(b)));
+    expect(listed.at(-1)?.linkId).toBe(older[2]?.rowKey);
+    // An id no link can have (the signed link's format) is not looked up: Table keys forbid some of its characters.
+    for (const bad of ["a/b", "a#b", "a?b", "a\\b"]) {
+      expect(await links.get(tenantId, bad, "r1")).toBeUndefined();
+      expect(await links.revokedSince(tenantId, bad)).toBe(true);
+    }
+    const dead = new ConsentLinkStore(deadTables, () => 0);
+    await expect(dead.get(tenantId, twins[0]?.linkId ?? "", "r1")).rejects.toBeDefined();
+    await expect(dead.revokedSince(tenantId, twins[0]?.linkId ?? "")).rejects.toBeDefined();
+  });
+
   it("decide by the tenant's state which links may still start a sign-in", () => {
     const link = (over: Partial<ConsentLinkRecord> = {}): ConsentLinkRecord => ({
       linkId: "l",
@@ -401,6 +512,30 @@ describe("the signing key", () => {
     const exact = `signing-${randomBytes(4).toString("hex")}`;
     stack.vault.putSecret(exact, randomBytes(32).toString("base64"));
     expect((await new SigningKeyProvider(renamed(vaultStore(), exact, []), () => 0).get()).length).toBe(32);
+  });
+
+  it("takes a key replaced in Key Vault (its old version disabled) exactly ten minutes after it last read it, not before", async () => {
+    const name = `signing-${randomBytes(4).toString("hex")}`;
+    const first = randomBytes(32);
+    const second = randomBytes(32);
+    const firstVersion = stack.vault.putSecret(name, first.toString("base64"));
+    stack.vault.putSecret(name, second.toString("base64"));
+    let now = 5_000_000;
+    const provider = new SigningKeyProvider(renamed(vaultStore(), name, []), () => now);
+    expect((await provider.get()).equals(first)).toBe(true);
+    stack.vault.setEnabled(name, firstVersion, false);
+    now += 10 * 60_000 - 1;
+    expect((await provider.get()).equals(first)).toBe(true);
+    now += 1;
+    expect((await provider.get()).equals(second)).toBe(true);
+    now += 10 * 60_000 - 1;
+    stack.vault.setEnabled(name, firstVersion, true);
+    expect((await provider.get()).equals(second)).toBe(true);
+  });
+
+  it("refuses to sign with nothing when Key Vault keeps no key after the write", async () => {
+    const forgetful = { getOldest: async () => undefined, set: async () => undefined } as unknown as SecretStore;
+    await expect(new SigningKeyProvider(forgetful, () => 0).get()).rejects.toThrow("consent link signing key in Key Vault is missing or shorter than 32 bytes");
   });
 });
 
@@ -577,7 +712,7 @@ describe("the sign-in sessions", () => {
     await sessions.begin(key, tenantId, "l");
     const table = raw(TABLES.consentSessions);
     const partition = sessionPartition(sha256hex(tenantId));
-    for (const open of ["not json", "{}", JSON.stringify([{ h: 1, l: "l", e: 9e15 }, { h: "x", l: 2, e: 9e15 }, { h: "x", l: "l", e: "9" }, null, 7])]) {
+    for (const open of ["not json", "{}", JSON.stringify([{ h: 1, l: "l", e: 9e15 }, { h: "x", l: 2, e: 9e15 }, { h: "x", l: "l", e: "9" }, { h: "x", l: "l", e: "9000000000000000" }, null, 7])]) {
       await table.updateEntity({ partitionKey: partition, rowKey: `limit_${tenantId}`, open }, "Merge");
       await sessions.begin(key, tenantId, "l");
     }
@@ -612,6 +747,125 @@ describe("the sign-in sessions", () => {
     const timedOut = await sessions.purge({ maxMillis: 0 });
     expect(timedOut).toMatchObject({ complete: false, deletedSessions: 0, partitionsVisited: 1 });
   });
+
+  it("derive the verifier and nonce from the state with the signing key, so a sign-in begun before a deployment still redeems after it", async () => {
+    const { factory } = ownTables();
+    const sessions = new ConsentSessionStore(factory, () => Date.parse("2026-03-01T10:00:00.000Z"));
+    const session = await sessions.begin(key, randomUUID(), "l");
+    const mac = (label: string) => createHmac("sha256", key).update(`${label}:${session.state}`).digest("base64url");
+    expect(session.codeVerifier).toBe(mac("pkce-verifier"));
+    expect(session.nonce).toBe(mac("oidc-nonce"));
+    const hash = sha256hex(session.state);
+    expect(sessionPartition(hash)).toBe(`s${hash[0]}`);
+  });
+
+  it("hold the caps when starts race: another start's write or create, or the purge deleting the row, makes a start read again, eight tries at most", async () => {
+    const own = ownTables();
+    const { factory, race } = racingTables(own.factory);
+    const now = Date.parse("2026-03-01T10:00:00.000Z");
+    const sessions = new ConsentSessionStore(factory, () => now, { maxOpenPerTenant: 2, maxOpenPerLink: 5 });
+    // A burst on a fresh tenant: every start but one loses the create (409) or the update (412).
+    const burst = randomUUID();
+    const results = await Promise.allSettled(Array.from({ length: 5 }, () => sessions.begin(key, burst, "l")));
+    expect(results.filter((result) => result.status === "fulfilled")).toHaveLength(2);
+    for (const result of results) if (result.status === "rejected") expect(result.reason).toMatchObject({ name: "ConsentSessionLimitError", scope: "tenant" });
+    // Seven lost updates in a row: the eighth try wins. Eight: refused for a second.
+    const tenantId = randomUUID();
+    await sessions.begin(key, tenantId, "l");
+    race(7);
+    await sessions.begin(key, tenantId, "l");
+    const other = randomUUID();
+    await sessions.begin(key, other, "l");
+    race(8);
+    await expect(sessions.begin(key, other, "l")).rejects.toMatchObject({ name: "ConsentSessionLimitError", scope: "tenant", retryAfterSeconds: 1 });
+    // The purge removed the row between the read and the write: the next try creates it again.
+    race(1, "delete");
+    await sessions.begin(key, other, "l");
+    await sessions.begin(key, other, "l");
+    await expect(sessions.begin(key, other, "l")).rejects.toMatchObject({ scope: "tenant", retryAfterSeconds: 900 });
+  }, 30_000);
+
+  it("free a revoked link's places even when the row changes meanwhile, and count a claim lost to another callback as replayed", async () => {
+    const own = ownTables();
+    const { factory, race } = racingTables(own.factory);
+    const now = Date.parse("2026-03-01T10:00:00.000Z");
+    const sessions = new ConsentSessionStore(factory, () => now, { maxOpenPerTenant: 1 });
+    const tenantId = randomUUID();
+    await sessions.begin(key, tenantId, "la");
+    race(2);
+    await sessions.releaseLink(tenantId, "la");
+    const b = await sessions.begin(key, tenantId, "lb");
+    // Three lost writes: the release gives up, and the place stays taken until it expires.
+    race(3);
+    await sessions.releaseLink(tenantId, "lb");
+    await expect(sessions.begin(key, tenantId, "lc")).rejects.toMatchObject({ scope: "tenant" });
+    // The purge deleted the row meanwhile: nothing left to free, no error.
+    race(1, "delete");
+    await sessions.releaseLink(tenantId, "lb");
+    await sessions.begin(key, tenantId, "lc");
+    // Another callback claimed the session between this one's read and write.
+    race(1);
+    expect(await sessions.claim(key, b.state)).toEqual({ outcome: "replayed" });
+    // Any other failure of that write is passed on: here the purge deleted the session meanwhile.
+    const c = await sessions.begin(key, randomUUID(), "l");
+    race(1, "delete");
+    await expect(sessions.claim(key, c.state)).rejects.toMatchObject({ statusCode: 404 });
+  }, 30_000);
+
+  it("free only the revoked link's places", async () => {
+    const { factory } = ownTables();
+    const sessions = new ConsentSessionStore(factory, () => Date.parse("2026-03-01T10:00:00.000Z"), { maxOpenPerTenant: 2 });
+    const tenantId = randomUUID();
+    await sessions.begin(key, tenantId, "la");
+    await sessions.begin(key, tenantId, "lb");
+    await sessions.releaseLink(tenantId, "la");
+    await sessions.begin(key, tenantId, "lc");
+    await expect(sessions.begin(key, tenantId, "ld")).rejects.toMatchObject({ scope: "tenant" });
+  });
+
+  it("purge from the partition the last run stopped in onwards, in transactions of 100, and count a row another purge deleted meanwhile once", async () => {
+    const own = ownTables();
+    const { factory, beforeSubmit } = racingTables(own.factory);
+    const now = Date.parse("2026-03-01T10:00:00.000Z");
+    const sessions = new ConsentSessionStore(factory, () => now);
+    await sessions.begin(key, randomUUID(), "l"); // creates the table
+    const table = own.raw(TABLES.consentSessions);
+    const expired = new Date(now - 2 * 3_600_000).toISOString();
+    const row = (partitionKey: string, rowKey: string) => ({ partitionKey, rowKey, kind: "session", tenantId: "t", linkId: "l", createdAt: expired, expiresAt: expired, usedAt: "" });
+    const exists = (partitionKey: string, rowKey: string) => table.getEntity(partitionKey, rowKey).then(() => true, () => false);
+    await table.createEntity(row("s4", "a4"));
+    await table.createEntity(row("s6", "a6"));
+    await table.upsertEntity({ partitionKey: "housekeeping", rowKey: "purgeCursor", nextPartition: "s5" }, "Replace");
+    const one = await sessions.purge({ maxDeletes: 1 });
+    expect(one).toMatchObject({ deletedSessions: 1, complete: false, nextPartition: "s7" });
+    expect([await exists("s6", "a6"), await exists("s4", "a4")]).toEqual([false, true]);
+    // Wraps round: from s7 to sf, then the legacy partition, then s0 on.
+    const rest = await sessions.purge();
+    expect(rest).toMatchObject({ deletedSessions: 1, complete: true, nextPartition: "s7", partitionsVisited: 17 });
+    expect(await exists("s4", "a4")).toBe(false);
+    // A limit row counts against the bound as much as a session does.
+    await table.createEntity({ ...row("s2", "limit_t"), kind: "limit" });
+    await table.createEntity(row("s2", "b2"));
+    await table.upsertEntity({ partitionKey: "housekeeping", rowKey: "purgeCursor", nextPartition: "s2" }, "Replace");
+    expect(await sessions.purge({ maxDeletes: 1 })).toMatchObject({ deletedLimitRows: 1, deletedSessions: 0, complete: false, nextPartition: "s2" });
+    expect(await sessions.purge()).toMatchObject({ deletedSessions: 1, complete: true });
+    // A time bound given stops the run once it has passed (two table requests take longer than 1 ms).
+    expect(await sessions.purge({ maxMillis: 1 })).toMatchObject({ complete: false, partitionsVisited: 1 });
+    // 101 expired sessions in one partition: two transactions.
+    const many = Array.from({ length: 101 }, (_, i) => row("s9", `m${String(i).padStart(3, "0")}`));
+    for (let i = 0; i < many.length; i += 100) await table.submitTransaction(many.slice(i, i + 100).map((entity) => ["create", entity] as TransactionAction));
+    const big = await sessions.purge();
+    expect(big).toMatchObject({ deletedSessions: 101, transactions: 2, complete: true });
+    // Another purge deletes one row of the batch first: the batch fails as a whole, the rest go one by one.
+    for (const entity of many.slice(0, 3)) await table.createEntity(entity);
+    beforeSubmit(async (target, actions) => {
+      const [, first] = actions[0] as ["delete", { partitionKey: string; rowKey: string }];
+      await target.deleteEntity(first.partitionKey, first.rowKey);
+    });
+    const raced = await sessions.purge();
+    expect(raced).toMatchObject({ deletedSessions: 2, transactions: 1, complete: true });
+    for (const entity of many.slice(0, 3)) expect(await exists(entity.partitionKey, entity.rowKey)).toBe(false);
+  }, 30_000);
 
   it("still completes a sign-in begun in the old single partition, and the purge empties that partition too", async () => {
     const { factory, raw } = ownTables();
@@ -702,6 +956,30 @@ describe("the proof of an application consent", () => {
     ).toEqual({ kind: "source_unavailable", code: "source_unavailable" });
     stack.entra.failAllTokenRequests({ status: 401, error: "invalid_client", errorCode: 7000215 }, 1);
     expect(await prove(noProbe)).toMatchObject({ kind: "token_failed", failure: { category: "app_credential", aadsts: "AADSTS7000215" } });
+  });
+
+  it("reports as pending each answer Entra ID gives while a consent spreads, and any other refusal as a token failure", async () => {
+    const once = (errorCode: number, error = "invalid_client") => {
+      stack.entra.failAllTokenRequests({ status: 400, error, errorCode }, 1);
+      return new ApplicationConsentVerifier({ entra: services.entra, clock, sleep: async () => undefined, probe: noProbe, propagationDelaysMs: [] }).prove({ tenantId: randomUUID(), source: "mde" });
+    };
+    for (const code of [7000229, 700016, 500011, 65001]) expect(await once(code)).toEqual({ kind: "pending", reason: `AADSTS${code}` });
+    expect(await once(70011, "invalid_scope")).toMatchObject({ kind: "token_failed", failure: { aadsts: "AADSTS70011" } });
+  });
+
+  it("counts only the source client's 401 as not yet accepted: another error that says unauthorized is the source being unreachable", async () => {
+    const tenantId = randomUUID();
+    stack.entra.grantAppConsent(tenantId, stack.clientId, [`${APPLICATION_PERMISSIONS.mde.resource}/Alert.Read.All`]);
+    const verifier = new ApplicationConsentVerifier({
+      entra: services.entra,
+      clock,
+      sleep: async () => undefined,
+      propagationDelaysMs: [],
+      probe: async () => {
+        throw Object.assign(new Error("proxy said no"), { code: "unauthorized" });
+      },
+    });
+    expect(await verifier.prove({ tenantId, source: "mde" })).toEqual({ kind: "source_unavailable", code: "source_unavailable" });
   });
 
   it("reads one alert of the last 24 hours from the tenant's source, through the app's clients", async () => {
@@ -1124,5 +1402,184 @@ describe("finishing an application consent", () => {
     expect(await tenantRecord(tenantId)).toMatchObject({ status: "pending_consent", lastErrorCode: "AADSTS70008", lastErrorMessage: "The admin consent could not be verified" });
     stack.entra.clearFailures();
     expect(await finishWith()).toMatchObject({ status: 200, title: "Consent complete" });
+  });
+});
+
+// ---- the consent flow: edges ----------------------------------------------------------------
+
+describe("the consent flow's edges", () => {
+  beforeAll(setup);
+
+  /** The app's flow with one dependency replaced (a proof or a token store that behaves as a test needs). */
+  function flowWith(over: Partial<ConstructorParameters<typeof flow.ConsentFlow>[0]>) {
+    return new flow.ConsentFlow({
+      config: services.config,
+      tenants: services.tenants,
+      sessions: services.consentSessions,
+      signingKey: services.signingKey,
+      entra: services.entra,
+      tokens: services.tokens,
+      links: new ConsentLinkStore(services.tables, clock),
+      audit: services.audit,
+      clock,
+      application: { prove: async () => ({ kind: "proven", servicePrincipalId: undefined }) } as unknown as ApplicationConsentVerifier,
+      ...over,
+    });
+  }
+
+  /** Starts a sign-in through `consentUrl` and answers its callback with `extra` instead of a real answer. */
+  async function answer(consentFlow: { start: typeof services.consent.start; callback: typeof services.consent.callback }, consentUrl: string, extra: Record<string, string>) {
+    const { tenantId, query } = linkQuery(consentUrl);
+    const started = await consentFlow.start(tenantId, query, log);
+    const state = started.kind === "redirect" ? (new URL(started.location).searchParams.get("state") ?? "") : "";
+    return page(await consentFlow.callback(new URLSearchParams({ state, ...extra }), cookieHeader(started), log));
+  }
+
+  it("names each error OAuth and OpenID Connect define, records it and keeps the link usable; a declined one is logged as declined", async () => {
+    const { tenantId, consentUrl } = await register();
+    const codes = [
+      "invalid_request",
+      "unauthorized_client",
+      "access_denied",
+      "permission_denied",
+      "unsupported_response_type",
+      "invalid_scope",
+      "server_error",
+      "temporarily_unavailable",
+      "interaction_required",
+      "login_required",
+      "account_selection_required",
+      "consent_required",
+      "invalid_request_uri",
+      "invalid_request_object",
+      "request_not_supported",
+      "request_uri_not_supported",
+      "registration_not_supported",
+    ];
+    for (const code of codes) {
+      lines.length = 0;
+      const refused = await answer(services.consent, consentUrl, { error: code });
+      const declined = code === "access_denied" || code === "permission_denied";
+      expect([refused.status, refused.title]).toEqual(declined ? [403, "Consent was declined"] : [400, "Consent was not completed"]);
+      if (!declined) expect(refused.body).toContain(`Microsoft Entra ID answered: ${code}.`);
+      expect(await tenantRecord(tenantId)).toMatchObject({ status: "pending_consent", lastErrorCode: code, lastErrorMessage: "The consent sign-in was not completed" });
+      expect(lines.find((line) => line.message === "consent answered with an error")?.fields).toMatchObject({ tenantId, error: code, consentStep: "callback", outcome: declined ? "declined" : "failed", errorCode: code });
+    }
+    expect(page((await consent(consentUrl)).finished).status).toBe(200);
+  });
+
+  it("tells a state of 256 characters from another browser and refuses a longer one as not valid", async () => {
+    const answerState = (state: string) => services.consent.callback(new URLSearchParams({ state, code: "x" }), null, log).then(page);
+    expect(await answerState("a".repeat(256))).toMatchObject({ status: 400, title: "Finish the sign-in in the browser that started it" });
+    expect(await answerState("a".repeat(257))).toMatchObject({ status: 400, title: "This sign-in response is not valid" });
+  });
+
+  it("takes an admin-consent answer naming the tenant in capitals, or not naming it, as the link's tenant", async () => {
+    for (const alter of [(back: URL) => back.searchParams.set("tenant", (back.searchParams.get("tenant") ?? "").toUpperCase()), (back: URL) => back.searchParams.delete("tenant")]) {
+      const { tenantId, consentUrl } = await register({ consentModel: "application" });
+      const started = await start(consentUrl);
+      const back = await authorize(started.kind === "redirect" ? started.location : "");
+      expect(back.searchParams.get("tenant")).toBe(tenantId);
+      alter(back);
+      const done = page(await services.consent.callback(back.searchParams, cookieHeader(started), log));
+      expect([done.status, done.title]).toEqual([200, "Consent complete"]);
+      expect((await tenantRecord(tenantId))?.status).toBe("connected");
+    }
+  });
+
+  it("connects nothing on a proof for another tenant, a link revoked or a tenant offboarded during the proof", async () => {
+    const wrong = await register({ consentModel: "application" });
+    const wrongFlow = flowWith({ application: { prove: async () => ({ kind: "wrong_tenant" }) } as unknown as ApplicationConsentVerifier });
+    const refused = await answer(wrongFlow, wrong.consentUrl, {});
+    expect([refused.status, refused.title]).toEqual([403, "Consent could not be verified"]);
+    expect(lines.find((line) => line.message === "app-only token was for another tenant; nothing stored")?.fields).toMatchObject({ tenantId: wrong.tenantId, errorCode: "tenant_mismatch", outcome: "failed" });
+    expect((await tenantRecord(wrong.tenantId))?.status).toBe("pending_consent");
+    // The link was given back: the real proof then connects through it.
+    const again = await start(wrong.consentUrl);
+    const back = await authorize(again.kind === "redirect" ? again.location : "");
+    expect(page(await services.consent.callback(back.searchParams, cookieHeader(again), log)).status).toBe(200);
+
+    const revoked = await register({ consentModel: "application" });
+    const revokingFlow = flowWith({
+      application: {
+        prove: async () => {
+          await services.tenantAdmin.revokeLink(revoked.tenantId, revoked.linkId, operator, log);
+          return { kind: "proven", servicePrincipalId: undefined };
+        },
+      } as unknown as ApplicationConsentVerifier,
+    });
+    expect(await answer(revokingFlow, revoked.consentUrl, {})).toMatchObject({ status: 410, title: "This consent link was withdrawn" });
+    expect((await tenantRecord(revoked.tenantId))?.status).toBe("pending_consent");
+    expect(lines.some((line) => line.message === "consent link revoked while its consent finished; nothing stored")).toBe(true);
+
+    const gone = await register({ consentModel: "application" });
+    const offboardingFlow = flowWith({
+      application: {
+        prove: async () => {
+          await services.tenantAdmin.offboard(gone.tenantId, operator, log);
+          return { kind: "proven", servicePrincipalId: undefined };
+        },
+      } as unknown as ApplicationConsentVerifier,
+    });
+    expect(await answer(offboardingFlow, gone.consentUrl, {})).toMatchObject({ status: 410, title: "This consent link is no longer active" });
+    expect((await tenantRecord(gone.tenantId))?.status).toBe("offboarded");
+    expect((await auditOf(gone.tenantId)).filter((entry) => entry.startsWith("consent_completed"))).toEqual([]);
+  });
+
+  it("says so in the audit when the former refresh token could not be deleted on a move to the application model", async () => {
+    const { tenantId, consentUrl } = await register();
+    await consent(consentUrl);
+    offsetMs = 2000;
+    const move = await services.tenantAdmin.requestReconsent(tenantId, { consentModel: "application" }, operator, log);
+    const stuck = new Proxy(services.tokens, {
+      get(target, property, receiver) {
+        if (property === "remove") return async () => Promise.reject(new Error("vault busy"));
+        return Reflect.get(target, property, receiver) as unknown;
+      },
+    });
+    const done = await answer(flowWith({ tokens: stuck }), move.consentUrl, {});
+    expect([done.status, done.title]).toEqual([200, "Consent complete"]);
+    expect(await auditOf(tenantId)).toContain("consent_completed: Consent model changed from delegated to application; the stored refresh token could not be deleted yet");
+    expect(lines.find((line) => line.message === "could not delete the tenant's former refresh token")?.level).toBe("warn");
+    const [entry] = (await services.audit.list({ tenantId, limit: 50 })).filter((e) => e.detail.startsWith("Admin consent given"));
+    expect(entry?.actor).toMatchObject({ kind: "customer_admin", id: "", name: "Tenant administrator (admin consent)" });
+  });
+
+  it("names a generic provider without a display name, marks sandbox pages, and moves only the sign-in page's origin in both models", async () => {
+    const local = flowWith({ config: { clientId: services.config.clientId, msspTenantId: services.config.msspTenantId, localDev: { sandbox: true, signInBaseUrl: "http://127.0.0.1:9999/x" } } });
+    const refused = page(await local.start("not-a-guid", { link: null, exp: null, sig: null }, log));
+    expect(refused.body).toContain("Ask your managed security provider for a new consent link.");
+    expect(refused.body).toContain("Simulated Microsoft cloud (sandbox)");
+    expect(page(await services.consent.start("not-a-guid", { link: null, exp: null, sig: null }, log)).body).not.toContain("Simulated Microsoft cloud");
+    for (const consentModel of ["delegated", "application"]) {
+      const { tenantId, consentUrl } = await register({ consentModel });
+      const { query } = linkQuery(consentUrl);
+      // The tenant id in capitals: the same link.
+      const started = await local.start(tenantId.toUpperCase(), query, log);
+      if (started.kind !== "redirect") throw new Error(`expected a redirect, got ${started.page.status}`);
+      const location = new URL(started.location);
+      expect(location.origin).toBe("http://127.0.0.1:9999");
+      expect(location.pathname).toBe(consentModel === "application" ? `/${tenantId}/v2.0/adminconsent` : `/${tenantId}/oauth2/v2.0/authorize`);
+      expect(lines.filter((line) => line.message === "consent started").at(-1)?.fields).toMatchObject({ tenantId, ...(consentModel === "application" ? { consentModel } : {}) });
+    }
+    const off = await register();
+    await services.tenantAdmin.offboard(off.tenantId, operator, log);
+    await start(off.consentUrl);
+    expect(lines.find((line) => line.message === "consent link for an offboarded tenant")?.fields).toMatchObject({ tenantId: off.tenantId, errorCode: "tenant_offboarded", outcome: "refused" });
+  });
+
+  it("deletes the token and answers 410 when the tenant is offboarded while the code is redeemed", async () => {
+    const { tenantId, consentUrl } = await register();
+    const started = await start(consentUrl);
+    const back = await authorize(started.kind === "redirect" ? started.location : "");
+    const hold = stack.entra.holdCodeRedemptions();
+    const pending = services.consent.callback(back.searchParams, cookieHeader(started), log);
+    for (let i = 0; i < 200 && hold.waiting() === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    await services.tenantAdmin.offboard(tenantId, operator, log);
+    hold.release();
+    expect(page(await pending)).toMatchObject({ status: 410, title: "This consent link is no longer active" });
+    expect(storedBundle(tenantId)).toBeUndefined();
+    expect((await tenantRecord(tenantId))?.status).toBe("offboarded");
+    expect(lines.find((line) => line.message === "consent completed for a tenant offboarded meanwhile; token removed")?.fields).toMatchObject({ tenantId, errorCode: "tenant_offboarded" });
   });
 });

@@ -1,0 +1,1318 @@
+import { randomUUID } from "node:crypto";
+import type { Agent } from "undici";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { recordingLog } from "../harness/recordingLog";
+import type { ConsentResponse } from "../../shared/consent/consentFlow";
+import { AccessTokenSource, classifyApplicationFailure, TokenUnavailableError } from "../../shared/pull/accessTokens";
+import { DeadLetterRedrive } from "../../shared/pull/redrive";
+import type { DeadLetter, DeadLetterStore } from "../../shared/sinks/deadLetters";
+import { DefenderApiError } from "../../shared/sources/sourceErrors";
+import type { PullReport } from "../../shared/pull/observer";
+import type { PullState } from "../../shared/pull/pullState";
+import { TenantPull, type TenantPullDeps } from "../../shared/pull/tenantPull";
+import { DefenderClient } from "../../shared/defender/defenderClient";
+import { RateBudget } from "../../shared/defender/rateBudget";
+import type { AppConfig } from "../../shared/config";
+import type { TenantRegistry } from "../../shared/state/tenantRegistry";
+import type { PullHistoryStore } from "../../shared/pull/pullHistory";
+import { tenantTokenSecretName } from "../../shared/secrets/tenantTokens";
+import type { Services } from "../../shared/services";
+import { SinkError, type AlertBatchKey, type AlertEnvelope, type AlertSink, type SinkWriteResult, type StoredVersion } from "../../shared/sinks/alertSink";
+import { generateAlerts, makeAlert, toMdeTimestamp } from "../fakes/alerts";
+import { makeGraphAlert, toGraphTimestamp } from "../fakes/graphAlerts";
+import type { FakeStack } from "../fakes/fakeStack";
+import { registerSecrets } from "../harness/secrecy";
+
+/**
+ * shared/pull/tenantPull.ts, accessTokens.ts and redrive.ts without the Functions app (issue 15,
+ * mutation testing): the pull wired as shared/services.ts wires it, through MSAL, the Key Vault
+ * SDK and the Defender client against the in-process HTTPS fakes and the run's Azurite, on a
+ * clock the tests move and with instant sleeps. Tenants are connected through the consent flow's
+ * own handlers (no HTTP host). Each test asserts what an operator sees: alerts served vs
+ * delivered vs duplicated, the pull state and health fields, the tenant's status, dead letters,
+ * Key Vault writes and the waits the pull asked for.
+ */
+
+let stack: FakeStack;
+let services: Services;
+let config: AppConfig;
+let agent: Agent;
+let fetch: typeof import("undici").fetch;
+/** The app's clock: real time plus what a test adds (tokens from the fakes carry real times). */
+let offsetMs = 0;
+const clock = () => Date.now() + offsetMs;
+/** What the pull told its observers, run by run. */
+const reports: PullReport[] = [];
+/** Waits the app asked for (backoffs, Retry-After), answered at once. */
+const sleeps: number[] = [];
+
+/** Page size 5: a dozen alerts already need several pages, sub-windows and `$skip` pages. */
+const PAGE = 5;
+
+const { lines, log } = recordingLog();
+const operator = { kind: "user", id: "op-1", name: "Olivia Operator" };
+
+/** An in-memory sink the test controls: every write kept, failures on demand, what it holds by page. */
+class MemorySink implements AlertSink {
+  readonly writes: Array<{ key: AlertBatchKey; versions: string[]; envelopes: AlertEnvelope[] }> = [];
+  /** Versions (by id) the sink refuses as too large, every time. */
+  readonly refuse = new Set<string>();
+  /** The next this many writes fail (after `okBefore` more succeed). */
+  failures = 0;
+  okBefore = 0;
+  /** Whether the sink can say what it holds for a page (as the blob sink can). */
+  tellsStored = false;
+  readonly storedVersions?: AlertSink["storedVersions"];
+  private readonly held: Array<{ key: AlertBatchKey; alerts: AlertEnvelope["alert"][] }> = [];
+
+  constructor(tellsStored = false) {
+    this.tellsStored = tellsStored;
+    if (tellsStored) {
+      this.storedVersions = async (page) =>
+        this.held
+          .filter((w) => w.key.pageFrom === page.pageFrom && w.key.pageTo === page.pageTo)
+          .flatMap((w) => w.alerts.map((a): StoredVersion => ({ id: a.id, updatedAtKey: a.updatedAtKey, updatedAtMs: a.updatedAtMs })));
+    }
+  }
+
+  async write(key: AlertBatchKey, all: readonly AlertEnvelope[]): Promise<SinkWriteResult | void> {
+    if (this.okBefore > 0) this.okBefore--;
+    else if (this.failures > 0) {
+      this.failures--;
+      throw new SinkError("Uploading the alert batch failed (HTTP 503)", 503);
+    }
+    const alerts = all.filter((e) => !this.refuse.has(e.alert.id));
+    this.writes.push({ key, versions: alerts.map((e) => `${e.alert.id}@${e.alert.lastUpdateTime}`), envelopes: [...alerts] });
+    this.held.push({ key, alerts: alerts.map((e) => e.alert) });
+    // A sink that refused nothing may answer nothing at all.
+    if (alerts.length === all.length) return undefined;
+    return { refused: all.filter((e) => this.refuse.has(e.alert.id)).map((e) => ({ alert: e.alert, reason: "oversized" as const, detail: "over 1 MB" })) };
+  }
+
+  versions(): string[] {
+    return this.writes.flatMap((w) => w.versions);
+  }
+}
+
+/** The sink of the current test (createServices takes one sink, once). */
+let sink = new MemorySink();
+const switchingSink: AlertSink = {
+  write: (key, alerts) => sink.write(key, alerts),
+  storedVersions: async (page, options) => (sink.storedVersions ? sink.storedVersions(page, options) : []),
+};
+
+beforeAll(async () => {
+  const [{ startFakeStack, stackSettings }, { loadConfig }, { createServices }, undici] = await Promise.all([
+    import("../fakes/fakeStack"),
+    import("../../shared/config"),
+    import("../../shared/services"),
+    import("undici"),
+  ]);
+  fetch = undici.fetch;
+  stack = await startFakeStack();
+  registerSecrets(() => [stack.clientSecret, stack.vaultToken], "tenantPullMutants fake stack credentials");
+  stack.entra.setClock(clock);
+  config = loadConfig({
+    ...stackSettings(stack),
+    MSSP_DISPLAY_NAME: "Contoso Security",
+    AzureWebJobsStorage: inject("storageConnectionString"),
+    PULL_SETTLE_SECONDS: "0",
+    PULL_PAGE_SIZE: String(PAGE),
+    PULL_OVERLAP_MINUTES: "10",
+    MDE_PARTNER_COMPANY: "TestMssp",
+    MDE_PARTNER_PRODUCT: "Connector",
+  });
+  services = createServices(config, {
+    clock,
+    sleep: async (ms) => void sleeps.push(ms),
+    storageTimeoutMs: 10_000,
+    sink: switchingSink,
+    pullObservers: [{ pulled: async (report) => void reports.push(report) }],
+  });
+  agent = new undici.Agent({ connect: { ca: stack.certPem } });
+});
+
+afterAll(async () => {
+  await agent?.close();
+  await stack?.stop();
+});
+
+afterEach(() => {
+  offsetMs = 0;
+  sleeps.length = 0;
+  lines.length = 0;
+  reports.length = 0;
+  sink = new MemorySink();
+  if (!stack) return;
+  stack.entra.clearFailures();
+  stack.vault.setFailure(null);
+  stack.defender.setClockOffset(0);
+});
+
+// ---- helpers ------------------------------------------------------------------------------
+
+function titleOf(body: string): string {
+  return /<title>([^<]*)<\/title>/.exec(body)?.[1] ?? "";
+}
+
+/** Registers a tenant and consents through the flow's handlers, as the admin's browser would. */
+async function connected(displayName = "Fabrikam Ltd", source: "mde" | "graph" = "mde"): Promise<string> {
+  const tenantId = randomUUID();
+  const view = await services.tenantAdmin.register({ tenantId, displayName, ...(source === "graph" ? { source } : {}) }, operator, log);
+  const url = new URL(view.consentUrl ?? "");
+  const query = { link: url.searchParams.get("link"), exp: url.searchParams.get("exp"), sig: url.searchParams.get("sig") };
+  const started: ConsentResponse = await services.consent.start(tenantId, query, log);
+  if (started.kind !== "redirect") throw new Error(`start answered ${started.page.status} ${titleOf(started.page.body)}`);
+  const answer = await fetch(started.location, { dispatcher: agent, redirect: "manual" });
+  await answer.text();
+  const back = answer.headers.get("location");
+  if (answer.status !== 302 || !back) throw new Error(`authorize answered ${answer.status}`);
+  const cookie = (started.cookies ?? []).map((c) => `${c.name}=${c.value}`).join("; ");
+  const finished = await services.consent.callback(new URL(back).searchParams, cookie, log);
+  if (finished.kind !== "page" || finished.page.status !== 200) throw new Error("consent did not finish");
+  lines.length = 0;
+  return tenantId;
+}
+
+const minutesAgo = (minutes: number): Date => new Date(clock() - minutes * 60_000);
+
+/** `count` alerts, 20 s apart, starting `minutes` ago. */
+function seed(tenantId: string, count: number, minutes = 30): string[] {
+  const alerts = generateAlerts(tenantId, count, { start: minutesAgo(minutes), spacingMs: 20_000 });
+  stack.defender.addAlerts(tenantId, alerts);
+  return alerts.map((a) => `${a.id}@${a.lastUpdateTime}`);
+}
+
+/** Served vs delivered vs duplicated, by version. */
+function tally(tenantId: string): { served: number; delivered: number; duplicates: number; missing: string[] } {
+  const served = [...stack.defender.served(tenantId).keys()];
+  const delivered = sink.versions();
+  const unique = new Set(delivered);
+  return { served: served.length, delivered: delivered.length, duplicates: delivered.length - unique.size, missing: served.filter((v) => !unique.has(v)) };
+}
+
+const stateOf = async (tenantId: string): Promise<PullState & { leaseOwner?: string }> => {
+  const state = await services.pullState.read(tenantId);
+  if (!state) throw new Error("no pull state");
+  return state;
+};
+
+/** A TenantPull of its own (own Defender client and budget), for what createServices does not let a test set. */
+function customPull(extra: Partial<TenantPullDeps> = {}, limits: { perMinute?: number; perHour?: number } = {}): TenantPull {
+  const sleep = async (ms: number) => void sleeps.push(ms);
+  const budget = new RateBudget({ clock, sleep, ...limits });
+  const defender = new DefenderClient({ http: services.http, userAgent: "MdePartner-TestMssp-Connector/1.0", requestTimeoutMs: 30_000, budget, clock, sleep });
+  return new TenantPull({
+    settings: config.pull,
+    defenderApiBaseUrl: config.defenderApiBaseUrl,
+    tenants: services.tenants,
+    pullState: services.pullState,
+    tokens: services.accessTokens,
+    defender,
+    budget,
+    sink: switchingSink,
+    sinkName: "blob",
+    deadLetters: services.deadLetters,
+    clock,
+    history: services.pullHistory,
+    observers: [{ pulled: async (report) => void reports.push(report) }],
+    ...extra,
+  });
+}
+
+/** A registry whose point read fails as given (the rest is the real one). */
+function failingRegistry(error: unknown): TenantRegistry {
+  return Object.assign(Object.create(services.tenants) as TenantRegistry, {
+    get: async () => {
+      throw error;
+    },
+  });
+}
+
+const warnings = () => lines.filter((l) => l.level === "warn").map((l) => l.message);
+
+// ---- the pull ------------------------------------------------------------------------------
+
+describe("a pull of one tenant", () => {
+  it("delivers every alert once across pages and sub-windows, then records success, the checkpoint and the run", async () => {
+    const tenantId = await connected();
+    // Inside the 10-minute overlap, so the dedupe set keeps them for the next run.
+    const versions = seed(tenantId, 12, 8);
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "pulled", alerts: 12, complete: true, deadLetters: 0 });
+    expect(tally(tenantId)).toEqual({ served: 12, delivered: 12, duplicates: 0, missing: [] });
+    expect(new Set(sink.versions())).toEqual(new Set(versions));
+    // A full page of 5 is never trusted to be the whole sub-window: it is split, so no page is full-and-final.
+    expect(sink.writes.every((w) => w.versions.length <= PAGE)).toBe(true);
+    expect(sink.writes.every((w) => w.key.tenantId === tenantId && w.key.skip === 0)).toBe(true);
+    const state = await stateOf(tenantId);
+    expect(state.window).toBeUndefined();
+    expect(state.watermark).toBeDefined();
+    expect(Date.parse(state.watermark ?? "")).toBeGreaterThan(clock() - 60_000);
+    expect(state.consecutiveFailures).toBe(0);
+    expect(state.lastAlertCount).toBe(12);
+    expect(state.lastErrorCode).toBeUndefined();
+    expect(state.lastSuccessAt).toBeDefined();
+    expect(state.lastRunAt).toBeDefined();
+    expect(state.leaseOwner).toBeUndefined();
+    expect(state.apiCalls?.length ?? 0).toBeGreaterThan(0);
+    expect(state.delivered.size).toBe(12);
+    const [run] = await services.pullHistory.recent(tenantId);
+    expect(run).toMatchObject({ outcome: "succeeded", alerts: 12 });
+    expect(lines.some((l) => l.message === "pull finished" && l.fields["alerts"] === 12)).toBe(true);
+
+    // The next run reads the overlap again and delivers nothing twice; a new version is news.
+    const [first] = stack.defender.alerts(tenantId);
+    stack.defender.updateAlert(tenantId, first?.id ?? "", { lastUpdateTime: toMdeTimestamp(clock() - 60_000) });
+    const again = await services.tenantPull.run(tenantId, log);
+    expect(again).toEqual({ outcome: "pulled", alerts: 1, complete: true, deadLetters: 0 });
+    expect(tally(tenantId).duplicates).toBe(0);
+    expect(sink.versions()).toHaveLength(13);
+  });
+
+  it("skips a tenant that is not registered or not connected, recording no run", async () => {
+    const unknown = randomUUID();
+    expect(await services.tenantPull.run(unknown, log)).toEqual({ outcome: "skipped", reason: "not_registered" });
+    expect(await services.pullHistory.recent(unknown)).toEqual([]);
+    const pending = randomUUID();
+    await services.tenantAdmin.register({ tenantId: pending, displayName: "Pending Co" }, operator, log);
+    expect(await services.tenantPull.run(pending, log)).toEqual({ outcome: "skipped", reason: "not_connected" });
+    expect(await services.pullState.read(pending)).toBeUndefined();
+    expect(stack.defender.requests(pending)).toEqual([]);
+  });
+
+  it("exits busy while another pull holds the lease, touching nothing, and records a busy run", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 3);
+    // A first run creates the row; then another owner holds the lease.
+    await services.tenantPull.run(tenantId, log);
+    const held = await services.pullState.acquire(tenantId, "other-pull", 60_000);
+    expect(held).toBeDefined();
+    const requests = stack.defender.requests(tenantId).length;
+    seed(tenantId, 2, 5);
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "busy" });
+    expect(stack.defender.requests(tenantId)).toHaveLength(requests);
+    expect(sink.versions()).toHaveLength(3);
+    expect((await services.pullHistory.recent(tenantId))[0]).toMatchObject({ outcome: "busy", alerts: 0 });
+    expect(lines.some((l) => l.message.includes("another pull of this tenant holds the lease"))).toBe(true);
+    await held?.release();
+    const after = await services.tenantPull.run(tenantId, log);
+    expect(after).toMatchObject({ outcome: "pulled", alerts: 2 });
+  });
+});
+
+describe("a sink that fails", () => {
+  it("keeps the checkpoint, records the failure, and the next run delivers the rest exactly once", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12);
+    sink.okBefore = 1;
+    sink.failures = 1;
+    const failed = await services.tenantPull.run(tenantId, log);
+    expect(failed).toEqual({ outcome: "failed", code: "sink_failed", category: "transient" });
+    const delivered = sink.versions().length;
+    expect(delivered).toBeGreaterThan(0);
+    expect(delivered).toBeLessThan(12);
+    const state = await stateOf(tenantId);
+    expect(state.consecutiveFailures).toBe(1);
+    expect(state.lastErrorCode).toBe("sink_failed");
+    expect(state.lastErrorMessage).toBe("Writing alerts to the sink failed; the checkpoint did not move and the next cycle retries");
+    expect(state.window).toBeDefined();
+    expect(state.leaseOwner).toBeUndefined();
+    expect(state.watermark).toBeUndefined();
+    expect((await services.pullHistory.recent(tenantId))[0]).toMatchObject({ outcome: "failed", errorCode: "sink_failed" });
+    expect(lines.some((l) => l.level === "warn" && l.message === "pull failed" && l.fields["error"] === "sink_failed")).toBe(true);
+
+    const resumed = await services.tenantPull.run(tenantId, log);
+    expect(resumed).toEqual({ outcome: "pulled", alerts: 12 - delivered, complete: true, deadLetters: 0 });
+    const t = tally(tenantId);
+    expect(t.missing).toEqual([]);
+    expect(t.duplicates).toBe(0);
+    const after = await stateOf(tenantId);
+    expect(after.consecutiveFailures).toBe(0);
+    expect(after.lastErrorCode).toBeUndefined();
+    expect(after.lastErrorMessage).toBeUndefined();
+  });
+
+  it("on resume, asks the sink what it holds of the page in flight and stores nothing twice", async () => {
+    const tenantId = await connected();
+    sink = new MemorySink(true);
+    seed(tenantId, 3);
+    // The sink stores the page, then the pull dies before its checkpoint: modelled by a write that
+    // is stored but answered with a failure.
+    const storing = sink;
+    const original = storing.write.bind(storing);
+    let once = true;
+    storing.write = async (key, alerts) => {
+      await original(key, alerts);
+      if (once) {
+        once = false;
+        throw new SinkError("Uploading the alert batch failed (no HTTP response)");
+      }
+    };
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "failed", code: "sink_failed" });
+    expect(sink.versions()).toHaveLength(3);
+    // The service orders the page differently now; without the sink's answer the resume would store it again.
+    stack.defender.setOrder(tenantId, "shuffled");
+    const resumed = await services.tenantPull.run(tenantId, log);
+    expect(resumed).toEqual({ outcome: "pulled", alerts: 0, complete: true, deadLetters: 0 });
+    expect(tally(tenantId).duplicates).toBe(0);
+    expect(sink.versions()).toHaveLength(3);
+  });
+});
+
+describe("a crowded millisecond", () => {
+  it("pages one millisecond by $skip to an empty page, reads it again until a pass finds nothing new, and delivers each version once", async () => {
+    const tenantId = await connected();
+    const at = clock() - 20 * 60_000;
+    const alerts = Array.from({ length: 12 }, (_, i) =>
+      makeAlert({ id: `da${at}_${String(i).padStart(3, "0")}`, lastUpdateTime: toMdeTimestamp(at, String(i).padStart(4, "0")), aadTenantId: tenantId }),
+    );
+    // The same millisecond, 12 alerts, pages of 5: no split can separate them.
+    const sameMs = alerts.map((a) => ({ ...a, lastUpdateTime: toMdeTimestamp(at, "0000") }));
+    stack.defender.addAlerts(tenantId, sameMs);
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "pulled", alerts: 12, complete: true, deadLetters: 0 });
+    expect(tally(tenantId)).toMatchObject({ delivered: 12, duplicates: 0, missing: [] });
+    // The full page of the 1 ms sub-window, then two passes of $skip 0, 5, 10 and the empty 12
+    // (skip advances by what each page returned): the second pass finds nothing new.
+    const instant = stack.defender
+      .requests(tenantId)
+      .filter((r) => {
+        const m = /ge (\S+) and lastUpdateTime lt (\S+)/.exec(r.query.get("$filter") ?? "");
+        return m !== null && Date.parse(m[2] ?? "") - Date.parse(m[1] ?? "") === 1 && Date.parse(m[1] ?? "") === at;
+      })
+      .map((r) => Number(r.query.get("$skip")));
+    expect(instant).toEqual([0, 0, 5, 10, 12, 0, 5, 10, 12]);
+    const keyed = sink.writes.filter((w) => w.key.skip > 0);
+    expect(keyed.length).toBeGreaterThan(0);
+    expect(keyed.every((w) => Date.parse(w.key.pageTo) - Date.parse(w.key.pageFrom) === 1)).toBe(true);
+    expect((await stateOf(tenantId)).lastWarningCode).toBeUndefined();
+  });
+
+  it("warns unstable_order when every pass over the millisecond finds something new, having delivered every version read", async () => {
+    const tenantId = await connected();
+    const at = clock() - 20 * 60_000;
+    let n = 0;
+    const add = () => {
+      const i = n++;
+      stack.defender.addAlerts(tenantId, [makeAlert({ id: `da${at}_x${String(i).padStart(4, "0")}`, lastUpdateTime: toMdeTimestamp(at, "0000"), aadTenantId: tenantId })]);
+    };
+    for (let i = 0; i < 7; i++) add();
+    // A new alert lands in that millisecond whenever a pass reaches its end (an empty page).
+    stack.defender.afterPage(tenantId, (info) => {
+      if (info.served === 0) add();
+    });
+    try {
+      const outcome = await services.tenantPull.run(tenantId, log);
+      expect(outcome).toMatchObject({ outcome: "pulled", complete: true });
+    } finally {
+      stack.defender.afterPage(tenantId, null);
+    }
+    const state = await stateOf(tenantId);
+    expect(state.lastWarningCode).toBe("unstable_order");
+    expect(state.lastWarningMessage).toContain("kept changing between reads");
+    expect(state.lastWarningAt).toBeDefined();
+    expect(warnings().some((w) => w.includes("kept changing between reads"))).toBe(true);
+    expect(tally(tenantId)).toMatchObject({ duplicates: 0, missing: [] });
+  });
+});
+
+describe("data the pipeline cannot accept", () => {
+  it("dead-letters an invalid alert, delivers the rest, and shows the count and reason in health", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 4);
+    const [bad] = stack.defender.alerts(tenantId);
+    stack.defender.poisonAlert(tenantId, bad?.id ?? "", `{"id":"${bad?.id}","lastUpdateTime":"not a time"}`);
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "pulled", alerts: 3, complete: true, deadLetters: 1 });
+    const state = await stateOf(tenantId);
+    expect(state.deadLetters).toBe(1);
+    expect(state.lastDeadLetterReason).toBe("invalid_time");
+    expect(state.lastDeadLetterAt).toBeDefined();
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters).toHaveLength(1);
+    expect(letters[0]?.reason).toBe("invalid_time");
+    expect(lines.some((l) => l.message === "data the pipeline cannot accept was dead-lettered" && l.fields["reason"] === "invalid_time")).toBe(true);
+
+    // A re-drive with the cause unfixed keeps the letter.
+    const kept = await services.redrive.redrive(tenantId, log);
+    expect(kept).toEqual({ examined: 1, redriven: 0, delivered: 0, remaining: 1 });
+    expect(await services.deadLetters.list(tenantId)).toHaveLength(1);
+    expect((await stateOf(tenantId)).deadLetters).toBe(1);
+    expect((await stateOf(tenantId)).lastDeadLetterReason).toBe("invalid_time");
+    expect((await stateOf(tenantId)).lastDeadLetterAt).toBeDefined();
+  });
+});
+
+describe("throttling and tokens", () => {
+  it("waits the Retry-After of a 429 and then delivers", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 3);
+    stack.defender.throttle(tenantId, { times: 1, retryAfterSeconds: 7 });
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toMatchObject({ outcome: "pulled", alerts: 3, complete: true });
+    expect(sleeps).toContain(7_000);
+  });
+
+  it("marks the tenant reconsent_required when Entra refuses its refresh token, and stops there", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 3);
+    // A new token is needed: the consent's access token is not in this process's memory or the state.
+    services.accessTokens.forget(tenantId);
+    stack.entra.failRefresh(tenantId, { status: 400, error: "invalid_grant", errorCode: 700082 });
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "failed", code: "AADSTS700082", category: "reconsent" });
+    const tenant = await services.tenants.get(tenantId);
+    expect(tenant?.status).toBe("reconsent_required");
+    expect(tenant?.lastErrorCode).toBe("AADSTS700082");
+    expect(tenant?.lastErrorMessage).toContain("the customer must consent again");
+    expect(tenant?.lastErrorAt).toBeDefined();
+    const state = await stateOf(tenantId);
+    expect(state.consecutiveFailures).toBe(1);
+    expect(state.lastErrorCode).toBe("AADSTS700082");
+    expect(sink.versions()).toEqual([]);
+    // No retry of a refusal: one token request, no backoff.
+    expect(sleeps).toEqual([]);
+    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "skipped", reason: "not_connected" });
+  });
+
+  it("retries a transient token failure with backoff and delivers; past its retries it fails transient and the tenant stays connected", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    services.accessTokens.forget(tenantId);
+    stack.entra.failRefresh(tenantId, { status: 503, error: "temporarily_unavailable", errorCode: 50033 }, 2);
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toMatchObject({ outcome: "pulled", alerts: 2, complete: true });
+    // Two backoffs: about 1 s then about 2 s (half to all of it, by jitter).
+    expect(sleeps).toHaveLength(2);
+    expect(sleeps[0]).toBeGreaterThanOrEqual(500);
+    expect(sleeps[0]).toBeLessThanOrEqual(1_000);
+    expect(sleeps[1]).toBeGreaterThanOrEqual(1_000);
+    expect(sleeps[1]).toBeLessThanOrEqual(2_000);
+
+    const other = await connected();
+    seed(other, 2);
+    services.accessTokens.forget(other);
+    sleeps.length = 0;
+    stack.entra.failRefresh(other, { status: 503, error: "temporarily_unavailable", errorCode: 50033 }, 10);
+    const failed = await services.tenantPull.run(other, log);
+    expect(failed).toEqual({ outcome: "failed", code: "AADSTS50033", category: "transient" });
+    expect(sleeps).toHaveLength(3);
+    expect((await services.tenants.get(other))?.status).toBe("connected");
+    const state = await stateOf(other);
+    expect(state.lastErrorCode).toBe("AADSTS50033");
+    expect(state.lastErrorMessage).toBe("Entra ID was unavailable");
+  });
+});
+
+describe("a run that runs out of time", () => {
+  it("stops at the deadline with the page not delivered, keeps its position, and the next run delivers it once", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12);
+    stack.defender.afterPage(tenantId, () => {
+      offsetMs += 3_600_000;
+      stack.defender.setClockOffset(offsetMs);
+    });
+    let outcome;
+    try {
+      outcome = await services.tenantPull.run(tenantId, log);
+    } finally {
+      stack.defender.afterPage(tenantId, null);
+    }
+    expect(outcome).toEqual({ outcome: "pulled", alerts: 0, complete: false, deadLetters: 0 });
+    expect(sink.versions()).toEqual([]);
+    const state = await stateOf(tenantId);
+    expect(state.window).toBeDefined();
+    expect(state.window?.position).toBe(state.window?.from);
+    expect((await services.pullHistory.recent(tenantId))[0]).toMatchObject({ outcome: "partial" });
+    const next = await services.tenantPull.run(tenantId, log);
+    expect(next).toMatchObject({ outcome: "pulled", complete: true });
+    expect(tally(tenantId)).toMatchObject({ duplicates: 0, missing: [] });
+    expect(sink.versions()).toHaveLength(12);
+  });
+});
+
+// ---- access tokens -------------------------------------------------------------------------
+
+describe("access tokens", () => {
+  const emptyState = (): PullState => ({ delivered: new Map(), deadLetters: 0, consecutiveFailures: 0, apiCalls: [] });
+
+  function source(persistHours = 24, retries?: number): AccessTokenSource {
+    return new AccessTokenSource({
+      tokens: services.tokens,
+      entra: services.entra,
+      clock,
+      sleep: async (ms) => void sleeps.push(ms),
+      refreshTokenPersistAgeMs: persistHours * 3600_000,
+      ...(retries === undefined ? {} : { transientRetries: retries }),
+    });
+  }
+
+  it("serves a token from memory, then the state's encrypted copy, then Entra; writes the rotated refresh token back only when old", async () => {
+    const tenantId = await connected();
+    const name = tenantTokenSecretName(tenantId);
+    const consented = stack.vault.peekLatest(name);
+    const tokens = source();
+    const state = emptyState();
+    const get = tokens.forPull(tenantId, state);
+    const first = await get(false);
+    expect(first).toMatch(/^ey/);
+    expect(tokens.stats).toMatchObject({ tokenRequests: 1, vaultReads: 1, vaultWrites: 0, memoryHits: 0 });
+    expect(state.accessTokenCipher).toBeDefined();
+    expect(state.accessTokenCipher).not.toContain(first);
+    expect(state.accessTokenExpiresAt).toBeGreaterThan(clock());
+    expect(state.refreshTokenObtainedAt).toBeDefined();
+    // Young refresh token: nothing written.
+    expect(stack.vault.peekLatest(name)?.versions).toBe(consented?.versions);
+    expect(await get(false)).toBe(first);
+    expect(tokens.stats.memoryHits).toBe(1);
+
+    // Another process (no memory) reads the state's encrypted copy: one vault read for the key, no token request.
+    const other = source();
+    const otherGet = other.forPull(tenantId, state);
+    expect(await otherGet(false)).toBe(first);
+    expect(other.stats).toMatchObject({ tokenRequests: 0, vaultReads: 1, memoryHits: 0 });
+    // ...and keeps it in memory from then on.
+    expect(await other.forPull(tenantId, emptyState())(false)).toBe(first);
+    expect(other.stats).toMatchObject({ tokenRequests: 0, vaultReads: 1, memoryHits: 1 });
+
+    // A forced refresh goes to Entra; a day later the rotated token is written back, with its time.
+    offsetMs = 25 * 3600_000;
+    const later = source();
+    const laterState = emptyState();
+    const refreshed = await later.forPull(tenantId, laterState)(true);
+    expect(refreshed).not.toBe(first);
+    expect(later.stats).toMatchObject({ tokenRequests: 1, vaultReads: 2, vaultWrites: 1, vaultWriteFailures: 0 });
+    expect(stack.vault.peekLatest(name)?.versions).toBe((consented?.versions ?? 0) + 1);
+    expect(laterState.refreshTokenObtainedAt).toBeGreaterThanOrEqual(clock() - 60_000);
+    expect(laterState.refreshTokenObtainedAt).toBeLessThanOrEqual(clock());
+    const bundle = await services.tokens.read(tenantId);
+    expect(bundle?.refreshTokenObtainedAt).toBe(laterState.refreshTokenObtainedAt);
+    // The written bundle is now the current one: a second refresh in the same pull writes nothing.
+    await later.forPull(tenantId, laterState)(true);
+    const sameRun = later.forPull(tenantId, laterState);
+    await sameRun(true);
+    await sameRun(true);
+    expect(later.stats.vaultWrites).toBe(1);
+    expect(stack.vault.peekLatest(name)?.versions).toBe((consented?.versions ?? 0) + 1);
+  });
+
+  it("never serves a token within two minutes of its expiry, from memory or from the state, and refreshes a copy it cannot decrypt", async () => {
+    const tenantId = await connected();
+    const tokens = source();
+    const state = emptyState();
+    const get = tokens.forPull(tenantId, state);
+    const first = await get(false);
+    const expiresAt = state.accessTokenExpiresAt ?? 0;
+    // 2 min 30 s before expiry: still served from memory.
+    offsetMs = expiresAt - Date.now() - 150_000;
+    expect(await get(false)).toBe(first);
+    expect(tokens.stats.tokenRequests).toBe(1);
+    // Another process with only the state: the encrypted copy is still good too.
+    const reader = source();
+    expect(await reader.forPull(tenantId, state)(false)).toBe(first);
+    expect(reader.stats.tokenRequests).toBe(0);
+    // 1 min 30 s before expiry: neither memory nor the state's copy; a new token.
+    offsetMs = expiresAt - Date.now() - 90_000;
+    const fresh = await get(false);
+    expect(fresh).not.toBe(first);
+    expect(tokens.stats.tokenRequests).toBe(2);
+    const late = source();
+    const lateState: PullState = { ...emptyState(), accessTokenCipher: state.accessTokenCipher, accessTokenExpiresAt: expiresAt };
+    await late.forPull(tenantId, lateState)(false);
+    expect(late.stats.tokenRequests).toBe(1);
+
+    // A copy that does not decrypt (another key) is not served: a new token instead.
+    offsetMs = 0;
+    const garbled = source();
+    const garbledState: PullState = { ...emptyState(), accessTokenCipher: "v1.AAAA.BBBB.CCCC", accessTokenExpiresAt: clock() + 3_000_000 };
+    const token = await garbled.forPull(tenantId, garbledState)(false);
+    expect(token).toMatch(/^ey/);
+    expect(garbled.stats.tokenRequests).toBe(1);
+  });
+
+  it("at exactly two minutes before expiry the state's copy is no longer served; at exactly the persist age the rotation is written", async () => {
+    const tenantId = await connected();
+    const state = emptyState();
+    await source().forPull(tenantId, state)(false);
+    const expiresAt = state.accessTokenExpiresAt ?? 0;
+    const frozen = (at: number) =>
+      new AccessTokenSource({ tokens: services.tokens, entra: services.entra, clock: () => at, sleep: async () => undefined, refreshTokenPersistAgeMs: 24 * 3600_000 });
+    const atEdge = frozen(expiresAt - 120_000);
+    await atEdge.forPull(tenantId, { ...state })(false);
+    expect(atEdge.stats.tokenRequests).toBe(1);
+    const justBefore = frozen(expiresAt - 120_001);
+    await justBefore.forPull(tenantId, { ...state })(false);
+    expect(justBefore.stats.tokenRequests).toBe(0);
+    // A forced refresh (after a 401) never takes the state's copy, however valid.
+    const forced = frozen(expiresAt - 120_001);
+    await forced.forPull(tenantId, { ...state })(true);
+    expect(forced.stats.tokenRequests).toBe(1);
+
+    const obtainedAt = (await services.tokens.read(tenantId))?.refreshTokenObtainedAt ?? 0;
+    const young = frozen(obtainedAt + 24 * 3600_000 - 1);
+    await young.forPull(tenantId, emptyState())(true);
+    expect(young.stats.vaultWrites).toBe(0);
+    const old = frozen(obtainedAt + 24 * 3600_000);
+    await old.forPull(tenantId, emptyState())(true);
+    expect(old.stats.vaultWrites).toBe(1);
+  });
+
+  it("refuses with reconsent when the vault holds no refresh token", async () => {
+    const tokens = source();
+    const error = await tokens.forPull(randomUUID(), emptyState())(false).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TokenUnavailableError);
+    expect((error as TokenUnavailableError).failure).toEqual({ category: "reconsent", error: "no_refresh_token" });
+    expect((error as Error).message).toBe("access token unavailable: no_refresh_token (reconsent)");
+  });
+
+  it("retries transient failures as many times as told, never past the deadline", async () => {
+    const tenantId = await connected();
+    stack.entra.failRefresh(tenantId, { status: 503, error: "temporarily_unavailable", errorCode: 50033 }, 1);
+    const none = source(24, 0);
+    await expect(none.forPull(tenantId, emptyState())(true)).rejects.toThrow("access token unavailable: AADSTS50033 (transient)");
+    expect(none.stats.tokenRequests).toBe(1);
+    expect(sleeps).toEqual([]);
+
+    stack.entra.failRefresh(tenantId, { status: 503, error: "temporarily_unavailable", errorCode: 50033 }, 1);
+    // A deadline closer than the first backoff: no wait, the failure at once.
+    const hurried = source();
+    await expect(hurried.forPull(tenantId, emptyState(), clock() + 100)(true)).rejects.toBeInstanceOf(TokenUnavailableError);
+    expect(sleeps).toEqual([]);
+
+    stack.entra.failRefresh(tenantId, { status: 503, error: "temporarily_unavailable", errorCode: 50033 }, 1);
+    const patient = source();
+    await expect(patient.forPull(tenantId, emptyState(), clock() + 60_000)(true)).resolves.toMatch(/^ey/);
+    expect(sleeps).toHaveLength(1);
+    expect(patient.stats.tokenRequests).toBe(2);
+  });
+
+  it("keeps the stored bundle when the write-back fails, counting the failure", async () => {
+    const tenantId = await connected();
+    const name = tenantTokenSecretName(tenantId);
+    const before = stack.vault.peekLatest(name);
+    const tokens = source();
+    const state = emptyState();
+    const get = tokens.forPull(tenantId, state);
+    const first = await get(false);
+    offsetMs = 25 * 3600_000;
+    stack.vault.setFailure({ status: 403, code: "Forbidden" });
+    // Forced: neither memory nor the state's (still valid) encrypted copy, a new token.
+    const token = await get(true);
+    expect(token).toMatch(/^ey/);
+    expect(token).not.toBe(first);
+    expect(tokens.stats.tokenRequests).toBe(2);
+    expect(tokens.stats.vaultWriteFailures).toBe(1);
+    stack.vault.setFailure(null);
+    expect(stack.vault.peekLatest(name)?.value).toBe(before?.value);
+  });
+});
+
+// ---- re-drive ------------------------------------------------------------------------------
+
+describe("re-drive of dead letters", () => {
+  async function letter(tenantId: string, raw: string, reason: "invalid_time" | "foreign_next_link" | "invalid_page" = "invalid_time", extra: { sink?: string } = {}) {
+    const from = new Date(clock() - 30 * 60_000).toISOString();
+    const to = new Date(clock() - 20 * 60_000).toISOString();
+    await services.deadLetters.write({ tenantId, source: "mde", reason, window: { from, to }, page: { from, to, skip: 0 }, raw, at: new Date(clock()).toISOString(), ...extra });
+    return { from, to };
+  }
+
+  it("delivers what the pipeline now accepts, removes those letters, keeps the rest, and clears health when none is left", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    await services.tenantPull.run(tenantId, log);
+    sink = new MemorySink();
+    const good = makeAlert({ id: "da-redrive-1", lastUpdateTime: toMdeTimestamp(clock() - 25 * 60_000), aadTenantId: tenantId });
+    const page = await letter(tenantId, JSON.stringify(good));
+    await letter(tenantId, "https://attacker.example.test/next", "foreign_next_link");
+    await letter(tenantId, JSON.stringify({ ...good, id: "da-redrive-2" }), "invalid_time", { sink: "splunk" });
+    const result = await services.redrive.redrive(tenantId, log);
+    expect(result).toEqual({ examined: 3, redriven: 1, delivered: 1, remaining: 2 });
+    expect(sink.versions()).toEqual([`da-redrive-1@${good.lastUpdateTime}`]);
+    // Keyed as the page it came from, flagged as a resume (a sink that can tell skips what it holds).
+    expect(sink.writes[0]?.key).toEqual({ tenantId, pageFrom: page.from, pageTo: page.to, skip: 0, resumed: true });
+    expect(sink.writes[0]?.envelopes[0]).toMatchObject({ tenantId, tenantName: "Fabrikam Ltd", source: "mde" });
+    expect(Math.abs(Date.parse(sink.writes[0]?.envelopes[0]?.pulledAt ?? "") - clock())).toBeLessThan(60_000);
+    expect(await services.deadLetters.list(tenantId)).toHaveLength(2);
+    expect((await stateOf(tenantId)).deadLetters).toBe(2);
+    expect((await stateOf(tenantId)).leaseOwner).toBeUndefined();
+    expect(lines.some((l) => l.message === "dead letters re-driven" && l.fields["redriven"] === 1)).toBe(true);
+
+    // Re-driving the same version again delivers nothing (remembered as delivered) but removes the letter.
+    await letter(tenantId, JSON.stringify(good));
+    expect(await services.redrive.redrive(tenantId, log)).toEqual({ examined: 3, redriven: 1, delivered: 0, remaining: 2 });
+    expect(sink.writes).toHaveLength(1);
+
+    // A whole page kept as invalid_page is scanned as a page; a Graph letter by Graph's time field.
+    const paged = makeAlert({ id: "da-redrive-3", lastUpdateTime: toMdeTimestamp(clock() - 24 * 60_000), aadTenantId: tenantId });
+    await letter(tenantId, JSON.stringify({ value: [paged] }), "invalid_page");
+    const graphAlert = makeGraphAlert({ id: "g-redrive-1", tenantId, lastUpdateDateTime: toGraphTimestamp(clock() - 23 * 60_000) });
+    const from = new Date(clock() - 30 * 60_000).toISOString();
+    await services.deadLetters.write({ tenantId, source: "graph", reason: "invalid_time", window: { from, to: from }, page: { from, to: from, skip: 0 }, raw: JSON.stringify(graphAlert), at: from });
+    expect(await services.redrive.redrive(tenantId, log)).toEqual({ examined: 4, redriven: 2, delivered: 2, remaining: 2 });
+    expect(sink.versions()).toEqual([`da-redrive-1@${good.lastUpdateTime}`, `da-redrive-3@${paged.lastUpdateTime}`, `g-redrive-1@${graphAlert.lastUpdateDateTime}`]);
+    expect(sink.writes[2]?.envelopes[0]?.source).toBe("graph");
+    // Remembered by the second of its time like any delivery: the next pull forgets it once it is
+    // behind the overlap, as it forgets what it delivered itself.
+    expect((await stateOf(tenantId)).delivered.size).toBe(3);
+    await services.tenantPull.run(tenantId, log);
+    expect((await stateOf(tenantId)).delivered.size).toBe(0);
+  });
+
+  it("clears the dead-letter reason from health once nothing remains; refuses unknown, offboarded and busy tenants", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    const [bad] = stack.defender.alerts(tenantId);
+    stack.defender.poisonAlert(tenantId, bad?.id ?? "", `{"id":"${bad?.id}","lastUpdateTime":"not a time"}`);
+    await services.tenantPull.run(tenantId, log);
+    expect((await stateOf(tenantId)).lastDeadLetterReason).toBe("invalid_time");
+    const [info] = await services.deadLetters.list(tenantId);
+    await services.deadLetters.remove(info?.name ?? "");
+    expect(await services.redrive.redrive(tenantId, log)).toEqual({ examined: 0, redriven: 0, delivered: 0, remaining: 0 });
+    const state = await stateOf(tenantId);
+    expect(state.deadLetters).toBe(0);
+    expect(state.lastDeadLetterReason).toBeUndefined();
+    expect(state.lastDeadLetterAt).toBeUndefined();
+
+    await expect(services.redrive.redrive(randomUUID(), log)).rejects.toMatchObject({ status: 404, code: "tenant_not_found", message: "No tenant with this id is registered." });
+    const held = await services.pullState.acquire(tenantId, "other-pull", 60_000);
+    await expect(services.redrive.redrive(tenantId, log)).rejects.toMatchObject({ status: 409, code: "pull_running", message: "A pull of this tenant is running; try again in a minute." });
+    await held?.release();
+  });
+
+  it("holds the tenant's lease while it runs, and gives a version the sink refuses a letter of its own", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    await services.tenantPull.run(tenantId, log);
+    const big = makeAlert({ id: "da-redrive-big", lastUpdateTime: toMdeTimestamp(clock() - 25 * 60_000), aadTenantId: tenantId });
+    await letter(tenantId, JSON.stringify(big));
+    sink = new MemorySink();
+    sink.refuse.add("da-redrive-big");
+    const storing = sink;
+    const original = storing.write.bind(storing);
+    let rival: unknown = "not tried";
+    storing.write = async (key, alerts) => {
+      // A pull that starts meanwhile finds the tenant taken, even ten minutes on.
+      offsetMs += 150_000;
+      rival = await services.pullState.acquire(tenantId, "pull-meanwhile", 60_000);
+      offsetMs -= 150_000;
+      return original(key, alerts);
+    };
+    const result = await services.redrive.redrive(tenantId, log);
+    expect(rival).toBeUndefined();
+    expect(result).toEqual({ examined: 1, redriven: 1, delivered: 1, remaining: 1 });
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters.map((l) => l.reason)).toEqual(["oversized"]);
+    const kept = await services.deadLetters.read(letters[0]?.name ?? "");
+    expect(kept).toMatchObject({ tenantId, reason: "oversized", sink: "blob", raw: JSON.stringify(big) });
+    expect((await stateOf(tenantId)).deadLetters).toBe(1);
+  });
+});
+
+// ---- what the operator is told ------------------------------------------------------------
+
+describe("the run's report and health", () => {
+  it("reports a run to its observers: outcome, counts, lag, token refresh, health and notable alerts", async () => {
+    const tenantId = await connected("Northwind Traders");
+    const alerts = generateAlerts(tenantId, 4, { start: minutesAgo(8), spacingMs: 20_000 }).map((a, i) => ({
+      ...a,
+      severity: (["Low", "High", "Medium", "High"] as const)[i] ?? "Low",
+      title: `Alert ${i}`,
+      category: "Malware",
+    }));
+    stack.defender.addAlerts(tenantId, alerts);
+    const pull = customPull({ notableSeverity: "Medium" });
+    const outcome = await pull.run(tenantId, log, "invocation-1");
+    expect(outcome).toEqual({ outcome: "pulled", alerts: 4, complete: true, deadLetters: 0 });
+    expect(reports).toHaveLength(1);
+    const [report] = reports;
+    expect(report).toMatchObject({
+      tenantId,
+      tenantName: "Northwind Traders",
+      invocationId: "invocation-1",
+      outcome: "succeeded",
+      alerts: 4,
+      deadLetters: 0,
+      tokenRefreshed: true,
+      health: { before: "healthy", after: "healthy" },
+      sinksBehind: [],
+    });
+    expect(report?.errorCode).toBeUndefined();
+    expect(report?.lagSeconds).toBeGreaterThanOrEqual(0);
+    expect(report?.lagSeconds).toBeLessThan(60);
+    expect(report?.durationMs).toBeGreaterThanOrEqual(0);
+    expect(Date.parse(report?.startedAt ?? "")).toBeLessThanOrEqual(clock());
+    expect(report?.notable.total).toBe(3);
+    expect(report?.notable.alerts.map((a) => [a.title, a.severity, a.category])).toEqual([
+      ["Alert 1", "High", "Malware"],
+      ["Alert 2", "Medium", "Malware"],
+      ["Alert 3", "High", "Malware"],
+    ]);
+    expect(report?.notable.alerts[0]?.id).toBe(alerts[1]?.id);
+    expect(report?.notable.alerts[0]?.lastUpdateTime).toBe(alerts[1]?.lastUpdateTime);
+
+    // The next run uses the cached token and has nothing new to note.
+    reports.length = 0;
+    await pull.run(tenantId, log, "invocation-2");
+    expect(reports[0]).toMatchObject({ invocationId: "invocation-2", alerts: 0, tokenRefreshed: false, notable: { alerts: [], total: 0 } });
+  });
+
+  it("reports a failure with its code and category, and an observer that fails leaves the pull unaffected", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    sink.failures = 5;
+    const pull = customPull({
+      observers: [
+        { pulled: async (report) => void reports.push(report) },
+        {
+          pulled: async () => {
+            throw new Error("observer down");
+          },
+        },
+      ],
+    });
+    const outcome = await pull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "failed", code: "sink_failed", category: "transient" });
+    expect(reports[0]).toMatchObject({ outcome: "failed", errorCode: "sink_failed", category: "transient", alerts: 0, deadLetters: 0, tokenRefreshed: true });
+    // The window is stored before the first sink write: the lag counts from its start, a day back.
+    expect(reports[0]?.lagSeconds).toBeGreaterThan(23 * 3600);
+    expect(lines.some((l) => l.message === "a pull observer failed; the pull is unaffected" && l.fields["tenantId"] === tenantId)).toBe(true);
+    // Three failures in a row make the tenant degraded.
+    await pull.run(tenantId, log);
+    reports.length = 0;
+    await pull.run(tenantId, log);
+    expect(reports[0]?.health).toEqual({ before: "healthy", after: "degraded" });
+    reports.length = 0;
+    await pull.run(tenantId, log);
+    expect(reports[0]?.health).toEqual({ before: "degraded", after: "degraded" });
+    expect((await stateOf(tenantId)).consecutiveFailures).toBe(4);
+  });
+
+  it("reports a reconsent failure as reconsent_required health", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    services.accessTokens.forget(tenantId);
+    stack.entra.failRefresh(tenantId, { status: 400, error: "invalid_grant", errorCode: 50173 });
+    await services.tenantPull.run(tenantId, log);
+    expect(reports[0]).toMatchObject({ outcome: "failed", category: "reconsent", errorCode: "AADSTS50173", health: { before: "healthy", after: "reconsent_required" } });
+  });
+});
+
+describe("failures the pull classifies", () => {
+  it("app credential rejected: logged as an error for every tenant, the tenant stays connected", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    services.accessTokens.forget(tenantId);
+    stack.entra.failAllTokenRequests({ status: 401, error: "invalid_client", errorCode: 7000215 });
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "failed", code: "AADSTS7000215", category: "app_credential" });
+    expect(lines.some((l) => l.level === "error" && l.message.startsWith("MSSP application credential rejected by Entra ID: every tenant is affected"))).toBe(true);
+    expect((await services.tenants.get(tenantId))?.status).toBe("connected");
+    expect((await stateOf(tenantId)).lastErrorMessage).toBe("Entra ID rejected the MSSP application's own credential");
+  });
+
+  it("Defender refusing access: defender_forbidden with what the customer must do; a server error: defender_server_error", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    stack.defender.fail(tenantId, { status: 403, times: 1 });
+    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "failed", code: "defender_forbidden", category: "transient" });
+    expect((await stateOf(tenantId)).lastErrorMessage).toBe("The Defender API refused access: the customer must authorize the MSSP application in the Defender portal");
+    stack.defender.fail(tenantId, { status: 500, times: 10 });
+    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "failed", code: "defender_server_error", category: "transient" });
+    expect((await stateOf(tenantId)).lastErrorMessage).toBe("The Defender API call failed (server_error)");
+    stack.defender.fail(tenantId, { status: 500, times: 0 });
+  });
+
+  it("Key Vault refusing the token read: secret_store_unavailable", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    services.accessTokens.forget(tenantId);
+    stack.vault.setFailure({ status: 403, code: "Forbidden" });
+    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "failed", code: "secret_store_unavailable", category: "transient" });
+    expect((await stateOf(tenantId)).lastErrorMessage).toBe("Key Vault could not be reached for the tenant's token; the next cycle retries");
+  });
+
+  it("storage failing before the lease: storage_unavailable or storage_timeout, nothing recorded; anything else is thrown and recorded as pull_failed", async () => {
+    const tenantId = await connected();
+    const outage = Object.assign(new Error("Service Unavailable"), { name: "RestError", statusCode: 503 });
+    expect(await customPull({ tenants: failingRegistry(outage) }).run(tenantId, log)).toEqual({ outcome: "failed", code: "storage_unavailable", category: "transient" });
+    expect(lines.some((l) => l.message === "pull not started: storage did not answer" && l.fields["error"] === "storage_unavailable")).toBe(true);
+    const throttled = Object.assign(new Error("Too Many Requests"), { name: "RestError", statusCode: 429 });
+    expect(await customPull({ tenants: failingRegistry(throttled) }).run(tenantId, log)).toMatchObject({ code: "storage_unavailable" });
+    const noAnswer = Object.assign(new Error("socket hang up"), { name: "RestError" });
+    expect(await customPull({ tenants: failingRegistry(noAnswer) }).run(tenantId, log)).toMatchObject({ code: "storage_unavailable" });
+    const timeout = Object.assign(new Error("The operation was aborted"), { name: "AbortError" });
+    expect(await customPull({ tenants: failingRegistry(timeout) }).run(tenantId, log)).toEqual({ outcome: "failed", code: "storage_timeout", category: "transient" });
+    const timedOut = Object.assign(new Error("timed out"), { name: "TimeoutError" });
+    expect(await customPull({ tenants: failingRegistry(timedOut) }).run(tenantId, log)).toMatchObject({ code: "storage_timeout" });
+    const refused = Object.assign(new Error("Bad Request"), { name: "RestError", statusCode: 400 });
+    await expect(customPull({ tenants: failingRegistry(refused) }).run(tenantId, log)).rejects.toThrow("Bad Request");
+    expect(await services.pullState.read(tenantId)).toBeUndefined();
+    const runs = await services.pullHistory.recent(tenantId);
+    expect(runs.map((r) => [r.outcome, r.errorCode])).toEqual([["failed", "pull_failed"], ...Array.from({ length: 5 }, () => ["failed", expect.stringMatching(/^storage_/)])]);
+  });
+});
+
+describe("the lease and the tenant during a run", () => {
+  it("ends lease_lost when another pull takes the lapsed lease mid-run, writes nothing more, and counts the incident", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12);
+    const pull = customPull({ timings: { leaseMs: 60_000 } });
+    const storing = sink;
+    const original = storing.write.bind(storing);
+    let taken = false;
+    storing.write = async (key, alerts) => {
+      await original(key, alerts);
+      if (!taken) {
+        taken = true;
+        offsetMs += 5 * 60_000;
+        stack.defender.setClockOffset(offsetMs);
+        const rival = await services.pullState.acquire(tenantId, "rival-pull", 600_000);
+        expect(rival).toBeDefined();
+      }
+    };
+    const outcome = await pull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "failed", code: "lease_lost", category: "lease_lost" });
+    expect(sink.writes).toHaveLength(1);
+    const state = await services.pullState.read(tenantId);
+    expect(state?.leaseOwner).toBe("rival-pull");
+    expect(state?.consecutiveFailures).toBe(0);
+    expect((await services.pullState.readAll()).get(tenantId)?.incidents?.leaseLost).toBe(1);
+    expect(lines.some((l) => l.message === "pull stopped: lease lost to another pull" && l.fields["reason"] === "taken")).toBe(true);
+    expect(reports[0]).toMatchObject({ outcome: "failed", errorCode: "lease_lost", category: "lease_lost" });
+  });
+
+  it("stops without writing when the tenant is offboarded between pages", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12);
+    const storing = sink;
+    const original = storing.write.bind(storing);
+    storing.write = async (key, alerts) => {
+      await original(key, alerts);
+      await services.tenants.update(tenantId, () => ({ status: "offboarded" }));
+    };
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "skipped", reason: "not_connected" });
+    expect(sink.writes).toHaveLength(1);
+    expect(lines.some((l) => l.message === "pull stopped: the tenant is no longer connected")).toBe(true);
+    expect(await services.pullHistory.recent(tenantId)).toEqual([]);
+    await expect(services.redrive.redrive(tenantId, log)).rejects.toMatchObject({
+      status: 409,
+      code: "tenant_offboarded",
+      message: "The tenant is offboarded; its data is not delivered any more.",
+    });
+  });
+});
+
+describe("pages that never parse", () => {
+  it("holds its position for two runs, then narrows the span down and dead-letters the page, delivering the rest", async () => {
+    const tenantId = await connected();
+    const versions = seed(tenantId, 6);
+    const [, poison] = stack.defender.alerts(tenantId);
+    stack.defender.corruptPagesHolding(tenantId, poison?.id ?? "");
+    try {
+      const first = await services.tenantPull.run(tenantId, log);
+      expect(first).toEqual({ outcome: "pulled", alerts: 0, complete: false, deadLetters: 0 });
+      let state = await stateOf(tenantId);
+      expect(state.lastWarningCode).toBe("invalid_page_held");
+      expect(state.lastWarningMessage).toContain("was not valid JSON in 1 run(s)");
+      expect(state.invalidSpan?.runs).toBe(1);
+      expect(state.window?.position).toBe(state.window?.from);
+
+      expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ complete: false });
+      state = await stateOf(tenantId);
+      expect(state.invalidSpan?.runs).toBe(2);
+      expect(state.lastWarningMessage).toContain("in 2 run(s)");
+
+      const third = await services.tenantPull.run(tenantId, log);
+      expect(third).toMatchObject({ outcome: "pulled", complete: true, deadLetters: 1 });
+      state = await stateOf(tenantId);
+      expect(state.invalidSpan).toBeUndefined();
+      expect(state.lastDeadLetterReason).toBe("invalid_page");
+      const letters = await services.deadLetters.list(tenantId);
+      expect(letters.map((l) => l.reason)).toEqual(["invalid_page"]);
+      expect(Date.parse(letters[0]?.pageTo ?? "") - Date.parse(letters[0]?.pageFrom ?? "")).toBe(1);
+      expect(new Set(sink.versions())).toEqual(new Set(versions.filter((v) => !v.startsWith(`${poison?.id}@`))));
+      expect(tally(tenantId).duplicates).toBe(0);
+    } finally {
+      stack.defender.corruptPagesHolding(tenantId, null);
+    }
+  });
+
+  it("dead-letters a nextLink to another host and never follows it", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 7);
+    stack.defender.setNextLinkPaging("foreign");
+    try {
+      const outcome = await services.tenantPull.run(tenantId, log);
+      expect(outcome).toMatchObject({ outcome: "pulled", alerts: 7, complete: true });
+      expect((outcome as { deadLetters: number }).deadLetters).toBeGreaterThan(0);
+    } finally {
+      stack.defender.setNextLinkPaging(false);
+    }
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters.length).toBeGreaterThan(0);
+    expect(letters.every((l) => l.reason === "foreign_next_link")).toBe(true);
+    expect((await stateOf(tenantId)).lastDeadLetterReason).toBe("foreign_next_link");
+  });
+});
+
+describe("the service's clock", () => {
+  it("ends a new window by the API's Date when the service is behind, remembers the skew, and the next run reads the rest", async () => {
+    const tenantId = await connected();
+    // Alerts 8 to about 4 minutes ago; the service's clock is 6 minutes behind the host's.
+    seed(tenantId, 12, 8);
+    stack.defender.setClockOffset(-6 * 60_000);
+    await services.tenantPull.run(tenantId, log);
+    const state = await stateOf(tenantId);
+    expect(state.clockSkewMs).toBeGreaterThan(-6 * 60_000 - 2_000);
+    expect(state.clockSkewMs).toBeLessThan(-6 * 60_000 + 2_000);
+    expect(Date.parse(state.watermark ?? "")).toBeLessThan(clock() - 5 * 60_000);
+    const skewLine = lines.find((l) => l.message === "host clock and Defender API clock differ");
+    // The Date header names whole seconds: 6 minutes, give or take the second.
+    expect(Math.abs(Number(skewLine?.fields["skewSeconds"]) + 360)).toBeLessThanOrEqual(1);
+    const early = sink.versions().length;
+    expect(early).toBeLessThan(12);
+    stack.defender.setClockOffset(0);
+    // The next window still ends by the remembered skew; its first page measures it afresh.
+    await services.tenantPull.run(tenantId, log);
+    expect(sink.versions()).toHaveLength(early);
+    expect(Math.abs((await stateOf(tenantId)).clockSkewMs ?? Number.NaN)).toBeLessThan(2_000);
+    await services.tenantPull.run(tenantId, log);
+    expect(tally(tenantId)).toMatchObject({ duplicates: 0, missing: [] });
+    expect(sink.versions()).toHaveLength(12);
+  });
+
+  it("ignores an implausible Date (hours off) and says so in health", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    stack.defender.setClockOffset(2 * 3600_000);
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toMatchObject({ outcome: "pulled", alerts: 2, complete: true });
+    const state = await stateOf(tenantId);
+    expect(state.clockSkewMs).toBeUndefined();
+    expect(state.lastWarningCode).toBe("implausible_clock");
+    expect(state.lastWarningMessage).toBe("The Defender API answered with a Date 120 min from this host's clock; it was ignored");
+  });
+});
+
+describe("a crowded millisecond on Graph", () => {
+  const filterOf = (at: number) => `lastUpdateDateTime ge ${new Date(at).toISOString()} and lastUpdateDateTime lt ${new Date(at + 1).toISOString()}`;
+
+  it("pages it by the service's nextLinks, never by $skip, and delivers each version once", async () => {
+    const tenantId = await connected("Graph Customer", "graph");
+    const at = clock() - 20 * 60_000;
+    const crowd = Array.from({ length: 12 }, (_, i) => makeGraphAlert({ id: `g-${tenantId}-${String(i).padStart(3, "0")}`, tenantId, lastUpdateDateTime: toGraphTimestamp(at) }));
+    stack.graph.addAlerts(tenantId, crowd);
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "pulled", alerts: 12, complete: true, deadLetters: 0 });
+    const delivered = sink.versions();
+    expect(new Set(delivered).size).toBe(12);
+    expect(delivered).toHaveLength(12);
+    const instant = stack.graph.requests(tenantId).filter((r) => r.query.get("$filter") === filterOf(at));
+    expect(instant.some((r) => r.followedLink)).toBe(true);
+    expect(instant.every((r) => r.query.get("$skip") === null)).toBe(true);
+    // Writes inside the millisecond are keyed by how many the pass had read before them.
+    expect(sink.writes.filter((w) => w.key.skip > 0).map((w) => w.key.skip).sort((a, b) => a - b)).toEqual([5, 10]);
+    expect((await stateOf(tenantId)).lastWarningCode).toBeUndefined();
+  });
+
+  it("warns unstable_order with the millisecond's count when the order flips and the passes never read all of it", async () => {
+    const tenantId = await connected("Graph Customer", "graph");
+    const at = clock() - 20 * 60_000;
+    const crowd = Array.from({ length: 12 }, (_, i) => makeGraphAlert({ id: `f-${tenantId}-${String(i).padStart(3, "0")}`, tenantId, lastUpdateDateTime: toGraphTimestamp(at) }));
+    stack.graph.addAlerts(tenantId, crowd);
+    stack.graph.setOrder(tenantId, "flipping");
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "pulled", alerts: 7, complete: true, deadLetters: 0 });
+    const state = await stateOf(tenantId);
+    expect(state.lastWarningCode).toBe("unstable_order");
+    expect(state.lastWarningMessage).toBe(
+      `The alert API's order inside the millisecond ${new Date(at).toISOString()} kept changing between reads: it holds 12 alerts and its passes read 7 of them; every version read was delivered`,
+    );
+    expect(sink.versions()).toHaveLength(7);
+    // Twelve passes of three pages each (5, 5, 2), after the sub-window's own full page: no more.
+    expect(stack.graph.requests(tenantId).filter((r) => r.query.get("$filter") === filterOf(at))).toHaveLength(37);
+  });
+});
+
+describe("budget, history and an empty window", () => {
+  it("stops at its call budget keeping its position; a new process restores the budget from the state and waits for it", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12);
+    const limits = { perMinute: 3, perHour: 3 };
+    const first = await customPull({}, limits).run(tenantId, log);
+    expect(first).toMatchObject({ outcome: "pulled", complete: false });
+    expect(stack.defender.requests(tenantId)).toHaveLength(3);
+    const state = await stateOf(tenantId);
+    expect(state.apiCalls).toHaveLength(3);
+    expect(state.window).toBeDefined();
+    const delivered = sink.versions().length;
+
+    // Another process: its budget starts from the state's call times, so nothing is asked.
+    const second = await customPull({}, limits).run(tenantId, log);
+    expect(second).toEqual({ outcome: "pulled", alerts: 0, complete: false, deadLetters: 0 });
+    expect(stack.defender.requests(tenantId)).toHaveLength(3);
+    expect(sink.versions()).toHaveLength(delivered);
+
+    // An hour later the calls have left the window.
+    offsetMs += 61 * 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    const third = await customPull({}, limits).run(tenantId, log);
+    expect(third.outcome).toBe("pulled");
+    expect(stack.defender.requests(tenantId)).toHaveLength(6);
+    expect(tally(tenantId).duplicates).toBe(0);
+  });
+
+  it("a pull history that fails is logged and never fails the pull", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    const history = Object.assign(Object.create(services.pullHistory) as PullHistoryStore, {
+      record: async () => {
+        throw Object.assign(new Error("Service Unavailable"), { name: "RestError", statusCode: 503 });
+      },
+    });
+    expect(await customPull({ history }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1 });
+    expect(lines.some((l) => l.message === "could not record the pull in the pull history" && l.fields["tenantId"] === tenantId)).toBe(true);
+  });
+
+  it("with nothing to read yet, still redeems the refresh token so it never idles out, and writes no window", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    services.accessTokens.forget(tenantId);
+    const before = stack.entra.stats.tokenRequests.refresh_token;
+    // A window would end an hour back and start an hour back: nothing to read.
+    const pull = customPull({ settings: { ...config.pull, settleSeconds: 3600, firstRunLookbackHours: 1 } });
+    expect(await pull.run(tenantId, log)).toEqual({ outcome: "pulled", alerts: 0, complete: true, deadLetters: 0 });
+    expect(stack.entra.stats.tokenRequests.refresh_token).toBe(before + 1);
+    expect(stack.defender.requests(tenantId)).toEqual([]);
+    const state = await stateOf(tenantId);
+    expect(state.window).toBeUndefined();
+    expect(state.watermark).toBeUndefined();
+    expect(state.accessTokenCipher).toBeDefined();
+    expect(sink.writes).toEqual([]);
+  });
+});
+
+describe("app-only tokens (application consent model)", () => {
+  const MDE_SCOPE = "https://api.securitycenter.microsoft.com/.default";
+  const emptyState = (): PullState => ({ delivered: new Map(), deadLetters: 0, consecutiveFailures: 0, apiCalls: [] });
+  const source = () =>
+    new AccessTokenSource({ tokens: services.tokens, entra: services.entra, clock, sleep: async (ms) => void sleeps.push(ms), refreshTokenPersistAgeMs: 24 * 3600_000 });
+
+  it("gets client-credential tokens, keeps them in memory only, and notes a token without the source's role", async () => {
+    const tenantId = randomUUID();
+    stack.entra.grantAppConsent(tenantId, stack.clientId, ["https://api.securitycenter.microsoft.com/Alert.Read.All"]);
+    const tokens = source();
+    const state = emptyState();
+    let claims = 0;
+    const get = tokens.forPull(tenantId, state, Number.POSITIVE_INFINITY, MDE_SCOPE, "application", async () => void claims++);
+    const token = await get(false);
+    expect(token).toMatch(/^ey/);
+    expect(tokens.issuedWithoutRole(tenantId)).toBe(false);
+    expect(await get(false)).toBe(token);
+    expect(tokens.stats).toMatchObject({ memoryHits: 1, tokenRequests: 1, vaultReads: 0 });
+    expect(state.accessTokenCipher).toBeUndefined();
+    // Nothing delegated was left: no delete, no lease claim.
+    expect(claims).toBe(0);
+    // A forced refresh asks again.
+    expect(await get(true)).toMatch(/^ey/);
+    expect(tokens.stats.tokenRequests).toBe(2);
+    tokens.forget(tenantId);
+    await get(false);
+    expect(tokens.stats.tokenRequests).toBe(3);
+
+    const without = randomUUID();
+    stack.entra.grantAppConsent(without, stack.clientId, ["https://graph.microsoft.com/SecurityAlert.Read.All"]);
+    await tokens.forPull(without, emptyState(), Number.POSITIVE_INFINITY, MDE_SCOPE, "application")(false);
+    expect(tokens.issuedWithoutRole(without)).toBe(true);
+    stack.entra.grantAppConsent(without, stack.clientId, ["https://api.securitycenter.microsoft.com/Alert.ReadWrite.All"]);
+    await tokens.forPull(without, emptyState(), Number.POSITIVE_INFINITY, MDE_SCOPE, "application")(true);
+    expect(tokens.issuedWithoutRole(without)).toBe(false);
+  });
+
+  it("deletes a delegated refresh token left from before the move, under the lease, and forgets its marks only once deleted", async () => {
+    const tenantId = await connected();
+    const name = tenantTokenSecretName(tenantId);
+    expect(stack.vault.peekLatest(name)).toBeDefined();
+    stack.entra.grantAppConsent(tenantId, stack.clientId, ["https://api.securitycenter.microsoft.com/Alert.Read.All"]);
+    const tokens = source();
+    const state: PullState = { ...emptyState(), refreshTokenObtainedAt: clock() - 1000, accessTokenCipher: "old", accessTokenExpiresAt: clock() + 1000 };
+    let claims = 0;
+    const get = tokens.forPull(tenantId, state, Number.POSITIVE_INFINITY, MDE_SCOPE, "application", async () => void claims++);
+    // The delete is refused: the marks stay for the next pull to try again.
+    stack.vault.setFailure({ status: 403, code: "Forbidden" });
+    await get(false);
+    expect(claims).toBe(1);
+    expect(state.refreshTokenObtainedAt).toBeDefined();
+    expect(state.accessTokenCipher).toBe("old");
+    stack.vault.setFailure(null);
+    await get(false);
+    expect(claims).toBe(2);
+    expect(state.refreshTokenObtainedAt).toBeUndefined();
+    expect(state.accessTokenCipher).toBeUndefined();
+    expect(state.accessTokenExpiresAt).toBeUndefined();
+    expect(stack.vault.peekLatest(name)).toBeUndefined();
+    await get(false);
+    expect(claims).toBe(2);
+  });
+
+  it("classifies what ends an application consent and what does not", () => {
+    const reconsent = new TokenUnavailableError({ category: "reconsent", error: "invalid_client", aadsts: "AADSTS7000229" });
+    expect(classifyApplicationFailure(reconsent, "mde", false)).toEqual({
+      category: "reconsent",
+      code: "AADSTS7000229",
+      message:
+        "Entra ID no longer issues the app a token for this tenant (the admin consent or the app was removed); the customer's administrator must consent again to WindowsDefenderATP Alert.Read.All (application)",
+    });
+    expect(classifyApplicationFailure(new TokenUnavailableError({ category: "reconsent", error: "invalid_client" }), "mde", false)?.code).toBe("invalid_client");
+    expect(classifyApplicationFailure(new TokenUnavailableError({ category: "transient", error: "temporarily_unavailable" }), "mde", false)).toBeUndefined();
+    const forbidden = new DefenderApiError("forbidden", "refused");
+    expect(classifyApplicationFailure(forbidden, "mde", false)).toEqual({
+      category: "transient",
+      code: "defender_forbidden",
+      message: "The Microsoft Defender for Endpoint API refused the app's token although it carries Alert.Read.All (is the product licensed and enabled in the tenant?)",
+    });
+    expect(classifyApplicationFailure(forbidden, "mde", true)).toEqual({
+      category: "reconsent",
+      code: "defender_forbidden",
+      message:
+        "The Microsoft Defender for Endpoint API refused the app's token: the application permission Alert.Read.All is missing (removed by the customer); their administrator must consent again",
+    });
+    const graphForbidden = new DefenderApiError("forbidden", "refused", { source: "graph" });
+    expect(classifyApplicationFailure(graphForbidden, "graph", true)?.code).toBe("graph_forbidden");
+    expect(classifyApplicationFailure(graphForbidden, "graph", false)?.message).toContain("although it carries SecurityAlert.Read.All");
+    expect(classifyApplicationFailure(new DefenderApiError("server_error", "down"), "mde", true)).toBeUndefined();
+    expect(classifyApplicationFailure(new Error("other"), "mde", true)).toBeUndefined();
+  });
+});
+
+describe("re-drive edge cases", () => {
+  const from = () => new Date(clock() - 30 * 60_000).toISOString();
+
+  it("reads a letter stored before sources were named as Defender for Endpoint's, and keeps a page that still does not parse", async () => {
+    const tenantId = await connected();
+    const alert = makeAlert({ id: "da-legacy-1", lastUpdateTime: toMdeTimestamp(clock() - 25 * 60_000), aadTenantId: tenantId });
+    const at = from();
+    const legacy = { tenantId, reason: "invalid_time", window: { from: at, to: at }, page: { from: at, to: at, skip: 0 }, raw: JSON.stringify(alert), at } as Omit<DeadLetter, "source">;
+    await services.deadLetters.write(legacy as DeadLetter);
+    await services.deadLetters.write({ ...(legacy as DeadLetter), source: "mde", reason: "invalid_page", raw: '{"value":[{"id":"x"' });
+    const result = await services.redrive.redrive(tenantId, log);
+    expect(result).toEqual({ examined: 2, redriven: 1, delivered: 1, remaining: 1 });
+    expect(sink.writes[0]?.envelopes[0]).toMatchObject({ source: "mde", alert: { id: "da-legacy-1" } });
+    expect((await services.deadLetters.list(tenantId)).map((l) => l.reason)).toEqual(["invalid_page"]);
+  });
+
+  it("skips a letter that vanished between the listing and its read", async () => {
+    const tenantId = await connected();
+    const alert = makeAlert({ id: "da-vanished-1", lastUpdateTime: toMdeTimestamp(clock() - 25 * 60_000), aadTenantId: tenantId });
+    const at = from();
+    await services.deadLetters.write({ tenantId, source: "mde", reason: "invalid_time", window: { from: at, to: at }, page: { from: at, to: at, skip: 0 }, raw: JSON.stringify(alert), at });
+    const vanishing = Object.assign(Object.create(services.deadLetters) as DeadLetterStore, { read: async () => undefined });
+    const redrive = new DeadLetterRedrive({ tenants: services.tenants, pullState: services.pullState, deadLetters: vanishing, sink: switchingSink, sinkName: "blob", clock });
+    expect(await redrive.redrive(tenantId, log)).toEqual({ examined: 1, redriven: 0, delivered: 0, remaining: 0 });
+    expect(sink.writes).toEqual([]);
+  });
+});
