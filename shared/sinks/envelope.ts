@@ -7,8 +7,15 @@ import type { AlertEnvelope } from "./alertSink";
  * parses one parses the other. `alertJson` replaces the alert's text (a sink that had to trim it).
  */
 export function envelopeLine(envelope: AlertEnvelope, alertJson: string = envelope.alert.json): string {
-  return `{"tenantId":${JSON.stringify(envelope.tenantId)},"tenantName":${JSON.stringify(envelope.tenantName)},"source":${JSON.stringify(envelope.source)},"pulledAt":${JSON.stringify(envelope.pulledAt)},"alert":${alertJson}}`;
+  return `${envelopePrefix(envelope)}${alertJson}${ENVELOPE_SUFFIX}`;
 }
+
+/** The envelope's fields up to the alert's JSON: a line is this, the alert's JSON, then ENVELOPE_SUFFIX. */
+export function envelopePrefix(envelope: AlertEnvelope): string {
+  return `{"tenantId":${JSON.stringify(envelope.tenantId)},"tenantName":${JSON.stringify(envelope.tenantName)},"source":${JSON.stringify(envelope.source)},"pulledAt":${JSON.stringify(envelope.pulledAt)},"alert":`;
+}
+
+export const ENVELOPE_SUFFIX = "}";
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;

@@ -134,6 +134,27 @@ describe("BlobAlertSink", () => {
     expect(lines[0]?.endsWith(`"alert":${batch[0]?.alert.json}}`)).toBe(true);
   });
 
+
+  it("writes each line with its own envelope when the envelopes of one batch differ, multi-byte text included", async () => {
+    const container = freshContainer();
+    const sink = new BlobAlertSink(container);
+    // A re-drive batch mixes pull times; names and alert text may hold any Unicode.
+    const base = envelopes(4, "mixed");
+    const accented = { ...makeAlert({ id: "da-mixed-3", lastUpdateTime: "2025-03-04T23:53:00.1234567Z" }), title: "Fichier suspect ✓ 🛡" };
+    const batch: AlertEnvelope[] = [
+      { ...base[0]!, tenantName: "Société Générale – Ost 東" },
+      { ...base[1]!, tenantName: "Société Générale – Ost 東" },
+      { ...base[2]!, tenantName: "Société Générale – Ost 東", pulledAt: "2025-03-05T00:20:00.000Z" },
+      { ...base[3]!, source: "graph", alert: raw(accented) },
+    ];
+    await sink.write(KEY, batch);
+
+    const lines = await readLines(container, BlobAlertSink.blobNameFor(KEY, batch));
+    expect(lines).toHaveLength(5);
+    expect(lines.slice(0, 4).map((line) => JSON.parse(line) as StoredLine)).toEqual(
+      batch.map((e) => ({ tenantId: e.tenantId, tenantName: e.tenantName, source: e.source, pulledAt: e.pulledAt, alert: JSON.parse(e.alert.json) as unknown })),
+    );
+  });
   it("replaces the blob when the same page is written again (a retried page)", async () => {
     const container = freshContainer();
     const sink = new BlobAlertSink(container);
