@@ -1,3 +1,4 @@
+import { isAscii } from "node:buffer";
 import { createSecureContext, rootCertificates } from "node:tls";
 import { Agent, request as undiciRequest, type Dispatcher } from "undici";
 
@@ -139,6 +140,15 @@ async function readBounded(response: Dispatcher.ResponseData, maxBytes: number, 
     size += bytes.length;
   }
   const head = into?.subarray(0, filled);
-  if (head && chunks.length === 0) return head.toString("utf8");
-  return Buffer.concat(head ? [head, ...chunks] : chunks, size).toString("utf8");
+  return decodeUtf8(head && chunks.length === 0 ? head : Buffer.concat(head ? [head, ...chunks] : chunks, size));
+}
+
+/**
+ * UTF-8 text of a body. ASCII (every byte below 0x80) is its own Latin-1 decoding, and Node gives
+ * a large Latin-1 decoding as an external string: copied, not transcoded, and its memory freed as
+ * soon as a young-generation GC finds it unused, where a UTF-8 decoding of a multi-megabyte page
+ * sits in the old generation until the next full GC (several dead pages of a backlog at once).
+ */
+export function decodeUtf8(bytes: Buffer): string {
+  return isAscii(bytes) ? bytes.toString("latin1") : bytes.toString("utf8");
 }

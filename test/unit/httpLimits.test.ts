@@ -8,8 +8,22 @@ let server: Server;
 let base = "";
 let closedEarly = 0;
 
+const LINE = '{"id":"da1","title":"Suspicious file","user":"CONTOSO\\\\jdoe"},';
+const LARGE_ASCII = `{"value":[${LINE.repeat(40_000)}{}]}`;
+const LARGE_UNICODE = `{"value":[${LINE.repeat(20_000)}{"title":"Fichier suspect ✓ 東京 🛡 café"},${LINE.repeat(20_000)}{"t":"é"}]}`;
+
 beforeAll(async () => {
   server = createServer((req, res) => {
+    if (req.url?.startsWith("/text")) {
+      // A multi-megabyte page of alerts, its multi-byte characters split across the pieces it is written in.
+      const text = req.url.includes("ascii") ? LARGE_ASCII : LARGE_UNICODE;
+      const bytes = Buffer.from(text, "utf8");
+      const chunked = req.url.includes("chunked");
+      res.writeHead(200, chunked ? { "Content-Type": "application/json" } : { "Content-Type": "application/json", "Content-Length": String(bytes.length) });
+      for (let at = 0; at < bytes.length; at += 65_537) res.write(bytes.subarray(at, at + 65_537));
+      res.end();
+      return;
+    }
     const size = Number(new URL(req.url ?? "/", "http://x").searchParams.get("size") ?? 0);
     const chunked = req.url?.includes("chunked") ?? false;
     res.on("close", () => {
@@ -62,4 +76,20 @@ describe("bounded answers", () => {
   it("applies a 16 MiB limit when the caller names none", async () => {
     await expect(client.send(`${base}/?size=${17 * 1024 * 1024}`, { method: "GET" })).rejects.toBeInstanceOf(HttpResponseTooLargeError);
   });
+});
+
+describe("answers as text", () => {
+  const client = createHttpClient();
+
+  // An ASCII page is decoded as Latin-1 (the same characters, freed sooner; see decodeUtf8): a page
+  // with one multi-byte character anywhere must still be decoded as UTF-8, however it arrives.
+  for (const transfer of ["", "chunked"]) {
+    it(`decodes a large ASCII page and a large UTF-8 page to the text sent (${transfer || "Content-Length"})`, async () => {
+      const ascii = await client.send(`${base}/text/ascii/${transfer}`, { method: "GET" });
+      expect(ascii.body).toBe(LARGE_ASCII);
+      const unicode = await client.send(`${base}/text/unicode/${transfer}`, { method: "GET" });
+      expect(unicode.body).toBe(LARGE_UNICODE);
+      expect(unicode.body).toContain("✓ 東京 🛡 café");
+    });
+  }
 });
