@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
 import type { ContainerClient } from "@azure/storage-blob";
 import { statusOf } from "../errors";
 import { canonicalTimestamp } from "../time/timestamps";
@@ -24,26 +25,41 @@ function compact(bound: string, which: string): { compact: string; datePath: str
 }
 
 /**
- * The batch as NDJSON in one buffer of the exact size. Each alert's JSON is written into it
- * straight from the page's text: a line string per alert (envelope + JSON, ~5 KB each) would be
- * a second copy of the page alive until the buffer is full, which the young-generation GC copies
- * from space to space on a large page. The envelope's fields are the same across a page, so their
- * text is built once per change.
+ * The batch as NDJSON: its exact size, and its bytes as a stream the upload may open again on a
+ * retry. The bytes are made a chunk at a time as the request sends them, each alert's JSON written
+ * straight from the page's text: a whole-page buffer (or a line string per alert) would be another
+ * copy of the page held beside its text until the upload ends, on a 10,000-alert page ~27 MB.
  */
-function ndjson(alerts: readonly AlertEnvelope[]): Buffer {
+function ndjson(alerts: readonly AlertEnvelope[]): { size: number; open: () => Readable } {
   const prefixes = new PrefixCache();
   let size = 0;
   for (const envelope of alerts) {
     size += prefixes.byteLength(envelope) + Buffer.byteLength(envelope.alert.json, "utf8") + SUFFIX_BYTES;
   }
-  const body = Buffer.allocUnsafe(size);
+  return { size, open: () => Readable.from(ndjsonChunks(alerts), { objectMode: false }) };
+}
+
+/** Chunk size of the NDJSON stream: large enough that a page is a few dozen socket writes. */
+const NDJSON_CHUNK_BYTES = 1024 * 1024;
+
+function* ndjsonChunks(alerts: readonly AlertEnvelope[]): Generator<Buffer> {
+  const prefixes = new PrefixCache();
+  let chunk = Buffer.allocUnsafe(NDJSON_CHUNK_BYTES);
   let offset = 0;
   for (const envelope of alerts) {
-    offset += body.write(prefixes.text(envelope), offset, "utf8");
-    offset += body.write(envelope.alert.json, offset, "utf8");
-    offset += body.write(LINE_END, offset, "utf8");
+    const prefix = prefixes.text(envelope);
+    const lineBytes = prefixes.byteLength(envelope) + Buffer.byteLength(envelope.alert.json, "utf8") + SUFFIX_BYTES;
+    if (offset + lineBytes > chunk.length) {
+      if (offset > 0) yield chunk.subarray(0, offset);
+      // The stream may still hold the chunk it was given: never write into it again.
+      chunk = Buffer.allocUnsafe(Math.max(NDJSON_CHUNK_BYTES, lineBytes));
+      offset = 0;
+    }
+    offset += chunk.write(prefix, offset, "utf8");
+    offset += chunk.write(envelope.alert.json, offset, "utf8");
+    offset += chunk.write(LINE_END, offset, "utf8");
   }
-  return body;
+  if (offset > 0) yield chunk.subarray(0, offset);
 }
 
 const LINE_END = `${ENVELOPE_SUFFIX}\n`;
@@ -133,7 +149,7 @@ export class BlobAlertSink implements AlertSink {
     if (batch.length === 0) return;
     const body = ndjson(batch);
     try {
-      await this.container.getBlockBlobClient(`${prefix}${contentTag(batch)}.ndjson`).upload(body, body.length, {
+      await this.container.getBlockBlobClient(`${prefix}${contentTag(batch)}.ndjson`).upload(body.open, body.size, {
         blobHTTPHeaders: { blobContentType: "application/x-ndjson" },
         abortSignal: boundedSignal(this.timeoutMs, options),
       });

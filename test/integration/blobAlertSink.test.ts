@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { createServer, request as httpRequest, type IncomingMessage } from "node:http";
 import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
 import { describe, expect, inject, it } from "vitest";
 import { canonicalTimestamp } from "../../shared/time/timestamps";
@@ -155,6 +156,57 @@ describe("BlobAlertSink", () => {
       batch.map((e) => ({ tenantId: e.tenantId, tenantName: e.tenantName, source: e.source, pulledAt: e.pulledAt, alert: JSON.parse(e.alert.json) as unknown })),
     );
   });
+  it("sends a page larger than its stream's chunks whole, and whole again when the service fails the first upload", async () => {
+    // A proxy in front of Azurite that answers the first upload 503 once it has read its body.
+    const conn = inject("storageConnectionString");
+    const blobUrl = new URL(/BlobEndpoint=([^;]+)/.exec(conn)?.[1] ?? "");
+    const uploads: number[] = [];
+    const proxy = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (chunk: Buffer) => chunks.push(chunk));
+      req.on("end", () => {
+        const body = Buffer.concat(chunks);
+        const isUpload = req.method === "PUT" && (req.url ?? "").includes(".ndjson");
+        if (isUpload) uploads.push(body.length);
+        if (isUpload && uploads.length === 1) {
+          res.writeHead(503, { "x-ms-error-code": "ServerBusy" }).end();
+          return;
+        }
+        const forward = httpRequest(
+          { host: blobUrl.hostname, port: blobUrl.port, method: req.method, path: req.url, headers: req.headers },
+          (answer: IncomingMessage) => {
+            res.writeHead(answer.statusCode ?? 502, answer.headers);
+            answer.pipe(res);
+          },
+        );
+        forward.end(body);
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (proxy.address() as { port: number }).port;
+      const proxied = conn.replace(/BlobEndpoint=[^;]+/, `BlobEndpoint=http://127.0.0.1:${port}${blobUrl.pathname}`);
+      const container = BlobServiceClient.fromConnectionString(proxied, { retryOptions: { retryDelayInMs: 5, maxRetryDelayInMs: 5 } }).getContainerClient(
+        `sink-${randomUUID().slice(0, 13)}`,
+      );
+      // About 3 MB over 1 MiB chunks, and one alert larger than a chunk on its own.
+      const batch = envelopes(600, "big").map((e, i) => ({
+        ...e,
+        alert: raw({ ...JSON.parse(e.alert.json), notes: (i === 300 ? "x".repeat(1_500_000) : "y".repeat(2_500)) + " ✓" } as { id: string; lastUpdateTime: string }),
+      }));
+      await new BlobAlertSink(container).write(KEY, batch);
+
+      const expected = batch.reduce((n, e) => n + Buffer.byteLength(JSON.stringify({ tenantId: e.tenantId, tenantName: e.tenantName, source: e.source, pulledAt: e.pulledAt }), "utf8") - 1 + Buffer.byteLength(`,"alert":${e.alert.json}}\n`, "utf8"), 0);
+      expect(uploads).toEqual([expected, expected]);
+      const lines = await readLines(container, BlobAlertSink.blobNameFor(KEY, batch));
+      expect(lines).toHaveLength(601);
+      expect(lines.slice(0, 600).map((line) => (JSON.parse(line) as { alert: unknown }).alert)).toEqual(batch.map((e) => JSON.parse(e.alert.json) as unknown));
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
   it("replaces the blob when the same page is written again (a retried page)", async () => {
     const container = freshContainer();
     const sink = new BlobAlertSink(container);
