@@ -86,7 +86,10 @@ const TEST_FILES = {
   // Unit tests, plus blobAlertSink.test.ts, which runs the real @azure/storage-blob client against
   // the run's Azurite without starting the app. The Splunk, Sentinel and Event Hubs integration
   // files start the app in beforeAll (every mutant they reach would re-run a whole file):
-  // sinksMutants.test.ts drives those sinks against the HTTPS fakes directly instead.
+  // sinksMutants.test.ts drives those sinks against the HTTPS fakes directly instead, and
+  // sinksEventHubsMutants.test.ts the Event Hubs sink against the AMQP fake hub (a file of its
+  // own: it trusts the fake's self-signed certificate process-wide); sinksCommonMutants.test.ts
+  // runs the dead-letter and parking stores, the settings and the sink factory the same way.
   "shared/sinks": [
     "test/unit/sinkSet.test.ts",
     "test/unit/sinkSettings.test.ts",
@@ -98,6 +101,8 @@ const TEST_FILES = {
     "test/unit/blobNamesDocumented.test.ts",
     "test/integration/blobAlertSink.test.ts",
     "test/unit/sinksMutants.test.ts",
+    "test/unit/sinksEventHubsMutants.test.ts",
+    "test/unit/sinksCommonMutants.test.ts",
   ],
 };
 

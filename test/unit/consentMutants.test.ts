@@ -20,7 +20,7 @@ import {
   SESSION_LIFETIME_MS,
   sessionPartition,
 } from "../../shared/consent/consentSessions";
-import { renderPage, unexpectedFailurePage } from "../../shared/consent/pages";
+import { escapeHtml, renderPage, unexpectedFailurePage } from "../../shared/consent/pages";
 import { SIGNING_KEY_SECRET_NAME, SigningKeyProvider } from "../../shared/consent/signingKey";
 import { createSourceProbe } from "../../shared/consent/sourceProbe";
 import type { SecretStore } from "../../shared/secrets/secretStore";
@@ -884,6 +884,144 @@ describe("the sign-in sessions", () => {
     expect(report.deletedSessions).toBeGreaterThanOrEqual(2);
     await expect(table.getEntity("session", hash)).rejects.toMatchObject({ statusCode: 404 });
   });
+
+  /**
+   * Tables whose next call of `method` first runs `hook` (another instance acting between the
+   * purge's read and its write) and may then fail as the table service can: the RestError shape
+   * the Tables SDK throws, with or without an HTTP status.
+   */
+  function scriptedTables(factory: TableFactory): {
+    factory: TableFactory;
+    next: (method: "deleteEntity" | "submitTransaction" | "getEntity", hook: (table: TableClient, args: unknown[]) => Promise<void>) => void;
+  } {
+    const hooks = new Map<string, (table: TableClient, args: unknown[]) => Promise<void>>();
+    return {
+      next: (method, hook) => void hooks.set(method, hook),
+      factory: {
+        open: async (name) => {
+          const table = await factory.open(name);
+          return new Proxy(table, {
+            get(target, property, receiver) {
+              const value = Reflect.get(target, property, receiver) as unknown;
+              const hook = typeof property === "string" ? hooks.get(property) : undefined;
+              if (!hook || typeof value !== "function") return value;
+              return async (...args: unknown[]) => {
+                hooks.delete(property as string);
+                await hook(target, args);
+                return (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+              };
+            },
+          });
+        },
+      },
+    };
+  }
+  const tableError = (statusCode?: number) => Object.assign(new Error(statusCode ? `status ${statusCode}` : "socket hang up"), { name: "RestError", ...(statusCode ? { statusCode } : {}) });
+
+  it("keep an expired sign-in for an hour, so a late callback hears it took too long rather than that it is unknown", async () => {
+    const { factory } = ownTables();
+    const begun = Date.parse("2026-03-01T10:00:00.000Z");
+    let now = begun;
+    const sessions = new ConsentSessionStore(factory, () => now);
+    const late = await sessions.begin(key, randomUUID(), "l");
+    // Fifteen minutes to finish, then an hour of grace.
+    now = begun + 15 * 60_000 + 60 * 60_000;
+    expect(await sessions.purge()).toMatchObject({ deletedSessions: 0, complete: true });
+    expect(await sessions.claim(key, late.state)).toEqual({ outcome: "expired" });
+    now += 1;
+    expect((await sessions.purge()).deletedSessions).toBe(1);
+    expect(await sessions.claim(key, late.state)).toEqual({ outcome: "unknown" });
+  });
+
+  it("start the first purge, or one whose cursor names no partition, at the legacy partition", async () => {
+    const { factory, raw } = ownTables();
+    const sessions = new ConsentSessionStore(factory, () => Date.parse("2026-03-01T10:00:00.000Z"));
+    await sessions.begin(key, randomUUID(), "l"); // creates the table
+    expect(await sessions.purge({ maxMillis: 0 })).toMatchObject({ complete: false, partitionsVisited: 1, nextPartition: "session" });
+    await raw(TABLES.consentSessions).upsertEntity({ partitionKey: "housekeeping", rowKey: "purgeCursor", nextPartition: "s3" }, "Replace");
+    expect(await sessions.purge({ maxMillis: 0 })).toMatchObject({ nextPartition: "s3" });
+    await raw(TABLES.consentSessions).upsertEntity({ partitionKey: "housekeeping", rowKey: "purgeCursor", nextPartition: "nowhere" }, "Replace");
+    expect(await sessions.purge({ maxMillis: 0 })).toMatchObject({ nextPartition: "session" });
+  });
+
+  it("purge limit rows within the bound, keep one a start reused meanwhile, and count one another purge deleted once", async () => {
+    const own = ownTables();
+    const { factory, next } = scriptedTables(own.factory);
+    const now = Date.parse("2026-03-01T10:00:00.000Z");
+    const sessions = new ConsentSessionStore(factory, () => now);
+    await sessions.begin(key, randomUUID(), "l"); // creates the table, and a session and limit row that are not expired
+    const table = own.raw(TABLES.consentSessions);
+    const expired = new Date(now - 2 * 3_600_000).toISOString();
+    const limitRow = (rowKey: string) => ({ partitionKey: "s2", rowKey, kind: "limit", tenantId: rowKey, open: "[]", expiresAt: expired });
+    const exists = (rowKey: string) => table.getEntity("s2", rowKey).then(() => true, () => false);
+    const fromS2 = () => table.upsertEntity({ partitionKey: "housekeeping", rowKey: "purgeCursor", nextPartition: "s2" }, "Replace");
+    await table.createEntity(limitRow("limit_a"));
+    await table.createEntity(limitRow("limit_b"));
+    await fromS2();
+    // Two expired limit rows in one page, one delete allowed: one goes, the run stops in s2.
+    expect(await sessions.purge({ maxDeletes: 1 })).toMatchObject({ deletedLimitRows: 1, deletedSessions: 0, complete: false, nextPartition: "s2" });
+    expect([await exists("limit_a"), await exists("limit_b")].filter(Boolean)).toHaveLength(1);
+    await table.deleteEntity("s2", (await exists("limit_a")) ? "limit_a" : "limit_b");
+
+    // A start writes the row between the purge's listing and its delete: the row stays.
+    await table.createEntity(limitRow("limit_c"));
+    await fromS2();
+    next("deleteEntity", async (target, [partitionKey, rowKey]) => {
+      await target.updateEntity({ partitionKey: partitionKey as string, rowKey: rowKey as string, open: "[]" }, "Merge");
+    });
+    expect(await sessions.purge()).toMatchObject({ deletedLimitRows: 0, complete: true });
+    expect(await exists("limit_c")).toBe(true);
+
+    // Another purge deleted it first: not counted, nothing fails.
+    await fromS2();
+    next("deleteEntity", async (target, [partitionKey, rowKey]) => void (await target.deleteEntity(partitionKey as string, rowKey as string)));
+    expect(await sessions.purge()).toMatchObject({ deletedLimitRows: 0, complete: true });
+    expect(await exists("limit_c")).toBe(false);
+
+    // The table service failing the delete otherwise: the run fails, the row stays for the next.
+    await table.createEntity(limitRow("limit_d"));
+    await fromS2();
+    next("deleteEntity", async () => Promise.reject(tableError(503)));
+    await expect(sessions.purge()).rejects.toMatchObject({ statusCode: 503 });
+    expect(await exists("limit_d")).toBe(true);
+    expect(await sessions.purge()).toMatchObject({ deletedLimitRows: 1, complete: true });
+  });
+
+  it("fail a purge whose transaction gets no answer or whose one-by-one delete fails otherwise than 404, and a read the table refuses", async () => {
+    const own = ownTables();
+    const { factory, next } = scriptedTables(own.factory);
+    const now = Date.parse("2026-03-01T10:00:00.000Z");
+    const sessions = new ConsentSessionStore(factory, () => now);
+    const open = await sessions.begin(key, randomUUID(), "l"); // creates the table
+    const table = own.raw(TABLES.consentSessions);
+    const expired = new Date(now - 2 * 3_600_000).toISOString();
+    const row = (rowKey: string) => ({ partitionKey: "s5", rowKey, kind: "session", tenantId: "t", linkId: "l", createdAt: expired, expiresAt: expired, usedAt: "" });
+    const exists = (rowKey: string) => table.getEntity("s5", rowKey).then(() => true, () => false);
+    await table.createEntity(row("x1"));
+    await table.createEntity(row("x2"));
+    const fromS5 = () => table.upsertEntity({ partitionKey: "housekeeping", rowKey: "purgeCursor", nextPartition: "s5" }, "Replace");
+
+    // No answer at all: nothing is known about the batch, so nothing is retried one by one.
+    await fromS5();
+    next("submitTransaction", async () => Promise.reject(tableError()));
+    await expect(sessions.purge()).rejects.toThrow("socket hang up");
+    expect([await exists("x1"), await exists("x2")]).toEqual([true, true]);
+
+    // The batch refused, then a single delete answered 503: the run fails there.
+    await fromS5();
+    next("submitTransaction", async () => Promise.reject(tableError(400)));
+    next("deleteEntity", async () => Promise.reject(tableError(503)));
+    await expect(sessions.purge()).rejects.toMatchObject({ statusCode: 503 });
+    expect(await exists("x1") || await exists("x2")).toBe(true);
+    expect((await sessions.purge()).deletedSessions).toBeGreaterThanOrEqual(1);
+
+    // A read refused with 503 is not "no such sign-in" nor "no cursor".
+    next("getEntity", async () => Promise.reject(tableError(503)));
+    await expect(sessions.claim(key, open.state)).rejects.toMatchObject({ statusCode: 503 });
+    next("getEntity", async () => Promise.reject(tableError(503)));
+    await expect(sessions.purge()).rejects.toMatchObject({ statusCode: 503 });
+    expect((await sessions.claim(key, open.state)).outcome).toBe("claimed");
+  });
 });
 
 // ---- application consent proof and source probe ---------------------------------------------
@@ -1405,27 +1543,27 @@ describe("finishing an application consent", () => {
   });
 });
 
+/** The app's flow with one dependency replaced (a proof or a token store that behaves as a test needs). */
+function flowWith(over: Partial<ConstructorParameters<typeof flow.ConsentFlow>[0]>) {
+  return new flow.ConsentFlow({
+    config: services.config,
+    tenants: services.tenants,
+    sessions: services.consentSessions,
+    signingKey: services.signingKey,
+    entra: services.entra,
+    tokens: services.tokens,
+    links: new ConsentLinkStore(services.tables, clock),
+    audit: services.audit,
+    clock,
+    application: { prove: async () => ({ kind: "proven", servicePrincipalId: undefined }) } as unknown as ApplicationConsentVerifier,
+    ...over,
+  });
+}
+
 // ---- the consent flow: edges ----------------------------------------------------------------
 
 describe("the consent flow's edges", () => {
   beforeAll(setup);
-
-  /** The app's flow with one dependency replaced (a proof or a token store that behaves as a test needs). */
-  function flowWith(over: Partial<ConstructorParameters<typeof flow.ConsentFlow>[0]>) {
-    return new flow.ConsentFlow({
-      config: services.config,
-      tenants: services.tenants,
-      sessions: services.consentSessions,
-      signingKey: services.signingKey,
-      entra: services.entra,
-      tokens: services.tokens,
-      links: new ConsentLinkStore(services.tables, clock),
-      audit: services.audit,
-      clock,
-      application: { prove: async () => ({ kind: "proven", servicePrincipalId: undefined }) } as unknown as ApplicationConsentVerifier,
-      ...over,
-    });
-  }
 
   /** Starts a sign-in through `consentUrl` and answers its callback with `extra` instead of a real answer. */
   async function answer(consentFlow: { start: typeof services.consent.start; callback: typeof services.consent.callback }, consentUrl: string, extra: Record<string, string>) {
@@ -1581,5 +1719,526 @@ describe("the consent flow's edges", () => {
     expect(storedBundle(tenantId)).toBeUndefined();
     expect((await tenantRecord(tenantId))?.status).toBe("offboarded");
     expect(lines.find((line) => line.message === "consent completed for a tenant offboarded meanwhile; token removed")?.fields).toMatchObject({ tenantId, errorCode: "tenant_offboarded" });
+  });
+});
+
+// ---- the consent flow: what each refusal says (consentFlow.ts, measured on its own) -----------
+
+describe("the consent flow's refusals, word for word", () => {
+  beforeAll(setup);
+
+  const said = (body: string, ...texts: string[]) => {
+    for (const text of texts) expect(body).toContain(`<p>${escapeHtml(text)}</p>`);
+  };
+  const logged = (message: string) => lines.filter((line) => line.message === message).map((line) => ({ level: line.level, ...line.fields }));
+
+  it("names the state cookie after the state's hash, characters other than letters and digits as x", () => {
+    // States whose hash's first 16 characters hold two or more "-" or "_" (base64url), found by trying.
+    let found = 0;
+    for (let i = 0; found < 2 && i < 100_000; i++) {
+      const state = `state-${i}`;
+      const hash = createHash("sha256").update(`consent-state:${state}`).digest("base64url");
+      if ((hash.slice(0, 16).match(/[-_]/g) ?? []).length < 2) continue;
+      found++;
+      const cookie = flow.stateCookie(state);
+      expect(cookie.name).toBe(`__Host-consent-${hash.slice(0, 16).replace(/[-_]/g, "x")}`);
+      expect(cookie.value).toBe(hash);
+    }
+    expect(found).toBe(2);
+  });
+
+  it("tells the admin and the operator why a link does not start a sign-in", async () => {
+    const unknownTenant = randomUUID();
+    const { consentUrl } = await register();
+    const { query } = linkQuery(consentUrl);
+    const unknown = page(await services.consent.start(unknownTenant.toUpperCase(), query, log));
+    expect([unknown.status, unknown.title]).toEqual([400, "This consent link is not valid"]);
+    said(unknown.body, "Ask Contoso Security for a new consent link.");
+    expect(logged("consent link refused")).toEqual([
+      { level: "warn", tenantId: unknownTenant, reason: "bad_signature", consentStep: "start", outcome: "refused", errorCode: "link_bad_signature" },
+    ]);
+    lines.length = 0;
+    const { tenantId } = linkQuery(consentUrl);
+    expect(page(await services.consent.start(tenantId, { ...query, sig: null }, log))).toMatchObject({ status: 400, title: "This consent link is not valid" });
+    expect(logged("consent link refused")).toEqual([{ level: "warn", tenantId, reason: "malformed", consentStep: "start", outcome: "refused", errorCode: "link_malformed" }]);
+
+    // A link signed with the app's key whose record does not exist (never issued, or deleted).
+    lines.length = 0;
+    const registered = await tenantRecord(tenantId);
+    const key = await services.signingKey.get();
+    const forged = buildConsentUrl("https://app.example", key, { tenantId, registeredAt: registered?.createdAt ?? "", linkId: randomBytes(16).toString("base64url"), expiresAt: clock() + 3_600_000 });
+    const unissued = page(await services.consent.start(tenantId, linkQuery(forged).query, log));
+    expect([unissued.status, unissued.title]).toEqual([400, "This consent link is not valid"]);
+    said(unissued.body, "Ask Contoso Security for a new consent link.");
+    expect(logged("consent link refused by its record")).toEqual([
+      { level: "warn", tenantId, reason: "unknown_link", consentStep: "start", outcome: "refused", errorCode: "link_unknown_link" },
+    ]);
+
+    const revoked = await register();
+    await services.tenantAdmin.revokeLink(revoked.tenantId, revoked.linkId, operator, log);
+    said(page(await start(revoked.consentUrl)).body, "Ask Contoso Security for a new consent link.");
+
+    const done = await register();
+    await consent(done.consentUrl);
+    const spent = page(await start(done.consentUrl));
+    said(spent.body, "Your organization is already connected through it, so it cannot be used again.", "If Contoso Security asked you to consent again, ask them for the new link they issued.");
+
+    const off = await register();
+    await services.tenantAdmin.offboard(off.tenantId, operator, log);
+    said(page(await start(off.consentUrl)).body, "Ask Contoso Security for a new consent link.");
+
+    lines.length = 0;
+    const busy = await register();
+    for (let i = 0; i < 10; i++) await start(busy.consentUrl);
+    const refused = page(await start(busy.consentUrl));
+    said(refused.body, "This link has started many sign-ins in the last few minutes. Please try again in 15 minute(s), in one browser window.");
+    expect(refused.headers["Retry-After"]).toMatch(/^(899|900)$/);
+    expect(logged("consent start refused: too many open sign-ins")).toEqual([
+      { level: "warn", tenantId: busy.tenantId, scope: "link", consentStep: "start", outcome: "refused", errorCode: "too_many_sign_ins" },
+    ]);
+  });
+
+  it("lets an outage of the sessions table fail the start rather than call it too many sign-ins, and answers 410 for a tenant whose record is gone", async () => {
+    const { tenantId, consentUrl } = await register();
+    const outage = new flow.ConsentFlow({
+      config: services.config,
+      tenants: services.tenants,
+      sessions: new ConsentSessionStore(deadTables, clock),
+      signingKey: services.signingKey,
+      entra: services.entra,
+      tokens: services.tokens,
+      links: new ConsentLinkStore(services.tables, clock),
+      audit: services.audit,
+      clock,
+      application: { prove: async () => ({ kind: "pending", reason: "unused" }) } as unknown as ApplicationConsentVerifier,
+    });
+    await expect(outage.start(tenantId, linkQuery(consentUrl).query, log)).rejects.toThrow();
+    expect(lines.some((line) => line.fields["errorCode"] === "too_many_sign_ins")).toBe(false);
+
+    // The tenant's row deleted by hand while its admin signs in.
+    const started = await start(consentUrl);
+    const back = await authorize(started.kind === "redirect" ? started.location : "");
+    await (await services.tables.open(TABLES.tenants)).deleteEntity("tenant", tenantId);
+    lines.length = 0;
+    const gone = page(await services.consent.callback(back.searchParams, cookieHeader(started), log));
+    expect([gone.status, gone.title]).toEqual([410, "This consent link is no longer active"]);
+    expect(logged("consent callback for a tenant that is not registered")).toEqual([
+      { level: "warn", tenantId, consentStep: "callback", outcome: "refused", errorCode: "tenant_not_registered" },
+    ]);
+  });
+
+  it("tells the admin and the operator why a callback is refused", async () => {
+    const bad = (query: string, cookie: string | null) => services.consent.callback(new URLSearchParams(query), cookie, log).then(page);
+    said((await bad("code=x", null)).body, "It did not come from a consent link. Ask Contoso Security for a new consent link.");
+
+    const { tenantId, consentUrl } = await register();
+    const started = await start(consentUrl);
+    const cookie = cookieHeader(started);
+    const back = await authorize(started.kind === "redirect" ? started.location : "");
+    lines.length = 0;
+    const elsewhere = await bad(back.search.slice(1), null);
+    said(
+      elsewhere.body,
+      "This sign-in was started in another browser (or this browser's cookies were cleared), so it cannot be completed here. Nothing was saved.",
+      "Open the consent link again in this browser.",
+    );
+    expect(logged("consent callback refused")).toEqual([{ level: "warn", reason: "state_other_browser", consentStep: "callback", outcome: "refused", errorCode: "state_other_browser" }]);
+
+    const forged = randomBytes(32).toString("base64url");
+    const forgedCookie = flow.stateCookie(forged);
+    lines.length = 0;
+    said((await bad(`state=${forged}&code=x`, `${forgedCookie.name}=${forgedCookie.value}`)).body, "Ask Contoso Security for a new consent link.");
+    expect(logged("consent callback refused")).toEqual([{ level: "warn", reason: "state_unknown", consentStep: "callback", outcome: "refused", errorCode: "state_unknown" }]);
+
+    expect((await bad(back.search.slice(1), cookie)).status).toBe(200);
+    lines.length = 0;
+    const replayed = await bad(back.search.slice(1), cookie);
+    said(replayed.body, "Open your consent link again if you need to repeat the consent.");
+    expect(logged("consent callback refused")).toEqual([{ level: "warn", reason: "state_replayed", consentStep: "callback", outcome: "refused", errorCode: "state_replayed" }]);
+    // The replayed answer still clears this browser's cookie.
+    expect(replayed.cookies).toEqual([{ ...flow.stateCookie(back.searchParams.get("state") ?? ""), value: "", maxAge: 0 }]);
+
+    // The tenant offboarded during the sign-in.
+    const off = await register();
+    const offStarted = await start(off.consentUrl);
+    const offBack = await authorize(offStarted.kind === "redirect" ? offStarted.location : "");
+    await services.tenantAdmin.offboard(off.tenantId, operator, log);
+    lines.length = 0;
+    const gone = await bad(offBack.search.slice(1), cookieHeader(offStarted));
+    expect([gone.status, gone.title]).toEqual([410, "This consent link is no longer active"]);
+    said(gone.body, "Ask Contoso Security for a new consent link.");
+    expect(logged("consent callback for a tenant that is not registered")).toEqual([
+      { level: "warn", tenantId: off.tenantId, consentStep: "callback", outcome: "refused", errorCode: "tenant_not_registered" },
+    ]);
+
+    // The link revoked during the sign-in.
+    const rev = await register();
+    const revStarted = await start(rev.consentUrl);
+    const revBack = await authorize(revStarted.kind === "redirect" ? revStarted.location : "");
+    await services.tenantAdmin.revokeLink(rev.tenantId, rev.linkId, operator, log);
+    lines.length = 0;
+    said((await bad(revBack.search.slice(1), cookieHeader(revStarted))).body, "Ask Contoso Security for a new consent link.");
+    expect(logged("consent callback refused by the link's record")).toEqual([
+      { level: "warn", tenantId: rev.tenantId, reason: "revoked", consentStep: "callback", outcome: "refused", errorCode: "link_revoked" },
+    ]);
+
+    // Revoked meanwhile and answered with an error: refused as withdrawn, nothing recorded on the tenant.
+    const revErr = await register();
+    const revErrStarted = await start(revErr.consentUrl);
+    const revErrBack = await authorize(revErrStarted.kind === "redirect" ? revErrStarted.location : "");
+    await services.tenantAdmin.revokeLink(revErr.tenantId, revErr.linkId, operator, log);
+    const withdrawn = await bad(`state=${revErrBack.searchParams.get("state") ?? ""}&error=access_denied`, cookieHeader(revErrStarted));
+    expect([withdrawn.status, withdrawn.title]).toEqual([410, "This consent link was withdrawn"]);
+    expect((await tenantRecord(revErr.tenantId))?.lastErrorCode).toBeUndefined();
+
+    // No code, then a declined and an unfinished consent.
+    offsetMs = 1000;
+    const next = await services.tenantAdmin.requestReconsent(tenantId, undefined, operator, log);
+    const noCode = await start(next.consentUrl);
+    const noCodeBack = await authorize(noCode.kind === "redirect" ? noCode.location : "");
+    noCodeBack.searchParams.delete("code");
+    lines.length = 0;
+    const missing = await bad(noCodeBack.search.slice(1), cookieHeader(noCode));
+    expect([missing.status, missing.title]).toEqual([400, "This sign-in response is not valid"]);
+    said(missing.body, "It carried no authorization code.");
+    expect(logged("consent callback without a usable authorization code")).toEqual([{ level: "warn", tenantId, consentStep: "callback", outcome: "refused", errorCode: "missing_code" }]);
+    // A code of 4,096 characters is still sent to Entra ID (which refuses this one).
+    const longest = await start(next.consentUrl);
+    const longestBack = await authorize(longest.kind === "redirect" ? longest.location : "");
+    longestBack.searchParams.set("code", "c".repeat(4096));
+    expect(await bad(longestBack.search.slice(1), cookieHeader(longest))).toMatchObject({ status: 400, title: "Consent could not be completed" });
+    expect((await tenantRecord(tenantId))?.lastErrorCode).toBe("AADSTS70000");
+    for (const [error, words] of [
+      ["access_denied", ["The administrator declined the permission request, so no access was granted. You can open the consent link again to retry."]],
+      ["server_error", ["Microsoft Entra ID answered: server_error.", "Open the consent link again to retry."]],
+    ] as const) {
+      const answered = await start(next.consentUrl);
+      const answeredBack = await authorize(answered.kind === "redirect" ? answered.location : "");
+      said((await bad(`state=${answeredBack.searchParams.get("state") ?? ""}&error=${error}`, cookieHeader(answered))).body, ...words);
+    }
+  });
+
+  it("tells the admin a link is busy while another sign-in through it finishes, and that sign-in's code is held meanwhile", async () => {
+    const { tenantId, consentUrl } = await register();
+    const first = await start(consentUrl);
+    const second = await start(consentUrl);
+    const firstBack = await authorize(first.kind === "redirect" ? first.location : "");
+    const secondBack = await authorize(second.kind === "redirect" ? second.location : "");
+    const hold = stack.entra.holdCodeRedemptions();
+    const pending = services.consent.callback(firstBack.searchParams, cookieHeader(first), log);
+    for (let i = 0; i < 200 && hold.waiting() === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    lines.length = 0;
+    const busy = page(await services.consent.callback(secondBack.searchParams, cookieHeader(second), log));
+    hold.release();
+    expect([busy.status, busy.title]).toEqual([409, "This consent link is being used right now"]);
+    said(busy.body, "Another sign-in through this link is finishing at this moment. If that was not you, tell your provider.", "Otherwise wait a minute and open the link again.");
+    expect(logged("consent callback refused by the link's record")).toEqual([
+      { level: "warn", tenantId, reason: "in_use", consentStep: "callback", outcome: "refused", errorCode: "link_in_use" },
+    ]);
+    expect(page(await pending).status).toBe(200);
+  });
+
+  async function answerWith(consentFlow: InstanceType<typeof flow.ConsentFlow>, consentUrl: string, alter: (back: URL) => void = () => undefined) {
+    const { tenantId, query } = linkQuery(consentUrl);
+    const started = await consentFlow.start(tenantId, query, log);
+    const back = await authorize(started.kind === "redirect" ? started.location : "");
+    alter(back);
+    return page(await consentFlow.callback(back.searchParams, cookieHeader(started), log));
+  }
+
+  it("names the consenter by object id when the sign-in carries no user name, and tells a new consenter by object id first, then by name", async () => {
+    const { tenantId, consentUrl } = await register();
+    const oid = randomUUID();
+    stack.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { oid, preferredUsername: "alice@fabrikam.test" } });
+    stack.entra.idTokenOverrides(tenantId, { preferred_username: undefined }, 1);
+    const first = page((await consent(consentUrl)).finished);
+    expect(first.body).toContain("Thank you. Fabrikam Ltd is now connected, signed in as your administrator.");
+    expect(await tenantRecord(tenantId)).toMatchObject({ consentedBy: oid, consentedByObjectId: oid });
+    const reconsent = async () => {
+      offsetMs += 1000;
+      const next = await services.tenantAdmin.requestReconsent(tenantId, undefined, operator, log);
+      expect(page((await consent(next.consentUrl)).finished).status).toBe(200);
+    };
+    const changes = async () => (await auditOf(tenantId)).filter((entry) => entry.startsWith("consenter_changed"));
+    // The same object id, now with a name: the same person.
+    await reconsent();
+    expect(await changes()).toEqual([]);
+    expect(await tenantRecord(tenantId)).toMatchObject({ consentedBy: "alice@fabrikam.test", consentedByObjectId: oid });
+    expect((await tenantRecord(tenantId))?.previousConsentedBy).toBeUndefined();
+    // A record without an object id (written before they were kept): compared by name, in any case.
+    await services.tenants.update(tenantId, () => ({ consentedBy: "ALICE@Fabrikam.test", consentedByObjectId: undefined }));
+    stack.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { oid: randomUUID(), preferredUsername: "alice@fabrikam.test" } });
+    await reconsent();
+    expect(await changes()).toEqual([]);
+    // ... or named by the object id of the one signing in now.
+    const bobOid = randomUUID();
+    await services.tenants.update(tenantId, () => ({ consentedBy: bobOid, consentedByObjectId: undefined }));
+    stack.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { oid: bobOid, preferredUsername: "bob@fabrikam.test" } });
+    await reconsent();
+    expect(await changes()).toEqual([]);
+    // Another name: a new consenter, the former one named in the record, the audit and the log.
+    await services.tenants.update(tenantId, () => ({ consentedBy: "carol@fabrikam.test", consentedByObjectId: undefined }));
+    lines.length = 0;
+    await reconsent();
+    expect(await changes()).toEqual(["consenter_changed: The consent was given by a different user than before (was carol@fabrikam.test)"]);
+    expect(await tenantRecord(tenantId)).toMatchObject({ consentedBy: "bob@fabrikam.test", previousConsentedBy: "carol@fabrikam.test" });
+    const changed = await tenantRecord(tenantId);
+    expect(changed?.consenterChangedAt).toBe(changed?.consentedAt);
+    expect(logged("consent given by a different user than the current consenter")).toEqual([
+      { level: "warn", tenantId, consentStep: "callback", outcome: "connected", errorCode: "consenter_changed" },
+    ]);
+    // A different object id: a new consenter even under the same name.
+    stack.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { oid: randomUUID(), preferredUsername: "bob@fabrikam.test" } });
+    await reconsent();
+    expect(await changes()).toHaveLength(2);
+    expect((await tenantRecord(tenantId))?.previousConsentedBy).toBe("bob@fabrikam.test");
+  });
+
+  it("shows each page of a completed consent in full", async () => {
+    const mde = await register();
+    stack.entra.setConsentBehaviour(mde.tenantId, { kind: "approve", user: { preferredUsername: "alice@fabrikam.test" } });
+    const done = page((await consent(mde.consentUrl)).finished);
+    said(done.body, "One step remains so that Contoso Security can read your Microsoft Defender for Endpoint alerts:");
+    for (const step of [
+      "Open the Microsoft Defender portal (security.microsoft.com) as a Global or Security Administrator.",
+      "Go to Settings > Endpoints > APIs > SIEM and open the MSSP tab.",
+      "Enter the Application ID and the Tenant ID below (both belong to Contoso Security), then choose Authorize application.",
+    ]) expect(done.body).toContain(`<li>${escapeHtml(step)}</li>`);
+    expect(done.body).toContain(`<dt>Your tenant ID (for reference)</dt><dd><code>${mde.tenantId}</code></dd>`);
+    expect(done.body).toMatch(/Application ID[\s\S]*value-1[\s\S]*Tenant ID[\s\S]*value-2/);
+
+    const graph = await register({ source: "graph" });
+    stack.entra.setConsentBehaviour(graph.tenantId, { kind: "approve", user: { preferredUsername: "alice@fabrikam.test" } });
+    const graphDone = page((await consent(graph.consentUrl)).finished);
+    said(
+      graphDone.body,
+      "Thank you. Fabrikam Ltd is now connected, signed in as alice@fabrikam.test.",
+      "Contoso Security now reads your Microsoft Defender XDR alerts through Microsoft Graph. Nothing else is needed; the access follows the permissions of the account that consented (for example Security Reader).",
+    );
+    expect(graphDone.body).toContain(`<dt>Your tenant ID (for reference)</dt><dd><code>${graph.tenantId}</code></dd>`);
+    expect(graphDone.body).not.toContain("value-1");
+
+    for (const source of ["mde", "graph"] as const) {
+      const app = await register({ consentModel: "application", source });
+      const appDone = await answerWith(services.consent, app.consentUrl);
+      said(
+        appDone.body,
+        "Thank you. Fabrikam Ltd is now connected.",
+        `Contoso Security now reads your ${source === "graph" ? "Microsoft Defender XDR alerts through Microsoft Graph" : "Microsoft Defender for Endpoint alerts"} with the application permission ${APPLICATION_PERMISSIONS[source].label}. No user account is involved and no token of yours is kept. Nothing else is needed.`,
+        "To end this access at any time, remove the application under Enterprise applications in the Microsoft Entra admin center.",
+      );
+      expect(appDone.body).toContain(`<dt>Your tenant ID (for reference)</dt><dd><code>${app.tenantId}</code></dd>`);
+    }
+  });
+
+  it("tells the admin and the operator why an application consent did not connect, and what the proof was asked", async () => {
+    const proofs: unknown[] = [];
+    let next: unknown;
+    const scripted = flowWith({
+      application: {
+        prove: async (input: unknown) => {
+          proofs.push(input);
+          return next;
+        },
+      } as unknown as ApplicationConsentVerifier,
+    });
+    const { tenantId, consentUrl } = await register({ consentModel: "application", source: "graph", defenderRegion: "eu" });
+    const answerNext = async (proof: unknown) => {
+      next = proof;
+      lines.length = 0;
+      return answerWith(scripted, consentUrl);
+    };
+    const fields = { tenantId, source: "graph", consentModel: "application" };
+
+    const other = await answerWith(scripted, consentUrl, (back) => back.searchParams.set("tenant", randomUUID()));
+    expect([other.status, other.title]).toEqual([403, "Consent was given for a different organization"]);
+    said(
+      other.body,
+      "The consent did not come from the organization this link was issued for, so it was not used. Nothing was saved.",
+      "Open the consent link again and consent as an administrator of the organization the link was sent to.",
+    );
+    expect(logged("admin consent callback names another tenant; nothing changed")).toEqual([
+      { level: "warn", tenantId, consentModel: "application", consentStep: "callback", outcome: "refused", errorCode: "tenant_mismatch" },
+    ]);
+    expect(proofs).toEqual([]);
+
+    const pending = await answerNext({ kind: "pending", reason: "AADSTS7000229" });
+    expect(proofs).toEqual([{ tenantId, source: "graph", defenderRegion: "eu" }]);
+    expect([pending.status, pending.title]).toEqual([202, "Almost done: the consent is not active yet"]);
+    said(
+      pending.body,
+      "Microsoft Entra ID does not yet let Contoso Security read your alerts with the permission you granted. A new consent can take a minute to take effect. Nothing was saved yet.",
+      "Please try again in a minute: open the consent link again. If you did not grant the consent, grant it when Microsoft asks.",
+    );
+    expect(logged("admin consent not usable yet")).toEqual([{ level: "info", ...fields, reason: "AADSTS7000229", consentStep: "callback", outcome: "refused", errorCode: "consent_pending" }]);
+
+    const forbidden = await answerNext({ kind: "source_unavailable", code: "source_forbidden" });
+    expect([forbidden.status, forbidden.title]).toEqual([403, "Consent could not be confirmed"]);
+    said(
+      forbidden.body,
+      "The permission was granted, but the Microsoft Graph security alerts (Defender XDR) refused access with it. Is the product licensed and turned on in your tenant? Nothing was saved.",
+      "Once the service is available to your tenant, open the consent link again.",
+    );
+    expect(logged("the alert source refused an app token that carries the role")).toEqual([{ level: "warn", ...fields, error: "source_forbidden", consentStep: "callback", outcome: "failed", errorCode: "source_forbidden" }]);
+
+    const unreachable = await answerNext({ kind: "source_unavailable", code: "source_throttled" });
+    expect([unreachable.status, unreachable.title]).toEqual([503, "Consent could not be confirmed"]);
+    said(unreachable.body, "The consent was received, but the alert service could not be reached to confirm the access. Nothing was saved. Please open the consent link again in a few minutes.");
+    expect(logged("could not confirm the access at the alert source")).toEqual([{ level: "warn", ...fields, error: "source_throttled", consentStep: "callback", outcome: "failed", errorCode: "source_throttled" }]);
+
+    const misconfigured = await answerNext({ kind: "token_failed", failure: { category: "app_credential", error: "invalid_client", aadsts: "AADSTS7000215" } });
+    expect([misconfigured.status, misconfigured.title]).toEqual([502, "Consent could not be completed"]);
+    said(misconfigured.body, "The application of Contoso Security is misconfigured. Nothing was saved; the monitoring of Contoso Security reports this failure to them.");
+    expect(lines.filter((line) => line.fields["consentStep"] === "callback").map((line) => [line.level, line.message.split(";")[0], line.fields])).toEqual([
+      ["error", "the MSSP application's credential was rejected by Entra ID", { tenantId, error: "AADSTS7000215", category: "app_credential", consentStep: "callback", outcome: "failed", errorCode: "AADSTS7000215" }],
+    ]);
+    expect((await tenantRecord(tenantId))?.lastErrorCode).toBeUndefined();
+
+    const down = await answerNext({ kind: "token_failed", failure: { category: "transient", error: "temporarily_unavailable" } });
+    expect([down.status, down.title]).toEqual([503, "Consent could not be completed"]);
+    said(down.body, "Microsoft Entra ID is temporarily unavailable. Nothing was saved. Please open the consent link again in a few minutes.");
+    expect(logged("client-credential token for the consent refused")).toEqual([
+      { level: "warn", tenantId, error: "temporarily_unavailable", aadsts: undefined, category: "transient", consentStep: "callback", outcome: "failed", errorCode: "temporarily_unavailable" },
+    ]);
+    expect((await tenantRecord(tenantId))?.lastErrorCode).toBeUndefined();
+
+    // An hour ahead of real time: the times written are the app's clock's.
+    offsetMs = 3_600_000;
+    const near = (iso: string | undefined) => Math.abs(Date.parse(iso ?? "") - clock()) < 5000;
+    const refused = await answerNext({ kind: "token_failed", failure: { category: "reconsent", error: "invalid_grant", aadsts: "AADSTS65001" } });
+    expect([refused.status, refused.title]).toEqual([400, "Consent could not be completed"]);
+    said(refused.body, "Microsoft Entra ID refused access for the consent (AADSTS65001). Nothing was saved. Open the consent link again.");
+    expect(await tenantRecord(tenantId)).toMatchObject({ status: "pending_consent", lastErrorCode: "AADSTS65001", lastErrorMessage: "The admin consent could not be verified" });
+    expect(near((await tenantRecord(tenantId))?.lastErrorAt)).toBe(true);
+    expect(logged("client-credential token for the consent refused")[0]).toMatchObject({ aadsts: "AADSTS65001", error: "invalid_grant", errorCode: "AADSTS65001" });
+
+    // Proven at last: connected, the error cleared, the link spent; no object id for an admin consent.
+    const proven = await answerNext({ kind: "proven", servicePrincipalId: "sp-1" });
+    expect([proven.status, proven.title]).toEqual([200, "Consent complete"]);
+    const record = await tenantRecord(tenantId);
+    expect(record).toMatchObject({ status: "connected", consentModel: "application", source: "graph", consentedBy: "Tenant administrator (admin consent)" });
+    expect(near(record?.consentedAt)).toBe(true);
+    expect([record?.lastErrorCode, record?.lastErrorMessage, record?.lastErrorAt, record?.consentedByObjectId]).toEqual([undefined, undefined, undefined, undefined]);
+    expect(logged("tenant connected")).toEqual([{ level: "info", ...fields, consentStep: "callback", outcome: "connected" }]);
+    expect(page(await start(consentUrl))).toMatchObject({ status: 410, title: "This consent link has already been used" });
+    const audit = await auditOf(tenantId);
+    expect(audit.filter((entry) => entry.startsWith("source_changed") || entry.includes("Consent model changed"))).toEqual([]);
+  });
+
+  it("stores the consent's bundle with the app's clock and a fresh access-token key, one generation per consent", async () => {
+    offsetMs = 3_600_000;
+    const { tenantId, consentUrl } = await register();
+    await consent(consentUrl);
+    const first = JSON.parse(storedBundle(tenantId)?.value ?? "{}") as { refreshTokenObtainedAt?: number; accessTokenKey?: string; generation?: string };
+    expect(Math.abs((first.refreshTokenObtainedAt ?? 0) - clock())).toBeLessThan(5000);
+    expect(Buffer.from(first.accessTokenKey ?? "", "base64")).toHaveLength(32);
+    const [at, random] = (first.generation ?? "").split("-");
+    expect(Math.abs(Number(at) - clock())).toBeLessThan(5000);
+    expect(random).toMatch(/^[0-9a-f]{12}$/);
+    offsetMs += 1000;
+    const next = await services.tenantAdmin.requestReconsent(tenantId, undefined, operator, log);
+    await consent(next.consentUrl);
+    const second = JSON.parse(storedBundle(tenantId)?.value ?? "{}") as { accessTokenKey?: string; generation?: string };
+    expect(second.accessTokenKey).not.toBe(first.accessTokenKey);
+    expect(second.generation).not.toBe(first.generation);
+  });
+
+  it("tells the admin and the operator why a code was not redeemed or its token not stored, and records only what the customer must fix", async () => {
+    const run = async (arrange: (tenantId: string) => void) => {
+      const registered = await register();
+      arrange(registered.tenantId);
+      const started = await start(registered.consentUrl);
+      const back = await authorize(started.kind === "redirect" ? started.location : "");
+      lines.length = 0;
+      const finished = page(await services.consent.callback(back.searchParams, cookieHeader(started), log));
+      stack.entra.clearFailures();
+      stack.vault.setFailure(null);
+      return { ...registered, finished, record: await tenantRecord(registered.tenantId) };
+    };
+    offsetMs = 3_600_000;
+    const near = (iso: string | undefined) => Math.abs(Date.parse(iso ?? "") - clock()) < 5000;
+
+    const other = await run((t) => stack.entra.setConsentBehaviour(t, { kind: "approve", user: { homeTenantId: randomUUID() } }));
+    said(
+      other.finished.body,
+      "The account you signed in with belongs to a different Microsoft Entra organization than the one this link was issued for. Nothing was saved.",
+      "Sign in with an administrator account of the organization the link was sent to.",
+    );
+    expect(other.record).toMatchObject({ lastErrorCode: "tenant_mismatch", lastErrorMessage: "An administrator of a different organization signed in" });
+    expect(near(other.record?.lastErrorAt)).toBe(true);
+    expect(logged("consent rejected: id token did not match the link")).toEqual([
+      { level: "warn", tenantId: other.tenantId, reason: "tenant_mismatch", consentStep: "callback", outcome: "failed", errorCode: "tenant_mismatch" },
+    ]);
+
+    const issuer = await run((t) => stack.entra.idTokenOverrides(t, { iss: `https://sts.windows.net/${t}/` }, 1));
+    expect([issuer.finished.status, issuer.finished.title]).toEqual([400, "The sign-in could not be verified"]);
+    said(issuer.finished.body, "Nothing was saved. Open the consent link again.");
+    expect(issuer.record?.lastErrorCode).toBeUndefined();
+    expect(logged("consent rejected: id token did not match the link")).toEqual([
+      { level: "warn", tenantId: issuer.tenantId, reason: "wrong_issuer", consentStep: "callback", outcome: "failed", errorCode: "wrong_issuer" },
+    ]);
+
+    const refused = await run(() => stack.entra.failAllTokenRequests({ status: 400, error: "invalid_grant", errorCode: 70008 }, 1));
+    said(refused.finished.body, "Microsoft Entra ID refused the sign-in (AADSTS70008). Nothing was saved. Open the consent link again.");
+    expect(refused.record).toMatchObject({ lastErrorCode: "AADSTS70008", lastErrorMessage: "The authorization code could not be redeemed" });
+    expect(near(refused.record?.lastErrorAt)).toBe(true);
+    expect(logged("authorization code redemption failed")).toEqual([
+      { level: "warn", tenantId: refused.tenantId, error: "invalid_grant", aadsts: "AADSTS70008", category: "reconsent", consentStep: "callback", outcome: "failed", errorCode: "AADSTS70008" },
+    ]);
+
+    const credential = await run(() => stack.entra.failAllTokenRequests({ status: 401, error: "invalid_client", errorCode: 7000215 }, 1));
+    said(credential.finished.body, "The application of Contoso Security is misconfigured. Nothing was saved; the monitoring of Contoso Security reports this failure to them.");
+    expect(credential.record?.lastErrorCode).toBeUndefined();
+    expect(lines.filter((line) => line.level === "error").map((line) => line.fields)).toEqual([
+      { tenantId: credential.tenantId, error: "AADSTS7000215", category: "app_credential", consentStep: "callback", outcome: "failed", errorCode: "AADSTS7000215" },
+    ]);
+
+    const down = await run(() => stack.entra.failAllTokenRequests({ status: 503, error: "temporarily_unavailable", errorCode: 50033 }, 1));
+    said(down.finished.body, "Microsoft Entra ID is temporarily unavailable. Nothing was saved. Please open the consent link again in a few minutes.");
+    expect(down.record?.lastErrorCode).toBeUndefined();
+    expect(lines.filter((line) => line.level === "error")).toEqual([]);
+
+    const vault = await run(() => stack.vault.setFailure({ status: 403 }));
+    expect([vault.finished.status, vault.finished.title]).toEqual([503, "Consent could not be saved"]);
+    said(vault.finished.body, "The sign-in worked, but the token could not be stored. Nothing was saved. Please open the consent link again in a few minutes.");
+    expect(near(vault.record?.lastErrorAt)).toBe(true);
+    expect(logged("could not store the refresh token")).toEqual([
+      { level: "error", tenantId: vault.tenantId, error: expect.any(String), consentStep: "callback", outcome: "failed", errorCode: "secret_store_unavailable" },
+    ]);
+    expect(lines.find((line) => line.message === "could not store the refresh token")?.fields["error"]).not.toBe("");
+  });
+
+  it("holds an application consent's link while it is proven, and gives it back when the proof fails", async () => {
+    const { tenantId, consentUrl } = await register({ consentModel: "application" });
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let calls = 0;
+    const slow = flowWith({
+      application: {
+        prove: async () => {
+          calls++;
+          if (calls === 1) {
+            await gate;
+            return { kind: "pending", reason: "role_missing" };
+          }
+          return { kind: "proven", servicePrincipalId: "sp-2" };
+        },
+      } as unknown as ApplicationConsentVerifier,
+    });
+    const pending = answerWith(slow, consentUrl);
+    for (let i = 0; i < 200 && calls === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    lines.length = 0;
+    const busy = await answerWith(slow, consentUrl);
+    expect([busy.status, busy.title]).toEqual([409, "This consent link is being used right now"]);
+    expect(logged("consent callback refused by the link's record")).toEqual([
+      { level: "warn", tenantId, reason: "in_use", consentStep: "callback", outcome: "refused", errorCode: "link_in_use" },
+    ]);
+    release();
+    expect((await pending).status).toBe(202);
+    // Given back: the next callback through the link proves and connects, and spends the link.
+    expect((await answerWith(slow, consentUrl)).status).toBe(200);
+    expect(page(await start(consentUrl))).toMatchObject({ status: 410, title: "This consent link has already been used" });
+    const [entry] = (await services.audit.list({ tenantId, limit: 50 })).filter((e) => e.action === "consent_completed");
+    expect(entry?.actor).toMatchObject({ kind: "customer_admin", id: "sp-2", name: "Tenant administrator (admin consent)" });
   });
 });

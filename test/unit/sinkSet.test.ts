@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { SinkError, type AlertBatchKey, type AlertEnvelope, type AlertSink } from "../../shared/sinks/alertSink";
-import { ParkingError, type ParkedBatch, type ParkingStore } from "../../shared/sinks/parking";
+import { ParkingError } from "../../shared/sinks/parking";
+import { MemoryParking } from "../harness/memoryParking";
 import { SinkSet, type SinkProgressMap } from "../../shared/sinks/sinkSet";
 
 /** SinkSet's rules at its ports: sinks and the parking store are in memory here; multiSink.test.ts runs it for real. */
@@ -19,24 +20,6 @@ function envelope(id: string): AlertEnvelope {
 }
 
 const key = (n: number): AlertBatchKey => ({ tenantId: TENANT, pageFrom: `2026-11-30T10:0${n}:00.000Z`, pageTo: `2026-11-30T10:0${n + 1}:00.000Z`, skip: 0 });
-
-class MemoryParking implements ParkingStore {
-  readonly blobs = new Map<string, ParkedBatch>();
-  failing = false;
-  async park(sink: string, tenantId: string, seq: number, batch: ParkedBatch): Promise<void> {
-    if (this.failing) throw new ParkingError("Parking a page for a sink failed (HTTP 503)");
-    this.blobs.set(`${tenantId}/${sink}/${seq}`, batch);
-  }
-  async read(sink: string, tenantId: string, seq: number): Promise<ParkedBatch | undefined> {
-    return this.blobs.get(`${tenantId}/${sink}/${seq}`);
-  }
-  async remove(sink: string, tenantId: string, seq: number): Promise<void> {
-    this.blobs.delete(`${tenantId}/${sink}/${seq}`);
-  }
-  async removeAll(): Promise<void> {
-    this.blobs.clear();
-  }
-}
 
 class RecordingSink implements AlertSink {
   readonly pages: string[][] = [];

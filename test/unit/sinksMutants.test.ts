@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
+import { AggregateLogsUploadError } from "@azure/monitor-ingestion";
 import { BlobServiceClient } from "@azure/storage-blob";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { AlertEnvelope } from "../../shared/sinks/alertSink";
@@ -11,8 +12,11 @@ import { BlobParkingStore, ParkingError } from "../../shared/sinks/parking";
 import { describeAnswer, isRetryable } from "../../shared/sinks/splunk/hecCodes";
 import { batches, epochSeconds, EventWriter, jsonValueEnd, requestBody, withoutMember } from "../../shared/sinks/splunk/hecEvents";
 import { parseRetryAfter } from "../../shared/sinks/splunk/hecTransport";
-import { SENTINEL_COLUMNS } from "../../shared/sinks/sentinel/records";
-import { SentinelAlertSink, type SentinelSinkOptions } from "../../shared/sinks/sentinel/sentinelSink";
+import { FIELD_LIMIT_BYTES, prepareRecords, SENTINEL_COLUMNS, type PreparedRecord } from "../../shared/sinks/sentinel/records";
+import { retryAfterOf, uploadFailure } from "../../shared/sinks/sentinel/failures";
+import { createSentinelSink, SentinelAlertSink, type SentinelSinkOptions } from "../../shared/sinks/sentinel/sentinelSink";
+import { chunkRecords } from "../../shared/sinks/sentinel/chunks";
+import { IngestedLedger } from "../../shared/sinks/sentinel/ledger";
 import { DEFAULT_SENTINEL_STREAM, parseSentinelSettings } from "../../shared/sinks/sentinel/settings";
 import { parseSplunkSettings } from "../../shared/sinks/splunk/settings";
 import { SplunkHecSink, type SplunkHecSinkOptions } from "../../shared/sinks/splunk/splunkHecSink";
@@ -520,6 +524,25 @@ describe("Event Hubs failures", () => {
     expect(eventHubsFailure("x", null).message).toBe("x (no error code)");
   });
 
+  it("reads the wait only from a throttling message, in seconds, one to three digits, any case", () => {
+    const busy = (message: unknown) => eventHubsFailure("x", Object.assign(new Error(), { name: "ServerBusyError", message })).details.retryAfterMs;
+    expect(busy("Please wait 1 second and try again.")).toBe(1000);
+    expect(busy("PLEASE WAIT 12 SECONDS.")).toBe(12_000);
+    expect(busy("wait 999 seconds")).toBe(999_000);
+    expect(busy("wait 1000 seconds")).toBeUndefined();
+    expect(busy("await 4 seconds")).toBeUndefined();
+    expect(busy("wait 4 secondsx")).toBeUndefined();
+    expect(busy("wait four seconds")).toBeUndefined();
+  });
+
+  it("keeps a code of letters, digits and . _ : - up to 64 characters, starting with a letter", () => {
+    const codeOf = (code: string) => eventHubsFailure("x", named("Error", "m", code)).details.code;
+    for (const good of ["a", "com.microsoft:server-busy", "Quota_Exceeded", `A${"b".repeat(63)}`]) expect(codeOf(good)).toBe(good);
+    for (const bad of ["1abc", "-abc", "!Code", "Code!", `A${"b".repeat(64)}`, ""]) expect(codeOf(bad)).toBeUndefined();
+    // A nested AggregateError: the last attempt of the last attempt decides.
+    expect(eventHubsFailure("x", new AggregateError([named("UnauthorizedError"), new AggregateError([named("UnauthorizedError"), named("ServerBusyError")])])).details).toEqual({ code: "ServerBusyError" });
+  });
+
   it("reads the last attempt of a retry, says when the time ran out, and passes a SinkError on", () => {
     const aggregate = new AggregateError([named("ServerBusyError"), named("UnauthorizedError")]);
     expect(eventHubsFailure("x", aggregate).details).toEqual({ code: "UnauthorizedError", permanent: true });
@@ -888,5 +911,305 @@ describe("Sentinel sink", () => {
     } finally {
       logs.failWhen(null);
     }
+  });
+});
+
+describe("Sentinel sink: calls, retries, concurrency and the ledger", () => {
+  const settings = (endpoint = logs.url) => parseSentinelSettings({ SENTINEL_INGESTION_ENDPOINT: endpoint, SENTINEL_DCR_IMMUTABLE_ID: DCR });
+  const credential = { getToken: async () => ({ token: LOGS_TOKEN, expiresOnTimestamp: Date.now() + 3_600_000 }) };
+  const sentinel = (overrides: Partial<SentinelSinkOptions> = {}) => new SentinelAlertSink({ settings: settings(), credential, localDevCaPem: cert.certPem, retryDelayMs: 5, ...overrides });
+  const timesStored = (id: string) => logs.rows().filter((row) => row["AlertId"] === id).length;
+  /** `count` versions of about 42 KB each: 21 to a call, so 50 make three calls (21, 21, 8). */
+  const heavy = (count: number) => Array.from({ length: count }, () => envelope(alertOf(`sq-${randomUUID()}`, 40_000)));
+  const elapsed = async (work: () => Promise<unknown>): Promise<number> => {
+    const started = Date.now();
+    await work();
+    return Date.now() - started;
+  };
+
+  it("asks for a token for the endpoint's cloud: public, US Government, China", async () => {
+    for (const [endpoint, scope] of [
+      [logs.url, "https://monitor.azure.com/.default"],
+      ["https://dce-1.usgovvirginia-1.ingest.monitor.azure.us", "https://monitor.azure.us/.default"],
+      ["https://dce-1.chinaeast2-1.ingest.monitor.azure.cn", "https://monitor.azure.cn/.default"],
+    ] as const) {
+      const scopes: string[] = [];
+      // The token is refused before any request: nothing leaves this machine.
+      const refusing = {
+        getToken: async (asked: string | string[]) => {
+          scopes.push(...[asked].flat());
+          throw new Error("no token here");
+        },
+      };
+      const sink = new SentinelAlertSink({ settings: settings(endpoint), credential: refusing, localDevCaPem: cert.certPem, maxRetries: 0 });
+      const error = await failure(sink.write(key(), [envelope(alertOf(`su-${randomUUID()}`))]));
+      expect(error.message).toBe("Sending alerts to Log Analytics failed (no HTTP response: network, TLS or token failure); 0 of 1 records were ingested and are not sent again by this instance");
+      expect(scopes[0]).toBe(scope);
+    }
+  });
+
+  it("posts gzipped JSON to the DCR's stream with the app's user agent, one call for a small batch", async () => {
+    const server = await scripted(() => ({ status: 204, body: "" }));
+    try {
+      const sink = new SentinelAlertSink({ settings: settings(server.url), credential, localDevCaPem: cert.certPem });
+      expect(await sink.write(key(), [envelope(alertOf(`sg-${randomUUID()}`)), envelope(alertOf(`sg-${randomUUID()}`))])).toEqual({});
+      expect(server.seen).toHaveLength(1);
+      expect(server.seen[0]).toMatchObject({ method: "POST", path: `/dataCollectionRules/${DCR}/streams/${DEFAULT_SENTINEL_STREAM}` });
+      expect(String(server.seen[0]?.headers["user-agent"])).toMatch(new RegExp(`^MsspDefenderConnector/${APP_VERSION.replace(/\./g, "\\.")} `));
+      expect(server.seen[0]?.headers["authorization"]).toBe(`Bearer ${LOGS_TOKEN}`);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("makes no call for an empty batch or one this instance already delivered", async () => {
+    const before = logs.requests().length;
+    const sink = sentinel();
+    expect(await sink.write(key(), [])).toEqual({});
+    const one = envelope(alertOf(`se-${randomUUID()}`));
+    await sink.write(key(), [one]);
+    expect(await sink.write(key(), [one])).toEqual({});
+    expect(logs.requests().length - before).toBe(1);
+  });
+
+  it("retries a busy service three times by default, and as often as maxRetries says", async () => {
+    const id = `sy-${randomUUID()}`;
+    logs.fail({ status: 503, times: 3 });
+    await sentinel().write(key(), [envelope(alertOf(id))]);
+    expect(timesStored(id)).toBe(1);
+    logs.fail({ status: 503, times: 4 });
+    try {
+      const error = await failure(sentinel().write(key(), [envelope(alertOf(`sy-${randomUUID()}`))]));
+      expect(error.message).toBe("Sending alerts to Log Analytics failed (HTTP 503: service error); 0 of 1 records were ingested and are not sent again by this instance");
+      expect(error.status).toBe(503);
+      expect(error.details).toEqual({ code: "ServiceUnavailable" });
+      logs.fail({ status: 503, times: 2 });
+      const once = await failure(sentinel({ maxRetries: 1 }).write(key(), [envelope(alertOf(`sy-${randomUUID()}`))]));
+      expect(once.status).toBe(503);
+    } finally {
+      logs.fail(null);
+    }
+  });
+
+  it("backs off from retryDelayMs, doubling up to eight times it; one second at first by default", async () => {
+    logs.fail({ status: 503, times: 3 });
+    // 50-100, 100-200 and 200-400 ms; a ceiling of retryDelayMs / 8 would make them all ~10 ms.
+    const quick = await elapsed(() => sentinel({ retryDelayMs: 100 }).write(key(), [envelope(alertOf(`sd-${randomUUID()}`))]));
+    expect(quick).toBeGreaterThanOrEqual(340);
+    expect(quick).toBeLessThan(3_000);
+    logs.fail({ status: 503, times: 1 });
+    const first = await elapsed(() => new SentinelAlertSink({ settings: settings(), credential, localDevCaPem: cert.certPem }).write(key(), [envelope(alertOf(`sd-${randomUUID()}`))]));
+    expect(first).toBeGreaterThanOrEqual(480);
+    logs.fail(null);
+  });
+
+  it("is built by createSentinelSink with the options it is given", async () => {
+    const id = `sk-${randomUUID()}`;
+    const sink = createSentinelSink(settings(), credential, { localDevCaPem: cert.certPem, retryDelayMs: 5 });
+    expect(await sink.write(key(), [envelope(alertOf(id))])).toEqual({});
+    expect(timesStored(id)).toBe(1);
+  });
+
+  it("starts no further call after a failed one; the retry sends only what was not accepted, each version once", async () => {
+    const batch = heavy(50);
+    const first = batch[0]?.alert.id;
+    const before = logs.requests().length;
+    logs.failWhen((records) => (records.some((r) => r["AlertId"] === first) ? { status: 400, code: "InvalidStream" } : undefined));
+    const sink = sentinel({ concurrency: 1, maxRetries: 0 });
+    try {
+      const error = await failure(sink.write(key(), batch));
+      expect(error.message).toBe(
+        "Sending alerts to Log Analytics failed (HTTP 400: the records do not match the DCR's stream declaration); 0 of 50 records were ingested and are not sent again by this instance",
+      );
+      expect(logs.requests().length - before).toBe(1);
+      expect(batch.filter((e) => timesStored(e.alert.id) > 0)).toEqual([]);
+    } finally {
+      logs.failWhen(null);
+    }
+    await sink.write(key(), batch);
+    expect(logs.requests().slice(before + 1).map((r) => r.records)).toEqual([21, 21, 8]);
+    expect(batch.map((e) => timesStored(e.alert.id))).toEqual(batch.map(() => 1));
+  });
+
+  it("sends two calls at once by default: one hanging call does not hold back the others", async () => {
+    const batch = heavy(50);
+    logs.hang(1);
+    const sink = sentinel({ timeoutMs: 4_000, maxRetries: 0 });
+    try {
+      const error = await failure(sink.write(key(), batch));
+      // The hanging call is the first or the second chunk (21 records); the other two went through.
+      expect(error.message).toBe("Sending alerts to Log Analytics was stopped: the call's time was up or it was cancelled; 29 of 50 records were ingested and are not sent again by this instance");
+    } finally {
+      logs.hang(0);
+    }
+    const before = logs.requests().length;
+    await sink.write(key(), batch);
+    expect(logs.requests().slice(before).map((r) => r.records)).toEqual([21]);
+    expect(batch.map((e) => timesStored(e.alert.id))).toEqual(batch.map(() => 1));
+    expect((await sink.storedVersions(key())).length).toBe(50);
+  });
+
+  it("puts a record larger than a whole call alone in a call of its own, and starts no empty call", () => {
+    const record = (bytes: number, id: string): PreparedRecord => ({ record: {} as PreparedRecord["record"], bytes, version: { id, updatedAtKey: "k", updatedAtMs: 0 } });
+    expect(chunkRecords([record(50, "a"), record(5, "b")], 20).map((chunk) => chunk.map((r) => r.version.id))).toEqual([["a"], ["b"]]);
+    expect(chunkRecords([record(5, "a"), record(5, "b"), record(5, "c")], 2 + 5 + 1 + 5).map((chunk) => chunk.length)).toEqual([2, 1]);
+  });
+
+  it("counts a version the ledger already holds once, so remembering it again evicts nothing", () => {
+    const ledger = new IngestedLedger(3);
+    const page = { tenantId: TENANT, pageFrom: "2026-11-30T04:00:00.000Z", pageTo: "2026-11-30T05:00:00.000Z" };
+    const other = { ...page, pageFrom: "2026-11-30T03:00:00.000Z" };
+    const version = (id: string) => ({ id, updatedAtKey: "2026-11-30T04:30:00.0000000Z", updatedAtMs: 0 });
+    ledger.add(page, [version("a"), version("b")]);
+    ledger.add(page, [version("a"), version("b")]);
+    ledger.add(other, [version("c")]);
+    expect(ledger.stored(page).map((v) => v.id)).toEqual(["a", "b"]);
+    expect(ledger.has(other, version("c"))).toBe(true);
+    // One more: the least recently written page (the first) goes, and the count drops by its two,
+    // so a third page's version fits beside the other page's two.
+    ledger.add(other, [version("d")]);
+    expect(ledger.stored(page)).toEqual([]);
+    ledger.add({ ...page, pageFrom: "2026-11-30T02:00:00.000Z" }, [version("g")]);
+    expect(ledger.stored(other).map((v) => v.id)).toEqual(["c", "d"]);
+    expect(ledger.has(other, { ...version("c"), updatedAtKey: "2026-11-30T04:30:00.0000001Z" })).toBe(false);
+    // Bounds that are no timestamp are kept as they are.
+    const odd = { tenantId: TENANT, pageFrom: "start", pageTo: "end" };
+    ledger.add(odd, [version("z")]);
+    expect(ledger.has(odd, version("z"))).toBe(true);
+    expect(ledger.has({ ...odd, pageTo: "End" }, version("z"))).toBe(false);
+  });
+
+  it("sends nothing when the caller's signal has already fired, and says so", async () => {
+    const before = logs.requests().length;
+    const id = `sa-${randomUUID()}`;
+    const error = await failure(sentinel().write(key(), [envelope(alertOf(id))], { signal: AbortSignal.abort() }));
+    expect(error.message).toBe("Sending alerts to Log Analytics was stopped: the call's time was up or it was cancelled; 0 of 1 records were ingested and are not sent again by this instance");
+    expect(logs.requests().length).toBe(before);
+    expect(timesStored(id)).toBe(0);
+  });
+});
+
+describe("Sentinel records and upload failures: the edges", () => {
+  /** An envelope whose alert JSON is exactly `bytes` long (padded in its description). */
+  const alertOfSize = (bytes: number): AlertEnvelope => {
+    const alert = alertOf(`sz-${randomUUID()}`);
+    alert.evidence = [];
+    alert.description = "";
+    alert.description = "d".repeat(bytes - Buffer.byteLength(JSON.stringify(alert)));
+    const made = envelope(alert);
+    expect(Buffer.byteLength(made.alert.json)).toBe(bytes);
+    return made;
+  };
+
+  it("declares the table's columns and types in order", () => {
+    expect(SENTINEL_COLUMNS.map(({ name, type }) => `${name}:${type}`)).toEqual([
+      "TimeGenerated:datetime",
+      "CustomerTenantId:string",
+      "CustomerName:string",
+      "Source:string",
+      "AlertId:string",
+      "AlertLastUpdateTime:datetime",
+      "Severity:string",
+      "AlertTitle:string",
+      "Status:string",
+      "Alert:dynamic",
+      "AlertTruncated:boolean",
+      "AlertSizeBytes:long",
+    ]);
+  });
+
+  it("keeps an alert of exactly the field limit whole, and trims one a byte over", () => {
+    const exact = prepareRecords([alertOfSize(FIELD_LIMIT_BYTES)]);
+    expect(exact.refused).toEqual([]);
+    expect(exact.records[0]?.record.AlertTruncated).toBeUndefined();
+    const over = prepareRecords([alertOfSize(FIELD_LIMIT_BYTES + 1)]);
+    expect(over.records[0]?.record).toMatchObject({ AlertTruncated: true, AlertSizeBytes: FIELD_LIMIT_BYTES + 1 });
+  });
+
+  it("measures a string field by its UTF-8 bytes: exactly the limit passes, one more is refused with its size", () => {
+    const base = envelope(alertOf(`sl-${randomUUID()}`));
+    // "é" is two bytes: 30,000 of them are 60,000 bytes (60,002 as JSON, with the quotes).
+    expect(prepareRecords([{ ...base, tenantName: "é".repeat(FIELD_LIMIT_BYTES / 2) }]).refused).toEqual([]);
+    const refused = prepareRecords([{ ...base, tenantName: `${"é".repeat(FIELD_LIMIT_BYTES / 2)}x` }]).refused;
+    expect(refused[0]?.detail).toBe(`Log Analytics keeps at most 64 KB per field; CustomerName is ${FIELD_LIMIT_BYTES + 1} bytes (the sink's limit is ${FIELD_LIMIT_BYTES})`);
+  });
+
+  it("delivers a trimmed alert to the table marked, with its original size, nothing cut by the service", async () => {
+    const id = `st-${randomUUID()}`;
+    const big = envelope(alertOf(id, 100_000));
+    const size = Buffer.byteLength(big.alert.json);
+    const cut = logs.truncatedFields;
+    const sink = new SentinelAlertSink({
+      settings: parseSentinelSettings({ SENTINEL_INGESTION_ENDPOINT: logs.url, SENTINEL_DCR_IMMUTABLE_ID: DCR }),
+      credential: { getToken: async () => ({ token: LOGS_TOKEN, expiresOnTimestamp: Date.now() + 3_600_000 }) },
+      localDevCaPem: cert.certPem,
+    });
+    expect(await sink.write(key(), [big])).toEqual({});
+    const row = logs.rows().find((r) => r["AlertId"] === id);
+    expect(row).toMatchObject({ AlertTruncated: true, AlertSizeBytes: size, CustomerTenantId: TENANT, Source: "mde" });
+    expect(row?.["Alert"]).not.toHaveProperty("evidence");
+    expect(logs.truncatedFields).toBe(cut);
+  });
+
+  const answered = (status: number, options: { headers?: Record<string, string>; body?: string; code?: unknown } = {}) => ({
+    statusCode: status,
+    ...(options.code === undefined ? {} : { code: options.code }),
+    response: { headers: { get: (name: string) => options.headers?.[name] }, bodyAsText: options.body },
+  });
+  const progress = { ingested: 1, total: 3 };
+  const kept = "1 of 3 records were ingested and are not sent again by this instance";
+
+  it("names a fixed hint per status, and says which are permanent", () => {
+    const hints: Array<[number, string, boolean]> = [
+      [400, "the records do not match the DCR's stream declaration", true],
+      [401, "the token was not accepted", true],
+      [403, "the app's identity lacks Monitoring Metrics Publisher on the data collection rule (a new assignment takes up to 30 minutes)", true],
+      [404, "the endpoint does not know the DCR immutable id or the stream", true],
+      [413, "a call was larger than the service accepts", true],
+      [429, "throttled by the data collection rule's limits", false],
+      [500, "service error", false],
+      [499, "unexpected answer", false],
+      [409, "unexpected answer", false],
+    ];
+    for (const [status, hint, permanent] of hints) {
+      const error = uploadFailure(answered(status), false, progress);
+      expect(error.message).toBe(`Sending alerts to Log Analytics failed (HTTP ${status}: ${hint}); ${kept}`);
+      expect(error.status).toBe(status);
+      expect(error.details).toEqual(permanent ? { permanent: true } : {});
+    }
+    expect(uploadFailure({ statusCode: 502 }, false, progress).details).toEqual({});
+    expect(uploadFailure(new AggregateLogsUploadError([]), false, progress).message).toBe(`Sending alerts to Log Analytics failed (no HTTP response: network, TLS or token failure); ${kept}`);
+    expect(uploadFailure(new AggregateLogsUploadError([{ failedLogs: [], cause: Object.assign(new Error("x"), answered(404)) }]), false, progress).status).toBe(404);
+  });
+
+  it("takes the service's code from the error, else its body, else its header, when it is a plain identifier", () => {
+    const codeOf = (options: Parameters<typeof answered>[1]) => uploadFailure(answered(400, options), false, progress).details.code;
+    expect(codeOf({ code: "FromError", body: '{"error":{"code":"FromBody"}}', headers: { "x-ms-error-code": "FromHeader" } })).toBe("FromError");
+    expect(codeOf({ code: "not plain", body: '{"error":{"code":"FromBody"}}', headers: { "x-ms-error-code": "FromHeader" } })).toBe("FromBody");
+    expect(codeOf({ body: "<html>", headers: { "x-ms-error-code": "FromHeader" } })).toBe("FromHeader");
+    expect(codeOf({ body: '{"error":{"code":7}}' })).toBeUndefined();
+    expect(codeOf({})).toBeUndefined();
+    for (const good of ["a", "Too_Many.Requests", `A${"b".repeat(63)}`]) expect(codeOf({ code: good })).toBe(good);
+    for (const bad of ["1abc", "_abc", "!Code", "Code!", `A${"b".repeat(64)}`, "Code\nInjected", ""]) expect(codeOf({ code: bad })).toBeUndefined();
+  });
+
+  it("reads retry-after-ms first, then x-ms-retry-after-ms, then Retry-After; never from no response", () => {
+    const now = Date.parse("2026-11-30T05:00:00Z");
+    const after = (headers: Record<string, string>) => retryAfterOf(answered(429, { headers }), now);
+    expect(after({ "retry-after-ms": "250.4", "x-ms-retry-after-ms": "900", "retry-after": "7" })).toBe(250);
+    expect(after({ "x-ms-retry-after-ms": "900", "retry-after": "7" })).toBe(900);
+    expect(after({ "retry-after-ms": "0", "retry-after": "7" })).toBe(0);
+    expect(after({ "retry-after-ms": "", "retry-after": "7" })).toBe(7000);
+    expect(after({ "retry-after-ms": "-5", "x-ms-retry-after-ms": "soon", "retry-after": "7" })).toBe(7000);
+    expect(after({ "retry-after": " 7 " })).toBe(7000);
+    expect(after({ "retry-after": "7s" })).toBeUndefined();
+    expect(after({ "retry-after": "a7" })).toBeUndefined();
+    expect(after({ "retry-after": "Mon, 30 Nov 2026 04:59:00 GMT" })).toBe(0);
+    expect(after({})).toBeUndefined();
+    expect(retryAfterOf(null, now)).toBeUndefined();
+    expect(retryAfterOf("429", now)).toBeUndefined();
+    expect(retryAfterOf({ response: null }, now)).toBeUndefined();
+    expect(retryAfterOf({ response: { headers: {} } }, now)).toBeUndefined();
+    expect(uploadFailure(answered(429, { headers: { "retry-after": "3" } }), false, progress).details).toEqual({ retryAfterMs: 3000 });
   });
 });

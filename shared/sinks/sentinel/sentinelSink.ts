@@ -93,6 +93,7 @@ export class SentinelAlertSink implements AlertSink {
     let failure: { error: unknown } | undefined;
     const worker = async (): Promise<void> => {
       while (failure === undefined && !signal.aborted && next < chunks.length) {
+        // Stryker disable next-line ArrayDeclaration: `?? []` is for the type checker; `next < chunks.length` always finds a chunk
         const chunk = chunks[next++] ?? [];
         try {
           // One call per chunk: the chunk is under the SDK's own split size, so it is sent whole.
@@ -104,6 +105,7 @@ export class SentinelAlertSink implements AlertSink {
         }
       }
     };
+    // Stryker disable next-line MethodExpression: workers beyond the number of chunks find none left and end at once
     await Promise.all(Array.from({ length: Math.min(this.concurrency, chunks.length) }, worker));
     if (failure !== undefined || ingested < records.length) {
       throw uploadFailure(failure?.error, signal.aborted, { ingested, total: records.length });
