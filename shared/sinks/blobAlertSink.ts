@@ -25,39 +25,48 @@ function compact(bound: string, which: string): { compact: string; datePath: str
 }
 
 /**
- * The batch as NDJSON: its exact size, and its bytes as a stream the upload may open again on a
- * retry. The bytes are made a chunk at a time as the request sends them, each alert's JSON written
- * straight from the page's text: a whole-page buffer (or a line string per alert) would be another
- * copy of the page held beside its text until the upload ends, on a 10,000-alert page ~27 MB.
+ * The batch as NDJSON: its exact size, and its bytes either as one buffer (a batch under a chunk,
+ * as most warm-cycle batches are) or as a stream the upload may open again on a retry. A stream's
+ * bytes are made a chunk at a time as the request sends them, each alert's JSON written straight
+ * from the page's text: a whole-page buffer (or a line string per alert) would be another copy of
+ * the page held beside its text until the upload ends, on a 10,000-alert page ~27 MB.
  */
-function ndjson(alerts: readonly AlertEnvelope[]): { size: number; open: () => Readable } {
+function ndjson(alerts: readonly AlertEnvelope[]): { size: number; body: Buffer | (() => Readable) } {
   const prefixes = new PrefixCache();
   let size = 0;
   for (const envelope of alerts) {
     size += prefixes.byteLength(envelope) + Buffer.byteLength(envelope.alert.json, "utf8") + SUFFIX_BYTES;
   }
-  return { size, open: () => Readable.from(ndjsonChunks(alerts), { objectMode: false }) };
+  if (size <= NDJSON_CHUNK_BYTES) {
+    // Chunks are sized by what is left, so a batch under a chunk is one exact-size chunk.
+    return { size, body: Buffer.concat([...ndjsonChunks(alerts, size)], size) };
+  }
+  return { size, body: () => Readable.from(ndjsonChunks(alerts, size), { objectMode: false }) };
 }
 
 /** Chunk size of the NDJSON stream: large enough that a page is a few dozen socket writes. */
 const NDJSON_CHUNK_BYTES = 1024 * 1024;
 
-function* ndjsonChunks(alerts: readonly AlertEnvelope[]): Generator<Buffer> {
+/** `size` bytes of NDJSON in chunks of at most NDJSON_CHUNK_BYTES (or one line, if longer). */
+function* ndjsonChunks(alerts: readonly AlertEnvelope[], size: number): Generator<Buffer> {
   const prefixes = new PrefixCache();
-  let chunk = Buffer.allocUnsafe(NDJSON_CHUNK_BYTES);
+  let chunk = Buffer.alloc(0);
   let offset = 0;
+  let left = size;
   for (const envelope of alerts) {
     const prefix = prefixes.text(envelope);
     const lineBytes = prefixes.byteLength(envelope) + Buffer.byteLength(envelope.alert.json, "utf8") + SUFFIX_BYTES;
     if (offset + lineBytes > chunk.length) {
       if (offset > 0) yield chunk.subarray(0, offset);
-      // The stream may still hold the chunk it was given: never write into it again.
-      chunk = Buffer.allocUnsafe(Math.max(NDJSON_CHUNK_BYTES, lineBytes));
+      // The stream may still hold the chunk it was given: never write into it again. No larger
+      // than what is left, so that a small batch does not cost a whole chunk of external memory.
+      chunk = Buffer.allocUnsafe(Math.max(lineBytes, Math.min(NDJSON_CHUNK_BYTES, left)));
       offset = 0;
     }
     offset += chunk.write(prefix, offset, "utf8");
     offset += chunk.write(envelope.alert.json, offset, "utf8");
     offset += chunk.write(LINE_END, offset, "utf8");
+    left -= lineBytes;
   }
   if (offset > 0) yield chunk.subarray(0, offset);
 }
@@ -149,7 +158,7 @@ export class BlobAlertSink implements AlertSink {
     if (batch.length === 0) return;
     const body = ndjson(batch);
     try {
-      await this.container.getBlockBlobClient(`${prefix}${contentTag(batch)}.ndjson`).upload(body.open, body.size, {
+      await this.container.getBlockBlobClient(`${prefix}${contentTag(batch)}.ndjson`).upload(body.body, body.size, {
         blobHTTPHeaders: { blobContentType: "application/x-ndjson" },
         abortSignal: boundedSignal(this.timeoutMs, options),
       });
