@@ -1,6 +1,7 @@
 import { isAscii } from "node:buffer";
 import { createSecureContext, rootCertificates } from "node:tls";
 import { Agent, request as undiciRequest, type Dispatcher } from "undici";
+import { BufferPool } from "./bufferPool";
 
 export interface HttpRequest {
   method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -68,6 +69,7 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
     ...(secureContext ? { connect: { secureContext } } : {}),
   });
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 30_000;
+  const pages = new BufferPool({ unitBytes: POOLED_MIN_BYTES, maxFreeBytes: PREALLOCATE_MAX_BYTES, idleMs: 60_000 });
   return {
     async send(url, request) {
       const timeoutMs = request.timeoutMs ?? defaultTimeoutMs;
@@ -87,7 +89,7 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
           dispatcher,
           signal,
         });
-        const body = await readBounded(response, request.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES, host);
+        const body = await readBounded(response, request.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES, host, pages);
         const responseHeaders: Record<string, string> = {};
         for (const [key, value] of Object.entries(response.headers)) {
           if (value !== undefined) responseHeaders[key] = Array.isArray(value) ? value.join(", ") : value;
@@ -111,36 +113,46 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
 /** The largest body given its whole buffer before its bytes arrive (a 10,000-alert page is ~27 MB). */
 const PREALLOCATE_MAX_BYTES = 64 * 1024 * 1024;
 
-async function readBounded(response: Dispatcher.ResponseData, maxBytes: number, host: string): Promise<string> {
+/** A body at least this large is assembled in a buffer of the client's pool (an alert page, not a token answer). */
+const POOLED_MIN_BYTES = 1024 * 1024;
+
+async function readBounded(response: Dispatcher.ResponseData, maxBytes: number, host: string, pool: BufferPool): Promise<string> {
   const declared = Number(response.headers["content-length"]);
   if (Number.isFinite(declared) && declared > maxBytes) {
     response.body.destroy();
     throw new HttpResponseTooLargeError(host, maxBytes);
   }
   // A declared length gets one buffer filled as the chunks arrive, each chunk garbage at once:
-  // a 27 MB page then costs its bytes once, not chunks and their concatenation side by side.
-  // Only up to a bound: a peer that declares much and sends little must not cost it up front.
-  const into = Number.isFinite(declared) && declared > 0 && declared <= PREALLOCATE_MAX_BYTES ? Buffer.allocUnsafe(declared) : undefined;
-  /** Bytes copied into `into`; anything past its length (or without one) is kept as chunks. */
-  let filled = 0;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of response.body) {
-    const bytes = chunk as Buffer;
-    if (size + bytes.length > maxBytes) {
-      response.body.destroy();
-      throw new HttpResponseTooLargeError(host, maxBytes);
+  // a 27 MB page then costs its bytes once, not chunks and their concatenation side by side, and
+  // a page's buffer is the client's to reuse for the next one. Only up to a bound: a peer that
+  // declares much and sends little must not cost it up front.
+  const preallocate = Number.isFinite(declared) && declared > 0 && declared <= PREALLOCATE_MAX_BYTES;
+  const into = !preallocate ? undefined : declared >= POOLED_MIN_BYTES ? pool.take(declared) : Buffer.allocUnsafe(declared);
+  try {
+    /** Bytes copied into `into`; anything past its length (or without one) is kept as chunks. */
+    let filled = 0;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of response.body) {
+      const bytes = chunk as Buffer;
+      if (size + bytes.length > maxBytes) {
+        response.body.destroy();
+        throw new HttpResponseTooLargeError(host, maxBytes);
+      }
+      if (into && chunks.length === 0 && filled + bytes.length <= into.length) {
+        bytes.copy(into, filled);
+        filled += bytes.length;
+      } else {
+        chunks.push(bytes);
+      }
+      size += bytes.length;
     }
-    if (into && chunks.length === 0 && filled + bytes.length <= into.length) {
-      bytes.copy(into, filled);
-      filled += bytes.length;
-    } else {
-      chunks.push(bytes);
-    }
-    size += bytes.length;
+    const head = into?.subarray(0, filled);
+    return decodeUtf8(head && chunks.length === 0 ? head : Buffer.concat(head ? [head, ...chunks] : chunks, size));
+  } finally {
+    // The text is a copy (either decoding copies): the next page may fill the same buffer.
+    if (into && into.length >= POOLED_MIN_BYTES) pool.give(into);
   }
-  const head = into?.subarray(0, filled);
-  return decodeUtf8(head && chunks.length === 0 ? head : Buffer.concat(head ? [head, ...chunks] : chunks, size));
 }
 
 /**

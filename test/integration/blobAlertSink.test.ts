@@ -207,6 +207,24 @@ describe("BlobAlertSink", () => {
     }
   });
 
+  it("stores each large page's own lines when one sink writes several side by side and in turn", async () => {
+    // The sink reuses a page's chunks for the next page once its upload succeeded: no page may
+    // carry another's bytes, whether uploads overlap, follow each other or shrink.
+    const container = freshContainer();
+    const sink = new BlobAlertSink(container);
+    const page = (tag: string, count: number): AlertEnvelope[] =>
+      envelopes(count, tag).map((e) => ({ ...e, alert: raw({ ...JSON.parse(e.alert.json), notes: `${tag}-`.repeat(800) } as { id: string; lastUpdateTime: string }) }));
+    const pages = [page("a", 900), page("b", 700), page("c", 1_000), page("d", 900), page("e", 400)];
+    const keyOf = (i: number): AlertBatchKey => ({ ...KEY, skip: i * 1_000 });
+    await Promise.all(pages.slice(0, 3).map((batch, i) => sink.write(keyOf(i), batch)));
+    await sink.write(keyOf(3), pages[3] ?? []);
+    await sink.write(keyOf(4), pages[4] ?? []);
+    for (const [i, batch] of pages.entries()) {
+      const lines = (await readLines(container, BlobAlertSink.blobNameFor(keyOf(i), batch))).filter(Boolean);
+      expect(lines.map((line) => (JSON.parse(line) as { alert: unknown }).alert), `page ${i}`).toEqual(batch.map((e) => JSON.parse(e.alert.json) as unknown));
+    }
+  });
+
   it("replaces the blob when the same page is written again (a retried page)", async () => {
     const container = freshContainer();
     const sink = new BlobAlertSink(container);

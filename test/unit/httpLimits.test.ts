@@ -12,8 +12,29 @@ const LINE = '{"id":"da1","title":"Suspicious file","user":"CONTOSO\\\\jdoe"},';
 const LARGE_ASCII = `{"value":[${LINE.repeat(40_000)}{}]}`;
 const LARGE_UNICODE = `{"value":[${LINE.repeat(20_000)}{"title":"Fichier suspect ✓ 東京 🛡 café"},${LINE.repeat(20_000)}{"t":"é"}]}`;
 
+/** A page of `size` characters that differs from every other page at every line. */
+function pageText(name: string, size: number): string {
+  const line = `{"page":"${name}","n":"`;
+  let text = "";
+  for (let i = 0; text.length < size; i++) text += `${line}${i}"},\n`;
+  return text.slice(0, size);
+}
+
 beforeAll(async () => {
   server = createServer((req, res) => {
+    if (req.url?.startsWith("/page/")) {
+      // Page n: its own text, of the size asked for; "cut" ends the connection half-way.
+      const url = new URL(req.url, "http://x");
+      const bytes = Buffer.from(pageText(url.pathname.slice("/page/".length), Number(url.searchParams.get("size"))), "utf8");
+      res.writeHead(200, { "Content-Type": "application/json", "Content-Length": String(bytes.length) });
+      if (url.searchParams.has("cut")) {
+        res.write(bytes.subarray(0, bytes.length >> 1), () => res.destroy());
+        return;
+      }
+      for (let at = 0; at < bytes.length; at += 65_536) res.write(bytes.subarray(at, at + 65_536));
+      res.end();
+      return;
+    }
     if (req.url?.startsWith("/text")) {
       // A multi-megabyte page of alerts, its multi-byte characters split across the pieces it is written in.
       const text = req.url.includes("ascii") ? LARGE_ASCII : LARGE_UNICODE;
@@ -92,4 +113,23 @@ describe("answers as text", () => {
       expect(unicode.body).toContain("✓ 東京 🛡 café");
     });
   }
+});
+
+describe("pages read one after another and side by side", () => {
+  // The client assembles a large page in a buffer it then reuses for the next one: no page may
+  // show another's bytes, whether they overlap, come in turn, shrink, or one breaks off.
+  it("returns each page's own text", async () => {
+    const client = createHttpClient();
+    const read = async (name: string, size: number): Promise<void> => {
+      const response = await client.send(`${base}/page/${name}?size=${size}`, { method: "GET" });
+      expect(response.body.length).toBe(size);
+      expect(response.body === pageText(name, size), `page ${name}`).toBe(true);
+    };
+    await Promise.all([read("a", 2_500_000), read("b", 1_500_000), read("c", 3_000_000)]);
+    await read("d", 3_000_000);
+    await read("e", 1_200_000);
+    await expect(client.send(`${base}/page/f?size=2000000&cut`, { method: "GET" })).rejects.toThrow();
+    await Promise.all([read("g", 2_000_000), read("h", 2_000_000)]);
+    await read("i", 500_000);
+  });
 });
