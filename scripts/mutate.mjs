@@ -103,6 +103,8 @@ const TEST_FILES = {
     "test/unit/sinksMutants.test.ts",
     "test/unit/sinksEventHubsMutants.test.ts",
     "test/unit/sinksCommonMutants.test.ts",
+    "test/unit/sinksCommonEdges.test.ts",
+    "test/unit/sinksEdge.test.ts",
   ],
 };
 

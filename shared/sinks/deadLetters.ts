@@ -98,6 +98,7 @@ export class BlobDeadLetterStore implements DeadLetterStore {
 
   async write(letter: DeadLetter, options?: CallOptions): Promise<boolean> {
     await this.ensureContainer();
+    // Stryker disable next-line StringLiteral: an empty encoding name is utf8
     const body = Buffer.from(JSON.stringify(letter), "utf8");
     try {
       await this.container.getBlockBlobClient(BlobDeadLetterStore.nameFor(letter)).upload(body, body.length, {

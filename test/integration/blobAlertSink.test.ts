@@ -103,8 +103,6 @@ describe("BlobAlertSink names", () => {
     expect(() => BlobAlertSink.blobNameFor({ ...KEY, skip: 1_000_000_000 }, BATCH)).toThrow(SinkError);
   });
 
-  // BUG in shared/sinks/blobAlertSink.ts (compact): a bound already in the Z form is taken by its
-  // digits alone, so an impossible date names a folder like 2025/13/01. Flip to `it` once fixed.
   it("refuses a page bound that is no real date", () => {
     expect(() => BlobAlertSink.blobNameFor({ ...KEY, pageTo: "2025-13-01T00:00:00Z" }, BATCH)).toThrow(SinkError);
     expect(() => BlobAlertSink.blobNameFor({ ...KEY, pageFrom: "2025-02-30T24:61:00Z" }, BATCH)).toThrow(SinkError);

@@ -770,6 +770,46 @@ describe("Splunk HEC: answers the fake collector does not give", () => {
     }
   });
 
+  it("refuses an ack poll whose acks are null or a list, and a success with an empty body", async () => {
+    for (const acks of ["null", "[true]", '"0"']) {
+      let polls = 0;
+      const server = await scripted((path) => {
+        if (!path.endsWith("/ack")) return { status: 200, body: '{"code":0,"ackId":0}' };
+        polls += 1;
+        // The first answer is the probe's; the poll then reads `acks` as no acknowledgement at all.
+        return { status: 200, body: polls === 1 ? '{"acks":{"0":false}}' : `{"acks":${acks}}` };
+      });
+      try {
+        const { sink } = splunk({ SPLUNK_HEC_URL: server.url, SPLUNK_HEC_ACK: "true" });
+        const error = await failure(sink.write(key(), [envelope(alertOf(`xl-${randomUUID()}`))]));
+        expect(error.message, acks).toBe("Splunk HEC refused the acknowledgement poll (HTTP 200)");
+        expect(error.details).toEqual({ permanent: true });
+      } finally {
+        await server.close();
+      }
+    }
+    for (const body of ["", "5", '"Success"']) {
+      const other = await scripted(() => ({ status: 200, body }));
+      try {
+        const { sink } = splunk({ SPLUNK_HEC_URL: other.url });
+        const error = await failure(sink.write(key(), [envelope(alertOf(`xe-${randomUUID()}`))]));
+        expect(error.message, body).toBe("Splunk HEC refused the events (HTTP 200); the URL answered, but not as a Splunk HEC (check SPLUNK_HEC_URL)");
+        expect(await sink.checkHealth()).toEqual({ healthy: false, status: 200 });
+      } finally {
+        await other.close();
+      }
+    }
+  });
+
+  it("sends nothing more once closed", async () => {
+    const sink = new SplunkHecSink(parseSplunkSettings({ SPLUNK_HEC_URL: hec.url, SPLUNK_HEC_TOKEN: TOKEN }), { caPem: cert.certPem, maxAttempts: 1 });
+    const before = hec.requests().length;
+    await sink.close();
+    const error = await failure(sink.write(key(), [envelope(alertOf(`xz-${randomUUID()}`))]));
+    expect(error.message).toMatch(/after 1 attempt\(s\) \(no answer: UND_ERR_[A-Z_]+\)$/);
+    expect(hec.requests().length).toBe(before);
+  });
+
   it("names the TLS failure's code when the collector's certificate is not trusted", async () => {
     const sink = new SplunkHecSink(parseSplunkSettings({ SPLUNK_HEC_URL: hec.url, SPLUNK_HEC_TOKEN: TOKEN }), { maxAttempts: 1 });
     opened.push(sink);

@@ -78,9 +78,11 @@ export function retryAfterOf(error: unknown, now = Date.now()): number | undefin
  */
 function serviceCodeOf(error: unknown): string | undefined {
   const response = responseOf(error);
+  // Stryker disable next-line LogicalOperator: only reached with an object that carries a status (statusOf), never null
   const candidates: unknown[] = [typeof error === "object" && error !== null ? (error as { code?: unknown }).code : undefined];
   try {
     const body = JSON.parse(response?.bodyAsText ?? "") as { error?: { code?: unknown } };
+    // Stryker disable next-line OptionalChaining: inside the try, a body without `error` throws a TypeError the catch reads as no code
     candidates.push(body.error?.code);
   } catch {
     // Not JSON: no code from the body.

@@ -58,6 +58,7 @@ function readEndpoint(value: string | undefined, problems: string[]): string {
   const name = "SENTINEL_INGESTION_ENDPOINT";
   if (!value) {
     problems.push(`${name} is required (the https logs-ingestion endpoint of the DCR or its data collection endpoint)`);
+    // Stryker disable next-line StringLiteral: the settings read alongside a problem are never returned (parseSentinelSettings throws)
     return "";
   }
   let url: URL;
@@ -65,6 +66,7 @@ function readEndpoint(value: string | undefined, problems: string[]): string {
     url = new URL(value);
   } catch {
     problems.push(`${name} must be an absolute https URL`);
+    // Stryker disable next-line StringLiteral: the settings read alongside a problem are never returned (parseSentinelSettings throws)
     return "";
   }
   const before = problems.length;
@@ -73,5 +75,6 @@ function readEndpoint(value: string | undefined, problems: string[]): string {
   if (url.username || url.password || url.search || url.hash) problems.push(`${name} must not carry credentials, a query or a fragment`);
   // The SDK appends /dataCollectionRules/…; a pasted full request URL would be sent twice over.
   if (url.pathname !== "/") problems.push(`${name} must be the endpoint's origin only, without a path`);
+  // Stryker disable next-line StringLiteral: the settings read alongside a problem are never returned (parseSentinelSettings throws)
   return problems.length === before ? url.origin : "";
 }

@@ -44,6 +44,7 @@ const isUnresolvedReference = (value: string): boolean => /^@Microsoft\.KeyVault
 function readUrl(value: string | undefined, problems: string[]): string {
   if (value === undefined) {
     problems.push("SPLUNK_HEC_URL is required (the collector's https origin, e.g. https://splunk.example:8088)");
+    // Stryker disable next-line StringLiteral: the settings read alongside a problem are never used (parseSplunkSettings throws, splunkSettingsProblems returns only the problems)
     return "";
   }
   let url: URL | undefined;
@@ -55,6 +56,7 @@ function readUrl(value: string | undefined, problems: string[]): string {
   // `splunk.example:8088` parses with `splunk.example:` as its scheme: say what is missing.
   if (url === undefined || (url.protocol !== "https:" && url.protocol !== "http:")) {
     problems.push("SPLUNK_HEC_URL must be an absolute https URL");
+    // Stryker disable next-line StringLiteral: the settings read alongside a problem are never used (parseSplunkSettings throws, splunkSettingsProblems returns only the problems)
     return "";
   }
   // The token travels in a header on every request: never in clear text.
@@ -71,6 +73,7 @@ function readToken(value: string | undefined, problems: string[]): string {
   else if (isUnresolvedReference(value)) {
     problems.push("SPLUNK_HEC_TOKEN is a Key Vault reference App Service could not resolve; check the reference's status and the identity's access to the vault");
   } else if (!GUID.test(value)) problems.push("SPLUNK_HEC_TOKEN must be a HEC token (a GUID)");
+  // Stryker disable next-line StringLiteral: the settings read alongside a problem are never used (parseSplunkSettings throws, splunkSettingsProblems returns only the problems)
   return value ?? "";
 }
 
@@ -96,6 +99,7 @@ function readAck(value: string | undefined, problems: string[]): boolean {
   if (text === undefined || text === "false" || text === "0") return false;
   if (text === "true" || text === "1") return true;
   problems.push("SPLUNK_HEC_ACK must be true or false");
+  // Stryker disable next-line BooleanLiteral: the settings read alongside a problem are never used (parseSplunkSettings throws, splunkSettingsProblems returns only the problems)
   return false;
 }
 
