@@ -5,7 +5,7 @@
  * the limits of ALERT_SINKS and readSinkConfig.
  */
 import { randomUUID } from "node:crypto";
-import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { BlobServiceClient, ContainerClient } from "@azure/storage-blob";
 import { describe, expect, inject, it } from "vitest";
@@ -17,6 +17,7 @@ import { BlobParkingStore, ParkingError } from "../../shared/sinks/parking";
 import { readSinkConfig } from "../../shared/sinks/sinkConfig";
 import { parseAlertSinks } from "../../shared/sinks/sinkSettings";
 import { canonicalTimestamp } from "../../shared/time/timestamps";
+import { scriptedStorage } from "../harness/scriptedStorage";
 
 const TENANT = "3c2d1e0f-4b5a-4978-8695-a4b3c2d1e0f9";
 const KEY: AlertBatchKey = { tenantId: TENANT, pageFrom: "2025-03-04T05:06:07.089Z", pageTo: "2025-03-05T00:10:00.000Z", skip: 150 };
@@ -35,40 +36,6 @@ function envelope(id: string, overrides: Partial<AlertEnvelope> = {}, extra = ""
 
 /** The NDJSON the sink must store for a batch: each envelope's line and a newline, nothing else. */
 const expectedBytes = (batch: readonly AlertEnvelope[]) => Buffer.from(batch.map((e) => `${envelopeLine(e)}\n`).join(""), "utf8");
-
-/** A storage endpoint scripted per request (plain HTTP, anonymous), counting what it was asked. */
-async function scriptedStorage(
-  answer: (request: IncomingMessage) => { status: number; headers?: Record<string, string>; body?: string },
-  delayMs: (request: IncomingMessage) => number = () => 0,
-) {
-  const requests: string[] = [];
-  const server: Server = createServer((req, res) => {
-    req.resume();
-    req.on("end", () => {
-      requests.push(`${req.method ?? ""} ${req.url ?? ""}`);
-      const { status, headers = {}, body = "" } = answer(req);
-      const reply = () => {
-        if (res.destroyed) return;
-        res.writeHead(status, { "content-length": String(Buffer.byteLength(body)), "x-ms-request-id": randomUUID(), "x-ms-version": "2025-01-05", ...headers });
-        res.end(body);
-      };
-      const delay = delayMs(req);
-      if (delay > 0) setTimeout(reply, delay);
-      else reply();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    container: new ContainerClient(`http://127.0.0.1:${port}/devstoreaccount1/scripted`),
-    requests,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 describe("blob sink: names and refused keys", () => {
   it("refuses a key that cannot name a blob with a message saying which part, before touching storage", async () => {
@@ -223,7 +190,7 @@ describe("blob sink: reading earlier attempts back", () => {
       await expect(sink.write(KEY, [envelope("a")])).rejects.toMatchObject({ status: 403 });
       await expect(sink.write({ ...KEY, resumed: true }, [envelope("a")])).rejects.toThrow("Reading earlier attempts of the page failed (HTTP 403)");
       // The container was created once; nothing else succeeded.
-      expect(storage.requests.filter((r) => r.startsWith("PUT") && r.includes("restype=container"))).toHaveLength(1);
+      expect(storage.requests.filter((r) => r.method === "PUT" && r.query.includes("restype=container"))).toHaveLength(1);
     } finally {
       await storage.close();
     }
@@ -403,6 +370,39 @@ describe("dead letters and parked pages: bounds and listings", () => {
         // The reason is the metadata's, whatever the name says.
         { name: `${TENANT}/renamed_0011.json`, reason: "missing_id", pageFrom: "", pageTo: "", skip: 4, sizeBytes: 0, storedAt: null },
       ]);
+    } finally {
+      await storage.close();
+    }
+  });
+});
+
+describe("creating a container that storage never answers", () => {
+  it("is given up on the store's own timeout by the blob sink, the dead-letter and the parking store", async () => {
+    // The container's creation takes three seconds; each store waits 200 ms.
+    const storage = await scriptedStorage(
+      () => ({ status: 201 }),
+      (req) => (req.method === "PUT" && (req.url ?? "").includes("restype=container") ? 3_000 : 0),
+    );
+    try {
+      const letter: DeadLetter = {
+        tenantId: TENANT,
+        source: "mde",
+        reason: "missing_id",
+        window: { from: "2026-11-30T04:00:00.000Z", to: "2026-11-30T05:00:00.000Z" },
+        page: { from: "2026-11-30T04:10:00.000Z", to: "2026-11-30T04:20:00.000Z", skip: 0 },
+        raw: "{}",
+        at: "2026-11-30T05:00:01.000Z",
+      };
+      const calls: Array<[() => Promise<unknown>, Error]> = [
+        [() => new BlobAlertSink(storage.container, 200).write(KEY, [envelope("a")], { signal: new AbortController().signal }), new SinkError("Creating the alerts container failed (no HTTP response)")],
+        [() => new BlobDeadLetterStore(storage.container, 200).write(letter), new DeadLetterError("Creating the dead-letter container failed (no HTTP response)")],
+        [() => new BlobParkingStore(storage.container, 200).park("splunk", TENANT, 0, { key: KEY, envelopes: [envelope("a")] }), new ParkingError("Creating the parked-pages container failed (no HTTP response)")],
+      ];
+      for (const [call, expected] of calls) {
+        const started = Date.now();
+        await expect(call()).rejects.toThrow(expected);
+        expect(Date.now() - started).toBeLessThan(1_900);
+      }
     } finally {
       await storage.close();
     }

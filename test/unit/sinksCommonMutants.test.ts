@@ -5,9 +5,7 @@
  * sink settings and the factory that builds the sinks ALERT_SINKS names.
  */
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { createServer, type IncomingMessage, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
-import { BlobServiceClient, ContainerClient } from "@azure/storage-blob";
+import { BlobServiceClient } from "@azure/storage-blob";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { SinkError, type AlertBatchKey, type AlertEnvelope, type AlertSink } from "../../shared/sinks/alertSink";
 import { containerCreator, openContainer } from "../../shared/sinks/containers";
@@ -28,49 +26,11 @@ import { MemoryParking } from "../harness/memoryParking";
 import { FakeLogsIngestion } from "../fakes/fakeLogsIngestion";
 import { FakeSplunkHec } from "../fakes/fakeSplunkHec";
 import { createTestCertificate, type TestCertificate } from "../fakes/tls";
+import { scriptedStorage } from "../harness/scriptedStorage";
 
 const TENANT = "7b1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
 const blobService = () => BlobServiceClient.fromConnectionString(inject("storageConnectionString"));
 const freshContainer = (prefix: string) => blobService().getContainerClient(`${prefix}-${randomUUID().slice(0, 13)}`);
-
-/** A storage endpoint scripted per request (plain HTTP, anonymous), counting what it was asked. */
-interface ScriptedStorage {
-  container: ContainerClient;
-  requests: Array<{ method: string; path: string; query: string }>;
-  close: () => Promise<void>;
-}
-
-async function scriptedStorage(
-  answer: (request: IncomingMessage, index: number) => { status: number; headers?: Record<string, string>; body?: string },
-  delayMs = 0,
-): Promise<ScriptedStorage> {
-  const requests: ScriptedStorage["requests"] = [];
-  const server: Server = createServer((req, res) => {
-    req.resume();
-    req.on("end", () => {
-      const url = new URL(req.url ?? "/", "http://localhost");
-      requests.push({ method: req.method ?? "", path: url.pathname, query: url.search });
-      const { status, headers = {}, body = "" } = answer(req, requests.length - 1);
-      if (delayMs > 0) setTimeout(() => reply(), delayMs);
-      else reply();
-      function reply(): void {
-        res.writeHead(status, { "content-length": String(Buffer.byteLength(body)), "x-ms-request-id": randomUUID(), "x-ms-version": "2025-01-05", ...headers });
-        res.end(body);
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    container: new ContainerClient(`http://127.0.0.1:${port}/devstoreaccount1/scripted`),
-    requests,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 const refusing = (status: number) => () => ({ status, headers: { "x-ms-error-code": "AuthorizationFailure" } });
 
