@@ -166,7 +166,7 @@ export class BlobAlertSink implements AlertSink {
     private readonly container: ContainerClient,
     private readonly timeoutMs = 120_000,
   ) {
-    this.ensureContainer = containerCreator(container, (error) => storageFailure("Creating the alerts container failed", error));
+    this.ensureContainer = containerCreator(container, (error) => storageFailure("Creating the alerts container failed", error), timeoutMs);
   }
 
   /** Everything in the name before the content tag: one page's attempts share it. */

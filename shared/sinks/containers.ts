@@ -10,12 +10,14 @@ export function openContainer(storage: StorageConnection, name: string, credenti
 
 /**
  * Creates the container on first use and remembers success; a failure is not cached, so the
- * next call tries again.
+ * next call tries again. The creation is abandoned after `timeoutMs`: the SDK has no timeout of
+ * its own, and a storage account that accepts connections and never answers would hold every
+ * write behind it.
  */
-export function containerCreator(container: ContainerClient, onFailure: (error: unknown) => Error): () => Promise<void> {
+export function containerCreator(container: ContainerClient, onFailure: (error: unknown) => Error, timeoutMs = 30_000): () => Promise<void> {
   let ready: Promise<void> | undefined;
   return () => {
-    ready ??= container.createIfNotExists().then(
+    ready ??= container.createIfNotExists({ abortSignal: AbortSignal.timeout(timeoutMs) }).then(
       () => undefined,
       (error: unknown) => {
         ready = undefined;

@@ -84,7 +84,7 @@ export class BlobDeadLetterStore implements DeadLetterStore {
     private readonly container: ContainerClient,
     private readonly timeoutMs = 60_000,
   ) {
-    this.ensureContainer = containerCreator(container, (error) => failure("Creating the dead-letter container failed", error));
+    this.ensureContainer = containerCreator(container, (error) => failure("Creating the dead-letter container failed", error), timeoutMs);
   }
 
   static nameFor(letter: Pick<DeadLetter, "tenantId" | "reason" | "raw" | "sink">): string {

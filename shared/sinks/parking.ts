@@ -46,7 +46,7 @@ export class BlobParkingStore implements ParkingStore {
     private readonly container: ContainerClient,
     private readonly timeoutMs = 60_000,
   ) {
-    this.ensureContainer = containerCreator(container, (error) => failure("Creating the parked-pages container failed", error));
+    this.ensureContainer = containerCreator(container, (error) => failure("Creating the parked-pages container failed", error), timeoutMs);
   }
 
   async park(sink: string, tenantId: string, seq: number, batch: ParkedBatch, options?: CallOptions): Promise<void> {
