@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import { createServer as createNetServer, type Socket } from "node:net";
 import type { TokenCredential } from "@azure/identity";
-import type { TableClient } from "@azure/data-tables";
+import { TableClient } from "@azure/data-tables";
 import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
 import { QueueServiceClient, type QueueClient } from "@azure/storage-queue";
 import { describe, expect, inject, it } from "vitest";
@@ -17,6 +18,7 @@ import { emptyState, LeaseLostError, PullStateStore, type PullState } from "../.
 import { enqueueAlone, enqueueConnectedTenants, isQuiet, parsePullRequest, pullMessage } from "../../shared/pull/scheduler";
 import type { PullOutcome } from "../../shared/pull/tenantPull";
 import { createTableFactory, type TableFactory } from "../../shared/state/tables";
+import { AZURITE_ACCOUNT, AZURITE_KEY } from "../harness/azurite";
 import type { TenantRecord, TenantRegistry } from "../../shared/state/tenantRegistry";
 
 /**
@@ -640,6 +642,70 @@ describe("PullHistoryStore", () => {
     expect(await store.recent(a, 100)).toHaveLength(50);
     expect(await store.recent(b, 100)).toHaveLength(50);
   });
+});
+
+describe("PullHistoryStore at the edges", () => {
+  it("keeps runs newest first past the year 2255, where the inverted time needs its padding", async () => {
+    const store = new PullHistoryStore({ tables: historyTables(), clock: () => T0, timeoutMs: 5000 });
+    const tenant = guid();
+    await store.record(tenant, { at: "2260-01-01T00:00:00.000Z", outcome: "succeeded", alerts: 1, durationMs: 1 });
+    await store.record(tenant, { at: "2250-01-01T00:00:00.000Z", outcome: "failed", alerts: 0, durationMs: 1 });
+    expect((await store.recent(tenant)).map((run) => run.at)).toEqual(["2260-01-01T00:00:00.000Z", "2250-01-01T00:00:00.000Z"]);
+  });
+
+  it("deletes more than one transaction's worth of stale rows (over 100) in one prune", async () => {
+    const tables = historyTables();
+    const store = new PullHistoryStore({ tables, clock: () => T0, timeoutMs: 5000 });
+    const tenant = guid();
+    const old = T0 - 30 * 3600_000;
+    const table = await tables.open("x");
+    const rows = Array.from({ length: 170 }, (_, i) => ({
+      partitionKey: tenant,
+      rowKey: String(9_999_999_999_999 - (old + i)).padStart(13, "0"),
+      at: iso(old + i),
+      outcome: "succeeded",
+      alerts: 1,
+      durationMs: 1,
+    }));
+    for (let i = 0; i < rows.length; i += 100) await table.submitTransaction(rows.slice(i, i + 100).map((row) => ["create", row]));
+    await store.record(tenant, { at: iso(T0), outcome: "succeeded", alerts: 1, durationMs: 1 });
+    const kept = await store.recent(tenant, 500);
+    expect(kept).toHaveLength(50);
+    expect(kept[0]?.at).toBe(iso(T0));
+    expect(kept.at(-1)?.at).toBe(iso(old + 121));
+  });
+
+  it("abandons a call that storage never answers after the store's own timeout", async () => {
+    // A Table endpoint that accepts connections and never answers; the client has no timeout of its own.
+    const sockets: Socket[] = [];
+    const server = createNetServer((socket) => {
+      sockets.push(socket);
+      socket.on("error", () => undefined);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (server.address() as { port: number }).port;
+      const client = TableClient.fromConnectionString(
+        `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};TableEndpoint=http://127.0.0.1:${port}/${AZURITE_ACCOUNT};`,
+        "PullHistory",
+        { allowInsecureConnection: true, retryOptions: { maxRetries: 0 } },
+      );
+      const store = new PullHistoryStore({ tables: { open: () => Promise.resolve(client) }, clock: () => T0, timeoutMs: 300 });
+      const tenant = guid();
+      for (const call of [
+        () => store.record(tenant, { at: iso(T0), outcome: "succeeded", alerts: 1, durationMs: 1 }),
+        () => store.recent(tenant),
+        () => store.alertsSince(tenant, T0 - 1000),
+      ]) {
+        const started = Date.now();
+        await expect(call()).rejects.toThrow();
+        expect(Date.now() - started).toBeLessThan(5_000);
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 20_000);
 });
 
 describe("pull health as GET /api/tenants shows it", () => {
