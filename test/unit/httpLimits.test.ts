@@ -120,10 +120,14 @@ describe("pages read one after another and side by side", () => {
   // show another's bytes, whether they overlap, come in turn, shrink, or one breaks off.
   it("returns each page's own text", async () => {
     const client = createHttpClient();
+    // Every text is checked again at the end too: a text that still pointed into a reused buffer
+    // would have changed since its own read.
+    const texts: Array<[string, number, string]> = [];
     const read = async (name: string, size: number): Promise<void> => {
       const response = await client.send(`${base}/page/${name}?size=${size}`, { method: "GET" });
       expect(response.body.length).toBe(size);
       expect(response.body === pageText(name, size), `page ${name}`).toBe(true);
+      texts.push([name, size, response.body]);
     };
     await Promise.all([read("a", 2_500_000), read("b", 1_500_000), read("c", 3_000_000)]);
     await read("d", 3_000_000);
@@ -131,5 +135,7 @@ describe("pages read one after another and side by side", () => {
     await expect(client.send(`${base}/page/f?size=2000000&cut`, { method: "GET" })).rejects.toThrow();
     await Promise.all([read("g", 2_000_000), read("h", 2_000_000)]);
     await read("i", 500_000);
+    expect(texts).toHaveLength(8);
+    for (const [name, size, text] of texts) expect(text === pageText(name, size), `page ${name} at the end`).toBe(true);
   });
 });
