@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { createServer, request as httpRequest, type IncomingMessage } from "node:http";
 import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
 import { describe, expect, inject, it } from "vitest";
@@ -71,6 +71,12 @@ describe("BlobAlertSink names", () => {
     );
     expect(BlobAlertSink.blobNameFor(KEY, envelopes(3))).toBe(BlobAlertSink.blobNameFor(KEY, BATCH));
     expect(BlobAlertSink.blobNameFor(KEY, envelopes(2))).not.toBe(BlobAlertSink.blobNameFor(KEY, BATCH));
+    // The tag is the one earlier versions wrote (an upgrade mid-page must not rename a retried
+    // page): SHA-256 over "id\nupdatedAtKey\n" per alert, in order, first 12 hex digits.
+    const versions = createHash("sha256");
+    for (const { alert } of BATCH) versions.update(`${alert.id}\n${alert.updatedAtKey}\n`);
+    expect(BlobAlertSink.blobNameFor(KEY, BATCH)).toBe(`${BlobAlertSink.pagePrefix(KEY)}${versions.digest("hex").slice(0, 12)}.ndjson`);
+    expect(BlobAlertSink.blobNameFor(KEY, [...BATCH].reverse())).not.toBe(BlobAlertSink.blobNameFor(KEY, BATCH));
     // Every attempt of one page shares the prefix; only the content tag differs.
     expect(BlobAlertSink.pagePrefix(KEY)).toBe(`${TENANT}/2025/03/05/20250304T0506070890000Z_20250305T0010000000000Z_000000150_`);
     expect(BlobAlertSink.blobNameFor(KEY, envelopes(2)).startsWith(BlobAlertSink.pagePrefix(KEY))).toBe(true);
