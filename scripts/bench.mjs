@@ -251,6 +251,7 @@ function loadApp() {
     ...need("dist/shared/logging.js"),
     ...need("dist/shared/sinks/blobAlertSink.js"),
     ...need("dist/shared/sinks/containers.js"),
+    ...need("dist/shared/http/bufferPool.js"),
     ...need("dist/shared/graph/graphClient.js"),
     ...need("dist/shared/defender/rateBudget.js"),
     ...need("dist/shared/pull/scheduler.js"),
@@ -651,9 +652,15 @@ async function backlogScenario(opts) {
   let closeSinks = async () => undefined;
   if (!run) {
     // The same blob sink createServices builds, wrapped only to time its writes.
-    const blobSink = new app.BlobAlertSink(app.openContainer(config.storage, config.pull.alertsContainer, () => {
-      throw new Error("no Azure credential in the benchmark");
-    }));
+    // With the services' buffer pool, as createServices gives its own blob sink.
+    const buffers = app.largeBufferPool();
+    const blobSink = new app.BlobAlertSink(
+      app.openContainer(config.storage, config.pull.alertsContainer, () => {
+        throw new Error("no Azure credential in the benchmark");
+      }),
+      undefined,
+      buffers,
+    );
     sinkStats = { writes: 0, ms: 0, alerts: 0, timeline: [] };
     const sink = {
       async write(key, alerts) {
@@ -669,7 +676,7 @@ async function backlogScenario(opts) {
         }
       },
     };
-    services = app.createServices(config, { clock, sink });
+    services = app.createServices(config, { clock, sink, buffers });
   } else {
     // The sinks createServices builds from ALERT_SINKS and their settings; only their writes are timed.
     sinkTimes = timeSinkWrites();

@@ -8,6 +8,7 @@ import { ConsentSessionStore } from "./consent/consentSessions";
 import { ConsentLinkStore } from "./consent/consentLinks";
 import { AuditTrail } from "./audit/auditTrail";
 import { SigningKeyProvider } from "./consent/signingKey";
+import { largeBufferPool, type BufferPool } from "./http/bufferPool";
 import { createHttpClient, type HttpClient } from "./http/httpClient";
 import { EntraClient } from "./identity/entraClient";
 import { createAppCredential } from "./identity/appCredential";
@@ -94,6 +95,8 @@ export interface ServiceOverrides {
   sinks?: readonly NamedSink[];
   /** Stands in for the managed identity where none exists (tests signing in to local fakes). */
   credential?: TokenCredential;
+  /** The large-buffer pool of the HTTP client and the blob sink (the benchmark shares it with its own blob sink). */
+  buffers?: BufferPool;
 }
 
 const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -121,8 +124,11 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     : {
         getToken: (scopes, options) => credential().getToken(scopes, options),
       };
+  // One pool for the pages the HTTP client reads and the NDJSON the blob sink writes of them.
+  const buffers = overrides.buffers ?? largeBufferPool();
   const http = createHttpClient({
     ...(config.localDev.caCertPem ? { extraCaPem: config.localDev.caCertPem } : {}),
+    buffers,
   });
   const secrets = createKeyVaultSecretStore({
     vaultUrl: config.keyVaultUrl,
@@ -202,7 +208,7 @@ export function createServices(config: AppConfig, overrides: ServiceOverrides = 
     ? [{ name: "blob", sink: overrides.sink }]
     : (overrides.sinks ??
       buildSinks(config.sinks, {
-        blob: () => new BlobAlertSink(openContainer(config.storage, config.pull.alertsContainer, credential)),
+        blob: () => new BlobAlertSink(openContainer(config.storage, config.pull.alertsContainer, credential), undefined, buffers),
         credential,
         ...(config.localDev.caCertPem ? { caPem: config.localDev.caCertPem } : {}),
       }));

@@ -1,7 +1,7 @@
 import { isAscii } from "node:buffer";
 import { createSecureContext, rootCertificates } from "node:tls";
 import { Agent, request as undiciRequest, type Dispatcher } from "undici";
-import { BufferPool } from "./bufferPool";
+import { largeBufferPool, POOLED_MIN_BYTES, type BufferPool } from "./bufferPool";
 
 export interface HttpRequest {
   method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -55,6 +55,8 @@ export interface HttpClientOptions {
   extraCaPem?: string;
   defaultTimeoutMs?: number;
   userAgent?: string;
+  /** Where large bodies are assembled; shared with the blob sink so a page and its NDJSON reuse one buffer. */
+  buffers?: BufferPool;
 }
 
 export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
@@ -69,7 +71,7 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
     ...(secureContext ? { connect: { secureContext } } : {}),
   });
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 30_000;
-  const pages = new BufferPool({ unitBytes: POOLED_MIN_BYTES, maxFreeBytes: PREALLOCATE_MAX_BYTES, idleMs: 60_000 });
+  const pages = options.buffers ?? largeBufferPool();
   return {
     async send(url, request) {
       const timeoutMs = request.timeoutMs ?? defaultTimeoutMs;
@@ -112,9 +114,6 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
  */
 /** The largest body given its whole buffer before its bytes arrive (a 10,000-alert page is ~27 MB). */
 const PREALLOCATE_MAX_BYTES = 64 * 1024 * 1024;
-
-/** A body at least this large is assembled in a buffer of the client's pool (an alert page, not a token answer). */
-const POOLED_MIN_BYTES = 1024 * 1024;
 
 async function readBounded(response: Dispatcher.ResponseData, maxBytes: number, host: string, pool: BufferPool): Promise<string> {
   const declared = Number(response.headers["content-length"]);

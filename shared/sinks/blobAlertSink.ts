@@ -1,8 +1,7 @@
 import { hash } from "node:crypto";
-import { Readable } from "node:stream";
 import type { ContainerClient } from "@azure/storage-blob";
 import { statusOf } from "../errors";
-import { BufferPool } from "../http/bufferPool";
+import { largeBufferPool, POOLED_MIN_BYTES, type BufferPool } from "../http/bufferPool";
 import { canonicalTimestamp } from "../time/timestamps";
 import { containerCreator } from "./containers";
 import { ENVELOPE_SUFFIX, envelopePrefix } from "./envelope";
@@ -26,90 +25,38 @@ function compact(bound: string, which: string): { compact: string; datePath: str
 }
 
 /**
- * The batch as NDJSON: its exact size, and its bytes either as one buffer (a batch under a chunk,
- * as most warm-cycle batches are) or as a stream the upload may open again on a retry. A stream's
- * bytes are made a chunk at a time as the request sends them, each alert's JSON written straight
- * from the page's text: a whole-page buffer (or a line string per alert) would be another copy of
- * the page held beside its text until the upload ends, on a 10,000-alert page ~27 MB.
+ * The batch as NDJSON in one buffer of its exact size, each alert's JSON written straight from
+ * the page's text. A batch of a megabyte or more (a backlog's page) takes its buffer from the
+ * pool it shares with the HTTP client: the page's response buffer is free again by then (its
+ * text is a copy), so on a 10,000-alert page the NDJSON reuses those ~27 MB instead of holding
+ * another copy beside them. `sent` gives the buffer back once the upload has succeeded; after a
+ * failure it may still sit in the dead request and is left to the GC.
  */
 function ndjson(alerts: readonly AlertEnvelope[], pool: BufferPool): NdjsonBody {
   const prefixes = new PrefixCache();
-  // Each line's length, measured once: it sizes the upload and then each chunk (again on a retry).
-  const lineBytes = new Float64Array(alerts.length);
   let size = 0;
-  for (let i = 0; i < alerts.length; i++) {
-    const envelope = alerts[i] as AlertEnvelope;
+  for (const envelope of alerts) {
     // Stryker disable next-line StringLiteral: an empty encoding name is utf8 (Buffer.byteLength, Buffer.write)
-    const bytes = prefixes.byteLength(envelope) + Buffer.byteLength(envelope.alert.json, "utf8") + SUFFIX_BYTES;
-    lineBytes[i] = bytes;
-    size += bytes;
+    size += prefixes.byteLength(envelope) + Buffer.byteLength(envelope.alert.json, "utf8") + SUFFIX_BYTES;
   }
-  // Stryker disable next-line ConditionalExpression,EqualityOperator,BlockStatement: buffer or stream, the same bytes are uploaded (and again on a retry); only the memory held differs
-  if (size <= NDJSON_CHUNK_BYTES) {
-    // Chunks are sized by what is left, so a batch under a chunk is one exact-size chunk.
-    return { size, body: Buffer.concat([...ndjsonChunks(alerts, lineBytes, size, (bytes) => Buffer.allocUnsafe(bytes))], size), sent: () => undefined };
+  const pooled = size >= POOLED_MIN_BYTES;
+  const body = pooled ? pool.take(size) : Buffer.allocUnsafe(size);
+  let offset = 0;
+  for (const envelope of alerts) {
+    // Stryker disable next-line StringLiteral: an empty encoding name is utf8 (Buffer.byteLength, Buffer.write)
+    offset += body.write(prefixes.text(envelope), offset, "utf8");
+    // Stryker disable next-line StringLiteral: an empty encoding name is utf8 (Buffer.byteLength, Buffer.write)
+    offset += body.write(envelope.alert.json, offset, "utf8");
+    // Stryker disable next-line StringLiteral: an empty encoding name is utf8 (Buffer.byteLength, Buffer.write)
+    offset += body.write(LINE_END, offset, "utf8");
   }
-  let attempt: Buffer[] = [];
-  return {
-    size,
-    body: () => {
-      // A new attempt: the chunks of an earlier one may still sit in its dead request, never reused.
-      const taken: Buffer[] = (attempt = []);
-      return Readable.from(
-        ndjsonChunks(alerts, lineBytes, size, (bytes) => {
-          const chunk = pool.take(bytes);
-          taken.push(chunk);
-          return chunk;
-        }),
-        // Stryker disable next-line ObjectLiteral,BooleanLiteral: in object mode the same Buffers reach the request; only the stream's buffering (memory) differs
-        { objectMode: false },
-      );
-    },
-    // The service answered after reading every byte: the last attempt's chunks are free.
-    sent: () => {
-      for (const chunk of attempt) pool.give(chunk);
-      attempt = [];
-    },
-  };
+  return { body, sent: pooled ? () => pool.give(body) : () => undefined };
 }
 
 interface NdjsonBody {
-  size: number;
-  body: Buffer | (() => Readable);
+  body: Buffer;
   /** Called once the upload succeeded. */
   sent: () => void;
-}
-
-/** Chunk size of the NDJSON stream: large enough that a page is a few dozen socket writes. */
-const NDJSON_CHUNK_BYTES = 1024 * 1024;
-
-/** `size` bytes of NDJSON (lines of `lineBytes` each) in chunks of at most NDJSON_CHUNK_BYTES (or one line, if longer). */
-function* ndjsonChunks(alerts: readonly AlertEnvelope[], lineBytes: Float64Array, size: number, take: (bytes: number) => Buffer): Generator<Buffer> {
-  const prefixes = new PrefixCache();
-  let chunk: Buffer = Buffer.alloc(0);
-  let offset = 0;
-  let left = size;
-  for (let i = 0; i < alerts.length; i++) {
-    const envelope = alerts[i] as AlertEnvelope;
-    const prefix = prefixes.text(envelope);
-    const bytes = lineBytes[i] as number;
-    if (offset + bytes > chunk.length) {
-      if (offset > 0) yield chunk.subarray(0, offset);
-      // The stream may still hold the chunk it was given: never write into it again. No larger
-      // than what is left, so that a small batch does not cost a whole chunk of external memory.
-      chunk = take(Math.max(bytes, Math.min(NDJSON_CHUNK_BYTES, left)));
-      offset = 0;
-    }
-    // Stryker disable next-line StringLiteral: an empty encoding name is utf8 (Buffer.byteLength, Buffer.write)
-    offset += chunk.write(prefix, offset, "utf8");
-    // Stryker disable next-line StringLiteral: an empty encoding name is utf8 (Buffer.byteLength, Buffer.write)
-    offset += chunk.write(envelope.alert.json, offset, "utf8");
-    // Stryker disable next-line StringLiteral: an empty encoding name is utf8 (Buffer.byteLength, Buffer.write)
-    offset += chunk.write(LINE_END, offset, "utf8");
-    // Stryker disable next-line AssignmentOperator: `left` only sizes the next chunk (at most a chunk, at least the line): the same bytes, more memory
-    left -= bytes;
-  }
-  if (offset > 0) yield chunk.subarray(0, offset);
 }
 
 const LINE_END = `${ENVELOPE_SUFFIX}\n`;
@@ -166,12 +113,11 @@ function contentTag(alerts: readonly AlertEnvelope[]): string {
  */
 export class BlobAlertSink implements AlertSink {
   private readonly ensureContainer: () => Promise<void>;
-  /** NDJSON chunks reused from one page's upload to the next (a 10,000-alert page is ~27 of them). */
-  private readonly chunks = new BufferPool({ unitBytes: NDJSON_CHUNK_BYTES, maxFreeBytes: 64 * NDJSON_CHUNK_BYTES, idleMs: 60_000 });
-
   constructor(
     private readonly container: ContainerClient,
     private readonly timeoutMs = 120_000,
+    /** Where a page's NDJSON is assembled: best the pool the HTTP client reads pages into. */
+    private readonly buffers: BufferPool = largeBufferPool(),
   ) {
     this.ensureContainer = containerCreator(container, (error) => storageFailure("Creating the alerts container failed", error), timeoutMs);
   }
@@ -203,9 +149,9 @@ export class BlobAlertSink implements AlertSink {
     await this.ensureContainer();
     const batch = key.resumed ? await this.notYetStored(key, alerts, options) : alerts;
     if (batch.length === 0) return;
-    const body = ndjson(batch, this.chunks);
+    const body = ndjson(batch, this.buffers);
     try {
-      await this.container.getBlockBlobClient(`${prefix}${contentTag(batch)}.ndjson`).upload(body.body, body.size, {
+      await this.container.getBlockBlobClient(`${prefix}${contentTag(batch)}.ndjson`).upload(body.body, body.body.length, {
         blobHTTPHeaders: { blobContentType: "application/x-ndjson" },
         abortSignal: boundedSignal(this.timeoutMs, options),
       });

@@ -5,7 +5,10 @@ import { describe, expect, inject, it } from "vitest";
 import { canonicalTimestamp } from "../../shared/time/timestamps";
 import type { AlertBatchKey, AlertEnvelope } from "../../shared/sinks/alertSink";
 import { BlobAlertSink, SinkError } from "../../shared/sinks/blobAlertSink";
+import { largeBufferPool } from "../../shared/http/bufferPool";
+import { createHttpClient } from "../../shared/http/httpClient";
 import { makeAlert } from "../fakes/alerts";
+import { scriptedStorage } from "../harness/scriptedStorage";
 
 const TENANT = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
 
@@ -160,7 +163,7 @@ describe("BlobAlertSink", () => {
       batch.map((e) => ({ tenantId: e.tenantId, tenantName: e.tenantName, source: e.source, pulledAt: e.pulledAt, alert: JSON.parse(e.alert.json) as unknown })),
     );
   });
-  it("sends a page larger than its stream's chunks whole, and whole again when the service fails the first upload", async () => {
+  it("sends a large page whole, and whole again when the service fails the first upload", async () => {
     // A proxy in front of Azurite that answers the first upload 503 once it has read its body.
     const conn = inject("storageConnectionString");
     const blobUrl = new URL(/BlobEndpoint=([^;]+)/.exec(conn)?.[1] ?? "");
@@ -193,7 +196,7 @@ describe("BlobAlertSink", () => {
       const container = BlobServiceClient.fromConnectionString(proxied, { retryOptions: { retryDelayInMs: 5, maxRetryDelayInMs: 5 } }).getContainerClient(
         `sink-${randomUUID().slice(0, 13)}`,
       );
-      // About 3 MB over 1 MiB chunks, and one alert larger than a chunk on its own.
+      // About 3 MB, one alert of 1.5 MB among them.
       const batch = envelopes(600, "big").map((e, i) => ({
         ...e,
         alert: raw({ ...JSON.parse(e.alert.json), notes: (i === 300 ? "x".repeat(1_500_000) : "y".repeat(2_500)) + " ✓" } as { id: string; lastUpdateTime: string }),
@@ -227,6 +230,44 @@ describe("BlobAlertSink", () => {
       const lines = (await readLines(container, BlobAlertSink.blobNameFor(keyOf(i), batch))).filter(Boolean);
       expect(lines.map((line) => (JSON.parse(line) as { alert: unknown }).alert), `page ${i}`).toEqual(batch.map((e) => JSON.parse(e.alert.json) as unknown));
     }
+  });
+
+  it("writes a large page's NDJSON into the buffer the HTTP client read a page into, and keeps none of a failed upload", async () => {
+    // The pool the app shares between its HTTP client and this sink: after a page is read and
+    // its NDJSON written, it holds one buffer, not one of each (a 10,000-alert page: ~27 MB less).
+    const buffers = largeBufferPool();
+    const body = Buffer.from(`[${'"x",'.repeat(600_000)}"x"]`);
+    const server = createServer((_req, res) => res.writeHead(200, { "content-type": "application/json", "content-length": body.length }).end(body));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (server.address() as { port: number }).port;
+      const read = await createHttpClient({ buffers }).send(`http://127.0.0.1:${port}/page`, { method: "GET" });
+      expect(read.body.length).toBe(body.length);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+    expect(buffers.heldBytes).toBe(4 * 1024 * 1024);
+
+    const container = freshContainer();
+    const batch = envelopes(700, "pooled").map((e) => ({ ...e, alert: raw({ ...JSON.parse(e.alert.json), notes: "n".repeat(2_000) } as { id: string; lastUpdateTime: string }) }));
+    await new BlobAlertSink(container, undefined, buffers).write(KEY, batch);
+    expect(buffers.heldBytes).toBe(4 * 1024 * 1024);
+    const stored = await container.getBlobClient(BlobAlertSink.blobNameFor(KEY, batch)).getProperties();
+    // Larger than the page read (so not a buffer of a smaller class) and within the same class.
+    expect(stored.contentLength).toBeGreaterThan(body.length);
+    expect(stored.contentLength).toBeLessThanOrEqual(4 * 1024 * 1024);
+    const lines = (await readLines(container, BlobAlertSink.blobNameFor(KEY, batch))).filter(Boolean);
+    expect(lines.map((line) => (JSON.parse(line) as { alert: unknown }).alert)).toEqual(batch.map((e) => JSON.parse(e.alert.json) as unknown));
+
+    // A failed upload's buffer may still sit in its dead request: it is not handed out again.
+    const refusing = await scriptedStorage((req) => ((req.url ?? "").includes(".ndjson") ? { status: 400, headers: { "x-ms-error-code": "InvalidInput" } } : { status: 201 }));
+    try {
+      await expect(new BlobAlertSink(refusing.container, undefined, buffers).write(KEY, batch)).rejects.toThrow("Uploading the alert batch failed (HTTP 400)");
+    } finally {
+      await refusing.close();
+    }
+    expect(buffers.heldBytes).toBe(0);
   });
 
   it("replaces the blob when the same page is written again (a retried page)", async () => {
