@@ -185,6 +185,17 @@ function usage(problem) {
   process.exit(problem ? 2 : 0);
 }
 
+/**
+ * The C allocator setting the deployed worker starts with (infra/modules/functionapp.bicep): the
+ * backlog children are the app pulling a backlog, so they run with it too.
+ */
+function deployedAllocatorEnv() {
+  const bicep = readFileSync(join(root, "infra/modules/functionapp.bicep"), "utf8");
+  const threshold = /^\s*MALLOC_MMAP_THRESHOLD_: '(\d+)'/m.exec(bicep)?.[1];
+  if (!threshold) throw new Error("infra/modules/functionapp.bicep no longer sets MALLOC_MMAP_THRESHOLD_: update the bench with it");
+  return { MALLOC_MMAP_THRESHOLD_: threshold };
+}
+
 function hostConcurrency() {
   const host = JSON.parse(readFileSync(join(root, "host.json"), "utf8"));
   const q = host?.extensions?.queues ?? {};
@@ -779,7 +790,7 @@ function runBacklogChild(opts, shared, run, extraEnv = {}, source = "mde") {
     if (run) args.push("--backlog-sink", run);
     if (opts.backlogQuota) args.push("--backlog-quota");
     const child = fork(SELF, args, {
-      env: { ...process.env, ...extraEnv, BENCH_SHARED: JSON.stringify(shared) },
+      env: { ...process.env, ...deployedAllocatorEnv(), ...extraEnv, BENCH_SHARED: JSON.stringify(shared) },
       execArgv: ["--expose-gc", ...profArgs(opts.cpuProfDir)],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
@@ -1485,6 +1496,7 @@ async function main(opts) {
   if (sources.includes("graph")) parts.push(`Graph: ${opts.graphTenants} tenants × ${opts.alertsPerTenant} alerts${opts.skipBacklog ? "" : `, ${fmt(opts.graphBacklog)}-alert backlog`}`);
   say(`bench: ${parts.join("; ")}, ${sources.includes("mde") ? "Defender" : ""}${sources.length > 1 ? " and " : ""}${sources.includes("graph") ? "Graph" : ""} latency ${opts.latencyMs} ms, concurrency ${concurrency} ` +
     `(host.json batchSize ${host.batchSize} + newBatchThreshold ${host.newBatchThreshold}), Node ${process.version}, ${(await import("node:os")).cpus().length} CPUs`);
+  say(`backlog children start as the deployed worker does: ${Object.entries(deployedAllocatorEnv()).map(([k, v]) => `${k}=${v}`).join(" ")} (infra/modules/functionapp.bicep)`);
 
   // Each part runs against fakes and an Azurite of its own, started fresh, so neither part's figures
   // carry the other's data (Azurite slows down as its tables grow). The Defender part's Azurite stays

@@ -226,6 +226,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AzureWebJobsStorage__clientId: identityClientId
     // DefaultAzureCredential (Key Vault, Tables, Queues, Blobs in app code) picks the user-assigned identity.
     AZURE_CLIENT_ID: identityClientId
+    // The worker's C allocator (glibc malloc): a fixed mmap threshold instead of its sliding one.
+    // A page's text (~27 MB at 10,000 alerts) then goes back to the system when freed rather than
+    // leaving fragments in the heap: about 20 MB less peak memory on a backlog (docs/performance.md).
+    MALLOC_MMAP_THRESHOLD_: '1048576'
     // Platform: Application Insights with Entra ID (local auth is disabled on the component).
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'

@@ -26,6 +26,9 @@ const PLATFORM_SETTINGS = [
   // App Service authentication (the console's sign-in) redeems its code with this managed
   // identity's assertion instead of a client secret (infra/modules/consoleAuth.bicep).
   "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID",
+  // Read by glibc's malloc when the Node worker starts (docs/performance.md; the bench's backlog
+  // children get the same value from the Bicep).
+  "MALLOC_MMAP_THRESHOLD_",
 ] as const;
 
 /**
