@@ -105,6 +105,7 @@ const TEST_FILES = {
     "test/unit/sinksCommonMutants.test.ts",
     "test/unit/sinksCommonEdges.test.ts",
     "test/unit/sinksEdge.test.ts",
+    "test/unit/sinksHecEventsMutants.test.ts",
   ],
 };
 
