@@ -106,6 +106,7 @@ const TEST_FILES = {
     "test/unit/sinksCommonEdges.test.ts",
     "test/unit/sinksEdge.test.ts",
     "test/unit/sinksHecEventsMutants.test.ts",
+    "test/unit/sinksTransportMutants.test.ts",
   ],
 };
 

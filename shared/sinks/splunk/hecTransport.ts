@@ -91,10 +91,7 @@ export class HecTransport {
     } catch (error) {
       if (signal.aborted) throw new HecAbortedError();
       if (perRequest.aborted) throw new HecNoAnswerError("timeout");
-      // Only an errno-style code: undici's messages and causes may describe the request.
-      const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
-      const code = cause instanceof Error ? (cause as NodeJS.ErrnoException).code : undefined;
-      throw new HecNoAnswerError(typeof code === "string" && /^[A-Z_]+$/.test(code) ? code : "network");
+      throw new HecNoAnswerError(noAnswerReason(error));
     }
   }
 
@@ -154,4 +151,15 @@ export function parseRetryAfter(header: string | string[] | undefined): number |
   const ms = /^\d+$/.test(value) ? Number(value) * 1000 : Date.parse(value) - Date.now();
   if (Number.isNaN(ms)) return undefined;
   return Math.min(Math.max(0, ms), MAX_RETRY_AFTER_MS);
+}
+
+/**
+ * Why a call got no answer, as an operator may read it: the error's code (errno's, or OpenSSL's
+ * with its digits, so a refused TLS handshake says so), else "network". Never a message or
+ * anything else free-form: undici's messages and causes may describe the request.
+ */
+export function noAnswerReason(error: unknown): string {
+  const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
+  const code = cause instanceof Error ? (cause as NodeJS.ErrnoException).code : undefined;
+  return typeof code === "string" && /^[A-Z][A-Z0-9_]{0,63}$/.test(code) ? code : "network";
 }
