@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { scanPage } from "../../shared/defender/pageScanner";
 import { canonicalTimestamp } from "../../shared/time/timestamps";
 import { decryptToken, encryptToken } from "../../shared/pull/tokenCipher";
-import { isoMs, nextWindow, versionHash } from "../../shared/pull/window";
+import { isoMs, nextWindow, rawHash, versionHash } from "../../shared/pull/window";
 
 const now = Date.UTC(2026, 10, 23, 12, 0, 0);
 const at = (iso: string): number => Date.parse(iso);
@@ -105,6 +105,15 @@ describe("alert versions", () => {
     expect(versionHash({ id: "da1", updatedAtKey: "2026-11-23T10:00:00.5000000Z" })).toBe(expected);
     const extra = { id: "da1", updatedAtKey: "2026-11-23T10:00:00.5000000Z", lastUpdateTime: "something else", json: "{}" };
     expect(versionHash(extra)).toBe(expected);
+  });
+
+  it("stand for an element no alert could be read from by a hash of its raw text, never equal to an alert's", () => {
+    // The census of a crowded millisecond counts such elements too: each by its text.
+    const raw = '{"id":42,"lastUpdateTime":"not a time"}';
+    expect(rawHash(raw)).toBe(`raw:${hash("sha256", raw, "base64url").slice(0, 16)}`);
+    expect(rawHash(raw)).toMatch(/^raw:[A-Za-z0-9_-]{16}$/);
+    expect(rawHash(`${raw} `)).not.toBe(rawHash(raw));
+    expect(rawHash("da1\n2026-11-23T10:00:00.5000000Z")).not.toBe(versionHash({ id: "da1", updatedAtKey: "2026-11-23T10:00:00.5000000Z" }));
   });
 
   it("match for alerts the scanner read with different spellings of one instant", () => {
