@@ -107,6 +107,7 @@ const TEST_FILES = {
     "test/unit/sinksEdge.test.ts",
     "test/unit/sinksHecEventsMutants.test.ts",
     "test/unit/sinksTransportMutants.test.ts",
+    "test/unit/sinksBlobMutants.test.ts",
   ],
 };
 
