@@ -155,11 +155,11 @@ export function parseRetryAfter(header: string | string[] | undefined): number |
 
 /**
  * Why a call got no answer, as an operator may read it: the error's code (errno's, or OpenSSL's
- * with its digits, so a refused TLS handshake says so), else "network". Never a message or
+ * with its digits and, from OpenSSL 3, a slash: `ERR_SSL_SSL/TLS_ALERT_…`, so a refused TLS handshake says so), else "network". Never a message or
  * anything else free-form: undici's messages and causes may describe the request.
  */
 export function noAnswerReason(error: unknown): string {
   const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
   const code = cause instanceof Error ? (cause as NodeJS.ErrnoException).code : undefined;
-  return typeof code === "string" && /^[A-Z][A-Z0-9_]{0,63}$/.test(code) ? code : "network";
+  return typeof code === "string" && /^[A-Z][A-Z0-9_/]{0,63}$/.test(code) ? code : "network";
 }
