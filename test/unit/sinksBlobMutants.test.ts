@@ -1,7 +1,7 @@
 /**
  * The blob sink's NDJSON buffer and the pool it shares with the HTTP client (issue 15, mutation
- * testing of shared/sinks/blobAlertSink.ts), without the app, against the run's Azurite: which
- * batches borrow a pooled buffer, that a small batch never takes one the HTTP client could use,
+ * testing of shared/sinks/blobAlertSink.ts), without the app, against the run's Azurite: each
+ * line's own envelope, which batches borrow a pooled buffer, that a small batch never takes one the HTTP client could use,
  * and that what is stored is the exact NDJSON either way; and, against a scripted blob endpoint,
  * that reading an earlier attempt back on a resume is given up like every other call.
  */
@@ -19,12 +19,12 @@ const TENANT = "5e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c";
 const KEY: AlertBatchKey = { tenantId: TENANT, pageFrom: "2025-03-04T05:06:07.089Z", pageTo: "2025-03-05T00:10:00.000Z", skip: 0 };
 const freshContainer = () => BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(`blobm-${randomUUID().slice(0, 12)}`);
 
-function envelope(id: string, extra = ""): AlertEnvelope {
+function envelope(id: string, extra = "", overrides: Partial<AlertEnvelope> = {}): AlertEnvelope {
   const lastUpdateTime = "2025-03-04T23:50:00.1234567Z";
   const canonical = canonicalTimestamp(lastUpdateTime);
   if (canonical === undefined) throw new Error("not a timestamp");
   const alert = { id, lastUpdateTime, updatedAtKey: canonical.key, updatedAtMs: canonical.ms, json: `{"id":${JSON.stringify(id)},"lastUpdateTime":"${lastUpdateTime}"${extra}}` };
-  return { tenantId: TENANT, tenantName: "Contoso", source: "mde", pulledAt: "2025-03-05T00:15:00.000Z", alert };
+  return { tenantId: TENANT, tenantName: "Contoso", source: "mde", pulledAt: "2025-03-05T00:15:00.000Z", alert, ...overrides };
 }
 
 /** The NDJSON the sink must store for a batch. */
@@ -46,7 +46,39 @@ function poolHoldingOne(): BufferPool {
   return pool;
 }
 
+describe("blob sink: each line's envelope", () => {
+  it("stores each line with its own source when only the source changes from one envelope to the next", async () => {
+    const container = freshContainer();
+    const batch = [envelope("a"), envelope("b", "", { source: "graph" }), envelope("c"), envelope("d")];
+    await new BlobAlertSink(container).write(KEY, batch);
+    const stored = await container.getBlobClient(BlobAlertSink.blobNameFor(KEY, batch)).downloadToBuffer();
+    const sources = stored
+      .toString("utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => (JSON.parse(line) as { source: string }).source);
+    expect(sources).toEqual(["mde", "graph", "mde", "mde"]);
+    expect(stored.equals(expectedBytes(batch))).toBe(true);
+  });
+});
+
 describe("blob sink: the pooled NDJSON buffer", () => {
+  it("borrows from an empty pool only for a batch of POOLED_MIN_BYTES or more, and gives that buffer back", async () => {
+    const pool = new BufferPool({ minBytes: POOLED_MIN_BYTES, maxFreeBytes: 64 * POOLED_MIN_BYTES, idleMs: 60_000 });
+    const container = freshContainer();
+    const sink = new BlobAlertSink(container, undefined, pool);
+    for (const [skip, batch, held] of [
+      [1, sized("under", POOLED_MIN_BYTES - 1), 0],
+      [2, sized("at", POOLED_MIN_BYTES), POOLED_MIN_BYTES],
+    ] as const) {
+      const key = { ...KEY, skip };
+      await sink.write(key, batch);
+      expect(pool.heldBytes, `skip ${skip}`).toBe(held);
+      const stored = await container.getBlobClient(BlobAlertSink.blobNameFor(key, batch)).downloadToBuffer();
+      expect(stored.equals(expectedBytes(batch)), `skip ${skip}`).toBe(true);
+    }
+  });
+
   it("leaves the free page buffer in the shared pool for a batch under POOLED_MIN_BYTES, and stores its exact bytes", async () => {
     const pool = poolHoldingOne();
     const container = freshContainer();

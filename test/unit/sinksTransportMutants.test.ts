@@ -2,22 +2,15 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
-import { BlobServiceClient } from "@azure/storage-blob";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { BufferPool, POOLED_MIN_BYTES } from "../../shared/http/bufferPool";
-import type { AlertBatchKey, AlertEnvelope } from "../../shared/sinks/alertSink";
-import { BlobAlertSink } from "../../shared/sinks/blobAlertSink";
-import { envelopeLine } from "../../shared/sinks/envelope";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HecAbortedError, HecNoAnswerError, HecTransport, noAnswerReason } from "../../shared/sinks/splunk/hecTransport";
-import { canonicalTimestamp } from "../../shared/time/timestamps";
 import { createTestCertificate, type TestCertificate } from "../fakes/tls";
 
 /**
  * The sinks' transports at their edges (issue 15, mutation testing), without the app: the Splunk
  * sink's HTTPS transport (shared/sinks/splunk/hecTransport.ts) on its own against a collector
  * scripted per request, with the error a caller gets for a fired signal, a timeout, a refused
- * connection and a failed TLS handshake; and the blob sink's NDJSON against the run's Azurite:
- * each line's own envelope, and which batches borrow a buffer from the shared pool.
+ * connection and a failed TLS handshake. The blob sink's own tests are in sinksBlobMutants.test.ts.
  */
 
 const TOKEN = randomUUID();
@@ -188,57 +181,5 @@ describe("Splunk HEC transport: the reason a failed call gives", () => {
     expect(noAnswerReason(undefined)).toBe("network");
     // The longest code still given: 64 characters.
     expect(noAnswerReason(failure(`E${"X".repeat(63)}`))).toBe(`E${"X".repeat(63)}`);
-  });
-});
-
-describe("blob sink: each line's envelope and the shared buffer pool", () => {
-  const TENANT = "3c2d1e0f-4b5a-4978-8695-a4b3c2d1e0f9";
-  const KEY: AlertBatchKey = { tenantId: TENANT, pageFrom: "2025-03-04T05:06:07.089Z", pageTo: "2025-03-05T00:10:00.000Z", skip: 150 };
-  const freshContainer = () => BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(`trans-${randomUUID().slice(0, 12)}`);
-
-  function envelope(id: string, overrides: Partial<AlertEnvelope> = {}, extra = ""): AlertEnvelope {
-    const lastUpdateTime = "2025-03-04T23:50:00.1234567Z";
-    const canonical = canonicalTimestamp(lastUpdateTime);
-    if (canonical === undefined) throw new Error("not a timestamp");
-    const alert = { id, lastUpdateTime, updatedAtKey: canonical.key, updatedAtMs: canonical.ms, json: `{"id":${JSON.stringify(id)},"lastUpdateTime":"${lastUpdateTime}"${extra}}` };
-    return { tenantId: TENANT, tenantName: "Contoso", source: "mde", pulledAt: "2025-03-05T00:15:00.000Z", alert, ...overrides };
-  }
-  const expectedBytes = (batch: readonly AlertEnvelope[]) => Buffer.from(batch.map((e) => `${envelopeLine(e)}\n`).join(""), "utf8");
-
-  it("stores each line with its own source when only the source changes from one envelope to the next", async () => {
-    const container = freshContainer();
-    const batch = [envelope("a"), envelope("b", { source: "graph" }), envelope("c"), envelope("d")];
-    await new BlobAlertSink(container).write(KEY, batch);
-    const stored = await container.getBlobClient(BlobAlertSink.blobNameFor(KEY, batch)).downloadToBuffer();
-    const sources = stored
-      .toString("utf8")
-      .split("\n")
-      .filter(Boolean)
-      .map((line) => (JSON.parse(line) as { source: string }).source);
-    expect(sources).toEqual(["mde", "graph", "mde", "mde"]);
-    expect(stored.equals(expectedBytes(batch))).toBe(true);
-  });
-
-  it("borrows a pooled buffer for a batch of exactly POOLED_MIN_BYTES and gives it back; a smaller batch leaves the pool alone", async () => {
-    const pool = new BufferPool({ minBytes: POOLED_MIN_BYTES, maxFreeBytes: 64 * POOLED_MIN_BYTES, idleMs: 60_000 });
-    const container = freshContainer();
-    const sink = new BlobAlertSink(container, undefined, pool);
-    /** One envelope whose NDJSON line is exactly `total` bytes. */
-    const sized = (id: string, total: number): AlertEnvelope[] => {
-      const short = total - expectedBytes([envelope(id, {}, ',"pad":""')]).length;
-      const batch = [envelope(id, {}, `,"pad":"${"p".repeat(short)}"`)];
-      expect(expectedBytes(batch).length).toBe(total);
-      return batch;
-    };
-    for (const [skip, batch, held] of [
-      [1, sized("under", POOLED_MIN_BYTES - 1), 0],
-      [2, sized("at", POOLED_MIN_BYTES), POOLED_MIN_BYTES],
-    ] as const) {
-      const key = { ...KEY, skip };
-      await sink.write(key, batch);
-      expect(pool.heldBytes, `skip ${skip}`).toBe(held);
-      const stored = await container.getBlobClient(BlobAlertSink.blobNameFor(key, batch)).downloadToBuffer();
-      expect(stored.equals(expectedBytes(batch)), `skip ${skip}`).toBe(true);
-    }
   });
 });
