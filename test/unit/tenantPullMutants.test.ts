@@ -8,7 +8,7 @@ import { DeadLetterRedrive } from "../../shared/pull/redrive";
 import type { DeadLetter, DeadLetterStore } from "../../shared/sinks/deadLetters";
 import { DefenderApiError } from "../../shared/sources/sourceErrors";
 import type { PullReport } from "../../shared/pull/observer";
-import type { PullState } from "../../shared/pull/pullState";
+import type { PullState, PullStateStore } from "../../shared/pull/pullState";
 import { TenantPull, type TenantPullDeps } from "../../shared/pull/tenantPull";
 import { DefenderClient } from "../../shared/defender/defenderClient";
 import { RateBudget } from "../../shared/defender/rateBudget";
@@ -320,6 +320,8 @@ describe("a sink that fails", () => {
     expect(state.window).toBeDefined();
     expect(state.leaseOwner).toBeUndefined();
     expect(state.watermark).toBeUndefined();
+    // Every call the failed run made is in the state, so another process's budget counts it too.
+    expect(state.apiCalls).toHaveLength(stack.defender.pageRequests(tenantId));
     expect((await services.pullHistory.recent(tenantId))[0]).toMatchObject({ outcome: "failed", errorCode: "sink_failed" });
     expect(lines.some((l) => l.level === "warn" && l.message === "pull failed" && l.fields["error"] === "sink_failed")).toBe(true);
 
@@ -982,6 +984,73 @@ describe("the lease and the tenant during a run", () => {
     expect((await services.pullState.readAll()).get(tenantId)?.incidents?.leaseLost).toBe(1);
     expect(lines.some((l) => l.message === "pull stopped: lease lost to another pull" && l.fields["reason"] === "taken")).toBe(true);
     expect(reports[0]).toMatchObject({ outcome: "failed", errorCode: "lease_lost", category: "lease_lost" });
+  });
+
+  it("ends failed with the pull's own code when storage refuses the closing write too, and counts a failed release", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12);
+    sink.okBefore = 1;
+    sink.failures = 1;
+    // The real store, except that the closing write (the release: no owner) meets a storage outage.
+    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
+      write: (...args: Parameters<PullStateStore["write"]>) =>
+        args[2].owner === "" ? Promise.reject(Object.assign(new Error("Server busy"), { statusCode: 503 })) : services.pullState.write(...args),
+    });
+    const outcome = await customPull({ pullState }).run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "failed", code: "sink_failed", category: "transient" });
+    expect(lines.some((l) => l.level === "warn" && l.message === "could not release the pull lease" && l.fields["tenantId"] === tenantId)).toBe(true);
+    expect((await services.pullState.readAll()).get(tenantId)?.incidents?.releaseFailed).toBe(1);
+    // The row still holds the lease the run took, which lapses on its own.
+    expect((await stateOf(tenantId)).leaseOwner).toBeTruthy();
+  });
+
+  it("ends failed with the pull's own code when a rival took the lease before the failure was written, and says it went unrecorded", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12);
+    const pull = customPull({ timings: { leaseMs: 60_000 } });
+    const storing = sink;
+    const original = storing.write.bind(storing);
+    let writes = 0;
+    storing.write = async (key, alerts) => {
+      if (++writes === 1) return original(key, alerts);
+      // The lease lapses while the sink stalls; a rival takes it; then the sink fails.
+      offsetMs += 5 * 60_000;
+      stack.defender.setClockOffset(offsetMs);
+      expect(await services.pullState.acquire(tenantId, "rival-pull", 600_000)).toBeDefined();
+      throw new SinkError("the sink refused the page");
+    };
+    const outcome = await pull.run(tenantId, log);
+    expect(outcome).toMatchObject({ outcome: "failed", code: "sink_failed" });
+    expect(lines.some((l) => l.level === "warn" && l.message === "could not record the pull failure" && l.fields["tenantId"] === tenantId)).toBe(true);
+    // The rival's row is untouched: no failure counted over its lease.
+    const state = await stateOf(tenantId);
+    expect(state.leaseOwner).toBe("rival-pull");
+    expect(state.consecutiveFailures).toBe(0);
+  });
+
+  it("ends lease_lost when an operator resets the pull state mid-run, writes nothing back, and counts no incident", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12);
+    const storing = sink;
+    const original = storing.write.bind(storing);
+    let reset = false;
+    storing.write = async (key, alerts) => {
+      await original(key, alerts);
+      if (!reset) {
+        reset = true;
+        await services.pullState.reset(tenantId);
+      }
+    };
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "failed", code: "lease_lost", category: "lease_lost" });
+    expect(sink.writes).toHaveLength(1);
+    // The reset stands: no row written back, and a reset is the operator's doing, not a rival pull's.
+    expect(await services.pullState.read(tenantId)).toBeUndefined();
+    expect((await services.pullState.readAll()).get(tenantId)).toBeUndefined();
+    expect(lines.some((l) => l.level === "warn" && l.message === "pull stopped: lease lost to another pull" && l.fields["reason"] === "reset")).toBe(true);
+    // The next pull starts afresh, and health shows no lost lease for it.
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", complete: true });
+    expect((await services.pullState.readAll()).get(tenantId)?.incidents).toBeUndefined();
   });
 
   it("stops without writing when the tenant is offboarded between pages", async () => {
