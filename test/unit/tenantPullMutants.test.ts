@@ -13,7 +13,7 @@ import { TenantPull, type TenantPullDeps } from "../../shared/pull/tenantPull";
 import { DefenderClient } from "../../shared/defender/defenderClient";
 import { RateBudget } from "../../shared/defender/rateBudget";
 import type { AppConfig } from "../../shared/config";
-import type { TenantRegistry } from "../../shared/state/tenantRegistry";
+import type { TenantRecord, TenantRegistry } from "../../shared/state/tenantRegistry";
 import type { PullHistoryStore } from "../../shared/pull/pullHistory";
 import { tenantTokenSecretName } from "../../shared/secrets/tenantTokens";
 import type { Services } from "../../shared/services";
@@ -477,6 +477,27 @@ describe("throttling and tokens", () => {
     // No retry of a refusal: one token request, no backoff.
     expect(sleeps).toEqual([]);
     expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "skipped", reason: "not_connected" });
+  });
+
+  it("leaves a tenant re-consented or offboarded while the refused pull ran as it now is, not reconsent_required", async () => {
+    /** The pull reads the tenant as it was before the change; the registry holds the change. */
+    const readAsBefore = (before: TenantRecord): TenantRegistry =>
+      Object.assign(Object.create(services.tenants) as TenantRegistry, { get: async () => before });
+    for (const change of ["re-consented", "offboarded"] as const) {
+      const tenantId = await connected();
+      seed(tenantId, 3);
+      const before = await services.tenants.get(tenantId);
+      if (!before) throw new Error("not registered");
+      const changed: Partial<TenantRecord> = change === "offboarded" ? { status: "offboarded" } : { consentedAt: new Date(clock() + 1_000).toISOString() };
+      await services.tenants.update(tenantId, () => changed);
+      services.accessTokens.forget(tenantId);
+      stack.entra.failRefresh(tenantId, { status: 400, error: "invalid_grant", errorCode: 700082 });
+      const outcome = await customPull({ tenants: readAsBefore(before) }).run(tenantId, log);
+      expect(outcome, change).toEqual({ outcome: "failed", code: "AADSTS700082", category: "reconsent" });
+      const after = await services.tenants.get(tenantId);
+      expect(after?.status, change).toBe(change === "offboarded" ? "offboarded" : "connected");
+      expect(after?.lastErrorCode, change).toBeUndefined();
+    }
   });
 
   it("retries a transient token failure with backoff and delivers; past its retries it fails transient and the tenant stays connected", async () => {
