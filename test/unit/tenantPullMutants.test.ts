@@ -931,7 +931,9 @@ describe("failures the pull classifies", () => {
     stack.entra.failAllTokenRequests({ status: 401, error: "invalid_client", errorCode: 7000215 });
     const outcome = await services.tenantPull.run(tenantId, log);
     expect(outcome).toEqual({ outcome: "failed", code: "AADSTS7000215", category: "app_credential" });
-    expect(lines.some((l) => l.level === "error" && l.message.startsWith("MSSP application credential rejected by Entra ID: every tenant is affected"))).toBe(true);
+    const logged = lines.find((l) => l.level === "error" && l.message.startsWith("MSSP application credential rejected by Entra ID: every tenant is affected"));
+    // Which tenant met it and Entra's code, so the operator can match it to the credential's change.
+    expect(logged?.fields).toMatchObject({ tenantId, error: "AADSTS7000215" });
     expect((await services.tenants.get(tenantId))?.status).toBe("connected");
     expect((await stateOf(tenantId)).lastErrorMessage).toBe("Entra ID rejected the MSSP application's own credential");
   });
@@ -1047,6 +1049,28 @@ describe("the lease and the tenant during a run", () => {
     const state = await stateOf(tenantId);
     expect(state.leaseOwner).toBe("rival-pull");
     expect(state.consecutiveFailures).toBe(0);
+  });
+
+  it("ends busy, delivering nothing, when a rival takes the lease between its read and its first write", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 4);
+    // The real store; a rival pull takes the lease just after this pull read the state.
+    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
+      open: async (...args: Parameters<PullStateStore["open"]>) => {
+        const lease = await services.pullState.open(...args);
+        expect(await services.pullState.acquire(tenantId, "rival-pull", 600_000)).toBeDefined();
+        return lease;
+      },
+    });
+    const outcome = await customPull({ pullState }).run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "busy" });
+    expect(sink.writes).toEqual([]);
+    expect(lines.some((l) => l.level === "info" && l.message === "pull skipped: another pull of this tenant took the lease first" && l.fields["tenantId"] === tenantId)).toBe(true);
+    const state = await stateOf(tenantId);
+    expect(state.leaseOwner).toBe("rival-pull");
+    expect(state.consecutiveFailures).toBe(0);
+    expect((await services.pullState.readAll()).get(tenantId)?.incidents).toBeUndefined();
+    expect((await services.pullHistory.recent(tenantId))[0]).toMatchObject({ outcome: "busy", alerts: 0 });
   });
 
   it("ends lease_lost when an operator resets the pull state mid-run, writes nothing back, and counts no incident", async () => {
