@@ -1073,6 +1073,30 @@ describe("the lease and the tenant during a run", () => {
     expect((await services.pullHistory.recent(tenantId))[0]).toMatchObject({ outcome: "busy", alerts: 0 });
   });
 
+  it("a run that failed before writing anything ends busy when a rival wrote meanwhile, recording nothing over the rival's lease", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 4);
+    // A first run delivers all and opens no window: the next run writes nothing before it reads.
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 4 });
+    offsetMs += 5 * 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    stack.defender.fail(tenantId, { status: 403, times: 1 });
+    // Just after this pull read the state, a rival takes the lease.
+    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
+      open: async (...args: Parameters<PullStateStore["open"]>) => {
+        const lease = await services.pullState.open(...args);
+        expect(await services.pullState.acquire(tenantId, "rival-pull", 600_000)).toBeDefined();
+        return lease;
+      },
+    });
+    const writesBefore = sink.writes.length;
+    lines.length = 0;
+    expect(await customPull({ pullState }).run(tenantId, log)).toEqual({ outcome: "busy" });
+    expect(sink.writes).toHaveLength(writesBefore);
+    expect(lines.some((l) => l.message === "could not record the pull failure")).toBe(false);
+    expect(await stateOf(tenantId)).toMatchObject({ leaseOwner: "rival-pull", consecutiveFailures: 0 });
+  });
+
   it("ends lease_lost when an operator resets the pull state mid-run, writes nothing back, and counts no incident", async () => {
     const tenantId = await connected();
     seed(tenantId, 12);
