@@ -82,6 +82,7 @@ const TEST_FILES = {
     "test/unit/pullWindow.test.ts",
     "test/unit/sentinelRecords.test.ts",
     "test/unit/defenderMutants.test.ts",
+    "test/unit/pageScannerMutants.test.ts",
   ],
   // Unit tests, plus blobAlertSink.test.ts, which runs the real @azure/storage-blob client against
   // the run's Azurite without starting the app. The Splunk, Sentinel and Event Hubs integration
