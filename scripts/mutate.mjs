@@ -109,6 +109,7 @@ const TEST_FILES = {
     "test/unit/sinksHecEventsMutants.test.ts",
     "test/unit/sinksTransportMutants.test.ts",
     "test/unit/sinksBlobMutants.test.ts",
+    "test/unit/sinksSplunkMutants.test.ts",
   ],
 };
 

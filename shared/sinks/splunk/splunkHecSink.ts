@@ -181,7 +181,7 @@ export class SplunkHecSink implements AlertSink {
         // Refused twice: it will not change. Hand it back (the pipeline dead-letters it) and go
         // on after it, so one event cannot hold back the rest for ever.
         refused.push({ alert: culprit.envelope.alert, reason: "rejected", detail: "the collector refused the event as invalid data (HEC code 6)" });
-        queue.unshift(batch.slice(invalid + 1));
+        if (invalid + 1 < batch.length) queue.unshift(batch.slice(invalid + 1));
         continue;
       }
       // The events before the invalid one are indexed: resend from it, once. The pipeline only
