@@ -19,12 +19,13 @@ import { chunkRecords } from "../../shared/sinks/sentinel/chunks";
 import { IngestedLedger } from "../../shared/sinks/sentinel/ledger";
 import { DEFAULT_SENTINEL_STREAM, parseSentinelSettings } from "../../shared/sinks/sentinel/settings";
 import { parseSplunkSettings } from "../../shared/sinks/splunk/settings";
-import { SplunkHecSink, type SplunkHecSinkOptions } from "../../shared/sinks/splunk/splunkHecSink";
+import { SplunkHecSink } from "../../shared/sinks/splunk/splunkHecSink";
 import { scanPage } from "../../shared/defender/pageScanner";
 import { APP_VERSION } from "../../shared/version";
 import { makeAlert, type MdeAlert } from "../fakes/alerts";
 import { FakeLogsIngestion } from "../fakes/fakeLogsIngestion";
 import { FakeSplunkHec } from "../fakes/fakeSplunkHec";
+import { sinkFailure, splunkSinkMaker } from "../harness/splunkSinkFixture";
 import { createTestCertificate, type TestCertificate } from "../fakes/tls";
 
 /**
@@ -84,43 +85,8 @@ function alertOf(id: string, evidenceBytes = 0): MdeAlert {
 
 const key = (tenantId = TENANT) => ({ tenantId, pageFrom: "2026-11-30T04:00:00.000Z", pageTo: "2026-11-30T05:00:00.000Z", skip: 0 });
 
-interface Recorded {
-  sink: SplunkHecSink;
-  sleeps: number[];
-  warnings: Array<{ message: string; fields: Record<string, unknown> | undefined }>;
-}
-
-function splunk(settings: Record<string, string> = {}, options: SplunkHecSinkOptions = {}): Recorded {
-  const sleeps: number[] = [];
-  const warnings: Recorded["warnings"] = [];
-  const logger = {
-    info: () => undefined,
-    warn: (message: string, fields?: Record<string, unknown>) => warnings.push({ message, fields }),
-    error: () => undefined,
-  };
-  const sink = new SplunkHecSink(parseSplunkSettings({ SPLUNK_HEC_URL: hec.url, SPLUNK_HEC_TOKEN: TOKEN, SPLUNK_INDEX: "mssp", ...settings }), {
-    caPem: cert.certPem,
-    logger: logger as unknown as NonNullable<SplunkHecSinkOptions["logger"]>,
-    sleep: (ms, signal) => {
-      sleeps.push(ms);
-      return delay(Math.min(ms, 5), undefined, { signal });
-    },
-    retryBackoffMs: { initial: 100, max: 400 },
-    ackPollMs: { initial: 20, max: 50 },
-    ...options,
-  });
-  opened.push(sink);
-  return { sink, sleeps, warnings };
-}
-
-async function failure(promise: Promise<unknown>): Promise<SinkError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(SinkError);
-  return error as SinkError;
-}
+const splunk = splunkSinkMaker(() => ({ url: hec.url, token: TOKEN, caPem: cert.certPem }), opened);
+const failure = sinkFailure;
 
 function eventsOf(ids: readonly string[]) {
   return hec.indexed().filter((e) => ids.includes((e.event as { id: string }).id));

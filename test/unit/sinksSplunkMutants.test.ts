@@ -1,15 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
-import { setTimeout as delay } from "node:timers/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { AlertEnvelope } from "../../shared/sinks/alertSink";
-import { SinkError } from "../../shared/sinks/alertSink";
-import { parseSplunkSettings } from "../../shared/sinks/splunk/settings";
-import { SplunkHecSink, type SplunkHecSinkOptions } from "../../shared/sinks/splunk/splunkHecSink";
+import { SplunkHecSink } from "../../shared/sinks/splunk/splunkHecSink";
 import { scanPage } from "../../shared/defender/pageScanner";
 import { makeAlert, type MdeAlert } from "../fakes/alerts";
 import { FakeSplunkHec } from "../fakes/fakeSplunkHec";
+import { sinkFailure, splunkSinkMaker } from "../harness/splunkSinkFixture";
 import { createTestCertificate, type TestCertificate } from "../fakes/tls";
 
 /**
@@ -74,43 +72,8 @@ function alertOf(id: string, evidenceBytes = 0): MdeAlert {
 
 const key = () => ({ tenantId: TENANT, pageFrom: "2026-11-30T04:00:00.000Z", pageTo: "2026-11-30T05:00:00.000Z", skip: 0 });
 
-interface Recorded {
-  sink: SplunkHecSink;
-  sleeps: number[];
-  warnings: Array<{ message: string; fields: Record<string, unknown> | undefined }>;
-}
-
-function splunk(settings: Record<string, string> = {}, options: SplunkHecSinkOptions = {}): Recorded {
-  const sleeps: number[] = [];
-  const warnings: Recorded["warnings"] = [];
-  const logger = {
-    info: () => undefined,
-    warn: (message: string, fields?: Record<string, unknown>) => warnings.push({ message, fields }),
-    error: () => undefined,
-  };
-  const sink = new SplunkHecSink(parseSplunkSettings({ SPLUNK_HEC_URL: hec.url, SPLUNK_HEC_TOKEN: TOKEN, SPLUNK_INDEX: "mssp", ...settings }), {
-    caPem: cert.certPem,
-    logger: logger as unknown as NonNullable<SplunkHecSinkOptions["logger"]>,
-    sleep: (ms, signal) => {
-      sleeps.push(ms);
-      return delay(Math.min(ms, 5), undefined, { signal });
-    },
-    retryBackoffMs: { initial: 100, max: 400 },
-    ackPollMs: { initial: 20, max: 50 },
-    ...options,
-  });
-  opened.push(sink);
-  return { sink, sleeps, warnings };
-}
-
-async function failure(promise: Promise<unknown>): Promise<SinkError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(SinkError);
-  return error as SinkError;
-}
+const splunk = splunkSinkMaker(() => ({ url: hec.url, token: TOKEN, caPem: cert.certPem }), opened);
+const failure = sinkFailure;
 
 const idOf = (e: { event: unknown }) => (e.event as { id: string }).id;
 

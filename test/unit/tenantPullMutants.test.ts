@@ -229,6 +229,17 @@ function failingRegistry(error: unknown): TenantRegistry {
   });
 }
 
+/** The real pull-state store, except that a rival pull ("rival-pull") takes the lease just after a pull read the state. */
+function rivalTakesLeaseAfterRead(tenantId: string): PullStateStore {
+  return Object.assign(Object.create(services.pullState) as PullStateStore, {
+    open: async (...args: Parameters<PullStateStore["open"]>) => {
+      const lease = await services.pullState.open(...args);
+      expect(await services.pullState.acquire(tenantId, "rival-pull", 600_000)).toBeDefined();
+      return lease;
+    },
+  });
+}
+
 const warnings = () => lines.filter((l) => l.level === "warn").map((l) => l.message);
 
 // ---- the pull ------------------------------------------------------------------------------
@@ -1054,14 +1065,7 @@ describe("the lease and the tenant during a run", () => {
   it("ends busy, delivering nothing, when a rival takes the lease between its read and its first write", async () => {
     const tenantId = await connected();
     seed(tenantId, 4);
-    // The real store; a rival pull takes the lease just after this pull read the state.
-    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
-      open: async (...args: Parameters<PullStateStore["open"]>) => {
-        const lease = await services.pullState.open(...args);
-        expect(await services.pullState.acquire(tenantId, "rival-pull", 600_000)).toBeDefined();
-        return lease;
-      },
-    });
+    const pullState = rivalTakesLeaseAfterRead(tenantId);
     const outcome = await customPull({ pullState }).run(tenantId, log);
     expect(outcome).toEqual({ outcome: "busy" });
     expect(sink.writes).toEqual([]);
@@ -1081,14 +1085,7 @@ describe("the lease and the tenant during a run", () => {
     offsetMs += 5 * 60_000;
     stack.defender.setClockOffset(offsetMs);
     stack.defender.fail(tenantId, { status: 403, times: 1 });
-    // Just after this pull read the state, a rival takes the lease.
-    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
-      open: async (...args: Parameters<PullStateStore["open"]>) => {
-        const lease = await services.pullState.open(...args);
-        expect(await services.pullState.acquire(tenantId, "rival-pull", 600_000)).toBeDefined();
-        return lease;
-      },
-    });
+    const pullState = rivalTakesLeaseAfterRead(tenantId);
     const writesBefore = sink.writes.length;
     lines.length = 0;
     expect(await customPull({ pullState }).run(tenantId, log)).toEqual({ outcome: "busy" });
