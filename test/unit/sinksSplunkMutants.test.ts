@@ -235,6 +235,8 @@ describe("Splunk HEC sink: replies that are neither a success nor a partial inde
     for (const [status, body, message] of [
       [400, '{"acks":{"0":true}}', "Splunk HEC refused the acknowledgement poll (HTTP 400)"],
       [200, "", "Splunk HEC refused the acknowledgement poll (HTTP 200); the URL answered, but not as a Splunk HEC (check SPLUNK_HEC_URL)"],
+      // A poll of many ack ids past a lowered limit: the request is too large, not an event.
+      [413, "Content-Length of request exceeds max_content_length", "Splunk HEC refused the acknowledgement poll (HTTP 413); the request is larger than the collector's max_content_length"],
     ] as const) {
       const server = await scripted((path, _body, n) => {
         if (path !== ACK_PATH) return { status: 200, body: '{"text":"Success","code":0,"ackId":0}' };

@@ -321,7 +321,8 @@ function refusal(answer: HecAnswer, what: string): SinkError {
   const code = answer.reply?.code;
   const shape =
     answer.status === 413
-      ? "; a single event is larger than the collector's max_content_length"
+      ? // Event requests split on a 413 (sendAll); one that still reaches here is a check or a poll.
+        "; the request is larger than the collector's max_content_length"
       : answer.reply === undefined && answer.status < 300
         ? "; the URL answered, but not as a Splunk HEC (check SPLUNK_HEC_URL)"
         : "";
