@@ -16,6 +16,7 @@ import type { DeliveryStatus } from "../notifications/deliveryStatus";
 import type { Services } from "../services";
 import { TABLES } from "../storage/names";
 import { bounded } from "../time/bounded";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 export type CheckStatus = "healthy" | "unhealthy" | "skipped";
 
@@ -60,7 +61,7 @@ function failure(error: unknown, timeoutMs: number): string {
 async function probe(run: (signal: AbortSignal) => Promise<unknown>, timeoutMs: number): Promise<CheckResult> {
   const started = Date.now();
   try {
-    await bounded(run(AbortSignal.timeout(timeoutMs)), timeoutMs, () => new TimedOut());
+    await bounded(run(timeoutSignal(timeoutMs)), timeoutMs, () => new TimedOut());
     return { status: "healthy", durationMs: Date.now() - started };
   } catch (error) {
     return { status: "unhealthy", reason: failure(error, timeoutMs), durationMs: Date.now() - started };
@@ -93,7 +94,7 @@ export async function checkNotifications(services: Pick<Services, "notifications
   const started = Date.now();
   let status: DeliveryStatus;
   try {
-    status = await bounded(notifications.status.read(AbortSignal.timeout(timeoutMs)), timeoutMs, () => new TimedOut());
+    status = await bounded(notifications.status.read(timeoutSignal(timeoutMs)), timeoutMs, () => new TimedOut());
   } catch {
     return { status: "skipped", reason: "the delivery status could not be read", durationMs: Date.now() - started };
   }

@@ -2,6 +2,7 @@ import { isAscii } from "node:buffer";
 import { createSecureContext, rootCertificates } from "node:tls";
 import { Agent, request as undiciRequest, type Dispatcher } from "undici";
 import { largeBufferPool, POOLED_MIN_BYTES, type BufferPool } from "./bufferPool";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 export interface HttpRequest {
   method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -80,7 +81,7 @@ export function createHttpClient(options: HttpClientOptions = {}): HttpClient {
       if (options.userAgent && !Object.keys(headers).some((h) => h.toLowerCase() === "user-agent")) {
         headers["User-Agent"] = options.userAgent;
       }
-      const signal = AbortSignal.timeout(timeoutMs);
+      const signal = timeoutSignal(timeoutMs);
       try {
         // undici's request API rather than fetch: no WHATWG stream layers, which halved the CPU
         // and memory cost of reading 10,000-alert pages.

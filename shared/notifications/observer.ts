@@ -3,6 +3,7 @@ import type { PullObserver, PullReport, Severity, TenantHealthLevel } from "../p
 import { safeErrorCode } from "./events";
 import type { NotificationOutbox } from "./outbox";
 import type { NotifiedHealthStore } from "./notifiedHealth";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 /** The observer's Table calls stop well before the pull stops waiting for it (10 s). */
 const OBSERVER_BUDGET_MS = 8_000;
@@ -23,7 +24,7 @@ export class NotificationObserver implements PullObserver {
   ) {}
 
   async pulled(report: PullReport): Promise<void> {
-    const signal = AbortSignal.timeout(OBSERVER_BUDGET_MS);
+    const signal = timeoutSignal(OBSERVER_BUDGET_MS);
     const at = new Date(this.deps.clock()).toISOString();
     const tenant = { at, tenantId: report.tenantId, tenantName: report.tenantName };
     const change = await this.healthChange(report, signal);

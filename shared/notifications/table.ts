@@ -1,6 +1,7 @@
 import type { TableClient } from "@azure/data-tables";
 import type { TableFactory } from "../state/tables";
 import { TABLES } from "../storage/names";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 /**
  * `MsspNotifications` holds three kinds of rows, one partition each: the outbox's events, the
@@ -24,7 +25,6 @@ export class NotificationTable {
 
   /** The call's abort signal: its own timeout, or the caller's signal if that fires first. */
   signal(outer?: AbortSignal): { abortSignal: AbortSignal } {
-    const own = AbortSignal.timeout(this.deps.timeoutMs);
-    return { abortSignal: outer ? AbortSignal.any([own, outer]) : own };
+    return { abortSignal: timeoutSignal(this.deps.timeoutMs, outer) };
   }
 }

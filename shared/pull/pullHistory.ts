@@ -3,6 +3,7 @@ import { odata, type TableClient, type TransactionAction } from "@azure/data-tab
 import type { Clock } from "../clock";
 import type { TableFactory } from "../state/tables";
 import { TABLES } from "../storage/names";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 /**
  * One row per pull run in `MsspPullHistory`: partition = tenant id, row key = inverted time, so
@@ -88,7 +89,7 @@ export class PullHistoryStore {
   }
 
   private signal(): { abortSignal: AbortSignal } {
-    return { abortSignal: AbortSignal.timeout(this.deps.timeoutMs) };
+    return { abortSignal: timeoutSignal(this.deps.timeoutMs) };
   }
 
   /** Adds a run, then (at most hourly, see PULL_HISTORY_PRUNE_EVERY_MS) drops what is beyond both retention limits. */

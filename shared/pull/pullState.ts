@@ -9,6 +9,7 @@ import { boundedSignal, type CallOptions } from "../sinks/alertSink";
 import type { SinkProgress, SinkProgressMap } from "../sinks/sinkSet";
 import { CompactVersionSet } from "./compactVersionSet";
 import { decodeDelivered, encodeDelivered, type DeliveredVersions } from "./deliveredVersions";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 export type { DeliveredVersions } from "./deliveredVersions";
 
@@ -382,7 +383,7 @@ export class PullLease {
     const stopped = new AbortController();
     const timer = setInterval(() => {
       if (this.released || this.lost || this.until - this.store.now() > this.leaseMs - everyMs) return;
-      this.save({ signal: AbortSignal.any([AbortSignal.timeout(everyMs), stopped.signal]) }).catch((error: unknown) => {
+      this.save({ signal: timeoutSignal(everyMs, stopped.signal) }).catch((error: unknown) => {
         if (error instanceof LeaseLostError) this.lost = error;
         // Anything else: the pull's own next save meets the same trouble and reports it.
       });
@@ -511,7 +512,7 @@ export class PullStateStore {
     const spill = entity ? str(entity["deliveredBlob"]) : undefined;
     let delivered: DeliveredVersions;
     if (spill) {
-      const body = await this.spill.read(spill, AbortSignal.timeout(this.timeoutMs));
+      const body = await this.spill.read(spill, timeoutSignal(this.timeoutMs));
       // A spilled set that is gone can only mean re-delivery of the overlap, never a loss.
       delivered = decodeDelivered({ delivered: body ?? "" });
     } else {
@@ -628,7 +629,7 @@ export class PullStateStore {
   }
 
   private async removeSpill(name: string): Promise<void> {
-    await this.spill.remove(name, AbortSignal.timeout(this.timeoutMs)).catch(() => undefined);
+    await this.spill.remove(name, timeoutSignal(this.timeoutMs)).catch(() => undefined);
   }
 
   /** The write id and ETag the row holds now, or undefined if it cannot be read. */
@@ -673,7 +674,7 @@ export class PullStateStore {
     if (!row) return undefined;
     const { entity } = row;
     const spill = str(entity["deliveredBlob"]);
-    const delivered = spill ? decodeDelivered({ delivered: (await this.spill.read(spill, AbortSignal.timeout(this.timeoutMs))) ?? "" }) : decodeDelivered(entity);
+    const delivered = spill ? decodeDelivered({ delivered: (await this.spill.read(spill, timeoutSignal(this.timeoutMs))) ?? "" }) : decodeDelivered(entity);
     // A moved legacy row's lease only keeps older versions out: no pull holds it.
     const owner = row.legacy && entity["leaseOwner"] === MOVED_OWNER ? undefined : str(entity["leaseOwner"]);
     return { ...fromEntity(entity, delivered), ...(owner ? { leaseOwner: owner, leaseUntil: num(entity["leaseUntil"]) ?? 0 } : {}) };
@@ -693,7 +694,7 @@ export class PullStateStore {
         if (statusOf(error) !== 404) throw error;
       }
     }
-    await this.spill.removeAll(tenantId, AbortSignal.timeout(4 * this.timeoutMs));
+    await this.spill.removeAll(tenantId, timeoutSignal(4 * this.timeoutMs));
   }
 
   /** Records a failure that happened outside a held lease (e.g. a poison message). */

@@ -6,6 +6,7 @@ import type { TenantRegistry } from "../state/tenantRegistry";
 import { encodeQueueMessage } from "../state/queues";
 import { bounded } from "../time/bounded";
 import type { PullState } from "./pullState";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 /**
  * A queue message asks for the pull of one tenant (`tenantId`, the only form earlier versions
@@ -97,7 +98,7 @@ const RESEND_TIMEOUT_MS = 10_000;
 export async function enqueueAlone(queue: () => Promise<QueueClient>, tenantId: string, enqueuedAt: string): Promise<void> {
   await (await queue()).sendMessage(encodeQueueMessage(pullMessage([tenantId], enqueuedAt)), {
     messageTimeToLive: MESSAGE_TTL_SECONDS,
-    abortSignal: AbortSignal.timeout(RESEND_TIMEOUT_MS),
+    abortSignal: timeoutSignal(RESEND_TIMEOUT_MS),
   });
 }
 

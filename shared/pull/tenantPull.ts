@@ -23,6 +23,7 @@ import { healthLevel, NOTABLE_LIST_LIMIT, severityRank, type NotableAlert, type 
 import { SubWindowPlanner, type SubWindow } from "./subWindows";
 import { InstantCensus } from "./instantCensus";
 import { isoMs, nextWindow, rawHash, versionHash } from "./window";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 export type PullOutcome =
   | { outcome: "pulled"; alerts: number; complete: boolean; deadLetters: number }
@@ -259,7 +260,7 @@ export class TenantPull {
     const { leaseMs, deliveryGraceMs, releaseGraceMs } = this.timings;
     // Real time (the bounds are timers), counted from the same start as the deadline.
     const workMs = Math.max(1, (deps.settings.maxRunSeconds + deps.settings.requestTimeoutSeconds) * 1000 + deliveryGraceMs - (Date.now() - startedReal));
-    const bounds: RunBounds = { work: AbortSignal.timeout(workMs), release: AbortSignal.timeout(workMs + releaseGraceMs) };
+    const bounds: RunBounds = { work: timeoutSignal(workMs), release: timeoutSignal(workMs + releaseGraceMs) };
     let windowOpened = false;
     let sourceSwitched = false;
     const source = sourceOf(tenant);

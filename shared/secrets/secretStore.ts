@@ -2,6 +2,7 @@ import type { Agent } from "node:https";
 import type { TokenCredential } from "@azure/identity";
 import { SecretClient, type PollerLike, type PollOperationState } from "@azure/keyvault-secrets";
 import { statusOf } from "../errors";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 export interface StoredSecret {
   value: string;
@@ -120,7 +121,7 @@ export function createKeyVaultSecretStore(options: KeyVaultSecretStoreOptions): 
   const deleteWaitMs = options.deleteWaitMs ?? 5_000;
   const transitionWaitMs = options.transitionWaitMs ?? 20_000;
   const pollIntervalMs = options.pollIntervalMs ?? 500;
-  const bounded = () => ({ abortSignal: AbortSignal.timeout(timeoutMs) });
+  const bounded = () => ({ abortSignal: timeoutSignal(timeoutMs) });
   // Drop the SDK's message: a RestError can echo the request body, which is the secret.
   const failure = (operation: string, error: unknown): SecretStoreError =>
     new SecretStoreError(operation, statusOf(error), { timedOut: isAbort(error) });

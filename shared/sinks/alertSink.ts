@@ -1,5 +1,6 @@
 import type { DefenderAlert } from "../defender/types";
 import type { AlertSourceKind } from "../sources/alertSources";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 /** One NDJSON line as the sink stores it. */
 export interface AlertEnvelope {
@@ -79,8 +80,7 @@ export interface RefusedVersion {
 
 /** The caller's signal and a timeout of the callee's own, whichever fires first. */
 export function boundedSignal(timeoutMs: number, options?: CallOptions): AbortSignal {
-  const own = AbortSignal.timeout(timeoutMs);
-  return options?.signal ? AbortSignal.any([own, options.signal]) : own;
+  return timeoutSignal(timeoutMs, options?.signal);
 }
 
 /**

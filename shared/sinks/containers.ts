@@ -1,6 +1,7 @@
 import type { TokenCredential } from "@azure/identity";
 import { BlobServiceClient, ContainerClient } from "@azure/storage-blob";
 import type { StorageConnection } from "../config";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 /** Opens a blob container from a connection string (Azurite) or with a managed identity (Azure). */
 export function openContainer(storage: StorageConnection, name: string, credential: () => TokenCredential): ContainerClient {
@@ -17,7 +18,7 @@ export function openContainer(storage: StorageConnection, name: string, credenti
 export function containerCreator(container: ContainerClient, onFailure: (error: unknown) => Error, timeoutMs = 30_000): () => Promise<void> {
   let ready: Promise<void> | undefined;
   return () => {
-    ready ??= container.createIfNotExists({ abortSignal: AbortSignal.timeout(timeoutMs) }).then(
+    ready ??= container.createIfNotExists({ abortSignal: timeoutSignal(timeoutMs) }).then(
       () => undefined,
       (error: unknown) => {
         ready = undefined;

@@ -4,6 +4,7 @@ import { statusOf } from "../errors";
 import { boundedSignal, type CallOptions } from "./alertSink";
 import { containerCreator } from "./containers";
 import type { AlertSourceKind } from "../sources/alertSources";
+import { timeoutSignal } from "../time/timeoutSignal";
 
 /** Why data went to the dead-letter store instead of a sink. */
 export type DeadLetterReason =
@@ -124,7 +125,7 @@ export class BlobDeadLetterStore implements DeadLetterStore {
     if (!SAFE_TENANT.test(tenantId)) return [];
     const letters: DeadLetterInfo[] = [];
     try {
-      const abortSignal = AbortSignal.timeout(this.timeoutMs);
+      const abortSignal = timeoutSignal(this.timeoutMs);
       if (!(await this.container.exists({ abortSignal }))) return [];
       for await (const blob of this.container.listBlobsFlat({ prefix: `${tenantId}/`, includeMetadata: true, abortSignal })) {
         const meta = blob.metadata ?? {};
@@ -147,7 +148,7 @@ export class BlobDeadLetterStore implements DeadLetterStore {
 
   async read(name: string): Promise<DeadLetter | undefined> {
     try {
-      const buffer = await this.container.getBlobClient(name).downloadToBuffer(0, undefined, { abortSignal: AbortSignal.timeout(this.timeoutMs) });
+      const buffer = await this.container.getBlobClient(name).downloadToBuffer(0, undefined, { abortSignal: timeoutSignal(this.timeoutMs) });
       return JSON.parse(buffer.toString("utf8")) as DeadLetter;
     } catch (error) {
       if (statusOf(error) === 404) return undefined;
@@ -157,7 +158,7 @@ export class BlobDeadLetterStore implements DeadLetterStore {
 
   async remove(name: string): Promise<void> {
     try {
-      await this.container.getBlobClient(name).deleteIfExists({ abortSignal: AbortSignal.timeout(this.timeoutMs) });
+      await this.container.getBlobClient(name).deleteIfExists({ abortSignal: timeoutSignal(this.timeoutMs) });
     } catch (error) {
       throw failure("Removing a dead letter failed", error);
     }

@@ -282,7 +282,8 @@ describe("Splunk HEC: busy, refusing and partial answers", () => {
 describe("Splunk HEC: acknowledgement", () => {
   it("waits for every ack id, polling at growing intervals", async () => {
     const ids = [`aa-${randomUUID()}`, `aa-${randomUUID()}`];
-    hec.setAck({ delayMs: 150 });
+    // Long enough that three polls come before it even on a loaded machine (20 + 40 + 50 ms of sleeps).
+    hec.setAck({ delayMs: 600 });
     try {
       const { sink, sleeps } = splunk({ SPLUNK_HEC_TOKEN: ACK_TOKEN, SPLUNK_HEC_ACK: "true" });
       const before = hec.acksReadTrue().length;

@@ -1,5 +1,6 @@
 import { createSecureContext, rootCertificates } from "node:tls";
 import { Agent, request } from "undici";
+import { timeoutSignal } from "../../time/timeoutSignal";
 
 /**
  * HTTPS to the collector, on undici directly rather than the app's HttpClient, for two reasons:
@@ -70,7 +71,7 @@ export class HecTransport {
    * `signal` fires and HecNoAnswerError on a timeout or network failure; any HTTP answer returns.
    */
   async send(path: string, body: Buffer | string | undefined, signal: AbortSignal, headers: Record<string, string> = {}): Promise<HecAnswer> {
-    const perRequest = AbortSignal.timeout(this.options.requestTimeoutMs);
+    const perRequest = timeoutSignal(this.options.requestTimeoutMs);
     const combined = AbortSignal.any([signal, perRequest]);
     try {
       const response = await request(`${this.options.origin}${path}`, {

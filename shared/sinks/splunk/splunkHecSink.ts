@@ -7,6 +7,7 @@ import { describeAnswer, HEC_HEALTHY, HEC_INVALID_DATA_FORMAT, HEC_SUCCESS, isRe
 import { batches, EventWriter, requestBody, type HecEvent } from "./hecEvents";
 import { HecAbortedError, HecNoAnswerError, HecTransport, type HecAnswer } from "./hecTransport";
 import type { SplunkSettings } from "./settings";
+import { timeoutSignal } from "../../time/timeoutSignal";
 
 export { SinkError };
 
@@ -138,9 +139,8 @@ export class SplunkHecSink implements AlertSink {
   }
 
   private startCall(options?: CallOptions): Call {
-    const own = AbortSignal.timeout(this.timeoutMs);
     return {
-      signal: options?.signal ? AbortSignal.any([own, options.signal]) : own,
+      signal: timeoutSignal(this.timeoutMs, options?.signal),
       callerSignal: options?.signal,
       deadline: Date.now() + this.timeoutMs,
     };
