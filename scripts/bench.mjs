@@ -9,7 +9,11 @@
 //     [--quota-run] [--quota-backlog 500000]
 //     [--sinks | --no-sinks] [--sink-runs blob,sentinel,splunk,eventhubs,multi]
 //     [--source mde|graph|all] [--graph-tenants <--tenants>] [--graph-backlog 20000]
-//     [--coldstart | --no-coldstart] [--coldstart-runs 7]
+//     [--coldstart | --no-coldstart] [--coldstart-runs 7] [--pin[=apart|together]]
+//   --pin (Linux): this process and its backlog and cold-start children on CPU 0; the fakes, Azurite and the sink
+//   fakes on the other CPUs (--pin=apart, the default) or on CPU 0 too (--pin=together: nothing runs beside the
+//   app, so its CPU figures are its own work alone; the rates then include the services' time). The header says
+//   which (scripts/bench-pin.mjs).
 //   --cpu-prof-dir DIR writes CPU profiles of the cold cycle and the first warm one (this process), the fakes and the backlog child.
 //   Warm cycles (Defender part): besides Key Vault and token calls, this process's CPU (the app's; the fakes and
 //   Azurite are other processes) and its HTTP requests to Azurite (table reads/writes, queue, blob; counted on
@@ -56,6 +60,7 @@ import {
   sinkFakeCertificate, sinkRunEnv, startSinkFake, timeSinkWrites,
 } from "./bench-sinks.mjs";
 import { coldStartChecks, coldStartPart, reportColdStart } from "./bench-coldstart.mjs";
+import { PIN_MODES, pinService, pinThisProcess } from "./bench-pin.mjs";
 import { countStorageOps, storageOpsDelta, storageOpsLine, storageResourcesLine, sumStorageOps } from "./bench-storageops.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -81,6 +86,7 @@ function parseArgs(argv) {
     skipBacklog: false,
     skipBacklogOther: false,
     quotaRun: false,
+    pin: undefined, // "apart" or "together" with --pin
     quotaBacklog: 500_000,
     backlogQuota: false, // in a backlog child: the fake enforces API_QUOTA on its tenant
     sinks: "also", // "also" (after the other sections), "only" (--sinks) or "no" (--no-sinks)
@@ -154,6 +160,9 @@ function parseArgs(argv) {
         if (!Number.isInteger(n) || n < 0) usage(`${name} needs a non-negative integer`);
         opts[numeric[name]] = n;
       }
+    } else if (name === "--pin") {
+      opts.pin = value ?? "apart";
+      if (!PIN_MODES.includes(opts.pin)) usage(`--pin takes ${PIN_MODES.join(" or ")}, not ${opts.pin}`);
     } else if (name === "--help" || name === "-h") {
       usage();
     } else {
@@ -303,6 +312,7 @@ async function startFakes(latencyMs, cpuProfDir) {
     stdio: ["pipe", "pipe", "inherit"],
   });
   children.add(() => child.kill("SIGKILL"));
+  pinService(child.pid);
   const info = await new Promise((resolve, reject) => {
     let buffered = "";
     const timer = setTimeout(() => reject(new Error("the fakes did not start within 30 s")), 30_000);
@@ -337,6 +347,7 @@ async function startAzurite(azuriteModule) {
   // In-memory blobs: room for the cycles plus the 100k-alert backlog.
   const azurite = await azuriteModule.startAzurite({ extentMemoryLimitMb: 4096, startupTimeoutMs: 60_000 });
   children.add(() => process.kill(azurite.pid, "SIGKILL"));
+  pinService(azurite.pid);
   // Azurite's stdin is not ours to watch, so a tiny watchdog kills it if this process is SIGKILLed.
   const watchdog = spawn(
     process.execPath,
@@ -849,6 +860,7 @@ async function runSinkBacklogs(opts, azurite, blobRun, say) {
         const token = `bench-mi-${randomUUID()}`;
         for (const kind of SINK_RUNS[run].fakes) {
           const fake = await startSinkFake(kind, token, sinkTls);
+          pinService(fake.pid);
           children.add(fake.kill);
           sinkFakes[kind] = fake;
         }
@@ -1485,6 +1497,11 @@ async function main(opts) {
   const app = loadApp();
   const log = app.silentLogger;
   const say = (line) => console.log(line);
+  if (opts.pin) {
+    const cpus = pinThisProcess(opts.pin);
+    say(`pinned (--pin=${cpus.mode}): the app (this process, its backlog and cold-start children) on CPU ${cpus.app}; the fakes, Azurite and the sink fakes on CPU ${cpus.services}. ` +
+      "The previous figures beside each target are from unpinned runs.");
+  }
   // First, while no fake or Azurite takes CPU from the fresh processes it times.
   const coldStart = opts.coldstart === "no" ? undefined : await coldStartPart({ root, mainEntry: JSON.parse(readFileSync(join(root, "package.json"), "utf8")).main, runs: opts.coldstartRuns, say });
   if (opts.coldstart === "only") return coldStartOnly(say, coldStart, started);
