@@ -65,6 +65,7 @@ const TEST_FILES = {
   "shared/pull": [
     "test/unit/subWindows.test.ts",
     "test/unit/compactVersionSet.test.ts",
+    "test/unit/instantCensus.test.ts",
     "test/unit/pullHealth.test.ts",
     "test/unit/pullWindow.test.ts",
     "test/unit/pullMutants.test.ts",
