@@ -3,6 +3,22 @@ import { expect } from "vitest";
 import { SinkError } from "../../shared/sinks/alertSink";
 import { parseSplunkSettings } from "../../shared/sinks/splunk/settings";
 import { SplunkHecSink, type SplunkHecSinkOptions } from "../../shared/sinks/splunk/splunkHecSink";
+import { FakeSplunkHec } from "../fakes/fakeSplunkHec";
+import type { TestCertificate } from "../fakes/tls";
+
+/** The fake collector the Splunk mutation files share, started: `plain` takes indexes main and mssp, `ack` mssp with indexer acknowledgement. */
+export async function startFakeHec(cert: TestCertificate, tokens: { plain: string; ack: string }): Promise<FakeSplunkHec> {
+  const hec = new FakeSplunkHec({
+    certPem: cert.certPem,
+    keyPem: cert.keyPem,
+    tokens: [
+      { token: tokens.plain, indexes: ["main", "mssp"] },
+      { token: tokens.ack, ack: true, indexes: ["mssp"] },
+    ],
+  });
+  await hec.start();
+  return hec;
+}
 
 /** A Splunk sink built for a test, with the waits it asked for and the warnings it logged. */
 export interface RecordedSplunkSink {

@@ -24,8 +24,8 @@ import { scanPage } from "../../shared/defender/pageScanner";
 import { APP_VERSION } from "../../shared/version";
 import { makeAlert, type MdeAlert } from "../fakes/alerts";
 import { FakeLogsIngestion } from "../fakes/fakeLogsIngestion";
-import { FakeSplunkHec } from "../fakes/fakeSplunkHec";
-import { sinkFailure, splunkSinkMaker } from "../harness/splunkSinkFixture";
+import type { FakeSplunkHec } from "../fakes/fakeSplunkHec";
+import { sinkFailure, splunkSinkMaker, startFakeHec } from "../harness/splunkSinkFixture";
 import { createTestCertificate, type TestCertificate } from "../fakes/tls";
 
 /**
@@ -48,15 +48,7 @@ const LOGS_TOKEN = `li-${randomBytes(18).toString("base64url")}`;
 
 beforeAll(async () => {
   cert = await createTestCertificate();
-  hec = new FakeSplunkHec({
-    certPem: cert.certPem,
-    keyPem: cert.keyPem,
-    tokens: [
-      { token: TOKEN, indexes: ["main", "mssp"] },
-      { token: ACK_TOKEN, ack: true, indexes: ["mssp"] },
-    ],
-  });
-  await hec.start();
+  hec = await startFakeHec(cert, { plain: TOKEN, ack: ACK_TOKEN });
   logs = new FakeLogsIngestion({ certPem: cert.certPem, keyPem: cert.keyPem, acceptedToken: LOGS_TOKEN, dcrImmutableId: DCR, streamName: DEFAULT_SENTINEL_STREAM, columns: SENTINEL_COLUMNS });
   await logs.start();
 });

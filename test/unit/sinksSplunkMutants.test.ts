@@ -6,8 +6,8 @@ import type { AlertEnvelope } from "../../shared/sinks/alertSink";
 import { SplunkHecSink } from "../../shared/sinks/splunk/splunkHecSink";
 import { scanPage } from "../../shared/defender/pageScanner";
 import { makeAlert, type MdeAlert } from "../fakes/alerts";
-import { FakeSplunkHec } from "../fakes/fakeSplunkHec";
-import { sinkFailure, splunkSinkMaker } from "../harness/splunkSinkFixture";
+import type { FakeSplunkHec } from "../fakes/fakeSplunkHec";
+import { sinkFailure, splunkSinkMaker, startFakeHec } from "../harness/splunkSinkFixture";
 import { createTestCertificate, type TestCertificate } from "../fakes/tls";
 
 /**
@@ -32,15 +32,7 @@ const opened: SplunkHecSink[] = [];
 
 beforeAll(async () => {
   cert = await createTestCertificate();
-  hec = new FakeSplunkHec({
-    certPem: cert.certPem,
-    keyPem: cert.keyPem,
-    tokens: [
-      { token: TOKEN, indexes: ["main", "mssp"] },
-      { token: ACK_TOKEN, ack: true, indexes: ["mssp"] },
-    ],
-  });
-  await hec.start();
+  hec = await startFakeHec(cert, { plain: TOKEN, ack: ACK_TOKEN });
 });
 afterAll(async () => {
   await Promise.allSettled(opened.map((sink) => sink.close()));
