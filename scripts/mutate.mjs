@@ -69,6 +69,7 @@ const TEST_FILES = {
     "test/unit/pullHealth.test.ts",
     "test/unit/pullWindow.test.ts",
     "test/unit/pullMutants.test.ts",
+    "test/unit/pullSpillMutants.test.ts",
     "test/unit/tenantPullMutants.test.ts",
   ],
   // The client, the page scanner and the budget are pure or talk to a scripted HTTPS endpoint.

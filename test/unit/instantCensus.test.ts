@@ -92,3 +92,58 @@ describe("InstantCensus: whether the passes over a crowded millisecond read all 
     expect(pass(census, fits)).toBe("complete");
   });
 });
+
+describe("InstantCensus at its memory limit (50,000 versions a pass or union)", () => {
+  const MAX = 50_000;
+
+  it("judges a pass that saw more than the limit as not whole, though its extra sightings were repeats", () => {
+    const census = new InstantCensus();
+    // 50,001 sightings, 50,000 distinct: the pass cannot tell the last one from a new version.
+    const versions = [...range(0, MAX), "v0"];
+    expect(pass(census, versions)).toBe("unknown");
+    expect(pass(census, versions)).toBe("unknown");
+    expect(census.shortfall).toBeUndefined();
+  });
+
+  it("keeps merging passes into a union of exactly the limit", () => {
+    const census = new InstantCensus();
+    const all = range(0, MAX);
+    expect(pass(census, all)).toBe("unknown");
+    expect(pass(census, all)).toBe("complete");
+    // The union now holds the limit: a third agreeing pass still counts.
+    expect(pass(census, all)).toBe("complete");
+  });
+
+  it("starts again from an empty union once the union outgrew the limit, and can then conclude", () => {
+    const census = new InstantCensus();
+    const first = range(0, MAX);
+    const other = range(MAX, 2 * MAX);
+    pass(census, first);
+    expect(pass(census, first)).toBe("complete");
+    // The same count with other contents: the union (100,000) outgrows the limit.
+    expect(pass(census, other)).toBe("unknown");
+    // Too large to merge: forgotten, this pass only starts a new run of agreeing counts...
+    expect(pass(census, first)).toBe("unknown");
+    // ...which the next agreeing pass completes.
+    expect(pass(census, first)).toBe("complete");
+  });
+
+  it("says nothing of a union over the limit even when it falls short of the count", () => {
+    const census = new InstantCensus();
+    // 60,000 sightings a pass, 40,000 distinct (each pass repeats half of what it read).
+    const withRepeats = (from: number) => [...range(from, from + 40_000), ...range(from, from + 20_000)];
+    pass(census, withRepeats(0));
+    expect(pass(census, withRepeats(0))).toBe("incomplete");
+    // 15,000 more distinct: a union of 55,000 against a count of 60,000, but over the limit.
+    expect(pass(census, withRepeats(15_000))).toBe("unknown");
+    expect(census.shortfall).toBeUndefined();
+  });
+
+  it("counts nothing for a pass that was never started", () => {
+    const census = new InstantCensus();
+    expect(census.endPass()).toBe("unknown");
+    // Had the unstarted pass counted as a whole one of 0 versions, this empty pass would agree with it.
+    expect(pass(census, [])).toBe("unknown");
+  });
+});
+
