@@ -3,8 +3,7 @@
 // them all around. `apart` (the default) keeps the app on CPU 0 and the services on the others: the
 // wall-clock rates are the app's with the services never waiting for its core. `together` puts
 // everything on CPU 0: nothing runs at the same time as the app, so its CPU time is its own work
-// alone. On this 2-vCPU VM the app's CPU per backlog alert is about 2.5 times lower together than
-// apart or unpinned (docs/performance.md): work running at the same time on the other vCPU slows it.
+// alone. How much that changes the figures depends on the machine (docs/performance.md, Pinned runs).
 // Linux only (taskset, from util-linux).
 import { execFileSync } from "node:child_process";
 import { availableParallelism } from "node:os";

@@ -57,3 +57,18 @@ export async function scriptedStorage(
       }),
   };
 }
+
+/** A List Blobs answer naming these block blobs, each `contentLength` bytes long, for a scripted endpoint to give. */
+export function blobListing(names: readonly string[], contentLength = 0): { status: number; headers: Record<string, string>; body: string } {
+  const blobs = names
+    .map(
+      (name) =>
+        `<Blob><Name>${name}</Name><Properties><Last-Modified>Tue, 01 Dec 2026 00:00:00 GMT</Last-Modified><Etag>0x1</Etag><Content-Length>${contentLength}</Content-Length><BlobType>BlockBlob</BlobType></Properties></Blob>`,
+    )
+    .join("");
+  return {
+    status: 200,
+    headers: { "content-type": "application/xml" },
+    body: `<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="http://127.0.0.1/devstoreaccount1/" ContainerName="scripted"><Blobs>${blobs}</Blobs><NextMarker/></EnumerationResults>`,
+  };
+}

@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { blobDedupeSpill } from "../../shared/pull/dedupeSpill";
 import { decodeDelivered } from "../../shared/pull/deliveredVersions";
 import { timeoutSignal } from "../../shared/time/timeoutSignal";
-import { scriptedStorage } from "../harness/scriptedStorage";
+import { blobListing, scriptedStorage } from "../harness/scriptedStorage";
 
 const TENANT = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d";
 const NAME = `${TENANT}/w-1.versions`;
@@ -39,12 +39,9 @@ describe("dedupe spill: a container that cannot be created", () => {
 describe("dedupe spill: every call is given up with its signal", () => {
   /** A blob endpoint that creates the container and lists one spill blob at once, and holds everything else back 8 s. */
   async function holding() {
-    const listing =
-      '<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="http://127.0.0.1/devstoreaccount1/" ContainerName="scripted">' +
-      `<Blobs><Blob><Name>${NAME}</Name><Properties><Last-Modified>Tue, 01 Dec 2026 00:00:00 GMT</Last-Modified><Etag>0x1</Etag><Content-Length>4</Content-Length><BlobType>BlockBlob</BlobType></Properties></Blob></Blobs><NextMarker/></EnumerationResults>`;
     const quick = (method: string, url: string) => (method === "PUT" && url.includes("restype=container") && !url.includes("comp=")) || url.includes("comp=list");
     return scriptedStorage(
-      (req) => (req.url?.includes("comp=list") ? { status: 200, headers: { "content-type": "application/xml" }, body: listing } : req.method === "PUT" && req.url?.includes("restype=container") ? { status: 201 } : { status: req.method === "DELETE" ? 202 : 201 }),
+      (req) => (req.url?.includes("comp=list") ? blobListing([NAME], 4) : req.method === "PUT" && req.url?.includes("restype=container") ? { status: 201 } : { status: req.method === "DELETE" ? 202 : 201 }),
       (req) => (quick(req.method ?? "", req.url ?? "") ? 0 : 8_000),
     );
   }
@@ -76,11 +73,8 @@ describe("dedupe spill: every call is given up with its signal", () => {
 
 describe("dedupe spill: removing a tenant's spills once the container is known", () => {
   it("gives up the deletion of a listed spill with its signal", async () => {
-    const listing =
-      '<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="http://127.0.0.1/devstoreaccount1/" ContainerName="scripted">' +
-      `<Blobs><Blob><Name>${NAME}</Name><Properties><Last-Modified>Tue, 01 Dec 2026 00:00:00 GMT</Last-Modified><Etag>0x1</Etag><Content-Length>4</Content-Length><BlobType>BlockBlob</BlobType></Properties></Blob></Blobs><NextMarker/></EnumerationResults>`;
     const storage = await scriptedStorage(
-      (req) => (req.url?.includes("comp=list") ? { status: 200, headers: { "content-type": "application/xml" }, body: listing } : { status: req.method === "DELETE" ? 202 : 200 }),
+      (req) => (req.url?.includes("comp=list") ? blobListing([NAME], 4) : { status: req.method === "DELETE" ? 202 : 200 }),
       (req) => (req.method === "DELETE" ? 8_000 : 0),
     );
     try {

@@ -13,7 +13,7 @@ import type { AlertBatchKey, AlertEnvelope } from "../../shared/sinks/alertSink"
 import { BlobAlertSink, SinkError } from "../../shared/sinks/blobAlertSink";
 import { envelopeLine } from "../../shared/sinks/envelope";
 import { canonicalTimestamp } from "../../shared/time/timestamps";
-import { scriptedStorage } from "../harness/scriptedStorage";
+import { blobListing, scriptedStorage } from "../harness/scriptedStorage";
 
 const TENANT = "5e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c";
 const KEY: AlertBatchKey = { tenantId: TENANT, pageFrom: "2025-03-04T05:06:07.089Z", pageTo: "2025-03-05T00:10:00.000Z", skip: 0 };
@@ -114,15 +114,12 @@ describe("blob sink: reading an earlier attempt back that storage never finishes
   async function hangingDownload() {
     const name = BlobAlertSink.blobNameFor(KEY, [envelope("earlier")]);
     const line = expectedBytes([envelope("earlier")]).toString("utf8");
-    const listing =
-      '<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="http://127.0.0.1/devstoreaccount1/" ContainerName="scripted">' +
-      `<Blobs><Blob><Name>${name}</Name><Properties><Last-Modified>Tue, 01 Dec 2026 00:00:00 GMT</Last-Modified><Etag>0x1</Etag><Content-Length>${Buffer.byteLength(line)}</Content-Length><BlobType>BlockBlob</BlobType></Properties></Blob></Blobs><NextMarker/></EnumerationResults>`;
     const isBlob = (url: string) => url.includes(".ndjson");
     return scriptedStorage(
       (req): { status: number; headers?: Record<string, string>; body?: string } => {
         const url = req.url ?? "";
         if (req.method === "PUT" && url.includes("restype=container")) return { status: 201 };
-        if (url.includes("comp=list")) return { status: 200, headers: { "content-type": "application/xml" }, body: listing };
+        if (url.includes("comp=list")) return blobListing([name], Buffer.byteLength(line));
         if (isBlob(url)) return { status: 200, headers: { "content-type": "application/x-ndjson", "x-ms-blob-type": "BlockBlob", etag: '"0x1"', "last-modified": "Tue, 01 Dec 2026 00:00:00 GMT" }, body: req.method === "HEAD" ? "" : line };
         return { status: 404 };
       },

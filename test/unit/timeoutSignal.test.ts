@@ -11,7 +11,7 @@ import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
 import { BlobAlertSink, SinkError } from "../../shared/sinks/blobAlertSink";
 import { timeoutSignal } from "../../shared/time/timeoutSignal";
-import { scriptedStorage } from "../harness/scriptedStorage";
+import { blobListing, scriptedStorage } from "../harness/scriptedStorage";
 
 setFlagsFromString("--expose-gc");
 const collectGarbage = runInNewContext("gc") as () => void;
@@ -58,7 +58,7 @@ describe("timeoutSignal", () => {
 
   it("gives a blob sink's read of earlier attempts up on its own timeout though collections run while storage holds the answer", async () => {
     const storage = await scriptedStorage(
-      (req) => (req.url?.includes("comp=list") ? { status: 200, headers: { "content-type": "application/xml" }, body: "<EnumerationResults><Blobs/><NextMarker/></EnumerationResults>" } : { status: 201 }),
+      (req) => (req.url?.includes("comp=list") ? blobListing([]) : { status: 201 }),
       (req) => (req.url?.includes("comp=list") ? 8_000 : 0),
     );
     try {
