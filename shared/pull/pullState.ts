@@ -10,6 +10,7 @@ import type { SinkProgress, SinkProgressMap } from "../sinks/sinkSet";
 import { CompactVersionSet } from "./compactVersionSet";
 import { decodeDelivered, encodeDelivered, type DeliveredVersions } from "./deliveredVersions";
 import { timeoutSignal } from "../time/timeoutSignal";
+import { WrittenRows } from "./writtenRows";
 
 export type { DeliveredVersions } from "./deliveredVersions";
 
@@ -305,6 +306,13 @@ const OWN_WRITES_KEPT = 16;
 export class PullLease {
   private released = false;
   private claimed: boolean;
+  /**
+   * Claimed by `open` itself (a tenant this process wrote last, see WrittenRows): whatever the
+   * state held then, a new window among it, is already stored.
+   */
+  claimedAtOpen = false;
+  /** Opened from the row this process wrote last, not from a read (see PullStateStore.open). */
+  fromMemory = false;
   /** The dedupe set changed since it was last written (a spilled set is rewritten only then). */
   private deliveredChanged = false;
   private queue: Promise<unknown> = Promise.resolve();
@@ -421,6 +429,7 @@ export class PullLease {
         ...(changed ? {} : { unchangedSpill: this.spill }),
         writeId,
         ownWrites: this.ownWrites,
+        ...(this.claimed || !this.fromMemory ? {} : { fromMemory: true }),
         ...(this.legacyEtag === undefined ? {} : { legacyEtag: this.legacyEtag }),
         ...(options?.signal ? { signal: options.signal } : {}),
       });
@@ -443,6 +452,8 @@ export interface PullStateStoreOptions {
   spill: DedupeSpillStore;
   /** Every Table call is abandoned after this long, so a storage stall cannot outlive a pull. */
   timeoutMs?: number;
+  /** Memory for the rows this process wrote last (see WrittenRows); 0 reads every row before a pull. */
+  writtenRowsBytes?: number;
 }
 
 export class PullStateStore {
@@ -450,12 +461,14 @@ export class PullStateStore {
   private readonly clock: Clock;
   private readonly spill: DedupeSpillStore;
   private readonly timeoutMs: number;
+  private readonly written: WrittenRows;
 
   constructor(options: PullStateStoreOptions) {
     this.tables = options.tables;
     this.clock = options.clock;
     this.spill = options.spill;
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.written = new WrittenRows(options.writtenRowsBytes);
   }
 
   now(): number {
@@ -502,6 +515,8 @@ export class PullStateStore {
     prepare?: (state: PullState) => void,
     options: { beforeCreate?: () => Promise<void> } = {},
   ): Promise<PullLease | undefined> {
+    const warm = await this.openWritten(tenantId, owner, leaseMs, prepare);
+    if (warm) return warm;
     const row = await this.readPullRow(tenantId);
     const entity = row?.entity;
     // A moved legacy row with no row in the tenant's partition: its move stopped half-way; finish it.
@@ -522,6 +537,39 @@ export class PullStateStore {
     prepare?.(state);
     const legacyEtag = row?.legacy ? entity?.etag : undefined;
     return new PullLease(this, tenantId, owner, row?.legacy ? undefined : entity?.etag, this.clock() + leaseMs, leaseMs, spill, state, false, legacyEtag, options.beforeCreate);
+  }
+
+  /**
+   * A tenant whose row this process wrote last is claimed at once, under that write's ETag,
+   * instead of read: one write replaces the read and the claim a pull that delivers would make.
+   * Undefined when there is no such row, its lease was not free, or the claim was refused or
+   * failed (someone else wrote the row since, or storage did not answer): the caller then reads
+   * the row as usual, which also tells a held lease from a storage fault.
+   */
+  private async openWritten(
+    tenantId: string,
+    owner: string,
+    leaseMs: number,
+    prepare: ((state: PullState) => void) | undefined,
+  ): Promise<PullLease | undefined> {
+    const written = this.written.get(tenantId);
+    if (!written) return undefined;
+    const { row, etag } = written;
+    const spill = str(row["deliveredBlob"]);
+    // A spilled set is read from its blob anyway; a held lease must be seen as stored now.
+    if (spill || (str(row["leaseOwner"]) && (num(row["leaseUntil"]) ?? 0) > this.clock())) return undefined;
+    const state = fromEntity(row as Entity, decodeDelivered(row));
+    prepare?.(state);
+    const lease = new PullLease(this, tenantId, owner, etag, this.clock() + leaseMs, leaseMs, undefined, state, false);
+    lease.fromMemory = true;
+    try {
+      await lease.claim();
+    } catch {
+      // The failed write forgot the row (see write): the caller's read is what counts now.
+      return undefined;
+    }
+    lease.claimedAtOpen = true;
+    return lease;
   }
 
   /** `open` and claim at once: the lease is written before this returns (undefined if another pull holds or takes it). */
@@ -555,6 +603,11 @@ export class PullStateStore {
       ownWrites: readonly string[];
       /** The state was read from this legacy row: mark it moved (conditionally) before creating the new one. */
       legacyEtag?: string;
+      /**
+       * The first write of a lease opened from memory: a refusal means someone wrote since, and
+       * the caller reads the row next anyway, so it is not read here to tell a lost answer.
+       */
+      fromMemory?: boolean;
       signal?: AbortSignal;
     },
   ): Promise<{ etag: string; spill: string | undefined }> {
@@ -573,6 +626,8 @@ export class PullStateStore {
     const row = toEntity(tenantId, state, lease, { writeId, deliveredBlob: spill ?? "", ...inline });
     let newEtag: string | undefined;
     let etag = at.etag;
+    // Until this write is known to have landed, the row held here may not be the stored one.
+    this.written.delete(tenantId);
     // Twice at most: a 412 against an earlier write of ours whose answer was lost is retried once.
     for (let attempt = 0; newEtag === undefined; attempt++) {
       try {
@@ -581,7 +636,7 @@ export class PullStateStore {
       } catch (error) {
         // A create that meets an existing row is the same refusal as an update that meets another ETag.
         const refused = isConcurrencyConflict(error) || (etag === undefined && statusOf(error) === 409);
-        const stored = refused ? await this.storedWrite(tenantId) : undefined;
+        const stored = refused && !at.fromMemory ? await this.storedWrite(tenantId) : undefined;
         if (stored?.writeId === writeId) {
           // Our own write committed and its answer was lost; the SDK's retry met our success.
           newEtag = stored.etag;
@@ -598,6 +653,7 @@ export class PullStateStore {
       }
     }
     if (at.previousSpill && at.previousSpill !== spill) void this.removeSpill(at.previousSpill);
+    if (newEtag) this.written.set(tenantId, row, newEtag);
     return { etag: newEtag, spill };
   }
 
@@ -686,6 +742,7 @@ export class PullStateStore {
    * lease at its next save.
    */
   async reset(tenantId: string): Promise<void> {
+    this.written.delete(tenantId);
     const table = await this.table();
     for (const [partitionKey, rowKey] of [[tenantId, ROW], [LEGACY_PARTITION, tenantId], [INCIDENT_PARTITION, tenantId]] as const) {
       try {
@@ -699,6 +756,7 @@ export class PullStateStore {
 
   /** Records a failure that happened outside a held lease (e.g. a poison message). */
   async recordFailure(tenantId: string, code: string, message: string): Promise<void> {
+    this.written.delete(tenantId);
     const table = await this.table();
     for (let attempt = 0; attempt < 5; attempt++) {
       const row = await this.readPullRow(tenantId);

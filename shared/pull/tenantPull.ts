@@ -265,7 +265,8 @@ export class TenantPull {
     let sourceSwitched = false;
     const source = sourceOf(tenant);
     // Read only: the lease (and the new window with it) is written by the pull's first save, so a
-    // quiet tenant's cycle costs one read and one write (see PullLease).
+    // quiet tenant's cycle costs one read and one write (see PullLease). A tenant this process
+    // wrote last is claimed instead of read, under that write's ETag (PullStateStore.open).
     let lease: PullLease | undefined;
     try {
       // A first pull creates the tenant's row: checked again just before, so an offboarding
@@ -274,6 +275,9 @@ export class TenantPull {
         if (!isStillConnected(await deps.tenants.get(tenantId), source)) throw new TenantNoLongerConnected();
       };
       lease = await deps.pullState.open(tenantId, owner, leaseMs, (state) => {
+      // Decided afresh for each state offered: a refused claim of a remembered row reads the row again.
+      windowOpened = false;
+      sourceSwitched = false;
       // A consent moved the tenant to another source: its checkpoint starts afresh, here under the
       // lease so no run of the old source can write after it. Sink progress and parked pages stay:
       // they hold alerts already read that a sink still owes.
@@ -615,8 +619,8 @@ class WindowRead {
     this.overlapMs = deps.settings.overlapMinutes * 60_000;
     this.top = Math.min(deps.settings.pageSize, reader.maxTop);
     this.source = sourceOf(tenant);
-    this.windowSaved = this.state.window !== undefined && !windowOpened;
-    this.resumedWrite = this.windowSaved;
+    this.windowSaved = this.state.window !== undefined && (!windowOpened || lease.claimedAtOpen);
+    this.resumedWrite = this.state.window !== undefined && !windowOpened;
     this.call = { signal: work };
     this.notableRank = deps.notableSeverity === undefined ? Number.POSITIVE_INFINITY : severityRank(deps.notableSeverity);
     this.pulledAt = new Date(deps.clock()).toISOString();

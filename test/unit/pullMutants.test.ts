@@ -931,12 +931,21 @@ describe("the dedupe spill blobs", () => {
 });
 
 /** A pull-state store on a table and a container of this test's own in the run's Azurite. */
-function stateStore(clock: () => number, wrap?: (client: TableClient) => TableClient): { store: PullStateStore; raw: () => Promise<TableClient>; blobs: ContainerClient } {
+function stateStore(
+  clock: () => number,
+  wrap?: (client: TableClient) => TableClient,
+): { store: PullStateStore; otherInstance: PullStateStore; raw: () => Promise<TableClient>; blobs: ContainerClient } {
   const inner = createTableFactory({ kind: "connectionString", connectionString: inject("storageConnectionString") }, noCredential);
   const name = `PullState${randomBytes(6).toString("hex")}`;
   const blobs = BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(`pullstate-${randomBytes(6).toString("hex")}`);
   const tables: TableFactory = { open: async () => (wrap ? wrap(await inner.open(name)) : inner.open(name)) };
-  return { store: new PullStateStore({ tables, clock, spill: blobDedupeSpill(blobs), timeoutMs: 5000 }), raw: () => inner.open(name), blobs };
+  return {
+    store: new PullStateStore({ tables, clock, spill: blobDedupeSpill(blobs), timeoutMs: 5000 }),
+    // The same table and container from another instance of the app (no rows of this process in memory).
+    otherInstance: new PullStateStore({ tables: { open: () => inner.open(name) }, clock, spill: blobDedupeSpill(blobs), timeoutMs: 5000 }),
+    raw: () => inner.open(name),
+    blobs,
+  };
 }
 
 /** The same table client, with a hook before each conditional write (a rival's write, a lost answer). */
@@ -958,6 +967,141 @@ function beforeWrites(client: TableClient, hook: (method: "updateEntity" | "crea
 }
 
 const LEASE_MS = 60_000;
+
+/** The same table client, recording the name of each call that reaches storage, in order. */
+function recordingCalls(client: TableClient, calls: string[]): TableClient {
+  return new Proxy(client, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver) as unknown;
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        if (["getEntity", "updateEntity", "createEntity", "deleteEntity", "listEntities"].includes(String(property))) calls.push(String(property));
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+}
+
+describe("PullStateStore: a row this process wrote last", () => {
+  it("is claimed at open by one conditional write, with no read, and carries what the pull wrote", async () => {
+    let now = T0;
+    const calls: string[] = [];
+    const { store, otherInstance } = stateStore(() => now, (client) => recordingCalls(client, calls));
+    const tenant = guid();
+    const first = (await store.acquire(tenant, "first", LEASE_MS))!;
+    first.state.watermark = iso(T0);
+    first.state.delivered.set("v1", 100);
+    first.markDeliveredChanged();
+    await first.release();
+    calls.length = 0;
+    now += 5 * 60_000;
+    const next = (await store.open(tenant, "next", LEASE_MS, (state) => {
+      state.window = { from: iso(T0), to: iso(now), position: iso(T0), nextEnd: iso(now) };
+    }))!;
+    expect(calls).toEqual(["updateEntity"]);
+    expect(next.claimedAtOpen).toBe(true);
+    expect(next.state.watermark).toBe(iso(T0));
+    expect([...next.state.delivered]).toEqual([["v1", 100]]);
+    // Stored before open returned: the lease, and the window prepare opened.
+    expect(await otherInstance.read(tenant)).toMatchObject({ leaseOwner: "next", leaseUntil: now + LEASE_MS, window: { from: iso(T0), to: iso(now) } });
+    await next.claim();
+    await next.release();
+    expect(calls).toEqual(["updateEntity", "updateEntity"]);
+    // A store with nothing remembered reads, and writes nothing until the claim.
+    calls.length = 0;
+    const lazy = (await otherInstance.open(tenant, "lazy", LEASE_MS))!;
+    expect(lazy.claimedAtOpen).toBe(false);
+    expect(lazy.state.watermark).toBe(iso(T0));
+  });
+
+  it("is read again when another instance wrote it since: that instance's state, and its lease, win", async () => {
+    let now = T0;
+    const calls: string[] = [];
+    const { store, otherInstance } = stateStore(() => now, (client) => recordingCalls(client, calls));
+    const tenant = guid();
+    await (await store.acquire(tenant, "mine", LEASE_MS))!.release();
+    const other = (await otherInstance.acquire(tenant, "other", LEASE_MS))!;
+    other.state.watermark = iso(T0 + 1000);
+    await other.save();
+    calls.length = 0;
+    // Held by the other instance: the remembered row's claim is refused and nothing of ours is stored.
+    expect(await store.open(tenant, "mine-again", LEASE_MS)).toBeUndefined();
+    // A stale row costs one refused write more than a read.
+    expect(calls).toEqual(["updateEntity", "getEntity"]);
+    expect(await otherInstance.read(tenant)).toMatchObject({ leaseOwner: "other", watermark: iso(T0 + 1000) });
+    await other.release();
+    now += 1000;
+    const mine = (await store.open(tenant, "mine-again", LEASE_MS))!;
+    expect(mine.claimedAtOpen).toBe(false);
+    expect(mine.state.watermark).toBe(iso(T0 + 1000));
+    await mine.claim();
+    // Remembered again from that write on.
+    calls.length = 0;
+    await mine.release();
+    expect((await store.open(tenant, "third", LEASE_MS))?.claimedAtOpen).toBe(true);
+    expect(calls).toEqual(["updateEntity", "updateEntity"]);
+  });
+
+  it("is never claimed while its own lease runs, in this process or after it lapsed", async () => {
+    let now = T0;
+    const { store, otherInstance } = stateStore(() => now);
+    const tenant = guid();
+    const running = (await store.acquire(tenant, "running", LEASE_MS))!;
+    running.state.watermark = iso(T0);
+    await running.save();
+    // The row this process wrote last holds a live lease: another pull here finds it held.
+    expect(await store.open(tenant, "second", LEASE_MS)).toBeUndefined();
+    expect(await otherInstance.read(tenant)).toMatchObject({ leaseOwner: "running" });
+    await expect(running.save()).resolves.toBeUndefined();
+    // A pull that died: once its lease lapsed (at its last instant, as a read would judge it) the next one takes the row over at open.
+    now = running.expiresAt;
+    const after = (await store.open(tenant, "after", LEASE_MS))!;
+    expect(after.claimedAtOpen).toBe(true);
+    expect(after.state.watermark).toBe(iso(T0));
+    await after.claim();
+    await expect(running.save()).rejects.toMatchObject({ reason: "taken" });
+  });
+
+  it("is forgotten when the tenant is reset or a failure is recorded, and after a write that may not have landed", async () => {
+    const calls: string[] = [];
+    let loseAnswers = 0;
+    const { store } = stateStore(
+      () => T0,
+      (client) =>
+        recordingCalls(
+          beforeWrites(client, async () => undefined, async () => {
+            if (loseAnswers > 0 && loseAnswers--) throw new Error("socket hang up");
+          }),
+          calls,
+        ),
+    );
+    const tenant = guid();
+    await (await store.acquire(tenant, "a", LEASE_MS))!.release();
+    await store.reset(tenant);
+    calls.length = 0;
+    const fresh = (await store.open(tenant, "b", LEASE_MS))!;
+    // Read, not claimed: no write is tried on a row that is gone.
+    expect(calls).toEqual(["getEntity", "getEntity"]);
+    expect(fresh.claimedAtOpen).toBe(false);
+    await fresh.release();
+    await store.recordFailure(tenant, "poison_message", "The pull message failed five times");
+    calls.length = 0;
+    const next = (await store.open(tenant, "c", LEASE_MS))!;
+    expect(calls).toEqual(["getEntity"]);
+    expect(next.state).toMatchObject({ lastErrorCode: "poison_message", consecutiveFailures: 1 });
+    await next.release();
+    // The claim at open landed but its answer was lost: what storage holds is not known here, so
+    // the row is read (the lease it finds is this pull's own) and read again by the next pull.
+    loseAnswers = 1;
+    calls.length = 0;
+    const lost = (await store.open(tenant, "d", LEASE_MS))!;
+    expect(calls[0]).toBe("updateEntity");
+    expect(lost.claimedAtOpen).toBe(false);
+    calls.length = 0;
+    expect(await store.open(tenant, "e", LEASE_MS)).toBeUndefined();
+    expect(calls).toEqual(["getEntity"]);
+  });
+});
 
 describe("PullStateStore: the pull's lease and state", () => {
   it("writes nothing on open, claims the lease with the first save and stores every field it reads back", async () => {
@@ -1082,12 +1226,13 @@ describe("PullStateStore: the pull's lease and state", () => {
   });
 
   it("ends a pull busy, having written nothing, when a rival wrote before its first write", async () => {
-    const { store } = stateStore(() => T0);
+    // The rival and the earlier pull run in another instance: a row this store wrote last would be claimed at open.
+    const { store, otherInstance } = stateStore(() => T0);
     for (const existing of [false, true]) {
       const tenant = guid();
-      if (existing) await (await store.acquire(tenant, "earlier", 1))!.release();
+      if (existing) await (await otherInstance.acquire(tenant, "earlier", 1))!.release();
       const slow = await store.open(tenant, "slow", LEASE_MS);
-      const fast = await store.acquire(tenant, "fast", LEASE_MS);
+      const fast = await otherInstance.acquire(tenant, "fast", LEASE_MS);
       expect(fast).toBeDefined();
       slow!.state.watermark = iso(T0);
       const error = await slow!.claim().catch((e: unknown) => e);
@@ -1214,6 +1359,16 @@ describe("PullStateStore: the pull's lease and state", () => {
     lease.state.watermark = iso(T0 + 1);
     await lease.save();
     expect((await store.read(tenant))?.watermark).toBe(iso(T0 + 1));
+    // The same for a lease claimed at open from the row this process wrote last, once claimed.
+    await lease.release();
+    const warm = (await store.open(tenant, "b", LEASE_MS))!;
+    expect(warm.claimedAtOpen).toBe(true);
+    loseAnswer = true;
+    warm.state.watermark = iso(T0 + 2);
+    await warm.save();
+    await warm.release();
+    expect(await store.read(tenant)).toMatchObject({ watermark: iso(T0 + 2) });
+    expect((await store.read(tenant))?.leaseOwner).toBeUndefined();
   });
 
   it("counts failures outside a lease and incidents apart from the pull row, and shows them in readAll", async () => {

@@ -35,6 +35,8 @@ import { registerSecrets } from "../harness/secrecy";
 
 let stack: FakeStack;
 let services: Services;
+/** The pull state as another instance of the app sees it: the same storage, none of this process's memory. */
+let otherInstance: PullStateStore;
 let config: AppConfig;
 let agent: Agent;
 let fetch: typeof import("undici").fetch;
@@ -129,6 +131,7 @@ beforeAll(async () => {
     sink: switchingSink,
     pullObservers: [{ pulled: async (report) => void reports.push(report) }],
   });
+  otherInstance = createServices(config, { clock, storageTimeoutMs: 10_000 }).pullState;
   agent = new undici.Agent({ connect: { ca: stack.certPem } });
 });
 
@@ -229,12 +232,18 @@ function failingRegistry(error: unknown): TenantRegistry {
   });
 }
 
-/** The real pull-state store, except that a rival pull ("rival-pull") takes the lease just after a pull read the state. */
+/**
+ * The real pull-state store, except that a rival pull ("rival-pull") of another instance takes
+ * the lease just after a pull read the state. Another instance pulled the tenant just before, so
+ * this process holds no row of its own to claim at open and reads it.
+ */
 function rivalTakesLeaseAfterRead(tenantId: string): PullStateStore {
   return Object.assign(Object.create(services.pullState) as PullStateStore, {
     open: async (...args: Parameters<PullStateStore["open"]>) => {
+      await (await otherInstance.acquire(tenantId, "earlier-pull", 600_000))!.release();
       const lease = await services.pullState.open(...args);
-      expect(await services.pullState.acquire(tenantId, "rival-pull", 600_000)).toBeDefined();
+      expect(lease?.claimedAtOpen).toBe(false);
+      expect(await otherInstance.acquire(tenantId, "rival-pull", 600_000)).toBeDefined();
       return lease;
     },
   });
@@ -992,6 +1001,65 @@ describe("failures the pull classifies", () => {
 });
 
 describe("the lease and the tenant during a run", () => {
+  it("claims a tenant it wrote last at once, with no read, and its first sink write needs no save before it", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    offsetMs += 5 * 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    seed(tenantId, 2, 3);
+    const calls: string[] = [];
+    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
+      open: async (...args: Parameters<PullStateStore["open"]>) => {
+        const lease = await services.pullState.open(...args);
+        calls.push(`open:${String(lease?.claimedAtOpen)}`);
+        return lease;
+      },
+    });
+    const states: string[] = [];
+    sink = new MemorySink();
+    const original = sink.write.bind(sink);
+    sink.write = async (key, alerts) => {
+      // What another instance would find in storage while the alerts are on their way.
+      const stored = await otherInstance.read(tenantId);
+      states.push(`${stored?.leaseOwner ?? ""}:${stored?.window?.from ?? ""}`);
+      return original(key, alerts);
+    };
+    expect(await customPull({ pullState }).run(tenantId, log, "warm-pull")).toMatchObject({ outcome: "pulled", alerts: 2 });
+    expect(calls).toEqual(["open:true"]);
+    // Claimed, with the window the run reads, before anything left it: a crash here resumes that window.
+    expect(states).toEqual([`warm-pull:${sink.writes[0]?.key.pageFrom}`]);
+    expect(sink.writes[0]?.key.resumed).toBeUndefined();
+    expect(await stateOf(tenantId)).toMatchObject({ consecutiveFailures: 0, lastAlertCount: 2 });
+    expect((await stateOf(tenantId)).leaseOwner).toBeUndefined();
+  });
+
+  it("resumes a window another instance left unfinished, though this process wrote the tenant's row before it", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    const from = (await stateOf(tenantId)).watermark ?? "";
+    offsetMs += 5 * 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    const versions = seed(tenantId, 2, 3);
+    const to = new Date(clock() - 60_000).toISOString();
+    // Another instance opened [from, to), and stopped before it wrote anything to a sink.
+    const other = await otherInstance.acquire(tenantId, "other-instance", 600_000, (state) => {
+      state.window = { from, to, position: from, nextEnd: to };
+    });
+    await other!.release();
+    sink = new MemorySink(true);
+    const holds = sink.storedVersions!;
+    const asked: string[] = [];
+    Object.assign(sink, { storedVersions: async (...args: Parameters<typeof holds>) => (asked.push(args[0].pageFrom), holds(...args)) });
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    expect(sink.versions()).toEqual(versions);
+    // A resume: the sink is asked what it holds of that page first, as after a crash.
+    expect(asked).toEqual([from]);
+    expect(sink.writes[0]?.key.pageFrom).toBe(from);
+    expect((await stateOf(tenantId)).watermark).toBe(to);
+  });
+
   it("ends lease_lost when another pull takes the lapsed lease mid-run, writes nothing more, and counts the incident", async () => {
     const tenantId = await connected();
     seed(tenantId, 12);
