@@ -1262,6 +1262,119 @@ describe("pages that never parse", () => {
   });
 });
 
+describe("a page handed to the sinks", () => {
+  it("delivers of a page cut by the service's clock only what lies before the cut; later runs the rest, each once", async () => {
+    const tenantId = await connected();
+    const behind = 5 * 60_000;
+    // The cut falls on a whole second (the API's Date + 1 s): an alert sits on each second around it.
+    const base = Math.floor((clock() - behind) / 1000) * 1000;
+    const times = [clock() - 9 * 60_000, base - 1000, base, base + 1000, base + 2000];
+    const alerts = times.map((ms, i) => makeAlert({ id: `clip-${tenantId}-${i}`, lastUpdateTime: toMdeTimestamp(ms), aadTenantId: tenantId }));
+    stack.defender.addAlerts(tenantId, alerts);
+    stack.defender.setClockOffset(offsetMs - behind);
+    await services.tenantPull.run(tenantId, log);
+    const cut = Date.parse((await stateOf(tenantId)).watermark ?? "");
+    expect(cut - base).toBeGreaterThanOrEqual(1000);
+    expect(cut - base).toBeLessThanOrEqual(2000);
+    const before = alerts.filter((a) => Date.parse(a.lastUpdateTime) < cut).map((a) => `${a.id}@${a.lastUpdateTime}`);
+    expect(sink.versions().sort()).toEqual(before.sort());
+    expect(sink.writes[0]?.key.pageTo).toBe(new Date(cut).toISOString());
+    stack.defender.setClockOffset(offsetMs);
+    for (let run = 0; run < 3; run++) await services.tenantPull.run(tenantId, log);
+    expect(tally(tenantId)).toMatchObject({ duplicates: 0, missing: [] });
+    expect(sink.versions()).toHaveLength(5);
+  });
+
+  it("dead-letters what the one sink refused, named by that sink and keyed by its page", async () => {
+    const tenantId = await connected();
+    const versions = seed(tenantId, 3);
+    const refusedId = versions[1]!.split("@")[0]!;
+    sink.refuse.add(refusedId);
+    const outcome = await services.tenantPull.run(tenantId, log);
+    expect(outcome).toMatchObject({ outcome: "pulled", alerts: 3, deadLetters: 1 });
+    expect(sink.versions()).toEqual([versions[0], versions[2]]);
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters).toHaveLength(1);
+    expect(letters[0]).toMatchObject({ reason: "oversized", pageFrom: sink.writes[0]?.key.pageFrom, pageTo: sink.writes[0]?.key.pageTo, skip: 0 });
+    const letter = await services.deadLetters.read(letters[0]!.name);
+    expect(letter?.sink).toBe("blob");
+    expect(JSON.parse(letter?.raw ?? "{}")).toMatchObject({ id: refusedId });
+  });
+
+  it("with several sinks: each gets every page, a resumed window's first write says so and only that one, refusals name their sink", async () => {
+    const { SinkSet } = await import("../../shared/sinks/sinkSet");
+    const { BlobParkingStore } = await import("../../shared/sinks/parking");
+    const { BlobServiceClient } = await import("@azure/storage-blob");
+    const parking = new BlobParkingStore(BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(`parked-${randomUUID()}`));
+    const blob = new MemorySink();
+    const splunk = new MemorySink();
+    const sinkSet = new SinkSet([{ name: "blob", sink: blob }, { name: "splunk", sink: splunk }], parking, clock);
+    const tenantId = await connected();
+    const versions = seed(tenantId, 8, 20);
+    splunk.refuse.add(versions[6]!.split("@")[0]!);
+    // Another instance opened the window and stopped before any sink write: this run resumes it.
+    const from = new Date(clock() - 25 * 60_000).toISOString();
+    const to = new Date(clock() - 60_000).toISOString();
+    const other = await otherInstance.acquire(tenantId, "other-instance", 600_000, (state) => {
+      state.window = { from, to, position: from, nextEnd: to };
+    });
+    await other!.release();
+    const outcome = await customPull({ sinkSet }).run(tenantId, log);
+    expect(outcome).toMatchObject({ outcome: "pulled", alerts: 8, complete: true, deadLetters: 1 });
+    expect(blob.versions().sort()).toEqual([...versions].sort());
+    expect(splunk.versions().sort()).toEqual(versions.filter((_, i) => i !== 6).sort());
+    expect(blob.writes.length).toBeGreaterThan(1);
+    expect(blob.writes.map((w) => w.key.resumed)).toEqual([true, ...blob.writes.slice(1).map(() => undefined)]);
+    expect(splunk.writes.map((w) => w.key)).toEqual(blob.writes.map((w) => w.key));
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters).toHaveLength(1);
+    expect((await services.deadLetters.read(letters[0]!.name))?.sink).toBe("splunk");
+    const state = await stateOf(tenantId);
+    expect(Object.keys(state.sinks ?? {}).sort()).toEqual(["blob", "splunk"]);
+    expect(state.sinks?.["splunk"]).toMatchObject({ parkedFrom: 0, parkedTo: 0 });
+  });
+
+  it("adds a page's new versions to a dedupe set spilled to a blob, so the overlap read next is not delivered twice", async () => {
+    const tenantId = await connected();
+    // More versions inside the overlap than the row holds (15 × 1,250): the set goes to a blob.
+    const many = generateAlerts(tenantId, 19_500, { start: minutesAgo(4), spacingMs: 10 });
+    stack.defender.addAlerts(tenantId, many);
+    const pull = customPull({ settings: { ...config.pull, pageSize: 10_000 } });
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 19_500, complete: true });
+    const fresh = seed(tenantId, 2, 1);
+    offsetMs += 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    offsetMs += 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    // Its window reaches back over the two (the overlap): they are in the stored set, not sent again.
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0 });
+    expect(sink.versions().filter((v) => fresh.includes(v))).toEqual(fresh);
+    expect((await stateOf(tenantId)).delivered.size).toBe(19_502);
+  });
+
+  it("notes notable alerts with their title and category cut to size, and lists at most 20 of them", async () => {
+    const tenantId = await connected();
+    const start = minutesAgo(15).getTime();
+    const at = (i: number) => toMdeTimestamp(start + i * 10_000);
+    const special = [
+      makeAlert({ id: `n-${tenantId}-long`, lastUpdateTime: at(0), aadTenantId: tenantId, severity: "High", title: "T".repeat(300), category: "C".repeat(200) }),
+      { ...makeAlert({ id: `n-${tenantId}-odd`, lastUpdateTime: at(1), aadTenantId: tenantId, severity: "High" }), title: 42 as unknown as string, category: 7 as unknown as string },
+    ];
+    const plain = Array.from({ length: 20 }, (_, i) =>
+      makeAlert({ id: `n-${tenantId}-${String(i).padStart(2, "0")}`, lastUpdateTime: at(2 + i), aadTenantId: tenantId, severity: "Medium", title: `Plain ${i}`, category: "Malware" }),
+    );
+    stack.defender.addAlerts(tenantId, [...special, ...plain]);
+    await customPull({ notableSeverity: "Medium" }).run(tenantId, log);
+    const notable = reports.at(-1)?.notable;
+    expect(notable?.total).toBe(22);
+    expect(notable?.alerts).toHaveLength(20);
+    expect(notable?.alerts[0]).toMatchObject({ title: "T".repeat(256), category: "C".repeat(128), severity: "High" });
+    expect(notable?.alerts[1]).toMatchObject({ title: "", category: null, severity: "High" });
+    expect(notable?.alerts.at(-1)?.title).toBe("Plain 17");
+  });
+});
+
 describe("the service's clock", () => {
   it("ends a new window by the API's Date when the service is behind, remembers the skew, and the next run reads the rest", async () => {
     const tenantId = await connected();
