@@ -638,9 +638,9 @@ const PREVIOUS = {
     // Issue 14's figures (measured before its changes).
     backlogRssByPage: { default: "259–307 MB at 2,500 (issue 14)", max: "365–423 MB at 10,000 (issue 14)" },
     backlogCpu: { default: "43–45 µs (4.3–4.5 s per 100,000 alerts, docs/performance.md)", max: "(new)" },
-    tenantCycleCpu: "4.3–6.1 ms (issue 14)",
-    tenantCycleStorage: "1 table read + 2 writes + 1 queue message (issue 14)",
-    fleet: "≈ 49,000–70,000 (from 4.3–6.1 ms)",
+    tenantCycleCpu: "6.48 ms before the claim at open (ce37b9e, same machine, 2026-12-02); issue 14: 4.3–6.1 ms",
+    tenantCycleStorage: "6.30 before the claim at open (2.09 reads + 3.08 writes + 0.13 queue + 1.00 blob, ce37b9e); issue 14: 1 table read + 2 writes + 1 queue message",
+    fleet: "≈ 46,300 before the claim at open (ce37b9e); issue 14: ≈ 49,000–70,000 (from 4.3–6.1 ms)",
     sustainedRate: "3,440 alerts/s at 1.14 requests per page (quota run, 2026-11-30 evening; 2,878 at 1.36 before the fuller sub-windows; issue 14: ≈ 953 at 2,500-alert pages)",
   },
   graph: {
