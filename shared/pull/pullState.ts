@@ -307,12 +307,11 @@ export class PullLease {
   private released = false;
   private claimed: boolean;
   /**
-   * Claimed by `open` itself (a tenant this process wrote last, see WrittenRows): whatever the
-   * state held then, a new window among it, is already stored.
+   * Opened from the row this process wrote last instead of a read, and claimed by `open` itself
+   * (it never returns such a lease unclaimed; see WrittenRows): whatever the state held then, a
+   * new window among it, is already stored.
    */
-  claimedAtOpen = false;
-  /** Opened from the row this process wrote last, not from a read (see PullStateStore.open). */
-  fromMemory = false;
+  openedFromMemory = false;
   /** The dedupe set changed since it was last written (a spilled set is rewritten only then). */
   private deliveredChanged = false;
   private queue: Promise<unknown> = Promise.resolve();
@@ -429,7 +428,7 @@ export class PullLease {
         ...(changed ? {} : { unchangedSpill: this.spill }),
         writeId,
         ownWrites: this.ownWrites,
-        ...(this.claimed || !this.fromMemory ? {} : { fromMemory: true }),
+        ...(this.claimed || !this.openedFromMemory ? {} : { fromMemory: true }),
         ...(this.legacyEtag === undefined ? {} : { legacyEtag: this.legacyEtag }),
         ...(options?.signal ? { signal: options.signal } : {}),
       });
@@ -561,14 +560,13 @@ export class PullStateStore {
     const state = fromEntity(row as Entity, decodeDelivered(row));
     prepare?.(state);
     const lease = new PullLease(this, tenantId, owner, etag, this.clock() + leaseMs, leaseMs, undefined, state, false);
-    lease.fromMemory = true;
+    lease.openedFromMemory = true;
     try {
       await lease.claim();
     } catch {
       // The failed write forgot the row (see write): the caller's read is what counts now.
       return undefined;
     }
-    lease.claimedAtOpen = true;
     return lease;
   }
 

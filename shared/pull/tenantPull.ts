@@ -619,7 +619,7 @@ class WindowRead {
     this.overlapMs = deps.settings.overlapMinutes * 60_000;
     this.top = Math.min(deps.settings.pageSize, reader.maxTop);
     this.source = sourceOf(tenant);
-    this.windowSaved = this.state.window !== undefined && (!windowOpened || lease.claimedAtOpen);
+    this.windowSaved = this.state.window !== undefined && (!windowOpened || lease.openedFromMemory);
     this.resumedWrite = this.state.window !== undefined && !windowOpened;
     this.call = { signal: work };
     this.notableRank = deps.notableSeverity === undefined ? Number.POSITIVE_INFINITY : severityRank(deps.notableSeverity);

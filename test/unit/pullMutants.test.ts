@@ -999,7 +999,7 @@ describe("PullStateStore: a row this process wrote last", () => {
       state.window = { from: iso(T0), to: iso(now), position: iso(T0), nextEnd: iso(now) };
     }))!;
     expect(calls).toEqual(["updateEntity"]);
-    expect(next.claimedAtOpen).toBe(true);
+    expect(next.openedFromMemory).toBe(true);
     expect(next.state.watermark).toBe(iso(T0));
     expect([...next.state.delivered]).toEqual([["v1", 100]]);
     // Stored before open returned: the lease, and the window prepare opened.
@@ -1010,7 +1010,7 @@ describe("PullStateStore: a row this process wrote last", () => {
     // A store with nothing remembered reads, and writes nothing until the claim.
     calls.length = 0;
     const lazy = (await otherInstance.open(tenant, "lazy", LEASE_MS))!;
-    expect(lazy.claimedAtOpen).toBe(false);
+    expect(lazy.openedFromMemory).toBe(false);
     expect(lazy.state.watermark).toBe(iso(T0));
   });
 
@@ -1032,13 +1032,13 @@ describe("PullStateStore: a row this process wrote last", () => {
     await other.release();
     now += 1000;
     const mine = (await store.open(tenant, "mine-again", LEASE_MS))!;
-    expect(mine.claimedAtOpen).toBe(false);
+    expect(mine.openedFromMemory).toBe(false);
     expect(mine.state.watermark).toBe(iso(T0 + 1000));
     await mine.claim();
     // Remembered again from that write on.
     calls.length = 0;
     await mine.release();
-    expect((await store.open(tenant, "third", LEASE_MS))?.claimedAtOpen).toBe(true);
+    expect((await store.open(tenant, "third", LEASE_MS))?.openedFromMemory).toBe(true);
     expect(calls).toEqual(["updateEntity", "updateEntity"]);
   });
 
@@ -1056,7 +1056,7 @@ describe("PullStateStore: a row this process wrote last", () => {
     // A pull that died: once its lease lapsed (at its last instant, as a read would judge it) the next one takes the row over at open.
     now = running.expiresAt;
     const after = (await store.open(tenant, "after", LEASE_MS))!;
-    expect(after.claimedAtOpen).toBe(true);
+    expect(after.openedFromMemory).toBe(true);
     expect(after.state.watermark).toBe(iso(T0));
     await after.claim();
     await expect(running.save()).rejects.toMatchObject({ reason: "taken" });
@@ -1082,7 +1082,7 @@ describe("PullStateStore: a row this process wrote last", () => {
     const fresh = (await store.open(tenant, "b", LEASE_MS))!;
     // Read, not claimed: no write is tried on a row that is gone.
     expect(calls).toEqual(["getEntity", "getEntity"]);
-    expect(fresh.claimedAtOpen).toBe(false);
+    expect(fresh.openedFromMemory).toBe(false);
     await fresh.release();
     await store.recordFailure(tenant, "poison_message", "The pull message failed five times");
     calls.length = 0;
@@ -1096,7 +1096,7 @@ describe("PullStateStore: a row this process wrote last", () => {
     calls.length = 0;
     const lost = (await store.open(tenant, "d", LEASE_MS))!;
     expect(calls[0]).toBe("updateEntity");
-    expect(lost.claimedAtOpen).toBe(false);
+    expect(lost.openedFromMemory).toBe(false);
     calls.length = 0;
     expect(await store.open(tenant, "e", LEASE_MS)).toBeUndefined();
     expect(calls).toEqual(["getEntity"]);
@@ -1362,7 +1362,7 @@ describe("PullStateStore: the pull's lease and state", () => {
     // The same for a lease claimed at open from the row this process wrote last, once claimed.
     await lease.release();
     const warm = (await store.open(tenant, "b", LEASE_MS))!;
-    expect(warm.claimedAtOpen).toBe(true);
+    expect(warm.openedFromMemory).toBe(true);
     loseAnswer = true;
     warm.state.watermark = iso(T0 + 2);
     await warm.save();

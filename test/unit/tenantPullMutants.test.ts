@@ -242,7 +242,7 @@ function rivalTakesLeaseAfterRead(tenantId: string): PullStateStore {
     open: async (...args: Parameters<PullStateStore["open"]>) => {
       await (await otherInstance.acquire(tenantId, "earlier-pull", 600_000))!.release();
       const lease = await services.pullState.open(...args);
-      expect(lease?.claimedAtOpen).toBe(false);
+      expect(lease?.openedFromMemory).toBe(false);
       expect(await otherInstance.acquire(tenantId, "rival-pull", 600_000)).toBeDefined();
       return lease;
     },
@@ -1012,7 +1012,7 @@ describe("the lease and the tenant during a run", () => {
     const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
       open: async (...args: Parameters<PullStateStore["open"]>) => {
         const lease = await services.pullState.open(...args);
-        calls.push(`open:${String(lease?.claimedAtOpen)}`);
+        calls.push(`open:${String(lease?.openedFromMemory)}`);
         return lease;
       },
     });
