@@ -288,6 +288,9 @@ export class LeaseLostError extends Error {
   }
 }
 
+/** Why a renewal still in flight is given up when the pull stops its keep-alive. */
+const KEEP_ALIVE_STOPPED = new Error("the pull stopped renewing its lease");
+
 /** Write ids a lease remembers: enough to recognise any of its own writes whose answer was lost. */
 const OWN_WRITES_KEPT = 16;
 
@@ -398,7 +401,8 @@ export class PullLease {
     timer.unref();
     return async () => {
       clearInterval(timer);
-      stopped.abort();
+      // A reason of our own: abort() without one builds a DOMException and its stack on every pull.
+      stopped.abort(KEEP_ALIVE_STOPPED);
       await this.queue;
     };
   }
