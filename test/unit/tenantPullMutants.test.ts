@@ -440,6 +440,65 @@ describe("a crowded millisecond", () => {
   });
 });
 
+describe("a crowded millisecond, at its limits", () => {
+  /** `count` alerts all in the millisecond `at`, ids in the fake's order. */
+  function crowd(tenantId: string, at: number, count: number, prefix: string): string[] {
+    const alerts = Array.from({ length: count }, (_, i) =>
+      makeAlert({ id: `da${at}_${prefix}${String(i).padStart(4, "0")}`, lastUpdateTime: toMdeTimestamp(at, "0000"), aadTenantId: tenantId }),
+    );
+    stack.defender.addAlerts(tenantId, alerts);
+    return alerts.map((a) => `${a.id}@${a.lastUpdateTime}`);
+  }
+  const instantSkips = (tenantId: string, at: number) =>
+    stack.defender
+      .requests(tenantId)
+      .filter((r) => r.query.get("$filter") === `lastUpdateTime ge ${toMdeTimestamp(at, "0000")} and lastUpdateTime lt ${toMdeTimestamp(at + 1, "0000")}`)
+      .map((r) => Number(r.query.get("$skip")));
+
+  it("reads at most 200 pages of one millisecond per pass, then moves on and says so", async () => {
+    const tenantId = await connected();
+    const at = clock() - 20 * 60_000;
+    const versions = crowd(tenantId, at, 402, "p");
+    // Pages of 2: the limit is 400 alerts a pass.
+    const pull = customPull({ settings: { ...config.pull, pageSize: 2 } }, { perMinute: 1_000_000, perHour: 1_000_000 });
+    const outcome = await pull.run(tenantId, log);
+    expect(outcome).toMatchObject({ outcome: "pulled", alerts: 400, complete: true });
+    expect(sink.versions().sort()).toEqual(versions.slice(0, 400).sort());
+    const skips = instantSkips(tenantId, at);
+    // Each pass: $skip 0, 2, …, 398 (200 pages), never 400.
+    expect(Math.max(...skips)).toBe(398);
+    expect(skips.filter((skip) => skip === 398).length).toBeGreaterThanOrEqual(2);
+    const state = await stateOf(tenantId);
+    expect(state.lastWarningCode).toBe("instant_page_limit");
+    expect(state.lastWarningMessage).toBe("One millisecond held more than 200 pages; the pull moved on after reading that many");
+  });
+
+  it("dead-letters a page of the millisecond that never parses, after holding two runs, and reads the pages after it", async () => {
+    const tenantId = await connected();
+    const at = clock() - 20 * 60_000;
+    const versions = crowd(tenantId, at, 12, "c");
+    // The seventh alert: on the page at $skip 5 of the millisecond (pages of 5), on no page of the window before it.
+    const poison = versions[6]!.split("@")[0]!;
+    stack.defender.corruptPagesHolding(tenantId, poison);
+    try {
+      expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", complete: false });
+      expect((await stateOf(tenantId)).lastWarningCode).toBe("invalid_page_held");
+      expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", complete: false });
+      const third = await services.tenantPull.run(tenantId, log);
+      expect(third).toMatchObject({ outcome: "pulled", complete: true, deadLetters: 1 });
+    } finally {
+      stack.defender.corruptPagesHolding(tenantId, null);
+    }
+    // The page at $skip 5 (alerts 6 to 10) is the letter; the pages before and after it were delivered, once.
+    expect(sink.versions().sort()).toEqual([...versions.slice(0, 5), ...versions.slice(10)].sort());
+    expect(tally(tenantId).duplicates).toBe(0);
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters).toHaveLength(1);
+    expect(letters[0]).toMatchObject({ reason: "invalid_page", pageFrom: new Date(at).toISOString(), pageTo: new Date(at + 1).toISOString(), skip: 5 });
+    expect((await stateOf(tenantId)).lastDeadLetterReason).toBe("invalid_page");
+  });
+});
+
 describe("data the pipeline cannot accept", () => {
   it("dead-letters an invalid alert, delivers the rest, and shows the count and reason in health", async () => {
     const tenantId = await connected();
