@@ -1360,14 +1360,19 @@ describe("a page handed to the sinks", () => {
     expect(JSON.parse(letter?.raw ?? "{}")).toMatchObject({ id: refusedId });
   });
 
-  it("with several sinks: each gets every page, a resumed window's first write says so and only that one, refusals name their sink", async () => {
+  /** Two sinks the test controls, blob and splunk, with parking in a container of their own. */
+  async function twoSinks() {
     const { SinkSet } = await import("../../shared/sinks/sinkSet");
     const { BlobParkingStore } = await import("../../shared/sinks/parking");
     const { BlobServiceClient } = await import("@azure/storage-blob");
     const parking = new BlobParkingStore(BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(`parked-${randomUUID()}`));
     const blob = new MemorySink();
     const splunk = new MemorySink();
-    const sinkSet = new SinkSet([{ name: "blob", sink: blob }, { name: "splunk", sink: splunk }], parking, clock);
+    return { blob, splunk, sinkSet: new SinkSet([{ name: "blob", sink: blob }, { name: "splunk", sink: splunk }], parking, clock) };
+  }
+
+  it("with several sinks: each gets every page, a resumed window's first write says so and only that one, refusals name their sink", async () => {
+    const { blob, splunk, sinkSet } = await twoSinks();
     const tenantId = await connected();
     const versions = seed(tenantId, 8, 20);
     splunk.refuse.add(versions[6]!.split("@")[0]!);
@@ -1410,6 +1415,31 @@ describe("a page handed to the sinks", () => {
     expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0 });
     expect(sink.versions().filter((v) => fresh.includes(v))).toEqual(fresh);
     expect((await stateOf(tenantId)).delivered.size).toBe(19_502);
+  });
+
+  it("with several sinks: a page parked for a sink that was down reaches it first at the next run, and what it refuses then is dead-lettered under it", async () => {
+    const { blob, splunk, sinkSet } = await twoSinks();
+    const tenantId = await connected();
+    const first = seed(tenantId, 3, 20);
+    const pull = customPull({ sinkSet });
+    splunk.failures = 1;
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 3 });
+    expect(splunk.versions()).toEqual([]);
+    const parked = (await stateOf(tenantId)).sinks?.["splunk"];
+    expect((parked?.parkedTo ?? 0) - (parked?.parkedFrom ?? 0)).toBe(1);
+    offsetMs += 5 * 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    const later = seed(tenantId, 2, 3);
+    splunk.refuse.add(first[1]!.split("@")[0]!);
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    // The parked page first, then this run's: the sink catches up in order.
+    expect(splunk.versions()).toEqual([first[0], first[2], ...later]);
+    expect(blob.versions()).toEqual([...first, ...later]);
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters).toHaveLength(1);
+    expect(await services.deadLetters.read(letters[0]!.name)).toMatchObject({ sink: "splunk", reason: "oversized" });
+    const state = await stateOf(tenantId);
+    expect(state.sinks?.["splunk"]?.parkedTo).toBe(state.sinks?.["splunk"]?.parkedFrom);
   });
 
   it("notes notable alerts with their title and category cut to size, and lists at most 20 of them", async () => {
