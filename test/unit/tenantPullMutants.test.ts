@@ -1358,6 +1358,9 @@ describe("a page handed to the sinks", () => {
     const letter = await services.deadLetters.read(letters[0]!.name);
     expect(letter?.sink).toBe("blob");
     expect(JSON.parse(letter?.raw ?? "{}")).toMatchObject({ id: refusedId });
+    // The window the page was read in: the first run's whole lookback, ending at the new checkpoint.
+    const watermark = Date.parse((await stateOf(tenantId)).watermark ?? "");
+    expect(letter?.window).toEqual({ from: new Date(watermark - 24 * 3600_000).toISOString(), to: new Date(watermark).toISOString() });
   });
 
   /** Two sinks the test controls, blob and splunk, with parking in a container of their own. */
@@ -1437,9 +1440,23 @@ describe("a page handed to the sinks", () => {
     expect(blob.versions()).toEqual([...first, ...later]);
     const letters = await services.deadLetters.list(tenantId);
     expect(letters).toHaveLength(1);
-    expect(await services.deadLetters.read(letters[0]!.name)).toMatchObject({ sink: "splunk", reason: "oversized" });
+    const letter = await services.deadLetters.read(letters[0]!.name);
+    expect(letter).toMatchObject({ sink: "splunk", reason: "oversized" });
+    // Drained before this run planned its window: the letter's window is its own page's span.
+    expect(letter?.window).toEqual({ from: letter?.page.from, to: letter?.page.to });
+    expect(letter?.page.from).toBe(blob.writes[0]?.key.pageFrom);
     const state = await stateOf(tenantId);
     expect(state.sinks?.["splunk"]?.parkedTo).toBe(state.sinks?.["splunk"]?.parkedFrom);
+  });
+
+  it("fails a Graph tenant's pull as source_not_configured, reading and writing nothing, when this deployment has no Graph client", async () => {
+    const tenantId = await connected("Graph Customer", "graph");
+    const outcome = await customPull({ graph: undefined }).run(tenantId, log);
+    expect(outcome).toEqual({ outcome: "failed", code: "source_not_configured", category: "transient" });
+    const line = lines.find((l) => l.message === "pull not started: the tenant's alert source has no client in this deployment");
+    expect(line).toMatchObject({ level: "error", fields: { tenantId, source: "graph" } });
+    expect(stack.graph.requests(tenantId)).toEqual([]);
+    expect(await services.pullState.read(tenantId)).toBeUndefined();
   });
 
   it("notes notable alerts with their title and category cut to size, and lists at most 20 of them", async () => {
