@@ -71,6 +71,7 @@ const TEST_FILES = {
     "test/unit/pullMutants.test.ts",
     "test/unit/pullSpillMutants.test.ts",
     "test/unit/tenantPullMutants.test.ts",
+    "test/unit/writtenRows.test.ts",
   ],
   // The client, the page scanner and the budget are pure or talk to a scripted HTTPS endpoint.
   // The whole folder is slow (about 4 h at --concurrency 1): every file here pushes pages, some
