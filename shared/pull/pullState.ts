@@ -26,6 +26,12 @@ export interface WindowProgress {
   density?: number;
   /** Paging inside the single millisecond at `position` (see the pull's readInstant). */
   instant?: InstantProgress;
+  /**
+   * False while the window's end has not been checked against the API's clock (its `Date`): a
+   * window stored when its pull began, before its first page. A run that resumes it checks it
+   * first. Absent: checked (every window earlier versions stored was).
+   */
+  settled?: boolean;
 }
 
 /** How far the pull got through one millisecond that holds more than a page. */
@@ -154,6 +160,7 @@ function windowOf(entity: Entity): WindowProgress | undefined {
   const window: WindowProgress = { from, to, position, nextEnd: str(entity["windowNextEnd"]) ?? to };
   const density = num(entity["windowDensity"]);
   if (density !== undefined && density > 0) window.density = density;
+  if (entity["windowSettled"] === false) window.settled = false;
   const pass = num(entity["windowInstantPass"]);
   const skip = num(entity["windowInstantSkip"]);
   if (pass !== undefined && pass >= 0 && skip !== undefined && skip >= 0) {
@@ -243,6 +250,7 @@ function toEntity(tenantId: string, state: PullState, lease: { owner: string; un
     windowInstantPass: state.window?.instant?.pass ?? -1,
     windowInstantSkip: state.window?.instant?.skip ?? -1,
     windowInstantFoundNew: state.window?.instant?.foundNew ?? false,
+    windowSettled: state.window?.settled !== false,
     invalidSpanFrom: state.invalidSpan?.from ?? "",
     invalidSpanTo: state.invalidSpan?.to ?? "",
     invalidSpanRuns: state.invalidSpan?.runs ?? 0,
@@ -630,11 +638,15 @@ export class PullStateStore {
     let etag = at.etag;
     // Until this write is known to have landed, the row held here may not be the stored one.
     this.written.delete(tenantId);
+    // Only a row storage answered for is remembered: an ETag adopted after a lost answer may
+    // already cover another writer's Merge on top of ours (recordFailure keeps our write id).
+    let answered = false;
     // Twice at most: a 412 against an earlier write of ours whose answer was lost is retried once.
     for (let attempt = 0; newEtag === undefined; attempt++) {
       try {
         const answer = etag === undefined ? await table.createEntity(row, this.signal(options)) : await table.updateEntity(row, "Replace", { etag, ...this.signal(options) });
         newEtag = answer.etag ?? "";
+        answered = true;
       } catch (error) {
         // A create that meets an existing row is the same refusal as an update that meets another ETag.
         const refused = isConcurrencyConflict(error) || (etag === undefined && statusOf(error) === 409);
@@ -655,7 +667,7 @@ export class PullStateStore {
       }
     }
     if (at.previousSpill && at.previousSpill !== spill) void this.removeSpill(at.previousSpill);
-    if (newEtag) this.written.set(tenantId, row, newEtag);
+    if (answered && newEtag) this.written.set(tenantId, row, newEtag);
     return { etag: newEtag, spill };
   }
 

@@ -301,7 +301,8 @@ export class TenantPull {
         return;
       }
       const [from, to] = [isoMs(window.from), isoMs(window.to)];
-      state.window = { from, to, position: from, nextEnd: to };
+      // Not yet checked against the API's clock: a claim at open stores it before the first page.
+      state.window = { from, to, position: from, nextEnd: to, settled: false };
       windowOpened = true;
       }, { beforeCreate });
     } catch (error) {
@@ -601,6 +602,8 @@ class WindowRead {
   /** New alerts at or above `notableSeverity` (for the run's report). */
   readonly notable: { alerts: NotableAlert[]; total: number } = { alerts: [], total: 0 };
   private readonly notableRank: number;
+  /** The window's end has been checked against the API's clock (settleClock), in this run or one before. */
+  private clockChecked = false;
   /** The last prune limit (s): pruning again at or below it finds nothing. */
   private pruned = Number.NEGATIVE_INFINITY;
 
@@ -652,7 +655,8 @@ class WindowRead {
     try {
       // With several sinks one sink's copy says nothing of the others': each is told `resumed` instead.
       if (!this.windowOpened && !this.deps.sinkSet) await this.rememberStored();
-      let checkedClock = !this.windowOpened;
+      // A stored window is checked against the API's clock again only if that never happened.
+      this.clockChecked = !this.windowOpened && window.settled !== false;
       let pages = 0;
       for (let head = this.planner.head(); head; head = this.planner.head()) {
         const requested = { ...head };
@@ -686,8 +690,8 @@ class WindowRead {
         }
         this.measure(page);
         this.checkTime();
-        if (!checkedClock) {
-          checkedClock = true;
+        if (!this.clockChecked) {
+          this.clockChecked = true;
           this.settleClock(page);
         }
         // The run began with a point read of the tenant; every later page checks again.
@@ -1093,9 +1097,13 @@ class WindowRead {
     this.log.warn(message, { tenantId: this.tenant.tenantId, warning: code });
   }
 
-  /** Before each sink write: claims the lease, and stores a window new to this run, so a crash after the write resumes it. */
+  /**
+   * Before each sink write: claims the lease, and stores a window new to this run, so a crash
+   * after the write resumes it. A lease claimed at open that has lapsed since (its renewals
+   * failed) is written again first: another pull may have taken it, and then this write fails.
+   */
   private async saveWindowOnce(): Promise<void> {
-    if (this.windowSaved) return this.lease.claim(this.call);
+    if (this.windowSaved && this.lease.expiresAt > this.deps.clock()) return this.lease.claim(this.call);
     this.recordProgress();
     await this.lease.save(this.call);
     this.windowSaved = true;
@@ -1110,6 +1118,7 @@ class WindowRead {
       nextEnd: isoMs(planner.nextEnd()),
       ...(planner.density !== undefined ? { density: planner.density } : {}),
       ...(this.instant ? { instant: { ...this.instant } } : {}),
+      ...(this.clockChecked ? {} : { settled: false }),
     };
     const span = this.state.invalidSpan;
     if (span && planner.position >= Date.parse(span.to)) delete this.state.invalidSpan;

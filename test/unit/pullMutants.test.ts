@@ -1337,18 +1337,22 @@ describe("PullStateStore: the pull's lease and state", () => {
 
   it("takes its own committed write whose answer was lost for success", async () => {
     let loseAnswer = false;
+    const calls: string[] = [];
     const { store } = stateStore(
       () => T0,
       (client) =>
-        beforeWrites(
-          client,
-          async () => undefined,
-          async () => {
-            if (loseAnswer) {
-              loseAnswer = false;
-              throw Object.assign(new Error("precondition failed"), { statusCode: 412 });
-            }
-          },
+        recordingCalls(
+          beforeWrites(
+            client,
+            async () => undefined,
+            async () => {
+              if (loseAnswer) {
+                loseAnswer = false;
+                throw Object.assign(new Error("precondition failed"), { statusCode: 412 });
+              }
+            },
+          ),
+          calls,
         ),
     );
     const tenant = guid();
@@ -1369,6 +1373,15 @@ describe("PullStateStore: the pull's lease and state", () => {
     await warm.release();
     expect(await store.read(tenant)).toMatchObject({ watermark: iso(T0 + 2) });
     expect((await store.read(tenant))?.leaseOwner).toBeUndefined();
+    // A row whose ETag was adopted after a lost answer is not remembered: another writer's Merge
+    // may lie on top of it under that ETag, so the next pull reads it.
+    const adopted = (await store.open(tenant, "c", LEASE_MS))!;
+    loseAnswer = true;
+    await adopted.release();
+    expect((await store.read(tenant))?.leaseOwner).toBeUndefined();
+    calls.length = 0;
+    expect((await store.open(tenant, "d", LEASE_MS))?.openedFromMemory).toBe(false);
+    expect(calls[0]).toBe("getEntity");
   });
 
   it("counts failures outside a lease and incidents apart from the pull row, and shows them in readAll", async () => {
