@@ -566,9 +566,8 @@ export class PullStateStore {
     const written = this.written.get(tenantId);
     if (!written) return undefined;
     const { row, etag } = written;
-    const spill = str(row["deliveredBlob"]);
-    // A spilled set is read from its blob anyway; a held lease must be seen as stored now.
-    if (spill || (str(row["leaseOwner"]) && (num(row["leaseUntil"]) ?? 0) > this.clock())) return undefined;
+    // A held lease must be seen as stored now.
+    if (str(row["leaseOwner"]) && (num(row["leaseUntil"]) ?? 0) > this.clock()) return undefined;
     const state = fromEntity(row as Entity, decodeDelivered(row));
     prepare?.(state);
     const lease = new PullLease(this, tenantId, owner, etag, this.clock() + leaseMs, leaseMs, undefined, state, false);
@@ -667,7 +666,8 @@ export class PullStateStore {
       }
     }
     if (at.previousSpill && at.previousSpill !== spill) void this.removeSpill(at.previousSpill);
-    if (answered && newEtag) this.written.set(tenantId, row, newEtag);
+    // A row whose dedupe set is spilled is not kept: open reads that set from its blob anyway.
+    if (answered && newEtag && !spill) this.written.set(tenantId, row, newEtag);
     return { etag: newEtag, spill };
   }
 

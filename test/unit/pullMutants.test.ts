@@ -1062,6 +1062,23 @@ describe("PullStateStore: a row this process wrote last", () => {
     await expect(running.save()).rejects.toMatchObject({ reason: "taken" });
   });
 
+  it("is read, with its blob, when its dedupe set was spilled: the whole set comes back", async () => {
+    const calls: string[] = [];
+    const { store } = stateStore(() => T0, (client) => recordingCalls(client, calls));
+    const tenant = guid();
+    const first = (await store.acquire(tenant, "first", LEASE_MS))!;
+    // One more than fifteen properties hold: the set goes to a blob and the row names it.
+    for (let i = 0; i < 1250 * 15 + 1; i++) first.state.delivered.set(versionHash({ id: `x${i}`, updatedAtKey: "k" }), 1_700_000_000);
+    first.markDeliveredChanged();
+    await first.release();
+    calls.length = 0;
+    const next = (await store.open(tenant, "next", LEASE_MS))!;
+    expect(calls).toEqual(["getEntity"]);
+    expect(next.openedFromMemory).toBe(false);
+    expect(next.state.delivered.size).toBe(1250 * 15 + 1);
+    expect(next.state.delivered.has(versionHash({ id: "x18750", updatedAtKey: "k" }))).toBe(true);
+  });
+
   it("is forgotten when the tenant is reset or a failure is recorded, and after a write that may not have landed", async () => {
     const calls: string[] = [];
     let loseAnswers = 0;
