@@ -171,7 +171,7 @@ describe("RateBudget's limits", () => {
     const equal = new RateBudget({ clock, perMinute: 1, perHour: 1 });
     expect([equal.perMinute, equal.perHour]).toEqual([1, 1]);
     const defaults = new RateBudget({ clock });
-    expect([defaults.perMinute, defaults.perHour]).toEqual([90, 1_400]);
+    expect([defaults.perMinute, defaults.perHour]).toEqual([90, 1_470]);
   });
 
   it("names the service and the time the budget frees up in budget_exhausted", async () => {

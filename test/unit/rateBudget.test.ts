@@ -29,19 +29,20 @@ describe("RateBudget", () => {
     expect(time.state.sleeps).toEqual([40_000, 100]);
   });
 
-  it("enforces the hourly limit (1,400 by default) across many minutes", async () => {
+  it("enforces the hourly limit (1,470 by default) across many minutes", async () => {
     const time = fakeTime();
     const budget = new RateBudget(time);
-    for (let i = 0; i < 1400; i++) await budget.acquire("t1", FAR);
+    for (let i = 0; i < 1470; i++) await budget.acquire("t1", FAR);
     const calls = budget.snapshot("t1");
-    expect(calls).toHaveLength(1400);
+    expect(calls).toHaveLength(1470);
     expect(calls[0]).toBe(T0);
-    // 1,400 calls at 90 a minute end after 15 full minutes.
-    expect(time.state.now).toBe(T0 + 15 * 60_000);
+    // 1,470 calls at 90 a minute: 16 full minutes, and the last 30 at the start of the 17th.
+    expect(time.state.now).toBe(T0 + 16 * 60_000);
+    expect(calls.filter((at) => at === T0 + 16 * 60_000)).toHaveLength(30);
     await budget.acquire("t1", FAR);
     expect(time.state.now).toBe(T0 + 3600_000);
     // The 90 calls of the first minute left the hour window; the new one joined it.
-    expect(budget.snapshot("t1")).toHaveLength(1400 - 90 + 1);
+    expect(budget.snapshot("t1")).toHaveLength(1470 - 90 + 1);
   });
 
   it("takes custom limits", async () => {
