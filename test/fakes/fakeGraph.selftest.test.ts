@@ -224,6 +224,32 @@ describe("FakeGraph alerts_v2: $top and paging", () => {
     expect((await get(`${alertsUrl(windowFilter(), 20)}&$skiptoken=bm90LWEtdG9rZW4`, { token })).status).toBe(400);
   });
 
+  it("loop and emptyChain: a followed link answers an empty page linking to itself, or to a new link every time", async () => {
+    const { tenantId } = seeded(10);
+    const token = `graph-${tenantId}`;
+    graph.setNextLinkMode("loop");
+    const first = await get(alertsUrl(windowFilter(), 4), { token });
+    expect(first.json.value).toHaveLength(4);
+    const link = first.json["@odata.nextLink"] ?? "";
+    const looped = await get(link, { token });
+    expect(looped.json.value).toEqual([]);
+    expect(looped.json["@odata.nextLink"]).toBe(link);
+    graph.setNextLinkMode("emptyChain");
+    const links = new Set<string>();
+    let next: string = link;
+    for (let hop = 0; hop < 5; hop++) {
+      const answer = await get(next, { token });
+      expect(answer.status).toBe(200);
+      expect(answer.json.value).toEqual([]);
+      next = answer.json["@odata.nextLink"] ?? "";
+      expect(new URL(next).searchParams.get("$filter")).toBe(windowFilter());
+      links.add(next);
+    }
+    expect(links.size).toBe(5);
+    // A first page is served as in the normal mode.
+    expect((await get(alertsUrl(windowFilter(), 4), { token })).json.value).toHaveLength(4);
+  });
+
   it("offset paging evaluates again per request: an alert updated while a span is paged is missed, a late one repeats another", async () => {
     const { tenantId, alerts } = seeded(30);
     graph.setOrder(tenantId, "oldest");

@@ -130,8 +130,11 @@ export type GraphAlertOrder = "newest" | "oldest" | "shuffled" | "flipping";
 /** How a skip token pages: an offset into an order evaluated again per request, or a snapshot taken by the first page. */
 export type GraphPaging = "offset" | "snapshot";
 /** Where nextLinks point: this fake (normal), FOREIGN_NEXT_LINK_ORIGIN, or another path on this host. */
-/** "loop": every followed link answers an empty page whose nextLink is that same link (a service stuck in a loop). */
-export type GraphNextLinkMode = "normal" | "foreign" | "otherPath" | "loop";
+/**
+ * "loop": every followed link answers an empty page whose nextLink is that same link (a service stuck in a loop).
+ * "emptyChain": every followed link answers an empty page whose nextLink is a new one (a chain that never ends).
+ */
+export type GraphNextLinkMode = "normal" | "foreign" | "otherPath" | "loop" | "emptyChain";
 
 export interface GraphRecordedRequest {
   /** The fake's clock when the response was decided. */
@@ -580,6 +583,8 @@ export class FakeGraph extends FakeHttpsServer {
     }
     const looping = this.nextLinkMode === "loop" && followedLink;
     if (looping) page = { items: [], next: undefined };
+    // Past any offset the data could reach, and a new one each time: never the same link twice.
+    if (this.nextLinkMode === "emptyChain" && followedLink) page = { items: [], next: { v: 1, f: query.filter, t: query.top, o: 1_000_000_000 + state.pageRequests } };
     const mask = !withUnknown && this.options.unknownEnumMembers === "mask";
     const items = page.items.map((s) => state.poisoned.get(s.id) ?? JSON.stringify(mask && s.evolvable ? masked(build(s)) : build(s)));
     const nextLink = looping ? `${this.url}${url.pathname}${url.search}` : page.next === undefined ? undefined : this.nextLinkFor(page.next);

@@ -478,6 +478,32 @@ describe("a crowded millisecond, at its limits", () => {
     expect(said.every((l) => l.level === "warn" && l.message === "One millisecond held more than 200 pages; the pull moved on after reading that many")).toBe(true);
   });
 
+  it("dead-letters a page of the millisecond too large to read at once, without holding, and reads the pages after it", async () => {
+    const tenantId = await connected();
+    const at = clock() - 20 * 60_000;
+    const versions = crowd(tenantId, at, 12, "t");
+    // The seventh alert, on the page at $skip 5 of the millisecond (pages of 5), takes 5 MiB: a page of 5 may take 4 MiB.
+    const [huge] = stack.defender.alerts(tenantId).filter((a) => a.id === versions[6]!.split("@")[0]);
+    stack.defender.poisonAlert(tenantId, huge!.id, JSON.stringify({ ...huge, description: "x".repeat(5 * 1024 * 1024) }));
+    try {
+      expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 7, complete: true, deadLetters: 1 });
+    } finally {
+      stack.defender.poisonAlert(tenantId, huge!.id, null);
+    }
+    expect(sink.versions().sort()).toEqual([...versions.slice(0, 5), ...versions.slice(10)].sort());
+    expect(tally(tenantId).duplicates).toBe(0);
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters).toHaveLength(1);
+    expect(letters[0]).toMatchObject({ reason: "page_too_large", pageFrom: new Date(at).toISOString(), pageTo: new Date(at + 1).toISOString(), skip: 5 });
+    const state = await stateOf(tenantId);
+    expect(state.lastDeadLetterReason).toBe("page_too_large");
+    expect(state.lastWarningCode).not.toBe("invalid_page_held");
+    expect(state.invalidSpan).toBeUndefined();
+    // The sub-window's own full page, then two passes: $skip 0, 5 (refused: the next is 5 on), 10
+    // (2 alerts) and 12 (empty); the second found nothing new, which ends it.
+    expect(instantSkips(tenantId, at)).toEqual([0, 0, 5, 10, 12, 0, 5, 10, 12]);
+  });
+
   it("dead-letters a page of the millisecond that never parses, after holding two runs, and reads the pages after it", async () => {
     const tenantId = await connected();
     const at = clock() - 20 * 60_000;
@@ -1616,6 +1642,69 @@ describe("a crowded millisecond on Graph", () => {
     expect(sink.versions()).toHaveLength(7);
     // Twelve passes of three pages each (5, 5, 2), after the sub-window's own full page: no more.
     expect(stack.graph.requests(tenantId).filter((r) => r.query.get("$filter") === filterOf(at))).toHaveLength(37);
+  });
+});
+
+describe("a crowded millisecond on Graph, at its limits", () => {
+  const filterOf = (at: number) => `lastUpdateDateTime ge ${new Date(at).toISOString()} and lastUpdateDateTime lt ${new Date(at + 1).toISOString()}`;
+  const crowdOf = (tenantId: string, at: number, count: number, prefix: string) =>
+    Array.from({ length: count }, (_, i) => makeGraphAlert({ id: `${prefix}-${tenantId}-${String(i).padStart(4, "0")}`, tenantId, lastUpdateDateTime: toGraphTimestamp(at) }));
+
+  /** A pull whose Graph reader pages by `pageSize` with a budget that never waits. */
+  async function graphPull(pageSize: number): Promise<TenantPull> {
+    const [{ GraphClient, GRAPH_MAX_TOP, followableNextLink }] = await Promise.all([import("../../shared/graph/graphClient")]);
+    const sleep = async (ms: number) => void sleeps.push(ms);
+    const budget = new RateBudget({ clock, sleep, source: "graph", perMinute: 1_000_000, perHour: 1_000_000 });
+    const client = new GraphClient({ http: services.http, userAgent: "TestMssp-Connector/1.0", requestTimeoutMs: 30_000, budget, clock, sleep });
+    return customPull({
+      settings: { ...config.pull, pageSize },
+      graph: { client, budget, baseUrl: config.graphApiBaseUrl, maxTop: GRAPH_MAX_TOP, followable: (link) => followableNextLink(config.graphApiBaseUrl, link) },
+    });
+  }
+
+  /** A Graph tenant's 12 alerts in one millisecond, pulled at pages of 5 while the service links as `mode` says. */
+  async function crowdWithLinks(mode: "loop" | "emptyChain"): Promise<{ tenantId: string; at: number; outcome: Awaited<ReturnType<TenantPull["run"]>> }> {
+    const tenantId = await connected("Graph Customer", "graph");
+    const at = clock() - 20 * 60_000;
+    stack.graph.addAlerts(tenantId, crowdOf(tenantId, at, 12, mode));
+    stack.graph.setNextLinkMode(mode);
+    try {
+      return { tenantId, at, outcome: await (await graphPull(5)).run(tenantId, log) };
+    } finally {
+      stack.graph.setNextLinkMode("normal");
+    }
+  }
+
+  it("follows at most 200 links of one millisecond a pass when they answer nothing but another link, and needs two quiet passes to move on", async () => {
+    const { tenantId, at, outcome } = await crowdWithLinks("emptyChain");
+    expect(outcome).toMatchObject({ outcome: "pulled", complete: true });
+    // Three passes (one that found the 5, two quiet ones, as a census cut short asks), each the
+    // first page and 199 empty links: all it may follow, counted by pages since the alerts read
+    // (and so the offset) stop growing.
+    const instant = stack.graph.requests(tenantId).filter((r) => r.query.get("$filter") === filterOf(at));
+    expect(instant).toHaveLength(1 + 3 * 200);
+    expect(instant.filter((r) => r.followedLink)).toHaveLength(3 * 199);
+    expect(sink.versions()).toHaveLength(5);
+    expect((await stateOf(tenantId)).lastWarningCode).toBe("instant_page_limit");
+  });
+
+  it("ends a pass whose nextLink inside the millisecond comes back again, dead-letters the link and says so", async () => {
+    const { tenantId, at, outcome } = await crowdWithLinks("loop");
+    expect(outcome).toMatchObject({ outcome: "pulled", complete: true, deadLetters: 1 });
+    // Only the first page's 5 alerts are read: its link answers an empty page that links to itself.
+    expect(sink.versions()).toHaveLength(5);
+    const instant = stack.graph.requests(tenantId).filter((r) => r.query.get("$filter") === filterOf(at));
+    // The sub-window's own full page, then three passes of two requests (the first page, its
+    // link): one that found the 5, and two quiet ones, as a census cut short by the loop asks.
+    expect(instant).toHaveLength(1 + 3 * 2);
+    expect(instant.filter((r) => r.followedLink)).toHaveLength(3);
+    const state = await stateOf(tenantId);
+    expect(state.lastWarningCode).toBe("next_link_loop");
+    expect(state.lastWarningMessage).toBe("The alert API answered a nextLink it had already given inside one millisecond; the pass ended there instead of looping");
+    const letters = await services.deadLetters.list(tenantId);
+    // One letter, though each pass met the loop: the same page of the same millisecond.
+    expect(letters.filter((l) => l.reason === "next_link_loop")).toHaveLength(1);
+    expect(letters.find((l) => l.reason === "next_link_loop")).toMatchObject({ pageFrom: new Date(at).toISOString(), pageTo: new Date(at + 1).toISOString(), skip: 5 });
   });
 });
 
