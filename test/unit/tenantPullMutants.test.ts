@@ -478,6 +478,32 @@ describe("a crowded millisecond, at its limits", () => {
     expect(said.every((l) => l.level === "warn" && l.message === "One millisecond held more than 200 pages; the pull moved on after reading that many")).toBe(true);
   });
 
+  it("stores where a run stopped inside the millisecond, and the next run carries on from there", async () => {
+    const tenantId = await connected();
+    const at = clock() - 20 * 60_000;
+    const versions = crowd(tenantId, at, 12, "r");
+    // The budget runs out inside the millisecond's first pass.
+    const stopped = await customPull({}, { perMinute: 8, perHour: 8 }).run(tenantId, log);
+    expect(stopped).toMatchObject({ outcome: "pulled", complete: false });
+    // The sub-window's own full page, then the pass's pages at $skip 0 and 5: the eighth call.
+    const skipsBefore = instantSkips(tenantId, at);
+    expect(skipsBefore).toEqual([0, 0, 5]);
+    // Stored with the window: the millisecond, its density (a page of 5 in it), and the pass's place.
+    expect((await stateOf(tenantId)).window).toMatchObject({
+      position: new Date(at).toISOString(),
+      nextEnd: new Date(at + 1).toISOString(),
+      density: 5,
+      instant: { pass: 0, skip: 10, foundNew: true },
+    });
+    offsetMs += 61 * 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    expect(await customPull({}, { perMinute: 1000, perHour: 1000 }).run(tenantId, log)).toMatchObject({ outcome: "pulled", complete: true });
+    // The first pass goes on at $skip 10, then one whole pass finds nothing new.
+    expect(instantSkips(tenantId, at).slice(skipsBefore.length)).toEqual([10, 12, 0, 5, 10, 12]);
+    expect(tally(tenantId)).toEqual({ served: 12, delivered: 12, duplicates: 0, missing: [] });
+    expect(new Set(sink.versions())).toEqual(new Set(versions));
+  });
+
   it("dead-letters a page of the millisecond too large to read at once, without holding, and reads the pages after it", async () => {
     const tenantId = await connected();
     const at = clock() - 20 * 60_000;
