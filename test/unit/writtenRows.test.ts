@@ -43,6 +43,27 @@ describe("WrittenRows: the pull-state rows a process keeps to claim without a re
     expect(rows.usedBytes).toBe(used);
   });
 
+  it("counts a row as its row, ETag and tenant id, and keeps rows that fill the bound exactly", () => {
+    // Per property: the name, two bytes a character of a string value (8 for any other), 16 more.
+    const exact = { partitionKey: "t", n: 5 };
+    const rowBytes = "partitionKey".length + 2 + 16 + ("n".length + 8 + 16);
+    const etag = "W/etag-12";
+    const bytes = rowBytes + etag.length + "tenant-a".length;
+    const fits = new WrittenRows(bytes);
+    fits.set("tenant-a", exact, etag);
+    expect(fits.usedBytes).toBe(bytes);
+    expect(fits.get("tenant-a")?.etag).toBe(etag);
+    const short = new WrittenRows(bytes - 1);
+    short.set("tenant-a", exact, etag);
+    expect(short.get("tenant-a")).toBeUndefined();
+    // Two such rows (tenant ids of the same length) in a bound of exactly both: neither is dropped.
+    const two = new WrittenRows(2 * bytes);
+    two.set("tenant-a", exact, etag);
+    two.set("tenant-b", exact, etag);
+    expect(two.size).toBe(2);
+    expect(two.usedBytes).toBe(2 * bytes);
+  });
+
   it("with no bytes keeps nothing (every pull reads its row)", () => {
     const rows = new WrittenRows(0);
     rows.set("a", row(1), "W/1");
