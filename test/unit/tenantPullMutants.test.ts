@@ -9,9 +9,10 @@ import type { DeadLetter, DeadLetterStore } from "../../shared/sinks/deadLetters
 import { DefenderApiError } from "../../shared/sources/sourceErrors";
 import type { PullReport } from "../../shared/pull/observer";
 import type { PullState, PullStateStore } from "../../shared/pull/pullState";
-import { TenantPull, type TenantPullDeps } from "../../shared/pull/tenantPull";
+import { TenantPull, type PullOutcome, type TenantPullDeps } from "../../shared/pull/tenantPull";
 import { DefenderClient } from "../../shared/defender/defenderClient";
 import { RateBudget } from "../../shared/defender/rateBudget";
+import { followableNextLink, GRAPH_MAX_TOP, GraphClient } from "../../shared/graph/graphClient";
 import type { AppConfig } from "../../shared/config";
 import type { TenantRecord, TenantRegistry } from "../../shared/state/tenantRegistry";
 import type { PullHistoryStore } from "../../shared/pull/pullHistory";
@@ -1631,8 +1632,10 @@ describe("the service's clock", () => {
   });
 });
 
+/** Graph's `$filter` for exactly the millisecond `at`, as the pull asks for a crowded one. */
+const filterOf = (at: number) => `lastUpdateDateTime ge ${new Date(at).toISOString()} and lastUpdateDateTime lt ${new Date(at + 1).toISOString()}`;
+
 describe("a crowded millisecond on Graph", () => {
-  const filterOf = (at: number) => `lastUpdateDateTime ge ${new Date(at).toISOString()} and lastUpdateDateTime lt ${new Date(at + 1).toISOString()}`;
 
   it("pages it by the service's nextLinks, never by $skip, and delivers each version once", async () => {
     const tenantId = await connected("Graph Customer", "graph");
@@ -1672,13 +1675,11 @@ describe("a crowded millisecond on Graph", () => {
 });
 
 describe("a crowded millisecond on Graph, at its limits", () => {
-  const filterOf = (at: number) => `lastUpdateDateTime ge ${new Date(at).toISOString()} and lastUpdateDateTime lt ${new Date(at + 1).toISOString()}`;
   const crowdOf = (tenantId: string, at: number, count: number, prefix: string) =>
     Array.from({ length: count }, (_, i) => makeGraphAlert({ id: `${prefix}-${tenantId}-${String(i).padStart(4, "0")}`, tenantId, lastUpdateDateTime: toGraphTimestamp(at) }));
 
   /** A pull whose Graph reader pages by `pageSize` with a budget that never waits. */
-  async function graphPull(pageSize: number): Promise<TenantPull> {
-    const [{ GraphClient, GRAPH_MAX_TOP, followableNextLink }] = await Promise.all([import("../../shared/graph/graphClient")]);
+  function graphPull(pageSize: number): TenantPull {
     const sleep = async (ms: number) => void sleeps.push(ms);
     const budget = new RateBudget({ clock, sleep, source: "graph", perMinute: 1_000_000, perHour: 1_000_000 });
     const client = new GraphClient({ http: services.http, userAgent: "TestMssp-Connector/1.0", requestTimeoutMs: 30_000, budget, clock, sleep });
@@ -1689,13 +1690,13 @@ describe("a crowded millisecond on Graph, at its limits", () => {
   }
 
   /** A Graph tenant's 12 alerts in one millisecond, pulled at pages of 5 while the service links as `mode` says. */
-  async function crowdWithLinks(mode: "loop" | "emptyChain"): Promise<{ tenantId: string; at: number; outcome: Awaited<ReturnType<TenantPull["run"]>> }> {
+  async function crowdWithLinks(mode: "loop" | "emptyChain"): Promise<{ tenantId: string; at: number; outcome: PullOutcome }> {
     const tenantId = await connected("Graph Customer", "graph");
     const at = clock() - 20 * 60_000;
     stack.graph.addAlerts(tenantId, crowdOf(tenantId, at, 12, mode));
     stack.graph.setNextLinkMode(mode);
     try {
-      return { tenantId, at, outcome: await (await graphPull(5)).run(tenantId, log) };
+      return { tenantId, at, outcome: await graphPull(5).run(tenantId, log) };
     } finally {
       stack.graph.setNextLinkMode("normal");
     }
