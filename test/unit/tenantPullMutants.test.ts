@@ -1561,6 +1561,55 @@ describe("a page handed to the sinks", () => {
     expect(state.sinks?.["splunk"]?.parkedTo).toBe(state.sinks?.["splunk"]?.parkedFrom);
   });
 
+  /** A first run with splunk down parks every page for it; returns how many. */
+  async function parkedForSplunk(tenantId: string, pull: TenantPull, splunk: MemorySink, alerts: number): Promise<number> {
+    seed(tenantId, alerts, 20);
+    splunk.failures = 1;
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts });
+    expect(splunk.writes).toEqual([]);
+    const parked = (await stateOf(tenantId)).sinks?.["splunk"];
+    return (parked?.parkedTo ?? 0) - (parked?.parkedFrom ?? 0);
+  }
+
+  it("with several sinks: a run whose lease a rival took before it wrote drains nothing parked to the sink", async () => {
+    const { splunk, sinkSet } = await twoSinks();
+    const tenantId = await connected();
+    expect(await parkedForSplunk(tenantId, customPull({ sinkSet }), splunk, 3)).toBe(1);
+    offsetMs += 5 * 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    // The lease is claimed before a parked page leaves: otherwise the rival's run and this one could both send it.
+    expect(await customPull({ sinkSet, pullState: rivalTakesLeaseAfterRead(tenantId) }).run(tenantId, log)).toEqual({ outcome: "busy" });
+    expect(splunk.writes).toEqual([]);
+    const state = await stateOf(tenantId);
+    expect(state.leaseOwner).toBe("rival-pull");
+    expect((state.sinks?.["splunk"]?.parkedTo ?? 0) - (state.sinks?.["splunk"]?.parkedFrom ?? 0)).toBe(1);
+  });
+
+  it("with several sinks: parked pages are drained for a third of the run at most, then the run reads its new pages", async () => {
+    const { blob, splunk, sinkSet } = await twoSinks();
+    const tenantId = await connected();
+    const pull = customPull({ sinkSet });
+    const parked = await parkedForSplunk(tenantId, pull, splunk, 15);
+    expect(parked).toBeGreaterThanOrEqual(3);
+    offsetMs += 5 * 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    const later = seed(tenantId, 2, 3);
+    const blobWrites = blob.writes.length;
+    // Each parked page takes the slow sink 100 s: the run (480 s) gives the drain 160 s, so two pages.
+    const write = splunk.write.bind(splunk);
+    splunk.write = async (key, alerts) => {
+      offsetMs += 100_000;
+      stack.defender.setClockOffset(offsetMs);
+      return write(key, alerts);
+    };
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    expect(splunk.writes).toHaveLength(2);
+    expect(blob.writes.slice(blobWrites).flatMap((w) => w.versions)).toEqual(later);
+    const state = await stateOf(tenantId);
+    // The rest stays parked, with this run's page behind it, in order.
+    expect((state.sinks?.["splunk"]?.parkedTo ?? 0) - (state.sinks?.["splunk"]?.parkedFrom ?? 0)).toBe(parked - 2 + 1);
+  });
+
   it("fails a Graph tenant's pull as source_not_configured, reading and writing nothing, when this deployment has no Graph client", async () => {
     const tenantId = await connected("Graph Customer", "graph");
     const outcome = await customPull({ graph: undefined }).run(tenantId, log);
