@@ -531,6 +531,57 @@ describe("a crowded millisecond, at its limits", () => {
     expect(instantSkips(tenantId, at)).toEqual([0, 0, 5, 10, 12, 0, 5, 10, 12]);
   });
 
+  it("fails on a server error inside the millisecond as anywhere else, keeping its place in the pass, and dead-letters nothing", async () => {
+    const tenantId = await connected();
+    const at = clock() - 20 * 60_000;
+    const versions = crowd(tenantId, at, 12, "e");
+    // After the pass's first page (the millisecond's second read at $skip 0: the first is the
+    // sub-window's own full page), the service fails every request until the test lifts it.
+    let firsts = 0;
+    stack.defender.afterPage(tenantId, (info) => {
+      if (info.query.get("$filter")?.includes(`lt ${new Date(at + 1).toISOString()}`) && info.query.get("$skip") === "0" && ++firsts === 2) {
+        stack.defender.afterPage(tenantId, null);
+        stack.defender.fail(tenantId, { status: 500, times: 1000 });
+      }
+    });
+    try {
+      expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "failed", code: "defender_server_error" });
+    } finally {
+      stack.defender.afterPage(tenantId, null);
+      stack.defender.fail(tenantId, { status: 500, times: 0 });
+    }
+    expect(await services.deadLetters.list(tenantId)).toEqual([]);
+    const state = await stateOf(tenantId);
+    expect(state.invalidSpan).toBeUndefined();
+    expect(state.lastWarningCode).toBeUndefined();
+    // Its first page held only what the sub-window's own page had delivered.
+    expect(state.window?.instant).toEqual({ pass: 0, skip: 5, foundNew: false });
+    offsetMs += 5 * 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", complete: true, deadLetters: 0 });
+    expect(tally(tenantId)).toEqual({ served: 12, delivered: 12, duplicates: 0, missing: [] });
+    expect(new Set(sink.versions())).toEqual(new Set(versions));
+  });
+
+  it("counts an alert it refused inside the millisecond as read, so $skip steps over it and the passes agree", async () => {
+    const tenantId = await connected();
+    const at = clock() - 20 * 60_000;
+    const versions = crowd(tenantId, at, 12, "v");
+    const bad = versions[6]!.split("@")[0]!;
+    stack.defender.poisonAlert(tenantId, bad, `{"id":"${bad}","lastUpdateTime":"not a time"}`);
+    try {
+      expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 11, complete: true });
+    } finally {
+      stack.defender.poisonAlert(tenantId, bad, null);
+    }
+    expect(sink.versions().sort()).toEqual(versions.filter((_, i) => i !== 6).sort());
+    expect(tally(tenantId).duplicates).toBe(0);
+    // The refused element fills its place on the page like any alert: $skip 10 after the page at 5.
+    expect(instantSkips(tenantId, at)).toEqual([0, 0, 5, 10, 12, 0, 5, 10, 12]);
+    expect((await services.deadLetters.list(tenantId)).map((l) => l.reason)).toContain("invalid_time");
+    expect((await stateOf(tenantId)).lastWarningCode).toBeUndefined();
+  });
+
   it("dead-letters a page of the millisecond that never parses, after holding two runs, and reads the pages after it", async () => {
     const tenantId = await connected();
     const at = clock() - 20 * 60_000;
