@@ -1815,6 +1815,37 @@ describe("a crowded millisecond on Graph, at its limits", () => {
     expect((await stateOf(tenantId)).lastWarningCode).toBe("instant_page_limit");
   });
 
+  it("ends a pass at a page of the millisecond it dead-lettered, since only that page links to the rest, and says alerts may be missing", async () => {
+    const tenantId = await connected("Graph Customer", "graph");
+    const at = clock() - 20 * 60_000;
+    const crowd = crowdOf(tenantId, at, 12, "huge");
+    stack.graph.addAlerts(tenantId, crowd);
+    // The seventh alert, on the pass's second page, takes 5 MiB: a page of 5 may take 4 MiB.
+    const huge = crowd[6]!;
+    stack.graph.poisonAlert(tenantId, huge.id, JSON.stringify({ ...huge, description: "x".repeat(5 * 1024 * 1024) }));
+    let outcome: PullOutcome;
+    try {
+      outcome = await graphPull(5).run(tenantId, log);
+    } finally {
+      stack.graph.poisonAlert(tenantId, huge.id, null);
+    }
+    expect(outcome).toMatchObject({ outcome: "pulled", alerts: 5, complete: true, deadLetters: 1 });
+    // What lies behind the refused page is out of reach: the first page's five only (Graph serves
+    // newest first, so ids 11 down to 7; the refused page holds 6 down to 2).
+    expect(sink.versions().map((v) => v.split("@")[0]).sort()).toEqual(crowd.slice(7).map((a) => a.id));
+    // The sub-window's own page, then three passes (a census cut short asks two quiet ones) of the
+    // first page and its link: no pass follows anything past the refused page.
+    const instant = stack.graph.requests(tenantId).filter((r) => r.query.get("$filter") === filterOf(at));
+    expect(instant).toHaveLength(1 + 3 * 2);
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters.map((l) => l.reason)).toEqual(["page_too_large"]);
+    const state = await stateOf(tenantId);
+    expect(state.lastWarningCode).toBe("instant_pages_unreachable");
+    expect(state.lastWarningMessage).toBe(
+      `A page inside the crowded millisecond ${new Date(at).toISOString()} was dead-lettered; the alert API links its later pages only from it, so alerts behind it in that millisecond may be missing`,
+    );
+  });
+
   it("ends a pass whose nextLink inside the millisecond comes back again, dead-letters the link and says so", async () => {
     const { tenantId, at, outcome } = await crowdWithLinks("loop");
     expect(outcome).toMatchObject({ outcome: "pulled", complete: true, deadLetters: 1 });
