@@ -1719,6 +1719,26 @@ describe("the service's clock", () => {
     expect(sink.versions()).toHaveLength(12);
   });
 
+  it("checks a window held before its first page came back against the API's clock when the next run resumes it", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12, 8);
+    stack.defender.setClockOffset(-6 * 60_000);
+    // The window's first page never parses (each of its attempts): the run holds before any Date was read.
+    stack.defender.corruptPages(tenantId, { times: 3 });
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0, complete: false });
+    const held = await stateOf(tenantId);
+    expect(held.lastWarningCode).toBe("invalid_page_held");
+    expect(held.window?.settled).toBe(false);
+    expect(held.clockSkewMs).toBeUndefined();
+    // The resumed window ends by the service's Date, 6 minutes behind, as a new one would.
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled" });
+    const resumed = await stateOf(tenantId);
+    expect(resumed.clockSkewMs).toBeGreaterThan(-6 * 60_000 - 2_000);
+    expect(resumed.clockSkewMs).toBeLessThan(-6 * 60_000 + 2_000);
+    expect(Date.parse(resumed.watermark ?? "")).toBeLessThan(clock() - 5 * 60_000);
+    expect(sink.versions().length).toBeLessThan(12);
+  });
+
   it("ignores an implausible Date (hours off) and says so in health", async () => {
     const tenantId = await connected();
     seed(tenantId, 2);
