@@ -1384,6 +1384,29 @@ describe("the lease and the tenant during a run", () => {
     expect(await stateOf(tenantId)).toMatchObject({ leaseOwner: "rival-pull", consecutiveFailures: 0 });
   });
 
+  it("writes the tenant's state only where a crash would need it: the lease before the token, the window before the sink, the end", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 4);
+    const writes: string[] = [];
+    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
+      write: async (...args: Parameters<PullStateStore["write"]>) => {
+        const [, state, lease] = args;
+        const window = state.window;
+        writes.push(`${lease.owner || "released"}: ${window ? `window ${window.position === window.from ? "unread" : "read"}${window.settled === false ? ", unsettled" : ""}` : "no window"}`);
+        return services.pullState.write(...args);
+      },
+    });
+    expect(await customPull({ pullState }).run(tenantId, log, "first-pull")).toMatchObject({ outcome: "pulled", alerts: 4, complete: true });
+    expect(writes).toEqual([
+      // The lease, before the refresh token is redeemed (its rotation must not race another pull's).
+      "first-pull: window unread, unsettled",
+      // Before the first sink write: the window as checked against the API's clock, for a resume.
+      "first-pull: window unread",
+      // The end: checkpoint, dedupe set, lease released. The last page's acknowledgement writes nothing of its own.
+      "released: no window",
+    ]);
+  });
+
   it("ends lease_lost when an operator resets the pull state mid-run, writes nothing back, and counts no incident", async () => {
     const tenantId = await connected();
     seed(tenantId, 12);
