@@ -1909,6 +1909,29 @@ describe("a crowded millisecond on Graph, at its limits", () => {
   });
 });
 
+describe("the dedupe set across runs", () => {
+  it("remembers every version the next run's overlap serves again, to the second, and forgets those before it", async () => {
+    const tenantId = await connected();
+    // One alert every 100 ms around where the second run's overlap will begin (its end, 5 minutes
+    // from now, less the 10-minute overlap), so some sit in the very second that overlap starts in.
+    const around = clock() - 5 * 60_000;
+    const dense = generateAlerts(tenantId, 100, { start: new Date(around - 2_000), spacingMs: 100 });
+    stack.defender.addAlerts(tenantId, dense);
+    const old = seed(tenantId, 3, 40);
+    const pull = customPull({ settings: { ...config.pull, pageSize: 50 } });
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 103, complete: true });
+    // Versions older than the next run's overlap (40 minutes ago) are forgotten at once.
+    expect([...(await stateOf(tenantId)).delivered.keys()]).toHaveLength(100);
+    for (let run = 0; run < 2; run++) {
+      offsetMs += 5 * 60_000;
+      stack.defender.setClockOffset(offsetMs);
+      expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0, complete: true });
+    }
+    expect(tally(tenantId)).toMatchObject({ served: 103, delivered: 103, duplicates: 0, missing: [] });
+    expect(old.every((v) => sink.versions().includes(v))).toBe(true);
+  });
+});
+
 describe("budget, history and an empty window", () => {
   it("stops at its call budget keeping its position; a new process restores the budget from the state and waits for it", async () => {
     const tenantId = await connected();
