@@ -1606,6 +1606,26 @@ describe("a page handed to the sinks", () => {
     expect((await stateOf(tenantId)).delivered.size).toBe(19_502);
   });
 
+  it("adds late versions to a dedupe set spilled to a blob when every page of the run holds some, so the next overlap sends none twice", async () => {
+    const tenantId = await connected();
+    const start = clock() - 4 * 60_000;
+    stack.defender.addAlerts(tenantId, generateAlerts(tenantId, 19_500, { start: new Date(start), spacingMs: 10 }));
+    const pull = customPull({ settings: { ...config.pull, pageSize: 10_000 } });
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 19_500, complete: true });
+    const overlapFrom = Date.parse((await stateOf(tenantId)).watermark ?? "") - 10 * 60_000;
+    offsetMs += 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    // Alerts that reach the API late, one a second over the whole of the next run's window (among
+    // those delivered too): no page of that run, not even an empty-looking stretch, is without a new version.
+    const lateCount = Math.floor((clock() - 1_000 - overlapFrom) / 1_000);
+    stack.defender.addAlerts(tenantId, generateAlerts(tenantId, lateCount, { start: new Date(overlapFrom + 5), spacingMs: 1_000 }));
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: lateCount, complete: true });
+    offsetMs += 60_000;
+    stack.defender.setClockOffset(offsetMs);
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0 });
+    expect(tally(tenantId)).toEqual({ served: 19_500 + lateCount, delivered: 19_500 + lateCount, duplicates: 0, missing: [] });
+  });
+
   it("with several sinks: a page parked for a sink that was down reaches it first at the next run, and what it refuses then is dead-lettered under it", async () => {
     const { blob, splunk, sinkSet } = await twoSinks();
     const tenantId = await connected();
