@@ -178,6 +178,12 @@ async function connected(displayName = "Fabrikam Ltd", source: "mde" | "graph" =
   return tenantId;
 }
 
+/** Moves the test's clock and the Defender API's together. */
+function advance(ms: number): void {
+  offsetMs += ms;
+  stack.defender.setClockOffset(offsetMs);
+}
+
 const minutesAgo = (minutes: number): Date => new Date(clock() - minutes * 60_000);
 
 /** `count` alerts, 20 s apart, starting `minutes` ago. */
@@ -496,8 +502,7 @@ describe("a crowded millisecond, at its limits", () => {
       density: 5,
       instant: { pass: 0, skip: 10, foundNew: true },
     });
-    offsetMs += 61 * 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(61 * 60_000);
     expect(await customPull({}, { perMinute: 1000, perHour: 1000 }).run(tenantId, log)).toMatchObject({ outcome: "pulled", complete: true });
     // The first pass goes on at $skip 10, then one whole pass finds nothing new.
     expect(instantSkips(tenantId, at).slice(skipsBefore.length)).toEqual([10, 12, 0, 5, 10, 12]);
@@ -556,8 +561,7 @@ describe("a crowded millisecond, at its limits", () => {
     expect(state.lastWarningCode).toBeUndefined();
     // Its first page held only what the sub-window's own page had delivered.
     expect(state.window?.instant).toEqual({ pass: 0, skip: 5, foundNew: false });
-    offsetMs += 5 * 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(5 * 60_000);
     expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", complete: true, deadLetters: 0 });
     expect(tally(tenantId)).toEqual({ served: 12, delivered: 12, duplicates: 0, missing: [] });
     expect(new Set(sink.versions())).toEqual(new Set(versions));
@@ -722,8 +726,7 @@ describe("a run that runs out of time", () => {
     const tenantId = await connected();
     seed(tenantId, 12);
     stack.defender.afterPage(tenantId, () => {
-      offsetMs += 3_600_000;
-      stack.defender.setClockOffset(offsetMs);
+      advance(3_600_000);
     });
     let outcome;
     try {
@@ -1173,8 +1176,7 @@ async function pulledOnceThenTwoNew(): Promise<string> {
   const tenantId = await connected();
   seed(tenantId, 2);
   expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
-  offsetMs += 5 * 60_000;
-  stack.defender.setClockOffset(offsetMs);
+  advance(5 * 60_000);
   seed(tenantId, 2, 3);
   return tenantId;
 }
@@ -1216,8 +1218,7 @@ describe("the lease and the tenant during a run", () => {
         const lease = await services.pullState.open(...args);
         expect(lease?.openedFromMemory).toBe(true);
         // Past the lease (3 min), not past the run's deadline.
-        offsetMs += 181_000;
-        stack.defender.setClockOffset(offsetMs);
+        advance(181_000);
         expect(await otherInstance.acquire(tenantId, "rival-pull", 600_000)).toBeDefined();
         return lease;
       },
@@ -1261,8 +1262,7 @@ describe("the lease and the tenant during a run", () => {
     seed(tenantId, 2);
     expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
     const from = (await stateOf(tenantId)).watermark ?? "";
-    offsetMs += 5 * 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(5 * 60_000);
     const versions = seed(tenantId, 2, 3);
     const to = new Date(clock() - 60_000).toISOString();
     // Another instance opened [from, to), and stopped before it wrote anything to a sink.
@@ -1293,8 +1293,7 @@ describe("the lease and the tenant during a run", () => {
       await original(key, alerts);
       if (!taken) {
         taken = true;
-        offsetMs += 5 * 60_000;
-        stack.defender.setClockOffset(offsetMs);
+        advance(5 * 60_000);
         const rival = await services.pullState.acquire(tenantId, "rival-pull", 600_000);
         expect(rival).toBeDefined();
       }
@@ -1338,8 +1337,7 @@ describe("the lease and the tenant during a run", () => {
     storing.write = async (key, alerts) => {
       if (++writes === 1) return original(key, alerts);
       // The lease lapses while the sink stalls; a rival takes it; then the sink fails.
-      offsetMs += 5 * 60_000;
-      stack.defender.setClockOffset(offsetMs);
+      advance(5 * 60_000);
       expect(await services.pullState.acquire(tenantId, "rival-pull", 600_000)).toBeDefined();
       throw new SinkError("the sink refused the page");
     };
@@ -1372,8 +1370,7 @@ describe("the lease and the tenant during a run", () => {
     seed(tenantId, 4);
     // A first run delivers all and opens no window: the next run writes nothing before it reads.
     expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 4 });
-    offsetMs += 5 * 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(5 * 60_000);
     stack.defender.fail(tenantId, { status: 403, times: 1 });
     const pullState = rivalTakesLeaseAfterRead(tenantId);
     const writesBefore = sink.writes.length;
@@ -1595,11 +1592,9 @@ describe("a page handed to the sinks", () => {
     const pull = customPull({ settings: { ...config.pull, pageSize: 10_000 } });
     expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 19_500, complete: true });
     const fresh = seed(tenantId, 2, 1);
-    offsetMs += 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(60_000);
     expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
-    offsetMs += 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(60_000);
     // Its window reaches back over the two (the overlap): they are in the stored set, not sent again.
     expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0 });
     expect(sink.versions().filter((v) => fresh.includes(v))).toEqual(fresh);
@@ -1613,15 +1608,13 @@ describe("a page handed to the sinks", () => {
     const pull = customPull({ settings: { ...config.pull, pageSize: 10_000 } });
     expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 19_500, complete: true });
     const overlapFrom = Date.parse((await stateOf(tenantId)).watermark ?? "") - 10 * 60_000;
-    offsetMs += 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(60_000);
     // Alerts that reach the API late, one a second over the whole of the next run's window (among
     // those delivered too): no page of that run, not even an empty-looking stretch, is without a new version.
     const lateCount = Math.floor((clock() - 1_000 - overlapFrom) / 1_000);
     stack.defender.addAlerts(tenantId, generateAlerts(tenantId, lateCount, { start: new Date(overlapFrom + 5), spacingMs: 1_000 }));
     expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: lateCount, complete: true });
-    offsetMs += 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(60_000);
     expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0 });
     expect(tally(tenantId)).toEqual({ served: 19_500 + lateCount, delivered: 19_500 + lateCount, duplicates: 0, missing: [] });
   });
@@ -1636,8 +1629,7 @@ describe("a page handed to the sinks", () => {
     expect(splunk.versions()).toEqual([]);
     const parked = (await stateOf(tenantId)).sinks?.["splunk"];
     expect((parked?.parkedTo ?? 0) - (parked?.parkedFrom ?? 0)).toBe(1);
-    offsetMs += 5 * 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(5 * 60_000);
     const later = seed(tenantId, 2, 3);
     splunk.refuse.add(first[1]!.split("@")[0]!);
     expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
@@ -1669,8 +1661,7 @@ describe("a page handed to the sinks", () => {
     const { splunk, sinkSet } = await twoSinks();
     const tenantId = await connected();
     expect(await parkedForSplunk(tenantId, customPull({ sinkSet }), splunk, 3)).toBe(1);
-    offsetMs += 5 * 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(5 * 60_000);
     // The lease is claimed before a parked page leaves: otherwise the rival's run and this one could both send it.
     expect(await customPull({ sinkSet, pullState: rivalTakesLeaseAfterRead(tenantId) }).run(tenantId, log)).toEqual({ outcome: "busy" });
     expect(splunk.writes).toEqual([]);
@@ -1685,15 +1676,13 @@ describe("a page handed to the sinks", () => {
     const pull = customPull({ sinkSet });
     const parked = await parkedForSplunk(tenantId, pull, splunk, 15);
     expect(parked).toBeGreaterThanOrEqual(3);
-    offsetMs += 5 * 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(5 * 60_000);
     const later = seed(tenantId, 2, 3);
     const blobWrites = blob.writes.length;
     // Each parked page takes the slow sink 100 s: the run (480 s) gives the drain 160 s, so two pages.
     const write = splunk.write.bind(splunk);
     splunk.write = async (key, alerts) => {
-      offsetMs += 100_000;
-      stack.defender.setClockOffset(offsetMs);
+      advance(100_000);
       return write(key, alerts);
     };
     expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
@@ -1943,8 +1932,7 @@ describe("the dedupe set across runs", () => {
     // Versions older than the next run's overlap (40 minutes ago) are forgotten at once.
     expect([...(await stateOf(tenantId)).delivered.keys()]).toHaveLength(100);
     for (let run = 0; run < 2; run++) {
-      offsetMs += 5 * 60_000;
-      stack.defender.setClockOffset(offsetMs);
+      advance(5 * 60_000);
       expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0, complete: true });
     }
     expect(tally(tenantId)).toMatchObject({ served: 103, delivered: 103, duplicates: 0, missing: [] });
@@ -1972,8 +1960,7 @@ describe("budget, history and an empty window", () => {
     expect(sink.versions()).toHaveLength(delivered);
 
     // An hour later the calls have left the window.
-    offsetMs += 61 * 60_000;
-    stack.defender.setClockOffset(offsetMs);
+    advance(61 * 60_000);
     const third = await customPull({}, limits).run(tenantId, log);
     expect(third.outcome).toBe("pulled");
     expect(stack.defender.requests(tenantId)).toHaveLength(6);
