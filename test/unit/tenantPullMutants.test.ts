@@ -256,6 +256,17 @@ function rivalTakesLeaseAfterRead(tenantId: string): PullStateStore {
   });
 }
 
+/** Two sinks the test controls, blob and splunk, behind a real SinkSet with parking in a container of their own. */
+async function twoSinks() {
+  const { SinkSet } = await import("../../shared/sinks/sinkSet");
+  const { BlobParkingStore } = await import("../../shared/sinks/parking");
+  const { BlobServiceClient } = await import("@azure/storage-blob");
+  const parking = new BlobParkingStore(BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(`parked-${randomUUID()}`));
+  const blob = new MemorySink();
+  const splunk = new MemorySink();
+  return { blob, splunk, sinkSet: new SinkSet([{ name: "blob", sink: blob }, { name: "splunk", sink: splunk }], parking, clock) };
+}
+
 const warnings = () => lines.filter((l) => l.level === "warn").map((l) => l.message);
 
 // ---- the pull ------------------------------------------------------------------------------
@@ -1381,19 +1392,23 @@ describe("the lease and the tenant during a run", () => {
     expect(await stateOf(tenantId)).toMatchObject({ leaseOwner: "rival-pull", consecutiveFailures: 0 });
   });
 
+  /** `store` (the real one by default), recording each write of a tenant's state into `events`, as the window it stores. */
+  function recordingWrites(events: string[], store: PullStateStore = services.pullState): PullStateStore {
+    return Object.assign(Object.create(store) as PullStateStore, {
+      write: async (...args: Parameters<PullStateStore["write"]>) => {
+        const [, state, lease] = args;
+        const window = state.window;
+        events.push(`${lease.owner || "released"}: ${window ? `window ${window.position === window.from ? "unread" : "read"}${window.settled === false ? ", unsettled" : ""}` : "no window"}`);
+        return store.write(...args);
+      },
+    });
+  }
+
   it("writes the tenant's state only where a crash would need it: the lease before the token, the window before the sink, the end", async () => {
     const tenantId = await connected();
     seed(tenantId, 4);
     const writes: string[] = [];
-    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
-      write: async (...args: Parameters<PullStateStore["write"]>) => {
-        const [, state, lease] = args;
-        const window = state.window;
-        writes.push(`${lease.owner || "released"}: ${window ? `window ${window.position === window.from ? "unread" : "read"}${window.settled === false ? ", unsettled" : ""}` : "no window"}`);
-        return services.pullState.write(...args);
-      },
-    });
-    expect(await customPull({ pullState }).run(tenantId, log, "first-pull")).toMatchObject({ outcome: "pulled", alerts: 4, complete: true });
+    expect(await customPull({ pullState: recordingWrites(writes) }).run(tenantId, log, "first-pull")).toMatchObject({ outcome: "pulled", alerts: 4, complete: true });
     expect(writes).toEqual([
       // The lease, before the refresh token is redeemed (its rotation must not race another pull's).
       "first-pull: window unread, unsettled",
@@ -1402,6 +1417,40 @@ describe("the lease and the tenant during a run", () => {
       // The end: checkpoint, dedupe set, lease released. The last page's acknowledgement writes nothing of its own.
       "released: no window",
     ]);
+  });
+
+  it("never writes the same progress twice in a row: a page's acknowledgement is what the next page's sink write goes out under", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 23);
+    const windows: string[] = [];
+    const store = services.pullState;
+    const pullState = Object.assign(Object.create(store) as PullStateStore, {
+      write: async (...args: Parameters<PullStateStore["write"]>) => {
+        windows.push(JSON.stringify(args[1].window ?? null));
+        return store.write(...args);
+      },
+    });
+    const pages = sink.writes.length;
+    expect(await customPull({ pullState }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 23, complete: true });
+    expect(sink.writes.length - pages).toBeGreaterThanOrEqual(5);
+    // The first write (the lease, before the token) stores the window as opened; the second, the
+    // same window checked against the API's clock. From there each write records new progress.
+    expect(windows.length).toBeGreaterThan(sink.writes.length - pages);
+    const repeated = windows.slice(1).filter((window, i) => window === windows[i]);
+    expect(repeated).toEqual([]);
+  });
+
+  it("with several sinks and nothing parked, a quiet run that read the state writes only its end", async () => {
+    const { blob, sinkSet } = await twoSinks();
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    expect(await customPull({ sinkSet }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    advance(5 * 60_000);
+    const writes: string[] = [];
+    // Another instance: no row of its own to claim at open, so it reads, and claims only before a write that needs it.
+    expect(await customPull({ sinkSet, pullState: recordingWrites(writes, otherInstance) }).run(tenantId, log, "quiet-pull")).toMatchObject({ outcome: "pulled", alerts: 0 });
+    expect(blob.writes).toHaveLength(1);
+    expect(writes).toEqual(["released: no window"]);
   });
 
   it("ends lease_lost when an operator resets the pull state mid-run, writes nothing back, and counts no incident", async () => {
@@ -1545,17 +1594,6 @@ describe("a page handed to the sinks", () => {
     const watermark = Date.parse((await stateOf(tenantId)).watermark ?? "");
     expect(letter?.window).toEqual({ from: new Date(watermark - 24 * 3600_000).toISOString(), to: new Date(watermark).toISOString() });
   });
-
-  /** Two sinks the test controls, blob and splunk, with parking in a container of their own. */
-  async function twoSinks() {
-    const { SinkSet } = await import("../../shared/sinks/sinkSet");
-    const { BlobParkingStore } = await import("../../shared/sinks/parking");
-    const { BlobServiceClient } = await import("@azure/storage-blob");
-    const parking = new BlobParkingStore(BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(`parked-${randomUUID()}`));
-    const blob = new MemorySink();
-    const splunk = new MemorySink();
-    return { blob, splunk, sinkSet: new SinkSet([{ name: "blob", sink: blob }, { name: "splunk", sink: splunk }], parking, clock) };
-  }
 
   it("with several sinks: each gets every page, a resumed window's first write says so and only that one, refusals name their sink", async () => {
     const { blob, splunk, sinkSet } = await twoSinks();
