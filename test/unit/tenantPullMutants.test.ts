@@ -1392,13 +1392,17 @@ describe("the lease and the tenant during a run", () => {
     expect(await stateOf(tenantId)).toMatchObject({ leaseOwner: "rival-pull", consecutiveFailures: 0 });
   });
 
-  /** `store` (the real one by default), recording each write of a tenant's state into `events`, as the window it stores. */
-  function recordingWrites(events: string[], store: PullStateStore = services.pullState): PullStateStore {
+  /** How a write reads in the tests below: its owner and the window it stores. */
+  const windowWritten = (state: PullState, lease: { owner: string }): string => {
+    const window = state.window;
+    return `${lease.owner || "released"}: ${window ? `window ${window.position === window.from ? "unread" : "read"}${window.settled === false ? ", unsettled" : ""}` : "no window"}`;
+  };
+
+  /** `store` (the real one by default), recording each write of a tenant's state into `events` as `describe` puts it. */
+  function recordingWrites(events: string[], store: PullStateStore = services.pullState, describe = windowWritten): PullStateStore {
     return Object.assign(Object.create(store) as PullStateStore, {
       write: async (...args: Parameters<PullStateStore["write"]>) => {
-        const [, state, lease] = args;
-        const window = state.window;
-        events.push(`${lease.owner || "released"}: ${window ? `window ${window.position === window.from ? "unread" : "read"}${window.settled === false ? ", unsettled" : ""}` : "no window"}`);
+        events.push(describe(args[1], args[2]));
         return store.write(...args);
       },
     });
@@ -1423,13 +1427,7 @@ describe("the lease and the tenant during a run", () => {
     const tenantId = await connected();
     seed(tenantId, 23);
     const windows: string[] = [];
-    const store = services.pullState;
-    const pullState = Object.assign(Object.create(store) as PullStateStore, {
-      write: async (...args: Parameters<PullStateStore["write"]>) => {
-        windows.push(JSON.stringify(args[1].window ?? null));
-        return store.write(...args);
-      },
-    });
+    const pullState = recordingWrites(windows, services.pullState, (state) => JSON.stringify(state.window ?? null));
     const pages = sink.writes.length;
     expect(await customPull({ pullState }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 23, complete: true });
     expect(sink.writes.length - pages).toBeGreaterThanOrEqual(5);
