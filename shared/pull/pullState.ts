@@ -284,7 +284,7 @@ function toEntity(tenantId: string, state: PullState, lease: { owner: string; un
  * claimed), so this one did nothing and simply yields, as if it had found the lease held.
  */
 export class LeaseLostError extends Error {
-  constructor(readonly reason: "taken" | "reset" | "busy" = "taken") {
+  constructor(readonly reason: "taken" | "reset" | "busy") {
     super(
       reason === "reset"
         ? "the tenant's pull state was reset"
@@ -316,7 +316,8 @@ const OWN_WRITES_KEPT = 16;
  */
 export class PullLease {
   private released = false;
-  private claimed: boolean;
+  /** Every lease starts unclaimed: its first write claims it. */
+  private claimed = false;
   /**
    * Opened from the row this process wrote last instead of a read, and claimed by `open` itself
    * (it never returns such a lease unclaimed; see WrittenRows): whatever the state held then, a
@@ -341,7 +342,6 @@ export class PullLease {
     private readonly leaseMs: number,
     private spill: string | undefined,
     public state: PullState,
-    claimed = true,
     /** The ETag of a row in the legacy partition that the first write moves (see PullStateStore.write). */
     private legacyEtag?: string,
     /**
@@ -349,9 +349,7 @@ export class PullLease {
      * came after `open` found nothing to delete, so only this check can stop the row coming back.
      */
     private readonly beforeCreate?: () => Promise<void>,
-  ) {
-    this.claimed = claimed;
-  }
+  ) {}
 
   /** Epoch ms at which the lease lapses unless renewed. */
   get expiresAt(): number {
@@ -547,7 +545,7 @@ export class PullStateStore {
     const state = entity ? fromEntity(entity, delivered) : emptyState();
     prepare?.(state);
     const legacyEtag = row?.legacy ? entity?.etag : undefined;
-    return new PullLease(this, tenantId, owner, row?.legacy ? undefined : entity?.etag, this.clock() + leaseMs, leaseMs, spill, state, false, legacyEtag, options.beforeCreate);
+    return new PullLease(this, tenantId, owner, row?.legacy ? undefined : entity?.etag, this.clock() + leaseMs, leaseMs, spill, state, legacyEtag, options.beforeCreate);
   }
 
   /**
@@ -570,7 +568,7 @@ export class PullStateStore {
     if (str(row["leaseOwner"]) && (num(row["leaseUntil"]) ?? 0) > this.clock()) return undefined;
     const state = fromEntity(row as Entity, decodeDelivered(row));
     prepare?.(state);
-    const lease = new PullLease(this, tenantId, owner, etag, this.clock() + leaseMs, leaseMs, undefined, state, false);
+    const lease = new PullLease(this, tenantId, owner, etag, this.clock() + leaseMs, leaseMs, undefined, state);
     lease.openedFromMemory = true;
     try {
       await lease.claim();
