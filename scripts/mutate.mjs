@@ -69,6 +69,7 @@ const TEST_FILES = {
     "test/unit/pullHealth.test.ts",
     "test/unit/pullWindow.test.ts",
     "test/unit/pullMutants.test.ts",
+    "test/unit/pullLeaseMutants.test.ts",
     "test/unit/pullSpillMutants.test.ts",
     "test/unit/tenantPullMutants.test.ts",
     "test/unit/writtenRows.test.ts",

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { createServer as createNetServer, type Socket } from "node:net";
 import type { TokenCredential } from "@azure/identity";
 import { TableClient } from "@azure/data-tables";
-import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
+import { BlobServiceClient } from "@azure/storage-blob";
 import { QueueServiceClient, type QueueClient } from "@azure/storage-queue";
 import { describe, expect, inject, it } from "vitest";
 import type { LogFields, Logger } from "../../shared/logging";
@@ -19,6 +19,7 @@ import { enqueueAlone, enqueueConnectedTenants, isQuiet, parsePullRequest, pullM
 import type { PullOutcome } from "../../shared/pull/tenantPull";
 import { createTableFactory, type TableFactory } from "../../shared/state/tables";
 import { AZURITE_ACCOUNT, AZURITE_KEY } from "../harness/azurite";
+import { beforeWrites, LEASE_MS, recordingCalls, stateStore } from "../harness/pullStateFixture";
 import type { TenantRecord, TenantRegistry } from "../../shared/state/tenantRegistry";
 
 /**
@@ -930,57 +931,6 @@ describe("the dedupe spill blobs", () => {
   });
 });
 
-/** A pull-state store on a table and a container of this test's own in the run's Azurite. */
-function stateStore(
-  clock: () => number,
-  wrap?: (client: TableClient) => TableClient,
-): { store: PullStateStore; otherInstance: PullStateStore; raw: () => Promise<TableClient>; blobs: ContainerClient } {
-  const inner = createTableFactory({ kind: "connectionString", connectionString: inject("storageConnectionString") }, noCredential);
-  const name = `PullState${randomBytes(6).toString("hex")}`;
-  const blobs = BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(`pullstate-${randomBytes(6).toString("hex")}`);
-  const tables: TableFactory = { open: async () => (wrap ? wrap(await inner.open(name)) : inner.open(name)) };
-  return {
-    store: new PullStateStore({ tables, clock, spill: blobDedupeSpill(blobs), timeoutMs: 5000 }),
-    // The same table and container from another instance of the app (no rows of this process in memory).
-    otherInstance: new PullStateStore({ tables: { open: () => inner.open(name) }, clock, spill: blobDedupeSpill(blobs), timeoutMs: 5000 }),
-    raw: () => inner.open(name),
-    blobs,
-  };
-}
-
-/** The same table client, with a hook before each conditional write (a rival's write, a lost answer). */
-function beforeWrites(client: TableClient, hook: (method: "updateEntity" | "createEntity", entity: Record<string, unknown>) => Promise<void>, after?: (method: string) => Promise<void>): TableClient {
-  return new Proxy(client, {
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver) as unknown;
-      if ((property === "updateEntity" || property === "createEntity") && typeof value === "function") {
-        return async (...args: unknown[]) => {
-          await hook(property, args[0] as Record<string, unknown>);
-          const answer = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-          await after?.(property);
-          return answer;
-        };
-      }
-      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-    },
-  });
-}
-
-const LEASE_MS = 60_000;
-
-/** The same table client, recording the name of each call that reaches storage, in order. */
-function recordingCalls(client: TableClient, calls: string[]): TableClient {
-  return new Proxy(client, {
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver) as unknown;
-      if (typeof value !== "function") return value;
-      return (...args: unknown[]) => {
-        if (["getEntity", "updateEntity", "createEntity", "deleteEntity", "listEntities"].includes(String(property))) calls.push(String(property));
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
-      };
-    },
-  });
-}
 
 describe("PullStateStore: a row this process wrote last", () => {
   it("is claimed at open by one conditional write, with no read, and carries what the pull wrote", async () => {
