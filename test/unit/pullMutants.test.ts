@@ -1070,6 +1070,33 @@ describe("PullStateStore: a row this process wrote last", () => {
   });
 });
 
+/** A pull state with every field set (apart from the dedupe set), as a busy tenant's might be. */
+function everyField(): Omit<PullState, "delivered"> {
+  return {
+    source: "graph",
+    window: { from: iso(T0 - 60_000), to: iso(T0), position: iso(T0 - 30_000), nextEnd: iso(T0 - 20_000), density: 0.5, instant: { pass: 1, skip: 100, foundNew: true } },
+    invalidSpan: { from: iso(T0 - 10), to: iso(T0 - 5), runs: 2 },
+    sinks: { splunk: { parkedFrom: 1, parkedTo: 4, behindSince: iso(T0 - 100) } },
+    accessTokenCipher: "sealed",
+    accessTokenExpiresAt: T0 + 3600_000,
+    refreshTokenObtainedAt: T0 - 5000,
+    apiCalls: [T0 - 2, T0 - 1],
+    lastRunAt: iso(T0),
+    lastSuccessAt: iso(T0 - 1),
+    lastAlertCount: 0,
+    consecutiveFailures: 2,
+    lastErrorCode: "transient",
+    lastErrorMessage: "it broke",
+    clockSkewMs: -1500,
+    deadLetters: 3,
+    lastDeadLetterReason: "missing_id",
+    lastDeadLetterAt: iso(T0 - 7),
+    lastWarningCode: "unstable_order",
+    lastWarningMessage: "moved",
+    lastWarningAt: iso(T0 - 8),
+  };
+}
+
 describe("PullStateStore: the pull's lease and state", () => {
   it("writes nothing on open, claims the lease with the first save and stores every field it reads back", async () => {
     const now = T0;
@@ -1083,29 +1110,7 @@ describe("PullStateStore: the pull's lease and state", () => {
     expect(lease?.expiresAt).toBe(T0 + LEASE_MS);
     const state = lease?.state as PullState;
     expect(state.watermark).toBe(iso(T0 - 60_000));
-    Object.assign(state, {
-      source: "graph",
-      window: { from: iso(T0 - 60_000), to: iso(T0), position: iso(T0 - 30_000), nextEnd: iso(T0 - 20_000), density: 0.5, instant: { pass: 1, skip: 100, foundNew: true } },
-      invalidSpan: { from: iso(T0 - 10), to: iso(T0 - 5), runs: 2 },
-      sinks: { splunk: { parkedFrom: 1, parkedTo: 4, behindSince: iso(T0 - 100) } },
-      accessTokenCipher: "sealed",
-      accessTokenExpiresAt: T0 + 3600_000,
-      refreshTokenObtainedAt: T0 - 5000,
-      apiCalls: [T0 - 2, T0 - 1],
-      lastRunAt: iso(T0),
-      lastSuccessAt: iso(T0 - 1),
-      lastAlertCount: 0,
-      consecutiveFailures: 2,
-      lastErrorCode: "transient",
-      lastErrorMessage: "it broke",
-      clockSkewMs: -1500,
-      deadLetters: 3,
-      lastDeadLetterReason: "missing_id",
-      lastDeadLetterAt: iso(T0 - 7),
-      lastWarningCode: "unstable_order",
-      lastWarningMessage: "moved",
-      lastWarningAt: iso(T0 - 8),
-    } satisfies Partial<PullState>);
+    Object.assign(state, everyField());
     state.delivered.set(versionHash({ id: "a", updatedAtKey: "k" }), 1_700_000_000);
     lease?.markDeliveredChanged();
     await lease?.save();
@@ -1114,6 +1119,21 @@ describe("PullStateStore: the pull's lease and state", () => {
     expect([...delivered]).toEqual([[versionHash({ id: "a", updatedAtKey: "k" }), 1_700_000_000]]);
     const { delivered: _d, ...expected } = state;
     expect(rest).toEqual({ ...expected, leaseOwner: "pull-a", leaseUntil: T0 + LEASE_MS });
+  });
+
+  it("shows every health column in readAll, and not the dedupe set, the token cache, the call log, the span or the source", async () => {
+    const { store } = stateStore(() => T0);
+    const tenant = guid();
+    const lease = (await store.open(tenant, "a", LEASE_MS))!;
+    const { window, ...full } = everyField();
+    Object.assign(lease.state, full, { window });
+    lease.state.delivered.set(versionHash({ id: "a", updatedAtKey: "k" }), 1_700_000_000);
+    lease.markDeliveredChanged();
+    await lease.release();
+    const { delivered, ...health } = (await store.readAll()).get(tenant)!;
+    expect(delivered.size).toBe(0);
+    const { source: _s, invalidSpan: _i, accessTokenCipher: _c, accessTokenExpiresAt: _e, apiCalls: _a, ...shown } = full;
+    expect(health).toEqual({ ...shown, apiCalls: [], window: { from: window!.from, to: window!.to, position: window!.position, nextEnd: window!.nextEnd, density: window!.density } });
   });
 
   it("reads an empty row as an empty state, and a state without a window, span or sinks without them", async () => {
