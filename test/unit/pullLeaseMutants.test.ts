@@ -9,7 +9,7 @@ import { aroundCalls, LEASE_MS, stateStore, type TableCall } from "../harness/pu
  * The pull lease under what storage does to it (issue 15, the survivors of pullState.ts's lease
  * and write): renewals in the background, answers lost after a write landed, writes that never
  * reached storage, a rival between a read and a write, a spilled dedupe set caught in any of
- * these. The real Tables and Blob clients against the run's Azurite; the faults are injected
+ * these; and the failures and incidents recorded outside a lease, under the same. The real Tables and Blob clients against the run's Azurite; the faults are injected
  * around the client, where Azurite cannot be made to produce them.
  */
 
@@ -52,13 +52,13 @@ function faultyStore(clock: () => number): {
   blobs: ContainerClient;
   fail: (phase: Fault["phase"], match: Fault["match"], error: Fault["error"]) => void;
   /** Runs `action` (a rival's write, a reset) just before the next matching call reaches storage. */
-  interpose: (match: Fault["match"], action: () => Promise<void>) => void;
+  interpose: (match: Fault["match"], action: () => Promise<unknown>) => void;
   writes: string[];
   hold: { writes: boolean };
   aborts: unknown[];
 } {
   const faults: Fault[] = [];
-  const actions: { match: Fault["match"]; action: () => Promise<void> }[] = [];
+  const actions: { match: Fault["match"]; action: () => Promise<unknown> }[] = [];
   const writes: string[] = [];
   const hold = { writes: false };
   const aborts: unknown[] = [];
@@ -376,5 +376,54 @@ describe("PullStateStore.write: moving a legacy row", () => {
     fail("before", isRead, () => new Error("connect ECONNRESET"));
     await expect(refused.save()).rejects.toMatchObject({ reason: "busy" });
     await expect(table.getEntity(unreadable, "pull")).rejects.toMatchObject({ statusCode: 404 });
+  });
+});
+
+describe("PullStateStore: failures and incidents recorded outside a lease", () => {
+  it("counts a failure once when another writer changed or created the row between its read and its write", async () => {
+    const { store, otherInstance, raw, fail, interpose } = faultyStore(() => T0);
+    const table = await raw();
+    const [existing, created, busy, faulted] = [guid(), guid(), guid(), guid()];
+    await (await otherInstance.acquire(existing, "earlier", 1))!.release();
+    interpose(isWrite, () => table.updateEntity({ partitionKey: existing, rowKey: "pull", consecutiveFailures: 4 }, "Merge"));
+    await store.recordFailure(existing, "pull_poisoned", "moved to the poison queue");
+    interpose(isWrite, () => table.createEntity({ partitionKey: created, rowKey: "pull", consecutiveFailures: 2 }));
+    await store.recordFailure(created, "pull_poisoned", "moved to the poison queue");
+    expect((await Promise.all([existing, created].map((tenant) => otherInstance.read(tenant)))).map((state) => [state?.consecutiveFailures, state?.lastErrorCode])).toEqual([
+      [5, "pull_poisoned"],
+      [3, "pull_poisoned"],
+    ]);
+    // Five refusals in a row: it gives up rather than loop, leaving the row to its other writer.
+    await (await otherInstance.acquire(busy, "earlier", 1))!.release();
+    for (let i = 1; i <= 5; i++) interpose(isWrite, () => table.updateEntity({ partitionKey: busy, rowKey: "pull", consecutiveFailures: 10 * i }, "Merge"));
+    await store.recordFailure(busy, "pull_poisoned", "moved to the poison queue");
+    expect(await otherInstance.read(busy)).toMatchObject({ consecutiveFailures: 50 });
+    expect((await otherInstance.read(busy))?.lastErrorCode).toBeUndefined();
+    // Anything but a refusal is the caller's to see.
+    fail("before", isWrite, () => new Error("connect ECONNRESET"));
+    await expect(store.recordFailure(faulted, "pull_poisoned", "moved to the poison queue")).rejects.toThrow("connect ECONNRESET");
+  });
+
+  it("counts an incident once when another writer changed or created its row meanwhile", async () => {
+    const { store, raw, fail, interpose } = faultyStore(() => T0);
+    const table = await raw();
+    const [existing, created, faulted] = [guid(), guid(), guid()];
+    await store.recordIncident(existing, "lease_lost");
+    interpose(isWrite, () => table.updateEntity({ partitionKey: "incident", rowKey: existing, leaseLost: 7 }, "Merge"));
+    await store.recordIncident(existing, "lease_lost");
+    interpose(isWrite, () => table.createEntity({ partitionKey: "incident", rowKey: created, releaseFailed: 2 }));
+    await store.recordIncident(created, "release_failed");
+    fail("before", isWrite, () => new Error("connect ECONNRESET"));
+    await expect(store.recordIncident(faulted, "lease_lost")).rejects.toThrow("connect ECONNRESET");
+    const incidents = await Promise.all(
+      [existing, created].map(async (tenant) => {
+        const { leaseLost, releaseFailed } = await table.getEntity<Record<string, unknown>>("incident", tenant);
+        return [leaseLost, releaseFailed];
+      }),
+    );
+    expect(incidents).toEqual([
+      [8, 0],
+      [0, 3],
+    ]);
   });
 });
