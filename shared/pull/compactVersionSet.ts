@@ -4,7 +4,9 @@
  * a 1,000,000-alert run held over 100 MB in it. Here a version hash (versionHash: 16 base64url
  * characters, 96 bits) is stored as three 32-bit words in an open-addressing table with linear
  * probing, its time as a float64 beside it, and a state byte: 21 bytes a slot. The table grows by
- * half when 3/4 of its slots are used, so it holds between 28 and 42 bytes per entry.
+ * half when 3/4 of its slots are used, so it holds between 28 and 42 bytes per entry as it fills.
+ * Deleted slots count as used until a rebuild sweeps them: at the same size while at most half the
+ * slots are live, else one growth, after which pruning as many as are added costs nothing more.
  *
  * It is a Map<string, number> to every reader (`DeliveredVersions`): get, set, has, delete,
  * clear, size and iteration behave as a Map's, so the pull-state codec and the pull need no
@@ -41,7 +43,7 @@ function quad(key: string, at: number): number {
   const b = SEXTET[key.charCodeAt(at + 1)] ?? -1;
   const c = SEXTET[key.charCodeAt(at + 2)] ?? -1;
   const d = SEXTET[key.charCodeAt(at + 3)] ?? -1;
-  if ((a | b | c | d) < 0) return -1;
+  // A -1 among them has every bit set, so the whole is -1 too: no separate check.
   return (a << 18) | (b << 12) | (c << 6) | d;
 }
 

@@ -85,3 +85,68 @@ describe("CompactVersionSet", () => {
     expect(compact.has(keys[200_000] ?? "")).toBe(false);
   });
 });
+
+describe("CompactVersionSet under churn", () => {
+  const keyOf = (n: number): string => hashOf(n);
+
+  it("reuses deleted slots: a pull that prunes as many versions as it adds keeps its table the same size", () => {
+    const compact = new CompactVersionSet();
+    for (let n = 0; n < 1000; n++) compact.set(keyOf(n), n);
+    const sizes = new Set([compact.tableBytes]);
+    // 50 rounds: prune the oldest 100 versions, add 100 new ones; never more than 1,000 live.
+    for (let round = 0; round < 50; round++) {
+      for (let n = round * 100; n < round * 100 + 100; n++) expect(compact.delete(keyOf(n))).toBe(true);
+      for (let n = 1000 + round * 100; n < 1100 + round * 100; n++) compact.set(keyOf(n), n);
+      expect(compact.size).toBe(1000);
+      sizes.add(compact.tableBytes);
+    }
+    // Tombstones are swept by rebuilding at the same size: the table grows once (to leave room
+    // for the tombstones between sweeps), then stays at that size through 5,000 more versions.
+    expect([...sizes]).toEqual([1395 * 21, 2093 * 21]);
+    for (let n = 5000; n < 6000; n++) expect(compact.get(keyOf(n))).toBe(n);
+    for (let n = 0; n < 5000; n += 97) expect(compact.has(keyOf(n))).toBe(false);
+  });
+
+  it("starts small and goes back to its smallest table when cleared", () => {
+    const compact = new CompactVersionSet();
+    const smallest = compact.tableBytes;
+    expect(smallest).toBe(16 * (12 + 8 + 1));
+    for (let n = 0; n < 12; n++) compact.set(keyOf(n), n);
+    expect(compact.tableBytes).toBe(smallest);
+    compact.set(keyOf(12), 12);
+    expect(compact.tableBytes).toBe(24 * (12 + 8 + 1));
+    compact.clear();
+    expect(compact.size).toBe(0);
+    expect(compact.tableBytes).toBe(smallest);
+    for (let n = 0; n < 13; n++) compact.set(keyOf(n), n);
+    expect([...compact.keys()].sort()).toEqual(Array.from({ length: 13 }, (_, n) => keyOf(n)).sort());
+  });
+
+  it("overwrites a version's time in place and a second delete of it answers false", () => {
+    const compact = new CompactVersionSet([[keyOf(1), 10]]);
+    compact.set(keyOf(1), 20);
+    expect(compact.size).toBe(1);
+    expect(compact.get(keyOf(1))).toBe(20);
+    expect(compact.delete(keyOf(1))).toBe(true);
+    expect(compact.delete(keyOf(1))).toBe(false);
+    expect(compact.get(keyOf(1))).toBeUndefined();
+    // A key that is not a version hash lives beside the table and counts in size.
+    compact.set("not-a-hash", 5);
+    expect(compact.size).toBe(1);
+    expect([...compact]).toEqual([["not-a-hash", 5]]);
+  });
+
+  it("never yields a version deleted during the iteration, even after the table was rebuilt under it", () => {
+    const compact = new CompactVersionSet(Array.from({ length: 12 }, (_, n): [string, number] => [keyOf(n), n]));
+    const yielded: string[] = [];
+    for (const [key] of compact) {
+      yielded.push(key);
+      if (yielded.length > 1) continue;
+      // The first step adds a version (the table grows) and prunes every other one.
+      compact.set(keyOf(100), 100);
+      for (let n = 0; n < 12; n++) if (keyOf(n) !== key) compact.delete(keyOf(n));
+    }
+    expect(yielded.slice(1).filter((key) => !compact.has(key))).toEqual([]);
+    expect(compact.size).toBe(2);
+  });
+});
