@@ -5,6 +5,9 @@
 //   npm run mutate -- shared/consent        one folder (or several: shared/consent shared/identity)
 //   npm run mutate -- consent --concurrency 1   a bare name means shared/<name>; --options go to Stryker
 //   npm run mutate -- identity --whole-suite    every test file, not the folder's list (TEST_FILES below)
+//   npm run mutate -- pull --tests test/unit/compactVersionSet.test.ts --mutate shared/pull/compactVersionSet.ts
+//                                           these test files instead of the folder's list: for a file whose
+//                                           own tests cover it and whom the list's slow tests only slow down
 //
 // One Stryker run covers every chosen folder (one dry run, one build of the sandbox); the scores
 // are then read from its JSON report (test-artifacts/mutation/mutation.json, beside the HTML one):
@@ -118,7 +121,7 @@ const TEST_FILES = {
 };
 
 function usage(message) {
-  console.error(`${message}\nusage: npm run mutate [-- [shared/<folder> ...] [--<stryker option> <value> ...]]`);
+  console.error(`${message}\nusage: npm run mutate [-- [shared/<folder> ...] [--whole-suite | --tests <file,...>] [--<stryker option> <value> ...]]`);
   process.exit(2);
 }
 
@@ -136,10 +139,16 @@ const args = process.argv.slice(2);
 const folders = [];
 const strykerArgs = [];
 let wholeSuite = false;
+let ownTests;
 for (let i = 0; i < args.length; i++) {
   const arg = args[i];
   if (arg === "--whole-suite") {
     wholeSuite = true;
+    continue;
+  }
+  if (arg === "--tests") {
+    ownTests = (args[++i] ?? "").split(",").filter(Boolean);
+    if (ownTests.length === 0 || ownTests.some((file) => !existsSync(path.join(ROOT, file)))) usage(`--tests needs existing test files, comma-separated: ${args[i] ?? ""}`);
     continue;
   }
   if (arg.startsWith("-")) {
@@ -162,7 +171,7 @@ const stryker = path.join(path.dirname(corePackage), "bin", "stryker.js");
 // scripts/vitest.stryker.config.mts reads the list from the environment (Stryker's test-runner
 // processes inherit it), so that even a mutant reached while a file loads runs only these files.
 const listed = !wholeSuite && chosen.every((folder) => TEST_FILES[folder] !== undefined);
-const testFiles = listed ? [...new Set(chosen.flatMap((folder) => TEST_FILES[folder]))].filter((file) => existsSync(path.join(ROOT, file))) : [];
+const testFiles = ownTests ?? (listed ? [...new Set(chosen.flatMap((folder) => TEST_FILES[folder]))].filter((file) => existsSync(path.join(ROOT, file))) : []);
 const env = { ...process.env };
 if (testFiles.length > 0) env.STRYKER_TEST_FILES = testFiles.join(",");
 else delete env.STRYKER_TEST_FILES;
