@@ -302,6 +302,11 @@ const KEEP_ALIVE_STOPPED = new Error("the pull stopped renewing its lease");
 /** Write ids a lease remembers: enough to recognise any of its own writes whose answer was lost. */
 const OWN_WRITES_KEPT = 16;
 
+/** The blob a write spills its dedupe set to: named by the write, so a lease can name it after a failure. */
+function spillBlobName(tenantId: string, writeId: string): string {
+  return `${tenantId}/${writeId}.versions`;
+}
+
 /**
  * A pull lease. Every save is conditioned on the ETag of the previous one (the first on the ETag
  * the state was read with), so two pulls of one tenant can never both write: the second to arrive
@@ -331,6 +336,11 @@ export class PullLease {
   private lost: LeaseLostError | undefined;
   /** Ids of this lease's recent writes: a 412 against one of them is our own write, not a rival. */
   private readonly ownWrites: string[] = [];
+  /**
+   * Blobs of spilled writes that failed without a definite answer: the row may point at one of
+   * them, so they are removed only once a later write is known to have replaced it.
+   */
+  private uncertainSpills: string[] = [];
 
   constructor(
     private readonly store: PullStateStore,
@@ -444,10 +454,16 @@ export class PullLease {
       });
     } catch (error) {
       if (changed) this.deliveredChanged = true;
+      // The write may have spilled to a blob and landed, pointing the row at it (a refusal frees
+      // the blob itself, and a lost lease writes no more, so this matters only after a fault).
+      this.uncertainSpills.push(spillBlobName(this.tenantId, writeId));
       // Nothing of this pull was written or sent: a rival got there first, which is not a loss.
       if (!this.claimed && error instanceof LeaseLostError && error.reason === "taken") throw new LeaseLostError("busy");
       throw error;
     }
+    // The row now names another blob (each write spills under its own id).
+    for (const name of this.uncertainSpills) this.store.discardSpill(name);
+    this.uncertainSpills = [];
     this.etag = written.etag;
     this.spill = written.spill;
     this.claimed = true;
@@ -625,7 +641,7 @@ export class PullStateStore {
     let inline = unchangedSpill ? encodeDelivered(new Map()) : encodeDelivered(state.delivered);
     let spill: string | undefined = unchangedSpill;
     if (inline === undefined) {
-      spill = `${tenantId}/${writeId}.versions`;
+      spill = spillBlobName(tenantId, writeId);
       const body = encodeDelivered(state.delivered, { unbounded: true })?.delivered ?? "";
       await this.spill.write(tenantId, spill, body, boundedSignal(this.timeoutMs, options));
       inline = encodeDelivered(new Map());
@@ -698,6 +714,11 @@ export class PullStateStore {
 
   private async removeSpill(name: string): Promise<void> {
     await this.spill.remove(name, timeoutSignal(this.timeoutMs)).catch(() => undefined);
+  }
+
+  /** @internal used by PullLease: removes a blob no row points at (if it exists), in the background. */
+  discardSpill(name: string): void {
+    void this.removeSpill(name);
   }
 
   /** The write id and ETag the row holds now, or undefined if it cannot be read. */

@@ -296,7 +296,7 @@ describe("PullStateStore.acquire", () => {
 
 describe("PullStateStore.write: a dedupe set spilled to a blob", () => {
   it("keeps a change to a spilled set for the next save when a save failed, and a lease that changed nothing writes no blob", async () => {
-    const { store, otherInstance, blobs, fail } = faultyStore(() => T0);
+    const { store, otherInstance, raw, blobs, fail } = faultyStore(() => T0);
     const tenant = guid();
     const lease = (await store.acquire(tenant, "a", LEASE_MS))!;
     spillWorthy(lease);
@@ -313,6 +313,9 @@ describe("PullStateStore.write: a dedupe set spilled to a blob", () => {
     expect(stored?.delivered.has(late)).toBe(true);
     await settle(100);
     const before = await blobNames(blobs);
+    // The blob of the failed save (written before its table write failed) went once a later save
+    // replaced the row: only the one the row names is left.
+    expect(before).toEqual([(await (await raw()).getEntity<{ deliveredBlob: string }>(tenant, "pull")).deliveredBlob]);
     const unchanged = (await otherInstance.open(tenant, "b", LEASE_MS))!;
     await unchanged.save();
     await unchanged.release();
@@ -350,6 +353,17 @@ describe("PullStateStore.write: a dedupe set spilled to a blob", () => {
     expect(sizes).toEqual([1250 * 15 + 1, 1250 * 15 + 1, 1250 * 15 + 2]);
     const now = await blobNames(blobs);
     expect(now.filter((name) => !first.includes(name)).map((name) => name.split("/")[0])).toEqual([lost]);
+    // The lease's next save replaces that row: both the blob before it and the blob of the save
+    // whose answer was lost go, and the tenant holds one blob again.
+    const recovered = leases.get(lost)!;
+    recovered.state.delivered.set(versionHash({ id: "later", updatedAtKey: "k" }), 1_700_000_002);
+    recovered.markDeliveredChanged();
+    await recovered.save();
+    await settle(100);
+    expect((await otherInstance.read(lost))?.delivered.size).toBe(1250 * 15 + 3);
+    const table = await raw();
+    const named = (await table.getEntity<{ deliveredBlob: string }>(lost, "pull")).deliveredBlob;
+    expect((await blobNames(blobs)).filter((name) => name.startsWith(`${lost}/`))).toEqual([named]);
   });
 });
 
