@@ -153,4 +153,40 @@ describe("CompactVersionSet under churn", () => {
     expect(yielded.slice(1).filter((key) => !compact.has(key))).toEqual([]);
     expect(compact.size).toBe(2);
   });
+
+  it("tells apart version hashes that differ in one 32-bit word only, the one in the first slot included", () => {
+    // 16 base64url characters, 96 bits: characters 0-5 fill the first word, 5-10 the second, 10-15 the third.
+    const base = "AAAAAAAAAAAAAAAA";
+    const differing = [1, 8, 14].map((at) => `${base.slice(0, at)}B${base.slice(at + 1)}`);
+    const compact = new CompactVersionSet([[base, 1]]);
+    differing.forEach((key, n) => compact.set(key, n + 2));
+    // The all-zero hash starts at slot 0 and the others probe past it.
+    expect(compact.has(base)).toBe(true);
+    expect([base, ...differing].map((key) => compact.get(key))).toEqual([1, 2, 3, 4]);
+    expect(compact.size).toBe(4);
+    expect(compact.delete(differing[0]!)).toBe(true);
+    expect([base, ...differing].map((key) => compact.has(key))).toEqual([true, false, true, true]);
+  });
+
+  it("keeps a key with a character outside ASCII at any place as it is, beside the table", () => {
+    const keys = [0, 1, 2, 3, 5, 15].map((at) => `${"A".repeat(at)}é${"A".repeat(15 - at)}`);
+    const compact = new CompactVersionSet(keys.map((key, n): [string, number] => [key, n]));
+    expect(compact.tableBytes).toBe(16 * 21);
+    expect([...compact.keys()].sort()).toEqual([...keys].sort());
+    expect(keys.map((key) => compact.get(key))).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+
+  it("grows at a sweep only when more than half of the larger table would be live", () => {
+    // 16 slots: 12 used starts a sweep; the table grows when the live versions plus the new one
+    // pass 16 × 3/4 ÷ 1.5 = 8.
+    const sized = (live: number): number => {
+      const compact = new CompactVersionSet();
+      for (let n = 0; n < 12; n++) compact.set(keyOf(n), n);
+      for (let n = live; n < 12; n++) compact.delete(keyOf(n));
+      compact.set(keyOf(99), 99);
+      expect(compact.size).toBe(live + 1);
+      return compact.tableBytes / 21;
+    };
+    expect([6, 7, 8, 9].map(sized)).toEqual([16, 16, 24, 24]);
+  });
 });
