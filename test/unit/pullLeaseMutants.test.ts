@@ -278,6 +278,34 @@ describe("PullLease: the first write of a lease open read", () => {
   });
 });
 
+describe("PullLease: the first write of a tenant's first pull", () => {
+  it("takes a create that failed without a refusal for the fault it is, not a rival's row, and creates the row when retried", async () => {
+    const { store, otherInstance, fail } = faultyStore(() => T0);
+    const tenant = guid();
+    const lease = (await store.open(tenant, "first", LEASE_MS))!;
+    fail("before", (call) => call.method === "createEntity", () => Object.assign(new Error("server busy"), { statusCode: 503 }));
+    const error = await lease.claim().catch((e: unknown) => e);
+    expect(error).not.toHaveProperty("reason");
+    expect((error as Error).message).toBe("server busy");
+    expect(await otherInstance.read(tenant)).toBeUndefined();
+    await lease.claim();
+    expect(await otherInstance.read(tenant)).toMatchObject({ leaseOwner: "first" });
+  });
+
+  it("asks whether the tenant may still be created only for a row it creates from nothing, not for a legacy row it moves", async () => {
+    const { store, raw } = faultyStore(() => T0);
+    const [fresh, legacy] = [guid(), guid()];
+    await (await raw()).createEntity({ partitionKey: "pull", rowKey: legacy, watermark: iso(T0 - 5) });
+    const asked: string[] = [];
+    for (const tenant of [fresh, legacy]) {
+      const lease = (await store.open(tenant, "a", LEASE_MS, undefined, { beforeCreate: async () => void asked.push(tenant) }))!;
+      await lease.save();
+      await lease.save();
+    }
+    expect(asked).toEqual([fresh]);
+  });
+});
+
 describe("PullStateStore.acquire", () => {
   it("finds the lease held when a rival writes between its read and its claim, and fails on a reset or a storage fault", async () => {
     const { store, otherInstance, raw, fail, interpose } = faultyStore(() => T0);
@@ -321,6 +349,23 @@ describe("PullStateStore.write: a dedupe set spilled to a blob", () => {
     await unchanged.release();
     await settle(100);
     expect(await blobNames(blobs)).toEqual(before);
+  });
+
+  it("does not rewrite an unchanged spilled set because a save failed", async () => {
+    const { store, raw, blobs, fail } = faultyStore(() => T0);
+    const tenant = guid();
+    const lease = (await store.acquire(tenant, "a", LEASE_MS))!;
+    spillWorthy(lease);
+    await lease.save();
+    const named = async (): Promise<string> => (await (await raw()).getEntity<{ deliveredBlob: string }>(tenant, "pull")).deliveredBlob;
+    const blob = await named();
+    fail("before", isWrite, () => new Error("connect ECONNRESET"));
+    await expect(lease.save()).rejects.toThrow("ECONNRESET");
+    await lease.save();
+    await lease.release();
+    await settle(100);
+    expect(await named()).toBe(blob);
+    expect(await blobNames(blobs)).toEqual([blob]);
   });
 
   it("removes the blob it wrote only after a refusal: a blob a rival's row names, or a row whose answer was lost, stays", async () => {
@@ -391,6 +436,22 @@ describe("PullStateStore.write: moving a legacy row", () => {
     fail("before", isRead, () => new Error("connect ECONNRESET"));
     await expect(refused.save()).rejects.toMatchObject({ reason: "busy" });
     await expect(table.getEntity(unreadable, "pull")).rejects.toMatchObject({ statusCode: 404 });
+  });
+});
+
+describe("PullStateStore.write: a legacy row another writer changed since it was read", () => {
+  it("is moved by no one: the pull ends busy whether the writer left a write id (a move mark) or none (an earlier version's save)", async () => {
+    const { store, raw, interpose } = faultyStore(() => T0);
+    const table = await raw();
+    for (const change of [{ writeId: "rival-mark", leaseOwner: "moved" }, { leaseOwner: "earlier-version" }]) {
+      const tenant = guid();
+      await table.createEntity({ partitionKey: "pull", rowKey: tenant, watermark: iso(T0 - 5) });
+      const lease = (await store.open(tenant, "late", LEASE_MS))!;
+      interpose(isMoveMark, () => table.updateEntity({ partitionKey: "pull", rowKey: tenant, ...change }, "Merge"));
+      await expect(lease.save()).rejects.toMatchObject({ reason: "busy" });
+      await expect(table.getEntity(tenant, "pull")).rejects.toMatchObject({ statusCode: 404 });
+      expect(await table.getEntity("pull", tenant)).toMatchObject(change);
+    }
   });
 });
 
