@@ -435,13 +435,61 @@ function expectTiling(sim: Simulation, times: readonly number[], window: SubWind
   expect(wrong, "timestamps not covered exactly once").toEqual([]);
 }
 
+/** `count` alerts at random over the day from T0, in time order. */
+function uniform(seed: number, count: number): number[] {
+  const random = seededRandom(seed);
+  return Array.from({ length: count }, () => T0 + Math.floor(random() * DAY)).sort((a, b) => a - b);
+}
+
+/** A quiet background, a ten-minute storm, and one instant with 700 alerts (more than a page of 500). */
+function bursty(): number[] {
+  const random = seededRandom(42);
+  const times: number[] = [];
+  for (let i = 0; i < 2_000; i++) times.push(T0 + 6 * 3_600_000 + Math.floor(random() * 12 * 3_600_000));
+  for (let i = 0; i < 7_300; i++) times.push(T0 + 9 * 3_600_000 + Math.floor(random() * 600_000));
+  for (let i = 0; i < 700; i++) times.push(T0 + 15 * 3_600_000 + 123);
+  return times.sort((a, b) => a - b);
+}
+
+/** One alert a minute for `hours`, and a bulk update of `count` alerts within `width` ms at `at` of the span. */
+function minutesAndBurst(hours: number, at: number, width: number, count: number): { span: SubWindow; times: number[] } {
+  const span = { from: T0, to: T0 + hours * 3_600_000 };
+  const times: number[] = [];
+  for (let t = span.from; t < span.to; t += 60_000) times.push(t + 17);
+  const burst = span.from + Math.floor(at * (span.to - span.from));
+  for (let i = 0; i < count; i++) times.push(burst + (i % width));
+  return { span, times: times.sort((a, b) => a - b) };
+}
+
+/** The bench's Graph backlog: 20,000 alerts 102 ms apart from 21 hours into the day. */
+function denseHalfHour(): number[] {
+  return Array.from({ length: 20_000 }, (_, i) => T0 + 21 * 3_600_000 + i * 102);
+}
+
+/** 100,000 alerts over the day, from one to ten in the same time. */
+function risingDensity(): number[] {
+  const random = seededRandom(20261130);
+  const times: number[] = [];
+  while (times.length < 100_000) {
+    const at = random() * DAY;
+    if (random() < 0.1 + (0.9 * at) / DAY) times.push(T0 + Math.floor(at));
+  }
+  return times.sort((a, b) => a - b);
+}
+
+/** 100,000 alerts in 48 storms a day, each about four minutes at twenty times the background rate. */
+function storms(): number[] {
+  const random = seededRandom(4848);
+  const times: number[] = [];
+  while (times.length < 100_000) {
+    const at = random() * DAY;
+    if (random() < (Math.sin((2 * Math.PI * 48 * at) / DAY) > 0.9 ? 1 : 0.05)) times.push(T0 + Math.floor(at));
+  }
+  return times.sort((a, b) => a - b);
+}
+
 describe("SubWindowPlanner simulation", () => {
   const window = { from: T0, to: T0 + DAY };
-
-  function uniform(seed: number, count: number): number[] {
-    const random = seededRandom(seed);
-    return Array.from({ length: count }, () => T0 + Math.floor(random() * DAY)).sort((a, b) => a - b);
-  }
 
   it("reads 10,000 alerts spread over a day in sub-windows that tile it, each alert exactly once (page 500)", () => {
     const times = uniform(20260101, 10_000);
@@ -469,13 +517,7 @@ describe("SubWindowPlanner simulation", () => {
   });
 
   it("tiles the window with bursts, empty hours and a millisecond holding more than a page", () => {
-    const random = seededRandom(42);
-    const times: number[] = [];
-    // A quiet background, a ten-minute storm, and one instant with 700 alerts (more than a page).
-    for (let i = 0; i < 2_000; i++) times.push(T0 + 6 * 3_600_000 + Math.floor(random() * 12 * 3_600_000));
-    for (let i = 0; i < 7_300; i++) times.push(T0 + 9 * 3_600_000 + Math.floor(random() * 600_000));
-    for (let i = 0; i < 700; i++) times.push(T0 + 15 * 3_600_000 + 123);
-    times.sort((a, b) => a - b);
+    const times = bursty();
     for (const order of ["shuffled", "time", "blind"] as const) {
       const sim = simulate(times, window, 500, { order });
       expectTiling(sim, times, window, 500);
@@ -512,12 +554,7 @@ describe("SubWindowPlanner simulation", () => {
     // One alert a minute, and a bulk update of `count` alerts within `width` ms at `at` of the
     // window: sizing the hours before the burst by the burst's density cost up to 275 reads (review H12).
     for (const [hours, at, width, count] of [[24, 0.99, 2, 10_000], [24, 0.9, 3, 3_000], [24, 0.5, 1, 2_600], [1, 0.5, 1, 2_600]] as const) {
-      const span = { from: T0, to: T0 + hours * 3_600_000 };
-      const times: number[] = [];
-      for (let t = span.from; t < span.to; t += 60_000) times.push(t + 17);
-      const burst = span.from + Math.floor(at * (span.to - span.from));
-      for (let i = 0; i < count; i++) times.push(burst + (i % width));
-      times.sort((a, b) => a - b);
+      const { span, times } = minutesAndBurst(hours, at, width, count);
       const sim = simulate(times, span, 2_500, { order: "newest" });
       expectTiling(sim, times, span, 2_500);
       console.log(`${hours} h of one alert a minute and ${count} alerts in ${width} ms at ${at}, page 2,500, API order newest: ${sim.reads} reads`);
@@ -527,9 +564,7 @@ describe("SubWindowPlanner simulation", () => {
 
   it("reads a newest-first first window whose alerts are a dense half hour inside it (the bench's Graph backlog) no worse than median cuts did", () => {
     // The bench's Graph backlog: a 24-hour first window, 20,000 alerts 102 ms apart about 21 hours in.
-    const times: number[] = [];
-    const clusterStart = T0 + 21 * 3_600_000;
-    for (let i = 0; i < 20_000; i++) times.push(clusterStart + i * 102);
+    const times = denseHalfHour();
     const sim = simulate(times, window, 1_000, { order: "newest" });
     expectTiling(sim, times, window, 1_000);
     console.log(`24 h window, 20,000 alerts 102 ms apart from hour 21, page 1,000, API order newest: ${sim.reads} reads = ${(sim.reads * 5).toFixed(0)} per 100,000`);
@@ -543,13 +578,7 @@ describe("SubWindowPlanner simulation", () => {
     // From one alert to ten in the same time, 100,000 in all: the first page (the day's newest)
     // overstates the density of the morning, and a cut at that page's median peeled about one
     // page a read off the window's end (322 reads).
-    const random = seededRandom(20261130);
-    const times: number[] = [];
-    while (times.length < 100_000) {
-      const at = random() * DAY;
-      if (random() < 0.1 + (0.9 * at) / DAY) times.push(T0 + Math.floor(at));
-    }
-    times.sort((a, b) => a - b);
+    const times = risingDensity();
     const sim = simulate(times, window, 1_000, { order: "newest" });
     expectTiling(sim, times, window, 1_000);
     console.log(`rising density, 100,000 alerts/day, page 1,000, API order newest: ${sim.reads} reads`);
@@ -561,13 +590,7 @@ describe("SubWindowPlanner simulation", () => {
     // in all: a read sized for the background that reaches a storm comes back full. After one such
     // page, reads stop where its alerts begin and are sized for its density inside it (about 470
     // reads before; the floor is 100).
-    const random = seededRandom(4848);
-    const times: number[] = [];
-    while (times.length < 100_000) {
-      const at = random() * DAY;
-      if (random() < (Math.sin((2 * Math.PI * 48 * at) / DAY) > 0.9 ? 1 : 0.05)) times.push(T0 + Math.floor(at));
-    }
-    times.sort((a, b) => a - b);
+    const times = storms();
     const sim = simulate(times, window, 1_000, { order: "newest" });
     expectTiling(sim, times, window, 1_000);
     console.log(`48 storms a day, 100,000 alerts, page 1,000, API order newest: ${sim.reads} reads`);
@@ -580,4 +603,43 @@ describe("SubWindowPlanner simulation", () => {
     expect(sim.reads).toBe(1);
     expect(sim.completed).toEqual([window]);
   });
+});
+
+/**
+ * What the planner costs today on each shape, in requests, for each order the API may serve a
+ * full page in. Requests are what the API's quota is spent on (100 a minute, 1,500 an hour per
+ * tenant), so a change that reads any of these windows in more requests is a regression to be
+ * made on purpose: lower a figure when a change improves it.
+ */
+describe("SubWindowPlanner request budget", () => {
+  const day = { from: T0, to: T0 + DAY };
+  const orders = ["time", "newest", "shuffled", "blind"] as const;
+  type Case = { shape: string; times: () => number[]; span: SubWindow; pageSize: number; resumeEvery?: number; budget: Record<(typeof orders)[number], number> };
+  const budget = (time: number, newest: number, shuffled: number, blind: number): Case["budget"] => ({ time, newest, shuffled, blind });
+  const cases: Case[] = [
+    { shape: "10,000 at random over a day", times: () => uniform(20260101, 10_000), span: day, pageSize: 500, budget: budget(24, 25, 29, 29) },
+    { shape: "the same, resumed every 3 reads", times: () => uniform(7, 10_000), span: day, pageSize: 500, resumeEvery: 3, budget: budget(25, 26, 30, 30) },
+    { shape: "a background, a storm and a crowded millisecond", times: bursty, span: day, pageSize: 500, budget: budget(40, 55, 48, 121) },
+    { shape: "the same, resumed every 4 reads", times: bursty, span: day, pageSize: 500, resumeEvery: 4, budget: budget(40, 53, 49, 127) },
+    ...([[24, 0.99, 2, 10_000, budget(14, 10, 12, 81)], [24, 0.9, 3, 3_000, budget(3, 5, 5, 81)], [1, 0.5, 1, 2_600, budget(13, 7, 6, 31)]] as const).map(([hours, at, width, count, limits]) => {
+      const { span, times } = minutesAndBurst(hours, at, width, count);
+      return { shape: `${hours} h of an alert a minute, ${count} in ${width} ms at ${at}`, times: () => times, span, pageSize: 2_500, budget: limits };
+    }),
+    { shape: "a dense half hour late in the day", times: denseHalfHour, span: day, pageSize: 1_000, budget: budget(27, 45, 37, 40) },
+    { shape: "a density rising through the day", times: risingDensity, span: day, pageSize: 1_000, budget: budget(115, 123, 123, 124) },
+    { shape: "48 storms", times: storms, span: day, pageSize: 1_000, budget: budget(219, 370, 372, 559) },
+    { shape: "the same, resumed every 5 reads", times: storms, span: day, pageSize: 1_000, resumeEvery: 5, budget: budget(219, 437, 364, 512) },
+    { shape: "100,000 at random over a day", times: () => uniform(20261130, 100_000), span: day, pageSize: 1_000, budget: budget(113, 114, 120, 120) },
+  ];
+
+  for (const c of cases) {
+    it(`reads ${c.shape} (pages of ${c.pageSize}) in no more requests than it does today, in any order`, () => {
+      const times = c.times();
+      for (const order of orders) {
+        const sim = simulate(times, c.span, c.pageSize, { order, ...(c.resumeEvery ? { resumeEvery: c.resumeEvery } : {}) });
+        expectTiling(sim, times, c.span, c.pageSize);
+        expect(sim.reads, order).toBeLessThanOrEqual(c.budget[order]);
+      }
+    });
+  }
 });
