@@ -72,14 +72,16 @@ export interface PullTimings {
    */
   deliveryGraceMs: number;
   releaseGraceMs: number;
+  /** An observer that has not finished by then is left to finish on its own: the pull moves on. */
+  observerTimeoutMs: number;
 }
 
 /**
  * The 60 s the settings check leaves after deadline + request timeout: 20 s to deliver the page in
- * flight, 15 s to record the run on the tenant, then the observers (`OBSERVER_TIMEOUT_MS`) and the
+ * flight, 15 s to record the run on the tenant, then the observers (`observerTimeoutMs`) and the
  * pull history (`HISTORY_TIMEOUT_MS`), with 5 s to spare.
  */
-const DEFAULT_TIMINGS: PullTimings = { leaseMs: 180_000, deliveryGraceMs: 20_000, releaseGraceMs: 15_000 };
+const DEFAULT_TIMINGS: PullTimings = { leaseMs: 180_000, deliveryGraceMs: 20_000, releaseGraceMs: 15_000, observerTimeoutMs: 10_000 };
 const HISTORY_TIMEOUT_MS = 10_000;
 /** Parked pages are delivered for at most 1/DRAIN_SHARE of a run's time, then new pages are read. */
 const DRAIN_SHARE = 3;
@@ -129,14 +131,11 @@ export interface TenantPullDeps {
   /** Where each run is recorded for the console; optional, and a failure to record never fails a pull. */
   history?: PullHistoryStore;
   timings?: Partial<PullTimings>;
-  /** Told about every run that took the lease (telemetry, notifications); never awaited past `OBSERVER_TIMEOUT_MS`. */
+  /** Told about every run that took the lease (telemetry, notifications); never awaited past `PullTimings.observerTimeoutMs`. */
   observers?: readonly PullObserver[];
   /** New alerts at or above this severity are listed in the run's report (notifications); unset, none are. */
   notableSeverity?: Severity;
 }
-
-/** An observer that has not finished by then is left to finish on its own: the pull moves on. */
-const OBSERVER_TIMEOUT_MS = 10_000;
 
 /**
  * Waits for `work` at most `ms`; true when it settled in time. The work's own failure is swallowed
@@ -274,14 +273,15 @@ export class TenantPull {
       const beforeCreate = async (): Promise<void> => {
         if (!isStillConnected(await deps.tenants.get(tenantId), source)) throw new TenantNoLongerConnected();
       };
-      lease = await deps.pullState.open(tenantId, owner, leaseMs, (state) => {
+      lease = await deps.pullState.open(tenantId, owner, leaseMs, (state, stored) => {
       // Decided afresh for each state offered: a refused claim of a remembered row reads the row again.
       windowOpened = false;
       sourceSwitched = false;
       // A consent moved the tenant to another source: its checkpoint starts afresh, here under the
       // lease so no run of the old source can write after it. Sink progress and parked pages stay:
-      // they hold alerts already read that a sink still owes.
-      if ((state.source ?? "mde") !== source) {
+      // they hold alerts already read that a sink still owes. A state stored without a source is
+      // from before sources were named: Defender for Endpoint's. A blank one has nothing to forget.
+      if (stored && (state.source ?? "mde") !== source) {
         forgetSourceProgress(state);
         sourceSwitched = true;
       }
@@ -405,10 +405,11 @@ export class TenantPull {
       notable: run.notable,
     };
     const failed = (detail: string) => log.warn("a pull observer failed; the pull is unaffected", { tenantId: report.tenantId, detail });
+    const { observerTimeoutMs } = this.timings;
     await Promise.all(
       observers.map(async (observer) => {
         const work = observer.pulled(report).catch((error: unknown) => failed(describeError(error)));
-        if (!(await atMost(OBSERVER_TIMEOUT_MS, work))) failed(`an observer did not finish in ${OBSERVER_TIMEOUT_MS} ms`);
+        if (!(await atMost(observerTimeoutMs, work))) failed(`an observer did not finish in ${observerTimeoutMs} ms`);
       }),
     );
   }
