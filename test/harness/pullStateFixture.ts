@@ -21,13 +21,14 @@ const noCredential = (): TokenCredential => {
 export function stateStore(
   clock: () => number,
   wrap?: (client: TableClient) => TableClient,
+  timeoutMs = 5000,
 ): { store: PullStateStore; otherInstance: PullStateStore; raw: () => Promise<TableClient>; blobs: ContainerClient } {
   const inner = createTableFactory({ kind: "connectionString", connectionString: inject("storageConnectionString") }, noCredential);
   const name = `PullState${randomBytes(6).toString("hex")}`;
   const blobs = BlobServiceClient.fromConnectionString(inject("storageConnectionString")).getContainerClient(`pullstate-${randomBytes(6).toString("hex")}`);
   const tables: TableFactory = { open: async () => (wrap ? wrap(await inner.open(name)) : inner.open(name)) };
   return {
-    store: new PullStateStore({ tables, clock, spill: blobDedupeSpill(blobs), timeoutMs: 5000 }),
+    store: new PullStateStore({ tables, clock, spill: blobDedupeSpill(blobs), timeoutMs }),
     // The same table and container from another instance of the app (no rows of this process in memory).
     otherInstance: new PullStateStore({ tables: { open: () => inner.open(name) }, clock, spill: blobDedupeSpill(blobs), timeoutMs: 5000 }),
     raw: () => inner.open(name),
@@ -36,10 +37,10 @@ export function stateStore(
 }
 
 /** A Table call the pull-state store makes by name, with its arguments as the SDK got them. */
-export type TableCall = { method: "getEntity" | "updateEntity" | "createEntity"; args: unknown[] };
+export type TableCall = { method: "getEntity" | "updateEntity" | "createEntity" | "deleteEntity"; args: unknown[] };
 
 /**
- * The same table client, with hooks around each read and conditional write: `before` may fail a
+ * The same table client, with hooks around each read, conditional write and delete: `before` may fail a
  * call before it reaches storage (or let a rival write first), `after` may lose the answer of one
  * that landed. Both may also just wait.
  */
@@ -47,7 +48,7 @@ export function aroundCalls(client: TableClient, hooks: { before?: (call: TableC
   return new Proxy(client, {
     get(target, property, receiver) {
       const value = Reflect.get(target, property, receiver) as unknown;
-      if ((property === "getEntity" || property === "updateEntity" || property === "createEntity") && typeof value === "function") {
+      if ((property === "getEntity" || property === "updateEntity" || property === "createEntity" || property === "deleteEntity") && typeof value === "function") {
         return async (...args: unknown[]) => {
           const call: TableCall = { method: property, args };
           await hooks.before?.(call);
@@ -63,7 +64,7 @@ export function aroundCalls(client: TableClient, hooks: { before?: (call: TableC
 
 /** The same table client, with a hook before each conditional write (a rival's write, a lost answer). */
 export function beforeWrites(client: TableClient, hook: (method: "updateEntity" | "createEntity", entity: Record<string, unknown>) => Promise<void>, after?: (method: string) => Promise<void>): TableClient {
-  const writes = (call: TableCall): call is TableCall & { method: "updateEntity" | "createEntity" } => call.method !== "getEntity";
+  const writes = (call: TableCall): call is TableCall & { method: "updateEntity" | "createEntity" } => call.method === "updateEntity" || call.method === "createEntity";
   return aroundCalls(client, {
     before: async (call) => (writes(call) ? hook(call.method, call.args[0] as Record<string, unknown>) : undefined),
     after: async (call) => (writes(call) ? after?.(call.method) : undefined),

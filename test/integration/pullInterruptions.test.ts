@@ -8,6 +8,7 @@ import { openContainer } from "../../shared/sinks/containers";
 import { generateAlerts, makeAlert, toMdeTimestamp } from "../fakes/alerts";
 import { capturingLogger, connectedTenant, deliveryTally, minutesAgo, type DeliveryTally } from "../harness/pullFixture";
 import { startTestEnvironment, type TestEnvironment } from "../harness/testEnvironment";
+import { hangingSink } from "../harness/hangingSink";
 
 /**
  * Runs that stop part-way: a page that arrives after the deadline, a sink that never answers,
@@ -81,23 +82,14 @@ describe("a run that reaches its deadline", () => {
   it("abandons a sink that never answers at the run's bound, says run_out_of_time, and releases the tenant", async () => {
     const tenantId = await connectedTenant(env);
     env.defender.addAlerts(tenantId, generateAlerts(tenantId, 20, { start: minutesAgo(30), spacingMs: 20_000 }));
-    let signalled = 0;
-    const hanging: AlertSink = {
-      write: (_key, _alerts, options) =>
-        new Promise((_resolve, reject) => {
-          options?.signal?.addEventListener("abort", () => {
-            signalled++;
-            reject(new SinkError("Uploading the alert batch failed (no HTTP response)"));
-          });
-        }),
-    };
+    const { sink: hanging, abandoned } = hangingSink();
     // Deadline 1 s, request timeout 1 s, 0.5 s of grace: the bound is 2.5 s after the start.
     const started = Date.now();
     const svc = services({ sink: hanging, pull: { maxRunSeconds: 1, requestTimeoutSeconds: 1 }, pullTimings: { deliveryGraceMs: 500, releaseGraceMs: 500 } });
     const outcome = await svc.tenantPull.run(tenantId, capturingLogger());
     const took = Date.now() - started;
     expect(outcome).toEqual({ outcome: "failed", code: "run_out_of_time", category: "transient" });
-    expect(signalled).toBe(1);
+    expect(abandoned()).toBe(1);
     expect(took).toBeGreaterThanOrEqual(2_400);
     expect(took).toBeLessThan(10_000);
     const state = await svc.pullState.read(tenantId);

@@ -34,7 +34,7 @@ const alreadyExists = (): Error => Object.assign(new Error("the specified entity
 
 type Fault = { phase: "before" | "after"; match: (call: TableCall) => boolean; error: () => Error };
 
-const isWrite = (call: TableCall): boolean => call.method !== "getEntity";
+const isWrite = (call: TableCall): boolean => call.method === "updateEntity" || call.method === "createEntity";
 const isRead = (call: TableCall): boolean => call.method === "getEntity";
 /** The conditional Merge that marks a legacy row moved. */
 const isMoveMark = (call: TableCall): boolean => call.method === "updateEntity" && call.args[1] === "Merge";
@@ -45,7 +45,7 @@ const isMoveMark = (call: TableCall): boolean => call.method === "updateEntity" 
  * a call that landed. `writes` counts the writes that were tried, `aborts` the abort reasons the
  * calls held back by `hold` saw.
  */
-function faultyStore(clock: () => number): {
+function faultyStore(clock: () => number, timeoutMs?: number): {
   store: PullStateStore;
   otherInstance: PullStateStore;
   raw: ReturnType<typeof stateStore>["raw"];
@@ -68,7 +68,9 @@ function faultyStore(clock: () => number): {
     const [fault] = faults.splice(index, 1);
     throw fault!.error();
   };
-  const fixture = stateStore(clock, (client) =>
+  const fixture = stateStore(
+    clock,
+    (client) =>
     aroundCalls(client, {
       before: async (call) => {
         if (isWrite(call)) writes.push(`${call.method}:${String((call.args[0] as Record<string, unknown>)["leaseOwner"])}`);
@@ -83,6 +85,7 @@ function faultyStore(clock: () => number): {
       },
       after: async (call) => take("after", call),
     }),
+    timeoutMs,
   );
   return { ...fixture, fail: (phase, match, error) => void faults.push({ phase, match, error }), interpose: (match, action) => void actions.push({ match, action }), writes, hold, aborts };
 }
@@ -501,5 +504,78 @@ describe("PullStateStore: failures and incidents recorded outside a lease", () =
       [8, 0],
       [0, 3],
     ]);
+  });
+});
+
+describe("PullStateStore: storage faults are never read as an absent row", () => {
+  const unavailable = (): Error => Object.assign(new Error("Service Unavailable"), { statusCode: 503 });
+
+  it("fails an open whose read storage refused, instead of taking the tenant for one never pulled", async () => {
+    const { store, otherInstance, fail } = faultyStore(() => T0);
+    const tenant = guid();
+    await (await otherInstance.acquire(tenant, "earlier", LEASE_MS))!.release();
+    fail("before", isRead, unavailable);
+    await expect(store.open(tenant, "late", LEASE_MS)).rejects.toMatchObject({ statusCode: 503 });
+    expect((await store.open(tenant, "late", LEASE_MS))?.state.watermark).toBeUndefined();
+  });
+
+  it("fails a reset that storage refused, and resets a tenant whose rows are already gone", async () => {
+    const { store, otherInstance, fail } = faultyStore(() => T0);
+    const [pulled, never] = [guid(), guid()];
+    await (await otherInstance.acquire(pulled, "earlier", LEASE_MS))!.release();
+    fail("before", (call) => call.method === "deleteEntity", unavailable);
+    await expect(store.reset(pulled)).rejects.toMatchObject({ statusCode: 503 });
+    expect(await otherInstance.read(pulled)).toBeDefined();
+    await store.reset(pulled);
+    expect(await otherInstance.read(pulled)).toBeUndefined();
+    await store.reset(never);
+  });
+
+  it("gives a save storage does not answer up after the store's own bound", async () => {
+    const { store, otherInstance, hold } = faultyStore(() => T0, 300);
+    const tenant = guid();
+    await (await otherInstance.acquire(tenant, "earlier", LEASE_MS))!.release();
+    const lease = (await store.open(tenant, "a", LEASE_MS))!;
+    hold.writes = true;
+    const started = Date.now();
+    await expect(lease.save()).rejects.toMatchObject({ name: "TimeoutError" });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    expect(Date.now() - started).toBeLessThan(4_000);
+  }, 10_000);
+
+  it("gives an incident up after five writes that all met another writer, rather than trying for ever", async () => {
+    const { store, fail, writes } = faultyStore(() => T0);
+    for (let i = 0; i < 8; i++) fail("before", isWrite, alreadyExists);
+    await store.recordIncident(guid(), "lease_lost");
+    expect(writes).toHaveLength(5);
+  });
+});
+
+describe("PullStateStore: a lease's end and a legacy row's lease", () => {
+  it("finds a lease free at the very millisecond it ends, and held one millisecond before", async () => {
+    let now = T0;
+    const { store, otherInstance } = faultyStore(() => now);
+    const tenant = guid();
+    expect(await otherInstance.acquire(tenant, "first", LEASE_MS)).toBeDefined();
+    now = T0 + LEASE_MS - 1;
+    expect(await store.open(tenant, "second", LEASE_MS)).toBeUndefined();
+    now = T0 + LEASE_MS;
+    expect((await store.open(tenant, "second", LEASE_MS))?.owner).toBe("second");
+  });
+
+  it("leaves a legacy row an earlier version's pull holds to that pull, and lists a legacy row's health", async () => {
+    const { store, raw } = faultyStore(() => T0);
+    const tenant = guid();
+    await (await raw()).createEntity({
+      partitionKey: "pull",
+      rowKey: tenant,
+      watermark: iso(T0 - 5),
+      leaseOwner: "earlier-version",
+      leaseUntil: T0 + 1,
+      consecutiveFailures: 3,
+      lastErrorCode: "sink_failed",
+    });
+    expect(await store.open(tenant, "late", LEASE_MS)).toBeUndefined();
+    expect((await store.readAll()).get(tenant)).toMatchObject({ watermark: iso(T0 - 5), consecutiveFailures: 3, lastErrorCode: "sink_failed" });
   });
 });

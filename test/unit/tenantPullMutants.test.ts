@@ -23,6 +23,7 @@ import { generateAlerts, makeAlert, toMdeTimestamp } from "../fakes/alerts";
 import { makeGraphAlert, toGraphTimestamp } from "../fakes/graphAlerts";
 import type { FakeStack } from "../fakes/fakeStack";
 import { registerSecrets } from "../harness/secrecy";
+import { hangingSink } from "../harness/hangingSink";
 
 /**
  * shared/pull/tenantPull.ts, accessTokens.ts and redrive.ts without the Functions app (issue 15,
@@ -333,7 +334,7 @@ describe("a pull of one tenant", () => {
     expect(stack.defender.requests(tenantId)).toHaveLength(requests);
     expect(sink.versions()).toHaveLength(3);
     expect((await services.pullHistory.recent(tenantId))[0]).toMatchObject({ outcome: "busy", alerts: 0 });
-    expect(lines.some((l) => l.message.includes("another pull of this tenant holds the lease"))).toBe(true);
+    expect(lines.filter((l) => l.message === "pull skipped: another pull of this tenant holds the lease").map((l) => l.fields)).toEqual([{ tenantId }]);
     await held?.release();
     const after = await services.tenantPull.run(tenantId, log);
     expect(after).toMatchObject({ outcome: "pulled", alerts: 2 });
@@ -1165,7 +1166,9 @@ describe("failures the pull classifies", () => {
     const tenantId = await connected();
     const outage = Object.assign(new Error("Service Unavailable"), { name: "RestError", statusCode: 503 });
     expect(await customPull({ tenants: failingRegistry(outage) }).run(tenantId, log)).toEqual({ outcome: "failed", code: "storage_unavailable", category: "transient" });
-    expect(lines.some((l) => l.message === "pull not started: storage did not answer" && l.fields["error"] === "storage_unavailable")).toBe(true);
+    expect(lines.filter((l) => l.message === "pull not started: storage did not answer").map((l) => l.fields)).toEqual([
+      { tenantId, error: "storage_unavailable", detail: "RestError HTTP 503" },
+    ]);
     const throttled = Object.assign(new Error("Too Many Requests"), { name: "RestError", statusCode: 429 });
     expect(await customPull({ tenants: failingRegistry(throttled) }).run(tenantId, log)).toMatchObject({ code: "storage_unavailable" });
     const noAnswer = Object.assign(new Error("socket hang up"), { name: "RestError" });
@@ -1390,6 +1393,8 @@ describe("the lease and the tenant during a run", () => {
     expect(sink.writes).toHaveLength(writesBefore);
     expect(lines.some((l) => l.message === "could not record the pull failure")).toBe(false);
     expect(await stateOf(tenantId)).toMatchObject({ leaseOwner: "rival-pull", consecutiveFailures: 0 });
+    // A run that ended busy did nothing to report: the observers hear only of the first run.
+    expect(reports.map((r) => r.outcome)).toEqual(["succeeded"]);
   });
 
   /** How a write reads in the tests below: its owner and the window it stores. */
@@ -1665,6 +1670,8 @@ describe("a page handed to the sinks", () => {
     expect(splunk.versions()).toEqual([]);
     const parked = (await stateOf(tenantId)).sinks?.["splunk"];
     expect((parked?.parkedTo ?? 0) - (parked?.parkedFrom ?? 0)).toBe(1);
+    expect(parked?.behindSince).toEqual(expect.any(String));
+    expect(reports.at(-1)?.sinksBehind).toEqual([{ sink: "splunk", parkedPages: 1, behindSince: parked?.behindSince }]);
     advance(5 * 60_000);
     const later = seed(tenantId, 2, 3);
     splunk.refuse.add(first[1]!.split("@")[0]!);
@@ -1681,6 +1688,16 @@ describe("a page handed to the sinks", () => {
     expect(letter?.page.from).toBe(blob.writes[0]?.key.pageFrom);
     const state = await stateOf(tenantId);
     expect(state.sinks?.["splunk"]?.parkedTo).toBe(state.sinks?.["splunk"]?.parkedFrom);
+    expect(reports.at(-1)?.sinksBehind).toEqual([]);
+
+    // Down again: one page behind, counted from where the drained ones end.
+    advance(5 * 60_000);
+    seed(tenantId, 1, 3);
+    splunk.failures = 1;
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1 });
+    const again = (await stateOf(tenantId)).sinks?.["splunk"];
+    expect(again?.parkedFrom).toBeGreaterThan(0);
+    expect(reports.at(-1)?.sinksBehind).toEqual([{ sink: "splunk", parkedPages: 1, behindSince: again?.behindSince }]);
   });
 
   /** A first run with splunk down parks every page for it; returns how many. */
@@ -2028,6 +2045,8 @@ describe("budget, history and an empty window", () => {
     const state = await stateOf(tenantId);
     expect(state.window).toBeUndefined();
     expect(state.watermark).toBeUndefined();
+    // Nothing delivered yet, ever: no lag to report (rather than one counted from nothing).
+    expect(reports[0]).toMatchObject({ outcome: "succeeded", lagSeconds: null });
     expect(state.accessTokenCipher).toBeDefined();
     expect(sink.writes).toEqual([]);
   });
@@ -2152,4 +2171,218 @@ describe("re-drive edge cases", () => {
     expect(await redrive.redrive(tenantId, log)).toEqual({ examined: 1, redriven: 0, delivered: 0, remaining: 0 });
     expect(sink.writes).toEqual([]);
   });
+});
+
+// ---- the run's bounds, report and history ---------------------------------------------------
+
+/** The observer warnings of the current test, as their fields. */
+const observerWarnings = () => lines.filter((l) => l.message === "a pull observer failed; the pull is unaffected").map((l) => l.fields);
+
+/** The tenant's registry as the pull sees it, except that its point reads answer `during()` once `gone` is set. */
+function registryAnswering(during: () => Promise<TenantRecord | undefined>): { tenants: TenantRegistry; goneAfterFirstWrite: () => void } {
+  let gone = false;
+  const tenants = Object.assign(Object.create(services.tenants) as TenantRegistry, {
+    get: async (...args: Parameters<TenantRegistry["get"]>) => (gone ? during() : services.tenants.get(...args)),
+  });
+  const goneAfterFirstWrite = () => {
+    const original = sink.write.bind(sink);
+    sink.write = async (key, alerts) => {
+      const written = await original(key, alerts);
+      gone = true;
+      return written;
+    };
+  };
+  return { tenants, goneAfterFirstWrite };
+}
+
+describe("the run's time, report and history", () => {
+  it("tells its observers and the history how long the run took and what it delivered, partial when its budget stopped it, alerts 0 when it failed", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12);
+    const before = clock();
+    const first = await customPull({}, { perMinute: 3, perHour: 3 }).run(tenantId, log, "run-partial");
+    const elapsed = clock() - before;
+    expect(first).toMatchObject({ outcome: "pulled", complete: false });
+    const delivered = sink.versions().length;
+    expect(delivered).toBeGreaterThan(0);
+    expect(reports).toHaveLength(1);
+    expect(reports[0]).toMatchObject({ outcome: "partial", alerts: delivered, invocationId: "run-partial" });
+    const [run] = await services.pullHistory.recent(tenantId);
+    expect(run).toMatchObject({ outcome: "partial", alerts: delivered });
+    // A run that read pages over HTTPS takes milliseconds: never 0, never more than the caller saw.
+    for (const durationMs of [reports[0]?.durationMs, run?.durationMs]) {
+      expect(durationMs).toBeGreaterThan(0);
+      expect(durationMs).toBeLessThanOrEqual(elapsed);
+    }
+    expect(observerWarnings()).toEqual([]);
+
+    advance(61 * 60_000);
+    sink.failures = 5;
+    expect(await customPull().run(tenantId, log)).toMatchObject({ outcome: "failed", code: "sink_failed" });
+    expect((await services.pullHistory.recent(tenantId))[0]).toMatchObject({ outcome: "failed", alerts: 0, errorCode: "sink_failed" });
+  });
+
+  it("runs the same without observers", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 3);
+    expect(await customPull({ observers: undefined }).run(tenantId, log)).toEqual({ outcome: "pulled", alerts: 3, complete: true, deadLetters: 0 });
+    expect(reports).toEqual([]);
+  });
+
+  it("leaves an observer that does not answer behind after its bound, says so once, and still tells the others", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    const silent = { pulled: () => new Promise<void>(() => undefined) };
+    const pull = customPull({ timings: { observerTimeoutMs: 50 }, observers: [silent, { pulled: async (report) => void reports.push(report) }] });
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    expect(reports).toHaveLength(1);
+    expect(observerWarnings()).toEqual([{ tenantId, detail: "an observer did not finish in 50 ms" }]);
+  });
+
+  it("an observer that throws is logged once, by the error's kind", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    const failing = {
+      pulled: async () => {
+        throw new Error("observer down");
+      },
+    };
+    expect(await customPull({ observers: [failing] }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1 });
+    const warned = observerWarnings();
+    // The error's kind only: an observer's message could quote what it was sending.
+    expect(warned).toEqual([{ tenantId, detail: "Error" }]);
+  });
+
+  it("takes a wait for its pull slot off its deadline: a run that waited its whole run time reads no page and keeps its position", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 4);
+    const waitedMs = config.pull.maxRunSeconds * 1000;
+    expect(await customPull().run(tenantId, log, "late-run", waitedMs)).toEqual({ outcome: "pulled", alerts: 0, complete: false, deadLetters: 0 });
+    expect(sink.writes).toEqual([]);
+    expect(reports[0]).toMatchObject({ outcome: "partial" });
+    const state = await stateOf(tenantId);
+    expect(state.window?.position).toBe(state.window?.from);
+    expect(await customPull().run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 4, complete: true });
+  });
+
+  it("takes a wait for its pull slot off its work bound: a sink that never answers is abandoned that much sooner, and the failure recorded", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 4);
+    const { sink: hanging, abandoned } = hangingSink();
+    // Deadline 20 s less the 19 s waited, request timeout 1 s, 0.5 s of grace: the bound is 2.5 s after the start.
+    const pull = customPull({ sink: hanging, settings: { ...config.pull, maxRunSeconds: 20, requestTimeoutSeconds: 1 }, timings: { deliveryGraceMs: 500, releaseGraceMs: 500 } });
+    const started = Date.now();
+    const outcome = await pull.run(tenantId, log, "waited-run", 19_000);
+    const took = Date.now() - started;
+    expect(outcome).toEqual({ outcome: "failed", code: "run_out_of_time", category: "transient" });
+    expect(abandoned()).toBe(1);
+    expect(took).toBeGreaterThanOrEqual(2_450);
+    expect(took).toBeLessThan(9_000);
+    const state = await stateOf(tenantId);
+    expect(state.lastErrorCode).toBe("run_out_of_time");
+    expect(state.leaseOwner).toBeUndefined();
+  }, 15_000);
+
+  it("reports the dead letters of the run", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 3);
+    const [bad] = stack.defender.alerts(tenantId);
+    stack.defender.poisonAlert(tenantId, bad?.id ?? "", `{"id":"${bad?.id}","lastUpdateTime":"not a time"}`);
+    expect(await customPull().run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2, deadLetters: 1 });
+    expect(reports[0]).toMatchObject({ outcome: "succeeded", alerts: 2, deadLetters: 1 });
+  });
+});
+
+describe("the tenant while its run reads", () => {
+  it("stops without writing more when the tenant's row is gone between pages, and says so", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12);
+    const { tenants, goneAfterFirstWrite } = registryAnswering(async () => undefined);
+    goneAfterFirstWrite();
+    expect(await customPull({ tenants }).run(tenantId, log)).toEqual({ outcome: "skipped", reason: "not_connected" });
+    expect(sink.writes).toHaveLength(1);
+    expect(lines.filter((l) => l.message === "pull stopped: the tenant is no longer connected").map((l) => l.fields)).toEqual([{ tenantId }]);
+  });
+
+  it("stops when a new consent moved the tenant to another source between pages", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12);
+    const { tenants, goneAfterFirstWrite } = registryAnswering(async () => ({ ...(await services.tenants.get(tenantId))!, source: "graph" }));
+    goneAfterFirstWrite();
+    expect(await customPull({ tenants }).run(tenantId, log)).toEqual({ outcome: "skipped", reason: "not_connected" });
+    expect(sink.writes).toHaveLength(1);
+  });
+
+  it("creates no pull state for a tenant offboarded after its first run read the state and before it wrote", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 3);
+    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
+      open: async (...args: Parameters<PullStateStore["open"]>) => {
+        const lease = await services.pullState.open(...args);
+        await services.tenants.update(tenantId, () => ({ status: "offboarded" }));
+        return lease;
+      },
+    });
+    expect(await customPull({ pullState }).run(tenantId, log)).toEqual({ outcome: "skipped", reason: "not_connected" });
+    expect(await services.pullState.read(tenantId)).toBeUndefined();
+    expect(sink.writes).toEqual([]);
+  });
+
+  it("starts afresh, saying so, when a new consent moved the tenant to another source: no checkpoint, window or dedupe set carried over", async () => {
+    const tenantId = await connected("Fabrikam Ltd", "graph");
+    const first = makeGraphAlert({ id: `g-${tenantId}-first`, tenantId, lastUpdateDateTime: toGraphTimestamp(clock() - 20 * 60_000) });
+    stack.graph.addAlerts(tenantId, [first]);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1 });
+    advance(5 * 60_000);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0 });
+    const reset = () => lines.filter((l) => l.message === "pull state reset for the tenant's new alert source").map((l) => l.fields);
+    expect(reset()).toEqual([]);
+    await services.tenants.update(tenantId, () => ({ source: "mde" }));
+    // Updated 3 h back: before the Graph checkpoint, inside a first run's lookback.
+    const old = seed(tenantId, 1, 180);
+    advance(5 * 60_000);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1 });
+    expect(reset()).toEqual([{ tenantId, source: "mde" }]);
+    expect(sink.versions().at(-1)).toBe(old[0]);
+    expect((await stateOf(tenantId)).source).toBe("mde");
+  });
+
+  it("ends lease_lost, not as if offboarded, when the state was reset just before its closing write", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
+      open: async (...args: Parameters<PullStateStore["open"]>) => {
+        const lease = await services.pullState.open(...args);
+        if (lease) {
+          const release = lease.release.bind(lease);
+          lease.release = async (options) => {
+            await otherInstance.reset(tenantId);
+            return release(options);
+          };
+        }
+        return lease;
+      },
+    });
+    expect(await customPull({ pullState }).run(tenantId, log)).toEqual({ outcome: "failed", code: "lease_lost", category: "lease_lost" });
+    expect(sink.versions()).toHaveLength(2);
+    expect(await services.pullState.read(tenantId)).toBeUndefined();
+  });
+
+  it("keeps the lease while one page takes longer than the lease, so a rival stays out", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 4);
+    const timings = { leaseMs: 900 };
+    stack.defender.setLatency(2_500, tenantId);
+    try {
+      const slow = customPull({ timings }).run(tenantId, log);
+      // Well past the lease's first expiry, while the first page is still on its way.
+      await new Promise((resolve) => setTimeout(resolve, 1_800));
+      expect(await customPull({ timings }).run(tenantId, log)).toEqual({ outcome: "busy" });
+      stack.defender.setLatency(0, tenantId);
+      expect(await slow).toMatchObject({ outcome: "pulled", alerts: 4, complete: true });
+    } finally {
+      stack.defender.setLatency(0, tenantId);
+    }
+    expect(tally(tenantId)).toMatchObject({ duplicates: 0, missing: [] });
+  }, 20_000);
 });
