@@ -4,6 +4,8 @@ import { seededRandom } from "../harness/random";
 
 const DAY = 86_400_000;
 const T0 = Date.UTC(2026, 0, 1);
+/** The window most tests read: one day from T0. */
+const ONE_DAY: SubWindow = { from: T0, to: T0 + DAY };
 
 /** A planner for a fresh window: nothing read yet, the whole window planned as one sub-window. */
 function fresh(from: number, to: number, pageSize: number): SubWindowPlanner {
@@ -286,8 +288,7 @@ describe("SubWindowPlanner", () => {
   });
 
   it("resumes with a head of exactly [position, nextEnd)", () => {
-    const window = { from: T0, to: T0 + DAY };
-    const resumed = new SubWindowPlanner(window, { position: T0 + 5000, nextEnd: T0 + 7000, density: 0.01 }, 500);
+    const resumed = new SubWindowPlanner(ONE_DAY, { position: T0 + 5000, nextEnd: T0 + 7000, density: 0.01 }, 500);
     expect(resumed.position).toBe(T0 + 5000);
     expect(resumed.head()).toEqual({ from: T0 + 5000, to: T0 + 7000 });
     expect(resumed.nextEnd()).toBe(T0 + 7000);
@@ -296,11 +297,11 @@ describe("SubWindowPlanner", () => {
     expect(resumed.upcoming(2)[1]).toEqual({ from: T0 + 7000, to: T0 + 47_000 });
 
     // A saved state is kept inside the window: a nextEnd past its end, or not after the position.
-    expect(new SubWindowPlanner(window, { position: T0 + 5000, nextEnd: T0 + 2 * DAY }, 500).head()).toEqual({ from: T0 + 5000, to: T0 + DAY });
-    expect(new SubWindowPlanner(window, { position: T0 + 5000, nextEnd: T0 + 5000 }, 500).head()).toEqual({ from: T0 + 5000, to: T0 + 5001 });
-    expect(new SubWindowPlanner(window, { position: T0 - 5000, nextEnd: T0 + 10 }, 500).head()).toEqual({ from: T0, to: T0 + 10 });
+    expect(new SubWindowPlanner(ONE_DAY, { position: T0 + 5000, nextEnd: T0 + 2 * DAY }, 500).head()).toEqual({ from: T0 + 5000, to: T0 + DAY });
+    expect(new SubWindowPlanner(ONE_DAY, { position: T0 + 5000, nextEnd: T0 + 5000 }, 500).head()).toEqual({ from: T0 + 5000, to: T0 + 5001 });
+    expect(new SubWindowPlanner(ONE_DAY, { position: T0 - 5000, nextEnd: T0 + 10 }, 500).head()).toEqual({ from: T0, to: T0 + 10 });
     // A position at the end: nothing left.
-    const done = new SubWindowPlanner(window, { position: T0 + DAY, nextEnd: T0 + DAY }, 500);
+    const done = new SubWindowPlanner(ONE_DAY, { position: T0 + DAY, nextEnd: T0 + DAY }, 500);
     expect(done.finished).toBe(true);
     expect(done.head()).toBeUndefined();
   });
@@ -489,7 +490,7 @@ function storms(): number[] {
 }
 
 describe("SubWindowPlanner simulation", () => {
-  const window = { from: T0, to: T0 + DAY };
+  const window = ONE_DAY;
 
   it("reads 10,000 alerts spread over a day in sub-windows that tile it, each alert exactly once (page 500)", () => {
     const times = uniform(20260101, 10_000);
@@ -612,7 +613,7 @@ describe("SubWindowPlanner simulation", () => {
  * made on purpose: lower a figure when a change improves it.
  */
 describe("SubWindowPlanner request budget", () => {
-  const day = { from: T0, to: T0 + DAY };
+  const day = ONE_DAY;
   const orders = ["time", "newest", "shuffled", "blind"] as const;
   type Case = { shape: string; times: () => number[]; span: SubWindow; pageSize: number; resumeEvery?: number; budget: Record<(typeof orders)[number], number> };
   const budget = (time: number, newest: number, shuffled: number, blind: number): Case["budget"] => ({ time, newest, shuffled, blind });
