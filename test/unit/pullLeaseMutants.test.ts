@@ -579,3 +579,50 @@ describe("PullStateStore: a lease's end and a legacy row's lease", () => {
     expect((await store.readAll()).get(tenant)).toMatchObject({ watermark: iso(T0 - 5), consecutiveFailures: 3, lastErrorCode: "sink_failed" });
   });
 });
+
+describe("PullStateStore: the row's columns", () => {
+  it("reads back the state it saved: what was absent stays absent, an instant at its first page stays itself", async () => {
+    const { store, otherInstance } = faultyStore(() => T0);
+    const tenant = guid();
+    const lease = (await store.open(tenant, "a", LEASE_MS))!;
+    await lease.save();
+    const blank = { apiCalls: [], consecutiveFailures: 0, deadLetters: 0, lastAlertCount: 0, leaseOwner: "a", leaseUntil: T0 + LEASE_MS };
+    expect(await otherInstance.read(tenant)).toEqual({ delivered: expect.anything(), ...blank });
+
+    const window = { from: iso(T0 - 60_000), to: iso(T0), position: iso(T0 - 30_000), nextEnd: iso(T0), instant: { pass: 0, skip: 0, foundNew: false } };
+    lease.state.window = { ...window, instant: { ...window.instant } };
+    await lease.save();
+    expect(await otherInstance.read(tenant)).toEqual({ delivered: expect.anything(), ...blank, window });
+  });
+
+  it("reads a row another version or a hand edit left defensively: numbers as text (the Tables client hands an infinite Double back as text), a negative pass, half a span, a bad sink entry", async () => {
+    const { otherInstance, raw } = faultyStore(() => T0);
+    const tenant = guid();
+    const [from, to] = [iso(T0 - 60_000), iso(T0)];
+    await (await raw()).createEntity({
+      partitionKey: tenant,
+      rowKey: "pull",
+      consecutiveFailures: "3",
+      deadLetters: "2",
+      watermark: "",
+      windowFrom: from,
+      windowTo: to,
+      windowDensity: 0,
+      windowInstantPass: -1,
+      windowInstantSkip: 3,
+      invalidSpanFrom: iso(T0 - 5),
+      invalidSpanRuns: 2,
+      sinkProgress: JSON.stringify({ splunk: { parkedFrom: -1, parkedTo: 2 }, blob: { parkedFrom: 1, parkedTo: 3 } }),
+      accessTokenExpiresAt: 0,
+      lastAlertCount: { value: "Infinity", type: "Double" },
+    });
+    expect(await otherInstance.read(tenant)).toEqual({
+      delivered: expect.anything(),
+      apiCalls: [],
+      consecutiveFailures: 0,
+      deadLetters: 0,
+      window: { from, to, position: from, nextEnd: to },
+      sinks: { blob: { parkedFrom: 1, parkedTo: 3 } },
+    });
+  });
+});
