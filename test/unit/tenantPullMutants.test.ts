@@ -858,6 +858,29 @@ describe("access tokens", () => {
     expect(garbled.stats.tokenRequests).toBe(1);
   });
 
+  it("serves a token from memory until two minutes before its expiry, not at that instant, and forgets only the tenant it is told to", async () => {
+    const [tenantId, other] = [await connected(), await connected()];
+    let at = clock();
+    const tokens = new AccessTokenSource({ tokens: services.tokens, entra: services.entra, clock: () => at, sleep: async () => undefined, refreshTokenPersistAgeMs: 24 * 3600_000 });
+    const first = emptyState();
+    await tokens.forPull(tenantId, first)(false);
+    await tokens.forPull(other, emptyState())(false);
+    const expiresAt = first.accessTokenExpiresAt ?? 0;
+    at = expiresAt - 120_001;
+    await tokens.forPull(tenantId, emptyState())(false);
+    expect(tokens.stats).toMatchObject({ memoryHits: 1, tokenRequests: 2 });
+    at = expiresAt - 120_000;
+    await tokens.forPull(tenantId, emptyState())(false);
+    expect(tokens.stats).toMatchObject({ memoryHits: 1, tokenRequests: 3 });
+
+    at = clock();
+    tokens.forget(tenantId);
+    await tokens.forPull(other, emptyState())(false);
+    expect(tokens.stats).toMatchObject({ memoryHits: 2, tokenRequests: 3 });
+    await tokens.forPull(tenantId, emptyState())(false);
+    expect(tokens.stats).toMatchObject({ memoryHits: 2, tokenRequests: 4 });
+  });
+
   it("at exactly two minutes before expiry the state's copy is no longer served; at exactly the persist age the rotation is written", async () => {
     const tenantId = await connected();
     const state = emptyState();
@@ -2113,6 +2136,38 @@ describe("app-only tokens (application consent model)", () => {
     expect(stack.vault.peekLatest(name)).toBeUndefined();
     await get(false);
     expect(claims).toBe(2);
+  });
+
+  it("asks for a new app-only token two minutes before the one in memory expires, not a millisecond sooner", async () => {
+    const tenantId = randomUUID();
+    stack.entra.grantAppConsent(tenantId, stack.clientId, ["https://api.securitycenter.microsoft.com/Alert.Read.All"]);
+    let at = clock();
+    const expiresAt = at + 3_600_000;
+    // The real client, its answer's expiry set to a known instant.
+    const entra = Object.assign(Object.create(services.entra) as typeof services.entra, {
+      acquireAppToken: async (...args: Parameters<typeof services.entra.acquireAppToken>) => ({ ...(await services.entra.acquireAppToken(...args)), accessTokenExpiresAt: expiresAt }),
+    });
+    const tokens = new AccessTokenSource({ tokens: services.tokens, entra, clock: () => at, sleep: async () => undefined, refreshTokenPersistAgeMs: 24 * 3600_000 });
+    const get = () => tokens.forPull(tenantId, emptyState(), Number.POSITIVE_INFINITY, MDE_SCOPE, "application")(false);
+    await get();
+    at = expiresAt - 120_001;
+    await get();
+    expect(tokens.stats).toMatchObject({ memoryHits: 1, tokenRequests: 1 });
+    at = expiresAt - 120_000;
+    await get();
+    expect(tokens.stats).toMatchObject({ memoryHits: 1, tokenRequests: 2 });
+  });
+
+  it("deletes a delegated refresh token left from before the move even when the state kept only its age", async () => {
+    const tenantId = await connected();
+    const name = tenantTokenSecretName(tenantId);
+    stack.entra.grantAppConsent(tenantId, stack.clientId, ["https://api.securitycenter.microsoft.com/Alert.Read.All"]);
+    const state: PullState = { ...emptyState(), refreshTokenObtainedAt: clock() - 1000 };
+    let claims = 0;
+    await source().forPull(tenantId, state, Number.POSITIVE_INFINITY, MDE_SCOPE, "application", async () => void claims++)(false);
+    expect(claims).toBe(1);
+    expect(stack.vault.peekLatest(name)).toBeUndefined();
+    expect(state.refreshTokenObtainedAt).toBeUndefined();
   });
 
   it("classifies what ends an application consent and what does not", () => {
