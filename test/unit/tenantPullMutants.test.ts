@@ -8,7 +8,7 @@ import { DeadLetterRedrive } from "../../shared/pull/redrive";
 import type { DeadLetter, DeadLetterStore } from "../../shared/sinks/deadLetters";
 import { DefenderApiError } from "../../shared/sources/sourceErrors";
 import type { PullReport } from "../../shared/pull/observer";
-import type { PullState, PullStateStore } from "../../shared/pull/pullState";
+import type { PullLease, PullState, PullStateStore } from "../../shared/pull/pullState";
 import { TenantPull, type PullOutcome, type TenantPullDeps } from "../../shared/pull/tenantPull";
 import { DefenderClient } from "../../shared/defender/defenderClient";
 import { RateBudget } from "../../shared/defender/rateBudget";
@@ -2348,6 +2348,17 @@ describe("the run's time, report and history", () => {
   });
 });
 
+/** The real pull-state store, with `change` made to each lease it opens before the pull uses it. */
+function changingLeases(change: (lease: PullLease) => Promise<void> | void): PullStateStore {
+  return Object.assign(Object.create(services.pullState) as PullStateStore, {
+    open: async (...args: Parameters<PullStateStore["open"]>) => {
+      const lease = await services.pullState.open(...args);
+      if (lease) await change(lease);
+      return lease;
+    },
+  });
+}
+
 describe("the tenant while its run reads", () => {
   it("stops without writing more when the tenant's row is gone between pages, and says so", async () => {
     const tenantId = await connected();
@@ -2371,13 +2382,7 @@ describe("the tenant while its run reads", () => {
   it("creates no pull state for a tenant offboarded after its first run read the state and before it wrote", async () => {
     const tenantId = await connected();
     seed(tenantId, 3);
-    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
-      open: async (...args: Parameters<PullStateStore["open"]>) => {
-        const lease = await services.pullState.open(...args);
-        await services.tenants.update(tenantId, () => ({ status: "offboarded" }));
-        return lease;
-      },
-    });
+    const pullState = changingLeases(async () => void (await services.tenants.update(tenantId, () => ({ status: "offboarded" }))));
     expect(await customPull({ pullState }).run(tenantId, log)).toEqual({ outcome: "skipped", reason: "not_connected" });
     expect(await services.pullState.read(tenantId)).toBeUndefined();
     expect(sink.writes).toEqual([]);
@@ -2405,23 +2410,32 @@ describe("the tenant while its run reads", () => {
   it("ends lease_lost, not as if offboarded, when the state was reset just before its closing write", async () => {
     const tenantId = await connected();
     seed(tenantId, 2);
-    const pullState = Object.assign(Object.create(services.pullState) as PullStateStore, {
-      open: async (...args: Parameters<PullStateStore["open"]>) => {
-        const lease = await services.pullState.open(...args);
-        if (lease) {
-          const release = lease.release.bind(lease);
-          lease.release = async (options) => {
-            await otherInstance.reset(tenantId);
-            return release(options);
-          };
-        }
-        return lease;
-      },
+    const pullState = changingLeases((lease) => {
+      const release = lease.release.bind(lease);
+      lease.release = async (options) => {
+        await otherInstance.reset(tenantId);
+        return release(options);
+      };
     });
     expect(await customPull({ pullState }).run(tenantId, log)).toEqual({ outcome: "failed", code: "lease_lost", category: "lease_lost" });
     expect(sink.versions()).toHaveLength(2);
     expect(await services.pullState.read(tenantId)).toBeUndefined();
   });
+
+  it("gives a closing write storage does not answer up at the run's release bound, and says so", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    // Held until the pull's own bound gives it up, as a socket that never answers would be.
+    const pullState = changingLeases((lease) => {
+      lease.release = (options) => new Promise((_, reject) => options?.signal?.addEventListener("abort", () => reject(options.signal?.reason)));
+    });
+    // Deadline 1 s, request timeout 1 s, 0.5 s of grace, 0.5 s more to release: the bound is 3 s after the start.
+    const pull = customPull({ pullState, settings: { ...config.pull, maxRunSeconds: 1, requestTimeoutSeconds: 1 }, timings: { deliveryGraceMs: 500, releaseGraceMs: 500 } });
+    const started = Date.now();
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2_950);
+    expect(lines.filter((l) => l.message === "could not release the pull lease").map((l) => l.fields["tenantId"])).toEqual([tenantId]);
+  }, 15_000);
 
   it("keeps the lease while one page takes longer than the lease, so a rival stays out", async () => {
     const tenantId = await connected();
