@@ -85,7 +85,12 @@ export class AccessTokenSource {
 
     return async (forceRefresh) => {
       const now = this.deps.clock();
-      if (!forceRefresh) {
+      if (forceRefresh) {
+        // The API refused this token: no later call, run or process may serve it again, even if
+        // the refresh below fails.
+        this.memory.delete(memoryKey);
+        delete state.accessTokenCipher;
+      } else {
         const cached = this.memory.get(memoryKey);
         if (cached && cached.expiresAt - EXPIRY_SKEW_MS > now) {
           this.stats.memoryHits++;
@@ -93,7 +98,7 @@ export class AccessTokenSource {
         }
       }
       const current = await loadBundle();
-      if (!forceRefresh && state.accessTokenCipher && (state.accessTokenExpiresAt ?? 0) - EXPIRY_SKEW_MS > now) {
+      if (state.accessTokenCipher && (state.accessTokenExpiresAt ?? 0) - EXPIRY_SKEW_MS > now) {
         const token = decryptToken(current.accessTokenKey, cipherContext, state.accessTokenCipher);
         if (token) {
           this.memory.set(memoryKey, { token, expiresAt: state.accessTokenExpiresAt ?? 0 });
@@ -155,7 +160,9 @@ export class AccessTokenSource {
     return async (forceRefresh) => {
       await this.removeDelegatedLeftovers(tenantId, state, beforeDelete);
       const now = this.deps.clock();
-      if (!forceRefresh) {
+      if (forceRefresh) {
+        this.memory.delete(memoryKey);
+      } else {
         const cached = this.memory.get(memoryKey);
         if (cached && cached.expiresAt - EXPIRY_SKEW_MS > now) {
           this.stats.memoryHits++;
@@ -195,7 +202,7 @@ export class AccessTokenSource {
     return this.withoutRole.has(tenantId);
   }
 
-  /** Forget a tenant's in-memory tokens, of every resource (after a 401 or an offboarding). */
+  /** Forget a tenant's in-memory tokens, of every resource (after an offboarding). */
   forget(tenantId: string): void {
     const prefix = `${tenantId}\n`;
     for (const key of this.memory.keys()) if (key.startsWith(prefix)) this.memory.delete(key);

@@ -604,6 +604,7 @@ class WindowRead {
   readonly notable: { alerts: NotableAlert[]; total: number } = { alerts: [], total: 0 };
   private readonly notableRank: number;
   /** The window's end has been checked against the API's clock (settleClock), in this run or one before. */
+  // Stryker disable next-line BooleanLiteral: run() sets it before the first page; a run without a window never reads it
   private clockChecked = false;
   /** The last prune limit (s): pruning again at or below it finds nothing. */
   private pruned = Number.NEGATIVE_INFINITY;
@@ -623,18 +624,15 @@ class WindowRead {
     this.overlapMs = deps.settings.overlapMinutes * 60_000;
     this.top = Math.min(deps.settings.pageSize, reader.maxTop);
     this.source = sourceOf(tenant);
-    this.windowSaved = this.state.window !== undefined && (!windowOpened || lease.openedFromMemory);
-    this.resumedWrite = this.state.window !== undefined && !windowOpened;
+    // Both matter only once a page is delivered, which a run without a window never does.
+    this.windowSaved = !windowOpened || lease.openedFromMemory;
+    this.resumedWrite = !windowOpened;
     this.call = { signal: work };
     this.notableRank = deps.notableSeverity === undefined ? Number.POSITIVE_INFINITY : severityRank(deps.notableSeverity);
     this.pulledAt = new Date(deps.clock()).toISOString();
     const model = consentModelOf(tenant);
     // A refresh token is redeemed (and its rotation written back) only under a claimed lease.
-    const tokens = deps.tokens.forPull(tenant.tenantId, this.state, deadline, tokenScope(model, this.source), model, () => lease.claim(this.call));
-    this.accessToken = async (force) => {
-      if (force) deps.tokens.forget(tenant.tenantId);
-      return tokens(force);
-    };
+    this.accessToken = deps.tokens.forPull(tenant.tenantId, this.state, deadline, tokenScope(model, this.source), model, () => lease.claim(this.call));
   }
 
   async run(): Promise<{ alerts: number; complete: boolean; deadLetters: number }> {

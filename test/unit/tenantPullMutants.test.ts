@@ -2578,3 +2578,72 @@ describe("how long a sink has been behind, as the run's report judges it", () =>
     expect(reports.at(-1)?.health).toEqual({ before: level, after: level });
   });
 });
+
+describe("what a run writes and tells, beyond its alerts", () => {
+  it("a later run of the process that wrote the row last: its claim at open stores the new window, so one more write releases it and nothing else is written", async () => {
+    const { stateStore, recordingCalls } = await import("../harness/pullStateFixture");
+    const calls: string[] = [];
+    const { store } = stateStore(clock, (client) => recordingCalls(client, calls));
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    const pull = customPull({ pullState: store });
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    advance(60_000);
+    seed(tenantId, 1, 1);
+    calls.length = 0;
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1, complete: true });
+    // The claim at open (under the ETag this process wrote) and the release: no read, no save between.
+    expect(calls).toEqual(["updateEntity", "updateEntity"]);
+    expect(sink.writes).toHaveLength(2);
+  });
+
+  it("with several sinks, a window this run opened is not flagged as resumed to them", async () => {
+    const { blob, splunk, sinkSet } = await twoSinks();
+    const tenantId = await connected();
+    seed(tenantId, 3, 20);
+    expect(await customPull({ sinkSet }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 3 });
+    expect(blob.writes.length).toBeGreaterThan(0);
+    expect([...blob.writes, ...splunk.writes].map((w) => w.key.resumed)).toEqual([...blob.writes, ...splunk.writes].map(() => undefined));
+  });
+
+  it("names no alert notable when no notable severity is set", async () => {
+    const tenantId = await connected();
+    const alerts = generateAlerts(tenantId, 2, { start: minutesAgo(8), spacingMs: 20_000 }).map((a) => ({ ...a, severity: "High" as const }));
+    stack.defender.addAlerts(tenantId, alerts);
+    expect(await customPull().run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    expect(reports.at(-1)?.notable).toEqual({ alerts: [], total: 0 });
+  });
+});
+
+describe("a token the API refused", () => {
+  it("is served by no later run, from memory or from the state's encrypted copy, even when the refresh that should replace it failed", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    expect((await stateOf(tenantId)).accessTokenCipher).toBeDefined();
+    advance(60_000);
+    seed(tenantId, 1, 1);
+    stack.defender.fail(tenantId, { status: 401, times: 1 });
+    stack.entra.failRefresh(tenantId, { status: 503, error: "temporarily_unavailable" });
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "failed", category: "transient" });
+    expect((await stateOf(tenantId)).accessTokenCipher).toBeUndefined();
+    stack.entra.clearFailures();
+    const redeemed = stack.entra.stats.tokenRequests.refresh_token;
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1 });
+    expect(stack.entra.stats.tokenRequests.refresh_token).toBe(redeemed + 1);
+  });
+
+  it("app-only: is not served from memory after a forced refresh failed", async () => {
+    const tenantId = randomUUID();
+    stack.entra.grantAppConsent(tenantId, stack.clientId, ["https://api.securitycenter.microsoft.com/Alert.Read.All"]);
+    const tokens = new AccessTokenSource({ tokens: services.tokens, entra: services.entra, clock, sleep: async () => undefined, refreshTokenPersistAgeMs: 24 * 3600_000, transientRetries: 0 });
+    const state: PullState = { delivered: new Map(), deadLetters: 0, consecutiveFailures: 0, apiCalls: [] };
+    const get = tokens.forPull(tenantId, state, Number.POSITIVE_INFINITY, "https://api.securitycenter.microsoft.com/.default", "application");
+    const refused = await get(false);
+    stack.entra.failAllTokenRequests({ status: 503, error: "temporarily_unavailable" }, 1);
+    await expect(get(true)).rejects.toBeInstanceOf(TokenUnavailableError);
+    const fresh = await get(false);
+    expect(fresh).not.toBe(refused);
+    expect(tokens.stats).toMatchObject({ tokenRequests: 3, memoryHits: 0 });
+  });
+});
