@@ -1208,6 +1208,129 @@ describe("failures the pull classifies", () => {
   });
 });
 
+describe("what a failure is called where the operator reads it", () => {
+  it("a refresh token Entra ID refuses: the customer must consent again, told which API and which permission", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    services.accessTokens.forget(tenantId);
+    stack.entra.failRefresh(tenantId, { status: 400, error: "invalid_grant", errorCode: 70008 });
+    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "failed", code: "AADSTS70008", category: "reconsent" });
+    const message =
+      "Entra ID refused the refresh token for the Microsoft Defender for Endpoint API; the customer must consent again (permission needed: WindowsDefenderATP Alert.Read (delegated))";
+    expect((await stateOf(tenantId)).lastErrorMessage).toBe(message);
+    expect(await services.tenants.get(tenantId)).toMatchObject({ status: "reconsent_required", lastErrorCode: "AADSTS70008", lastErrorMessage: message });
+  });
+
+  it("Entra ID down: entra unavailable, the tenant stays connected", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    services.accessTokens.forget(tenantId);
+    stack.entra.failRefresh(tenantId, { status: 503, error: "temporarily_unavailable" });
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "failed", category: "transient" });
+    expect((await stateOf(tenantId)).lastErrorMessage).toBe("Entra ID was unavailable");
+    expect((await services.tenants.get(tenantId))?.status).toBe("connected");
+  });
+
+  it("Graph refusing a delegated tenant: graph_forbidden naming the role the user needs; a Graph server error: graph_server_error", async () => {
+    const tenantId = await connected("Graph Customer", "graph");
+    stack.graph.fail(tenantId, { status: 403, times: 1 });
+    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "failed", code: "graph_forbidden", category: "transient" });
+    expect((await stateOf(tenantId)).lastErrorMessage).toBe(
+      "Microsoft Graph refused access to security alerts: the consenting user needs a role that can read Defender XDR alerts (e.g. Security Reader), and the app Microsoft Graph SecurityAlert.Read.All (delegated)",
+    );
+    stack.graph.fail(tenantId, { status: 500, times: 10 });
+    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "failed", code: "graph_server_error", category: "transient" });
+    expect((await stateOf(tenantId)).lastErrorMessage).toBe("The Microsoft Graph call failed (server_error)");
+    stack.graph.fail(tenantId, { status: 500, times: 0 });
+    expect((await services.tenants.get(tenantId))?.status).toBe("connected");
+  });
+
+  it("Key Vault not answering for the token: secret_store_timeout, apart from a refusal", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    const { SecretStoreError } = await import("../../shared/secrets/secretStore");
+    const stalled = Object.assign(Object.create(services.accessTokens) as typeof services.accessTokens, {
+      forPull: () => async () => {
+        throw new SecretStoreError("get", undefined, { timedOut: true });
+      },
+    });
+    expect(await customPull({ tokens: stalled }).run(tenantId, log)).toEqual({ outcome: "failed", code: "secret_store_timeout", category: "transient" });
+    expect((await stateOf(tenantId)).lastErrorMessage).toBe("Key Vault did not answer in time for the tenant's token; the next cycle retries");
+  });
+
+  it("parking or dead-lettering that fails: parking_failed and dead_letter_failed, the checkpoint where it was", async () => {
+    const { BlobParkingStore } = await import("../../shared/sinks/parking");
+    const { BlobDeadLetterStore } = await import("../../shared/sinks/deadLetters");
+    const { SinkSet } = await import("../../shared/sinks/sinkSet");
+    const { BlobServiceClient } = await import("@azure/storage-blob");
+    // Azurite's own account with a key that is not its key: every request is refused (403).
+    const wrongKey = inject("storageConnectionString").replace(/AccountKey=[^;]+/, `AccountKey=${Buffer.alloc(64).toString("base64")}`);
+    const refusing = (name: string) => BlobServiceClient.fromConnectionString(wrongKey).getContainerClient(`${name}-${randomUUID()}`);
+
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    const blob = new MemorySink();
+    const splunk = new MemorySink();
+    splunk.failures = 1;
+    const sinkSet = new SinkSet([{ name: "blob", sink: blob }, { name: "splunk", sink: splunk }], new BlobParkingStore(refusing("parked"), 5_000), clock);
+    expect(await customPull({ sinkSet }).run(tenantId, log)).toEqual({ outcome: "failed", code: "parking_failed", category: "transient" });
+    let state = await stateOf(tenantId);
+    expect(state.lastErrorMessage).toBe("Parking a page for a sink that was down failed; the checkpoint did not move and the next cycle retries");
+    expect(state.watermark).toBeUndefined();
+
+    const other = await connected();
+    const [refused] = seed(other, 2);
+    sink.refuse.add(refused!.split("@")[0]!);
+    const deadLetters = new BlobDeadLetterStore(refusing("dead"), 5_000);
+    expect(await customPull({ deadLetters }).run(other, log)).toEqual({ outcome: "failed", code: "dead_letter_failed", category: "transient" });
+    state = await stateOf(other);
+    expect(state.lastErrorMessage).toBe("Storing data the pipeline could not accept failed; the checkpoint did not move");
+    expect(state.watermark).toBeUndefined();
+  });
+
+  it("storage failing before the lease: 408 and every 5xx are an outage; a 499, or a failure that is no RestError, is thrown", async () => {
+    const tenantId = await connected();
+    const restError = (statusCode: number) => Object.assign(new Error(`HTTP ${statusCode}`), { name: "RestError", statusCode });
+    for (const status of [408, 500, 502]) {
+      expect(await customPull({ tenants: failingRegistry(restError(status)) }).run(tenantId, log)).toEqual({ outcome: "failed", code: "storage_unavailable", category: "transient" });
+    }
+    await expect(customPull({ tenants: failingRegistry(restError(499)) }).run(tenantId, log)).rejects.toThrow("HTTP 499");
+    // Named like one but not an Error, or an Error with a status but another name: not the SDK's.
+    const lookalike = { name: "RestError", statusCode: 503, message: "lookalike" };
+    await expect(customPull({ tenants: failingRegistry(lookalike) }).run(tenantId, log)).rejects.toBe(lookalike);
+    const other = Object.assign(new Error("plain 503"), { statusCode: 503 });
+    await expect(customPull({ tenants: failingRegistry(other) }).run(tenantId, log)).rejects.toThrow("plain 503");
+    const abortLike = { name: "AbortError", message: "not an Error" };
+    await expect(customPull({ tenants: failingRegistry(abortLike) }).run(tenantId, log)).rejects.toBe(abortLike);
+  });
+});
+
+describe("how long a sink has been behind, as the run's report judges it", () => {
+  /** The tenant's stored sink progress replaced, as the run opens, by `sinks` (times in minutes ago). */
+  function withSinks(sinks: Record<string, { parkedFrom: number; parkedTo: number; behindMinutes?: number }>): PullStateStore {
+    return changingLeases((lease) => {
+      lease.state.sinks = Object.fromEntries(
+        Object.entries(sinks).map(([name, s]) => [
+          name,
+          { parkedFrom: s.parkedFrom, parkedTo: s.parkedTo, ...(s.behindMinutes === undefined ? {} : { behindSince: new Date(clock() - s.behindMinutes * 60_000).toISOString() }) },
+        ]),
+      ) as PullState["sinks"];
+    });
+  }
+
+  it.each([
+    ["one sink 20 minutes behind beside one 1 minute behind", "degraded", { a: { parkedFrom: 0, parkedTo: 2, behindMinutes: 20 }, b: { parkedFrom: 4, parkedTo: 5, behindMinutes: 1 } }],
+    ["one sink 1 minute behind", "healthy", { b: { parkedFrom: 4, parkedTo: 5, behindMinutes: 1 } }],
+    ["a sink caught up since it fell behind an hour ago", "healthy", { c: { parkedFrom: 3, parkedTo: 3, behindMinutes: 60 } }],
+    ["a sink with pages parked but no time it fell behind", "healthy", { d: { parkedFrom: 0, parkedTo: 1 } }],
+  ] as const)("%s: %s", async (_, level, sinks) => {
+    const tenantId = await connected();
+    seed(tenantId, 1);
+    expect(await customPull({ pullState: withSinks(sinks) }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1 });
+    expect(reports.at(-1)?.health).toEqual({ before: level, after: level });
+  });
+});
+
 /** A tenant this process pulled once (so its row is remembered), five minutes on, with two new alerts. */
 async function pulledOnceThenTwoNew(): Promise<string> {
   const tenantId = await connected();
@@ -2454,129 +2577,6 @@ describe("the tenant while its run reads", () => {
     }
     expect(tally(tenantId)).toMatchObject({ duplicates: 0, missing: [] });
   }, 20_000);
-});
-
-describe("what a failure is called where the operator reads it", () => {
-  it("a refresh token Entra ID refuses: the customer must consent again, told which API and which permission", async () => {
-    const tenantId = await connected();
-    seed(tenantId, 1);
-    services.accessTokens.forget(tenantId);
-    stack.entra.failRefresh(tenantId, { status: 400, error: "invalid_grant", errorCode: 70008 });
-    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "failed", code: "AADSTS70008", category: "reconsent" });
-    const message =
-      "Entra ID refused the refresh token for the Microsoft Defender for Endpoint API; the customer must consent again (permission needed: WindowsDefenderATP Alert.Read (delegated))";
-    expect((await stateOf(tenantId)).lastErrorMessage).toBe(message);
-    expect(await services.tenants.get(tenantId)).toMatchObject({ status: "reconsent_required", lastErrorCode: "AADSTS70008", lastErrorMessage: message });
-  });
-
-  it("Entra ID down: entra unavailable, the tenant stays connected", async () => {
-    const tenantId = await connected();
-    seed(tenantId, 1);
-    services.accessTokens.forget(tenantId);
-    stack.entra.failRefresh(tenantId, { status: 503, error: "temporarily_unavailable" });
-    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "failed", category: "transient" });
-    expect((await stateOf(tenantId)).lastErrorMessage).toBe("Entra ID was unavailable");
-    expect((await services.tenants.get(tenantId))?.status).toBe("connected");
-  });
-
-  it("Graph refusing a delegated tenant: graph_forbidden naming the role the user needs; a Graph server error: graph_server_error", async () => {
-    const tenantId = await connected("Graph Customer", "graph");
-    stack.graph.fail(tenantId, { status: 403, times: 1 });
-    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "failed", code: "graph_forbidden", category: "transient" });
-    expect((await stateOf(tenantId)).lastErrorMessage).toBe(
-      "Microsoft Graph refused access to security alerts: the consenting user needs a role that can read Defender XDR alerts (e.g. Security Reader), and the app Microsoft Graph SecurityAlert.Read.All (delegated)",
-    );
-    stack.graph.fail(tenantId, { status: 500, times: 10 });
-    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "failed", code: "graph_server_error", category: "transient" });
-    expect((await stateOf(tenantId)).lastErrorMessage).toBe("The Microsoft Graph call failed (server_error)");
-    stack.graph.fail(tenantId, { status: 500, times: 0 });
-    expect((await services.tenants.get(tenantId))?.status).toBe("connected");
-  });
-
-  it("Key Vault not answering for the token: secret_store_timeout, apart from a refusal", async () => {
-    const tenantId = await connected();
-    seed(tenantId, 1);
-    const { SecretStoreError } = await import("../../shared/secrets/secretStore");
-    const stalled = Object.assign(Object.create(services.accessTokens) as typeof services.accessTokens, {
-      forPull: () => async () => {
-        throw new SecretStoreError("get", undefined, { timedOut: true });
-      },
-    });
-    expect(await customPull({ tokens: stalled }).run(tenantId, log)).toEqual({ outcome: "failed", code: "secret_store_timeout", category: "transient" });
-    expect((await stateOf(tenantId)).lastErrorMessage).toBe("Key Vault did not answer in time for the tenant's token; the next cycle retries");
-  });
-
-  it("parking or dead-lettering that fails: parking_failed and dead_letter_failed, the checkpoint where it was", async () => {
-    const { BlobParkingStore } = await import("../../shared/sinks/parking");
-    const { BlobDeadLetterStore } = await import("../../shared/sinks/deadLetters");
-    const { SinkSet } = await import("../../shared/sinks/sinkSet");
-    const { BlobServiceClient } = await import("@azure/storage-blob");
-    // Azurite's own account with a key that is not its key: every request is refused (403).
-    const wrongKey = inject("storageConnectionString").replace(/AccountKey=[^;]+/, `AccountKey=${Buffer.alloc(64).toString("base64")}`);
-    const refusing = (name: string) => BlobServiceClient.fromConnectionString(wrongKey).getContainerClient(`${name}-${randomUUID()}`);
-
-    const tenantId = await connected();
-    seed(tenantId, 2);
-    const blob = new MemorySink();
-    const splunk = new MemorySink();
-    splunk.failures = 1;
-    const sinkSet = new SinkSet([{ name: "blob", sink: blob }, { name: "splunk", sink: splunk }], new BlobParkingStore(refusing("parked"), 5_000), clock);
-    expect(await customPull({ sinkSet }).run(tenantId, log)).toEqual({ outcome: "failed", code: "parking_failed", category: "transient" });
-    let state = await stateOf(tenantId);
-    expect(state.lastErrorMessage).toBe("Parking a page for a sink that was down failed; the checkpoint did not move and the next cycle retries");
-    expect(state.watermark).toBeUndefined();
-
-    const other = await connected();
-    const [refused] = seed(other, 2);
-    sink.refuse.add(refused!.split("@")[0]!);
-    const deadLetters = new BlobDeadLetterStore(refusing("dead"), 5_000);
-    expect(await customPull({ deadLetters }).run(other, log)).toEqual({ outcome: "failed", code: "dead_letter_failed", category: "transient" });
-    state = await stateOf(other);
-    expect(state.lastErrorMessage).toBe("Storing data the pipeline could not accept failed; the checkpoint did not move");
-    expect(state.watermark).toBeUndefined();
-  });
-
-  it("storage failing before the lease: 408 and every 5xx are an outage; a 499, or a failure that is no RestError, is thrown", async () => {
-    const tenantId = await connected();
-    const restError = (statusCode: number) => Object.assign(new Error(`HTTP ${statusCode}`), { name: "RestError", statusCode });
-    for (const status of [408, 500, 502]) {
-      expect(await customPull({ tenants: failingRegistry(restError(status)) }).run(tenantId, log)).toEqual({ outcome: "failed", code: "storage_unavailable", category: "transient" });
-    }
-    await expect(customPull({ tenants: failingRegistry(restError(499)) }).run(tenantId, log)).rejects.toThrow("HTTP 499");
-    // Named like one but not an Error, or an Error with a status but another name: not the SDK's.
-    const lookalike = { name: "RestError", statusCode: 503, message: "lookalike" };
-    await expect(customPull({ tenants: failingRegistry(lookalike) }).run(tenantId, log)).rejects.toBe(lookalike);
-    const other = Object.assign(new Error("plain 503"), { statusCode: 503 });
-    await expect(customPull({ tenants: failingRegistry(other) }).run(tenantId, log)).rejects.toThrow("plain 503");
-    const abortLike = { name: "AbortError", message: "not an Error" };
-    await expect(customPull({ tenants: failingRegistry(abortLike) }).run(tenantId, log)).rejects.toBe(abortLike);
-  });
-});
-
-describe("how long a sink has been behind, as the run's report judges it", () => {
-  /** The tenant's stored sink progress replaced, as the run opens, by `sinks` (times in minutes ago). */
-  function withSinks(sinks: Record<string, { parkedFrom: number; parkedTo: number; behindMinutes?: number }>): PullStateStore {
-    return changingLeases((lease) => {
-      lease.state.sinks = Object.fromEntries(
-        Object.entries(sinks).map(([name, s]) => [
-          name,
-          { parkedFrom: s.parkedFrom, parkedTo: s.parkedTo, ...(s.behindMinutes === undefined ? {} : { behindSince: new Date(clock() - s.behindMinutes * 60_000).toISOString() }) },
-        ]),
-      ) as PullState["sinks"];
-    });
-  }
-
-  it.each([
-    ["one sink 20 minutes behind beside one 1 minute behind", "degraded", { a: { parkedFrom: 0, parkedTo: 2, behindMinutes: 20 }, b: { parkedFrom: 4, parkedTo: 5, behindMinutes: 1 } }],
-    ["one sink 1 minute behind", "healthy", { b: { parkedFrom: 4, parkedTo: 5, behindMinutes: 1 } }],
-    ["a sink caught up since it fell behind an hour ago", "healthy", { c: { parkedFrom: 3, parkedTo: 3, behindMinutes: 60 } }],
-    ["a sink with pages parked but no time it fell behind", "healthy", { d: { parkedFrom: 0, parkedTo: 1 } }],
-  ] as const)("%s: %s", async (_, level, sinks) => {
-    const tenantId = await connected();
-    seed(tenantId, 1);
-    expect(await customPull({ pullState: withSinks(sinks) }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1 });
-    expect(reports.at(-1)?.health).toEqual({ before: level, after: level });
-  });
 });
 
 describe("what a run writes and tells, beyond its alerts", () => {
