@@ -1149,6 +1149,140 @@ describe("the run's report and health", () => {
   });
 });
 
+describe("what a run writes and tells, beyond its alerts", () => {
+  it("a later run of the process that wrote the row last: its claim at open stores the new window, so one more write releases it and nothing else is written", async () => {
+    const { stateStore, recordingCalls } = await import("../harness/pullStateFixture");
+    const calls: string[] = [];
+    const { store } = stateStore(clock, (client) => recordingCalls(client, calls));
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    const pull = customPull({ pullState: store });
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    advance(60_000);
+    seed(tenantId, 1, 1);
+    calls.length = 0;
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1, complete: true });
+    // The claim at open (under the ETag this process wrote) and the release: no read, no save between.
+    expect(calls).toEqual(["updateEntity", "updateEntity"]);
+    expect(sink.writes).toHaveLength(2);
+  });
+
+  it("with several sinks, a window this run opened is not flagged as resumed to them", async () => {
+    const { blob, splunk, sinkSet } = await twoSinks();
+    const tenantId = await connected();
+    seed(tenantId, 3, 20);
+    expect(await customPull({ sinkSet }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 3 });
+    expect(blob.writes.length).toBeGreaterThan(0);
+    expect([...blob.writes, ...splunk.writes].map((w) => w.key.resumed)).toEqual([...blob.writes, ...splunk.writes].map(() => undefined));
+  });
+
+  it("names no alert notable when no notable severity is set", async () => {
+    const tenantId = await connected();
+    const alerts = generateAlerts(tenantId, 2, { start: minutesAgo(8), spacingMs: 20_000 }).map((a) => ({ ...a, severity: "High" as const }));
+    stack.defender.addAlerts(tenantId, alerts);
+    expect(await customPull().run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    expect(reports.at(-1)?.notable).toEqual({ alerts: [], total: 0 });
+  });
+});
+
+describe("a token the API refused", () => {
+  it("is served by no later run, from memory or from the state's encrypted copy, even when the refresh that should replace it failed", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
+    expect((await stateOf(tenantId)).accessTokenCipher).toBeDefined();
+    advance(60_000);
+    seed(tenantId, 1, 1);
+    stack.defender.fail(tenantId, { status: 401, times: 1 });
+    stack.entra.failRefresh(tenantId, { status: 503, error: "temporarily_unavailable" });
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "failed", category: "transient" });
+    expect((await stateOf(tenantId)).accessTokenCipher).toBeUndefined();
+    stack.entra.clearFailures();
+    const redeemed = stack.entra.stats.tokenRequests.refresh_token;
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1 });
+    expect(stack.entra.stats.tokenRequests.refresh_token).toBe(redeemed + 1);
+  });
+
+  it("app-only: is not served from memory after a forced refresh failed", async () => {
+    const tenantId = randomUUID();
+    stack.entra.grantAppConsent(tenantId, stack.clientId, ["https://api.securitycenter.microsoft.com/Alert.Read.All"]);
+    const tokens = new AccessTokenSource({ tokens: services.tokens, entra: services.entra, clock, sleep: async () => undefined, refreshTokenPersistAgeMs: 24 * 3600_000, transientRetries: 0 });
+    const state: PullState = { delivered: new Map(), deadLetters: 0, consecutiveFailures: 0, apiCalls: [] };
+    const get = tokens.forPull(tenantId, state, Number.POSITIVE_INFINITY, "https://api.securitycenter.microsoft.com/.default", "application");
+    const refused = await get(false);
+    stack.entra.failAllTokenRequests({ status: 503, error: "temporarily_unavailable" }, 1);
+    await expect(get(true)).rejects.toBeInstanceOf(TokenUnavailableError);
+    const fresh = await get(false);
+    expect(fresh).not.toBe(refused);
+    expect(tokens.stats).toMatchObject({ tokenRequests: 3, memoryHits: 0 });
+  });
+});
+
+describe("pages read ahead", () => {
+  /** A Defender client for customPull that counts the page requests in flight at once. */
+  function countingDefender(): { defender: DefenderClient; budget: RateBudget; seen: { now: number; max: number; beforeFirstAnswer: number; answered: boolean } } {
+    const sleep = async (ms: number) => void sleeps.push(ms);
+    const budget = new RateBudget({ clock, sleep });
+    const defender = new DefenderClient({ http: services.http, userAgent: "MdePartner-TestMssp-Connector/1.0", requestTimeoutMs: 30_000, budget, clock, sleep });
+    const seen = { now: 0, max: 0, beforeFirstAnswer: 0, answered: false };
+    const fetchPage = defender.fetchPage.bind(defender);
+    defender.fetchPage = async (request) => {
+      seen.now++;
+      seen.max = Math.max(seen.max, seen.now);
+      if (!seen.answered) seen.beforeFirstAnswer++;
+      try {
+        return await fetchPage(request);
+      } finally {
+        seen.now--;
+        seen.answered = true;
+      }
+    };
+    return { defender, budget, seen };
+  }
+
+  /** Adds `alerts` and pulls them (and `more` already there) with pages 60 ms away. */
+  async function readWith(alerts: ReturnType<typeof makeAlert>[], tenantId: string, more = 0) {
+    stack.defender.addAlerts(tenantId, alerts);
+    const { defender, budget, seen } = countingDefender();
+    stack.defender.setLatency(60, tenantId);
+    try {
+      expect(await customPull({ defender, budget }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: alerts.length + more, complete: true });
+    } finally {
+      stack.defender.setLatency(0, tenantId);
+    }
+    expect(tally(tenantId)).toMatchObject({ duplicates: 0, missing: [] });
+    return seen;
+  }
+
+  it("one page until a page shows how large alerts are, then three while three fit in 24 MiB", async () => {
+    const tenantId = await connected();
+    // About 200 kB an alert: a page of 5 is 1 MB.
+    const alerts = generateAlerts(tenantId, 40, { start: minutesAgo(30), spacingMs: 40_000 }).map((a) => ({ ...a, description: "x".repeat(200_000) }));
+    const seen = await readWith(alerts, tenantId);
+    expect(seen.beforeFirstAnswer).toBe(1);
+    expect(seen.max).toBe(3);
+  });
+
+  it("one page first in a resumed window too, whose stored density already plans several", async () => {
+    const tenantId = await connected();
+    stack.defender.addAlerts(tenantId, generateAlerts(tenantId, 40, { start: minutesAgo(30), spacingMs: 40_000 }));
+    expect(await customPull({}, { perMinute: 3, perHour: 3 }).run(tenantId, log)).toMatchObject({ outcome: "pulled", complete: false });
+    expect((await stateOf(tenantId)).window?.density).toBeGreaterThan(0);
+    const delivered = sink.versions().length;
+    const seen = await readWith([], tenantId, 40 - delivered);
+    expect(seen.beforeFirstAnswer).toBe(1);
+    expect(seen.max).toBe(3);
+  });
+
+  it("only as many pages as 24 MiB hold of large alerts", async () => {
+    const tenantId = await connected();
+    // About 1.7 MB an alert: a page of 5 is 8.5 MB, so two fit in 24 MiB.
+    const large = generateAlerts(tenantId, 16, { start: minutesAgo(30), spacingMs: 90_000 }).map((a) => ({ ...a, description: "x".repeat(1_700_000) }));
+    const seen = await readWith(large, tenantId);
+    expect(seen.max).toBe(2);
+  });
+});
+
 describe("failures the pull classifies", () => {
   it("app credential rejected: logged as an error for every tenant, the tenant stays connected", async () => {
     const tenantId = await connected();
@@ -2577,73 +2711,4 @@ describe("the tenant while its run reads", () => {
     }
     expect(tally(tenantId)).toMatchObject({ duplicates: 0, missing: [] });
   }, 20_000);
-});
-
-describe("what a run writes and tells, beyond its alerts", () => {
-  it("a later run of the process that wrote the row last: its claim at open stores the new window, so one more write releases it and nothing else is written", async () => {
-    const { stateStore, recordingCalls } = await import("../harness/pullStateFixture");
-    const calls: string[] = [];
-    const { store } = stateStore(clock, (client) => recordingCalls(client, calls));
-    const tenantId = await connected();
-    seed(tenantId, 2);
-    const pull = customPull({ pullState: store });
-    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
-    advance(60_000);
-    seed(tenantId, 1, 1);
-    calls.length = 0;
-    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1, complete: true });
-    // The claim at open (under the ETag this process wrote) and the release: no read, no save between.
-    expect(calls).toEqual(["updateEntity", "updateEntity"]);
-    expect(sink.writes).toHaveLength(2);
-  });
-
-  it("with several sinks, a window this run opened is not flagged as resumed to them", async () => {
-    const { blob, splunk, sinkSet } = await twoSinks();
-    const tenantId = await connected();
-    seed(tenantId, 3, 20);
-    expect(await customPull({ sinkSet }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 3 });
-    expect(blob.writes.length).toBeGreaterThan(0);
-    expect([...blob.writes, ...splunk.writes].map((w) => w.key.resumed)).toEqual([...blob.writes, ...splunk.writes].map(() => undefined));
-  });
-
-  it("names no alert notable when no notable severity is set", async () => {
-    const tenantId = await connected();
-    const alerts = generateAlerts(tenantId, 2, { start: minutesAgo(8), spacingMs: 20_000 }).map((a) => ({ ...a, severity: "High" as const }));
-    stack.defender.addAlerts(tenantId, alerts);
-    expect(await customPull().run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
-    expect(reports.at(-1)?.notable).toEqual({ alerts: [], total: 0 });
-  });
-});
-
-describe("a token the API refused", () => {
-  it("is served by no later run, from memory or from the state's encrypted copy, even when the refresh that should replace it failed", async () => {
-    const tenantId = await connected();
-    seed(tenantId, 2);
-    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2 });
-    expect((await stateOf(tenantId)).accessTokenCipher).toBeDefined();
-    advance(60_000);
-    seed(tenantId, 1, 1);
-    stack.defender.fail(tenantId, { status: 401, times: 1 });
-    stack.entra.failRefresh(tenantId, { status: 503, error: "temporarily_unavailable" });
-    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "failed", category: "transient" });
-    expect((await stateOf(tenantId)).accessTokenCipher).toBeUndefined();
-    stack.entra.clearFailures();
-    const redeemed = stack.entra.stats.tokenRequests.refresh_token;
-    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 1 });
-    expect(stack.entra.stats.tokenRequests.refresh_token).toBe(redeemed + 1);
-  });
-
-  it("app-only: is not served from memory after a forced refresh failed", async () => {
-    const tenantId = randomUUID();
-    stack.entra.grantAppConsent(tenantId, stack.clientId, ["https://api.securitycenter.microsoft.com/Alert.Read.All"]);
-    const tokens = new AccessTokenSource({ tokens: services.tokens, entra: services.entra, clock, sleep: async () => undefined, refreshTokenPersistAgeMs: 24 * 3600_000, transientRetries: 0 });
-    const state: PullState = { delivered: new Map(), deadLetters: 0, consecutiveFailures: 0, apiCalls: [] };
-    const get = tokens.forPull(tenantId, state, Number.POSITIVE_INFINITY, "https://api.securitycenter.microsoft.com/.default", "application");
-    const refused = await get(false);
-    stack.entra.failAllTokenRequests({ status: 503, error: "temporarily_unavailable" }, 1);
-    await expect(get(true)).rejects.toBeInstanceOf(TokenUnavailableError);
-    const fresh = await get(false);
-    expect(fresh).not.toBe(refused);
-    expect(tokens.stats).toMatchObject({ tokenRequests: 3, memoryHits: 0 });
-  });
 });
