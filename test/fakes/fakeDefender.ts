@@ -357,6 +357,8 @@ export class FakeDefender {
   private readonly pendingTimers = new Set<NodeJS.Timeout>();
   private readonly clock: () => number;
   private clockOffsetMs = 0;
+  /** Whether answers carry a Date header (an origin without a clock, or a proxy, may send none). */
+  private sendDate = true;
   private defaultLatencyMs: number;
   private nextLinkMode: NextLinkMode = false;
   private counters: FakeDefenderStats = { requests: 0, byTenant: {}, byStatus: {} };
@@ -408,6 +410,11 @@ export class FakeDefender {
   setClockOffset(ms: number): void {
     if (!Number.isFinite(ms)) throw new Error(`FakeDefender: clock offset must be finite, got ${ms}`);
     this.clockOffsetMs = ms;
+  }
+
+  /** Answers without a Date header from now on (false), or with the fake's clock again (true). */
+  setSendDate(send: boolean): void {
+    this.sendDate = send;
   }
 
   // ---- test control -------------------------------------------------------
@@ -916,11 +923,12 @@ export class FakeDefender {
     if (res.destroyed || res.writableEnded) return;
     // Encoded once: a 10,000-alert page is ~11 MB, and byteLength + end(string) would scan it twice.
     const bytes = Buffer.from(body, "utf8");
+    // Setting Date ourselves stops Node adding its own from the real clock; sendDate false sends none.
+    res.sendDate = false;
     res.writeHead(status, {
       "Content-Type": "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8",
       "Content-Length": bytes.length,
-      // Setting Date ourselves stops Node adding its own from the real clock.
-      Date: new Date(this.now()).toUTCString(),
+      ...(this.sendDate ? { Date: new Date(this.now()).toUTCString() } : {}),
       ...headers,
     });
     res.end(bytes);

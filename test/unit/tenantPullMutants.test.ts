@@ -2084,13 +2084,19 @@ describe("the service's clock", () => {
     expect(sink.versions()).toHaveLength(12);
   });
 
-  it("checks a window held before its first page came back against the API's clock when the next run resumes it", async () => {
+  /** A tenant whose new window was held before any Date was read; the service's clock is 6 minutes behind. */
+  async function heldBeforeItsFirstDate(): Promise<string> {
     const tenantId = await connected();
     seed(tenantId, 12, 8);
     stack.defender.setClockOffset(-6 * 60_000);
     // The window's first page never parses (each of its attempts): the run holds before any Date was read.
     stack.defender.corruptPages(tenantId, { times: 3 });
     expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0, complete: false });
+    return tenantId;
+  }
+
+  it("checks a window held before its first page came back against the API's clock when the next run resumes it", async () => {
+    const tenantId = await heldBeforeItsFirstDate();
     const held = await stateOf(tenantId);
     expect(held.lastWarningCode).toBe("invalid_page_held");
     expect(held.window?.settled).toBe(false);
@@ -2102,6 +2108,58 @@ describe("the service's clock", () => {
     expect(resumed.clockSkewMs).toBeLessThan(-6 * 60_000 + 2_000);
     expect(Date.parse(resumed.watermark ?? "")).toBeLessThan(clock() - 5 * 60_000);
     expect(sink.versions().length).toBeLessThan(12);
+  });
+
+  it("stores a resumed window's cut by the API's clock before the first page of it reaches the sink", async () => {
+    const tenantId = await heldBeforeItsFirstDate();
+    const heldTo = Date.parse((await stateOf(tenantId)).window?.to ?? "");
+    expect(heldTo).toBeGreaterThan(clock() - 60_000);
+    // What another instance would find in storage while the resumed run's first page is on its way to the sink.
+    const storedEnds: number[] = [];
+    const original = sink.write.bind(sink);
+    sink.write = async (key, alerts) => {
+      storedEnds.push(Date.parse((await otherInstance.read(tenantId))?.window?.to ?? ""));
+      return original(key, alerts);
+    };
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled" });
+    expect(storedEnds.length).toBeGreaterThan(0);
+    expect(storedEnds[0]).toBeLessThan(clock() - 5 * 60_000);
+  });
+
+  it("keeps the host's clock for a page without a Date header, and remembers no skew", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 3, 8);
+    stack.defender.setSendDate(false);
+    try {
+      expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 3, complete: true });
+    } finally {
+      stack.defender.setSendDate(true);
+    }
+    const state = await stateOf(tenantId);
+    expect(state.clockSkewMs).toBeUndefined();
+    expect(Date.parse(state.watermark ?? "")).toBeGreaterThan(clock() - 5_000);
+  });
+
+  it("ends a window the settle time before the service's clock, as before the host's", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12, 8);
+    stack.defender.setClockOffset(-6 * 60_000);
+    const pull = customPull({ settings: { ...config.pull, settleSeconds: 30 } });
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", complete: true });
+    // The Date header's whole second, plus its second of resolution, less the 30 s settle time.
+    const behind = clock() - Date.parse((await stateOf(tenantId)).watermark ?? "");
+    expect(behind).toBeGreaterThan(6 * 60_000 + 28_000);
+    expect(behind).toBeLessThan(6 * 60_000 + 31_000);
+  });
+
+  it("ignores a Date hours behind as it ignores one hours ahead", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 2, 3 * 60);
+    stack.defender.setClockOffset(-2 * 3600_000);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 2, complete: true });
+    const state = await stateOf(tenantId);
+    expect(state.clockSkewMs).toBeUndefined();
+    expect(state.lastWarningMessage).toBe("The Defender API answered with a Date -120 min from this host's clock; it was ignored");
   });
 
   it("ignores an implausible Date (hours off) and says so in health", async () => {
