@@ -127,8 +127,9 @@ export type AlertOrder = "sorted" | "shuffled" | "unstable";
  * false: no nextLink. true: a full page links to the next $skip.
  * "loop": a full page links to itself plus `$skiptoken=B`, and that one links back (A→B→A forever).
  * "foreign": a full page links to FOREIGN_NEXT_LINK_ORIGIN.
+ * "unparseable": a full page's nextLink is a string that is no URL (a proxy's or a bug's).
  */
-export type NextLinkMode = boolean | "loop" | "foreign";
+export type NextLinkMode = boolean | "loop" | "foreign" | "unparseable";
 
 export interface PageInfo {
   /** 0-based count of 200 pages served to the tenant (reset by resetStats). */
@@ -870,6 +871,7 @@ export class FakeDefender {
     const mode = this.nextLinkMode;
     if (mode === false) return undefined;
     if (mode === "foreign") return `${FOREIGN_NEXT_LINK_ORIGIN}/api/alerts?$skip=${query.skip + size}`;
+    if (mode === "unparseable") return `api/alerts?$skip=${query.skip + size}`;
     const next = new URLSearchParams(url.searchParams);
     if (mode === "loop") {
       // A → A+$skiptoken → A → …: a client that follows links blindly never finishes.

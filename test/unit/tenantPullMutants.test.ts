@@ -598,6 +598,27 @@ describe("a crowded millisecond, at its limits", () => {
     expect((await stateOf(tenantId)).lastWarningCode).toBeUndefined();
   });
 
+  it("narrows a page too large to read down to its millisecond and dead-letters that in the same run, without holding", async () => {
+    const tenantId = await connected();
+    const versions = seed(tenantId, 6, 20);
+    const [huge] = stack.defender.alerts(tenantId).filter((a) => a.id === versions[2]!.split("@")[0]);
+    // 5 MiB: a page of 5 may take 4 MiB, so every page that holds it is refused unread.
+    stack.defender.poisonAlert(tenantId, huge!.id, JSON.stringify({ ...huge, description: "x".repeat(5 * 1024 * 1024) }));
+    try {
+      expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 5, complete: true, deadLetters: 1 });
+    } finally {
+      stack.defender.poisonAlert(tenantId, huge!.id, null);
+    }
+    expect(sink.versions().sort()).toEqual(versions.filter((_, i) => i !== 2).sort());
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters).toHaveLength(1);
+    expect(letters[0]).toMatchObject({ reason: "page_too_large", pageFrom: huge!.lastUpdateTime.replace(/(\.\d{3})\d*Z$/, "$1Z") });
+    expect(Date.parse(letters[0]!.pageTo) - Date.parse(letters[0]!.pageFrom)).toBe(1);
+    const state = await stateOf(tenantId);
+    expect(state.lastWarningCode).not.toBe("invalid_page_held");
+    expect(state.invalidSpan).toBeUndefined();
+  });
+
   it("dead-letters a page of the millisecond that never parses, after holding two runs, and reads the pages after it", async () => {
     const tenantId = await connected();
     const at = clock() - 20 * 60_000;
@@ -1818,10 +1839,10 @@ describe("pages that never parse", () => {
     }
   });
 
-  it("dead-letters a nextLink to another host and never follows it", async () => {
+  it.each(["foreign", "unparseable"] as const)("dead-letters a nextLink that does not stay on the API's host (%s) and never follows it", async (mode) => {
     const tenantId = await connected();
     seed(tenantId, 7);
-    stack.defender.setNextLinkPaging("foreign");
+    stack.defender.setNextLinkPaging(mode);
     try {
       const outcome = await services.tenantPull.run(tenantId, log);
       expect(outcome).toMatchObject({ outcome: "pulled", alerts: 7, complete: true });
