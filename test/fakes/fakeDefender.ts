@@ -195,7 +195,7 @@ interface TenantState {
   throttle: { times: number; retryAfterSeconds: number } | null;
   failure: { status: number; times: number } | null;
   hangs: number;
-  shortPages: { times: number; size: number } | null;
+  shortPages: { times: number; size: number; linked?: boolean } | null;
   corruptPages: number;
   /** Every page holding this alert is cut short: a page that never parses, however often it is read. */
   corruptHolding: string | null;
@@ -333,6 +333,7 @@ function parseQuery(query: URLSearchParams, allowSkipToken: boolean): ParsedQuer
 /** Faults that change a 200 page rather than replace it, claimed when the request arrives. */
 interface PageFaults {
   shortSize: number | undefined;
+  shortLinked?: boolean;
   corrupt: boolean;
 }
 
@@ -487,8 +488,12 @@ export class FakeDefender {
     this.tenant(tenantId).hangs = times;
   }
 
-  /** The next `times` pages hold at most `size` alerts and no nextLink, even when more match. */
-  shortPages(tenantId: string, opts: { times: number; size: number }): void {
+  /**
+   * The next `times` pages hold at most `size` alerts, even when more match: with no nextLink, or
+   * (`linked`) with one to the next `$skip` whenever more match, as a service that caps its pages
+   * below `$top` (server-driven paging) answers.
+   */
+  shortPages(tenantId: string, opts: { times: number; size: number; linked?: boolean }): void {
     if (!Number.isInteger(opts.size) || opts.size < 0) throw new Error(`FakeDefender: shortPages size must be a non-negative integer`);
     this.tenant(tenantId).shortPages = opts.times > 0 ? { ...opts } : null;
   }
@@ -836,21 +841,27 @@ export class FakeDefender {
   /** Claims the page-level faults; each counts down once per 200 page it applies to. */
   private claimPageFaults(state: TenantState): PageFaults {
     let shortSize: number | undefined;
+    let shortLinked = false;
     if (state.shortPages !== null) {
       shortSize = state.shortPages.size;
+      shortLinked = state.shortPages.linked === true;
       if (--state.shortPages.times <= 0) state.shortPages = null;
     }
     const corrupt = state.corruptPages > 0;
     if (corrupt) state.corruptPages--;
-    return { shortSize, corrupt };
+    return { shortSize, shortLinked, corrupt };
   }
 
   private servePage(res: ServerResponse, state: TenantState, query: ParsedQuery, url: URL, faults: PageFaults): void {
     const size = query.top ?? MAX_PAGE_SIZE;
-    const page = this.selectPage(state, query, Math.min(size, faults.shortSize ?? size));
-    const full = faults.shortSize === undefined && page.length === size;
+    const shortSize = faults.shortSize;
+    const page = this.selectPage(state, query, Math.min(size, shortSize ?? size));
+    const full = shortSize === undefined && page.length === size;
+    // A linked short page links on only when more match: one more alert beyond the cap is looked for.
+    const linkedShort = shortSize !== undefined && faults.shortLinked === true && shortSize < size && this.selectPage(state, query, shortSize + 1).length > shortSize;
     const items = page.map((s) => state.poisoned.get(s.id) ?? JSON.stringify(query.expandEvidence ? toAlert(s) : s.summary));
-    let body = renderPage(items, full ? this.nextLink(url, query, size) : undefined);
+    const link = full ? this.nextLink(url, query, size) : linkedShort ? this.nextLink(url, query, page.length) : undefined;
+    let body = renderPage(items, link);
     const corrupt = faults.corrupt || (state.corruptHolding !== null && page.some((s) => s.id === state.corruptHolding));
     // Any strict prefix of a JSON object's text is invalid JSON.
     if (corrupt) body = body.slice(0, body.length >>> 1);

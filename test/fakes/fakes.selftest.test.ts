@@ -487,6 +487,14 @@ describe("FakeDefender over HTTPS", () => {
     const normal = await call(tenant, "/api/alerts?$top=3");
     expect(ids(normal)).toEqual([a0.id, a1.id, a2.id]);
     expect(page(normal)).toHaveProperty("@odata.nextLink");
+    // A service that caps its pages below $top links on from a short page while more match, to just past what it served.
+    defender.shortPages(tenant, { times: 2, size: 2, linked: true });
+    const capped = await call(tenant, "/api/alerts?$top=3");
+    expect(ids(capped)).toEqual([a0.id, a1.id]);
+    expect(new URL(page(capped)["@odata.nextLink"] ?? "").searchParams.get("$skip")).toBe("2");
+    const end = await call(tenant, "/api/alerts?$top=3&$skip=3");
+    expect(ids(end)).toHaveLength(2);
+    expect(page(end)).not.toHaveProperty("@odata.nextLink");
 
     defender.resetStats();
     defender.corruptPages(tenant, { times: 1 });

@@ -280,6 +280,28 @@ async function twoSinks() {
   return { blob, splunk, sinkSet: new SinkSet([{ name: "blob", sink: blob }, { name: "splunk", sink: splunk }], parking, clock) };
 }
 
+/**
+ * The test's sink becomes one that can say what it holds, stores its first page and answers it
+ * with a failure (a pull that died before its checkpoint), and counts the questions it was asked.
+ */
+function storesThenFails(): { asked: () => number } {
+  sink = new MemorySink(true);
+  const storing = sink;
+  const original = storing.write.bind(storing);
+  const ask = storing.storedVersions!;
+  let asked = 0;
+  let once = true;
+  storing.write = async (key, alerts) => {
+    await original(key, alerts);
+    if (once) {
+      once = false;
+      throw new SinkError("Uploading the alert batch failed (no HTTP response)");
+    }
+  };
+  Object.assign(storing, { storedVersions: (...args: Parameters<typeof ask>) => (asked++, ask(...args)) });
+  return { asked: () => asked };
+}
+
 const warnings = () => lines.filter((l) => l.level === "warn").map((l) => l.message);
 
 // ---- the pull ------------------------------------------------------------------------------
@@ -311,6 +333,8 @@ describe("a pull of one tenant", () => {
     const [run] = await services.pullHistory.recent(tenantId);
     expect(run).toMatchObject({ outcome: "succeeded", alerts: 12 });
     expect(lines.some((l) => l.message === "pull finished" && l.fields["alerts"] === 12)).toBe(true);
+    // Host and service agree within the Date header's second: nothing to warn about.
+    expect(lines.some((l) => l.message === "host clock and Defender API clock differ")).toBe(false);
 
     // The next run reads the overlap again and delivers nothing twice; a new version is news.
     const [first] = stack.defender.alerts(tenantId);
@@ -353,6 +377,60 @@ describe("a pull of one tenant", () => {
   });
 });
 
+describe("a page that is full though it holds fewer alerts than asked for", () => {
+  it("is split when elements the pipeline rejected fill it: no alert beyond it is skipped", async () => {
+    const tenantId = await connected();
+    const versions = seed(tenantId, 12, 8);
+    // The two oldest come back unreadable, so the first page holds 3 alerts and 2 rejected elements.
+    const bad = stack.defender.alerts(tenantId).slice(0, 2).map((a) => a.id);
+    for (const id of bad) stack.defender.poisonAlert(tenantId, id, `{"id":"${id}","lastUpdateTime":"not a time"}`);
+    try {
+      const outcome = await services.tenantPull.run(tenantId, log);
+      expect(outcome).toEqual({ outcome: "pulled", alerts: 10, complete: true, deadLetters: 2 });
+    } finally {
+      for (const id of bad) stack.defender.poisonAlert(tenantId, id, null);
+    }
+    expect(new Set(sink.versions())).toEqual(new Set(versions.filter((v) => !bad.includes(v.split("@")[0] ?? ""))));
+    expect(tally(tenantId).duplicates).toBe(0);
+    expect((await services.deadLetters.list(tenantId)).map((l) => l.reason)).toEqual(["invalid_time", "invalid_time"]);
+  });
+
+  it("is split when the service caps it below the page size and links on: no alert beyond it is skipped", async () => {
+    const tenantId = await connected();
+    const versions = seed(tenantId, 12, 8);
+    // Every page holds at most 3 and links on while more match, as a service paging on its own terms does.
+    stack.defender.setNextLinkPaging(true);
+    stack.defender.shortPages(tenantId, { times: 1_000, size: 3, linked: true });
+    try {
+      const outcome = await services.tenantPull.run(tenantId, log);
+      expect(outcome).toEqual({ outcome: "pulled", alerts: 12, complete: true, deadLetters: 0 });
+    } finally {
+      stack.defender.setNextLinkPaging(false);
+      stack.defender.shortPages(tenantId, { times: 0, size: 0 });
+    }
+    expect(tally(tenantId)).toEqual({ served: 12, delivered: 12, duplicates: 0, missing: [] });
+    expect(new Set(sink.versions())).toEqual(new Set(versions));
+  });
+});
+
+describe("the tenant's record during a run", () => {
+  it("is read once at the start of a run and once more for each page after the first, no more", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 3, 8);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 3 });
+    let reads = 0;
+    const tenants = Object.assign(Object.create(services.tenants) as TenantRegistry, {
+      get: (...args: Parameters<TenantRegistry["get"]>) => (reads++, services.tenants.get(...args)),
+    });
+    const requests = stack.defender.requests(tenantId).length;
+    seed(tenantId, 12, 4);
+    expect(await customPull({ tenants }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 12, complete: true });
+    const pages = stack.defender.requests(tenantId).length - requests;
+    expect(pages).toBeGreaterThan(2);
+    expect(reads).toBe(pages);
+  });
+});
+
 describe("a sink that fails", () => {
   it("keeps the checkpoint, records the failure, and the next run delivers the rest exactly once", async () => {
     const tenantId = await connected();
@@ -389,20 +467,8 @@ describe("a sink that fails", () => {
 
   it("on resume, asks the sink what it holds of the page in flight and stores nothing twice", async () => {
     const tenantId = await connected();
-    sink = new MemorySink(true);
+    storesThenFails();
     seed(tenantId, 3);
-    // The sink stores the page, then the pull dies before its checkpoint: modelled by a write that
-    // is stored but answered with a failure.
-    const storing = sink;
-    const original = storing.write.bind(storing);
-    let once = true;
-    storing.write = async (key, alerts) => {
-      await original(key, alerts);
-      if (once) {
-        once = false;
-        throw new SinkError("Uploading the alert batch failed (no HTTP response)");
-      }
-    };
     expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "failed", code: "sink_failed" });
     expect(sink.versions()).toHaveLength(3);
     // The service orders the page differently now; without the sink's answer the resume would store it again.
@@ -411,6 +477,50 @@ describe("a sink that fails", () => {
     expect(resumed).toEqual({ outcome: "pulled", alerts: 0, complete: true, deadLetters: 0 });
     expect(tally(tenantId).duplicates).toBe(0);
     expect(sink.versions()).toHaveLength(3);
+  });
+
+  it("remembers what the sink held on resume with its time in seconds, keeps it across runs, and asks only when resuming", async () => {
+    const tenantId = await connected();
+    const { asked } = storesThenFails();
+    // Inside the 10-minute overlap: the next window reads them again.
+    const versions = seed(tenantId, 3, 8);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "failed", code: "sink_failed" });
+    // A window this run opened holds nothing an earlier attempt stored: the sink is not asked.
+    expect(asked()).toBe(0);
+    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "pulled", alerts: 0, complete: true, deadLetters: 0 });
+    expect(asked()).toBe(1);
+    const seconds = stack.defender
+      .alerts(tenantId)
+      .map((a) => Math.floor(Date.parse(a.lastUpdateTime) / 1000))
+      .sort();
+    expect([...(await stateOf(tenantId)).delivered.values()].sort()).toEqual(seconds);
+    // What the resume learnt was stored with the state: the overlap's next read stores nothing twice.
+    advance(60_000);
+    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "pulled", alerts: 0, complete: true, deadLetters: 0 });
+    expect(asked()).toBe(1);
+    expect(sink.versions().sort()).toEqual([...versions].sort());
+  });
+
+  it("resumes with a sink that cannot say what it holds, without asking it", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 3, 8);
+    sink.failures = 1;
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "failed", code: "sink_failed" });
+    const plain: AlertSink = { write: (key, alerts) => sink.write(key, alerts) };
+    expect(await customPull({ sink: plain }).run(tenantId, log)).toEqual({ outcome: "pulled", alerts: 3, complete: true, deadLetters: 0 });
+    expect(tally(tenantId)).toMatchObject({ delivered: 3, duplicates: 0, missing: [] });
+  });
+
+  it("does not ask one sink what it holds when several sinks are told `resumed` instead", async () => {
+    const tenantId = await connected();
+    const { asked } = storesThenFails();
+    seed(tenantId, 3, 8);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "failed", code: "sink_failed" });
+    const { blob, splunk, sinkSet } = await twoSinks();
+    expect(await customPull({ sinkSet }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 3, complete: true });
+    expect(asked()).toBe(0);
+    expect(blob.writes.map((w) => w.key.resumed)).toEqual([true]);
+    expect(splunk.writes.map((w) => w.key.resumed)).toEqual([true]);
   });
 });
 
@@ -530,6 +640,23 @@ describe("a crowded millisecond, at its limits", () => {
     expect(await customPull({}, { perMinute: 1000, perHour: 1000 }).run(tenantId, log)).toMatchObject({ outcome: "pulled", complete: true });
     // The first pass goes on at $skip 10, then one whole pass finds nothing new.
     expect(instantSkips(tenantId, at).slice(skipsBefore.length)).toEqual([10, 12, 0, 5, 10, 12]);
+    expect(tally(tenantId)).toEqual({ served: 12, delivered: 12, duplicates: 0, missing: [] });
+    expect(new Set(sink.versions())).toEqual(new Set(versions));
+  });
+
+  it("stores the next pass when a run stops between two passes over the millisecond, and the next run starts that pass", async () => {
+    const tenantId = await connected();
+    const at = clock() - 20 * 60_000;
+    const versions = crowd(tenantId, at, 12, "p");
+    // Ten calls: the sub-window's pages, then the first pass's $skip 0, 5, 10 and 12; the eleventh would start the second pass.
+    expect(await customPull({}, { perMinute: 10, perHour: 10 }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 12, complete: false });
+    const skipsBefore = instantSkips(tenantId, at);
+    expect(skipsBefore).toEqual([0, 0, 5, 10, 12]);
+    expect((await stateOf(tenantId)).window?.instant).toEqual({ pass: 1, skip: 0, foundNew: false });
+    advance(61 * 60_000);
+    expect(await customPull({}, { perMinute: 1000, perHour: 1000 }).run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0, complete: true });
+    // The second pass from its start, which finds nothing new: the millisecond is done.
+    expect(instantSkips(tenantId, at).slice(skipsBefore.length)).toEqual([0, 5, 10, 12]);
     expect(tally(tenantId)).toEqual({ served: 12, delivered: 12, duplicates: 0, missing: [] });
     expect(new Set(sink.versions())).toEqual(new Set(versions));
   });
@@ -1946,6 +2073,27 @@ describe("a page handed to the sinks", () => {
     expect((await stateOf(tenantId)).delivered.size).toBe(19_502);
   });
 
+  it("keeps what a resume learnt from the sink in a dedupe set spilled to a blob, so the overlap read next sends none of it twice", async () => {
+    const tenantId = await connected();
+    stack.defender.addAlerts(tenantId, generateAlerts(tenantId, 19_500, { start: minutesAgo(4), spacingMs: 10 }));
+    const pull = customPull({ settings: { ...config.pull, pageSize: 10_000 } });
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 19_500, complete: true });
+    // Two alerts reach the API late, older than the rest: the next window's first page holds them.
+    const late = generateAlerts(tenantId, 2, { start: minutesAgo(8), spacingMs: 1_000 });
+    stack.defender.addAlerts(tenantId, late);
+    const lateVersions = late.map((a) => `${a.id}@${a.lastUpdateTime}`);
+    // The sink stores that page, then the pull dies before its checkpoint.
+    storesThenFails();
+    advance(60_000);
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "failed", code: "sink_failed" });
+    // The resume learns the two are stored; nothing is sent again.
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0, complete: true });
+    advance(60_000);
+    expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 0, complete: true });
+    expect(sink.versions().filter((v) => lateVersions.includes(v)).sort()).toEqual([...lateVersions].sort());
+    expect((await stateOf(tenantId)).delivered.size).toBe(19_502);
+  });
+
   it("adds late versions to a dedupe set spilled to a blob when every page of the run holds some, so the next overlap sends none twice", async () => {
     const tenantId = await connected();
     const start = clock() - 4 * 60_000;
@@ -2176,6 +2324,39 @@ describe("the service's clock", () => {
     expect(behind).toBeLessThan(6 * 60_000 + 31_000);
   });
 
+  it("checks a window against the service's clock at its first answer only: a later page's Date does not cut it again", async () => {
+    const tenantId = await connected();
+    const versions = seed(tenantId, 12, 8);
+    // From the second page on, the service answers with a Date 6 minutes behind.
+    stack.defender.afterPage(tenantId, (info) => {
+      if (info.index === 1) stack.defender.setClockOffset(offsetMs - 6 * 60_000);
+    });
+    try {
+      expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "pulled", alerts: 12, complete: true, deadLetters: 0 });
+    } finally {
+      stack.defender.afterPage(tenantId, null);
+    }
+    expect(stack.defender.pageRequests(tenantId)).toBeGreaterThan(2);
+    expect(new Set(sink.versions())).toEqual(new Set(versions));
+    expect(Math.abs((await stateOf(tenantId)).clockSkewMs ?? Number.NaN)).toBeLessThan(2_000);
+  });
+
+  it("reads nothing more of a window the service's clock ends before its first sub-window: one request, and the run is done", async () => {
+    const tenantId = await connected();
+    seed(tenantId, 12, 8);
+    expect(await services.tenantPull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 12, complete: true });
+    const requests = stack.defender.requests(tenantId).length;
+    advance(60_000);
+    // The service is now half an hour behind: its Date lies before the new window's start (the 10-minute overlap).
+    stack.defender.setClockOffset(offsetMs - 30 * 60_000);
+    expect(await services.tenantPull.run(tenantId, log)).toEqual({ outcome: "pulled", alerts: 0, complete: true, deadLetters: 0 });
+    expect(stack.defender.requests(tenantId)).toHaveLength(requests + 1);
+    const state = await stateOf(tenantId);
+    expect(state.clockSkewMs).toBeLessThan(-29 * 60_000);
+    expect(state.window).toBeUndefined();
+    expect(tally(tenantId)).toMatchObject({ duplicates: 0, missing: [] });
+  });
+
   it("ignores a Date hours behind as it ignores one hours ahead", async () => {
     const tenantId = await connected();
     seed(tenantId, 2, 3 * 60);
@@ -2257,7 +2438,7 @@ describe("a crowded millisecond on Graph, at its limits", () => {
   }
 
   /** A Graph tenant's 12 alerts in one millisecond, pulled at pages of 5 while the service links as `mode` says. */
-  async function crowdWithLinks(mode: "loop" | "emptyChain"): Promise<{ tenantId: string; at: number; outcome: PullOutcome }> {
+  async function crowdWithLinks(mode: "loop" | "emptyChain" | "otherPath"): Promise<{ tenantId: string; at: number; outcome: PullOutcome }> {
     const tenantId = await connected("Graph Customer", "graph");
     const at = clock() - 20 * 60_000;
     stack.graph.addAlerts(tenantId, crowdOf(tenantId, at, 12, mode));
@@ -2280,6 +2461,17 @@ describe("a crowded millisecond on Graph, at its limits", () => {
     expect(instant.filter((r) => r.followedLink)).toHaveLength(3 * 199);
     expect(sink.versions()).toHaveLength(5);
     expect((await stateOf(tenantId)).lastWarningCode).toBe("instant_page_limit");
+  });
+
+  it("dead-letters a nextLink on the API's host but off its alerts path, and never follows it", async () => {
+    const { tenantId, at, outcome } = await crowdWithLinks("otherPath");
+    expect(outcome).toMatchObject({ outcome: "pulled", complete: true });
+    const instant = stack.graph.requests(tenantId).filter((r) => r.query.get("$filter") === filterOf(at));
+    expect(instant.length).toBeGreaterThan(0);
+    expect(instant.some((r) => r.followedLink)).toBe(false);
+    const letters = await services.deadLetters.list(tenantId);
+    expect(letters.length).toBeGreaterThan(0);
+    expect(letters.every((l) => l.reason === "foreign_next_link")).toBe(true);
   });
 
   it("ends a pass at a page of the millisecond it dead-lettered, since only that page links to the rest, and says alerts may be missing", async () => {
