@@ -155,7 +155,11 @@ export class ConsentFlow {
   }
 
   private page(status: number, title: string, ...paragraphs: string[]): ConsentResponse {
-    return { kind: "page", page: renderPage(status, { title, paragraphs }, this.pageOptions) };
+    return { kind: "page", page: this.htmlPage(status, title, ...paragraphs) };
+  }
+
+  private htmlPage(status: number, title: string, ...paragraphs: string[]): HtmlPage {
+    return renderPage(status, { title, paragraphs }, this.pageOptions);
   }
 
   /** The page for a link its record no longer lets start a sign-in. */
@@ -209,9 +213,9 @@ export class ConsentFlow {
       if (!(error instanceof ConsentSessionLimitError)) throw error;
       log.warn("consent start refused: too many open sign-ins", { tenantId: tenant, scope: error.scope, ...step("start", "refused", "too_many_sign_ins") });
       const minutes = Math.max(1, Math.ceil(error.retryAfterSeconds / 60));
-      const response = this.page(429, "Too many sign-ins in progress", `This link has started many sign-ins in the last few minutes. Please try again in ${minutes} minute(s), in one browser window.`);
-      if (response.kind === "page") response.page.headers["Retry-After"] = String(Math.max(1, error.retryAfterSeconds));
-      return response;
+      const page = this.htmlPage(429, "Too many sign-ins in progress", `This link has started many sign-ins in the last few minutes. Please try again in ${minutes} minute(s), in one browser window.`);
+      page.headers["Retry-After"] = String(Math.max(1, error.retryAfterSeconds));
+      return { kind: "page", page };
     }
     const source = consentSource(record.source, link);
     if (consentModelFor(record, link) === "application") {

@@ -1689,6 +1689,15 @@ describe("the consent flow's edges", () => {
     expect(refused.body).toContain("Ask your managed security provider for a new consent link.");
     expect(refused.body).toContain("Simulated Microsoft cloud (sandbox)");
     expect(page(await services.consent.start("not-a-guid", { link: null, exp: null, sig: null }, log)).body).not.toContain("Simulated Microsoft cloud");
+    // As deployed (no local development settings at all); a tenant id that is no GUID is refused before any lookup.
+    let reads = 0;
+    const tenants = Object.assign(Object.create(services.tenants) as typeof services.tenants, {
+      get: (...args: Parameters<typeof services.tenants.get>) => (reads++, services.tenants.get(...args)),
+    });
+    const bare = flowWith({ config: { clientId: services.config.clientId, msspTenantId: services.config.msspTenantId }, tenants });
+    const plain = page(await bare.start("not-a-guid", { link: null, exp: null, sig: null }, log));
+    expect([plain.status, plain.body.includes("Simulated Microsoft cloud")]).toEqual([400, false]);
+    expect(reads).toBe(0);
     for (const consentModel of ["delegated", "application"]) {
       const { tenantId, consentUrl } = await register({ consentModel });
       const { query } = linkQuery(consentUrl);
@@ -1698,12 +1707,22 @@ describe("the consent flow's edges", () => {
       const location = new URL(started.location);
       expect(location.origin).toBe("http://127.0.0.1:9999");
       expect(location.pathname).toBe(consentModel === "application" ? `/${tenantId}/v2.0/adminconsent` : `/${tenantId}/oauth2/v2.0/authorize`);
-      expect(lines.filter((line) => line.message === "consent started").at(-1)?.fields).toMatchObject({ tenantId, ...(consentModel === "application" ? { consentModel } : {}) });
+      expect(lines.filter((line) => line.message === "consent started").at(-1)?.fields).toMatchObject({
+        tenantId,
+        ...(consentModel === "application" ? { consentModel } : {}),
+        consentStep: "start",
+        outcome: "started",
+      });
+      // Without local development settings (as deployed), the sign-in stays on Entra ID's own origin.
+      const deployed = await bare.start(tenantId, query, log);
+      if (deployed.kind !== "redirect") throw new Error(`expected a redirect, got ${deployed.page.status}`);
+      expect(new URL(deployed.location).origin).toBe(new URL(services.config.entraAuthorityHost).origin);
+      expect(new URL(deployed.location).pathname).toBe(location.pathname);
     }
     const off = await register();
     await services.tenantAdmin.offboard(off.tenantId, operator, log);
     await start(off.consentUrl);
-    expect(lines.find((line) => line.message === "consent link for an offboarded tenant")?.fields).toMatchObject({ tenantId: off.tenantId, errorCode: "tenant_offboarded", outcome: "refused" });
+    expect(lines.find((line) => line.message === "consent link for an offboarded tenant")?.fields).toMatchObject({ tenantId: off.tenantId, consentStep: "start", errorCode: "tenant_offboarded", outcome: "refused" });
   });
 
   it("deletes the token and answers 410 when the tenant is offboarded while the code is redeemed", async () => {
