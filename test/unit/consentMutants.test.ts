@@ -1298,6 +1298,11 @@ describe("finishing a delegated consent", () => {
     expect(record?.consentedByObjectId).toMatch(/^[0-9a-f-]{36}$/);
     expect((await linkOf(tenantId, linkId, createdAt))?.usedAt).toBeDefined();
     expect(await auditOf(tenantId)).toContain(`consent_completed: Consent given through link ${linkId} for source mde`);
+    const [given] = (await services.audit.list({ tenantId, limit: 50 })).filter((e) => e.detail.startsWith("Consent given"));
+    expect(given?.actor).toEqual({ kind: "customer_admin", id: record?.consentedByObjectId, name: "alice@fabrikam.test" });
+    // Each value the admin copies into the Defender portal is labelled for what it is.
+    expect(done.body).toContain(`<label for="value-1">Application ID</label>`);
+    expect(done.body).toContain(`<label for="value-2">Tenant ID</label>`);
     expect(lines.find((line) => line.message === "tenant connected")?.fields).toMatchObject({ tenantId, source: "mde", consentStep: "callback", outcome: "connected" });
     expect(JSON.stringify(lines)).not.toContain(stored.refreshToken);
   });
@@ -1310,6 +1315,7 @@ describe("finishing a delegated consent", () => {
     const again = await services.tenantAdmin.requestReconsent(tenantId, { source: "graph" }, operator, log);
     stack.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { preferredUsername: "bob@fabrikam.test" } });
     const done = page((await consent(again.consentUrl)).finished);
+    expect([done.status, done.title]).toEqual([200, "Consent complete"]);
     expect(done.body).toContain("through Microsoft Graph");
     expect(done.body).not.toContain("Settings &gt; Endpoints");
     expect(await tenantRecord(tenantId)).toMatchObject({ source: "graph", consentedBy: "bob@fabrikam.test", previousConsentedBy: "alice@fabrikam.test" });
@@ -1323,6 +1329,8 @@ describe("finishing a delegated consent", () => {
     await consent(third.consentUrl);
     expect((await auditOf(tenantId)).filter((entry) => entry.startsWith("consenter_changed"))).toHaveLength(1);
     expect((await auditOf(tenantId)).filter((entry) => entry.startsWith("source_changed"))).toHaveLength(1);
+    // Delegated each time: no change of consent model to tell.
+    expect((await auditOf(tenantId)).filter((entry) => entry.includes("Consent model changed"))).toEqual([]);
   });
 
   it.each<[string, string, (tenantId: string) => void, number, string, string | undefined]>([
@@ -1445,7 +1453,12 @@ describe("finishing a delegated consent", () => {
     expect(page(await pending)).toMatchObject({ status: 410, title: "This consent link was withdrawn" });
     expect(storedBundle(tenantId)).toBeUndefined();
     expect((await tenantRecord(tenantId))?.status).toBe("pending_consent");
-    expect(lines.some((line) => line.message === "consent link revoked while its sign-in finished; nothing stored")).toBe(true);
+    expect(lines.find((line) => line.message === "consent link revoked while its sign-in finished; nothing stored")?.fields).toEqual({
+      tenantId,
+      consentStep: "callback",
+      outcome: "refused",
+      errorCode: "link_revoked",
+    });
   });
 
   it("answers 503 when Key Vault cannot store the token, records why, and lets the link be used again", async () => {
@@ -1683,6 +1696,25 @@ describe("the consent flow's edges", () => {
     expect(entry?.actor).toMatchObject({ kind: "customer_admin", id: "", name: "Tenant administrator (admin consent)" });
   });
 
+  it("tells no new consenter on a delegated consent after an application one, which had no user", async () => {
+    const { tenantId, consentUrl } = await register();
+    stack.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { preferredUsername: "alice@fabrikam.test" } });
+    await consent(consentUrl);
+    offsetMs = 2000;
+    const move = await services.tenantAdmin.requestReconsent(tenantId, { consentModel: "application" }, operator, log);
+    expect((await answer(flowWith({}), move.consentUrl, {})).status).toBe(200);
+    offsetMs = 4000;
+    const back = await services.tenantAdmin.requestReconsent(tenantId, { consentModel: "delegated" }, operator, log);
+    stack.entra.setConsentBehaviour(tenantId, { kind: "approve", user: { preferredUsername: "bob@fabrikam.test" } });
+    expect(page((await consent(back.consentUrl)).finished).status).toBe(200);
+    const audit = await auditOf(tenantId);
+    expect(audit).toContain("consent_completed: Consent model changed from application to delegated; a refresh token is stored from now on");
+    expect(audit.filter((entry) => entry.startsWith("consenter_changed"))).toEqual([]);
+    const record = await tenantRecord(tenantId);
+    expect(record).toMatchObject({ consentModel: "delegated", consentedBy: "bob@fabrikam.test" });
+    expect(record?.previousConsentedBy).toBeUndefined();
+  });
+
   it("names a generic provider without a display name, marks sandbox pages, and moves only the sign-in page's origin in both models", async () => {
     const local = flowWith({ config: { clientId: services.config.clientId, msspTenantId: services.config.msspTenantId, localDev: { sandbox: true, signInBaseUrl: "http://127.0.0.1:9999/x" } } });
     const refused = page(await local.start("not-a-guid", { link: null, exp: null, sig: null }, log));
@@ -1725,19 +1757,42 @@ describe("the consent flow's edges", () => {
     expect(lines.find((line) => line.message === "consent link for an offboarded tenant")?.fields).toMatchObject({ tenantId: off.tenantId, consentStep: "start", errorCode: "tenant_offboarded", outcome: "refused" });
   });
 
-  it("deletes the token and answers 410 when the tenant is offboarded while the code is redeemed", async () => {
-    const { tenantId, consentUrl } = await register();
+  /** Signs in through the link and finishes the sign-in while Entra ID holds the code's redemption until `meanwhile` is done. */
+  async function finishedAfter(consentUrl: string, meanwhile: () => Promise<unknown>) {
     const started = await start(consentUrl);
     const back = await authorize(started.kind === "redirect" ? started.location : "");
     const hold = stack.entra.holdCodeRedemptions();
     const pending = services.consent.callback(back.searchParams, cookieHeader(started), log);
     for (let i = 0; i < 200 && hold.waiting() === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
-    await services.tenantAdmin.offboard(tenantId, operator, log);
+    await meanwhile();
     hold.release();
-    expect(page(await pending)).toMatchObject({ status: 410, title: "This consent link is no longer active" });
+    return page(await pending);
+  }
+
+  it("deletes the token and answers 410 when the tenant is offboarded while the code is redeemed", async () => {
+    const { tenantId, consentUrl } = await register();
+    const finished = await finishedAfter(consentUrl, () => services.tenantAdmin.offboard(tenantId, operator, log));
+    expect(finished).toMatchObject({ status: 410, title: "This consent link is no longer active" });
     expect(storedBundle(tenantId)).toBeUndefined();
     expect((await tenantRecord(tenantId))?.status).toBe("offboarded");
-    expect(lines.find((line) => line.message === "consent completed for a tenant offboarded meanwhile; token removed")?.fields).toMatchObject({ tenantId, errorCode: "tenant_offboarded" });
+    expect(lines.find((line) => line.message === "consent completed for a tenant offboarded meanwhile; token removed")?.fields).toMatchObject({
+      tenantId,
+      consentStep: "callback",
+      outcome: "refused",
+      errorCode: "tenant_offboarded",
+    });
+  });
+
+  it("connects nothing when the tenant is offboarded and registered again while the code is redeemed: the sign-in belongs to the old registration", async () => {
+    const { tenantId, consentUrl } = await register();
+    const finished = await finishedAfter(consentUrl, async () => {
+      await services.tenantAdmin.offboard(tenantId, operator, log);
+      offsetMs += 1000;
+      await services.tenantAdmin.register({ tenantId, displayName: "Fabrikam Ltd (again)" }, operator, log);
+    });
+    expect(finished).toMatchObject({ status: 410, title: "This consent link is no longer active" });
+    expect(storedBundle(tenantId)).toBeUndefined();
+    expect(await tenantRecord(tenantId)).toMatchObject({ status: "pending_consent", displayName: "Fabrikam Ltd (again)" });
   });
 });
 
