@@ -2079,7 +2079,8 @@ describe("a page handed to the sinks", () => {
     const pull = customPull({ settings: { ...config.pull, pageSize: 10_000 } });
     expect(await pull.run(tenantId, log)).toMatchObject({ outcome: "pulled", alerts: 19_500, complete: true });
     // Two alerts reach the API late, older than the rest: the next window's first page holds them.
-    const late = generateAlerts(tenantId, 2, { start: minutesAgo(8), spacingMs: 1_000 });
+    // Six minutes back: still inside the 10-minute overlap two minutes later, when the last run reads them.
+    const late = generateAlerts(tenantId, 2, { start: minutesAgo(6), spacingMs: 1_000 });
     stack.defender.addAlerts(tenantId, late);
     const lateVersions = late.map((a) => `${a.id}@${a.lastUpdateTime}`);
     // The sink stores that page, then the pull dies before its checkpoint.
