@@ -716,8 +716,9 @@ class WindowRead {
         (error instanceof DefenderApiError && (error.code === "deadline" || error.code === "budget_exhausted"));
       if (!stop) throw error;
       // Held, out of time or out of budget: the run's closing save keeps the position (and a
-      // window cut by the service's clock), so the next run resumes exactly here.
-      if (!this.planner.finished) this.recordProgress();
+      // window cut by the service's clock), so the next run resumes exactly here. (No stop comes
+      // after the window's last sub-window: its pages are all read by then.)
+      this.recordProgress();
       return { alerts: this.delivered, complete: false, deadLetters: this.deadLettered };
     } finally {
       for (const pending of this.inFlight.values()) pending.catch(() => undefined);
