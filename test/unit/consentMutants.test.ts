@@ -1481,7 +1481,7 @@ describe("finishing an application consent", () => {
   beforeAll(setup);
 
   it("sends the admin to the admin-consent endpoint, proves the consent, stores no token and audits the admin", async () => {
-    const { tenantId, consentUrl, linkId } = await register({ consentModel: "application" });
+    const { tenantId, consentUrl, linkId, createdAt } = await register({ consentModel: "application" });
     const started = await start(consentUrl);
     if (started.kind !== "redirect") throw new Error("expected a redirect");
     const location = new URL(started.location);
@@ -1496,6 +1496,8 @@ describe("finishing an application consent", () => {
     expect(done.body).toContain("Microsoft Defender for Endpoint alerts");
     expect(storedBundle(tenantId)).toBeUndefined();
     expect(await tenantRecord(tenantId)).toMatchObject({ status: "connected", consentModel: "application", consentedBy: "Tenant administrator (admin consent)" });
+    // The link is spent: it connects no second time.
+    expect((await linkOf(tenantId, linkId, createdAt))?.usedAt).toBeDefined();
     const [entry] = (await services.audit.list({ tenantId, limit: 50 })).filter((e) => e.action === "consent_completed");
     expect(entry?.actor).toMatchObject({ kind: "customer_admin", name: "Tenant administrator (admin consent)" });
     expect(entry?.actor.id).toMatch(/^[0-9a-f-]{36}$/);
@@ -1638,12 +1640,29 @@ describe("the consent flow's edges", () => {
     }
   });
 
+  /** A flow whose proof of the application consent succeeds once `meanwhile` is done. */
+  const provenAfter = (meanwhile: () => Promise<unknown>) =>
+    flowWith({
+      application: {
+        prove: async () => {
+          await meanwhile();
+          return { kind: "proven", servicePrincipalId: undefined };
+        },
+      } as unknown as ApplicationConsentVerifier,
+    });
+
   it("connects nothing on a proof for another tenant, a link revoked or a tenant offboarded during the proof", async () => {
     const wrong = await register({ consentModel: "application" });
     const wrongFlow = flowWith({ application: { prove: async () => ({ kind: "wrong_tenant" }) } as unknown as ApplicationConsentVerifier });
     const refused = await answer(wrongFlow, wrong.consentUrl, {});
     expect([refused.status, refused.title]).toEqual([403, "Consent could not be verified"]);
-    expect(lines.find((line) => line.message === "app-only token was for another tenant; nothing stored")?.fields).toMatchObject({ tenantId: wrong.tenantId, errorCode: "tenant_mismatch", outcome: "failed" });
+    expect(refused.body).toContain("Microsoft Entra ID answered for a different organization. Nothing was saved. Open the consent link again.");
+    expect(lines.find((line) => line.message === "app-only token was for another tenant; nothing stored")?.fields).toMatchObject({
+      tenantId: wrong.tenantId,
+      consentStep: "callback",
+      errorCode: "tenant_mismatch",
+      outcome: "failed",
+    });
     expect((await tenantRecord(wrong.tenantId))?.status).toBe("pending_consent");
     // The link was given back: the real proof then connects through it.
     const again = await start(wrong.consentUrl);
@@ -1651,30 +1670,41 @@ describe("the consent flow's edges", () => {
     expect(page(await services.consent.callback(back.searchParams, cookieHeader(again), log)).status).toBe(200);
 
     const revoked = await register({ consentModel: "application" });
-    const revokingFlow = flowWith({
-      application: {
-        prove: async () => {
-          await services.tenantAdmin.revokeLink(revoked.tenantId, revoked.linkId, operator, log);
-          return { kind: "proven", servicePrincipalId: undefined };
-        },
-      } as unknown as ApplicationConsentVerifier,
-    });
+    const revokingFlow = provenAfter(() => services.tenantAdmin.revokeLink(revoked.tenantId, revoked.linkId, operator, log));
     expect(await answer(revokingFlow, revoked.consentUrl, {})).toMatchObject({ status: 410, title: "This consent link was withdrawn" });
     expect((await tenantRecord(revoked.tenantId))?.status).toBe("pending_consent");
-    expect(lines.some((line) => line.message === "consent link revoked while its consent finished; nothing stored")).toBe(true);
+    expect(lines.find((line) => line.message === "consent link revoked while its consent finished; nothing stored")?.fields).toEqual({
+      tenantId: revoked.tenantId,
+      source: "mde",
+      consentModel: "application",
+      consentStep: "callback",
+      outcome: "refused",
+      errorCode: "link_revoked",
+    });
 
     const gone = await register({ consentModel: "application" });
-    const offboardingFlow = flowWith({
-      application: {
-        prove: async () => {
-          await services.tenantAdmin.offboard(gone.tenantId, operator, log);
-          return { kind: "proven", servicePrincipalId: undefined };
-        },
-      } as unknown as ApplicationConsentVerifier,
-    });
+    const offboardingFlow = provenAfter(() => services.tenantAdmin.offboard(gone.tenantId, operator, log));
     expect(await answer(offboardingFlow, gone.consentUrl, {})).toMatchObject({ status: 410, title: "This consent link is no longer active" });
     expect((await tenantRecord(gone.tenantId))?.status).toBe("offboarded");
     expect((await auditOf(gone.tenantId)).filter((entry) => entry.startsWith("consent_completed"))).toEqual([]);
+    expect(lines.find((line) => line.message === "admin consent completed for a tenant offboarded meanwhile")?.fields).toEqual({
+      tenantId: gone.tenantId,
+      source: "mde",
+      consentModel: "application",
+      consentStep: "callback",
+      outcome: "refused",
+      errorCode: "tenant_offboarded",
+    });
+
+    // Offboarded and registered again during the proof: the consent belongs to the old registration.
+    const again2 = await register({ consentModel: "application" });
+    const reregisteringFlow = provenAfter(async () => {
+      await services.tenantAdmin.offboard(again2.tenantId, operator, log);
+      offsetMs += 1000;
+      await services.tenantAdmin.register({ tenantId: again2.tenantId, displayName: "Fabrikam Ltd (again)" }, operator, log);
+    });
+    expect(await answer(reregisteringFlow, again2.consentUrl, {})).toMatchObject({ status: 410, title: "This consent link is no longer active" });
+    expect(await tenantRecord(again2.tenantId)).toMatchObject({ status: "pending_consent", displayName: "Fabrikam Ltd (again)" });
   });
 
   it("says so in the audit when the former refresh token could not be deleted on a move to the application model", async () => {
@@ -1691,7 +1721,9 @@ describe("the consent flow's edges", () => {
     const done = await answer(flowWith({ tokens: stuck }), move.consentUrl, {});
     expect([done.status, done.title]).toEqual([200, "Consent complete"]);
     expect(await auditOf(tenantId)).toContain("consent_completed: Consent model changed from delegated to application; the stored refresh token could not be deleted yet");
-    expect(lines.find((line) => line.message === "could not delete the tenant's former refresh token")?.level).toBe("warn");
+    const notDeleted = lines.find((line) => line.message === "could not delete the tenant's former refresh token");
+    expect(notDeleted?.level).toBe("warn");
+    expect(notDeleted?.fields).toMatchObject({ tenantId, source: "mde", consentModel: "application", error: expect.any(String) });
     const [entry] = (await services.audit.list({ tenantId, limit: 50 })).filter((e) => e.detail.startsWith("Admin consent given"));
     expect(entry?.actor).toMatchObject({ kind: "customer_admin", id: "", name: "Tenant administrator (admin consent)" });
   });
